@@ -1,0 +1,1 @@
+"""The guard: what Claude calls cost, and (later) budgets, tiers and limits in Redis."""

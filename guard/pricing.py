@@ -1,0 +1,158 @@
+"""What a Claude call costs, in integer micro-USD, from its ``usage`` and a dated price table.
+
+Rates are kept as micro-USD per million tokens (integers), so every sum is exact and only the
+final division rounds — upwards, so the guard never under-counts. A model missing from the
+table raises ``UnpricedModel``: a call we cannot price is a call we do not make.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+from guard.errors import UnpricedModel
+
+MICROS = 1_000_000
+_RATE_FIELDS = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Micro-USD per million tokens."""
+
+    input: int
+    cache_write_5m: int
+    cache_write_1h: int
+    cache_read: int
+    output: int
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Rates:
+        return cls(**{f: _usd_to_micros(raw[f]) for f in _RATE_FIELDS})
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one call, split the way they are billed."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    cache_read: int = 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.input_tokens + self.cache_write_5m + self.cache_write_1h + self.cache_read
+
+    @classmethod
+    def from_api(cls, usage: dict[str, Any]) -> Usage:
+        """From the Messages API's ``usage`` object.
+
+        Without the 5m/1h breakdown, cache writes are priced at the dearer 1-hour rate.
+        """
+        writes = int(usage.get("cache_creation_input_tokens") or 0)
+        split = usage.get("cache_creation") or {}
+        five = int(split.get("ephemeral_5m_input_tokens") or 0)
+        hour = int(split.get("ephemeral_1h_input_tokens") or 0)
+        if five + hour != writes:
+            five, hour = 0, writes
+        return cls(
+            input_tokens=int(usage.get("input_tokens") or 0),
+            output_tokens=int(usage.get("output_tokens") or 0),
+            cache_write_5m=five,
+            cache_write_1h=hour,
+            cache_read=int(usage.get("cache_read_input_tokens") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class Price:
+    model: str
+    effective: date
+    rates: Rates
+    long_prompt_threshold: int | None = None
+    long_prompt_rates: Rates | None = None
+
+    def rates_for(self, prompt_tokens: int) -> Rates:
+        long = self.long_prompt_rates
+        if (
+            long
+            and self.long_prompt_threshold is not None
+            and prompt_tokens > self.long_prompt_threshold
+        ):
+            return long
+        return self.rates
+
+
+class PriceTable:
+    def __init__(self, prices: list[Price], source: str) -> None:
+        self.source = source
+        self._by_model: dict[str, list[Price]] = {}
+        for p in sorted(prices, key=lambda p: p.effective):
+            self._by_model.setdefault(p.model, []).append(p)
+
+    @classmethod
+    def load(cls, text: str | None = None) -> PriceTable:
+        if text is None:
+            text = resources.files("guard").joinpath("prices.toml").read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+        prices = []
+        for entry in data["price"]:
+            long = entry.get("long_prompt")
+            for model in entry["models"]:
+                prices.append(
+                    Price(
+                        model=model,
+                        effective=date.fromisoformat(entry["effective"]),
+                        rates=Rates.parse(entry),
+                        long_prompt_threshold=int(long["threshold_tokens"]) if long else None,
+                        long_prompt_rates=Rates.parse(long) if long else None,
+                    )
+                )
+        return cls(prices, str(data.get("source", "")))
+
+    def models(self) -> list[str]:
+        return sorted(self._by_model)
+
+    def price(self, model: str, on: date | None = None) -> Price:
+        day = on or datetime.now(UTC).date()
+        current = [p for p in self._by_model.get(model, []) if p.effective <= day]
+        if not current:
+            raise UnpricedModel(
+                f"model {model!r} has no price on {day.isoformat()}: add it to guard/prices.toml "
+                "before using it"
+            )
+        return current[-1]
+
+    def cost(self, model: str, usage: Usage, on: date | None = None) -> int:
+        """Micro-USD billed for ``usage``, rounded up."""
+        rates = self.price(model, on).rates_for(usage.prompt_tokens)
+        total = (
+            usage.input_tokens * rates.input
+            + usage.cache_write_5m * rates.cache_write_5m
+            + usage.cache_write_1h * rates.cache_write_1h
+            + usage.cache_read * rates.cache_read
+            + usage.output_tokens * rates.output
+        )
+        return -(-total // MICROS)
+
+    def worst_case(
+        self, model: str, input_tokens: int, max_tokens: int, on: date | None = None
+    ) -> int:
+        """The most a call can cost: every prompt token at the dearest input-side rate of the
+        tier it falls in, plus ``max_tokens`` of output."""
+        rates = self.price(model, on).rates_for(input_tokens)
+        dearest_in = max(rates.input, rates.cache_write_5m, rates.cache_write_1h)
+        return -(-(input_tokens * dearest_in + max_tokens * rates.output) // MICROS)
+
+
+def _usd_to_micros(value: str | int | float) -> int:
+    micros = Decimal(str(value)) * MICROS
+    if micros != micros.to_integral_value():
+        raise ValueError(f"price {value} is finer than a micro-dollar per million tokens")
+    return int(micros)

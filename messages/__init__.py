@@ -1,0 +1,45 @@
+"""The wire contract: every message on a queue or a stream, and how it is published."""
+
+from messages.envelope import (
+    SCHEMA_VERSION,
+    Actor,
+    ActorType,
+    Envelope,
+    Payload,
+    Route,
+    open_envelope,
+)
+from messages.errors import BadMessage, MessagesError, PublishFailed
+from messages.payloads import (
+    AUDIT,
+    CONTROL,
+    QUESTS,
+    QUEUES,
+    AuditBatch,
+    AuditEvent,
+    CancelQuest,
+    QuestEvent,
+    QuestStep,
+)
+
+__all__ = [
+    "AUDIT",
+    "CONTROL",
+    "QUESTS",
+    "QUEUES",
+    "SCHEMA_VERSION",
+    "Actor",
+    "ActorType",
+    "AuditBatch",
+    "AuditEvent",
+    "BadMessage",
+    "CancelQuest",
+    "Envelope",
+    "MessagesError",
+    "Payload",
+    "PublishFailed",
+    "QuestEvent",
+    "QuestStep",
+    "Route",
+    "open_envelope",
+]

@@ -1,0 +1,66 @@
+"""The broker and the publisher: how a message gets onto a queue.
+
+The broker is built here, from explicit arguments, in one place at start-up. The ingress
+uses it only to publish; the workers add their middleware and declare actors on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from dramatiq import Message, Middleware
+from dramatiq.brokers.redis import RedisBroker
+
+from messages.envelope import Envelope
+from messages.errors import PublishFailed
+
+NAMESPACE = "dramatiq"
+
+
+def build_broker(
+    redis_url: str,
+    *,
+    heartbeat_timeout_ms: int = 60_000,
+    maintenance_chance: int = 1_000,
+    middleware: Sequence[Middleware] | None = None,
+) -> RedisBroker:
+    """A Redis broker. ``middleware=None`` gives Dramatiq's defaults."""
+    return RedisBroker(  # type: ignore[no-untyped-call]
+        url=redis_url,
+        namespace=NAMESPACE,
+        heartbeat_timeout=heartbeat_timeout_ms,
+        maintenance_chance=maintenance_chance,
+        middleware=list(middleware) if middleware is not None else None,
+    )
+
+
+def to_message(envelope: Envelope[Any]) -> Message[Any]:
+    """The Dramatiq message carrying ``envelope``; its id is the envelope's id."""
+    route = envelope.payload.route
+    if route is None:
+        raise TypeError(f"{type(envelope.payload).__name__} does not travel on a queue")
+    return Message(
+        queue_name=route.queue,
+        actor_name=route.actor,
+        args=(envelope.model_dump(mode="json"),),
+        kwargs={},
+        options={},
+        message_id=str(envelope.message_id),
+    )
+
+
+class Publisher:
+    """Publishes envelopes by queue and actor name, without importing any actor."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+
+    def publish(self, envelope: Envelope[Any], *, delay_ms: int | None = None) -> None:
+        try:
+            self.broker.enqueue(to_message(envelope), delay=delay_ms)
+        except redis.RedisError as exc:
+            raise PublishFailed(
+                f"the queue did not take the message: {type(exc).__name__}"
+            ) from exc

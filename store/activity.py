@@ -1,0 +1,142 @@
+"""The append-only audit trail: one row per agent-initiated state change."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg.types.json import Jsonb
+
+from store.db import TenantTx
+from store.errors import StoreError
+
+_COLUMNS = (
+    "id, occurred_at, recorded_at, actor_type, actor_id, action, target, rationale, "
+    "originating_message_id, quest_id, payload, idempotency_key"
+)
+
+
+@dataclass(frozen=True)
+class NewActivity:
+    idempotency_key: str
+    occurred_at: datetime
+    actor_type: str
+    actor_id: str
+    action: str
+    target: str
+    rationale: str | None
+    originating_message_id: UUID | None
+    quest_id: UUID | None
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Activity:
+    id: int
+    occurred_at: datetime
+    recorded_at: datetime
+    actor_type: str
+    actor_id: str
+    action: str
+    target: str
+    rationale: str | None
+    originating_message_id: UUID | None
+    quest_id: UUID | None
+    payload: dict[str, Any]
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class ActivityFilter:
+    quest_id: UUID | None = None
+    actor_id: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class BadCursor(StoreError):
+    """The pagination cursor was not one this API handed out."""
+
+
+def append(tx: TenantTx, rows: Sequence[NewActivity]) -> int:
+    """Insert rows for the transaction's company in one statement; returns how many were new.
+
+    COPY is refused on a table under row-level security, so this is one multi-row insert
+    from arrays, which the policy still checks. A key seen before is skipped.
+    """
+    if not rows:
+        return 0
+    cur = tx.execute(
+        "INSERT INTO activity_log (company_id, occurred_at, actor_type, actor_id, action, target, "
+        "rationale, originating_message_id, quest_id, payload, idempotency_key) "
+        "SELECT %s, * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], "
+        "%s::text[], %s::text[], %s::uuid[], %s::uuid[], %s::jsonb[], %s::text[]) "
+        "ON CONFLICT (company_id, idempotency_key) DO NOTHING",
+        (
+            tx.company_id,
+            [r.occurred_at for r in rows],
+            [r.actor_type for r in rows],
+            [r.actor_id for r in rows],
+            [r.action for r in rows],
+            [r.target for r in rows],
+            [r.rationale for r in rows],
+            [r.originating_message_id for r in rows],
+            [r.quest_id for r in rows],
+            [Jsonb(r.payload) for r in rows],
+            [r.idempotency_key for r in rows],
+        ),
+    )
+    return cur.rowcount
+
+
+def page(
+    tx: TenantTx, filters: ActivityFilter, *, cursor: str | None = None, limit: int = 50
+) -> tuple[list[Activity], str | None]:
+    """Newest first. Returns the rows and the cursor of the next page (None at the end)."""
+    where = ["company_id = %s"]
+    params: list[Any] = [tx.company_id]
+    for column, value, op in (
+        ("quest_id", filters.quest_id, "="),
+        ("actor_id", filters.actor_id, "="),
+        ("action", filters.action, "="),
+        ("occurred_at", filters.since, ">="),
+        ("occurred_at", filters.until, "<"),
+    ):
+        if value is not None:
+            where.append(f"{column} {op} %s")
+            params.append(value)
+    if cursor:
+        at, last_id = _decode_cursor(cursor)
+        where.append("(occurred_at, id) < (%s, %s)")
+        params.extend([at, last_id])
+    params.append(limit + 1)
+    found = tx.rows(
+        Activity,
+        f"SELECT {_COLUMNS} FROM activity_log WHERE {' AND '.join(where)} "
+        "ORDER BY occurred_at DESC, id DESC LIMIT %s",
+        params,
+    )
+    if len(found) <= limit:
+        return found, None
+    found = found[:limit]
+    return found, _encode_cursor(found[-1])
+
+
+def _encode_cursor(row: Activity) -> str:
+    raw = f"{row.occurred_at.isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, last_id = raw.split("|")
+        return datetime.fromisoformat(at), int(last_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadCursor("cursor is not valid; start again without one") from None

@@ -1,0 +1,231 @@
+"""Quests and their steps: the state a worker loads, claims and advances one step at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg.types.json import Jsonb
+
+from store.db import TenantTx
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "halted"})
+
+_QUEST_COLUMNS = (
+    "id, company_id, status, goal, model, max_usd_micros, created_by, correlation_id, "
+    "origin_message_id, "
+    "steps_done, step_claimed, step_holder, step_claimed_at, cost_usd_micros, result, reason, "
+    "created_at, started_at, finished_at"
+)
+_STEP_COLUMNS = (
+    "step, status, model, stop_reason, content, tool_results, usage, cost_usd_micros, events, "
+    "started_at, finished_at"
+)
+
+
+@dataclass(frozen=True)
+class Quest:
+    id: UUID
+    company_id: UUID
+    status: str
+    goal: str
+    model: str
+    max_usd_micros: int | None
+    created_by: str
+    correlation_id: UUID
+    origin_message_id: UUID
+    steps_done: int
+    step_claimed: int
+    step_holder: str | None
+    step_claimed_at: datetime | None
+    cost_usd_micros: int
+    result: str | None
+    reason: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class Step:
+    step: int
+    status: str
+    model: str
+    stop_reason: str | None
+    content: list[dict[str, Any]] | None
+    tool_results: list[dict[str, Any]]
+    usage: dict[str, Any] | None
+    cost_usd_micros: int
+    events: list[dict[str, Any]]
+    started_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewQuest:
+    id: UUID
+    goal: str
+    model: str
+    max_usd_micros: int | None
+    created_by: str
+    correlation_id: UUID
+    origin_message_id: UUID
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+def create(tx: TenantTx, new: NewQuest) -> tuple[Quest, str | None, bool]:
+    """Insert a queued quest. With an idempotency key already used, return that quest.
+
+    Returns the quest, the stored request hash, and whether this call created it.
+    """
+    row = tx.one(
+        "INSERT INTO quests (id, company_id, goal, model, max_usd_micros, created_by, "
+        "correlation_id, origin_message_id, idempotency_key, request_hash) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (company_id, idempotency_key) DO NOTHING RETURNING id",
+        (
+            new.id,
+            tx.company_id,
+            new.goal,
+            new.model,
+            new.max_usd_micros,
+            new.created_by,
+            new.correlation_id,
+            new.origin_message_id,
+            new.idempotency_key,
+            new.request_hash,
+        ),
+    )
+    if row is not None:
+        quest = get(tx, new.id)
+        assert quest is not None
+        return quest, new.request_hash, True
+    existing = tx.one(
+        "SELECT id, request_hash FROM quests WHERE company_id = %s AND idempotency_key = %s",
+        (tx.company_id, new.idempotency_key),
+    )
+    assert existing is not None
+    quest = get(tx, existing[0])
+    assert quest is not None
+    return quest, existing[1], False
+
+
+def delete_unstarted(tx: TenantTx, quest_id: UUID) -> None:
+    """Forget a quest whose first step could not be enqueued (the caller was told so)."""
+    tx.execute(
+        "DELETE FROM quests WHERE company_id = %s AND id = %s AND status = 'queued' "
+        "AND step_claimed = 0",
+        (tx.company_id, quest_id),
+    )
+
+
+def get(tx: TenantTx, quest_id: UUID, *, for_update: bool = False) -> Quest | None:
+    lock = " FOR UPDATE" if for_update else ""
+    found = tx.rows(
+        Quest,
+        f"SELECT {_QUEST_COLUMNS} FROM quests WHERE company_id = %s AND id = %s{lock}",
+        (tx.company_id, quest_id),
+    )
+    return found[0] if found else None
+
+
+def claim_step(tx: TenantTx, quest_id: UUID, step: int, holder: str) -> None:
+    """Record that ``holder`` (a message id) runs ``step`` now; starts a queued quest."""
+    tx.execute(
+        "UPDATE quests SET step_claimed = %s, step_holder = %s, step_claimed_at = now(), "
+        "status = 'running', started_at = coalesce(started_at, now()) "
+        "WHERE company_id = %s AND id = %s",
+        (step, holder, tx.company_id, quest_id),
+    )
+
+
+def steps(tx: TenantTx, quest_id: UUID) -> list[Step]:
+    return tx.rows(
+        Step,
+        f"SELECT {_STEP_COLUMNS} FROM quest_steps WHERE company_id = %s AND quest_id = %s "
+        "ORDER BY step",
+        (tx.company_id, quest_id),
+    )
+
+
+def save_reply(
+    tx: TenantTx,
+    quest_id: UUID,
+    step: int,
+    *,
+    model: str,
+    content: list[dict[str, Any]],
+    stop_reason: str | None,
+    usage: dict[str, Any],
+    cost_usd_micros: int,
+) -> None:
+    """Persist Claude's reply before any tool runs, so a redelivered step resumes from it."""
+    tx.execute(
+        "INSERT INTO quest_steps (company_id, quest_id, step, status, model, stop_reason, content, "
+        "usage, cost_usd_micros) VALUES (%s, %s, %s, 'replied', %s, %s, %s, %s, %s) "
+        "ON CONFLICT (quest_id, step) DO UPDATE SET status = 'replied', model = EXCLUDED.model, "
+        "stop_reason = EXCLUDED.stop_reason, content = EXCLUDED.content, usage = EXCLUDED.usage, "
+        "cost_usd_micros = EXCLUDED.cost_usd_micros",
+        (
+            tx.company_id,
+            quest_id,
+            step,
+            model,
+            stop_reason,
+            Jsonb(content),
+            Jsonb(usage),
+            cost_usd_micros,
+        ),
+    )
+    tx.execute(
+        "UPDATE quests SET cost_usd_micros = cost_usd_micros + %s WHERE company_id = %s AND id = %s",
+        (cost_usd_micros, tx.company_id, quest_id),
+    )
+
+
+def finish_step(
+    tx: TenantTx,
+    quest_id: UUID,
+    step: int,
+    *,
+    model: str,
+    tool_results: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+) -> None:
+    """Mark the step done with what it sent. A step that ended before any reply still gets
+    a row, so its events can be re-sent on redelivery."""
+    tx.execute(
+        "INSERT INTO quest_steps (company_id, quest_id, step, status, model, tool_results, events, "
+        "finished_at) VALUES (%s, %s, %s, 'done', %s, %s, %s, now()) "
+        "ON CONFLICT (quest_id, step) DO UPDATE SET status = 'done', "
+        "tool_results = EXCLUDED.tool_results, events = EXCLUDED.events, finished_at = now()",
+        (tx.company_id, quest_id, step, model, Jsonb(tool_results), Jsonb(events)),
+    )
+    tx.execute(
+        "UPDATE quests SET steps_done = %s WHERE company_id = %s AND id = %s",
+        (step, tx.company_id, quest_id),
+    )
+
+
+def finish(
+    tx: TenantTx,
+    quest_id: UUID,
+    status: str,
+    *,
+    result: str | None = None,
+    reason: str | None = None,
+) -> None:
+    if status not in TERMINAL:
+        raise ValueError(f"{status} is not a final state")
+    tx.execute(
+        "UPDATE quests SET status = %s, result = %s, reason = %s, finished_at = now() "
+        "WHERE company_id = %s AND id = %s AND status IN ('queued', 'running')",
+        (status, result, reason, tx.company_id, quest_id),
+    )
