@@ -1,0 +1,97 @@
+"""The ingress's request and response bodies (the HTTP contract, not the queue contract)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MODEL_PATTERN = r"^[a-z0-9][a-z0-9.\-]{1,100}$"
+
+
+class QuestSubmit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    goal: str = Field(min_length=1, max_length=50_000)
+    model: str | None = Field(None, pattern=MODEL_PATTERN)
+    max_usd: str | None = Field(None, description="a decimal amount of US dollars, e.g. '2.50'")
+
+    @field_validator("goal")
+    @classmethod
+    def goal_has_text(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("goal must not be blank")
+        return v
+
+    @field_validator("max_usd")
+    @classmethod
+    def max_usd_is_money(cls, v: str | None) -> str | None:
+        if v is not None:
+            usd_to_micros(v)
+        return v
+
+
+def usd_to_micros(value: str) -> int:
+    """'2.50' -> 2_500_000. Positive, at most 6 decimals, at most a million dollars."""
+    try:
+        amount = Decimal(value.strip())
+    except (InvalidOperation, AttributeError):
+        raise ValueError("must be a decimal amount such as '2.50'") from None
+    if not amount.is_finite() or amount <= 0:
+        raise ValueError("must be a positive amount")
+    micros = amount * 1_000_000
+    if micros != micros.to_integral_value():
+        raise ValueError("must have at most 6 decimal places")
+    if amount > 1_000_000:
+        raise ValueError("must be at most 1000000")
+    return int(micros)
+
+
+class QuestAccepted(BaseModel):
+    quest_id: UUID
+    status: str
+
+
+class StepView(BaseModel):
+    step: int
+    status: str
+    stop_reason: str | None
+    tools: list[str]
+    cost_usd_micros: int
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class QuestView(BaseModel):
+    quest_id: UUID
+    status: str
+    goal: str
+    model: str
+    steps: list[StepView]
+    cost_usd_micros: int
+    max_usd_micros: int | None
+    result: str | None = None
+    reason: str | None = None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class ActivityView(BaseModel):
+    id: int
+    occurred_at: datetime
+    actor_type: str
+    actor_id: str
+    action: str
+    target: str
+    rationale: str | None
+    originating_message_id: UUID | None
+    quest_id: UUID | None
+    payload: dict[str, Any]
+
+
+class ActivityPage(BaseModel):
+    items: list[ActivityView]
+    next_cursor: str | None

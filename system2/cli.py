@@ -1,0 +1,283 @@
+"""``system2``: the one command an operator or ops person runs.
+
+A command that creates something prints its id alone on stdout; everything else a person
+reads goes to stderr. An error is one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+from uuid import UUID
+
+import psycopg
+import redis
+import typer
+
+from guard.errors import GuardError
+from messages import Actor, ActorType, MessagesError
+from store import Database, StoreError
+from store import companies as companies_store
+from system2.errors import System2Error
+from system2.settings import Settings
+
+app = typer.Typer(
+    name="system2",
+    help="System2 workers: run, operate and inspect Ted's quests.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+company_app = typer.Typer(help="Companies (tenants) and their members.", no_args_is_help=True)
+quest_app = typer.Typer(help="Quests: submit, show.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail (activity_log).", no_args_is_help=True)
+token_app = typer.Typer(help="Access tokens for local work and smoke tests.", no_args_is_help=True)
+app.add_typer(company_app, name="company")
+app.add_typer(quest_app, name="quest")
+app.add_typer(audit_app, name="audit")
+app.add_typer(token_app, name="token")
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+@contextmanager
+def app_db(s: Settings) -> Iterator[Database]:
+    db = Database(s.database_url, min_size=1, max_size=2, name="cli").open(timeout=10)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def emit(value: Any) -> None:
+    """Print a result on stdout: ids bare, everything else as JSON."""
+    if isinstance(value, str | UUID):
+        typer.echo(str(value))
+    else:
+        typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the SQL migrations as the owner; create the database and the app role if allowed."""
+    from store.migrate import migrate as run
+
+    s = settings()
+    report = run(s.admin_database_url, s.database_url)
+    for note in report.notes:
+        say(note)
+    say(f"applied: {', '.join(report.applied) or 'nothing'}; schema version {report.current}")
+
+
+@app.command()
+def ingress(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the HTTP ingress."""
+    import uvicorn
+
+    from system2 import logs
+
+    logs.configure()
+    uvicorn.run(
+        "ingress.app:from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(
+    ctx: typer.Context,
+    processes: Annotated[int, typer.Option(help="worker processes")] = 2,
+    threads: Annotated[int, typer.Option(help="threads per process")] = 8,
+    queues: Annotated[
+        list[str] | None, typer.Option(help="queues to consume (default: all)")
+    ] = None,
+) -> None:
+    """Run Dramatiq workers (extra options pass through to dramatiq)."""
+    s = settings()
+    argv = [
+        sys.executable, "-m", "dramatiq", "workers.app:bootstrap",
+        "--processes", str(processes), "--threads", str(threads),
+    ]  # fmt: skip
+    if queues:
+        argv += ["--queues", *queues]
+    argv += list(ctx.args)
+    env = dict(os.environ)
+    env["dramatiq_worker_timeout"] = str(s.worker_poll_ms)
+    env["S2_WORKER_THREADS"] = str(threads)
+    sys.stdout.flush()
+    os.execvpe(sys.executable, argv, env)  # noqa: S606 - replaces this process, argv is ours
+
+
+@app.command("offline-claude")
+def offline_claude(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8765,
+) -> None:
+    """Serve the stand-in Messages API (scripted replies) on loopback."""
+    from system2.offline_claude import serve
+
+    serve(host, port)
+
+
+@company_app.command("create")
+def company_create(name: str) -> None:
+    """Create a company; prints its id."""
+    from uuid import uuid4
+
+    cid = uuid4()
+    with app_db(settings()) as db, db.tenant(cid) as tx:
+        companies_store.create(tx, name)
+    emit(cid)
+
+
+@company_app.command("add-member")
+def company_add_member(
+    company_id: UUID,
+    user_id: str,
+    role: Annotated[str, typer.Option(help="admin or member")] = "member",
+) -> None:
+    """Add a user to a company (or change their role)."""
+    if role not in companies_store.ROLES:
+        raise System2Error(f"role must be one of {', '.join(companies_store.ROLES)}")
+    with app_db(settings()) as db, db.tenant(company_id) as tx:
+        if companies_store.get(tx) is None:
+            raise System2Error(f"no company {company_id}")
+        companies_store.add_member(tx, user_id, role)
+    say(f"{user_id} is now {role} of {company_id}")
+
+
+@quest_app.command("submit")
+def quest_submit(
+    company: Annotated[UUID, typer.Option(help="company id")],
+    goal: Annotated[str, typer.Option(help="what Ted should do")],
+    model: Annotated[str | None, typer.Option()] = None,
+    max_usd: Annotated[str | None, typer.Option(help="cap in USD, e.g. 2.50")] = None,
+    operator: Annotated[str, typer.Option(help="who submits, for the audit trail")] = "cli",
+    idempotency_key: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Submit a quest as an operator; prints the quest id."""
+    from ingress.schemas import usd_to_micros
+    from ingress.submit import QuestSpec, create_quest, enqueue_first_step
+    from messages.transport import Publisher, build_broker
+
+    s = settings()
+    try:
+        cap = usd_to_micros(max_usd) if max_usd else None
+    except ValueError as exc:
+        raise System2Error(f"--max-usd {exc}") from None
+    spec = QuestSpec(goal, model or s.default_model, cap, idempotency_key)
+    actor = Actor(type=ActorType.operator, id=operator)
+    with app_db(s) as db:
+        with db.tenant(company) as tx:
+            if companies_store.get(tx) is None:
+                raise System2Error(f"no company {company}")
+            quest, created = create_quest(tx, actor, spec)
+        if created:
+            enqueue_first_step(db, Publisher(build_broker(s.redis_url)), quest, actor)
+    emit(quest.id)
+
+
+@quest_app.command("show")
+def quest_show(quest_id: UUID, company: Annotated[UUID, typer.Option(help="company id")]) -> None:
+    """Show a quest's state, steps, cost and result as JSON."""
+    from store import quests as quests_store
+
+    with app_db(settings()) as db, db.tenant(company) as tx:
+        quest = quests_store.get(tx, quest_id)
+        if quest is None:
+            raise System2Error(f"no quest {quest_id} in company {company}")
+        steps = quests_store.steps(tx, quest_id)
+    emit(
+        {
+            "quest_id": quest.id,
+            "status": quest.status,
+            "goal": quest.goal,
+            "model": quest.model,
+            "steps": [
+                {"step": st.step, "status": st.status, "stop_reason": st.stop_reason}
+                for st in steps
+            ],
+            "cost_usd_micros": quest.cost_usd_micros,
+            "result": quest.result,
+            "reason": quest.reason,
+        }
+    )
+
+
+@audit_app.command("list")
+def audit_list(
+    company: Annotated[UUID, typer.Option(help="company id")],
+    quest: Annotated[UUID | None, typer.Option(help="only this quest")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    cursor: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """The company's audit trail, newest first, as JSON."""
+    from store import activity as activity_store
+    from store.activity import ActivityFilter
+
+    with app_db(settings()) as db, db.tenant(company) as tx:
+        rows, next_cursor = activity_store.page(
+            tx, ActivityFilter(quest_id=quest), cursor=cursor, limit=limit
+        )
+    emit({"items": [r.__dict__ for r in rows], "next_cursor": next_cursor})
+
+
+@token_app.command("mint")
+def token_mint(
+    user: Annotated[str, typer.Option(help="the user id (sub)")],
+    ttl: Annotated[int, typer.Option(help="seconds until it expires")] = 900,
+) -> None:
+    """Mint an access token signed with S2_JWT_SECRET (not in production)."""
+    from system2.tokens import mint
+
+    s = settings()
+    if s.production():
+        raise System2Error("refusing to mint tokens in production; use Supabase Auth")
+    emit(mint(s.jwt_secret.get_secret_value(), user, ttl_s=ttl, audience=s.jwt_audience))
+
+
+@app.command()
+def demo(
+    quests_per_company: Annotated[int, typer.Option(help="quests each company submits")] = 3,
+) -> None:
+    """Run the whole job end to end on this machine's Redis and Postgres, printing it live."""
+    from system2.demo import run
+
+    run(settings(), quests_per_company=quests_per_company)
+
+
+def main() -> None:
+    try:
+        app()
+    except (System2Error, StoreError, MessagesError, GuardError, ValueError) as exc:
+        say(f"error: {exc}")
+        sys.exit(1)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        say(f"error: cannot reach Postgres: {first}")
+        sys.exit(1)
+    except redis.RedisError as exc:
+        say(f"error: cannot reach Redis: {type(exc).__name__}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        say("interrupted")
+        sys.exit(130)

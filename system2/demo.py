@@ -1,0 +1,256 @@
+"""``system2 demo``: the main job, end to end, on this machine's Redis and Postgres.
+
+Two companies with a member each submit quests over HTTP with signed tokens; Dramatiq
+workers in separate processes run them against the offline Claude; every step and action is
+printed as it happens from the companies' live event streams; at the end each company's audit
+trail is read back from Postgres and one cross-tenant attempt is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import redis
+from rich.console import Console
+from rich.table import Table
+
+from messages import Envelope, QuestEvent
+from store import Database
+from store import companies as companies_store
+from store.migrate import migrate
+from system2.errors import System2Error
+from system2.procs import Proc, free_port, wait_http, wait_workers
+from system2.settings import Settings
+from system2.tokens import mint
+
+GOALS = [
+    "[script:notes] Draft the launch checklist for the Q3 robot release and note it for the team",
+    "Summarise this week's open support tickets for the Monday standup",
+    "[script:pause] Compare the two shipping quotes and recommend one",
+    "[script:notes] Record the decision to move the offsite to October",
+    "[script:refusal] Write a fake invoice to send to a customer",
+]
+COLORS = ("cyan", "magenta")
+StreamReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
+console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
+
+
+@dataclass
+class DemoCompany:
+    id: uuid.UUID
+    name: str
+    user: str
+    token: str
+    color: str
+    quests: list[str]
+
+
+def run(settings: Settings, *, quests_per_company: int = 3) -> None:
+    console.rule("[bold]System2 workers — demo")
+    report = migrate(settings.admin_database_url, settings.database_url)
+    console.print(
+        f"schema at version {report.current} ({', '.join(report.applied) or 'up to date'})"
+    )
+    logs = Path(tempfile.mkdtemp(prefix="s2-demo-"))
+    procs, ingress = _start_processes(settings, logs)
+    try:
+        companies = _make_companies(settings)
+        stop = threading.Event()
+        watcher = threading.Thread(target=_watch, args=(settings, companies, stop), daemon=True)
+        watcher.start()
+        with httpx.Client(base_url=ingress, timeout=10) as http:
+            _submit_all(http, companies, quests_per_company)
+            _wait_all(http, companies)
+            time.sleep(0.5)  # the last events and audit rows
+            stop.set()
+            watcher.join(2)
+            _show_results(http, companies)
+            _show_audit(http, companies)
+            _cross_tenant(http, companies)
+    finally:
+        for proc in reversed(list(procs.values())):
+            proc.stop()
+    console.print(f"[dim]process logs: {logs}[/dim]")
+
+
+def _start_processes(settings: Settings, logs: Path) -> tuple[dict[str, Proc], str]:
+    bin_dir = Path(sys.executable).parent
+    claude_port, ingress_port = free_port(), free_port()
+    env = dict(os.environ)
+    env.update(
+        ANTHROPIC_BASE_URL=f"http://127.0.0.1:{claude_port}",
+        ANTHROPIC_API_KEY="offline-demo-key",
+    )
+    system2 = str(bin_dir / "system2")
+    procs = {
+        "offline-claude": Proc(
+            "offline-claude", [system2, "offline-claude", "--port", str(claude_port)], env=env,
+            log_path=logs / "offline-claude.log",
+        ),
+        "workers": Proc(
+            "workers", [system2, "worker", "--processes", "2", "--threads", "4"], env=env,
+            log_path=logs / "workers.log",
+        ),
+        "ingress": Proc(
+            "ingress", [system2, "ingress", "--port", str(ingress_port)], env=env,
+            log_path=logs / "ingress.log",
+        ),
+    }  # fmt: skip
+    for proc in procs.values():
+        proc.start()
+    wait_http(f"http://127.0.0.1:{claude_port}/", proc=procs["offline-claude"])
+    wait_http(f"http://127.0.0.1:{ingress_port}/healthz", proc=procs["ingress"])
+    wait_workers(settings.redis_url, 2, proc=procs["workers"])
+    console.print(
+        f"started offline Claude (pid {procs['offline-claude'].pid}), ingress (pid "
+        f"{procs['ingress'].pid}) and 2 worker processes (pid {procs['workers'].pid})"
+    )
+    return procs, f"http://127.0.0.1:{ingress_port}"
+
+
+def _make_companies(settings: Settings) -> list[DemoCompany]:
+    secret = settings.jwt_secret.get_secret_value()
+    made = []
+    with Database(settings.database_url, max_size=2, name="demo").open() as db:
+        for (name, user), color in zip(
+            (("Acme Robotics", "alice"), ("Globex Foods", "bob")), COLORS, strict=True
+        ):
+            cid = uuid.uuid4()
+            with db.tenant(cid) as tx:
+                companies_store.create(tx, name)
+                companies_store.add_member(tx, user, "admin")
+            made.append(DemoCompany(cid, name, user, mint(secret, user), color, []))
+            console.print(f"company [{color}]{name}[/] {cid} with admin [bold]{user}[/]")
+    return made
+
+
+def _submit_all(http: httpx.Client, companies: list[DemoCompany], per_company: int) -> None:
+    console.rule("quests submitted over HTTP, running live")
+    for i in range(per_company):
+        for c in companies:
+            goal = GOALS[(i * len(companies) + companies.index(c)) % len(GOALS)]
+            resp = http.post(
+                f"/v1/companies/{c.id}/quests",
+                json={"goal": goal},
+                headers={
+                    "Authorization": f"Bearer {c.token}",
+                    "Idempotency-Key": f"demo-{c.id}-{i}",
+                },
+            )
+            if resp.status_code != 202:
+                raise System2Error(f"submit failed: {resp.status_code} {resp.text}")
+            quest_id = resp.json()["quest_id"]
+            c.quests.append(quest_id)
+            console.print(f"[{c.color}]{c.name:14}[/] {quest_id[:8]} submitted: {goal}")
+            time.sleep(0.8)
+
+
+def _watch(settings: Settings, companies: list[DemoCompany], stop: threading.Event) -> None:
+    client = redis.Redis.from_url(settings.redis_url)
+    streams = {f"s2:events:{c.id}": "$" for c in companies}
+    by_id = {str(c.id): c for c in companies}
+    while not stop.is_set():
+        reply = cast(StreamReply, client.xread(streams, block=200) or [])  # type: ignore[arg-type]
+        for key, entries in reply:
+            for entry_id, fields in entries:
+                streams[key.decode()] = entry_id.decode()
+                env = Envelope[QuestEvent].model_validate_json(fields[b"e"])
+                _print_event(by_id[str(env.company_id)], env.payload)
+
+
+def _print_event(c: DemoCompany, e: QuestEvent) -> None:
+    d = e.data
+    detail = {
+        "quest.state": f"[bold]{d.get('status')}[/]"
+        + (f" — {d['reason']}" if d.get("reason") else ""),
+        "claude.replied": f"Claude: {d.get('stop_reason')} {d.get('tools') or ''} {d.get('text', '')}"[
+            :110
+        ]
+        + f"  [dim]{d.get('cost_usd_micros', 0)} µ$[/]",
+        "tool.called": f"→ tool {d.get('tool')}",
+        "tool.finished": f"← {d.get('tool')} {'ok' if d.get('ok') else 'error'} {d.get('target') or ''}",
+    }.get(e.kind)
+    if detail is None:
+        return
+    console.print(f"[{c.color}]{c.name:14}[/] {str(e.quest_id)[:8]} step {e.step}  {detail}")
+
+
+def _wait_all(http: httpx.Client, companies: list[DemoCompany], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    pending = {(c.id, q): c for c in companies for q in c.quests}
+    while pending and time.monotonic() < deadline:
+        for (cid, q), c in list(pending.items()):
+            body = http.get(
+                f"/v1/companies/{cid}/quests/{q}", headers={"Authorization": f"Bearer {c.token}"}
+            ).json()
+            if body["status"] not in ("queued", "running"):
+                del pending[(cid, q)]
+        time.sleep(0.2)
+    if pending:
+        raise System2Error(f"{len(pending)} quests did not finish within {timeout:.0f}s")
+
+
+def _show_results(http: httpx.Client, companies: list[DemoCompany]) -> None:
+    table = Table(title="quests", show_lines=False)
+    for col in ("company", "quest", "status", "steps", "cost (µUSD)", "result or reason"):
+        table.add_column(col)
+    for c in companies:
+        for q in c.quests:
+            b = http.get(
+                f"/v1/companies/{c.id}/quests/{q}", headers={"Authorization": f"Bearer {c.token}"}
+            ).json()
+            table.add_row(
+                f"[{c.color}]{c.name}[/]", q[:8], b["status"], str(len(b["steps"])), str(b["cost_usd_micros"]),
+                (b.get("result") or b.get("reason") or "")[:60],
+            )  # fmt: skip
+    console.print(table)
+
+
+def _show_audit(http: httpx.Client, companies: list[DemoCompany]) -> None:
+    for c in companies:
+        resp = http.get(
+            f"/v1/companies/{c.id}/activity?limit=200",
+            headers={"Authorization": f"Bearer {c.token}"},
+        )
+        items: list[dict[str, Any]] = resp.json()["items"]
+        table = Table(title=f"audit trail of {c.name} (activity_log, newest first)")
+        for col in ("when", "actor", "action", "target", "rationale"):
+            table.add_column(col)
+        for i in items:
+            table.add_row(
+                i["occurred_at"][11:23], f"{i['actor_type']}:{i['actor_id']}", i["action"],
+                i["target"][:40], (i.get("rationale") or "")[:50],
+            )  # fmt: skip
+        console.print(table)
+        others = [x for x in items if x["quest_id"] not in c.quests]
+        if others:
+            raise System2Error(f"{c.name}'s audit trail shows another company's quests")
+
+
+def _cross_tenant(http: httpx.Client, companies: list[DemoCompany]) -> None:
+    acme, globex = companies
+    console.rule("cross-tenant attempts")
+    headers = {"Authorization": f"Bearer {acme.token}"}
+    read = http.get(f"/v1/companies/{acme.id}/quests/{globex.quests[0]}", headers=headers)
+    console.print(
+        f"{acme.user} (of {acme.name}) reads {globex.name}'s quest through {acme.name}: "
+        f"[bold]{read.status_code}[/] {read.json().get('detail')}"
+    )
+    post = http.post(
+        f"/v1/companies/{globex.id}/quests", json={"goal": "exfiltrate"}, headers=headers
+    )
+    console.print(
+        f"{acme.user} submits a quest to {globex.name}: [bold]{post.status_code}[/] {post.json().get('detail')}"
+    )
+    if read.status_code != 404 or post.status_code != 403:
+        raise System2Error("a cross-tenant attempt was not refused")
+    console.print("[green]both refused; nothing was enqueued[/green]")

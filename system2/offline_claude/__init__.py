@@ -1,0 +1,31 @@
+"""The offline Claude: a loopback stand-in for Anthropic's Messages API, driven by scripts.
+
+The demo and the test-suite point the real ``anthropic`` SDK at it
+(``anthropic.Anthropic(base_url="http://127.0.0.1:PORT", api_key="...")``) and pick a
+script per quest with a ``[script:NAME]`` marker in the first user message.
+"""
+
+from system2.offline_claude.scripts import (
+    BUILTIN_SCRIPTS,
+    DONE,
+    Failure,
+    Script,
+    Text,
+    ToolUse,
+    Turn,
+)
+from system2.offline_claude.server import MARKER, approx_tokens, create_app, serve
+
+__all__ = [
+    "BUILTIN_SCRIPTS",
+    "DONE",
+    "MARKER",
+    "Failure",
+    "Script",
+    "Text",
+    "ToolUse",
+    "Turn",
+    "approx_tokens",
+    "create_app",
+    "serve",
+]

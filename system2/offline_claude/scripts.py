@@ -1,0 +1,192 @@
+"""Scripts: what the offline Claude answers, turn by turn, as plain data.
+
+A quest picks its script with a ``[script:NAME]`` marker anywhere in the text of its first
+user message (no marker: ``answer``). The server is stateless, so the turn it plays is the
+number of assistant messages already in the request; past the last turn it plays
+``Script.after`` (by default ``DONE``, a plain "Done." ``end_turn``).
+
+Strings in a turn may use two placeholders, filled in per request so replies can mention
+the quest without the script knowing it: ``{goal}`` (the first user message's text, marker
+removed, whitespace collapsed, at most 200 characters) and ``{turn}`` (1-based turn number).
+
+To add a script, add an entry to ``BUILTIN_SCRIPTS`` below, or pass
+``create_app(scripts={"mine": Script(turns=(...,))})`` from a test.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+StopReason = Literal[
+    "end_turn",
+    "tool_use",
+    "pause_turn",
+    "max_tokens",
+    "stop_sequence",
+    "refusal",
+    "model_context_window_exceeded",
+]
+ErrorType = Literal[
+    "invalid_request_error",
+    "authentication_error",
+    "billing_error",
+    "permission_error",
+    "not_found_error",
+    "request_too_large",
+    "rate_limit_error",
+    "timeout_error",
+    "api_error",
+    "overloaded_error",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A text block."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUse:
+    """A ``tool_use`` block; its id is derived from the request, so it is not scripted."""
+
+    name: str
+    input: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            json.dumps(self.input)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"tool_use {self.name!r}: input must be JSON-serializable") from exc
+
+
+Block = Text | ToolUse
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One assistant reply.
+
+    ``hold_s`` delays the reply (streaming: after ``message_start``), for cancel and timeout
+    tests. ``stop_sequence`` is what a scripted ``stop_sequence`` stop reports. The
+    ``cache_*`` token counts are reported as prompt-cache usage and subtracted from
+    ``input_tokens`` (never below 0), as the real API reports them.
+    """
+
+    content: tuple[Block, ...] = ()
+    stop_reason: StopReason = "end_turn"
+    stop_sequence: str | None = None
+    hold_s: float = 0.0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    cache_read: int = 0
+
+    def __post_init__(self) -> None:
+        seen_tool = False
+        for block in self.content:
+            if isinstance(block, ToolUse):
+                seen_tool = True
+            elif seen_tool:
+                raise ValueError("a turn's text (the rationale) must come before its tool_use")
+        if min(self.hold_s, self.cache_write_5m, self.cache_write_1h, self.cache_read) < 0:
+            raise ValueError("hold_s and cache token counts must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """An error reply in the API's error shape, e.g. ``Failure(529, "overloaded_error")``.
+
+    ``retry_after`` (seconds) is sent as the ``retry-after`` header, which the SDK honours.
+    """
+
+    status: int
+    type: ErrorType
+    message: str = "Scripted failure."
+    retry_after: float | None = None
+    hold_s: float = 0.0
+
+
+DONE = Turn(content=(Text("Done."),))
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A conversation: ``turns[i]`` answers a request holding ``i`` assistant messages.
+
+    ``flaky`` failures are served, in order, to the first attempts of each distinct request
+    (same prompt) before its turn is played; the app counts attempts in memory and forgets a
+    request once it has succeeded, so the next identical request fails again.
+    """
+
+    turns: tuple[Turn | Failure, ...] = ()
+    after: Turn | Failure = DONE
+    flaky: tuple[Failure, ...] = ()
+
+    def turn_at(self, index: int) -> Turn | Failure:
+        """The reply for a request that already holds ``index`` assistant messages."""
+        return self.turns[index] if index < len(self.turns) else self.after
+
+
+def _one(turn: Turn | Failure) -> Script:
+    return Script(turns=(turn,))
+
+
+def _say(text: str) -> tuple[Block, ...]:
+    return (Text(text),)
+
+
+_NOTE = ToolUse("add_note", {"text": "Goal: {goal}"})
+_OVERLOADED = Failure(529, "overloaded_error", "Overloaded")
+_RATE_LIMITED = Failure(
+    429, "rate_limit_error", "Number of request tokens has exceeded your rate limit.", 1.0
+)
+
+BUILTIN_SCRIPTS: Mapping[str, Script] = MappingProxyType(
+    {
+        "answer": _one(Turn(_say("Here is a summary of your goal: {goal}"))),
+        "notes": Script(
+            turns=(
+                Turn((Text("I'll write the goal down first."), _NOTE), stop_reason="tool_use"),
+                Turn(_say("I noted the goal and I'm done: {goal}")),
+            )
+        ),
+        "pause": Script(
+            turns=(
+                Turn(_say("Working on it; this takes a while."), stop_reason="pause_turn"),
+                Turn(_say("Finished after a pause: {goal}")),
+            )
+        ),
+        "refusal": _one(Turn(_say("I can't help with that."), stop_reason="refusal")),
+        "max_tokens": _one(Turn(_say("This answer runs long and is cut off in"), "max_tokens")),
+        "context": _one(
+            Turn(_say("The conversation no longer fits in"), "model_context_window_exceeded")
+        ),
+        "loop": Script(
+            after=Turn(
+                (Text("One more note."), ToolUse("add_note", {"text": "Note {turn}"})),
+                stop_reason="tool_use",
+            )
+        ),
+        "slow": _one(Turn(_say("Sorry for the wait: {goal}"), hold_s=30.0)),
+        "flaky": Script(
+            turns=(Turn(_say("Answered after a retry: {goal}")),), flaky=(_OVERLOADED,)
+        ),
+        "cached": _one(
+            Turn(
+                _say("Answered from the prompt cache: {goal}"),
+                cache_write_5m=1200,
+                cache_write_1h=300,
+                cache_read=2400,
+            )
+        ),
+        "overloaded": _one(_OVERLOADED),
+        "server_error": _one(Failure(500, "api_error", "Internal server error")),
+        "rate_limited": _one(_RATE_LIMITED),
+    }
+)
+"""The scripts every app knows; ``create_app(scripts=...)`` adds to (or overrides) these."""

@@ -1,0 +1,133 @@
+"""Worker start-up: settings, then the broker, then the process's resources, then the actors.
+
+Dramatiq's CLI calls ``bootstrap`` in each worker process (``dramatiq workers.app:bootstrap``);
+nothing happens at import time. The actors are thin: open the envelope (a bad one is
+dead-lettered with its reason, never retried), bind the log context, hand over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+import redis
+import structlog
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import CurrentMessage
+
+from guard.pricing import PriceTable
+from messages import AUDIT, QUESTS, AuditBatch, BadMessage, Envelope, QuestStep, open_envelope
+from messages.transport import Publisher, build_broker
+from store import Database
+from system2 import logs
+from system2.settings import Settings
+from workers.audit import AuditWriter
+from workers.claude import Claude
+from workers.events import QuestEvents
+from workers.middleware import Beacon, LogContext
+from workers.quest import QuestRunner
+from workers.tools import Toolbox, builtin_tools
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What one worker process holds: pools and clients, built once, passed to the actors."""
+
+    settings: Settings
+    db: Database
+    redis: redis.Redis
+    publisher: Publisher
+    quests: QuestRunner
+    audit: AuditWriter
+
+    @classmethod
+    def build(cls, settings: Settings, broker: RedisBroker, *, threads: int = 8) -> Runtime:
+        db = Database(settings.database_url, min_size=1, max_size=threads + 2, name="worker")
+        db.open(wait=False)
+        client = redis.Redis.from_url(settings.redis_url)
+        publisher = Publisher(broker)
+        runner = QuestRunner(
+            db=db,
+            publisher=publisher,
+            claude=Claude(
+                timeout_s=settings.claude_timeout_s, max_retries=settings.claude_max_retries
+            ),
+            toolbox=Toolbox(builtin_tools(db)),
+            prices=PriceTable.load(),
+            events=QuestEvents(client, maxlen=settings.events_maxlen),
+            max_tokens=settings.max_tokens,
+            max_steps=settings.max_steps,
+        )
+        audit = AuditWriter(db, max_batch=settings.audit_batch_max)
+        return cls(settings, db, client, publisher, runner, audit)
+
+    def close(self) -> None:
+        self.db.close()
+        self.redis.close()
+
+
+def worker_broker(settings: Settings) -> RedisBroker:
+    broker = build_broker(settings.redis_url)
+    broker.add_middleware(CurrentMessage())
+    broker.add_middleware(LogContext())
+    broker.add_middleware(Beacon(redis.Redis.from_url(settings.redis_url)))
+    return broker
+
+
+def declare_actors(broker: RedisBroker, rt: Runtime) -> dict[str, dramatiq.Actor[Any, Any]]:
+    def quest_step(raw: Any) -> None:
+        env = open_envelope(raw, QuestStep)
+        _bind(env)
+        rt.quests.run(env, holder=_current_message_id())
+
+    def write_audit(raw: Any) -> None:
+        env = open_envelope(raw, AuditBatch)
+        _bind(env)
+        rt.audit.write(env.company_id, env.payload.events)
+
+    retrying = {"min_backoff": 500, "max_backoff": 60_000, "throws": (BadMessage,)}
+    return {
+        "quest_step": _actor(
+            broker, quest_step, QUESTS, max_retries=20, time_limit=600_000, **retrying
+        ),
+        "write_audit": _actor(
+            broker, write_audit, AUDIT, max_retries=50, time_limit=120_000, **retrying
+        ),
+    }
+
+
+def _actor(
+    broker: RedisBroker, fn: Callable[[Any], None], queue: str, **options: Any
+) -> dramatiq.Actor[Any, Any]:
+    declare = dramatiq.actor(broker=broker, queue_name=queue, actor_name=fn.__name__, **options)
+    return declare(fn)
+
+
+def _bind(env: Envelope[Any]) -> None:
+    structlog.contextvars.bind_contextvars(
+        company_id=str(env.company_id),
+        message_id=str(env.message_id),
+        correlation_id=str(env.correlation_id),
+    )
+
+
+def _current_message_id() -> str:
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        raise RuntimeError("the CurrentMessage middleware is not installed")
+    return str(message.message_id)
+
+
+def bootstrap() -> None:
+    """Dramatiq's entry point in each worker process."""
+    settings = Settings()
+    logs.configure(json=None)
+    broker = worker_broker(settings)
+    dramatiq.set_broker(broker)
+    rt = Runtime.build(settings, broker)
+    declare_actors(broker, rt)
+    log.info("worker process ready", queues=sorted(broker.get_declared_queues()))

@@ -1,0 +1,118 @@
+"""The audit log writer: audit events into ``activity_log``, in batches, exactly once.
+
+Dramatiq hands each message to its own thread and acknowledges it when the actor returns, so
+batching must not return before the rows are committed. This is group commit: threads queue
+their events; one of them (the leader) writes everything queued in one transaction, then
+wakes the others and hands leadership to the next waiting thread. Under load the batches
+grow by themselves; an idle writer commits a lone event at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from uuid import UUID
+
+import psycopg
+
+from messages import AuditEvent, BadMessage
+from store import Database
+from store import activity as activity_store
+from store.activity import NewActivity
+
+
+@dataclass
+class _Pending:
+    company_id: UUID
+    rows: list[NewActivity]
+    wake: threading.Event = field(default_factory=threading.Event)
+    done: bool = False
+    lead: bool = False
+    error: Exception | None = None
+
+
+def to_row(event: AuditEvent) -> NewActivity:
+    return NewActivity(
+        idempotency_key=event.idempotency_key,
+        occurred_at=event.occurred_at,
+        actor_type=event.actor.type.value,
+        actor_id=event.actor.id,
+        action=event.action,
+        target=event.target,
+        rationale=event.rationale,
+        originating_message_id=event.originating_message_id,
+        quest_id=event.quest_id,
+        payload=event.data,
+    )
+
+
+class AuditWriter:
+    def __init__(self, db: Database, *, max_batch: int = 500) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        self._lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._leading = False
+
+    def write(self, company_id: UUID, events: list[AuditEvent]) -> None:
+        """Block until ``events`` are committed (or known to be there already)."""
+        me = _Pending(company_id, [to_row(e) for e in events])
+        with self._lock:
+            self._queue.append(me)
+            me.lead = not self._leading
+            self._leading = True
+        while not me.done:
+            if me.lead:
+                self._lead_once()
+            else:
+                me.wake.wait()
+                me.wake.clear()
+        if me.error is not None:
+            raise me.error
+
+    def _lead_once(self) -> None:
+        with self._lock:
+            batch: list[_Pending] = []
+            size = 0
+            while self._queue and (not batch or size + len(self._queue[0].rows) <= self._max_batch):
+                batch.append(self._queue.pop(0))
+                size += len(batch[-1].rows)
+        self._flush(batch)
+        with self._lock:
+            for p in batch:
+                p.done, p.lead = True, False
+            if self._queue:
+                self._queue[0].lead = True
+                self._queue[0].wake.set()
+            else:
+                self._leading = False
+        for p in batch:
+            p.wake.set()
+
+    def _flush(self, batch: list[_Pending]) -> None:
+        try:
+            self._commit(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = _classify(exc, batch[0].company_id)
+                return
+            for p in batch:  # isolate the bad entry so that it alone fails
+                self._flush([p])
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        by_company: dict[UUID, list[NewActivity]] = defaultdict(list)
+        for p in batch:
+            by_company[p.company_id].extend(p.rows)
+        with self._db.batch() as tx:
+            for company_id, rows in by_company.items():
+                activity_store.append(tx.tenant(company_id), rows)
+
+
+def _classify(exc: Exception, company_id: UUID) -> Exception:
+    """A lone write that failed: permanent problems become ``BadMessage`` (dead-letter)."""
+    if isinstance(exc, psycopg.errors.ForeignKeyViolation):
+        return BadMessage(f"company {company_id} does not exist")
+    if isinstance(exc, psycopg.errors.IntegrityError | psycopg.errors.DataError):
+        return BadMessage(f"audit rows refused by the database: {type(exc).__name__}")
+    return exc

@@ -1,0 +1,120 @@
+"""Tools Ted may call, and the toolbox a quest is offered.
+
+A tool declares its Claude schema and whether it changes state. A state-changing tool gets an
+idempotency key built from (quest, step, tool-use id), so a redelivered step repeats nothing,
+and its outcome names the action and target that go into ``activity_log``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from uuid import UUID
+
+from store import Database
+from store import notes as notes_store
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    company_id: UUID
+    quest_id: UUID
+    step: int
+    tool_use_id: str
+    input: Mapping[str, Any]
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.quest_id}:{self.step}:{self.tool_use_id}"
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    """What the tool tells Claude, and for a state change, what the audit row records."""
+
+    content: str
+    is_error: bool = False
+    action: str | None = None
+    target: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Tool(Protocol):
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    mutates: bool
+
+    def run(self, call: ToolCall) -> ToolOutcome: ...
+
+
+class Toolbox:
+    def __init__(self, tools: list[Tool]) -> None:
+        self._tools = {t.name: t for t in tools}
+
+    def schemas(self) -> list[dict[str, Any]]:
+        return [
+            {"name": t.name, "description": t.description, "input_schema": t.input_schema}
+            for t in self._tools.values()
+        ]
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+
+class AddNote:
+    """Write a note in the company's notebook (a state change: audited)."""
+
+    name = "add_note"
+    description = "Write a short note in the company's notebook for its people to read later."
+    input_schema: dict[str, Any] = {  # noqa: RUF012 - a tool's schema is a plain constant
+        "type": "object",
+        "properties": {"text": {"type": "string", "minLength": 1, "maxLength": 10000}},
+        "required": ["text"],
+    }
+    mutates = True
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def run(self, call: ToolCall) -> ToolOutcome:
+        text = call.input.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return ToolOutcome("add_note needs a non-empty 'text'", is_error=True)
+        with self._db.tenant(call.company_id) as tx:
+            note_id, _ = notes_store.add(tx, call.quest_id, text[:10000], call.idempotency_key)
+        return ToolOutcome(
+            f"note {note_id} saved",
+            action="note.added",
+            target=f"note:{note_id}",
+            data={"chars": len(text)},
+        )
+
+
+class ListNotes:
+    """Read the company's most recent notes (no state change)."""
+
+    name = "list_notes"
+    description = "List the most recent notes in the company's notebook."
+    input_schema: dict[str, Any] = {  # noqa: RUF012
+        "type": "object",
+        "properties": {"limit": {"type": "integer", "minimum": 1, "maximum": 50}},
+    }
+    mutates = False
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def run(self, call: ToolCall) -> ToolOutcome:
+        limit = call.input.get("limit", 10)
+        limit = limit if isinstance(limit, int) and 1 <= limit <= 50 else 10
+        with self._db.tenant(call.company_id) as tx:
+            found = notes_store.recent(tx, limit)
+        if not found:
+            return ToolOutcome("the notebook is empty")
+        return ToolOutcome("\n".join(f"- {n.text}" for n in found))
+
+
+def builtin_tools(db: Database) -> list[Tool]:
+    return [AddNote(db), ListNotes(db)]
