@@ -1,0 +1,46 @@
+# Everything a fresh machine needs: `make demo` and `make test` set up the virtualenv and the
+# services (the machine's Redis and Postgres when they answer, otherwise ones started in .s2/).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STATE := .s2
+WITH_SERVICES := set -a && . $(STATE)/services.env && set +a &&
+
+.PHONY: install services services-down demo test lint typecheck pytest bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+services: install
+	$(BIN)/python deploy/dev/services.py up
+
+services-down:
+	$(BIN)/python deploy/dev/services.py down
+
+demo: services
+	$(WITH_SERVICES) $(BIN)/system2 migrate && $(BIN)/system2 demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: services
+	$(WITH_SERVICES) $(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: services
+	$(WITH_SERVICES) for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	test ! -x $(BIN)/python || $(BIN)/python deploy/dev/services.py down
+	rm -rf $(VENV) $(STATE) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,250 @@
+"""Fixtures: a fresh Postgres database and a private Redis database per test session.
+
+Everything is real: the machine's Postgres (a scratch database, migrated as the owner, used
+as the app role) and Redis (one of its numbered databases, reserved with a lock key so that
+concurrent runs don't collide). Processes — workers, ingress, offline Claude — are started
+on loopback and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from store import Database
+from store import companies as companies_store
+from store.migrate import migrate
+from system2.procs import Proc, free_port, wait_http, wait_workers
+from system2.settings import Settings
+from system2.tokens import mint
+from workers.middleware import live_workers
+
+JWT_SECRET = "test-secret-" + uuid.uuid4().hex
+BIN = Path(sys.executable).parent
+APP_ROLE = "s2_app"
+
+
+def _base_admin_url() -> str:
+    return os.environ.get("S2_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _base_redis_url() -> str:
+    return os.environ.get("S2_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def pg_urls() -> Iterator[tuple[str, str]]:
+    """(admin url, app url) of a scratch database, migrated; dropped at the end."""
+    name = f"s2test_{uuid.uuid4().hex[:10]}"
+    base = _base_admin_url()
+    admin_url = make_conninfo(base, dbname=name)
+    params = conninfo_to_dict(base)
+    app_params = {k: v for k, v in params.items() if k not in ("user", "password", "dbname")}
+    app_url = make_conninfo("", **app_params, user=APP_ROLE, dbname=name)
+    migrate(admin_url, app_url)
+    yield admin_url, app_url
+    with psycopg.connect(make_conninfo(base, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A numbered Redis database reserved for this session (1..15)."""
+    base = _base_redis_url()
+    control = redis.Redis.from_url(base)
+    token = uuid.uuid4().hex
+    for n in range(1, 16):
+        if control.set(f"s2test:lock:{n}", token, nx=True, ex=3600):
+            break
+    else:
+        pytest.fail("no free Redis database for tests (all 15 locked)")
+    url = _with_db(base, n)
+    redis.Redis.from_url(url).flushdb()
+    yield url
+    redis.Redis.from_url(url).flushdb()
+    if control.get(f"s2test:lock:{n}") == token.encode():
+        control.delete(f"s2test:lock:{n}")
+
+
+def _with_db(url: str, n: int) -> str:
+    if url.startswith("unix://"):
+        head, _, query = url.partition("?")
+        params = [p for p in query.split("&") if p and not p.startswith("db=")]
+        return f"{head}?{'&'.join([*params, f'db={n}'])}"
+    scheme, rest = url.split("://", 1)
+    hostpart = rest.split("/", 1)[0]
+    return f"{scheme}://{hostpart}/{n}"
+
+
+@pytest.fixture(scope="session")
+def settings(pg_urls: tuple[str, str], redis_url: str) -> Settings:
+    admin_url, app_url = pg_urls
+    return Settings(
+        env="test",
+        database_url=app_url,
+        admin_database_url=admin_url,
+        redis_url=redis_url,
+        jwt_secret=JWT_SECRET,  # type: ignore[arg-type]
+    )
+
+
+def settings_env(s: Settings, **extra: str) -> dict[str, str]:
+    """The environment a subprocess needs to run with these settings."""
+    env = dict(os.environ)
+    env.update(
+        S2_ENV=s.env,
+        S2_DATABASE_URL=s.database_url,
+        S2_ADMIN_DATABASE_URL=s.admin_database_url,
+        S2_REDIS_URL=s.redis_url,
+        S2_JWT_SECRET=s.jwt_secret.get_secret_value(),
+        S2_MAX_STEPS=str(s.max_steps),
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def db(settings: Settings) -> Iterator[Database]:
+    database = Database(settings.database_url, min_size=1, max_size=4, name="tests").open()
+    yield database
+    database.close()
+
+
+@pytest.fixture(scope="session")
+def admin_conn(settings: Settings) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    with psycopg.connect(settings.admin_database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def rds(settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.redis_url)
+    yield client
+    client.close()
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: uuid.UUID
+    admin: str
+    member: str
+
+    def token(self, user: str | None = None, **kw: int) -> str:
+        return mint(JWT_SECRET, user or self.admin, **kw)
+
+    def headers(self, user: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user)}"}
+
+
+@pytest.fixture
+def make_tenant(db: Database) -> Callable[[str], Tenant]:
+    def make(name: str = "Acme") -> Tenant:
+        cid = uuid.uuid4()
+        suffix = cid.hex[:6]
+        tenant = Tenant(cid, admin=f"admin-{suffix}", member=f"member-{suffix}")
+        with db.tenant(cid) as tx:
+            companies_store.create(tx, name)
+            companies_store.add_member(tx, tenant.admin, "admin")
+            companies_store.add_member(tx, tenant.member, "member")
+        return tenant
+
+    return make
+
+
+@pytest.fixture
+def tenant(make_tenant: Callable[[str], Tenant]) -> Tenant:
+    return make_tenant("Acme Robotics")
+
+
+@pytest.fixture
+def other_tenant(make_tenant: Callable[[str], Tenant]) -> Tenant:
+    return make_tenant("Globex Foods")
+
+
+def system2(*args: str) -> list[str]:
+    return [str(BIN / "system2"), *args]
+
+
+@pytest.fixture(scope="session")
+def offline_claude(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The offline Claude in its own process; yields its base URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("logs") / "offline-claude.log"
+    proc = Proc(
+        "offline-claude", system2("offline-claude", "--port", str(port)), log_path=log
+    ).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/", proc=proc)
+        yield url
+    finally:
+        proc.stop()
+
+
+@dataclass
+class Stack:
+    """Worker processes and an ingress on loopback, sharing the session's databases."""
+
+    settings: Settings
+    claude_url: str
+    logs: Path
+    procs: dict[str, Proc]
+    ingress_url: str = ""
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return settings_env(
+            self.settings,
+            ANTHROPIC_BASE_URL=self.claude_url,
+            ANTHROPIC_API_KEY="offline-test-key",
+            **extra,
+        )
+
+    def start_workers(
+        self, name: str = "workers", *, processes: int = 2, threads: int = 4, **extra: str
+    ) -> Proc:
+        argv = system2("worker", "--processes", str(processes), "--threads", str(threads))
+        proc = Proc(name, argv, env=self.env(**extra), log_path=self.logs / f"{name}.log").start()
+        self.procs[name] = proc
+        wait_workers(self.settings.redis_url, self.live_worker_count() + processes, proc=proc)
+        return proc
+
+    def live_worker_count(self) -> int:
+        return len(live_workers(redis.Redis.from_url(self.settings.redis_url)))
+
+    def start_ingress(self) -> str:
+        port = free_port()
+        proc = Proc(
+            "ingress",
+            system2("ingress", "--port", str(port)),
+            env=self.env(),
+            log_path=self.logs / "ingress.log",
+        ).start()
+        self.procs["ingress"] = proc
+        self.ingress_url = f"http://127.0.0.1:{port}"
+        wait_http(self.ingress_url + "/healthz", proc=proc)
+        return self.ingress_url
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.stop()
+
+
+@pytest.fixture
+def stack(settings: Settings, offline_claude: str, tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(settings, offline_claude, tmp_path, {})
+    try:
+        yield s
+    finally:
+        s.stop()
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis.from_url(settings.redis_url).flushdb()

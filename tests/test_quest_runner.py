@@ -1,0 +1,170 @@
+"""The step runner in-process, on real Postgres, Redis and the offline Claude: a redelivered
+step repeats nothing, a duplicate is dropped, a step that crashed after Claude replied
+resumes from the stored reply."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import pytest
+import redis
+
+from guard.pricing import PriceTable
+from ingress.submit import QuestSpec, create_quest
+from messages import BadMessage, Envelope, QuestStep
+from messages.transport import Publisher, build_broker
+from store import Database
+from store import notes as notes_store
+from store import quests as quests_store
+from tests.conftest import Tenant
+from tests.support import OPERATOR, quest_state
+from workers.claude import Claude
+from workers.events import QuestEvents
+from workers.quest import QuestRunner
+from workers.tools import AddNote, Toolbox, ToolCall, ToolOutcome
+
+
+class CrashOnce:
+    """add_note that dies the first time, as a worker killed mid-tool would."""
+
+    name = "add_note"
+    description = AddNote.description
+    input_schema = AddNote.input_schema
+    mutates = True
+
+    def __init__(self, db: Database) -> None:
+        self.inner = AddNote(db)
+        self.calls = 0
+
+    def run(self, call: ToolCall) -> ToolOutcome:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("worker died mid-tool")
+        return self.inner.run(call)
+
+
+@pytest.fixture
+def runner_parts(
+    db: Database, rds: redis.Redis, offline_claude: str, settings: Any
+) -> Iterator[dict[str, Any]]:
+    rds.flushdb()
+    broker = build_broker(settings.redis_url)
+    claude = Claude(
+        timeout_s=10,
+        max_retries=0,
+        client=anthropic.Anthropic(base_url=offline_claude, api_key="offline-test"),
+    )
+    parts = {
+        "db": db,
+        "publisher": Publisher(broker),
+        "claude": claude,
+        "prices": PriceTable.load(),
+        "events": QuestEvents(rds, maxlen=1000),
+        "max_tokens": 512,
+        "max_steps": 5,
+    }
+    yield parts
+    broker.close()
+
+
+def runner(parts: dict[str, Any], tools: list[Any] | None = None) -> QuestRunner:
+    return QuestRunner(
+        toolbox=Toolbox(tools if tools is not None else [AddNote(parts["db"])]), **parts
+    )
+
+
+def start(db: Database, tenant: Tenant, goal: str) -> Envelope[QuestStep]:
+    with db.tenant(tenant.id) as tx:
+        quest, _ = create_quest(tx, OPERATOR, QuestSpec(goal=goal, model="claude-sonnet-5-5"))
+    return Envelope[QuestStep](
+        message_id=quest.origin_message_id, company_id=tenant.id, actor=OPERATOR,
+        correlation_id=quest.correlation_id, payload=QuestStep(quest_id=quest.id, step=1),
+    )  # fmt: skip
+
+
+def queued(rds: redis.Redis, queue: str) -> list[dict[str, Any]]:
+    """Envelopes waiting on a Dramatiq queue."""
+    bodies = rds.hvals(f"dramatiq:{queue}.msgs")
+    return [json.loads(b)["args"][0] for b in bodies]
+
+
+def audit_keys(batches: list[dict[str, Any]]) -> list[str]:
+    return sorted(e["idempotency_key"] for b in batches for e in b["payload"]["events"])
+
+
+def notes_count(db: Database, tenant: Tenant) -> int:
+    with db.tenant(tenant.id) as tx:
+        return len(notes_store.recent(tx, 50))
+
+
+def test_a_redelivered_done_step_resends_the_same_messages_and_repeats_nothing(
+    runner_parts: dict[str, Any], db: Database, rds: redis.Redis, tenant: Tenant
+) -> None:
+    env = start(db, tenant, "[script:notes] remember the launch date")
+    r = runner(runner_parts)
+    r.run(env, holder="m1")
+    after_first = quest_state(db, tenant.id, env.payload.quest_id)
+    assert after_first.steps_done == 1 and after_first.status == "running"
+    assert notes_count(db, tenant) == 1
+    first_audit = queued(rds, "audit")
+    assert [q["payload"]["step"] for q in queued(rds, "quests")] == [2]
+    rds.flushdb()
+
+    r.run(env, holder="m1")  # the broker redelivers the same message
+
+    again = quest_state(db, tenant.id, env.payload.quest_id)
+    assert again.cost_usd_micros == after_first.cost_usd_micros, "Claude was not called again"
+    assert notes_count(db, tenant) == 1, "the note was not written twice"
+    assert audit_keys(queued(rds, "audit")) == audit_keys(first_audit), (
+        "the same audit events, same keys"
+    )
+    assert [q["payload"]["step"] for q in queued(rds, "quests")] == [2]
+
+
+def test_a_duplicate_message_for_a_claimed_step_is_dropped(
+    runner_parts: dict[str, Any], db: Database, rds: redis.Redis, tenant: Tenant
+) -> None:
+    env = start(db, tenant, "[script:answer] hello")
+    with db.tenant(tenant.id) as tx:
+        quests_store.claim_step(tx, env.payload.quest_id, 1, "the-other-message")
+    runner(runner_parts).run(env, holder="a-duplicate")
+    quest = quest_state(db, tenant.id, env.payload.quest_id)
+    assert quest.steps_done == 0 and quest.cost_usd_micros == 0
+    assert quest.step_holder == "the-other-message"
+    assert queued(rds, "quests") == [] and queued(rds, "audit") == []
+
+
+def test_a_step_that_crashed_after_the_reply_resumes_from_it(
+    runner_parts: dict[str, Any], db: Database, rds: redis.Redis, tenant: Tenant
+) -> None:
+    env = start(db, tenant, "[script:notes] remember the budget")
+    tool = CrashOnce(db)
+    r = runner(runner_parts, [tool])
+    with pytest.raises(RuntimeError, match="mid-tool"):
+        r.run(env, holder="m1")
+    crashed = quest_state(db, tenant.id, env.payload.quest_id)
+    assert crashed.cost_usd_micros > 0 and crashed.steps_done == 0
+    with db.tenant(tenant.id) as tx:
+        (step,) = quests_store.steps(tx, crashed.id)
+    assert step.status == "replied" and step.stop_reason == "tool_use"
+
+    r.run(env, holder="m1")  # the retry
+
+    resumed = quest_state(db, tenant.id, env.payload.quest_id)
+    assert resumed.cost_usd_micros == crashed.cost_usd_micros, "no second Claude call"
+    assert resumed.steps_done == 1 and tool.calls == 2
+    assert notes_count(db, tenant) == 1
+
+
+def test_a_quest_of_another_company_is_refused(
+    runner_parts: dict[str, Any], db: Database, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    env = start(db, tenant, "[script:answer] mine")
+    forged = env.model_copy(update={"company_id": other_tenant.id, "message_id": uuid.uuid4()})
+    with pytest.raises(BadMessage, match="no such quest"):
+        runner(runner_parts).run(forged, holder="m-forged")
+    assert quest_state(db, tenant.id, env.payload.quest_id).status == "queued"
