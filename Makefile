@@ -38,8 +38,10 @@ pytest: services
 
 test: lint typecheck pytest
 
+BENCHMARKS := throughput latency audit_writer
+
 bench: services
-	$(WITH_SERVICES) for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(WITH_SERVICES) for b in $(BENCHMARKS); do echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; done
 
 clean:
 	test ! -x $(BIN)/python || $(BIN)/python deploy/dev/services.py down

@@ -125,8 +125,8 @@ def submit_quest(
     )
     actor = Actor(type=ActorType.user, id=who.user_id)
     with member_tx(deps.db, company_id, who) as (tx, _):
-        quest, created = create_quest(tx, actor, spec, correlation_id=x_correlation_id)
-    if created:
+        quest, publish = create_quest(tx, actor, spec, correlation_id=x_correlation_id)
+    if publish:
         enqueue_first_step(deps.db, deps.publisher, quest, actor)
         log.info("quest submitted", quest_id=str(quest.id), company_id=str(company_id))
     return QuestAccepted(quest_id=quest.id, status=quest.status)

@@ -1,8 +1,10 @@
 """Submitting a quest: the row, then its first step on the queue.
 
 Shared by the HTTP route and ``system2 quest submit``. The row is committed first, then the
-first step is published; if the queue does not take it, the row is deleted again and the
-caller is told so — nothing is claimed to be queued that is not.
+first step is published and the row marked as enqueued. If the queue does not take it, the
+row is deleted again and the caller is told so — nothing is claimed to be queued that is
+not. If the submitter dies between the two, a retry with the same idempotency key publishes
+the first step (a duplicate, should one exist, is dropped by the worker's step claim).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ class QuestSpec:
 def create_quest(
     tx: TenantTx, actor: Actor, spec: QuestSpec, *, correlation_id: UUID | None = None
 ) -> tuple[Quest, bool]:
-    """Insert the quest (or find the one this idempotency key made). True if created."""
+    """Insert the quest (or find the one this idempotency key made). True if its first step
+    must now be published."""
     new = NewQuest(
         id=uuid4(),
         goal=spec.goal,
@@ -50,7 +53,7 @@ def create_quest(
     quest, stored_hash, created = quests_store.create(tx, new)
     if not created and stored_hash != new.request_hash:
         raise Conflict("this Idempotency-Key was already used for a different request")
-    return quest, created
+    return quest, created or quest.needs_first_step
 
 
 def enqueue_first_step(db: Database, publisher: Publisher, quest: Quest, actor: Actor) -> None:
@@ -67,3 +70,5 @@ def enqueue_first_step(db: Database, publisher: Publisher, quest: Quest, actor: 
         with db.tenant(quest.company_id) as tx:
             quests_store.delete_unstarted(tx, quest.id)
         raise
+    with db.tenant(quest.company_id) as tx:
+        quests_store.mark_first_step_enqueued(tx, quest.id)

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from store.db import TenantTx
@@ -64,33 +65,48 @@ class BadCursor(StoreError):
     """The pagination cursor was not one this API handed out."""
 
 
-def append(tx: TenantTx, rows: Sequence[NewActivity]) -> int:
-    """Insert rows for the transaction's company in one statement; returns how many were new.
+_STAGED = (
+    "occurred_at, actor_type, actor_id, action, target, rationale, originating_message_id, "
+    "quest_id, payload, idempotency_key"
+)
+_STAGE_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS audit_stage (company_id uuid, occurred_at timestamptz, "
+    "actor_type text, actor_id text, action text, target text, rationale text, "
+    "originating_message_id uuid, quest_id uuid, payload jsonb, idempotency_key text) "
+    "ON COMMIT DELETE ROWS"
+)
 
-    COPY is refused on a table under row-level security, so this is one multi-row insert
-    from arrays, which the policy still checks. A key seen before is skipped.
+
+def append(tx: TenantTx, rows: Sequence[NewActivity]) -> int:
+    """Insert rows for the transaction's company; returns how many were new (a key seen
+    before is skipped)."""
+    stage(tx.conn, [(tx.company_id, r) for r in rows])
+    return insert_staged(tx)
+
+
+def stage(conn: psycopg.Connection[Any], rows: Sequence[tuple[UUID, NewActivity]]) -> None:
+    """COPY rows into this transaction's staging table.
+
+    COPY is refused on a table under row-level security, so rows go through a temporary
+    table (no RLS, gone at commit); ``insert_staged`` then moves them with INSERT ... SELECT,
+    which the policy still checks.
     """
-    if not rows:
-        return 0
+    conn.execute(_STAGE_TABLE)
+    with conn.cursor().copy(f"COPY audit_stage (company_id, {_STAGED}) FROM STDIN") as copy:
+        for company_id, r in rows:
+            copy.write_row((
+                company_id, r.occurred_at, r.actor_type, r.actor_id, r.action, r.target, r.rationale,
+                r.originating_message_id, r.quest_id, Jsonb(r.payload), r.idempotency_key,
+            ))  # fmt: skip
+
+
+def insert_staged(tx: TenantTx) -> int:
+    """Move the staged rows of the transaction's company into activity_log."""
     cur = tx.execute(
-        "INSERT INTO activity_log (company_id, occurred_at, actor_type, actor_id, action, target, "
-        "rationale, originating_message_id, quest_id, payload, idempotency_key) "
-        "SELECT %s, * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], "
-        "%s::text[], %s::text[], %s::uuid[], %s::uuid[], %s::jsonb[], %s::text[]) "
+        f"INSERT INTO activity_log (company_id, {_STAGED}) "
+        f"SELECT company_id, {_STAGED} FROM audit_stage WHERE company_id = %s "
         "ON CONFLICT (company_id, idempotency_key) DO NOTHING",
-        (
-            tx.company_id,
-            [r.occurred_at for r in rows],
-            [r.actor_type for r in rows],
-            [r.actor_id for r in rows],
-            [r.action for r in rows],
-            [r.target for r in rows],
-            [r.rationale for r in rows],
-            [r.originating_message_id for r in rows],
-            [r.quest_id for r in rows],
-            [Jsonb(r.payload) for r in rows],
-            [r.idempotency_key for r in rows],
-        ),
+        (tx.company_id,),
     )
     return cur.rowcount
 

@@ -74,14 +74,24 @@ def _set_tenant(conn: psycopg.Connection[TupleRow], company_id: UUID) -> None:
 class Database:
     """The app's connection pool, as the app role (neither owner nor BYPASSRLS)."""
 
-    def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 10, name: str = "app"):
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        name: str = "app",
+        timeout: float = 5.0,
+    ):
+        """``timeout``: how long a caller waits for a connection before ``StoreUnavailable``."""
         self.pool = ConnectionPool(
             conninfo,
             min_size=min_size,
             max_size=max_size,
             open=False,
             name=name,
-            kwargs={"autocommit": True},
+            timeout=timeout,
+            kwargs={"autocommit": True, "connect_timeout": 5},
         )
 
     def open(self, *, wait: bool = True, timeout: float = 10.0) -> Database:

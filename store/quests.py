@@ -15,7 +15,7 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled", "halted"})
 
 _QUEST_COLUMNS = (
     "id, company_id, status, goal, model, max_usd_micros, created_by, correlation_id, "
-    "origin_message_id, "
+    "origin_message_id, first_step_enqueued_at, "
     "steps_done, step_claimed, step_holder, step_claimed_at, cost_usd_micros, result, reason, "
     "created_at, started_at, finished_at"
 )
@@ -36,6 +36,7 @@ class Quest:
     created_by: str
     correlation_id: UUID
     origin_message_id: UUID
+    first_step_enqueued_at: datetime | None
     steps_done: int
     step_claimed: int
     step_holder: str | None
@@ -50,6 +51,16 @@ class Quest:
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def needs_first_step(self) -> bool:
+        """Queued, and its first step never confirmed on the queue (the submitter died
+        between the commit and the publish, or the publish failed)."""
+        return (
+            self.status == "queued"
+            and self.step_claimed == 0
+            and self.first_step_enqueued_at is None
+        )
 
 
 @dataclass(frozen=True)
@@ -121,7 +132,15 @@ def delete_unstarted(tx: TenantTx, quest_id: UUID) -> None:
     """Forget a quest whose first step could not be enqueued (the caller was told so)."""
     tx.execute(
         "DELETE FROM quests WHERE company_id = %s AND id = %s AND status = 'queued' "
-        "AND step_claimed = 0",
+        "AND step_claimed = 0 AND first_step_enqueued_at IS NULL",
+        (tx.company_id, quest_id),
+    )
+
+
+def mark_first_step_enqueued(tx: TenantTx, quest_id: UUID) -> None:
+    tx.execute(
+        "UPDATE quests SET first_step_enqueued_at = now() "
+        "WHERE company_id = %s AND id = %s AND first_step_enqueued_at IS NULL",
         (tx.company_id, quest_id),
     )
 

@@ -7,6 +7,7 @@ reads goes to stderr. An error is one line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -48,6 +49,8 @@ def settings() -> Settings:
 
 @contextmanager
 def app_db(s: Settings) -> Iterator[Database]:
+    # Fail fast with the driver's own reason: a pool would retry quietly for its timeout.
+    psycopg.connect(s.database_url, connect_timeout=5).close()
     db = Database(s.database_url, min_size=1, max_size=2, name="cli").open(timeout=10)
     try:
         yield db
@@ -190,8 +193,8 @@ def quest_submit(
         with db.tenant(company) as tx:
             if companies_store.get(tx) is None:
                 raise System2Error(f"no company {company}")
-            quest, created = create_quest(tx, actor, spec)
-        if created:
+            quest, publish = create_quest(tx, actor, spec)
+        if publish:
             enqueue_first_step(db, Publisher(build_broker(s.redis_url)), quest, actor)
     emit(quest.id)
 
@@ -266,6 +269,8 @@ def demo(
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     try:
         app()
     except (System2Error, StoreError, MessagesError, GuardError, ValueError) as exc:

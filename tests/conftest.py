@@ -19,19 +19,17 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from store import Database
 from store import companies as companies_store
-from store.migrate import migrate
 from system2.procs import Proc, free_port, wait_http, wait_workers
+from system2.scratch import scratch_postgres, scratch_redis
 from system2.settings import Settings
 from system2.tokens import mint
 from workers.middleware import live_workers
 
 JWT_SECRET = "test-secret-" + uuid.uuid4().hex
 BIN = Path(sys.executable).parent
-APP_ROLE = "s2_app"
 
 
 def _base_admin_url() -> str:
@@ -45,45 +43,15 @@ def _base_redis_url() -> str:
 @pytest.fixture(scope="session")
 def pg_urls() -> Iterator[tuple[str, str]]:
     """(admin url, app url) of a scratch database, migrated; dropped at the end."""
-    name = f"s2test_{uuid.uuid4().hex[:10]}"
-    base = _base_admin_url()
-    admin_url = make_conninfo(base, dbname=name)
-    params = conninfo_to_dict(base)
-    app_params = {k: v for k, v in params.items() if k not in ("user", "password", "dbname")}
-    app_url = make_conninfo("", **app_params, user=APP_ROLE, dbname=name)
-    migrate(admin_url, app_url)
-    yield admin_url, app_url
-    with psycopg.connect(make_conninfo(base, dbname="postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_postgres(_base_admin_url(), prefix="s2test") as urls:
+        yield urls
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A numbered Redis database reserved for this session (1..15)."""
-    base = _base_redis_url()
-    control = redis.Redis.from_url(base)
-    token = uuid.uuid4().hex
-    for n in range(1, 16):
-        if control.set(f"s2test:lock:{n}", token, nx=True, ex=3600):
-            break
-    else:
-        pytest.fail("no free Redis database for tests (all 15 locked)")
-    url = _with_db(base, n)
-    redis.Redis.from_url(url).flushdb()
-    yield url
-    redis.Redis.from_url(url).flushdb()
-    if control.get(f"s2test:lock:{n}") == token.encode():
-        control.delete(f"s2test:lock:{n}")
-
-
-def _with_db(url: str, n: int) -> str:
-    if url.startswith("unix://"):
-        head, _, query = url.partition("?")
-        params = [p for p in query.split("&") if p and not p.startswith("db=")]
-        return f"{head}?{'&'.join([*params, f'db={n}'])}"
-    scheme, rest = url.split("://", 1)
-    hostpart = rest.split("/", 1)[0]
-    return f"{scheme}://{hostpart}/{n}"
+    """A numbered Redis database reserved for this session."""
+    with scratch_redis(_base_redis_url()) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ def quest(**kw: object) -> Quest:
     base = Quest(
         id=uuid.uuid4(), company_id=uuid.uuid4(), status="running", goal="g", model="m",
         max_usd_micros=None, created_by="user:u", correlation_id=uuid.uuid4(),
-        origin_message_id=uuid.uuid4(), steps_done=0, step_claimed=0, step_holder=None,
+        origin_message_id=uuid.uuid4(), first_step_enqueued_at=NOW, steps_done=0, step_claimed=0, step_holder=None,
         step_claimed_at=None, cost_usd_micros=0, result=None, reason=None, created_at=NOW,
         started_at=None, finished_at=None,
     )  # fmt: skip

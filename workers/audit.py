@@ -10,7 +10,6 @@ grow by themselves; an idle writer commits a lone event at once.
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -101,12 +100,12 @@ class AuditWriter:
                 self._flush([p])
 
     def _commit(self, batch: list[_Pending]) -> None:
-        by_company: dict[UUID, list[NewActivity]] = defaultdict(list)
-        for p in batch:
-            by_company[p.company_id].extend(p.rows)
+        """One transaction: COPY every row into the staging table, then one INSERT ... SELECT
+        per company under that company's tenant context."""
         with self._db.batch() as tx:
-            for company_id, rows in by_company.items():
-                activity_store.append(tx.tenant(company_id), rows)
+            activity_store.stage(tx.conn, [(p.company_id, r) for p in batch for r in p.rows])
+            for company_id in dict.fromkeys(p.company_id for p in batch):
+                activity_store.insert_staged(tx.tenant(company_id))
 
 
 def _classify(exc: Exception, company_id: UUID) -> Exception:

@@ -44,6 +44,7 @@ CREATE TABLE quests (
     created_by       text NOT NULL,
     correlation_id   uuid NOT NULL,
     origin_message_id uuid NOT NULL,
+    first_step_enqueued_at timestamptz,
     idempotency_key  text,
     request_hash     text,
     steps_done       integer NOT NULL DEFAULT 0,
@@ -124,8 +125,9 @@ CREATE TABLE activity_log (
 );
 CREATE INDEX activity_log_company_time ON activity_log (company_id, occurred_at DESC, id DESC);
 
--- Append-only for everyone but a superuser: a trigger refuses UPDATE and DELETE even to the
--- owner, and the app role is granted neither.
+-- Append-only: the app role is granted neither UPDATE nor DELETE, and triggers refuse UPDATE,
+-- DELETE and TRUNCATE to every role, the owner and superusers included, until a migration
+-- (reviewed, recorded) drops them.
 CREATE FUNCTION activity_log_append_only() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
@@ -135,6 +137,9 @@ $$;
 CREATE TRIGGER activity_log_append_only
     BEFORE UPDATE OR DELETE ON activity_log
     FOR EACH ROW EXECUTE FUNCTION activity_log_append_only();
+CREATE TRIGGER activity_log_no_truncate
+    BEFORE TRUNCATE ON activity_log
+    FOR EACH STATEMENT EXECUTE FUNCTION activity_log_append_only();
 
 -- Row-level security, enabled and forced, on every tenant table.
 ALTER TABLE companies ENABLE ROW LEVEL SECURITY;

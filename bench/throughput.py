@@ -1,0 +1,133 @@
+"""Trivial one-step quests per second through ingress -> workers -> audit log, beside raw
+Dramatiq no-op throughput on the same Redis, both with 2 processes x 8 threads.
+
+Both sides include their producer: quests are submitted over HTTP by 16 concurrent clients
+(each with a valid token, to one ingress process); no-op messages are sent by one process.
+A quest counts when it is `succeeded` and both its audit rows are in activity_log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import redis
+
+from bench.noop_actor import COUNTER, QUEUE
+from bench.stack import BIN, Stack, stack
+from messages.transport import build_broker
+from store import Database
+from system2.procs import Proc
+
+
+def raw_dramatiq(s: Stack, n: int) -> float:
+    env = s.env(
+        dramatiq_worker_timeout=str(s.settings.worker_poll_ms),
+        PYTHONPATH=str(Path(__file__).parents[1]),
+    )
+    proc = Proc(
+        "noop-workers",
+        [str(BIN / "python"), "-m", "dramatiq", "bench.noop_actor:setup", "--processes", "2", "--threads", "8"],
+        env=env, log_path=s.logs / "noop.log",
+    ).start()  # fmt: skip
+    try:
+        r = redis.Redis.from_url(s.settings.redis_url)
+        broker = build_broker(s.settings.redis_url)
+        import dramatiq
+
+        time.sleep(3)  # the no-op workers have no beacon; give them time to boot
+        message = dramatiq.Message(
+            queue_name=QUEUE, actor_name="noop", args=(0,), kwargs={}, options={}
+        )
+        t0 = time.perf_counter()
+        for i in range(n):
+            broker.enqueue(message.copy(args=(i,)))
+        while int(r.get(COUNTER) or 0) < n:
+            time.sleep(0.01)
+        return n / (time.perf_counter() - t0)
+    finally:
+        proc.stop()
+
+
+def quests(s: Stack, n: int, clients: int) -> float:
+    s.start_claude()
+    s.start_workers(2, 8)
+    s.start_ingress()
+    with Database(s.settings.database_url, max_size=2).open() as db:
+        company, token = s.company(db)
+    headers = {"Authorization": f"Bearer {token}"}
+    url = f"{s.ingress_url}/v1/companies/{company}/quests"
+    per_client = n // clients
+    errors: list[str] = []
+
+    def submit() -> None:
+        with httpx.Client(timeout=30) as http:
+            for _ in range(per_client):
+                resp = http.post(url, json={"goal": "[script:answer] ping"}, headers=headers)
+                if resp.status_code != 202:
+                    errors.append(f"{resp.status_code} {resp.text[:200]}")
+
+    threads = [threading.Thread(target=submit) for _ in range(clients)]
+    total = per_client * clients
+    with psycopg.connect(s.settings.admin_database_url, autocommit=True) as admin:
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        submitted = time.perf_counter() - t0
+        while True:
+            done = admin.execute(
+                "SELECT count(*) FROM quests WHERE status = 'succeeded'"
+            ).fetchone()[0]
+            audited = admin.execute("SELECT count(*) FROM activity_log").fetchone()[0]
+            if done >= total and audited >= 2 * total:
+                break
+            if errors:
+                raise SystemExit(f"submit errors: {errors[:3]}")
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - t0
+    print(f"  submitted {total} in {submitted:.2f}s ({total / submitted:.0f}/s over HTTP)")
+    print(f"  CPU seconds per quest: {cpu_per_process(s, total)}")
+    return total / elapsed
+
+
+def cpu_per_process(s: Stack, total: int) -> str:
+    import psutil
+
+    parts = []
+    for name, proc in s.procs.items():
+        p = psutil.Process(proc.pid)
+        cpu = sum(sum(x.cpu_times()[:2]) for x in [p, *p.children(recursive=True)])
+        parts.append(f"{name} {1000 * cpu / total:.2f} ms")
+    pg = sum(
+        sum(x.cpu_times()[:2]) for x in psutil.process_iter() if x.name().startswith("postgres")
+    )
+    parts.append(f"(postgres, all backends since boot: {pg:.0f} s)")
+    return ", ".join(parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quests", type=int, default=2000)
+    ap.add_argument("--messages", type=int, default=20000)
+    ap.add_argument("--clients", type=int, default=16)
+    args = ap.parse_args()
+    with stack() as s:
+        raw = raw_dramatiq(s, args.messages)
+        print(
+            f"raw Dramatiq no-op: {raw:,.0f} msgs/s ({args.messages} messages, 2 processes x 8 threads)"
+        )
+        ours = quests(s, args.quests, args.clients)
+        print(
+            f"quests ingress->worker->audit: {ours:,.0f} quests/s ({args.quests} one-step quests, 2 x 8)"
+        )
+        print(f"ratio: {ours / raw:.3f} of raw (target >= 0.25)")
+
+
+if __name__ == "__main__":
+    main()
