@@ -71,6 +71,14 @@ def quests(s: Stack, n: int, clients: int) -> float:
                 if resp.status_code != 202:
                     errors.append(f"{resp.status_code} {resp.text[:200]}")
 
+    peak_rss = [0.0]
+    sampling = threading.Event()
+
+    def sample_rss() -> None:
+        while not sampling.wait(0.2):
+            peak_rss[0] = max(peak_rss[0], *s.worker_rss_mb())
+
+    threading.Thread(target=sample_rss, daemon=True).start()
     threads = [threading.Thread(target=submit) for _ in range(clients)]
     total = per_client * clients
     with psycopg.connect(s.settings.admin_database_url, autocommit=True) as admin:
@@ -91,8 +99,10 @@ def quests(s: Stack, n: int, clients: int) -> float:
                 raise SystemExit(f"submit errors: {errors[:3]}")
             time.sleep(0.02)
         elapsed = time.perf_counter() - t0
+    sampling.set()
     print(f"  submitted {total} in {submitted:.2f}s ({total / submitted:.0f}/s over HTTP)")
     print(f"  CPU seconds per quest: {cpu_per_process(s, total)}")
+    print(f"  peak RSS of a worker process (8 threads): {peak_rss[0]:.0f} MB (target <= 200)")
     return total / elapsed
 
 

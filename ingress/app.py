@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
-from uuid import UUID, uuid4
+from typing import Annotated
+from uuid import UUID
 
 import redis
 import structlog
@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ingress.auth import Caller, TokenVerifier, member_tx
+from ingress.middleware import RequestContext
 from ingress.schemas import (
     ActivityPage,
     ActivityView,
@@ -69,16 +70,7 @@ def create_app(deps: IngressDeps) -> FastAPI:
     app.state.deps = deps
     _install_error_handlers(app)
     app.include_router(router)
-
-    @app.middleware("http")
-    async def request_context(request: Request, call_next: Any) -> Any:
-        request_id = request.headers.get("x-request-id") or uuid4().hex
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id[:64])
-        response = await call_next(request)
-        response.headers["x-request-id"] = request_id[:64]
-        return response
-
+    app.add_middleware(RequestContext)
     return app
 
 

@@ -29,7 +29,7 @@ from messages import (
     QuestStep,
 )
 from messages.transport import Publisher
-from store import Database
+from store import Database, TenantTx
 from store import companies as companies_store
 from store import quests as quests_store
 from store.quests import Quest, Step
@@ -94,6 +94,7 @@ class StepRecord:
     audit: list[AuditEvent] = field(default_factory=list)
     live: list[Envelope[QuestEvent]] = field(default_factory=list)
     tool_results: list[dict[str, Any]] = field(default_factory=list)
+    unsaved_reply: tuple[ClaudeReply, int] | None = None  # a reply not yet in Postgres, its cost
 
     @property
     def step(self) -> int:
@@ -209,6 +210,8 @@ class QuestRunner:
             reply = self._ask_claude(record, [s for s in history if s.step < n], company)
         stop = reply.stop_reason
         if stop == "tool_use":
+            with self.db.tenant(record.quest.company_id) as tx:
+                self._save_reply(tx, record)  # before any tool runs: a retry resumes from it
             record.tool_results = self._run_tools(record, reply)
         if stop in SUCCEED:
             return Outcome("succeeded", result=reply.text)
@@ -233,17 +236,7 @@ class QuestRunner:
             tools=self.toolbox.schemas(),
         )
         cost = self.prices.cost(quest.model, Usage.from_api(reply.usage))
-        with self.db.tenant(quest.company_id) as tx:
-            quests_store.save_reply(
-                tx,
-                quest.id,
-                record.step,
-                model=quest.model,
-                content=reply.content,
-                stop_reason=reply.stop_reason,
-                usage=reply.usage,
-                cost_usd_micros=cost,
-            )
+        record.unsaved_reply = (reply, cost)
         record.show(
             "claude.replied",
             stop_reason=reply.stop_reason,
@@ -254,6 +247,22 @@ class QuestRunner:
             output_tokens=reply.usage.get("output_tokens"),
         )
         return reply
+
+    def _save_reply(self, tx: TenantTx, record: StepRecord) -> None:
+        if record.unsaved_reply is None:
+            return
+        reply, cost = record.unsaved_reply
+        quests_store.save_reply(
+            tx,
+            record.quest.id,
+            record.step,
+            model=record.quest.model,
+            content=reply.content,
+            stop_reason=reply.stop_reason,
+            usage=reply.usage,
+            cost_usd_micros=cost,
+        )
+        record.unsaved_reply = None
 
     def _run_tools(self, record: StepRecord, reply: ClaudeReply) -> list[dict[str, Any]]:
         quest = record.quest
@@ -304,6 +313,7 @@ class QuestRunner:
         record.show("step.finished")
         events = [e.model_dump(mode="json") for e in record.audit]
         with self.db.tenant(quest.company_id) as tx:
+            self._save_reply(tx, record)
             quests_store.finish_step(
                 tx, quest.id, n, model=quest.model, tool_results=record.tool_results, events=events
             )
