@@ -21,6 +21,7 @@ from typing import Any, cast
 import httpx
 import redis
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from messages import Envelope, QuestEvent
@@ -75,7 +76,7 @@ def run(settings: Settings, *, quests_per_company: int = 3) -> None:
             watcher.join(2)
             _show_results(http, companies)
             _show_audit(http, companies)
-            _cross_tenant(http, companies)
+            _cross_tenant(http, companies, settings)
     finally:
         for proc in reversed(list(procs.values())):
             proc.stop()
@@ -150,7 +151,7 @@ def _submit_all(http: httpx.Client, companies: list[DemoCompany], per_company: i
                 raise System2Error(f"submit failed: {resp.status_code} {resp.text}")
             quest_id = resp.json()["quest_id"]
             c.quests.append(quest_id)
-            console.print(f"[{c.color}]{c.name:14}[/] {quest_id[:8]} submitted: {goal}")
+            console.print(f"[{c.color}]{c.name:14}[/] {quest_id[:8]} submitted: {escape(goal)}")
             time.sleep(0.8)
 
 
@@ -168,16 +169,14 @@ def _watch(settings: Settings, companies: list[DemoCompany], stop: threading.Eve
 
 
 def _print_event(c: DemoCompany, e: QuestEvent) -> None:
-    d = e.data
+    d = {k: escape(str(v)) for k, v in e.data.items()}  # text from Claude is not markup
+    said = f"Claude: {d.get('stop_reason')} {d.get('tools', '')} {d.get('text', '')}"
     detail = {
         "quest.state": f"[bold]{d.get('status')}[/]"
         + (f" — {d['reason']}" if d.get("reason") else ""),
-        "claude.replied": f"Claude: {d.get('stop_reason')} {d.get('tools') or ''} {d.get('text', '')}"[
-            :110
-        ]
-        + f"  [dim]{d.get('cost_usd_micros', 0)} µ$[/]",
+        "claude.replied": f"{said[:110]}  [dim]{d.get('cost_usd_micros', 0)} µ$[/]",
         "tool.called": f"→ tool {d.get('tool')}",
-        "tool.finished": f"← {d.get('tool')} {'ok' if d.get('ok') else 'error'} {d.get('target') or ''}",
+        "tool.finished": f"← {d.get('tool')} {'ok' if d.get('ok') == 'True' else 'error'} {d.get('target', '')}",
     }.get(e.kind)
     if detail is None:
         return
@@ -210,7 +209,7 @@ def _show_results(http: httpx.Client, companies: list[DemoCompany]) -> None:
             ).json()
             table.add_row(
                 f"[{c.color}]{c.name}[/]", q[:8], b["status"], str(len(b["steps"])), str(b["cost_usd_micros"]),
-                (b.get("result") or b.get("reason") or "")[:60],
+                escape((b.get("result") or b.get("reason") or "")[:60]),
             )  # fmt: skip
     console.print(table)
 
@@ -228,7 +227,7 @@ def _show_audit(http: httpx.Client, companies: list[DemoCompany]) -> None:
         for i in items:
             table.add_row(
                 i["occurred_at"][11:23], f"{i['actor_type']}:{i['actor_id']}", i["action"],
-                i["target"][:40], (i.get("rationale") or "")[:50],
+                i["target"][:40], escape((i.get("rationale") or "")[:50]),
             )  # fmt: skip
         console.print(table)
         others = [x for x in items if x["quest_id"] not in c.quests]
@@ -236,9 +235,10 @@ def _show_audit(http: httpx.Client, companies: list[DemoCompany]) -> None:
             raise System2Error(f"{c.name}'s audit trail shows another company's quests")
 
 
-def _cross_tenant(http: httpx.Client, companies: list[DemoCompany]) -> None:
+def _cross_tenant(http: httpx.Client, companies: list[DemoCompany], settings: Settings) -> None:
     acme, globex = companies
     console.rule("cross-tenant attempts")
+    before = _quest_count(settings, globex.id)
     headers = {"Authorization": f"Bearer {acme.token}"}
     read = http.get(f"/v1/companies/{acme.id}/quests/{globex.quests[0]}", headers=headers)
     console.print(
@@ -251,6 +251,19 @@ def _cross_tenant(http: httpx.Client, companies: list[DemoCompany]) -> None:
     console.print(
         f"{acme.user} submits a quest to {globex.name}: [bold]{post.status_code}[/] {post.json().get('detail')}"
     )
-    if read.status_code != 404 or post.status_code != 403:
+    if (
+        read.status_code != 404
+        or post.status_code != 403
+        or _quest_count(settings, globex.id) != before
+    ):
         raise System2Error("a cross-tenant attempt was not refused")
-    console.print("[green]both refused; nothing was enqueued[/green]")
+    console.print(f"[green]both refused; {globex.name} still has {before} quests[/green]")
+
+
+def _quest_count(settings: Settings, company_id: uuid.UUID) -> int:
+    with (
+        Database(settings.database_url, max_size=1, name="demo").open() as db,
+        db.tenant(company_id) as tx,
+    ):
+        row = tx.one("SELECT count(*) FROM quests WHERE company_id = %s", (company_id,))
+    return int(row[0]) if row else 0
