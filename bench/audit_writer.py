@@ -4,7 +4,7 @@ into a table of the same shape without row-level security (COPY is refused under
 Three figures from one run, same rows, same Postgres:
   raw COPY          one COPY ... FROM STDIN into bench_activity_copy (no RLS, owner role)
   writer            AuditWriter.write from 8 threads as the app role (RLS on), batches of --per-message
-  writer via queue  the `write_audit` actor in 2 worker processes x 8 threads draining AuditBatch
+  writer via queue  the `write_audit` actor in 2 worker processes x --threads draining AuditBatch
                     messages of --per-message events, from first enqueue to the last row committed
 """
 
@@ -83,8 +83,10 @@ def writer_direct(s: Stack, companies: list[uuid.UUID], evs: list[AuditEvent], p
     return rate
 
 
-def via_queue(s: Stack, companies: list[uuid.UUID], evs: list[AuditEvent], per: int) -> float:
-    s.start_workers(2, 8, "audit")
+def via_queue(
+    s: Stack, companies: list[uuid.UUID], evs: list[AuditEvent], per: int, threads: int
+) -> float:
+    s.start_workers(2, threads, "audit")
     publisher = Publisher(build_broker(s.settings.redis_url))
     messages = []
     for j, i in enumerate(range(0, len(evs), per)):
@@ -108,6 +110,7 @@ def main() -> None:
     )
     ap.add_argument("--rows", type=int, default=50_000)
     ap.add_argument("--per-message", type=int, default=25, help="events per AuditBatch message")
+    ap.add_argument("--threads", type=int, default=32, help="threads per audit worker process")
     args = ap.parse_args()
     with stack() as s:
         with Database(s.settings.database_url, max_size=2).open() as db:
@@ -117,8 +120,10 @@ def main() -> None:
         direct = writer_direct(s, companies, events(args.rows, "direct"), args.per_message)
         print(f"audit writer, 8 threads, {args.per_message} events a batch: {direct:,.0f} rows/s "
               f"= {direct / raw:.2f} of raw COPY")  # fmt: skip
-        queued = via_queue(s, companies, events(args.rows, "queued"), args.per_message)
-        print(f"audit writer via Dramatiq (2 x 8), {args.per_message} events a message: {queued:,.0f} rows/s "
+        queued = via_queue(
+            s, companies, events(args.rows, "queued"), args.per_message, args.threads
+        )
+        print(f"audit writer via Dramatiq (2 x {args.threads}), {args.per_message} events a message: {queued:,.0f} rows/s "
               f"= {queued / raw:.2f} of raw COPY (target >= 0.40)")  # fmt: skip
 
 

@@ -80,18 +80,23 @@ _STAGE_TABLE = (
 def append(tx: TenantTx, rows: Sequence[NewActivity]) -> int:
     """Insert rows for the transaction's company; returns how many were new (a key seen
     before is skipped)."""
+    create_stage(tx.conn)
     stage(tx.conn, [(tx.company_id, r) for r in rows])
     return insert_staged(tx)
 
 
+def create_stage(conn: psycopg.Connection[Any]) -> None:
+    """Create the connection's staging table; outside a transaction, so it stays."""
+    conn.execute(_STAGE_TABLE)
+
+
 def stage(conn: psycopg.Connection[Any], rows: Sequence[tuple[UUID, NewActivity]]) -> None:
-    """COPY rows into this transaction's staging table.
+    """COPY rows into the connection's staging table (``create_stage`` made it).
 
     COPY is refused on a table under row-level security, so rows go through a temporary
     table (no RLS, gone at commit); ``insert_staged`` then moves them with INSERT ... SELECT,
     which the policy still checks.
     """
-    conn.execute(_STAGE_TABLE)
     with conn.cursor().copy(f"COPY audit_stage (company_id, {_STAGED}) FROM STDIN") as copy:
         for company_id, r in rows:
             copy.write_row((

@@ -8,7 +8,7 @@ such a transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 from uuid import UUID
@@ -115,15 +115,24 @@ class Database:
             yield TenantTx(conn, company_id)
 
     @contextmanager
-    def batch(self) -> Iterator[BatchTx]:
-        with self._transaction() as conn:
+    def batch(
+        self, *, prepare: Callable[[psycopg.Connection[TupleRow]], None] | None = None
+    ) -> Iterator[BatchTx]:
+        """A transaction for several companies in turn. ``prepare`` runs on the connection
+        first, outside the transaction (its effects are committed whatever happens next)."""
+        with self._transaction(prepare) as conn:
             yield BatchTx(conn)
 
     @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Connection[TupleRow]]:
+    def _transaction(
+        self, prepare: Callable[[psycopg.Connection[TupleRow]], None] | None = None
+    ) -> Iterator[psycopg.Connection[TupleRow]]:
         try:
-            with self.pool.connection() as conn, conn.transaction():
-                yield conn
+            with self.pool.connection() as conn:
+                if prepare is not None:
+                    prepare(conn)
+                with conn.transaction():
+                    yield conn
         except psycopg.OperationalError as exc:  # includes the pool's PoolTimeout
             raise StoreUnavailable(f"Postgres is unavailable: {type(exc).__name__}") from exc
 

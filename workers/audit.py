@@ -10,7 +10,9 @@ grow by themselves; an idle writer commits a lone event at once.
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -53,6 +55,7 @@ class AuditWriter:
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._leading = False
+        self._staged: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
     def write(self, company_id: UUID, events: list[AuditEvent]) -> None:
         """Block until ``events`` are committed (or known to be there already)."""
@@ -102,10 +105,16 @@ class AuditWriter:
     def _commit(self, batch: list[_Pending]) -> None:
         """One transaction: COPY every row into the staging table, then one INSERT ... SELECT
         per company under that company's tenant context."""
-        with self._db.batch() as tx:
+        with self._db.batch(prepare=self._prepare) as tx:
             activity_store.stage(tx.conn, [(p.company_id, r) for p in batch for r in p.rows])
-            for company_id in dict.fromkeys(p.company_id for p in batch):
-                activity_store.insert_staged(tx.tenant(company_id))
+            with tx.conn.pipeline():  # the per-company statements in one round trip
+                for company_id in dict.fromkeys(p.company_id for p in batch):
+                    activity_store.insert_staged(tx.tenant(company_id))
+
+    def _prepare(self, conn: psycopg.Connection[Any]) -> None:
+        if conn not in self._staged:
+            activity_store.create_stage(conn)
+            self._staged.add(conn)
 
 
 def _classify(exc: Exception, company_id: UUID) -> Exception:
