@@ -33,12 +33,18 @@ def events(n: int, tag: str) -> list[AuditEvent]:
     origin = uuid.uuid4()
     return [
         AuditEvent(
-            idempotency_key=f"{tag}:{i}", actor=TED, action="note.added", target=f"note:{i}",
-            rationale="Writing the decision down so the team can find it.", originating_message_id=origin,
-            quest_id=origin, data={"tool": "add_note", "chars": 42}, occurred_at=now,
+            idempotency_key=f"{tag}:{i}",
+            actor=TED,
+            action="note.added",
+            target=f"note:{i}",
+            rationale="Writing the decision down so the team can find it.",
+            originating_message_id=origin,
+            quest_id=origin,
+            data={"tool": "add_note", "chars": 42},
+            occurred_at=now,
         )
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def raw_copy(admin_url: str, companies: list[uuid.UUID], evs: list[AuditEvent]) -> float:
@@ -54,11 +60,21 @@ def raw_copy(admin_url: str, companies: list[uuid.UUID], evs: list[AuditEvent]) 
             conn.cursor().copy(f"COPY bench_activity_copy ({cols}) FROM STDIN") as copy,
         ):
             for i, e in enumerate(evs):
-                copy.write_row((
-                    companies[i % len(companies)], e.occurred_at, e.actor.type.value, e.actor.id, e.action,
-                    e.target, e.rationale, e.originating_message_id, e.quest_id, Jsonb(e.data),
-                    e.idempotency_key,
-                ))  # fmt: skip
+                copy.write_row(
+                    (
+                        companies[i % len(companies)],
+                        e.occurred_at,
+                        e.actor.type.value,
+                        e.actor.id,
+                        e.action,
+                        e.target,
+                        e.rationale,
+                        e.originating_message_id,
+                        e.quest_id,
+                        Jsonb(e.data),
+                        e.idempotency_key,
+                    )
+                )
         return len(evs) / (time.perf_counter() - t0)
 
 
@@ -90,10 +106,14 @@ def via_queue(
     publisher = Publisher(build_broker(s.settings.redis_url))
     messages = []
     for j, i in enumerate(range(0, len(evs), per)):
-        messages.append(Envelope[AuditBatch](
-            company_id=companies[j % len(companies)], actor=TED, correlation_id=uuid.uuid4(),
-            payload=AuditBatch(events=evs[i : i + per]),
-        ))  # fmt: skip
+        messages.append(
+            Envelope[AuditBatch](
+                company_id=companies[j % len(companies)],
+                actor=TED,
+                correlation_id=uuid.uuid4(),
+                payload=AuditBatch(events=evs[i : i + per]),
+            )
+        )
     with psycopg.connect(s.settings.admin_database_url, autocommit=True) as admin:
         before = admin.execute("SELECT count(*) FROM activity_log").fetchone()[0]  # type: ignore[index]
         t0 = time.perf_counter()
@@ -118,13 +138,17 @@ def main() -> None:
         raw = raw_copy(s.settings.admin_database_url, companies, events(args.rows, "copy"))
         print(f"raw COPY (no RLS): {raw:,.0f} rows/s")
         direct = writer_direct(s, companies, events(args.rows, "direct"), args.per_message)
-        print(f"audit writer, 8 threads, {args.per_message} events a batch: {direct:,.0f} rows/s "
-              f"= {direct / raw:.2f} of raw COPY")  # fmt: skip
+        print(
+            f"audit writer, 8 threads, {args.per_message} events a batch: {direct:,.0f} rows/s "
+            f"= {direct / raw:.2f} of raw COPY"
+        )
         queued = via_queue(
             s, companies, events(args.rows, "queued"), args.per_message, args.threads
         )
-        print(f"audit writer via Dramatiq (2 x {args.threads}), {args.per_message} events a message: {queued:,.0f} rows/s "
-              f"= {queued / raw:.2f} of raw COPY (target >= 0.40)")  # fmt: skip
+        print(
+            f"audit writer via Dramatiq (2 x {args.threads}), {args.per_message} events a message: {queued:,.0f} rows/s "
+            f"= {queued / raw:.2f} of raw COPY (target >= 0.40)"
+        )
 
 
 if __name__ == "__main__":

@@ -30,9 +30,20 @@ def raw_latency(s: Stack, n: int, poll_ms: int) -> list[float]:
 
     env = s.env(dramatiq_worker_timeout=str(poll_ms), PYTHONPATH=str(Path(__file__).parents[1]))
     proc = Proc(
-        "noop", [str(BIN / "python"), "-m", "dramatiq", "bench.noop_actor:setup", "--processes", "1", "--threads", "8"],
-        env=env, log_path=s.logs / f"noop-{poll_ms}.log",
-    ).start()  # fmt: skip
+        "noop",
+        [
+            str(BIN / "python"),
+            "-m",
+            "dramatiq",
+            "bench.noop_actor:setup",
+            "--processes",
+            "1",
+            "--threads",
+            "8",
+        ],
+        env=env,
+        log_path=s.logs / f"noop-{poll_ms}.log",
+    ).start()
     r = redis.Redis.from_url(s.settings.redis_url)
     broker = build_broker(s.settings.redis_url)
     r.delete(COUNTER)
@@ -78,8 +89,11 @@ def quest_latency(s: Stack, n: int) -> list[float]:
                     for entry_id, fields in entries:
                         last = entry_id
                         e = json.loads(fields[b"e"])["payload"]
-                        done = done or (e["quest_id"] == quest_id and e["kind"] == "quest.state"
-                                        and e["data"].get("status") == "succeeded")  # fmt: skip
+                        done = done or (
+                            e["quest_id"] == quest_id
+                            and e["kind"] == "quest.state"
+                            and e["data"].get("status") == "succeeded"
+                        )
             if i >= 10:  # the first few warm the pools
                 out.append(1000 * (time.perf_counter() - t0))
             time.sleep(random.uniform(0.1, 0.6))
@@ -95,8 +109,10 @@ def main() -> None:
             print(
                 f"raw Dramatiq one no-op at a time, poll cap {poll} ms (ms): {summary(raw_latency(s, 100, poll))}"
             )
-        print(f"quest submit->succeeded, one at a time, poll cap {s.settings.worker_poll_ms} ms (ms): "
-              f"{summary(quest_latency(s, args.quests))}  (target p99 <= 150)")  # fmt: skip
+        print(
+            f"quest submit->succeeded, one at a time, poll cap {s.settings.worker_poll_ms} ms (ms): "
+            f"{summary(quest_latency(s, args.quests))}  (target p99 <= 150)"
+        )
 
 
 if __name__ == "__main__":

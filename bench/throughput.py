@@ -31,9 +31,19 @@ def raw_dramatiq(s: Stack, n: int) -> float:
     )
     proc = Proc(
         "noop-workers",
-        [str(BIN / "python"), "-m", "dramatiq", "bench.noop_actor:setup", "--processes", "2", "--threads", "8"],
-        env=env, log_path=s.logs / "noop.log",
-    ).start()  # fmt: skip
+        [
+            str(BIN / "python"),
+            "-m",
+            "dramatiq",
+            "bench.noop_actor:setup",
+            "--processes",
+            "2",
+            "--threads",
+            "8",
+        ],
+        env=env,
+        log_path=s.logs / "noop.log",
+    ).start()
     try:
         r = redis.Redis.from_url(s.settings.redis_url)
         broker = build_broker(s.settings.redis_url)

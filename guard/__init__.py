@@ -1,1 +1,26 @@
-"""The guard: what Claude calls cost, and (later) budgets, tiers and limits in Redis."""
+"""The guard: what Claude calls cost, per-quest caps and per-company budgets with the three
+tiers (warn, slow, halt), and per-company rate and concurrency limits — shared by every
+worker through Redis, rebuilt from Postgres when Redis loses them."""
+
+from guard.admission import Admission, Admissions
+from guard.budget import Guard, Refused, Reserved, Scope, ScopeLevel
+from guard.errors import GuardError, GuardUnavailable, UnpricedModel
+from guard.policy import Limits, Tier
+from guard.pricing import PriceTable, Usage
+
+__all__ = [
+    "Admission",
+    "Admissions",
+    "Guard",
+    "GuardError",
+    "GuardUnavailable",
+    "Limits",
+    "PriceTable",
+    "Refused",
+    "Reserved",
+    "Scope",
+    "ScopeLevel",
+    "Tier",
+    "UnpricedModel",
+    "Usage",
+]

@@ -142,12 +142,23 @@ class PriceTable:
         return -(-total // MICROS)
 
     def worst_case(
-        self, model: str, input_tokens: int, max_tokens: int, on: date | None = None
+        self,
+        model: str,
+        input_tokens: int,
+        max_tokens: int,
+        on: date | None = None,
+        *,
+        cache_writes: bool = False,
     ) -> int:
-        """The most a call can cost: every prompt token at the dearest input-side rate of the
-        tier it falls in, plus ``max_tokens`` of output."""
+        """The most a call can cost: ``max_tokens`` of output, and every prompt token at the
+        input rate — or, if the request may write the prompt cache, at the dearest cache-write
+        rate — of the price tier the prompt falls in."""
         rates = self.price(model, on).rates_for(input_tokens)
-        dearest_in = max(rates.input, rates.cache_write_5m, rates.cache_write_1h)
+        dearest_in = (
+            max(rates.input, rates.cache_write_5m, rates.cache_write_1h)
+            if cache_writes
+            else rates.input
+        )
         return -(-(input_tokens * dearest_in + max_tokens * rates.output) // MICROS)
 
 

@@ -16,7 +16,9 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, R
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from guard import Admissions, Guard, GuardUnavailable
 from ingress.auth import Caller, TokenVerifier, member_tx
+from ingress.guard_view import GuardView, company_limits, guard_view
 from ingress.middleware import RequestContext
 from ingress.schemas import (
     ActivityPage,
@@ -27,7 +29,14 @@ from ingress.schemas import (
     StepView,
     usd_to_micros,
 )
-from ingress.submit import QuestSpec, create_quest, enqueue_first_step
+from ingress.submit import (
+    Gate,
+    QuestSpec,
+    SubmissionRefused,
+    Throttled,
+    create_quest,
+    enqueue_first_step,
+)
 from messages import Actor, ActorType, PublishFailed
 from messages.transport import Publisher
 from store import Conflict, Database, StoreUnavailable
@@ -49,6 +58,8 @@ class IngressDeps:
     publisher: Publisher
     redis: redis.Redis
     verifier: TokenVerifier
+    admissions: Admissions
+    guard: Guard
 
 
 def get_deps(request: Request) -> IngressDeps:
@@ -117,7 +128,8 @@ def submit_quest(
     )
     actor = Actor(type=ActorType.user, id=who.user_id)
     with member_tx(deps.db, company_id, who) as (tx, _):
-        quest, publish = create_quest(tx, actor, spec, correlation_id=x_correlation_id)
+        gate = Gate(deps.admissions, company_limits(tx, deps.settings))
+        quest, publish = create_quest(tx, actor, spec, correlation_id=x_correlation_id, gate=gate)
     if publish:
         enqueue_first_step(deps.db, deps.publisher, quest, actor)
         log.info("quest submitted", quest_id=str(quest.id), company_id=str(company_id))
@@ -157,6 +169,13 @@ def show_quest(company_id: UUID, quest_id: UUID, who: CallerDep, deps: Deps) -> 
         created_at=quest.created_at,
         finished_at=quest.finished_at,
     )
+
+
+@router.get("/v1/companies/{company_id}/guard", response_model=GuardView, tags=["guard"])
+def show_guard(company_id: UUID, who: CallerDep, deps: Deps) -> GuardView:
+    """Spend, caps and tier per running quest and per budget window (company admins)."""
+    with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
+        return guard_view(tx, deps.settings, deps.guard, deps.admissions)
 
 
 @router.get("/v1/companies/{company_id}/activity", response_model=ActivityPage, tags=["audit"])
@@ -216,6 +235,22 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def redis_down(_: Request, __: redis.RedisError) -> JSONResponse:
         return unavailable("the queue")
 
+    @app.exception_handler(Throttled)
+    async def throttled(_: Request, exc: Throttled) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"{exc}; nothing was queued, retry later"},
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+
+    @app.exception_handler(SubmissionRefused)
+    async def refused(_: Request, exc: SubmissionRefused) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(GuardUnavailable)
+    async def guard_down(_: Request, __: GuardUnavailable) -> JSONResponse:
+        return unavailable("the guard store")
+
     @app.exception_handler(Conflict)
     async def conflict(_: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
@@ -231,14 +266,19 @@ def build(settings: Settings) -> FastAPI:
 
     db = Database(settings.database_url, min_size=1, max_size=settings.db_pool_max, name="ingress")
     db.open(wait=False)
+    redis_client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=2
+    )
     deps = IngressDeps(
         settings=settings,
         db=db,
         publisher=Publisher(build_broker(settings.redis_url)),
-        redis=redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2),
+        redis=redis_client,
         verifier=TokenVerifier(
             settings.jwt_secret.get_secret_value(), audience=settings.jwt_audience
         ),
+        admissions=Admissions(redis_client),
+        guard=Guard(redis_client),
     )
     return create_app(deps)
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
+from guard import Admissions, Limits
 from messages import Actor, Envelope, QuestStep
 from messages.errors import PublishFailed
 from messages.transport import Publisher
@@ -34,11 +36,51 @@ class QuestSpec:
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+class SubmissionRefused(Exception):
+    """The quest may not be created as asked (e.g. a cap above the company's ceiling)."""
+
+
+class Throttled(Exception):
+    """The company is over its limit of quest starts or running quests; nothing was created."""
+
+    def __init__(self, reason: str, retry_after_s: int) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The company's limits on new quests, checked when a new quest is about to be created."""
+
+    admissions: Admissions
+    limits: Limits
+
+    def check(self, company_id: UUID, spec: QuestSpec) -> None:
+        ceiling = self.limits.quest_ceiling
+        if spec.max_usd_micros is not None and spec.max_usd_micros > ceiling:
+            raise SubmissionRefused(
+                f"max_usd may not exceed this company's ceiling of ${ceiling / 1e6:,.2f}"
+            )
+        now_ms = int(time.time() * 1000)
+        running = self.admissions.running(company_id, now_ms)
+        if len(running) >= self.limits.max_running_quests:
+            raise Throttled(f"{len(running)} quests of this company are running (the limit)", 5)
+        started = self.admissions.start(company_id, self.limits.quests_per_minute, now_ms)
+        if not started.ok:
+            raise Throttled(started.reason, started.retry_after_s)
+
+
 def create_quest(
-    tx: TenantTx, actor: Actor, spec: QuestSpec, *, correlation_id: UUID | None = None
+    tx: TenantTx,
+    actor: Actor,
+    spec: QuestSpec,
+    *,
+    correlation_id: UUID | None = None,
+    gate: Gate | None = None,
 ) -> tuple[Quest, bool]:
     """Insert the quest (or find the one this idempotency key made). True if its first step
-    must now be published."""
+    must now be published. A new quest passes ``gate`` first; if it refuses, the caller's
+    transaction rolls the row back."""
     new = NewQuest(
         id=uuid4(),
         goal=spec.goal,
@@ -53,6 +95,8 @@ def create_quest(
     quest, stored_hash, created = quests_store.create(tx, new)
     if not created and stored_hash != new.request_hash:
         raise Conflict("this Idempotency-Key was already used for a different request")
+    if created and gate is not None:
+        gate.check(tx.company_id, spec)
     return quest, created or quest.needs_first_step
 
 

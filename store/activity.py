@@ -99,10 +99,21 @@ def stage(conn: psycopg.Connection[Any], rows: Sequence[tuple[UUID, NewActivity]
     """
     with conn.cursor().copy(f"COPY audit_stage (company_id, {_STAGED}) FROM STDIN") as copy:
         for company_id, r in rows:
-            copy.write_row((
-                company_id, r.occurred_at, r.actor_type, r.actor_id, r.action, r.target, r.rationale,
-                r.originating_message_id, r.quest_id, Jsonb(r.payload), r.idempotency_key,
-            ))  # fmt: skip
+            copy.write_row(
+                (
+                    company_id,
+                    r.occurred_at,
+                    r.actor_type,
+                    r.actor_id,
+                    r.action,
+                    r.target,
+                    r.rationale,
+                    r.originating_message_id,
+                    r.quest_id,
+                    Jsonb(r.payload),
+                    r.idempotency_key,
+                )
+            )
 
 
 def insert_staged(tx: TenantTx) -> int:

@@ -209,6 +209,14 @@ def save_reply(
     )
 
 
+def add_cost(tx: TenantTx, quest_id: UUID, micros: int) -> None:
+    """Count spend that no stored reply accounts for (a kept reservation)."""
+    tx.execute(
+        "UPDATE quests SET cost_usd_micros = cost_usd_micros + %s WHERE company_id = %s AND id = %s",
+        (micros, tx.company_id, quest_id),
+    )
+
+
 def finish_step(
     tx: TenantTx,
     quest_id: UUID,

@@ -37,10 +37,12 @@ company_app = typer.Typer(help="Companies (tenants) and their members.", no_args
 quest_app = typer.Typer(help="Quests: submit, show.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail (activity_log).", no_args_is_help=True)
 token_app = typer.Typer(help="Access tokens for local work and smoke tests.", no_args_is_help=True)
+guard_app = typer.Typer(help="The guard: spend, caps, budgets and limits.", no_args_is_help=True)
 app.add_typer(company_app, name="company")
 app.add_typer(quest_app, name="quest")
 app.add_typer(audit_app, name="audit")
 app.add_typer(token_app, name="token")
+app.add_typer(guard_app, name="guard")
 
 
 def settings() -> Settings:
@@ -117,9 +119,15 @@ def worker(
     """Run Dramatiq workers (extra options pass through to dramatiq)."""
     s = settings()
     argv = [
-        sys.executable, "-m", "dramatiq", "workers.app:bootstrap",
-        "--processes", str(processes), "--threads", str(threads),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "workers.app:bootstrap",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+    ]
     if queues:
         argv += ["--queues", *queues]
     argv += list(ctx.args)
@@ -178,8 +186,17 @@ def quest_submit(
     idempotency_key: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Submit a quest as an operator; prints the quest id."""
+    from guard import Admissions
+    from ingress.guard_view import company_limits
     from ingress.schemas import usd_to_micros
-    from ingress.submit import QuestSpec, create_quest, enqueue_first_step
+    from ingress.submit import (
+        Gate,
+        QuestSpec,
+        SubmissionRefused,
+        Throttled,
+        create_quest,
+        enqueue_first_step,
+    )
     from messages.transport import Publisher, build_broker
 
     s = settings()
@@ -193,7 +210,11 @@ def quest_submit(
         with db.tenant(company) as tx:
             if companies_store.get(tx) is None:
                 raise System2Error(f"no company {company}")
-            quest, publish = create_quest(tx, actor, spec)
+            gate = Gate(Admissions(redis.Redis.from_url(s.redis_url)), company_limits(tx, s))
+            try:
+                quest, publish = create_quest(tx, actor, spec, gate=gate)
+            except (Throttled, SubmissionRefused) as exc:
+                raise System2Error(str(exc)) from None
         if publish:
             enqueue_first_step(db, Publisher(build_broker(s.redis_url)), quest, actor)
     emit(quest.id)
@@ -242,6 +263,70 @@ def audit_list(
             tx, ActivityFilter(quest_id=quest), cursor=cursor, limit=limit
         )
     emit({"items": [r.__dict__ for r in rows], "next_cursor": next_cursor})
+
+
+@guard_app.command("status")
+def guard_status(company: Annotated[UUID, typer.Option(help="company id")]) -> None:
+    """Spend, caps and tier per running quest and per budget window (JSON)."""
+    from guard import Admissions, Guard
+    from ingress.guard_view import guard_view
+
+    s = settings()
+    client = redis.Redis.from_url(s.redis_url)
+    with app_db(s) as db, db.tenant(company) as tx:
+        if companies_store.get(tx) is None:
+            raise System2Error(f"no company {company}")
+        view = guard_view(tx, s, Guard(client), Admissions(client))
+    emit(view.model_dump(mode="json"))
+
+
+@guard_app.command("set")
+def guard_set(
+    company: Annotated[UUID, typer.Option(help="company id")],
+    quest_cap_usd: Annotated[str | None, typer.Option(help="a quest's default cap")] = None,
+    quest_ceiling_usd: Annotated[str | None, typer.Option(help="the most a quest may ask")] = None,
+    daily_usd: Annotated[str | None, typer.Option(help="the daily budget")] = None,
+    monthly_usd: Annotated[str | None, typer.Option(help="the monthly budget")] = None,
+    warn_pct: Annotated[int | None, typer.Option(min=1, max=100)] = None,
+    slow_pct: Annotated[int | None, typer.Option(min=1, max=100)] = None,
+    halt_pct: Annotated[int | None, typer.Option(min=1, max=100)] = None,
+    per_minute: Annotated[int | None, typer.Option(min=1, help="quest starts a minute")] = None,
+    running: Annotated[int | None, typer.Option(min=1, help="quests running at once")] = None,
+) -> None:
+    """Set a company's own limits (the others keep the defaults)."""
+    from dataclasses import replace
+
+    from ingress.guard_view import company_limits
+    from ingress.schemas import usd_to_micros
+    from store import limits as limits_store
+
+    def money(flag: str, value: str | None) -> int | None:
+        try:
+            return usd_to_micros(value) if value is not None else None
+        except ValueError as exc:
+            raise System2Error(f"--{flag} {exc}") from None
+
+    overrides = limits_store.LimitOverrides(
+        quest_cap_micros=money("quest-cap-usd", quest_cap_usd),
+        quest_ceiling_micros=money("quest-ceiling-usd", quest_ceiling_usd),
+        daily_budget_micros=money("daily-usd", daily_usd),
+        monthly_budget_micros=money("monthly-usd", monthly_usd),
+        warn_pct=warn_pct,
+        slow_pct=slow_pct,
+        halt_pct=halt_pct,
+        quests_per_minute=per_minute,
+        max_running_quests=running,
+    )
+    s = settings()
+    with app_db(s) as db, db.tenant(company) as tx:
+        if companies_store.get(tx) is None:
+            raise System2Error(f"no company {company}")
+        try:
+            replace(company_limits(tx, s), **overrides.changes())  # validates the result
+        except ValueError as exc:
+            raise System2Error(str(exc)) from None
+        limits_store.put(tx, overrides)
+        emit(company_limits(tx, s).__dict__)
 
 
 @token_app.command("mint")

@@ -94,18 +94,24 @@ def _start_processes(settings: Settings, logs: Path) -> tuple[dict[str, Proc], s
     system2 = str(bin_dir / "system2")
     procs = {
         "offline-claude": Proc(
-            "offline-claude", [system2, "offline-claude", "--port", str(claude_port)], env=env,
+            "offline-claude",
+            [system2, "offline-claude", "--port", str(claude_port)],
+            env=env,
             log_path=logs / "offline-claude.log",
         ),
         "workers": Proc(
-            "workers", [system2, "worker", "--processes", "2", "--threads", "4"], env=env,
+            "workers",
+            [system2, "worker", "--processes", "2", "--threads", "4"],
+            env=env,
             log_path=logs / "workers.log",
         ),
         "ingress": Proc(
-            "ingress", [system2, "ingress", "--port", str(ingress_port)], env=env,
+            "ingress",
+            [system2, "ingress", "--port", str(ingress_port)],
+            env=env,
             log_path=logs / "ingress.log",
         ),
-    }  # fmt: skip
+    }
     for proc in procs.values():
         proc.start()
     wait_http(f"http://127.0.0.1:{claude_port}/", proc=procs["offline-claude"])
@@ -208,9 +214,13 @@ def _show_results(http: httpx.Client, companies: list[DemoCompany]) -> None:
                 f"/v1/companies/{c.id}/quests/{q}", headers={"Authorization": f"Bearer {c.token}"}
             ).json()
             table.add_row(
-                f"[{c.color}]{c.name}[/]", q[:8], b["status"], str(len(b["steps"])), str(b["cost_usd_micros"]),
+                f"[{c.color}]{c.name}[/]",
+                q[:8],
+                b["status"],
+                str(len(b["steps"])),
+                str(b["cost_usd_micros"]),
                 escape((b.get("result") or b.get("reason") or "")[:60]),
-            )  # fmt: skip
+            )
     console.print(table)
 
 
@@ -226,9 +236,12 @@ def _show_audit(http: httpx.Client, companies: list[DemoCompany]) -> None:
             table.add_column(col)
         for i in items:
             table.add_row(
-                i["occurred_at"][11:23], f"{i['actor_type']}:{i['actor_id']}", i["action"],
-                i["target"][:40], escape((i.get("rationale") or "")[:50]),
-            )  # fmt: skip
+                i["occurred_at"][11:23],
+                f"{i['actor_type']}:{i['actor_id']}",
+                i["action"],
+                i["target"][:40],
+                escape((i.get("rationale") or "")[:50]),
+            )
         console.print(table)
         others = [x for x in items if x["quest_id"] not in c.quests]
         if others:

@@ -7,8 +7,12 @@ everywhere else.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from guard.policy import Limits
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"  # noqa: S105 - a marked dev default
 
@@ -40,5 +44,45 @@ class Settings(BaseSettings):
     )
     audit_batch_max: int = 500
 
+    guard_quest_cap_usd: Decimal = Field(Decimal("5"), description="a quest's default cap")
+    guard_quest_ceiling_usd: Decimal = Field(
+        Decimal("50"), description="the most a quest's max_usd may ask"
+    )
+    guard_daily_usd: Decimal = Field(
+        Decimal("100"), description="a company's daily budget (0: none)"
+    )
+    guard_monthly_usd: Decimal = Field(
+        Decimal("1000"), description="a company's monthly budget (0: none)"
+    )
+    guard_warn_pct: int = 50
+    guard_slow_pct: int = 80
+    guard_halt_pct: int = 100
+    guard_quests_per_minute: int = 60
+    guard_max_running_quests: int = 20
+    guard_slot_ttl_s: int = Field(180, description="a running quest's slot lapses if not refreshed")
+    guard_count_tokens: bool = Field(
+        True, description="reserve by the API's token count, not a byte bound"
+    )
+    guard_slow_min_ms: int = 1_000
+    guard_slow_max_ms: int = 30_000
+
     def production(self) -> bool:
         return self.env == "production"
+
+    def default_limits(self) -> Limits:
+        """The guard's limits for a company that has set none of its own."""
+        return Limits(
+            quest_cap=_micros(self.guard_quest_cap_usd),
+            quest_ceiling=_micros(self.guard_quest_ceiling_usd),
+            daily_budget=_micros(self.guard_daily_usd),
+            monthly_budget=_micros(self.guard_monthly_usd),
+            warn_pct=self.guard_warn_pct,
+            slow_pct=self.guard_slow_pct,
+            halt_pct=self.guard_halt_pct,
+            quests_per_minute=self.guard_quests_per_minute,
+            max_running_quests=self.guard_max_running_quests,
+        )
+
+
+def _micros(usd: Decimal) -> int:
+    return int(usd * 1_000_000)

@@ -20,9 +20,14 @@ TED = Actor(type=ActorType.ted, id="ted")
 
 def event(key: str, action: str = "note.added") -> AuditEvent:
     return AuditEvent(
-        idempotency_key=key, actor=TED, action=action, target="note:1", rationale="because",
-        originating_message_id=uuid.uuid4(), occurred_at=datetime.now(UTC),
-    )  # fmt: skip
+        idempotency_key=key,
+        actor=TED,
+        action=action,
+        target="note:1",
+        rationale="because",
+        originating_message_id=uuid.uuid4(),
+        occurred_at=datetime.now(UTC),
+    )
 
 
 def rows(db: Database, tenant: Tenant) -> list[activity_store.Activity]:

@@ -25,10 +25,14 @@ def test_malformed_messages_are_dead_lettered_with_a_reason(
 ) -> None:
     stack.start_workers(processes=1)
     good = {
-        "message_id": str(uuid.uuid4()), "schema_version": 1, "company_id": str(tenant.id),
-        "actor": {"type": "user", "id": "u"}, "issued_at": "2026-11-29T00:00:00Z",
-        "correlation_id": str(uuid.uuid4()), "payload": {"quest_id": str(uuid.uuid4()), "step": 1},
-    }  # fmt: skip
+        "message_id": str(uuid.uuid4()),
+        "schema_version": 1,
+        "company_id": str(tenant.id),
+        "actor": {"type": "user", "id": "u"},
+        "issued_at": "2026-11-29T00:00:00Z",
+        "correlation_id": str(uuid.uuid4()),
+        "payload": {"quest_id": str(uuid.uuid4()), "step": 1},
+    }
     no_company = {k: v for k, v in good.items() if k != "company_id"}
     newer = {**good, "schema_version": 99}
     cases = {
@@ -37,12 +41,24 @@ def test_malformed_messages_are_dead_lettered_with_a_reason(
         "unknown version": raw_message("quests", "quest_step", newer),
         "quest of nobody": raw_message("quests", "quest_step", good),
         "audit for no company": raw_message(
-            "audit", "write_audit",
-            {**good, "company_id": str(uuid.uuid4()), "payload": {"events": [
-                {"idempotency_key": "k", "actor": {"type": "ted", "id": "ted"}, "action": "a", "target": "t"}
-            ]}},
+            "audit",
+            "write_audit",
+            {
+                **good,
+                "company_id": str(uuid.uuid4()),
+                "payload": {
+                    "events": [
+                        {
+                            "idempotency_key": "k",
+                            "actor": {"type": "ted", "id": "ted"},
+                            "action": "a",
+                            "target": "t",
+                        }
+                    ]
+                },
+            },
         ),
-    }  # fmt: skip
+    }
     broker = build_broker(stack.settings.redis_url)
     for message in cases.values():
         broker.enqueue(message)

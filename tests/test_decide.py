@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from store.quests import Quest, Step
-from workers.quest import Decision, decide, transcript
+from workers.step import Decision, decide, transcript
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 STALE = timedelta(minutes=15)
@@ -17,12 +17,27 @@ STALE = timedelta(minutes=15)
 
 def quest(**kw: object) -> Quest:
     base = Quest(
-        id=uuid.uuid4(), company_id=uuid.uuid4(), status="running", goal="g", model="m",
-        max_usd_micros=None, created_by="user:u", correlation_id=uuid.uuid4(),
-        origin_message_id=uuid.uuid4(), first_step_enqueued_at=NOW, steps_done=0, step_claimed=0, step_holder=None,
-        step_claimed_at=None, cost_usd_micros=0, result=None, reason=None, created_at=NOW,
-        started_at=None, finished_at=None,
-    )  # fmt: skip
+        id=uuid.uuid4(),
+        company_id=uuid.uuid4(),
+        status="running",
+        goal="g",
+        model="m",
+        max_usd_micros=None,
+        created_by="user:u",
+        correlation_id=uuid.uuid4(),
+        origin_message_id=uuid.uuid4(),
+        first_step_enqueued_at=NOW,
+        steps_done=0,
+        step_claimed=0,
+        step_holder=None,
+        step_claimed_at=None,
+        cost_usd_micros=0,
+        result=None,
+        reason=None,
+        created_at=NOW,
+        started_at=None,
+        finished_at=None,
+    )
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
@@ -64,10 +79,18 @@ def step(
     tool_results: list[dict[str, object]] | None = None,
 ) -> Step:
     return Step(
-        step=n, status="done", model="m", stop_reason=None, content=content,  # type: ignore[arg-type]
-        tool_results=tool_results or [], usage=None, cost_usd_micros=0, events=[],  # type: ignore[arg-type]
-        started_at=NOW, finished_at=NOW,
-    )  # fmt: skip
+        step=n,
+        status="done",
+        model="m",
+        stop_reason=None,
+        content=content,  # type: ignore[arg-type]
+        tool_results=tool_results or [],
+        usage=None,
+        cost_usd_micros=0,
+        events=[],  # type: ignore[arg-type]
+        started_at=NOW,
+        finished_at=NOW,
+    )
 
 
 def test_transcript_alternates_and_continues_after_a_pause() -> None:

@@ -22,6 +22,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from guard import Admissions, Guard
 from ingress.app import IngressDeps, create_app
 from ingress.auth import TokenVerifier
 from ingress.submit import QuestSpec, create_quest
@@ -49,6 +50,8 @@ def build_client(settings: Settings, db: Database, broker_url: str) -> Iterator[
         publisher=Publisher(broker),
         redis=client_redis,
         verifier=TokenVerifier(settings.jwt_secret.get_secret_value()),
+        admissions=Admissions(client_redis),
+        guard=Guard(client_redis),
     )
     try:
         with TestClient(create_app(deps)) as client:
@@ -569,6 +572,8 @@ def test_readyz_is_503_when_redis_is_down(settings: Settings, db: Database) -> N
         publisher=Publisher(build_broker("redis://127.0.0.1:1/0")),
         redis=down,
         verifier=TokenVerifier(settings.jwt_secret.get_secret_value()),
+        admissions=Admissions(down),
+        guard=Guard(down),
     )
     with TestClient(create_app(deps)) as client:
         assert client.get("/healthz").status_code == 200

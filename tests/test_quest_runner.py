@@ -22,6 +22,7 @@ from store import notes as notes_store
 from store import quests as quests_store
 from tests.conftest import Tenant
 from tests.support import OPERATOR, quest_state
+from workers.app import step_budget
 from workers.claude import Claude
 from workers.events import QuestEvents
 from workers.quest import QuestRunner
@@ -58,11 +59,13 @@ def runner_parts(
         max_retries=0,
         client=anthropic.Anthropic(base_url=offline_claude, api_key="offline-test"),
     )
+    prices = PriceTable.load()
     parts = {
         "db": db,
         "publisher": Publisher(broker),
         "claude": claude,
-        "prices": PriceTable.load(),
+        "prices": prices,
+        "budget": step_budget(settings, rds, prices, claude),
         "events": QuestEvents(rds, maxlen=1000),
         "max_tokens": 512,
         "max_steps": 5,
@@ -81,9 +84,12 @@ def start(db: Database, tenant: Tenant, goal: str) -> Envelope[QuestStep]:
     with db.tenant(tenant.id) as tx:
         quest, _ = create_quest(tx, OPERATOR, QuestSpec(goal=goal, model="claude-sonnet-5-5"))
     return Envelope[QuestStep](
-        message_id=quest.origin_message_id, company_id=tenant.id, actor=OPERATOR,
-        correlation_id=quest.correlation_id, payload=QuestStep(quest_id=quest.id, step=1),
-    )  # fmt: skip
+        message_id=quest.origin_message_id,
+        company_id=tenant.id,
+        actor=OPERATOR,
+        correlation_id=quest.correlation_id,
+        payload=QuestStep(quest_id=quest.id, step=1),
+    )
 
 
 def queued(rds: redis.Redis, queue: str) -> list[dict[str, Any]]:

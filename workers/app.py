@@ -17,13 +17,14 @@ import structlog
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage
 
-from guard.pricing import PriceTable
+from guard import Admissions, Guard, PriceTable
 from messages import AUDIT, QUESTS, AuditBatch, BadMessage, Envelope, QuestStep, open_envelope
 from messages.transport import Publisher, build_broker
 from store import Database
 from system2 import logs
 from system2.settings import Settings
 from workers.audit import AuditWriter
+from workers.budget import StepBudget
 from workers.claude import Claude
 from workers.events import QuestEvents
 from workers.middleware import Beacon, LogContext
@@ -50,14 +51,17 @@ class Runtime:
         db.open(wait=False)
         client = redis.Redis.from_url(settings.redis_url)
         publisher = Publisher(broker)
+        prices = PriceTable.load()
+        claude = Claude(
+            timeout_s=settings.claude_timeout_s, max_retries=settings.claude_max_retries
+        )
         runner = QuestRunner(
             db=db,
             publisher=publisher,
-            claude=Claude(
-                timeout_s=settings.claude_timeout_s, max_retries=settings.claude_max_retries
-            ),
+            claude=claude,
             toolbox=Toolbox(builtin_tools(db)),
-            prices=PriceTable.load(),
+            prices=prices,
+            budget=step_budget(settings, client, prices, claude),
             events=QuestEvents(client, maxlen=settings.events_maxlen),
             max_tokens=settings.max_tokens,
             max_steps=settings.max_steps,
@@ -68,6 +72,21 @@ class Runtime:
     def close(self) -> None:
         self.db.close()
         self.redis.close()
+
+
+def step_budget(
+    settings: Settings, client: redis.Redis, prices: PriceTable, claude: Claude | None = None
+) -> StepBudget:
+    return StepBudget(
+        Guard(client),
+        Admissions(client),
+        prices,
+        defaults=settings.default_limits(),
+        slot_ttl_ms=settings.guard_slot_ttl_s * 1000,
+        slow_min_ms=settings.guard_slow_min_ms,
+        slow_max_ms=settings.guard_slow_max_ms,
+        count_tokens=claude.count_input_tokens if claude and settings.guard_count_tokens else None,
+    )
 
 
 def worker_broker(settings: Settings) -> RedisBroker:

@@ -1,46 +1,40 @@
 """A quest advances one step per message.
 
-Each step: set the tenant from the envelope, load and claim the quest's next step, make one
-Claude call (unless a redelivered step already has its reply), run the tools it asked for,
-persist the step, then enqueue the next step or finish. No worker thread is held between
-steps. The step's audit events are stored with it, so a redelivery that finds the step
-already done re-sends exactly the same messages instead of redoing anything.
+Each step: set the tenant from the envelope; in one transaction load the quest, decide what
+the message means, keep the charges of calls that never came back, take the company's
+running slot and reserve the call's worst case with the guard, and claim the step. Then one
+Claude call (unless a redelivered step already has its reply), settled at its real cost;
+the tools it asked for; the step persisted with the audit events it produced; and the next
+step enqueued (later, in the slow tier) or the quest finished. No worker thread is held
+between steps or sleeps in one. A redelivery that finds the step done re-sends exactly what
+it sent instead of redoing anything.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 import structlog
 
-from guard.errors import UnpricedModel
-from guard.pricing import PriceTable, Usage
-from messages import (
-    Actor,
-    ActorType,
-    AuditBatch,
-    AuditEvent,
-    BadMessage,
-    Envelope,
-    QuestEvent,
-    QuestStep,
-)
+from guard import Limits, PriceTable, Tier, Usage
+from messages import AuditBatch, AuditEvent, BadMessage, Envelope, QuestStep
 from messages.transport import Publisher
 from store import Database, TenantTx
+from store import charges as charges_store
 from store import companies as companies_store
 from store import quests as quests_store
 from store.quests import Quest, Step
-from workers.claude import Claude, ClaudeReply
+from workers.budget import Admitted, Delay, Settlement, StepBudget
+from workers.claude import Claude, ClaudeReply, ClaudeRequest, ClaudeUnavailable
 from workers.errors import QuestFailed, QuestHalted
 from workers.events import QuestEvents, event_data, summarize
+from workers.step import TED, Decision, Outcome, StepRecord, decide, tool_result, transcript
 from workers.tools import Toolbox, ToolCall
 
 log = structlog.get_logger(__name__)
 
-TED = Actor(type=ActorType.ted, id="ted")
 SYSTEM_PROMPT = (
     "You are Ted, an AI agent working on behalf of the company {company}. Use only this "
     "company's information and the tools offered. Before each tool call, say in one sentence "
@@ -55,83 +49,30 @@ FAIL_REASONS = {
 }
 
 
-class Decision(StrEnum):
-    run = "run"
-    resend = "resend"
-    drop = "drop"
+@dataclass(frozen=True)
+class Ready:
+    """The step is claimed. ``admitted``: its reserved call (None when the reply is already
+    stored); ``ended``: the quest ends before any call."""
 
-
-def decide(
-    quest: Quest, step: int, holder: str, *, now: datetime, stale_after: timedelta
-) -> tuple[Decision, str]:
-    """What to do with a message for ``step`` given the quest's state.
-
-    ``holder`` is the Dramatiq message id: the broker keeps it across redelivery and retries,
-    and every newly published message has a new one, so a duplicate is told apart from a
-    redelivery of the message that claimed the step.
-    """
-    if step <= quest.steps_done:
-        if step == quest.steps_done and (quest.finished or quest.step_claimed == step):
-            return Decision.resend, "step already done; re-sending what it sent"
-        return Decision.drop, "step already done"
-    if quest.finished:
-        return Decision.drop, f"quest already {quest.status}"
-    if step > quest.steps_done + 1:
-        return Decision.drop, f"step {step} is ahead of the quest (done: {quest.steps_done})"
-    if quest.step_claimed == step and quest.step_holder != holder:
-        claimed_at = quest.step_claimed_at or now
-        if now - claimed_at < stale_after:
-            return Decision.drop, "another message is running this step"
-    return Decision.run, "claimed"
-
-
-@dataclass
-class StepRecord:
-    """What one step produces: the audit events to store and send, the live events to show."""
-
-    env: Envelope[QuestStep]
-    quest: Quest
-    audit: list[AuditEvent] = field(default_factory=list)
-    live: list[Envelope[QuestEvent]] = field(default_factory=list)
-    tool_results: list[dict[str, Any]] = field(default_factory=list)
-    unsaved_reply: tuple[ClaudeReply, int] | None = None  # a reply not yet in Postgres, its cost
-
-    @property
-    def step(self) -> int:
-        return self.env.payload.step
-
-    def audit_event(self, suffix: str, action: str, target: str, **kw: Any) -> None:
-        self.audit.append(
-            AuditEvent(
-                idempotency_key=f"{self.quest.id}:{self.step}:{suffix}",
-                actor=TED,
-                action=action,
-                target=target,
-                originating_message_id=self.quest.origin_message_id,
-                quest_id=self.quest.id,
-                **kw,
-            )
-        )
-
-    def show(self, kind: str, **data: Any) -> None:
-        payload = QuestEvent(
-            quest_id=self.quest.id, kind=kind, step=self.step, data=event_data(**data)
-        )
-        self.live.append(
-            Envelope[QuestEvent](
-                company_id=self.env.company_id,
-                actor=TED,
-                correlation_id=self.env.correlation_id,
-                payload=payload,
-            )
-        )
+    record: StepRecord
+    limits: Limits
+    history: list[Step]
+    admitted: Admitted | None = None
+    ended: Outcome | None = None
 
 
 @dataclass(frozen=True)
-class Outcome:
-    status: str
-    result: str | None = None
-    reason: str | None = None
+class Skip:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Resend:
+    quest: Quest
+    last: Step
+
+
+Plan = Ready | Skip | Resend | Delay
 
 
 class QuestRunner:
@@ -143,6 +84,7 @@ class QuestRunner:
         claude: Claude,
         toolbox: Toolbox,
         prices: PriceTable,
+        budget: StepBudget,
         events: QuestEvents,
         max_tokens: int,
         max_steps: int,
@@ -153,34 +95,86 @@ class QuestRunner:
         self.claude = claude
         self.toolbox = toolbox
         self.prices = prices
+        self.budget = budget
         self.events = events
         self.max_tokens = max_tokens
         self.max_steps = max_steps
         self.stale_claim_after = stale_claim_after
 
     def run(self, env: Envelope[QuestStep], holder: str) -> None:
-        n = env.payload.step
         with self.db.tenant(env.company_id) as tx:
-            quest = quests_store.get(tx, env.payload.quest_id, for_update=True)
-            if quest is None:
-                raise BadMessage("no such quest for this company")
-            decision, why = decide(
-                quest, n, holder, now=datetime.now(UTC), stale_after=self.stale_claim_after
+            plan = self._prepare(tx, env, holder)
+        structlog.contextvars.bind_contextvars(
+            quest_id=str(env.payload.quest_id), step=env.payload.step
+        )
+        if isinstance(plan, Skip):
+            log.info("step skipped", reason=plan.reason)
+        elif isinstance(plan, Resend):
+            self._send(
+                env,
+                plan.quest,
+                [AuditEvent.model_validate(e) for e in plan.last.events],
+                next_step=not plan.quest.finished and plan.quest.step_claimed == plan.last.step,
             )
-            if decision is not Decision.drop:
-                history = quests_store.steps(tx, quest.id)
-            if decision is Decision.run:
-                quests_store.claim_step(tx, quest.id, n, holder)
-                company = companies_store.get(tx)
-        structlog.contextvars.bind_contextvars(quest_id=str(quest.id), step=n)
+            log.info("step re-sent")
+        elif isinstance(plan, Delay):
+            self.publisher.publish(env.follow_up(env.payload, actor=TED), delay_ms=plan.ms)
+            log.info("step delayed", delay_ms=plan.ms, reason=plan.reason)
+        else:
+            self._execute(plan)
+
+    # -- the claim transaction ----------------------------------------------------------------
+
+    def _prepare(self, tx: TenantTx, env: Envelope[QuestStep], holder: str) -> Plan:
+        n = env.payload.step
+        quest = quests_store.get(tx, env.payload.quest_id, for_update=True)
+        if quest is None:
+            raise BadMessage("no such quest for this company")
+        decision, why = decide(
+            quest, n, holder, now=datetime.now(UTC), stale_after=self.stale_claim_after
+        )
         if decision is Decision.drop:
-            log.info("step skipped", reason=why)
-            return
+            return Skip(why)
+        history = quests_store.steps(tx, quest.id)
         if decision is Decision.resend:
-            self._resend(env, quest, history[-1])
-            return
+            return Resend(quest, history[-1])
+        limits = self.budget.limits(tx)
+        charges = charges_store.for_quest(tx, quest.id)
+        kept = self.budget.keep_abandoned(tx, quest, charges, limits)
+        if kept:
+            quests_store.add_cost(tx, quest.id, kept)
         record = StepRecord(env, quest)
-        if n == 1:
+        current = history[-1] if history and history[-1].step == n else None
+        if current is not None and current.content is not None:  # the reply is stored: resume
+            quests_store.claim_step(tx, quest.id, n, holder)
+            return Ready(record, limits, history)
+        company = companies_store.get(tx)
+        request = ClaudeRequest(
+            model=quest.model,
+            max_tokens=self.max_tokens,
+            system=SYSTEM_PROMPT.format(company=company.name if company else ""),
+            messages=transcript(quest.goal, [s for s in history if s.step < n]),
+            tools=self.toolbox.schemas(),
+        )
+        attempts = sum(1 for c in charges if c.step == n)
+        admitted: Admitted | Delay | None = None
+        ended: Outcome | None = None
+        try:
+            admitted = self.budget.admit(tx, quest, n, request, attempts, limits)
+        except QuestFailed as exc:
+            ended = Outcome("failed", reason=str(exc))
+        except QuestHalted as exc:
+            ended = Outcome("halted", reason=str(exc))
+        if isinstance(admitted, Delay):
+            return admitted
+        quests_store.claim_step(tx, quest.id, n, holder)
+        return Ready(record, limits, history, admitted, ended)
+
+    # -- the step --------------------------------------------------------------------------
+
+    def _execute(self, ready: Ready) -> None:
+        record, quest = ready.record, ready.record.quest
+        if record.step == 1:
             record.show("quest.state", status="running")
             record.audit_event(
                 "started",
@@ -188,26 +182,28 @@ class QuestRunner:
                 f"quest:{quest.id}",
                 data={"goal_chars": len(quest.goal)},
             )
-        record.show("step.started")
+        record.show(
+            "step.started", reserved_usd_micros=ready.admitted.reserved if ready.admitted else None
+        )
         self.events.emit(record.live)
         record.live.clear()
         try:
-            outcome = self._advance(record, history, company.name if company else "")
+            outcome = ready.ended or self._advance(ready)
         except QuestFailed as exc:
             outcome = Outcome("failed", reason=str(exc))
         except QuestHalted as exc:
             outcome = Outcome("halted", reason=str(exc))
         self._finish(record, outcome)
 
-    def _advance(self, record: StepRecord, history: list[Step], company: str) -> Outcome | None:
-        n = record.step
-        current = history[-1] if history and history[-1].step == n else None
-        if current is not None and current.content is not None:
+    def _advance(self, ready: Ready) -> Outcome | None:
+        record, n = ready.record, ready.record.step
+        if ready.admitted is None:
+            current = ready.history[-1]
             reply = ClaudeReply(
-                "", current.model, current.content, current.stop_reason, current.usage or {}
+                "", current.model, current.content or [], current.stop_reason, current.usage or {}
             )
         else:
-            reply = self._ask_claude(record, [s for s in history if s.step < n], company)
+            reply = self._call(record, ready.admitted, ready.limits)
         stop = reply.stop_reason
         if stop == "tool_use":
             with self.db.tenant(record.quest.company_id) as tx:
@@ -219,39 +215,91 @@ class QuestRunner:
             if n >= self.max_steps:
                 return Outcome("failed", reason=f"step limit reached ({self.max_steps} steps)")
             return None
-        reason = FAIL_REASONS.get(stop or "", f"unexpected stop reason {stop!r}")
-        return Outcome("failed", reason=reason)
+        return Outcome(
+            "failed", reason=FAIL_REASONS.get(stop or "", f"unexpected stop reason {stop!r}")
+        )
 
-    def _ask_claude(self, record: StepRecord, done: list[Step], company: str) -> ClaudeReply:
+    def _call(self, record: StepRecord, admitted: Admitted, limits: Limits) -> ClaudeReply:
+        """One Claude call, settled in the guard at once: at its real cost; at zero if the
+        API answered with an error (not billed); at the reservation if no answer came."""
         quest = record.quest
         try:
-            self.prices.price(quest.model)
-        except UnpricedModel as exc:
-            raise QuestFailed(str(exc)) from None
-        reply = self.claude.create(
-            model=quest.model,
-            max_tokens=self.max_tokens,
-            system=SYSTEM_PROMPT.format(company=company),
-            messages=transcript(quest.goal, done),
-            tools=self.toolbox.schemas(),
-        )
+            reply = self.claude.create(admitted.request)
+        except ClaudeUnavailable as exc:
+            self._settle_failed(record, admitted, limits, 0 if exc.answered else admitted.reserved)
+            raise
+        except (QuestFailed, QuestHalted):
+            self._settle_failed(record, admitted, limits, 0)
+            raise
         cost = self.prices.cost(quest.model, Usage.from_api(reply.usage))
-        record.unsaved_reply = (reply, cost)
+        settlement = self.budget.settle(quest, admitted, cost, limits)
+        record.unsaved_reply = (reply, cost, admitted.charge_key)
+        self._note_guard(record, settlement, limits)
         record.show(
             "claude.replied",
             stop_reason=reply.stop_reason,
             text=summarize(reply.text) or None,
             tools=[t["name"] for t in reply.tool_uses] or None,
             cost_usd_micros=cost,
+            quest_cost_usd_micros=next(
+                (lv.spent for lv in settlement.levels if lv.scope.name == "quest"), None
+            ),
             input_tokens=reply.usage.get("input_tokens"),
             output_tokens=reply.usage.get("output_tokens"),
         )
         return reply
 
+    def _settle_failed(
+        self, record: StepRecord, admitted: Admitted, limits: Limits, actual: int
+    ) -> None:
+        self.budget.settle(record.quest, admitted, actual, limits)
+        with self.db.tenant(record.quest.company_id) as tx:
+            if actual:
+                charges_store.keep(tx, admitted.charge_key)
+                quests_store.add_cost(tx, record.quest.id, actual)
+            else:
+                charges_store.settle(tx, admitted.charge_key, 0, None)
+
+    def _note_guard(self, record: StepRecord, settlement: Settlement, limits: Limits) -> None:
+        """Tier crossings become one audit row and one live event each; the slow tier holds
+        the next step back."""
+        for level in settlement.crossings():
+            scope = level.scope
+            target = (
+                f"quest:{record.quest.id}"
+                if scope.name == "quest"
+                else f"budget:{scope.name}:{scope.window}"
+            )
+            pct = level.spent * 100 // max(1, scope.cap)
+            record.audit_event(
+                f"guard:{scope.name}:{level.tier.name}",
+                f"guard.{level.tier.name}",
+                target,
+                rationale=f"spend reached {pct}% of the {_scope_words(scope.name)}",
+                data={
+                    "spent_usd_micros": level.spent,
+                    "cap_usd_micros": scope.cap,
+                    "scope": scope.name,
+                },
+            )
+            record.show(
+                "guard.tier",
+                scope=scope.name,
+                tier=level.tier.name,
+                spent_usd_micros=level.spent,
+                cap_usd_micros=scope.cap,
+            )
+        record.next_delay_ms = self.budget.slow_delay_ms(settlement, limits)
+        if (
+            max((lv.tier for lv in settlement.levels), default=Tier.ok) >= Tier.slow
+            and record.next_delay_ms
+        ):
+            record.show("guard.slowed", delay_ms=record.next_delay_ms)
+
     def _save_reply(self, tx: TenantTx, record: StepRecord) -> None:
         if record.unsaved_reply is None:
             return
-        reply, cost = record.unsaved_reply
+        reply, cost, charge_key = record.unsaved_reply
         quests_store.save_reply(
             tx,
             record.quest.id,
@@ -262,6 +310,8 @@ class QuestRunner:
             usage=reply.usage,
             cost_usd_micros=cost,
         )
+        if charge_key is not None:
+            charges_store.settle(tx, charge_key, cost, reply.usage)
         record.unsaved_reply = None
 
     def _run_tools(self, record: StepRecord, reply: ClaudeReply) -> list[dict[str, Any]]:
@@ -273,14 +323,14 @@ class QuestRunner:
             self.events.emit(record.live)
             record.live.clear()
             if tool is None:
-                results.append(_tool_result(block["id"], f"unknown tool {block['name']}", True))
+                results.append(tool_result(block["id"], f"unknown tool {block['name']}", True))
                 record.show("tool.finished", tool=block["name"], ok=False)
                 continue
             call = ToolCall(
                 quest.company_id, quest.id, record.step, block["id"], block.get("input") or {}
             )
             outcome = tool.run(call)
-            results.append(_tool_result(block["id"], outcome.content, outcome.is_error))
+            results.append(tool_result(block["id"], outcome.content, outcome.is_error))
             record.show(
                 "tool.finished", tool=tool.name, ok=not outcome.is_error, target=outcome.target
             )
@@ -321,45 +371,37 @@ class QuestRunner:
                 quests_store.finish(
                     tx, quest.id, outcome.status, result=outcome.result, reason=outcome.reason
                 )
-        self._send(record.env, quest, record.audit, next_step=outcome is None)
+        self._send(
+            record.env,
+            quest,
+            record.audit,
+            next_step=outcome is None,
+            delay_ms=record.next_delay_ms,
+        )
+        if outcome is not None:
+            self.budget.release(quest)
         self.events.emit(record.live)
         log.info("step done", outcome=outcome.status if outcome else "continue")
 
-    def _resend(self, env: Envelope[QuestStep], quest: Quest, last: Step) -> None:
-        audit = [AuditEvent.model_validate(e) for e in last.events]
-        self._send(
-            env, quest, audit, next_step=not quest.finished and quest.step_claimed == last.step
-        )
-        log.info("step re-sent", step=last.step)
-
     def _send(
-        self, env: Envelope[QuestStep], quest: Quest, audit: list[AuditEvent], *, next_step: bool
+        self,
+        env: Envelope[QuestStep],
+        quest: Quest,
+        audit: list[AuditEvent],
+        *,
+        next_step: bool,
+        delay_ms: int = 0,
     ) -> None:
         if audit:
             self.publisher.publish(env.follow_up(AuditBatch(events=audit), actor=TED))
         if next_step:
-            self.publisher.publish(
-                env.follow_up(QuestStep(quest_id=quest.id, step=env.payload.step + 1), actor=TED)
-            )
+            step = QuestStep(quest_id=quest.id, step=env.payload.step + 1)
+            self.publisher.publish(env.follow_up(step, actor=TED), delay_ms=delay_ms or None)
 
 
-def transcript(goal: str, steps: list[Step]) -> list[dict[str, Any]]:
-    """The conversation so far. A reply after ``pause_turn`` continues the previous one."""
-    messages: list[dict[str, Any]] = [{"role": "user", "content": goal}]
-    for s in steps:
-        if s.content is None:
-            continue
-        if messages[-1]["role"] == "assistant":
-            messages[-1]["content"] = [*messages[-1]["content"], *s.content]
-        else:
-            messages.append({"role": "assistant", "content": list(s.content)})
-        if s.tool_results:
-            messages.append({"role": "user", "content": list(s.tool_results)})
-    return messages
-
-
-def _tool_result(tool_use_id: str, content: str, is_error: bool) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id, "content": content}
-    if is_error:
-        block["is_error"] = True
-    return block
+def _scope_words(name: str) -> str:
+    return {
+        "quest": "quest's cap",
+        "day": "company's daily budget",
+        "month": "company's monthly budget",
+    }[name]

@@ -1,0 +1,88 @@
+"""What the guard shows a company's admins and operators: spend, caps and tier, per running
+quest and per budget window."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from guard import Admissions, Guard, Limits
+from guard.budget import window_bounds
+from store import TenantTx
+from store import charges as charges_store
+from store import limits as limits_store
+from store import quests as quests_store
+from system2.settings import Settings
+
+
+class SpendView(BaseModel):
+    scope: str  # quest | day | month
+    window: str | None = None
+    quest_id: UUID | None = None
+    spent_usd_micros: int
+    reserved_usd_micros: int
+    cap_usd_micros: int
+    tier: str
+
+
+class GuardView(BaseModel):
+    company_id: UUID
+    limits: dict[str, int]
+    windows: list[SpendView]
+    running_quests: list[SpendView]
+
+
+def company_limits(tx: TenantTx, settings: Settings) -> Limits:
+    return replace(settings.default_limits(), **limits_store.get(tx).changes())
+
+
+def guard_view(tx: TenantTx, settings: Settings, guard: Guard, admissions: Admissions) -> GuardView:
+    limits = company_limits(tx, settings)
+    now = datetime.now(UTC)
+    windows = []
+    for scope in guard.scopes(tx.company_id, tx.company_id, limits.quest_cap, limits, now)[1:]:
+        found = guard.levels([scope], limits)
+        if found:
+            _, spent, reserved = found[0]
+        else:  # Redis has nothing (yet): read the ledger
+            spent, reserved = charges_store.window_totals(tx, *window_bounds(scope.name, now))
+        windows.append(
+            SpendView(
+                scope=scope.name,
+                window=scope.window,
+                spent_usd_micros=spent,
+                reserved_usd_micros=reserved,
+                cap_usd_micros=scope.cap,
+                tier=limits.tier_of(spent, scope.cap).name,
+            )
+        )
+    running = []
+    for quest_id in admissions.running(tx.company_id, int(time.time() * 1000)):
+        quest = quests_store.get(tx, UUID(quest_id))
+        if quest is None:
+            continue
+        cap = limits.quest_cap_for(quest.max_usd_micros)
+        scope = guard.scopes(tx.company_id, quest.id, cap, limits, now)[0]
+        found = guard.levels([scope], limits)
+        spent, reserved = (
+            (found[0][1], found[0][2])
+            if found
+            else charges_store.totals(charges_store.for_quest(tx, quest.id))
+        )
+        running.append(
+            SpendView(
+                scope="quest",
+                quest_id=quest.id,
+                spent_usd_micros=spent,
+                reserved_usd_micros=reserved,
+                cap_usd_micros=cap,
+                tier=limits.tier_of(spent, cap).name,
+            )
+        )
+    return GuardView(
+        company_id=tx.company_id, limits=limits.__dict__, windows=windows, running_quests=running
+    )

@@ -1,0 +1,51 @@
+"""Per-company overrides of the guard's limits (the defaults come from settings)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from store.db import TenantTx
+
+
+@dataclass(frozen=True)
+class LimitOverrides:
+    quest_cap_micros: int | None = None
+    quest_ceiling_micros: int | None = None
+    daily_budget_micros: int | None = None
+    monthly_budget_micros: int | None = None
+    warn_pct: int | None = None
+    slow_pct: int | None = None
+    halt_pct: int | None = None
+    quests_per_minute: int | None = None
+    max_running_quests: int | None = None
+
+    def changes(self) -> dict[str, int]:
+        """The overrides that are set, named as ``guard.Limits`` names them."""
+        return {k.removesuffix("_micros"): v for k, v in asdict(self).items() if v is not None}
+
+
+_COLUMNS = ", ".join(f.name for f in fields(LimitOverrides))
+
+
+def get(tx: TenantTx) -> LimitOverrides:
+    found = tx.rows(
+        LimitOverrides,
+        f"SELECT {_COLUMNS} FROM company_limits WHERE company_id = %s",
+        (tx.company_id,),
+    )
+    return found[0] if found else LimitOverrides()
+
+
+def put(tx: TenantTx, overrides: LimitOverrides) -> None:
+    """Set the given (non-None) overrides, keeping the others."""
+    values = {k: v for k, v in asdict(overrides).items() if v is not None}
+    if not values:
+        return
+    cols = ", ".join(values)
+    marks = ", ".join(["%s"] * len(values))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in values)
+    tx.execute(
+        f"INSERT INTO company_limits (company_id, {cols}) VALUES (%s, {marks}) "
+        f"ON CONFLICT (company_id) DO UPDATE SET {updates}, updated_at = now()",
+        (tx.company_id, *values.values()),
+    )

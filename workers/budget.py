@@ -1,0 +1,241 @@
+"""A step's dealings with the guard: admit it, reserve its Claude call, settle it after.
+
+Order matters for money. The reservation is made in Redis before the ledger row is written
+in the same transaction as the step's claim; a crash in between leaves a reservation that
+the redelivered step finds again by its charge key. After the call, Redis is settled first
+and the ledger second: a crash in between leaves the ledger *open*, which the next attempt
+*keeps* at the reserved amount — an over-count, never an under-count.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from guard import Admissions, Guard, Limits, PriceTable, Refused, Scope, ScopeLevel
+from guard.budget import window_bounds
+from guard.errors import UnpricedModel
+from store import TenantTx
+from store import charges as charges_store
+from store import limits as limits_store
+from store.charges import Charge
+from store.quests import Quest
+from workers.claude import ClaudeRequest
+from workers.errors import QuestFailed, QuestHalted
+
+MIN_OUTPUT_TOKENS = 256
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """The step may call Claude: its reservation, under ``charge_key``."""
+
+    request: ClaudeRequest
+    charge_key: str
+    reserved: int
+    scopes: list[Scope]
+
+
+@dataclass(frozen=True)
+class Delay:
+    """Not now: publish the step again after ``ms``; nothing was reserved or claimed."""
+
+    ms: int
+    reason: str
+
+
+@dataclass
+class Settlement:
+    levels: list[ScopeLevel] = field(default_factory=list)
+
+    def crossings(self) -> list[ScopeLevel]:
+        return [lv for lv in self.levels if lv.crossed]
+
+
+class StepBudget:
+    def __init__(
+        self,
+        guard: Guard,
+        admissions: Admissions,
+        prices: PriceTable,
+        *,
+        defaults: Limits,
+        slot_ttl_ms: int,
+        slow_min_ms: int,
+        slow_max_ms: int,
+        count_tokens: Callable[[ClaudeRequest], int | None] | None = None,
+    ) -> None:
+        """``count_tokens``: the API's count of a request's input tokens; without it (or when
+        it fails) the reservation uses a byte bound, which is safe but about four times high."""
+        self.count_tokens = count_tokens
+        self.guard = guard
+        self.admissions = admissions
+        self.prices = prices
+        self.defaults = defaults
+        self.slot_ttl_ms = slot_ttl_ms
+        self.slow_min_ms = slow_min_ms
+        self.slow_max_ms = slow_max_ms
+
+    def limits(self, tx: TenantTx) -> Limits:
+        return replace(self.defaults, **limits_store.get(tx).changes())
+
+    def quest_cap(self, quest: Quest, limits: Limits) -> int:
+        return limits.quest_cap_for(quest.max_usd_micros)
+
+    def keep_abandoned(
+        self, tx: TenantTx, quest: Quest, charges: list[Charge], limits: Limits
+    ) -> int:
+        """Calls whose outcome never came back (their worker died): count their whole
+        reservation as spent, in Redis and in the ledger. Returns the amount kept."""
+        kept = 0
+        for c in charges:
+            if c.status != "open":
+                continue
+            scopes = self.guard.scopes(
+                quest.company_id, quest.id, self.quest_cap(quest, limits), limits, c.created_at
+            )
+            self.guard.settle(
+                quest.company_id,
+                c.charge_key,
+                amount=c.reserved_micros,
+                actual=c.reserved_micros,
+                scopes=scopes,
+                limits=limits,
+            )
+            if charges_store.keep(tx, c.charge_key):
+                kept += c.reserved_micros
+        return kept
+
+    def admit(
+        self,
+        tx: TenantTx,
+        quest: Quest,
+        step: int,
+        request: ClaudeRequest,
+        attempts: int,
+        limits: Limits,
+    ) -> Admitted | Delay:
+        """Take the quest's running slot and reserve the call's worst case, or say why not.
+
+        Raises ``QuestHalted`` when the money is gone and ``QuestFailed`` for an unpriced model.
+        """
+        now = datetime.now(UTC)
+        slot = self.admissions.take_slot(
+            quest.company_id,
+            quest.id,
+            limits.max_running_quests,
+            int(time.time() * 1000),
+            self.slot_ttl_ms,
+        )
+        if not slot.ok:
+            return Delay(slot.retry_after_ms, slot.reason)
+        try:
+            self.prices.price(quest.model)
+        except UnpricedModel as exc:
+            raise QuestFailed(str(exc)) from None
+        input_tokens = self._input_tokens(request)
+        amount = self.prices.worst_case(quest.model, input_tokens, request.max_tokens)
+        scopes = self.guard.scopes(
+            quest.company_id, quest.id, self.quest_cap(quest, limits), limits, now
+        )
+        charge_key = f"{quest.id}:{step}:{attempts + 1}"
+
+        def ledger(scope: Scope) -> tuple[int, int]:
+            if scope.name == "quest":
+                return charges_store.totals(charges_store.for_quest(tx, quest.id))
+            start, end = window_bounds(scope.name, now)
+            return charges_store.window_totals(tx, start, end)
+
+        result = self.guard.reserve(
+            quest.company_id, charge_key, amount, scopes, limits, ledger=ledger
+        )
+        if isinstance(result, Refused):
+            smaller = self._shrink(request, input_tokens, result)
+            if smaller is None:
+                return self._refusal(result)
+            request, amount = smaller
+            result = self.guard.reserve(
+                quest.company_id, charge_key, amount, scopes, limits, ledger=ledger
+            )
+            if isinstance(result, Refused):
+                return self._refusal(result)
+        charges_store.open_charge(
+            tx, quest.id, step, charge_key, quest.model, result.amount, created_at=now
+        )
+        return Admitted(request, charge_key, result.amount, scopes)
+
+    def settle(self, quest: Quest, admitted: Admitted, actual: int, limits: Limits) -> Settlement:
+        """Settle the call in Redis (the ledger row is settled by the caller's transaction)."""
+        levels = self.guard.settle(
+            quest.company_id,
+            admitted.charge_key,
+            amount=admitted.reserved,
+            actual=actual,
+            scopes=admitted.scopes,
+            limits=limits,
+        )
+        return Settlement(levels)
+
+    def slow_delay_ms(self, settlement: Settlement, limits: Limits) -> int:
+        """How long the next step waits, from the most-spent scope."""
+        return max(
+            (
+                limits.slow_delay_ms(
+                    lv.spent,
+                    lv.scope.cap,
+                    shortest_ms=self.slow_min_ms,
+                    longest_ms=self.slow_max_ms,
+                )
+                for lv in settlement.levels
+            ),
+            default=0,
+        )
+
+    def release(self, quest: Quest) -> None:
+        self.admissions.release_slot(quest.company_id, quest.id)
+
+    def _input_tokens(self, request: ClaudeRequest) -> int:
+        counted = self.count_tokens(request) if self.count_tokens else None
+        if counted is None:
+            return request.input_bound()
+        return counted + counted // 10 + 16  # the API calls its count an estimate
+
+    def _shrink(
+        self, request: ClaudeRequest, input_tokens: int, refused: Refused
+    ) -> tuple[ClaudeRequest, int] | None:
+        """Ask for fewer output tokens so the call fits what is left, if that leaves enough."""
+        if refused.exhausted:
+            return None
+        for max_tokens in (request.max_tokens // 2, request.max_tokens // 4, MIN_OUTPUT_TOKENS):
+            if max_tokens < MIN_OUTPUT_TOKENS:
+                break
+            amount = self.prices.worst_case(request.model, input_tokens, max_tokens)
+            if amount <= refused.available:
+                return replace(request, max_tokens=max_tokens), amount
+        return None
+
+    def _refusal(self, refused: Refused) -> Delay:
+        scope = refused.scope
+        what = (
+            "the quest's cap"
+            if scope.name == "quest"
+            else f"the company's {_WINDOW_NAMES[scope.name]} budget"
+        )
+        if scope.name == "quest" or refused.exhausted or refused.reserved == 0:
+            raise QuestHalted(
+                f"{what} is spent: {_usd(refused.spent)} of {_usd(refused.limit)}"
+                + ("" if refused.exhausted else "; too little is left for another call")
+            )
+        # Other calls of the company hold reservations: wait for them to settle.
+        return Delay(
+            2_000, f"{what} is held by calls in flight ({_usd(refused.reserved)} reserved)"
+        )
+
+
+_WINDOW_NAMES = {"day": "daily", "month": "monthly"}
+
+
+def _usd(micros: int) -> str:
+    return f"${micros / 1_000_000:,.4f}"

@@ -1,0 +1,121 @@
+"""The parts of a quest step that need no I/O: what to do with a step message, what a step
+produced, and the conversation so far."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from messages import Actor, ActorType, AuditEvent, Envelope, QuestEvent, QuestStep
+from store.quests import Quest, Step
+from workers.claude import ClaudeReply
+from workers.events import event_data
+
+TED = Actor(type=ActorType.ted, id="ted")
+
+
+class Decision(StrEnum):
+    run = "run"
+    resend = "resend"
+    drop = "drop"
+
+
+def decide(
+    quest: Quest, step: int, holder: str, *, now: datetime, stale_after: timedelta
+) -> tuple[Decision, str]:
+    """What to do with a message for ``step`` given the quest's state.
+
+    ``holder`` is the Dramatiq message id: the broker keeps it across redelivery and retries,
+    and every newly published message has a new one, so a duplicate is told apart from a
+    redelivery of the message that claimed the step.
+    """
+    if step <= quest.steps_done:
+        if step == quest.steps_done and (quest.finished or quest.step_claimed == step):
+            return Decision.resend, "step already done; re-sending what it sent"
+        return Decision.drop, "step already done"
+    if quest.finished:
+        return Decision.drop, f"quest already {quest.status}"
+    if step > quest.steps_done + 1:
+        return Decision.drop, f"step {step} is ahead of the quest (done: {quest.steps_done})"
+    if quest.step_claimed == step and quest.step_holder != holder:
+        claimed_at = quest.step_claimed_at or now
+        if now - claimed_at < stale_after:
+            return Decision.drop, "another message is running this step"
+    return Decision.run, "claimed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a quest ended; a step that ends none returns None instead."""
+
+    status: str
+    result: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class StepRecord:
+    """What one step produces: the audit events to store and send, the live events to show,
+    the tool results, and the reply (with its cost and charge) not yet in Postgres."""
+
+    env: Envelope[QuestStep]
+    quest: Quest
+    audit: list[AuditEvent] = field(default_factory=list)
+    live: list[Envelope[QuestEvent]] = field(default_factory=list)
+    tool_results: list[dict[str, Any]] = field(default_factory=list)
+    unsaved_reply: tuple[ClaudeReply, int, str | None] | None = None
+    next_delay_ms: int = 0
+
+    @property
+    def step(self) -> int:
+        return self.env.payload.step
+
+    def audit_event(self, suffix: str, action: str, target: str, **kw: Any) -> None:
+        self.audit.append(
+            AuditEvent(
+                idempotency_key=f"{self.quest.id}:{self.step}:{suffix}",
+                actor=TED,
+                action=action,
+                target=target,
+                originating_message_id=self.quest.origin_message_id,
+                quest_id=self.quest.id,
+                **kw,
+            )
+        )
+
+    def show(self, kind: str, **data: Any) -> None:
+        payload = QuestEvent(
+            quest_id=self.quest.id, kind=kind, step=self.step, data=event_data(**data)
+        )
+        self.live.append(
+            Envelope[QuestEvent](
+                company_id=self.env.company_id,
+                actor=TED,
+                correlation_id=self.env.correlation_id,
+                payload=payload,
+            )
+        )
+
+
+def transcript(goal: str, steps: list[Step]) -> list[dict[str, Any]]:
+    """The conversation so far. A reply after ``pause_turn`` continues the previous one."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": goal}]
+    for s in steps:
+        if s.content is None:
+            continue
+        if messages[-1]["role"] == "assistant":
+            messages[-1]["content"] = [*messages[-1]["content"], *s.content]
+        else:
+            messages.append({"role": "assistant", "content": list(s.content)})
+        if s.tool_results:
+            messages.append({"role": "user", "content": list(s.tool_results)})
+    return messages
+
+
+def tool_result(tool_use_id: str, content: str, is_error: bool) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id, "content": content}
+    if is_error:
+        block["is_error"] = True
+    return block
