@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 import redis
 
 from guard.errors import GuardUnavailable
-from guard.scripts import load_script
+from guard.scripts import LuaScript
 
 
 @dataclass(frozen=True)
@@ -27,13 +26,13 @@ class Admissions:
     def __init__(self, client: redis.Redis, *, prefix: str = "s2:g") -> None:
         self.redis = client
         self.prefix = prefix
-        self._rate = load_script(client, "rate")
-        self._slot = load_script(client, "slot")
+        self._rate = LuaScript(client, "rate")
+        self._slot = LuaScript(client, "slot")
 
     def start(self, company_id: UUID, per_minute: int, now_ms: int) -> Admission:
         """Count one quest start in the company's current minute, if there is room."""
         minute = now_ms // 60_000
-        n = self._run(self._rate, [f"{self.prefix}:rate:{company_id}:{minute}"], [per_minute, 120])
+        n = self._rate([f"{self.prefix}:rate:{company_id}:{minute}"], [per_minute, 120])
         if int(n) < 0:
             wait = 60_000 - now_ms % 60_000
             return Admission(False, wait, f"more than {per_minute} quest starts a minute")
@@ -43,8 +42,8 @@ class Admissions:
         self, company_id: UUID, quest_id: UUID, limit: int, now_ms: int, ttl_ms: int
     ) -> Admission:
         """Hold (or refresh) one of the company's running-quest slots for ``ttl_ms``."""
-        held, wait = self._run(
-            self._slot, [self.slots_key(company_id)], [str(quest_id), now_ms, ttl_ms, limit]
+        held, wait = self._slot(
+            [self.slots_key(company_id)], [str(quest_id), now_ms, ttl_ms, limit]
         )
         if int(held):
             return Admission(True)
@@ -68,9 +67,3 @@ class Admissions:
 
     def slots_key(self, company_id: UUID) -> str:
         return f"{self.prefix}:slots:{company_id}"
-
-    def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return script(keys=keys, args=args)
-        except redis.RedisError as exc:
-            raise GuardUnavailable(f"the guard store is unavailable: {type(exc).__name__}") from exc

@@ -20,7 +20,7 @@ import redis
 
 from guard.errors import GuardUnavailable
 from guard.policy import Limits, Tier
-from guard.scripts import load_script
+from guard.scripts import LuaScript
 
 DAY_S = 86_400
 
@@ -76,9 +76,9 @@ class Guard:
         self.redis = client
         self.prefix = prefix
         self.reservation_ttl_s = reservation_ttl_s
-        self._reserve = load_script(client, "reserve")
-        self._settle = load_script(client, "settle")
-        self._rebuild = load_script(client, "rebuild")
+        self._reserve = LuaScript(client, "reserve")
+        self._settle = LuaScript(client, "settle")
+        self._rebuild = LuaScript(client, "rebuild")
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -128,7 +128,7 @@ class Guard:
         keys = [self.reservation_key(company_id, charge_key), *(s.key for s in scopes)]
         by_name = {s.name: s for s in scopes}
         for _ in range(len(scopes) + 1):
-            reply = self._run(self._reserve, keys, args)
+            reply = self._reserve(keys, args)
             status = _text(reply[0])
             if status == "ok":
                 return Reserved(amount)
@@ -166,7 +166,7 @@ class Guard:
             limits.halt_pct,
             self.reservation_ttl_s,
         ]
-        reply = self._run(self._settle, keys, args)
+        reply = self._settle(keys, args)
         if _text(reply[0]) == "noop":
             return []
         by_key = {s.key: s for s in scopes}
@@ -182,9 +182,7 @@ class Guard:
     def rebuild(self, scope: Scope, spent: int, reserved: int, limits: Limits) -> bool:
         """Recreate a scope's counters from the ledger unless they exist. True if it did."""
         tier = limits.tier_of(spent, scope.cap)
-        done = self._run(
-            self._rebuild, [scope.key], [spent, reserved, scope.cap, int(tier), scope.ttl_s]
-        )
+        done = self._rebuild([scope.key], [spent, reserved, scope.cap, int(tier), scope.ttl_s])
         return bool(done)
 
     def levels(self, scopes: Sequence[Scope], limits: Limits) -> list[tuple[Scope, int, int]]:
@@ -201,12 +199,6 @@ class Guard:
             for s, r in zip(scopes, replies, strict=True)
             if r[0] is not None
         ]
-
-    def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return script(keys=keys, args=args)
-        except redis.RedisError as exc:
-            raise GuardUnavailable(f"the guard store is unavailable: {type(exc).__name__}") from exc
 
 
 def window_bounds(name: str, at: datetime) -> tuple[datetime, datetime]:

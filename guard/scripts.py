@@ -1,13 +1,32 @@
-"""The guard's Lua scripts, registered on a client (EVALSHA, reloaded if Redis forgot them)."""
+"""The guard's Lua scripts: EVALSHA, loaded again if Redis forgot them (after a restart)."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 import redis
 
+from guard.errors import GuardUnavailable
 
-def load_script(client: redis.Redis, name: str) -> Any:
-    source = resources.files("guard").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
-    return client.register_script(source)
+
+class LuaScript:
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        self.client = client
+        self.source = (
+            resources.files("guard").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
+        )
+        self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run it; a Redis failure becomes ``GuardUnavailable`` (no call is made uncounted)."""
+        try:
+            try:
+                return self.client.evalsha(self.sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                self.client.script_load(self.source)
+                return self.client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.RedisError as exc:
+            raise GuardUnavailable(f"the guard store is unavailable: {type(exc).__name__}") from exc

@@ -9,6 +9,7 @@ and the ledger second: a crash in between leaves the ledger *open*, which the ne
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ from workers.claude import ClaudeRequest
 from workers.errors import QuestFailed, QuestHalted
 
 MIN_OUTPUT_TOKENS = 256
+SLOT_RECHECK_MS = 1_500
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,10 @@ class StepBudget:
             int(time.time() * 1000),
             self.slot_ttl_ms,
         )
-        if not slot.ok:
-            return Delay(slot.retry_after_ms, slot.reason)
+        if not slot.ok:  # a slot frees when a quest ends: look again soon, not at its expiry
+            return Delay(
+                min(slot.retry_after_ms, SLOT_RECHECK_MS) + random.randint(0, 500), slot.reason
+            )
         try:
             self.prices.price(quest.model)
         except UnpricedModel as exc:

@@ -1,7 +1,7 @@
 -- Reserve a Claude call's worst-case cost against every scope, atomically.
 -- KEYS: 1 reservation, 2.. scope counters (quest, day window, month window)
 -- ARGV: 1 amount, 2 halt_pct, 3 reservation ttl (s),
---       then per scope: name, cap (0 = no limit), ttl (s)
+--       then per scope: name, cap (0 = no limit), ttl (s; unused here, kept for symmetry)
 -- Returns {"ok"} | {"dup", amount, state} | {"missing", name} | {"refused", name, spent, reserved, cap}
 local amount = tonumber(ARGV[1])
 local halt_pct = tonumber(ARGV[2])
@@ -37,9 +37,9 @@ local fields = {"amount", amount, "state", "open"}
 for i = 1, n do
   local cap = tonumber(ARGV[2 + 3 * i])
   if cap > 0 then
+    -- (a scope gets its expiry when "rebuild" creates it)
     redis.call("hincrby", KEYS[1 + i], "reserved", amount)
     redis.call("hset", KEYS[1 + i], "cap", cap)
-    redis.call("expire", KEYS[1 + i], tonumber(ARGV[3 + 3 * i]))
     table.insert(fields, "scope" .. i)
     table.insert(fields, KEYS[1 + i])
   end

@@ -9,15 +9,15 @@ local actual = tonumber(ARGV[2])
 local pcts = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])}
 
 local scopes = {}
-local state = redis.call("hget", rkey, "state")
+local rec = redis.call("hmget", rkey, "state", "amount", "scope1", "scope2", "scope3")
+local state = rec[1]
 if state == "settled" then
   return {"noop"}
 end
 if state == "open" then
-  amount = tonumber(redis.call("hget", rkey, "amount"))
-  for i = 1, 3 do
-    local key = redis.call("hget", rkey, "scope" .. i)
-    if key then table.insert(scopes, key) end
+  amount = tonumber(rec[2])
+  for i = 3, 5 do
+    if rec[i] then table.insert(scopes, rec[i]) end
   end
 else
   -- The record is gone (Redis lost it): the counters, if present, were rebuilt from the
@@ -31,8 +31,9 @@ for _, key in ipairs(scopes) do
     local reserved = redis.call("hincrby", key, "reserved", -amount)
     if reserved < 0 then redis.call("hset", key, "reserved", 0) end
     local spent = redis.call("hincrby", key, "spent", actual)
-    local cap = tonumber(redis.call("hget", key, "cap") or "0")
-    local before = tonumber(redis.call("hget", key, "tier") or "0")
+    local got = redis.call("hmget", key, "cap", "tier")
+    local cap = tonumber(got[1] or "0")
+    local before = tonumber(got[2] or "0")
     local tier = 0
     if cap > 0 then
       for t = 1, 3 do

@@ -1,0 +1,319 @@
+"""The guard wired into real quests: tiers and what each does, company budgets, concurrency,
+rate limits at the ingress, and budgets that survive Redis losing its counters."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import anthropic
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from guard import Admissions, Guard, PriceTable
+from ingress.app import IngressDeps, create_app
+from ingress.auth import TokenVerifier
+from messages.transport import Publisher, build_broker
+from store import Database
+from store import activity as activity_store
+from store import charges as charges_store
+from store import limits as limits_store
+from store import quests as quests_store
+from store.activity import Activity, ActivityFilter
+from system2.settings import Settings
+from tests.conftest import Stack, Tenant
+from tests.support import quest_state, submit, wait_finished, wait_for
+from tests.test_quest_runner import start
+from workers.app import step_budget
+from workers.claude import Claude
+from workers.events import QuestEvents
+from workers.quest import QuestRunner
+from workers.tools import AddNote, Toolbox
+
+pytestmark = pytest.mark.slow
+
+
+def set_limits(db: Database, tenant: Tenant, **values: int) -> None:
+    with db.tenant(tenant.id) as tx:
+        limits_store.put(tx, limits_store.LimitOverrides(**values))
+
+
+def audit_rows(db: Database, tenant: Tenant, quest_id: uuid.UUID | None = None) -> list[Activity]:
+    with db.tenant(tenant.id) as tx:
+        rows, _ = activity_store.page(tx, ActivityFilter(quest_id=quest_id), limit=500)
+    return rows
+
+
+def live_events(rds: redis.Redis, tenant: Tenant, quest_id: uuid.UUID) -> list[dict[str, Any]]:
+    entries = rds.xrange(f"s2:events:{tenant.id}")
+    events = [json.loads(fields[b"e"])["payload"] for _, fields in entries]
+    return [e for e in events if e["quest_id"] == str(quest_id)]
+
+
+def test_warn_slow_and_halt_through_a_real_quest(
+    stack: Stack, tenant: Tenant, db: Database, rds: redis.Redis
+) -> None:
+    set_limits(db, tenant, quest_cap_micros=6_000, warn_pct=20, slow_pct=40, halt_pct=100)
+    stack.start_workers(processes=1, S2_MAX_TOKENS="128", S2_GUARD_SLOW_MIN_MS="1500")
+    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:loop] keep writing notes")
+    done = wait_finished(db, tenant.id, quest.id, timeout=60)
+
+    assert done.status == "halted", done.reason
+    assert "quest's cap" in (done.reason or "")
+    assert 0 < done.cost_usd_micros <= 6_000
+    with db.tenant(tenant.id) as tx:
+        steps = quests_store.steps(tx, quest.id)
+        charges = charges_store.for_quest(tx, quest.id)
+    replied = [s for s in steps if s.content is not None]
+    assert len(charges) == len(replied) >= 3, "no Claude call after the halt"
+    assert all(c.status == "settled" for c in charges)
+    assert sum(c.cost_micros or 0 for c in charges) == done.cost_usd_micros
+
+    def all_audited() -> list[Activity] | None:
+        rows = audit_rows(db, tenant, quest.id)
+        return rows if any(r.action == "quest.halted" for r in rows) else None
+
+    rows = wait_for(all_audited)
+    actions = [r.action for r in rows]
+    assert actions.count("guard.warn") == 1 and actions.count("guard.slow") == 1, actions
+    warn = next(r for r in rows if r.action == "guard.warn")
+    assert warn.target == f"quest:{quest.id}"
+    assert "of the quest's cap" in (warn.rationale or "")
+
+    events = live_events(rds, tenant, quest.id)
+    tiers = [(e["data"]["scope"], e["data"]["tier"]) for e in events if e["kind"] == "guard.tier"]
+    assert tiers == [("quest", "warn"), ("quest", "slow")]
+    assert any(e["kind"] == "guard.slowed" for e in events)
+    # after the slow tier, a step waits (no thread sleeps: the message is delayed)
+    gaps = [
+        (b.started_at - a.finished_at).total_seconds()
+        for a, b in itertools.pairwise(steps)
+        if a.finished_at
+    ]
+    assert max(gaps) >= 1.4, gaps
+
+
+def test_a_company_daily_budget_warns_once_and_halts_the_quest_that_would_pass_it(
+    stack: Stack, tenant: Tenant, db: Database
+) -> None:
+    set_limits(db, tenant, daily_budget_micros=2_500, warn_pct=30, slow_pct=90, halt_pct=100)
+    stack.start_workers(processes=1, S2_MAX_TOKENS="128")
+    results = []
+    for i in range(5):
+        quest = submit(db, stack.settings.redis_url, tenant.id, f"[script:answer] question {i}")
+        results.append(wait_finished(db, tenant.id, quest.id))
+    statuses = [q.status for q in results]
+    assert "halted" in statuses and statuses[0] == "succeeded", statuses
+    first_halt = statuses.index("halted")
+    assert all(s == "succeeded" for s in statuses[:first_halt])
+    assert all(s == "halted" for s in statuses[first_halt:]), "once spent, every new quest halts"
+    assert "daily budget" in (results[first_halt].reason or "")
+    assert sum(q.cost_usd_micros for q in results) <= 2_500
+
+    def window_warnings() -> list[Activity] | None:
+        rows = [r for r in audit_rows(db, tenant) if r.action == "guard.warn"]
+        return rows or None
+
+    warnings = wait_for(window_warnings)
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    assert [r.target for r in warnings] == [f"budget:day:{today}"], "one audit row for the crossing"
+
+
+def test_over_the_running_limit_steps_wait_and_are_never_dropped(
+    stack: Stack, tenant: Tenant, db: Database
+) -> None:
+    quests = [
+        submit(db, stack.settings.redis_url, tenant.id, f"[script:pause] task {i}")
+        for i in range(3)
+    ]
+    set_limits(db, tenant, max_running_quests=1)
+    stack.start_workers(processes=1, threads=4)
+    done = [wait_finished(db, tenant.id, q.id, timeout=60) for q in quests]
+    assert [q.status for q in done] == ["succeeded"] * 3
+    spans = sorted((q.started_at, q.finished_at) for q in done)
+    for (_, end), (start_next, _) in itertools.pairwise(spans):
+        assert end is not None and start_next is not None and start_next >= end, "one ran at a time"
+    assert "step delayed" in stack.procs["workers"].output()
+
+
+# -- the ingress ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ingress(settings: Settings, db: Database, rds: redis.Redis) -> Iterator[TestClient]:
+    rds.flushdb()
+    broker = build_broker(settings.redis_url)
+    deps = IngressDeps(
+        settings=settings,
+        db=db,
+        publisher=Publisher(broker),
+        redis=rds,
+        verifier=TokenVerifier(settings.jwt_secret.get_secret_value()),
+        admissions=Admissions(rds),
+        guard=Guard(rds),
+    )
+    with TestClient(create_app(deps)) as client:
+        yield client
+    broker.close()
+
+
+def quest_count(db: Database, tenant: Tenant) -> int:
+    with db.tenant(tenant.id) as tx:
+        row = tx.one("SELECT count(*) FROM quests WHERE company_id = %s", (tenant.id,))
+    return int(row[0]) if row else 0
+
+
+def test_the_ingress_answers_429_over_the_start_rate_and_enqueues_nothing(
+    ingress: TestClient, db: Database, tenant: Tenant, rds: redis.Redis
+) -> None:
+    set_limits(db, tenant, quests_per_minute=2)
+    url = f"/v1/companies/{tenant.id}/quests"
+    for _ in range(2):
+        assert ingress.post(url, json={"goal": "hi"}, headers=tenant.headers()).status_code == 202
+    queued, rows = rds.llen("dramatiq:quests"), quest_count(db, tenant)
+    over = ingress.post(url, json={"goal": "one too many"}, headers=tenant.headers())
+    assert over.status_code == 429
+    assert 1 <= int(over.headers["Retry-After"]) <= 60
+    assert "quest starts a minute" in over.json()["detail"]
+    assert rds.llen("dramatiq:quests") == queued and quest_count(db, tenant) == rows
+
+
+def test_the_ingress_answers_429_when_the_company_runs_its_limit(
+    ingress: TestClient, db: Database, tenant: Tenant, rds: redis.Redis
+) -> None:
+    set_limits(db, tenant, max_running_quests=2)
+    admissions = Admissions(rds)
+    now = int(time.time() * 1000)
+    for _ in range(2):
+        assert admissions.take_slot(tenant.id, uuid.uuid4(), 2, now, 60_000).ok
+    over = ingress.post(
+        f"/v1/companies/{tenant.id}/quests", json={"goal": "more"}, headers=tenant.headers()
+    )
+    assert over.status_code == 429 and over.headers["Retry-After"]
+    assert quest_count(db, tenant) == 0
+
+
+def test_max_usd_may_not_pass_the_company_ceiling(
+    ingress: TestClient, db: Database, tenant: Tenant
+) -> None:
+    set_limits(db, tenant, quest_ceiling_micros=20_000_000)
+    url = f"/v1/companies/{tenant.id}/quests"
+    assert (
+        ingress.post(url, json={"goal": "g", "max_usd": "20"}, headers=tenant.headers()).status_code
+        == 202
+    )
+    too_much = ingress.post(url, json={"goal": "g", "max_usd": "20.01"}, headers=tenant.headers())
+    assert too_much.status_code == 422 and "ceiling" in too_much.json()["detail"]
+
+
+def test_guard_status_shows_windows_for_admins_only(ingress: TestClient, tenant: Tenant) -> None:
+    resp = ingress.get(f"/v1/companies/{tenant.id}/guard", headers=tenant.headers())
+    assert resp.status_code == 200
+    body = resp.json()
+    assert [w["scope"] for w in body["windows"]] == ["day", "month"]
+    assert body["limits"]["quest_cap"] > 0
+    assert (
+        ingress.get(
+            f"/v1/companies/{tenant.id}/guard", headers=tenant.headers(tenant.member)
+        ).status_code
+        == 403
+    )
+
+
+# -- Redis losing the counters, redelivery -----------------------------------------------------
+
+
+@pytest.fixture
+def runner(
+    db: Database, rds: redis.Redis, offline_claude: str, settings: Settings
+) -> Iterator[QuestRunner]:
+    rds.flushdb()
+    broker = build_broker(settings.redis_url)
+    claude = Claude(
+        timeout_s=10,
+        max_retries=0,
+        client=anthropic.Anthropic(base_url=offline_claude, api_key="k"),
+    )
+    prices = PriceTable.load()
+    yield QuestRunner(
+        db=db,
+        publisher=Publisher(broker),
+        claude=claude,
+        toolbox=Toolbox([AddNote(db)]),
+        prices=prices,
+        budget=step_budget(settings, rds, prices, claude),
+        events=QuestEvents(rds, maxlen=100),
+        max_tokens=256,
+        max_steps=10,
+    )
+    broker.close()
+
+
+def redis_spend(rds: redis.Redis, key: str) -> tuple[int, int]:
+    spent, reserved = rds.hmget(key, "spent", "reserved")
+    return int(spent or 0), int(reserved or 0)
+
+
+def test_after_redis_loses_the_counters_they_are_rebuilt_and_spend_is_right(
+    runner: QuestRunner, db: Database, rds: redis.Redis, tenant: Tenant
+) -> None:
+    first = start(db, tenant, "[script:loop] notes")
+    runner.run(first, holder="m1")
+    other = start(db, tenant, "[script:answer] another quest, same day")
+    runner.run(other, holder="m2")
+    for key in rds.scan_iter(match="s2:g:*"):
+        rds.delete(key)  # Redis restarted or flushed: every guard counter is gone
+
+    second = first.follow_up(first.payload.model_copy(update={"step": 2}))
+    runner.run(second, holder="m3")
+
+    quest = quest_state(db, tenant.id, first.payload.quest_id)
+    scopes = Guard(rds).scopes(tenant.id, quest.id, 1, runner.budget.defaults, datetime.now(UTC))
+    assert redis_spend(rds, scopes[0].key) == (quest.cost_usd_micros, 0), (
+        "the quest's spend survived"
+    )
+    other_cost = quest_state(db, tenant.id, other.payload.quest_id).cost_usd_micros
+    assert redis_spend(rds, scopes[1].key) == (quest.cost_usd_micros + other_cost, 0), (
+        "so did the day's"
+    )
+
+
+def test_a_redelivered_step_is_not_charged_twice(
+    runner: QuestRunner, db: Database, tenant: Tenant
+) -> None:
+    env = start(db, tenant, "[script:notes] once")
+    runner.run(env, holder="m1")
+    cost = quest_state(db, tenant.id, env.payload.quest_id).cost_usd_micros
+    runner.run(env, holder="m1")  # redelivered after it was done
+    with db.tenant(tenant.id) as tx:
+        charges = charges_store.for_quest(tx, env.payload.quest_id)
+    assert len(charges) == 1 and charges[0].cost_micros == cost
+    assert quest_state(db, tenant.id, env.payload.quest_id).cost_usd_micros == cost
+
+
+def test_a_call_whose_worker_died_is_kept_at_its_reservation(
+    runner: QuestRunner, db: Database, rds: redis.Redis, tenant: Tenant
+) -> None:
+    env = start(db, tenant, "[script:answer] the worker dies during this call")
+    with db.tenant(tenant.id) as tx:  # as if a worker reserved and opened the charge, then died
+        plan = runner._prepare(tx, env, "dead-worker")
+    assert plan.__class__.__name__ == "Ready"
+    reserved = plan.admitted.reserved  # type: ignore[union-attr]
+    with db.tenant(tenant.id) as tx:
+        tx.execute(
+            "UPDATE quests SET step_claimed_at = now() - interval '1 hour' WHERE company_id = %s AND id = %s",
+            (tenant.id, env.payload.quest_id),
+        )
+    runner.run(env, holder="the-redelivery")
+    quest = quest_state(db, tenant.id, env.payload.quest_id)
+    with db.tenant(tenant.id) as tx:
+        charges = charges_store.for_quest(tx, env.payload.quest_id)
+    assert [c.status for c in charges] == ["kept", "settled"]
+    assert quest.status == "succeeded"
+    assert quest.cost_usd_micros == reserved + (charges[1].cost_micros or 0)
