@@ -1,6 +1,7 @@
-"""The vault: AES-256-GCM credentials bound to their company, integration and credential,
-keyrings from the secrets store, rotation and rewrap, the per-key encryption bound, and
-``Secret``, which never shows its value.
+"""The vault: AES-256-GCM credentials in a binary format (``bytea``), bound to their company,
+integration and credential; keyrings from the secrets store, rotation and rewrap, the per-key
+encryption bound and its blocks, ``describe`` for logs, and ``Secret``, which never shows its
+value.
 
 Every exception a test provokes goes through ``expect``, which checks that neither the
 planted key (bytes or base64) nor the planted plaintext appears in its text, repr, arguments
@@ -25,12 +26,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 import redis
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+import vault.vault as vault_module
 from system2.procs import free_port
-from system2.redact import redact_text
 from vault import (
+    VERSION_BYTE,
     CounterUnavailable,
     DecryptionFailed,
     EnvKeySource,
@@ -47,6 +51,8 @@ from vault import (
     Vault,
     VaultConfigError,
     associated_data,
+    describe,
+    key_id_of,
     key_source_from_settings,
     kid_date,
     new_key_entry,
@@ -112,13 +118,22 @@ def vault() -> Vault:
     return Vault(keyring(NEW_KID), MemoryEncryptionCounter())
 
 
-def split(ciphertext: str) -> tuple[str, str, bytes]:
-    version, kid, body = ciphertext.split(".")
-    return version, kid, base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+def split(ciphertext: bytes) -> tuple[int, str, bytes, bytes]:
+    """(version byte, key id, nonce, AES-GCM ciphertext || tag), read by the documented layout."""
+    n = ciphertext[1]
+    kid, rest = ciphertext[2 : 2 + n], ciphertext[2 + n :]
+    return ciphertext[0], kid.decode("ascii"), rest[:12], rest[12:]
 
 
-def join(version: str, kid: str, body: bytes) -> str:
-    return f"{version}.{kid}.{base64.urlsafe_b64encode(body).decode().rstrip('=')}"
+def join(version: int, kid: str | bytes, nonce: bytes, body: bytes) -> bytes:
+    kid_bytes = kid.encode() if isinstance(kid, str) else kid
+    return bytes((version, len(kid_bytes))) + kid_bytes + nonce + body
+
+
+def flip(data: bytes, bit: int) -> bytes:
+    tampered = bytearray(data)
+    tampered[bit // 8] ^= 1 << (bit % 8)
+    return bytes(tampered)
 
 
 # -- round trip and format -----------------------------------------------------------------
@@ -126,13 +141,27 @@ def join(version: str, kid: str, body: bytes) -> str:
 
 def test_round_trip_and_format(vault: Vault) -> None:
     ciphertext = vault.encrypt(Secret(PLAINTEXT), **BINDING)
-    assert re.fullmatch(rf"s2v1\.{NEW_KID}\.[A-Za-z0-9_-]+", ciphertext)
-    assert PLAINTEXT not in ciphertext
-    _, _, body = split(ciphertext)
-    assert len(body) == 12 + len(PLAINTEXT.encode()) + 16
+    assert type(ciphertext) is bytes
+    assert ciphertext[0] == VERSION_BYTE == 0x01
+    assert ciphertext[1] == len(NEW_KID)
+    assert ciphertext[2 : 2 + len(NEW_KID)] == NEW_KID.encode("ascii")
+    assert len(ciphertext) == 2 + len(NEW_KID) + 12 + len(PLAINTEXT.encode()) + 16
+    assert PLAINTEXT.encode() not in ciphertext
     assert vault.decrypt(ciphertext, **BINDING).reveal() == PLAINTEXT
-    assert vault.key_id_of(ciphertext) == NEW_KID
-    assert redact_text(f"stored {ciphertext}") == "stored [redacted]"
+    assert vault.key_id_of(ciphertext) == key_id_of(ciphertext) == NEW_KID
+    assert describe(ciphertext) == f"s2v1:{NEW_KID}:{len(ciphertext)} bytes"
+
+
+def test_the_ciphertext_is_aes_gcm_under_the_documented_associated_data(vault: Vault) -> None:
+    """Opened with nothing but AESGCM, the key and the layout and AAD the docs give."""
+    ciphertext = vault.encrypt(Secret(PLAINTEXT), **BINDING)
+    _, kid, nonce, body = split(ciphertext)
+    aad = ciphertext[: 2 + len(kid)] + b"".join(
+        len(field).to_bytes(2, "big") + field
+        for field in (str(COMPANY).encode(), b"demo", str(CREDENTIAL).encode())
+    )
+    assert aad == associated_data(NEW_KID, **BINDING)
+    assert AESGCM(KEY).decrypt(nonce, body, aad) == PLAINTEXT.encode()
 
 
 @pytest.mark.parametrize("plaintext", ["", "x", "é✓ 🔑", "lone \ud800 surrogate", "a" * 5000])
@@ -148,22 +177,96 @@ def test_uuid_and_its_text_bind_alike(vault: Vault) -> None:
     assert vault.decrypt(ciphertext, **BINDING).reveal() == PLAINTEXT
 
 
+def test_bytes_likes_open_too(vault: Vault, admin_conn: psycopg.Connection[Any]) -> None:
+    """What a ``bytea`` column gives back opens, whichever way the driver hands it over."""
+    ciphertext = vault.encrypt(Secret(PLAINTEXT), **BINDING)
+    for binary in (False, True):
+        with admin_conn.cursor(binary=binary) as cur:
+            cur.execute("SELECT %b::bytea", (ciphertext,))
+            row = cur.fetchone()
+        assert row is not None and row[0] == ciphertext
+        assert vault.decrypt(row[0], **BINDING).reveal() == PLAINTEXT
+    for like in (bytearray(ciphertext), memoryview(ciphertext)):
+        assert vault.decrypt(like, **BINDING).reveal() == PLAINTEXT  # type: ignore[arg-type]
+        assert vault.key_id_of(like) == NEW_KID  # type: ignore[arg-type]
+        assert describe(like) == describe(ciphertext)  # type: ignore[arg-type]
+
+
+def test_each_encryption_takes_a_fresh_nonce_from_urandom(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: list[bytes] = []
+
+    def urandom(n: int) -> bytes:
+        assert n == 12
+        drawn.append(os.urandom(n))
+        return drawn[-1]
+
+    assert vault_module._urandom is os.urandom
+    monkeypatch.setattr(vault_module, "_urandom", urandom)
+    ciphertexts = [vault.encrypt(Secret(PLAINTEXT), **BINDING) for _ in range(3)]
+    assert [split(c)[2] for c in ciphertexts] == drawn and len(set(drawn)) == 3
+
+
+def test_nonces_are_unique(vault: Vault) -> None:
+    secret = Secret(PLAINTEXT)
+    nonces = {split(vault.encrypt(secret, **BINDING))[2] for _ in range(10_000)}
+    assert len(nonces) == 10_000
+
+
 def test_encrypt_takes_only_a_secret(vault: Vault) -> None:
     expect(TypeError, lambda: vault.encrypt(PLAINTEXT, **BINDING))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
-    "field, value",
-    [("company_id", ""), ("integration", ""), ("credential_id", ""), ("integration", "de|mo")],
+    "field, value, kind",
+    [
+        ("company_id", "", ValueError),
+        ("integration", "", ValueError),
+        ("credential_id", "", ValueError),
+        ("credential_id", "x" * 65536, ValueError),
+        ("credential_id", "é" * 32768, ValueError),  # 65536 bytes of UTF-8
+        ("company_id", 7, TypeError),
+        ("credential_id", COMPANY.bytes, TypeError),
+        ("integration", None, TypeError),
+    ],
 )
-def test_binding_fields_must_be_unambiguous(vault: Vault, field: str, value: str) -> None:
-    expect(ValueError, lambda: vault.encrypt(Secret(PLAINTEXT), **{**BINDING, field: value}))
+def test_binding_fields_must_be_text(field: str, value: object, kind: type[Exception]) -> None:
+    counter = MemoryEncryptionCounter()
+    v = Vault(keyring(NEW_KID), counter, reserve=1, max_reserve=1)
+    ciphertext = v.encrypt(Secret(PLAINTEXT), **BINDING)
+    expect(kind, lambda: v.encrypt(Secret(PLAINTEXT), **{**BINDING, field: value}))
+    expect(kind, lambda: v.decrypt(ciphertext, **{**BINDING, field: value}))
+    assert counter.get(NEW_KID) == 1  # a refused binding spends nothing
+
+
+def test_binding_fields_may_be_long_and_hold_any_character(vault: Vault) -> None:
+    odd = {"company_id": "x" * 65535, "integration": "é" * 21845, "credential_id": "a|b\x00\ud800"}
+    ciphertext = vault.encrypt(Secret(PLAINTEXT), **odd)
+    assert vault.decrypt(ciphertext, **odd).reveal() == PLAINTEXT
 
 
 def test_associated_data_encoding() -> None:
     assert associated_data("k1", COMPANY, "demo", "cred-1") == (
-        f"s2v1|k1|{COMPANY}|demo|cred-1".encode()
+        b"\x01\x02k1" + b"\x00\x24" + str(COMPANY).encode() + b"\x00\x04demo" + b"\x00\x06cred-1"
     )
+    assert associated_data("k1", COMPANY, "dé", "c") == (
+        b"\x01\x02k1\x00\x24" + str(COMPANY).encode() + b"\x00\x03d\xc3\xa9\x00\x01c"
+    )
+    for bad in ("", "k 1", "k" * 33, "ké"):
+        expect(ValueError, partial(associated_data, bad, COMPANY, "demo", "c"))
+
+
+def test_associated_data_is_unambiguous() -> None:
+    """Bindings that a separator or a plain concatenation would confuse all differ."""
+    fields = ["a", "b", "ab", "a|b", "b|c", "|", "a\x00", "\x00\x01a", "\x00\x02ab", "é", "\ud800"]
+    bindings = {
+        (kid, c, i, cr)
+        for kid in ("k1", "k1a", "k")
+        for c, i, cr in itertools.product(fields, repeat=3)
+    }
+    aads = {associated_data(*b) for b in bindings}
+    assert len(aads) == len(bindings)
 
 
 # -- binding -------------------------------------------------------------------------------
@@ -176,6 +279,8 @@ def test_associated_data_encoding() -> None:
         {"integration": "github"},
         {"credential_id": OTHER_CREDENTIAL},
         {"company_id": OTHER_COMPANY, "credential_id": OTHER_CREDENTIAL},
+        {"company_id": CREDENTIAL, "credential_id": COMPANY},  # swapped
+        {"company_id": str(COMPANY).upper()},  # not the canonical text of the UUID
     ],
 )
 def test_a_ciphertext_moved_to_another_row_fails(vault: Vault, moved: dict[str, Any]) -> None:
@@ -186,98 +291,171 @@ def test_a_ciphertext_moved_to_another_row_fails(vault: Vault, moved: dict[str, 
     assert err.__cause__ is None and err.__context__ is None
 
 
+def test_fields_cannot_trade_characters(vault: Vault) -> None:
+    """With '|' as a separator these two would share associated data; with lengths they don't."""
+    first = {"company_id": "a|b", "integration": "c", "credential_id": "d"}
+    second = {"company_id": "a", "integration": "b|c", "credential_id": "d"}
+    ciphertext = vault.encrypt(Secret(PLAINTEXT), **first)
+    assert vault.decrypt(ciphertext, **first).reveal() == PLAINTEXT
+    expect(DecryptionFailed, lambda: vault.decrypt(ciphertext, **second))
+
+
 def test_a_ciphertext_relabelled_with_another_key_id_fails() -> None:
     v = Vault(keyring(NEW_KID, OLD_KID), MemoryEncryptionCounter())
-    version, _, body = split(v.encrypt(Secret(PLAINTEXT), **BINDING))
-    err = expect(DecryptionFailed, lambda: v.decrypt(join(version, OLD_KID, body), **BINDING))
+    version, _, nonce, body = split(v.encrypt(Secret(PLAINTEXT), **BINDING))
+    relabelled = join(version, OLD_KID, nonce, body)
+    err = expect(DecryptionFailed, lambda: v.decrypt(relabelled, **BINDING))
+    assert type(err) is DecryptionFailed
+
+
+def test_the_key_id_is_bound_even_under_the_same_key() -> None:
+    """Two ids for one key (a keyring built by hand): only the associated data tells them
+    apart, and it does."""
+    v = Vault(Keyring([Key(NEW_KID, KEY), Key(OLD_KID, KEY)]), MemoryEncryptionCounter())
+    version, _, nonce, body = split(v.encrypt(Secret(PLAINTEXT), **BINDING))
+    err = expect(
+        DecryptionFailed, lambda: v.decrypt(join(version, OLD_KID, nonce, body), **BINDING)
+    )
+    assert type(err) is DecryptionFailed and err.kid == OLD_KID
+
+
+def test_another_key_under_the_same_id_fails(vault: Vault) -> None:
+    ciphertext = vault.encrypt(Secret(PLAINTEXT), **BINDING)
+    impostor = Vault(Keyring([Key(NEW_KID, os.urandom(32))]), MemoryEncryptionCounter())
+    err = expect(DecryptionFailed, lambda: impostor.decrypt(ciphertext, **BINDING))
     assert type(err) is DecryptionFailed
 
 
 # -- tampering -----------------------------------------------------------------------------
 
 
-def flips(text: str) -> list[str]:
-    """Every string that differs from ``text`` in exactly one bit of one character."""
-    out = []
-    for i, ch in enumerate(text):
-        for bit in range(8):
-            out.append(text[:i] + chr(ord(ch) ^ (1 << bit)) + text[i + 1 :])
-    return out
-
-
-# 200 bytes: no spare bits in the base64 text; 199 and 198: the last character has 2 and 4.
-@pytest.mark.parametrize("length", [200, 199, 198])
-def test_every_bit_flip_of_the_text_fails(vault: Vault, length: int) -> None:
+@pytest.mark.parametrize("length", [0, 1, 199, 200])
+def test_every_bit_flip_fails(vault: Vault, length: int) -> None:
+    """Every bit of every byte, header and body: always a ``DecryptionFailed``, never a
+    crash, and the precise kind that the flipped region calls for."""
     plaintext = PLAINTEXT[:length].ljust(length, "x")
     ciphertext = vault.encrypt(Secret(plaintext), **BINDING)
-    header = len("s2v1.")
-    kid_end = header + len(NEW_KID)
-    kinds: dict[str, set[type[DecryptionFailed]]] = {"version": set(), "kid": set(), "body": set()}
-    for i, tampered in enumerate(flips(ciphertext)):
+    kid_end = 2 + len(NEW_KID)
+    regions = {"version": range(1), "kid length": range(1, 2), "kid": range(2, kid_end)}
+    kinds: dict[str, set[type[DecryptionFailed]]] = {name: set() for name in regions}
+    kinds["body"] = set()
+    for bit in range(len(ciphertext) * 8):
+        tampered = flip(ciphertext, bit)
         err = expect(DecryptionFailed, partial(vault.decrypt, tampered, **BINDING))
-        where = "version" if i // 8 < header else "kid" if i // 8 <= kid_end else "body"
+        where = next((name for name, span in regions.items() if bit // 8 in span), "body")
         kinds[where].add(type(err))
-    assert kinds["version"] <= {UnsupportedFormat, MalformedCiphertext}
-    assert UnsupportedFormat in kinds["version"]  # s2v1 -> s2v0, s2v3, s2v5, s2v9
-    assert kinds["kid"] <= {UnknownKey, MalformedCiphertext}
-    assert UnknownKey in kinds["kid"]
-    assert kinds["body"] <= {DecryptionFailed, MalformedCiphertext}
+        if where != "body":  # a body is only opened when it is moved to another key
+            expect(DecryptionFailed, partial(vault.rewrap, tampered, **BINDING))
+        summary = describe(tampered)
+        assert re.fullmatch(r"[ -~]+", summary) and str(len(tampered)) in summary
+    assert UnsupportedFormat in kinds["version"]  # 0x00, 0x03, 0x05, 0x09, 0x11
+    assert kinds["version"] <= {UnsupportedFormat, MalformedCiphertext}  # 0x21, 0x41, 0x81
+    assert MalformedCiphertext in kinds["kid length"]
+    assert kinds["kid length"] <= {MalformedCiphertext, UnknownKey}
+    assert UnknownKey in kinds["kid"] and kinds["kid"] <= {UnknownKey, MalformedCiphertext}
+    assert kinds["body"] == {DecryptionFailed}  # a well-formed ciphertext that does not open
 
 
-@pytest.mark.parametrize("length", [200, 199])
-def test_every_bit_flip_of_the_decoded_body_fails(vault: Vault, length: int) -> None:
-    ciphertext = vault.encrypt(Secret(PLAINTEXT[:length].ljust(length, "x")), **BINDING)
-    version, kid, body = split(ciphertext)
-    for i in range(len(body) * 8):
-        tampered = bytearray(body)
-        tampered[i // 8] ^= 1 << (i % 8)
-        text = join(version, kid, bytes(tampered))
-        err = expect(DecryptionFailed, partial(vault.decrypt, text, **BINDING))
-        assert type(err) is DecryptionFailed  # a well-formed ciphertext that does not open
+def test_truncated_extended_and_spliced_ciphertexts_fail(vault: Vault) -> None:
+    ciphertext = vault.encrypt(Secret(PLAINTEXT), **BINDING)
+    other = vault.encrypt(Secret(PLAINTEXT), **BINDING)
+    minimum = 2 + len(NEW_KID) + 12 + 16
+    for n in range(len(ciphertext)):
+        err = expect(DecryptionFailed, partial(vault.decrypt, ciphertext[:n], **BINDING))
+        if n < minimum:
+            assert type(err) is MalformedCiphertext
+        else:
+            assert type(err) is DecryptionFailed
+    for n in range(1, len(ciphertext)):
+        spliced = ciphertext[:n] + other[n:]  # two valid ciphertexts, one header
+        if spliced not in (ciphertext, other):
+            expect(DecryptionFailed, partial(vault.decrypt, spliced, **BINDING))
+    for extended in (ciphertext + b"\x00", ciphertext + ciphertext, b"\x01" + ciphertext):
+        expect(DecryptionFailed, partial(vault.decrypt, extended, **BINDING))
+    expect(DecryptionFailed, partial(vault.decrypt, ciphertext[:40] + ciphertext[41:], **BINDING))
 
 
 def test_headers_and_shapes(vault: Vault) -> None:
     ciphertext = vault.encrypt(Secret(PLAINTEXT), **BINDING)
-    _, kid, body = split(ciphertext)
-    err = expect(UnsupportedFormat, lambda: vault.decrypt(join("s2v2", kid, body), **BINDING))
-    assert "s2v2" in str(err)
+    _, kid, nonce, body = split(ciphertext)
+    for version in (0x00, 0x02, 0x11, 0x1F):
+        err = expect(
+            UnsupportedFormat, partial(vault.decrypt, join(version, kid, nonce, body), **BINDING)
+        )
+        assert err.version == f"0x{version:02x}"
+        assert str(err) == (
+            f"unsupported vault ciphertext format 0x{version:02x}; "
+            "this code reads s2v1 (version byte 0x01) only"
+        )
     unknown = expect(
-        UnknownKey, lambda: vault.decrypt(join("s2v1", "k20240101gone", body), **BINDING)
+        UnknownKey, lambda: vault.decrypt(join(1, "k20240101gone", nonce, body), **BINDING)
     )
     assert str(unknown) == "the keyring has no key k20240101gone: was it retired too early?"
-    bad = [
-        ciphertext + "=",
-        ciphertext + "A",
-        ciphertext + "\n",
-        " " + ciphertext,
-        ciphertext.replace("s2v1.", "s2v1..", 1),
-        ciphertext[:40],
-        join("s2v1", kid, body[:27]),
-        "s2v1." + kid,
-        f"s2v1.{'k' * 33}.AAAA",
-        "s2v1.k!.AAAA",
-        PLAINTEXT,  # a plaintext where a ciphertext belongs: never echoed
-        "",
+    header_len = 2 + len(kid)
+    malformed = [
+        join(0x20, kid, nonce, body),  # no version byte: data that is no ciphertext
+        join(0xFF, kid, nonce, body),
+        b"",
+        b"\x01",
+        bytes((1, 0)) + nonce + body,  # an empty key id
+        bytes((1, 33)) + b"k" * 33 + nonce + body,  # too long a key id
+        bytes((1, 255)) + ciphertext[2:],  # longer than the whole
+        join(1, b"k!", nonce, body),
+        join(1, b"k\xff", nonce, body),
+        join(1, b"k\n", nonce, body),
+        join(1, kid, nonce, body[:15]),  # shorter than a tag
+        ciphertext[:header_len] + nonce[:8],
     ]
-    for text in bad:
-        expect(DecryptionFailed, partial(vault.decrypt, text, **BINDING))
-    expect(MalformedCiphertext, lambda: vault.key_id_of(PLAINTEXT))
-    expect(MalformedCiphertext, lambda: vault.decrypt(b"s2v1.x.y", **BINDING))  # type: ignore[arg-type]
+    for value in malformed:
+        expect(MalformedCiphertext, partial(vault.decrypt, value, **BINDING))
+        expect(MalformedCiphertext, partial(vault.key_id_of, value))
+        assert describe(value) == f"malformed vault ciphertext: {len(value)} bytes"
+    # A key id of this keyring named with the wrong length is another (unknown) id.
+    expect(UnknownKey, partial(vault.decrypt, bytes((1, 4)) + ciphertext[2:], **BINDING))
 
 
-def test_the_standard_alphabet_twins_are_refused(vault: Vault) -> None:
-    """'+' and '/' would decode like '-' and '_' in a lenient decoder: same bytes, other text."""
-    ciphertexts = (vault.encrypt(Secret(PLAINTEXT), **BINDING) for _ in range(100))
-    ciphertext = next(c for c in ciphertexts if all(ch in c.split(".")[2] for ch in "-_"))
-    head, body = ciphertext.rsplit(".", 1)
-    for twin in (body.replace("-", "+", 1), body.replace("_", "/", 1), body + "=="):
-        expect(MalformedCiphertext, partial(vault.decrypt, f"{head}.{twin}", **BINDING))
+def test_what_is_not_a_ciphertext_is_refused_without_being_echoed(vault: Vault) -> None:
+    ciphertext = vault.encrypt(Secret(PLAINTEXT), **BINDING)
+    text = f"s2v1.{NEW_KID}.{base64.urlsafe_b64encode(ciphertext).decode()}"  # the old format
+    err = expect(UnsupportedFormat, partial(vault.decrypt, text.encode(), **BINDING))
+    assert err.version == "text s2v1.<kid>.<base64url>"
+    for value in (text, PLAINTEXT, "", None, 7, [1, 12], {1: 2}, Secret(PLAINTEXT)):
+        bad = expect(MalformedCiphertext, partial(vault.decrypt, value, **BINDING))  # type: ignore[arg-type]
+        assert (
+            str(bad)
+            == f"not a well-formed vault ciphertext: expected bytes, got {type(value).__name__}"
+        )
+        expect(MalformedCiphertext, partial(vault.rewrap, value, **BINDING))  # type: ignore[arg-type]
+        expect(MalformedCiphertext, partial(vault.key_id_of, value))  # type: ignore[arg-type]
+        assert describe(value) == f"not a vault ciphertext: {type(value).__name__}"  # type: ignore[arg-type]
+    planted = PLAINTEXT.encode()  # a plaintext where a ciphertext belongs: not even its 'd'
+    bad = expect(MalformedCiphertext, partial(vault.decrypt, planted, **BINDING))
+    assert str(bad) == (
+        "not a well-formed vault ciphertext: it does not start with a format version byte"
+    )
+    expect(MalformedCiphertext, partial(key_id_of, planted))
+    assert describe(planted) == f"malformed vault ciphertext: {len(planted)} bytes"
+    assert describe(text.encode()) == (
+        f"unsupported vault ciphertext format text s2v1.<kid>.<base64url>: {len(text)} bytes"
+    )
 
 
-def test_nonces_are_unique(vault: Vault) -> None:
-    secret = Secret(PLAINTEXT)
-    nonces = {split(vault.encrypt(secret, **BINDING))[2][:12] for _ in range(10_000)}
-    assert len(nonces) == 10_000
+def test_describe_shows_no_byte_of_the_body(vault: Vault) -> None:
+    for plaintext in ("", PLAINTEXT, "x" * 2000):
+        ciphertext = vault.encrypt(Secret(plaintext), **BINDING)
+        _, _, nonce, body = split(ciphertext)
+        summary = describe(ciphertext)
+        assert summary == f"s2v1:{NEW_KID}:{len(ciphertext)} bytes"
+        shown = summary.encode()
+        hidden = nonce + body
+        for encoded in (
+            hidden,
+            hidden.hex().encode(),
+            base64.b64encode(hidden),
+            base64.urlsafe_b64encode(hidden),
+            repr(hidden).encode(),
+        ):  # no 8-byte run of the nonce, ciphertext or tag, in any encoding an eye would see
+            assert not any(encoded[i : i + 8] in shown for i in range(len(encoded) - 7))
 
 
 # -- keyrings ------------------------------------------------------------------------------
@@ -417,9 +595,14 @@ def test_rotation_and_rewrap() -> None:
     assert after.decrypt(stored, **BINDING).reveal() == PLAINTEXT  # no downtime
 
     rewrapped = after.rewrap(stored, **BINDING)
+    assert type(rewrapped) is bytes
     assert after.key_id_of(rewrapped) == NEW_KID
+    assert describe(rewrapped) == f"s2v1:{NEW_KID}:{len(rewrapped)} bytes"
     assert after.decrypt(rewrapped, **BINDING).reveal() == PLAINTEXT
     assert after.rewrap(rewrapped, **BINDING) is rewrapped  # running it twice is a no-op
+    assert after.rewrap(bytearray(rewrapped), **BINDING) == rewrapped  # type: ignore[arg-type]
+    from_view = after.rewrap(memoryview(stored), **BINDING)  # type: ignore[arg-type]
+    assert after.key_id_of(from_view) == NEW_KID and from_view != rewrapped  # a fresh nonce
     expect(
         DecryptionFailed, lambda: after.rewrap(stored, **{**BINDING, "company_id": OTHER_COMPANY})
     )
@@ -448,7 +631,7 @@ def test_the_bound_is_shared_by_two_processes(counter: RedisEncryptionCounter) -
     ring = keyring(NEW_KID)
     a = Vault(ring, counter, max_encryptions_per_key=5, reserve=2)
     b = Vault(keyring(NEW_KID), counter, max_encryptions_per_key=5, reserve=2)
-    done: list[str] = []
+    done: list[bytes] = []
     refused = 0
     for v in itertools.islice(itertools.cycle([a, b]), 20):
         try:
@@ -475,7 +658,7 @@ def test_the_bound_is_shared_by_two_processes(counter: RedisEncryptionCounter) -
 
 
 def test_counts_are_reserved_in_blocks(counter: RedisEncryptionCounter) -> None:
-    v = Vault(keyring(NEW_KID), counter)
+    v = Vault(keyring(NEW_KID), counter, max_reserve=1000)
     v.encrypt(Secret(PLAINTEXT), **BINDING)
     assert counter.get(NEW_KID) == 1000 == v.encryptions(NEW_KID)
     for _ in range(999):
@@ -486,9 +669,36 @@ def test_counts_are_reserved_in_blocks(counter: RedisEncryptionCounter) -> None:
     assert counter.get("k-unused") == 0
 
 
+def test_blocks_grow_while_spent_fast_and_shrink_when_slow() -> None:
+    now = [0.0]
+    counter = MemoryEncryptionCounter()
+    v = Vault(keyring(NEW_KID), counter, reserve=10, max_reserve=40, clock=lambda: now[0])
+    assert v.max_reserve == 40 and Vault(keyring(NEW_KID), counter).max_reserve == 64_000
+    secret = Secret(PLAINTEXT)
+    steps = [  # (clock at the next reservation, the count after it)
+        (0.0, 10),  # the first block is ``reserve``
+        (0.5, 30),  # spent within a second: twice as big
+        (0.9, 70),
+        (1.0, 110),  # ``max_reserve``
+        (5.0, 130),  # lasted 4 s: half
+        (10.0, 140),
+        (20.0, 150),  # never below ``reserve``
+    ]
+    spent = 0
+    for at, total in steps:
+        now[0] = at
+        v.encrypt(secret, **BINDING)
+        spent += 1
+        assert counter.get(NEW_KID) == total
+        while spent < total:  # spend the rest of the block without reserving
+            v.encrypt(secret, **BINDING)
+            spent += 1
+        assert counter.get(NEW_KID) == total
+
+
 def test_the_bound_holds_across_threads() -> None:
     v = Vault(keyring(NEW_KID), MemoryEncryptionCounter(), max_encryptions_per_key=500, reserve=7)
-    done: list[str] = []
+    done: list[bytes] = []
     refused: list[KeyExhausted] = []
 
     def work() -> None:
@@ -533,6 +743,10 @@ def test_no_counter_no_encryption() -> None:
 
 def test_bad_bounds_are_refused() -> None:
     expect(ValueError, lambda: Vault(keyring(NEW_KID), MemoryEncryptionCounter(), reserve=0))
+    expect(
+        ValueError,
+        lambda: Vault(keyring(NEW_KID), MemoryEncryptionCounter(), reserve=10, max_reserve=9),
+    )
     expect(
         ValueError,
         lambda: Vault(keyring(NEW_KID), MemoryEncryptionCounter(), max_encryptions_per_key=0),

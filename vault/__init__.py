@@ -1,11 +1,12 @@
 """Application-layer AES-256-GCM for integration credentials.
 
 Keys come from a secrets store (``S2_VAULT_KEYS`` or ``S2_VAULT_KEYS_FILE``), never from the
-database. Every ciphertext names its format version and key id and is bound to its company,
-integration and credential; plaintext exists only inside ``Secret``.
+database. Every ciphertext is binary (a ``bytea`` column), names its format version and key id
+and is bound to its company, integration and credential; plaintext exists only inside
+``Secret``. Log ``describe(ciphertext)``, never the ciphertext.
 """
 
-from vault.cipher import VERSION, KeyCipher, associated_data
+from vault.cipher import VERSION, VERSION_BYTE, KeyCipher, associated_data, describe, key_id_of
 from vault.counter import EncryptionCounter, MemoryEncryptionCounter, RedisEncryptionCounter
 from vault.errors import (
     CounterUnavailable,
@@ -34,6 +35,7 @@ from vault.vault import DEFAULT_MAX_ENCRYPTIONS, Vault
 __all__ = [
     "DEFAULT_MAX_ENCRYPTIONS",
     "VERSION",
+    "VERSION_BYTE",
     "CounterUnavailable",
     "DecryptionFailed",
     "EncryptionCounter",
@@ -54,6 +56,8 @@ __all__ = [
     "VaultConfigError",
     "VaultError",
     "associated_data",
+    "describe",
+    "key_id_of",
     "key_source_from_settings",
     "kid_date",
     "new_key_entry",

@@ -48,18 +48,20 @@ class DecryptionFailed(VaultError):
 
 
 class MalformedCiphertext(DecryptionFailed):
-    """The text is not a well-formed vault ciphertext (the text itself is never echoed)."""
+    """The value is not a well-formed vault ciphertext (the value itself is never echoed)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"not a well-formed vault ciphertext: {reason}")
 
 
 class UnsupportedFormat(DecryptionFailed):
-    """The ciphertext names a format version this code does not read."""
+    """The ciphertext names a format version this code does not read. ``version`` is the
+    version byte in hex (``0x02``), or the name of a retired format."""
 
     def __init__(self, version: str) -> None:
         super().__init__(
-            f"unsupported vault ciphertext format {version!r}; this code reads s2v1 only"
+            f"unsupported vault ciphertext format {version}; "
+            "this code reads s2v1 (version byte 0x01) only"
         )
         self.version = version
 

@@ -29,7 +29,7 @@ class Secret:
     def __init__(self, value: str) -> None:
         if not isinstance(value, str):
             raise TypeError(f"Secret wraps a str, not {type(value).__name__}")
-        object.__setattr__(self, "_value", value)
+        set_value(self, value)
 
     def reveal(self) -> str:
         """The plaintext. Call it where the value is used, and keep the result out of
@@ -76,3 +76,10 @@ class Secret:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
         return self
+
+
+# How the vault builds a Secret around a decryption on its hot path, without the constructor's
+# call and type check: ``secret = new(Secret)``, then ``set_value(secret, text)`` (``text``
+# being a str by construction). Nothing else assigns: ``Secret.__setattr__`` refuses.
+new = object.__new__
+set_value: Any = Secret.__dict__["_value"].__set__

@@ -5,11 +5,15 @@ ciphertext names, so rotation needs no downtime: put a new key first in the secr
 restart, and old ciphertexts keep opening while ``rewrap`` moves them to the new primary.
 
 Encryptions are counted per key through a shared ``EncryptionCounter``. Asking it once per
-encryption would cost a Redis round trip each, so a vault reserves counts in blocks
-(``reserve``, 1000 by default) and spends them locally. A block is a range of the key's count
-that belongs to this vault alone, so the bound holds across every process; a process that
-dies mid-block leaves the rest of it unspent, which only makes the bound more conservative.
-A forked child drops the blocks it inherited and reserves its own.
+encryption would cost a Redis round trip each, so a vault reserves counts in blocks and spends
+them locally. A block is a range of the key's count that belongs to this vault alone, so the
+bound holds across every process; a process that dies mid-block leaves the rest of it
+unspent, which only makes the bound more conservative. Blocks are ``reserve`` counts (1000 by
+default) while a vault encrypts slowly; one spent within a second makes the next twice as big,
+up to ``max_reserve`` (64 x ``reserve`` by default), and one that lasts longer halves it. So a
+busy vault asks the counter about once a second, and what a dying process leaves unspent is
+``reserve``, or about its last second or two of encryptions. A forked child drops the block
+it inherited and reserves its own.
 """
 
 from __future__ import annotations
@@ -17,30 +21,33 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 import weakref
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from typing import TypeAlias
 from uuid import UUID
 
-from vault.cipher import KeyCipher, associated_data, parse
+from cryptography.exceptions import InvalidTag
+
+from vault.cipher import NONCE_BYTES, KeyCipher, parse_header
 from vault.counter import EncryptionCounter
-from vault.errors import KeyExhausted, UnknownKey
+from vault.errors import DecryptionFailed, KeyExhausted, MalformedCiphertext, UnknownKey
 from vault.keys import Keyring
-from vault.secret import Secret
+from vault.secret import Secret, new, set_value
 
 # Far below NIST SP 800-38D's 2**32 invocations per key with random 96-bit nonces.
 DEFAULT_MAX_ENCRYPTIONS = 2**28
-_AAD_CACHE_SIZE = 4096
+# A block spent within this many seconds makes the next one twice as big.
+FAST_BLOCK_SECONDS = 1.0
 
+_urandom = os.urandom
 
-@dataclass(frozen=True, slots=True)
-class _Block:
-    """A range of a key's count reserved for this vault: spend with ``next(counts)`` while
-    the result is at most ``end``. ``next`` on an ``itertools.count`` is atomic under the GIL,
-    so threads spend without a lock and take it only to reserve the next block."""
-
-    counts: Iterator[int]
-    end: int
+# A block: a range of the primary's count reserved for this vault, spent with ``next(counts)``
+# while the result is at most ``end``. ``next`` on an ``itertools.count`` is atomic under the
+# GIL and the pair is read as one attribute, so threads spend without a lock and take it only
+# to reserve the next block.
+_Block: TypeAlias = tuple[Iterator[int], int]
+_SPENT: _Block = (itertools.count(1), 0)
 
 
 class Vault:
@@ -56,19 +63,31 @@ class Vault:
         *,
         max_encryptions_per_key: int = DEFAULT_MAX_ENCRYPTIONS,
         reserve: int = 1000,
+        max_reserve: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_encryptions_per_key < 1 or reserve < 1:
-            raise ValueError("max_encryptions_per_key and reserve must be positive")
+        if max_reserve is None:
+            max_reserve = 64 * reserve
+        if max_encryptions_per_key < 1 or reserve < 1 or max_reserve < reserve:
+            raise ValueError(
+                "max_encryptions_per_key and reserve must be positive, "
+                "and max_reserve at least reserve"
+            )
         self.keyring = keyring
         self.counter = counter
         self.max_encryptions_per_key = max_encryptions_per_key
         self.reserve = reserve
+        self.max_reserve = max_reserve
+        self._clock = clock
         self._ciphers = {key.kid: KeyCipher(key) for key in keyring}
+        # Every valid header of this keyring: looking one up checks version and key id at once.
+        self._by_header = {cipher.header: cipher for cipher in self._ciphers.values()}
         self._primary = self._ciphers[keyring.primary.kid]
-        self._aads: dict[tuple[str, object, str, object], bytes] = {}
         self._lock = threading.Lock()
-        self._blocks: dict[str, _Block] = {}
-        self._exhausted: set[str] = set()
+        self._block: _Block = _SPENT
+        self._block_size = 0  # of the last block reserved; 0: none yet
+        self._reserved_at = 0.0
+        self._exhausted = False
         # One hook per vault for the life of the process (vaults are long-lived, one each).
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _forget_blocks(ref))
@@ -80,7 +99,7 @@ class Vault:
         company_id: UUID | str,
         integration: str,
         credential_id: UUID | str,
-    ) -> str:
+    ) -> bytes:
         """Encrypt under the primary key, bound to this company, integration and credential.
 
         Raises ``KeyExhausted`` once the primary has reached its bound.
@@ -88,13 +107,24 @@ class Vault:
         if not isinstance(plaintext, Secret):
             raise TypeError(f"encrypt takes a Secret, not {type(plaintext).__name__}")
         cipher = self._primary
-        aad = self._aad(cipher.kid, company_id, integration, credential_id)
-        self._spend(cipher.kid)
-        return cipher.seal(aad, plaintext)
+        aad = cipher.aads.get((company_id, integration, credential_id))
+        if aad is None:
+            aad = cipher.aad(company_id, integration, credential_id)
+        block = self._block
+        if next(block[0]) > block[1]:
+            self._refill(block)
+        nonce = _urandom(NONCE_BYTES)
+        return b"".join(
+            (
+                cipher.header,
+                nonce,
+                cipher.encrypt(nonce, plaintext._value.encode("utf-8", "surrogatepass"), aad),
+            )
+        )
 
     def decrypt(
         self,
-        ciphertext: str,
+        ciphertext: bytes,
         *,
         company_id: UUID | str,
         integration: str,
@@ -103,89 +133,120 @@ class Vault:
         """Open a ciphertext under the key it names, for the binding it was sealed with.
 
         Raises ``DecryptionFailed`` (or its ``MalformedCiphertext``, ``UnsupportedFormat``,
-        ``UnknownKey``) when it cannot.
+        ``UnknownKey``) when it cannot. The plaintext's bytes are never bound to a name, so no
+        traceback's frame locals can show them, and the error is raised after the ``except``
+        block: nothing is chained.
         """
-        kid, body = parse(ciphertext)
-        cipher = self._cipher(kid)
-        return cipher.open(self._aad(kid, company_id, integration, credential_id), body)
+        cipher = self._primary
+        if (
+            type(ciphertext) is not bytes
+            or ciphertext[cipher.head] != cipher.header
+            or len(ciphertext) < cipher.min_length
+        ):  # not the primary's, or not well-formed: which key, or what is wrong
+            ciphertext, cipher = self._parse(ciphertext)
+        aad = cipher.aads.get((company_id, integration, credential_id))
+        if aad is None:
+            aad = cipher.aad(company_id, integration, credential_id)
+        secret = new(Secret)
+        try:
+            set_value(
+                secret,
+                cipher.decrypt(ciphertext[cipher.nonce], ciphertext[cipher.body], aad).decode(
+                    "utf-8", "surrogatepass"
+                ),
+            )
+            return secret
+        except (InvalidTag, UnicodeDecodeError):
+            pass
+        raise DecryptionFailed(kid=cipher.kid)
 
     def rewrap(
         self,
-        ciphertext: str,
+        ciphertext: bytes,
         *,
         company_id: UUID | str,
         integration: str,
         credential_id: UUID | str,
-    ) -> str:
-        """The ciphertext re-encrypted under the primary; the same string when it already is.
+    ) -> bytes:
+        """The ciphertext re-encrypted under the primary; the same bytes when it already is.
 
         The plaintext never leaves the vault. Safe to repeat: a second call is a no-op.
         """
-        kid, body = parse(ciphertext)
-        primary = self._primary
-        if kid == primary.kid:
+        ciphertext, cipher = self._parse(ciphertext)
+        if cipher is self._primary:
             return ciphertext
-        old = self._cipher(kid)
-        secret = old.open(self._aad(kid, company_id, integration, credential_id), body)
-        aad = self._aad(primary.kid, company_id, integration, credential_id)
-        self._spend(primary.kid)
-        return primary.seal(aad, secret)
+        return self.encrypt(
+            self.decrypt(
+                ciphertext,
+                company_id=company_id,
+                integration=integration,
+                credential_id=credential_id,
+            ),
+            company_id=company_id,
+            integration=integration,
+            credential_id=credential_id,
+        )
 
-    def key_id_of(self, ciphertext: str) -> str:
+    def key_id_of(self, ciphertext: bytes) -> str:
         """The key id a ciphertext names (its shape is checked; nothing is decrypted)."""
-        return parse(ciphertext)[0]
+        return parse_header(ciphertext)[0]
 
     def encryptions(self, kid: str) -> int:
         """Encryptions reserved under ``kid`` by every process: an upper bound on those done."""
         return self.counter.get(kid)
 
-    def _cipher(self, kid: str) -> KeyCipher:
-        cipher = self._ciphers.get(kid)
+    def _parse(self, ciphertext: bytes) -> tuple[bytes, KeyCipher]:
+        """The ciphertext as ``bytes`` (a ``bytearray`` or ``memoryview`` is copied) and the
+        key it names, or the precise error. One dict lookup of the header checks the version
+        byte, the key id's length and characters, and that the keyring holds the key."""
+        if type(ciphertext) is not bytes:
+            if not isinstance(ciphertext, bytes | bytearray | memoryview):
+                raise MalformedCiphertext(f"expected bytes, got {type(ciphertext).__name__}")
+            ciphertext = bytes(ciphertext)
+        cipher = (
+            self._by_header.get(ciphertext[: 2 + ciphertext[1]]) if len(ciphertext) > 1 else None
+        )
         if cipher is None:
-            raise UnknownKey(kid)  # ``parse`` has checked that it is a well-formed id
-        return cipher
+            kid, _ = parse_header(ciphertext)  # raises the precise error, if there is one
+            cipher = self._ciphers.get(kid)
+            if cipher is None:
+                raise UnknownKey(kid)
+        if len(ciphertext) < cipher.min_length:
+            raise MalformedCiphertext("it is too short")
+        return ciphertext, cipher
 
-    def _aad(
-        self, kid: str, company_id: UUID | str, integration: str, credential_id: UUID | str
-    ) -> bytes:
-        """Associated data, remembered for the last few thousand credentials (it is public)."""
-        slot = (kid, company_id, integration, credential_id)
-        aad = self._aads.get(slot)
-        if aad is None:
-            aad = associated_data(kid, company_id, integration, credential_id)
-            if len(self._aads) >= _AAD_CACHE_SIZE:
-                self._aads.clear()
-            self._aads[slot] = aad
-        return aad
-
-    def _spend(self, kid: str) -> None:
-        """Take one count of ``kid``'s bound from this vault's block; reserve another block
-        from the shared counter when it is used up."""
-        block = self._blocks.get(kid)
-        if block is not None and next(block.counts) <= block.end:
-            return
+    def _refill(self, spent: _Block) -> None:
+        """Spend one count from a fresh block of the primary's bound, reserved from the
+        shared counter, unless another thread has reserved one meanwhile."""
         with self._lock:
-            current = self._blocks.get(kid)
-            if current is not block and current is not None and next(current.counts) <= current.end:
-                return  # another thread reserved a block while this one waited
-            self._reserve(kid)
-
-    def _reserve(self, kid: str) -> None:
-        """Reserve a block and spend its first count. Called with the lock held."""
-        bound = self.max_encryptions_per_key
-        if kid in self._exhausted:
-            raise KeyExhausted(kid)
-        size = min(self.reserve, bound)
-        total = self.counter.incr(kid, size)
-        first = total - size + 1
-        if first > bound:
-            self._exhausted.add(kid)
-            raise KeyExhausted(kid)
-        self._blocks[kid] = _Block(itertools.count(first + 1), min(total, bound))
+            block = self._block
+            if block is not spent and next(block[0]) <= block[1]:
+                return
+            if self._exhausted:
+                raise KeyExhausted(self._primary.kid)
+            kid = self._primary.kid
+            bound = self.max_encryptions_per_key
+            now = self._clock()
+            size = self._block_size
+            if not size:
+                size = self.reserve
+            elif now - self._reserved_at < FAST_BLOCK_SECONDS:
+                size = min(2 * size, self.max_reserve)
+            else:
+                size = max(size // 2, self.reserve)
+            size = min(size, bound)
+            total = self.counter.incr(kid, size)
+            self._block_size, self._reserved_at = size, now
+            first = total - size + 1
+            if first > bound:
+                self._exhausted = True
+                raise KeyExhausted(kid)
+            self._block = (itertools.count(first + 1), min(total, bound))
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
-        self._blocks = {}
+        self._block = _SPENT
+        self._block_size = 0
 
     def __repr__(self) -> str:
         return f"Vault(primary={self._primary.kid!r}, keys={len(self._ciphers)})"
