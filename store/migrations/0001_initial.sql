@@ -83,16 +83,23 @@ CREATE TABLE quest_steps (
     FOREIGN KEY (company_id, quest_id) REFERENCES quests (company_id, id)
 );
 
+-- OAuth credentials of a company's connected integrations. Tokens are ciphertexts of the
+-- application-layer vault (AES-256-GCM, key id inside, bound to company, integration and
+-- credential); no key, nor anything a key can be derived from, is ever stored here.
 CREATE TABLE integration_credentials (
-    id           uuid PRIMARY KEY,
-    company_id   uuid NOT NULL REFERENCES companies (id),
-    integration  text NOT NULL,
-    key_id       text NOT NULL,
-    ciphertext   bytea NOT NULL,
-    scopes       text[] NOT NULL DEFAULT '{}',
-    expires_at   timestamptz,
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    updated_at   timestamptz NOT NULL DEFAULT now(),
+    id                 uuid PRIMARY KEY,
+    company_id         uuid NOT NULL REFERENCES companies (id),
+    integration        text NOT NULL,
+    account            text,
+    key_id             text NOT NULL,
+    access_token       bytea NOT NULL,
+    refresh_token      bytea,
+    access_expires_at  timestamptz,
+    scopes             text[] NOT NULL DEFAULT '{}',
+    connected_by       text NOT NULL,
+    version            integer NOT NULL DEFAULT 1,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
     UNIQUE (company_id, integration)
 );
 

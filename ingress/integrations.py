@@ -1,0 +1,93 @@
+"""Connecting an integration: the upstream API completed the provider's OAuth flow and hands
+us the tokens; we seal them with the vault and store only the ciphertexts. Shared by the HTTP
+route and ``system2 integration connect``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import uuid4
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from store import TenantTx
+from store import credentials as credentials_store
+from store.credentials import Credential, NewTokens
+from system2.catalog import INTEGRATIONS
+from vault import Secret, Vault
+from vault.tokens import seal
+
+
+class IntegrationTokens(BaseModel):
+    """What the upstream API sends; never echoed back, never logged."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    access_token: str = Field(min_length=1, max_length=8192, repr=False)
+    refresh_token: str | None = Field(None, min_length=1, max_length=8192, repr=False)
+    expires_at: datetime | None = None
+    scopes: list[str] = Field(default_factory=list, max_length=50)
+    account: str | None = Field(None, max_length=200)
+
+
+class IntegrationView(BaseModel):
+    integration: str
+    title: str
+    account: str | None
+    scopes: list[str]
+    access_expires_at: datetime | None
+    key_id: str
+    has_refresh_token: bool
+    connected_by: str
+    connected_at: datetime
+    updated_at: datetime
+
+
+def view(cred: Credential) -> IntegrationView:
+    return IntegrationView(
+        integration=cred.integration,
+        title=INTEGRATIONS[cred.integration].title
+        if cred.integration in INTEGRATIONS
+        else cred.integration,
+        account=cred.account,
+        scopes=cred.scopes,
+        access_expires_at=cred.access_expires_at,
+        key_id=cred.key_id,
+        has_refresh_token=cred.refresh_token is not None,
+        connected_by=cred.connected_by,
+        connected_at=cred.created_at,
+        updated_at=cred.updated_at,
+    )
+
+
+class UnknownIntegration(ValueError):
+    """No integration by that name."""
+
+
+def connect(
+    tx: TenantTx, vault: Vault, integration: str, tokens: IntegrationTokens, *, connected_by: str
+) -> Credential:
+    if integration not in INTEGRATIONS:
+        raise UnknownIntegration(
+            f"no integration named {integration!r}; known: {', '.join(sorted(INTEGRATIONS))}"
+        )
+    credential_id = uuid4()
+    sealed = seal(
+        vault,
+        company_id=tx.company_id,
+        integration=integration,
+        credential_id=credential_id,
+        access=Secret(tokens.access_token),
+        refresh=Secret(tokens.refresh_token) if tokens.refresh_token else None,
+    )
+    credentials_store.connect(
+        tx,
+        credential_id,
+        integration,
+        NewTokens(sealed.key_id, sealed.access_token, sealed.refresh_token, tokens.expires_at),
+        account=tokens.account,
+        scopes=tokens.scopes,
+        connected_by=connected_by,
+    )
+    cred = credentials_store.get(tx, integration)
+    assert cred is not None
+    return cred

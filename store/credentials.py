@@ -1,0 +1,193 @@
+"""Integration credentials (ciphertexts only) and the record of who used them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import psycopg
+
+from store.db import TenantTx
+
+_COLUMNS = (
+    "id, integration, account, key_id, access_token, refresh_token, access_expires_at, scopes, "
+    "connected_by, version, created_at, updated_at"
+)
+
+
+@dataclass(frozen=True)
+class Credential:
+    id: UUID
+    integration: str
+    account: str | None
+    key_id: str
+    access_token: bytes
+    refresh_token: bytes | None
+    access_expires_at: datetime | None
+    scopes: list[str]
+    connected_by: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class NewTokens:
+    key_id: str
+    access_token: bytes
+    refresh_token: bytes | None
+    access_expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Use:
+    credential_id: UUID
+    integration: str
+    key_id: str
+    purpose: str
+    quest_id: UUID | None
+    worker: str
+    used_at: datetime
+
+
+def get(tx: TenantTx, integration: str, *, for_update: bool = False) -> Credential | None:
+    lock = " FOR UPDATE" if for_update else ""
+    found = tx.rows(
+        Credential,
+        f"SELECT {_COLUMNS} FROM integration_credentials WHERE company_id = %s AND integration = %s{lock}",
+        (tx.company_id, integration),
+    )
+    return found[0] if found else None
+
+
+def all_for_company(tx: TenantTx) -> list[Credential]:
+    return tx.rows(
+        Credential,
+        f"SELECT {_COLUMNS} FROM integration_credentials WHERE company_id = %s ORDER BY integration",
+        (tx.company_id,),
+    )
+
+
+def connect(
+    tx: TenantTx,
+    credential_id: UUID,
+    integration: str,
+    tokens: NewTokens,
+    *,
+    account: str | None,
+    scopes: list[str],
+    connected_by: str,
+) -> None:
+    """Store (or replace) the company's credential for ``integration``.
+
+    ``credential_id`` must be the id the ciphertexts are bound to; reconnecting keeps the row's
+    id only if the caller passes the existing one.
+    """
+    tx.execute(
+        "INSERT INTO integration_credentials (id, company_id, integration, account, key_id, "
+        "access_token, refresh_token, access_expires_at, scopes, connected_by) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (company_id, integration) DO UPDATE SET id = EXCLUDED.id, "
+        "account = EXCLUDED.account, key_id = EXCLUDED.key_id, access_token = EXCLUDED.access_token, "
+        "refresh_token = EXCLUDED.refresh_token, access_expires_at = EXCLUDED.access_expires_at, "
+        "scopes = EXCLUDED.scopes, connected_by = EXCLUDED.connected_by, "
+        "version = integration_credentials.version + 1, updated_at = now()",
+        (
+            credential_id,
+            tx.company_id,
+            integration,
+            account,
+            tokens.key_id,
+            tokens.access_token,
+            tokens.refresh_token,
+            tokens.access_expires_at,
+            scopes,
+            connected_by,
+        ),
+    )
+
+
+def replace_tokens(
+    tx: TenantTx, credential_id: UUID, expected_version: int, tokens: NewTokens
+) -> bool:
+    """Store refreshed (or re-encrypted) tokens if nobody changed the row since
+    ``expected_version``. True if stored."""
+    cur = tx.execute(
+        "UPDATE integration_credentials SET key_id = %s, access_token = %s, refresh_token = %s, "
+        "access_expires_at = %s, version = version + 1, updated_at = now() "
+        "WHERE company_id = %s AND id = %s AND version = %s",
+        (
+            tokens.key_id,
+            tokens.access_token,
+            tokens.refresh_token,
+            tokens.access_expires_at,
+            tx.company_id,
+            credential_id,
+            expected_version,
+        ),
+    )
+    return cur.rowcount == 1
+
+
+def disconnect(tx: TenantTx, integration: str) -> bool:
+    cur = tx.execute(
+        "DELETE FROM integration_credentials WHERE company_id = %s AND integration = %s",
+        (tx.company_id, integration),
+    )
+    return cur.rowcount == 1
+
+
+def record_use(
+    tx: TenantTx, credential: Credential, *, purpose: str, quest_id: UUID | None, worker: str
+) -> None:
+    tx.execute(
+        "INSERT INTO credential_uses (company_id, credential_id, integration, key_id, purpose, "
+        "quest_id, worker) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (
+            tx.company_id,
+            credential.id,
+            credential.integration,
+            credential.key_id,
+            purpose,
+            quest_id,
+            worker,
+        ),
+    )
+
+
+def uses(tx: TenantTx, integration: str | None = None, limit: int = 100) -> list[Use]:
+    where = "company_id = %s" + (" AND integration = %s" if integration else "")
+    params: tuple[object, ...] = (tx.company_id, integration) if integration else (tx.company_id,)
+    return tx.rows(
+        Use,
+        "SELECT credential_id, integration, key_id, purpose, quest_id, worker, used_at "
+        f"FROM credential_uses WHERE {where} ORDER BY used_at DESC LIMIT %s",
+        (*params, limit),
+    )
+
+
+def under(tx: TenantTx, key_ids: list[str], limit: int) -> list[Credential]:
+    """Credentials of the company encrypted under one of ``key_ids``."""
+    return tx.rows(
+        Credential,
+        f"SELECT {_COLUMNS} FROM integration_credentials WHERE company_id = %s AND key_id = ANY(%s) "
+        "ORDER BY id LIMIT %s",
+        (tx.company_id, key_ids, limit),
+    )
+
+
+def key_counts(tx: TenantTx) -> Counter[str]:
+    """How many ciphertexts of the company each key id protects."""
+    rows = tx.all(
+        "SELECT key_id, count(*) + count(refresh_token) FROM integration_credentials "
+        "WHERE company_id = %s GROUP BY key_id",
+        (tx.company_id,),
+    )
+    return Counter({str(kid): int(n) for kid, n in rows})
+
+
+def company_ids(conn: psycopg.Connection[tuple[object, ...]]) -> list[UUID]:
+    """Every company's id (maintenance walks them one tenant transaction at a time)."""
+    return [row[0] for row in conn.execute("SELECT company_ids()").fetchall()]  # type: ignore[misc]

@@ -1,0 +1,46 @@
+"""Tool calls that change state somewhere: recorded by idempotency key, so a redelivered step
+that finds one done returns its recorded result instead of calling again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg.types.json import Jsonb
+
+from store.db import TenantTx
+
+
+@dataclass(frozen=True)
+class ToolCallRecord:
+    idempotency_key: str
+    tool: str
+    status: str  # started | done
+    result: dict[str, Any] | None
+    started_at: datetime
+
+
+def begin(tx: TenantTx, key: str, quest_id: UUID, step: int, tool: str) -> ToolCallRecord:
+    """Record that the call starts (once); returns the record as it stands."""
+    tx.execute(
+        "INSERT INTO tool_calls (company_id, idempotency_key, quest_id, step, tool, status) "
+        "VALUES (%s, %s, %s, %s, %s, 'started') ON CONFLICT (company_id, idempotency_key) DO NOTHING",
+        (tx.company_id, key, quest_id, step, tool),
+    )
+    found = tx.rows(
+        ToolCallRecord,
+        "SELECT idempotency_key, tool, status, result, started_at FROM tool_calls "
+        "WHERE company_id = %s AND idempotency_key = %s",
+        (tx.company_id, key),
+    )
+    return found[0]
+
+
+def finish(tx: TenantTx, key: str, result: dict[str, Any]) -> None:
+    tx.execute(
+        "UPDATE tool_calls SET status = 'done', result = %s, finished_at = now() "
+        "WHERE company_id = %s AND idempotency_key = %s",
+        (Jsonb(result), tx.company_id, key),
+    )

@@ -1,0 +1,91 @@
+"""The integrations Ted can use, as data: OAuth endpoints and each tool's Claude schema.
+
+Pure declarations shared by the ingress (which integrations may be connected) and the
+workers (which run the tools). A tool that ``mutates`` changes state at the provider: it
+gets an idempotency key and an audit row with Claude's rationale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    mutates: bool
+    action: str = ""  # the audit action of a mutating tool, e.g. "task.created"
+
+
+@dataclass(frozen=True)
+class IntegrationSpec:
+    name: str
+    title: str
+    authorize_path: str
+    token_path: str
+    scopes: tuple[str, ...]
+    tools: tuple[ToolSpec, ...] = field(default_factory=tuple)
+
+
+_TASK_ID = {"type": "string", "minLength": 1, "maxLength": 100}
+
+DEMO = IntegrationSpec(
+    name="demo",
+    title="Demo task list",
+    authorize_path="/oauth/authorize",
+    token_path="/oauth/token",  # noqa: S106 - a URL path, not a password
+    scopes=("tasks.read", "tasks.write"),
+    tools=(
+        ToolSpec(
+            "demo_list_tasks",
+            "List the company's tasks in its Demo task list.",
+            {
+                "type": "object",
+                "properties": {"status": {"type": "string", "enum": ["open", "done"]}},
+            },
+            mutates=False,
+        ),
+        ToolSpec(
+            "demo_create_task",
+            "Create a task in the company's Demo task list.",
+            {
+                "type": "object",
+                "properties": {
+                    "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "notes": {"type": "string", "maxLength": 2000},
+                },
+                "required": ["title"],
+            },
+            mutates=True,
+            action="task.created",
+        ),
+        ToolSpec(
+            "demo_update_task",
+            "Change a task's title, notes or status (open or done).",
+            {
+                "type": "object",
+                "properties": {
+                    "id": _TASK_ID,
+                    "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "notes": {"type": "string", "maxLength": 2000},
+                    "status": {"type": "string", "enum": ["open", "done"]},
+                },
+                "required": ["id"],
+            },
+            mutates=True,
+            action="task.updated",
+        ),
+        ToolSpec(
+            "demo_delete_task",
+            "Delete a task from the company's Demo task list.",
+            {"type": "object", "properties": {"id": _TASK_ID}, "required": ["id"]},
+            mutates=True,
+            action="task.deleted",
+        ),
+    ),
+)
+
+INTEGRATIONS: dict[str, IntegrationSpec] = {DEMO.name: DEMO}

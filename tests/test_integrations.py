@@ -1,0 +1,515 @@
+"""Integrations on real parts: the demo provider on loopback (OAuth 2 with rotating refresh
+tokens, a task API honouring Idempotency-Key), the vault, worker processes, Postgres, Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import anthropic
+import httpx
+import psycopg
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from guard import Admissions, Guard, PriceTable
+from ingress.app import IngressDeps, create_app
+from ingress.auth import TokenVerifier
+from messages import AuditBatch, open_envelope
+from messages.transport import Publisher, build_broker
+from store import Database
+from store import activity as activity_store
+from store import credentials as credentials_store
+from store import quests as quests_store
+from store.activity import ActivityFilter
+from system2.settings import Settings
+from system2.wiring import build_vault
+from tests.conftest import Stack, Tenant, settings_env, system2
+from tests.support import submit, wait_finished, wait_for
+from tests.test_quest_runner import start
+from vault import Vault, new_key_entry
+from vault.tokens import ACCESS, REFRESH, unseal
+from workers.app import step_budget
+from workers.audit import AuditWriter
+from workers.claude import Claude
+from workers.events import QuestEvents
+from workers.integrations.registry import integration_tools
+from workers.quest import QuestRunner
+from workers.tools import AddNote, Toolbox, ToolCall, ToolOutcome
+
+pytestmark = pytest.mark.slow
+
+
+def fresh_key() -> str:
+    return new_key_entry(datetime.now(UTC))
+
+
+@pytest.fixture
+def keys() -> list[str]:
+    return [fresh_key(), fresh_key()]
+
+
+@pytest.fixture
+def istack(stack: Stack, demo_provider: str, keys: list[str], rds: redis.Redis) -> Stack:
+    """A stack whose processes have the vault's first key and the demo provider."""
+    httpx.delete(demo_provider + "/_faults")
+    stack.base_env.update(S2_VAULT_KEYS=keys[0], S2_DEMO_PROVIDER_URL=demo_provider)
+    return stack
+
+
+def run_cli(stack: Stack, *args: str, **env: str) -> str:
+    done = subprocess.run(
+        system2(*args),
+        env=stack.env(**env),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def connect(stack: Stack, tenant: Tenant) -> uuid.UUID:
+    return uuid.UUID(run_cli(stack, "integration", "connect", str(tenant.id), "demo"))
+
+
+def provider_stats(url: str, account: uuid.UUID) -> dict[str, Any]:
+    stats: dict[str, Any] = httpx.get(url + "/_stats").json()
+    return stats["accounts"].get(str(account), {"mutations": 0, "refreshes": 0, "requests": 0})
+
+
+def vault_for(settings: Settings, rds: redis.Redis, keyring: str) -> Vault:
+    return build_vault(settings.model_copy(update={"vault_keys": SecretStr(keyring)}), rds)
+
+
+# -- connecting over HTTP -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def ingress(
+    settings: Settings, db: Database, rds: redis.Redis, keys: list[str]
+) -> Iterator[TestClient]:
+    broker = build_broker(settings.redis_url)
+    deps = IngressDeps(
+        settings=settings,
+        db=db,
+        publisher=Publisher(broker),
+        redis=rds,
+        verifier=TokenVerifier(settings.jwt_secret.get_secret_value()),
+        admissions=Admissions(rds),
+        guard=Guard(rds),
+        vault=vault_for(settings, rds, keys[0]),
+    )
+    with TestClient(create_app(deps)) as client:
+        yield client
+    broker.close()
+
+
+def test_connecting_stores_ciphertexts_and_echoes_no_token(
+    ingress: TestClient,
+    tenant: Tenant,
+    admin_conn: psycopg.Connection[Any],
+    settings: Settings,
+    rds: redis.Redis,
+    keys: list[str],
+) -> None:
+    access, refresh = f"demo_at_{uuid.uuid4().hex}", f"demo_rt_{uuid.uuid4().hex}"
+    url = f"/v1/companies/{tenant.id}/integrations/demo"
+    body = {
+        "access_token": access,
+        "refresh_token": refresh,
+        "scopes": ["tasks.read"],
+        "expires_at": "2030-01-01T00:00:00Z",
+    }
+    assert ingress.put(url, json=body, headers=tenant.headers(tenant.member)).status_code == 403
+    resp = ingress.put(url, json=body, headers=tenant.headers())
+    assert resp.status_code == 200, resp.text
+    listed = ingress.get(
+        f"/v1/companies/{tenant.id}/integrations", headers=tenant.headers(tenant.member)
+    )
+    for text in (resp.text, listed.text):
+        assert access not in text and refresh not in text
+    assert (
+        listed.json()[0]["key_id"] == keys[0].split("=")[0]
+        and listed.json()[0]["has_refresh_token"]
+    )
+
+    row = admin_conn.execute(
+        "SELECT id, access_token, refresh_token FROM integration_credentials WHERE company_id = %s",
+        (tenant.id,),
+    ).fetchone()
+    assert row is not None
+    cred_id, access_ct, refresh_ct = row
+    assert access.encode() not in bytes(access_ct) and refresh.encode() not in bytes(refresh_ct)
+    vault = vault_for(settings, rds, keys[0])
+    opened = unseal(
+        vault,
+        bytes(access_ct),
+        company_id=tenant.id,
+        integration="demo",
+        credential_id=cred_id,
+        field=ACCESS,
+    )
+    assert opened.reveal() == access
+    with pytest.raises(
+        Exception, match="binding is wrong"
+    ):  # the access ciphertext is not the refresh token
+        unseal(
+            vault,
+            bytes(access_ct),
+            company_id=tenant.id,
+            integration="demo",
+            credential_id=cred_id,
+            field=REFRESH,
+        )
+
+    bad = ingress.put(
+        url, json={"access_token": access, "bogus": refresh}, headers=tenant.headers()
+    )
+    assert bad.status_code == 422 and access not in bad.text and refresh not in bad.text
+    assert (
+        ingress.put(
+            f"/v1/companies/{tenant.id}/integrations/nope", json=body, headers=tenant.headers()
+        ).status_code
+        == 404
+    )
+    assert ingress.delete(url, headers=tenant.headers()).status_code == 204
+    assert (
+        ingress.get(f"/v1/companies/{tenant.id}/integrations", headers=tenant.headers()).json()
+        == []
+    )
+
+
+# -- quests using tools --------------------------------------------------------------------------
+
+
+def test_only_a_company_that_connected_an_integration_gets_its_tools(
+    istack: Stack, db: Database, tenant: Tenant, other_tenant: Tenant, demo_provider: str
+) -> None:
+    connect(istack, tenant)
+    istack.start_workers(processes=1)
+    mine = submit(db, istack.settings.redis_url, tenant.id, "[script:tasks] Order new chairs")
+    theirs = submit(
+        db, istack.settings.redis_url, other_tenant.id, "[script:tasks] Order new desks"
+    )
+    assert wait_finished(db, tenant.id, mine.id).status == "succeeded"
+    assert wait_finished(db, other_tenant.id, theirs.id).status == "succeeded"
+    assert provider_stats(demo_provider, tenant.id)["mutations"] == 1
+    assert provider_stats(demo_provider, other_tenant.id)["mutations"] == 0
+
+    with db.tenant(other_tenant.id) as tx:
+        step = quests_store.steps(tx, theirs.id)[0]
+    assert "unknown tool demo_create_task" in json.dumps(step.tool_results)
+
+    def created() -> list[Any] | None:
+        with db.tenant(tenant.id) as tx:
+            rows, _ = activity_store.page(
+                tx, ActivityFilter(quest_id=mine.id, action="task.created")
+            )
+        return rows or None
+
+    (row,) = wait_for(created)
+    assert row.rationale and row.target.startswith("demo:task:tsk_")
+    with db.tenant(tenant.id) as tx:
+        uses = credentials_store.uses(tx, "demo")
+    assert [u.purpose for u in uses] == ["tool demo_create_task"] and uses[0].quest_id == mine.id
+
+
+def test_sixteen_concurrent_steps_on_an_expired_token_refresh_it_once(
+    istack: Stack,
+    db: Database,
+    tenant: Tenant,
+    admin_conn: psycopg.Connection[Any],
+    demo_provider: str,
+) -> None:
+    connect(istack, tenant)
+    admin_conn.execute(
+        "UPDATE integration_credentials SET access_expires_at = now() - interval '1 minute' WHERE company_id = %s",
+        (tenant.id,),
+    )
+    quests = [
+        submit(db, istack.settings.redis_url, tenant.id, f"[script:tasks] task {i}")
+        for i in range(16)
+    ]
+    istack.start_workers(processes=2, threads=8)
+    done = [wait_finished(db, tenant.id, q.id, timeout=60) for q in quests]
+    assert [q.status for q in done] == ["succeeded"] * 16, [q.reason for q in done]
+    stats = provider_stats(demo_provider, tenant.id)
+    assert stats["refreshes"] == 1
+    assert stats["mutations"] == 16
+    with db.tenant(tenant.id) as tx:
+        cred = credentials_store.get(tx, "demo")
+    assert cred is not None and cred.version == 2 and cred.access_expires_at > datetime.now(UTC)
+
+
+def test_a_provider_that_fails_opens_the_breaker_delays_then_fails_the_quest(
+    istack: Stack, db: Database, tenant: Tenant, demo_provider: str, rds: redis.Redis
+) -> None:
+    connect(istack, tenant)
+    httpx.post(demo_provider + "/_faults", json={"status": 500, "paths": ["/api/"]})
+    istack.start_workers(
+        processes=1,
+        S2_PROVIDER_OUTAGE_MAX_S="3",
+        S2_BREAKER_FAILURES="2",
+        S2_BREAKER_OPEN_S="1",
+        S2_PROVIDER_RETRIES="1",
+    )
+    quest = submit(db, istack.settings.redis_url, tenant.id, "[script:tasks] Book the venue")
+    done = wait_finished(db, tenant.id, quest.id, timeout=60)
+    httpx.delete(demo_provider + "/_faults")
+    assert done.status == "failed"
+    assert "Demo task list has been unavailable" in (done.reason or "")
+    assert provider_stats(demo_provider, tenant.id)["mutations"] == 0
+    events = [json.loads(f[b"e"])["payload"] for _, f in rds.xrange(f"s2:events:{tenant.id}")]
+    waits = [e for e in events if e["quest_id"] == str(quest.id) and e["kind"] == "step.waiting"]
+    assert waits and any("circuit breaker is open" in e["data"]["reason"] for e in waits)
+    assert all(e["data"]["retry_in_ms"] >= 500 for e in waits), "the step waits for the breaker"
+
+
+def test_a_provider_that_times_out_delays_then_fails_the_quest(
+    istack: Stack, db: Database, tenant: Tenant, demo_provider: str
+) -> None:
+    connect(istack, tenant)
+    httpx.post(demo_provider + "/_faults", json={"delay_s": 3, "paths": ["/api/"]})
+    istack.start_workers(
+        processes=1,
+        S2_PROVIDER_OUTAGE_MAX_S="2",
+        S2_PROVIDER_TIMEOUT_S="0.5",
+        S2_PROVIDER_RETRIES="0",
+    )
+    quest = submit(db, istack.settings.redis_url, tenant.id, "[script:tasks] Book the venue")
+    done = wait_finished(db, tenant.id, quest.id, timeout=60)
+    httpx.delete(demo_provider + "/_faults")
+    assert done.status == "failed" and "unavailable" in (done.reason or ""), done.reason
+
+
+# -- redelivery of a mutating step ---------------------------------------------------------------
+
+
+class DiesAfterTheCall:
+    """The real tool, then the worker dies before the step is recorded."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name, self.description = inner.name, inner.description
+        self.input_schema, self.mutates = inner.input_schema, inner.mutates
+        self.calls = 0
+
+    def run(self, call: ToolCall) -> ToolOutcome:
+        self.calls += 1
+        outcome = self.inner.run(call)
+        if self.calls == 1:
+            raise RuntimeError("killed after the provider call")
+        return outcome
+
+
+@pytest.fixture
+def connected_runner(
+    db: Database,
+    rds: redis.Redis,
+    offline_claude: str,
+    settings: Settings,
+    keys: list[str],
+    demo_provider: str,
+) -> Iterator[tuple[QuestRunner, Settings]]:
+    rds.flushdb()
+    s = settings.model_copy(
+        update={"demo_provider_url": demo_provider, "vault_keys": SecretStr(keys[0])}
+    )
+    broker = build_broker(s.redis_url)
+    claude = Claude(
+        timeout_s=10,
+        max_retries=0,
+        client=anthropic.Anthropic(base_url=offline_claude, api_key="k"),
+    )
+    prices = PriceTable.load()
+    tools = integration_tools(s, db, rds, build_vault(s, rds))
+    runner = QuestRunner(
+        db=db,
+        publisher=Publisher(broker),
+        claude=claude,
+        toolbox=Toolbox([AddNote(db)], tools),
+        prices=prices,
+        budget=step_budget(s, rds, prices, claude),
+        events=QuestEvents(rds, maxlen=100),
+        max_tokens=256,
+        max_steps=10,
+    )
+    yield runner, s
+    broker.close()
+
+
+def test_a_redelivered_mutating_step_mutates_once_and_audits_once(
+    connected_runner: tuple[QuestRunner, Settings],
+    istack: Stack,
+    db: Database,
+    rds: redis.Redis,
+    tenant: Tenant,
+    demo_provider: str,
+) -> None:
+    runner, _ = connected_runner
+    connect(istack, tenant)
+    (create,) = [t for t in runner.toolbox.integrations["demo"] if t.name == "demo_create_task"]
+    dying = DiesAfterTheCall(create)
+    runner.toolbox.integrations["demo"] = [dying]
+    env = start(db, tenant, "[script:tasks] Renew the lease")
+    with pytest.raises(RuntimeError, match="killed"):
+        runner.run(env, holder="m1")
+    runner.run(env, holder="m1")  # the broker redelivers the same message
+    assert dying.calls == 2
+    stats = provider_stats(demo_provider, tenant.id)
+    assert stats["mutations"] == 1, "the provider saw the same Idempotency-Key"
+
+    batches = [
+        open_envelope(json.loads(b)["args"][0], AuditBatch)
+        for b in rds.hvals("dramatiq:audit.msgs")
+    ]
+    writer = AuditWriter(db)
+    for batch in batches:
+        writer.write(batch.company_id, batch.payload.events)
+    with db.tenant(tenant.id) as tx:
+        rows, _ = activity_store.page(
+            tx, ActivityFilter(quest_id=env.payload.quest_id, action="task.created")
+        )
+    assert len(rows) == 1
+
+
+# -- rotation --------------------------------------------------------------------------------------
+
+
+def test_rotation_and_rewrap_beside_running_quests_fail_no_decrypt(
+    istack: Stack,
+    db: Database,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    keys: list[str],
+    demo_provider: str,
+    admin_conn: psycopg.Connection[Any],
+) -> None:
+    old, new = keys[0].split("=")[0], keys[1].split("=")[0]
+    for t in (tenant, other_tenant):
+        connect(istack, t)
+    istack.start_workers("old-workers", processes=1)
+    before = [
+        submit(db, istack.settings.redis_url, t.id, f"[script:tasks] before {t.id}")
+        for t in (tenant, other_tenant)
+    ]
+
+    rotated = f"{keys[1]},{keys[0]}"  # the new key first: the primary
+    refused = subprocess.run(
+        system2("vault", "retire", old),
+        env=istack.env(S2_VAULT_KEYS=rotated),
+        capture_output=True,
+        check=False,
+        text=True,
+    )
+    assert refused.returncode != 0 and "still protects 4 ciphertexts" in refused.stderr
+    istack.start_workers("new-workers", processes=1, S2_VAULT_KEYS=rotated)
+    istack.procs.pop("old-workers").stop()
+    during = [
+        submit(db, istack.settings.redis_url, t.id, f"[script:tasks] during {t.id}")
+        for t in (tenant, other_tenant)
+    ]
+    run_cli(istack, "vault", "rewrap", "--wait", "--timeout", "60", S2_VAULT_KEYS=rotated)
+    after = [
+        submit(db, istack.settings.redis_url, t.id, f"[script:tasks] after {t.id}")
+        for t in (tenant, other_tenant)
+    ]
+
+    for q in before + during + after:
+        company = tenant.id if str(tenant.id) in q.goal else other_tenant.id
+        done = wait_finished(db, company, q.id, timeout=60)
+        assert done.status == "succeeded", done.reason
+    mine = admin_conn.execute(
+        "SELECT key_id FROM integration_credentials WHERE company_id = ANY(%s)",
+        ([tenant.id, other_tenant.id],),
+    )
+    assert {r[0] for r in mine.fetchall()} == {new}
+    status = json.loads(run_cli(istack, "vault", "status", S2_VAULT_KEYS=rotated))
+    counts = {k["key_id"]: k["ciphertexts"] for k in status["keys"]}
+    assert counts[new] >= 4 and counts[old] == 0 and status["primary"] == new
+    run_cli(istack, "vault", "retire", old, S2_VAULT_KEYS=rotated)
+    logs = istack.procs["new-workers"].output()
+    assert "DecryptionFailed" not in logs and "UnknownKey" not in logs
+
+
+def test_planted_tokens_and_keys_never_reach_logs_or_reasons(
+    istack: Stack,
+    db: Database,
+    tenant: Tenant,
+    keys: list[str],
+    settings: Settings,
+    rds: redis.Redis,
+    admin_conn: psycopg.Connection[Any],
+    demo_provider: str,
+) -> None:
+    connect(istack, tenant)
+    istack.start_ingress()
+    istack.start_workers(processes=1, S2_PROVIDER_OUTAGE_MAX_S="1", S2_PROVIDER_RETRIES="0")
+    ok = submit(
+        db, istack.settings.redis_url, tenant.id, "[script:tasks_then_list] plan the offsite"
+    )
+    assert wait_finished(db, tenant.id, ok.id).status == "succeeded"
+    httpx.post(demo_provider + "/_faults", json={"status": 503, "paths": ["/api/"]})
+    failing = submit(db, istack.settings.redis_url, tenant.id, "[script:tasks] during an outage")
+    failed = wait_finished(db, tenant.id, failing.id, timeout=60)
+    httpx.delete(demo_provider + "/_faults")
+
+    vault = vault_for(settings, rds, keys[0])
+    row = admin_conn.execute(
+        "SELECT id, access_token, refresh_token FROM integration_credentials WHERE company_id = %s",
+        (tenant.id,),
+    ).fetchone()
+    assert row is not None
+    bound = {"company_id": tenant.id, "integration": "demo", "credential_id": row[0]}
+    planted = [
+        unseal(vault, bytes(row[1]), field=ACCESS, **bound).reveal(),
+        unseal(vault, bytes(row[2]), field=REFRESH, **bound).reveal(),
+        keys[0].split("=", 1)[1],
+    ]
+    texts = [p.output() for p in istack.procs.values()]  # every process's log
+    texts.append(failed.reason or "")
+    audit = admin_conn.execute(
+        "SELECT json_agg(a)::text FROM activity_log a WHERE company_id = %s", (tenant.id,)
+    )
+    texts.append(str(audit.fetchone()))
+    texts.extend(
+        v.decode(errors="replace") for k in rds.scan_iter() for v in _values(rds, k)
+    )  # queues, events
+    for secret in planted:
+        assert all(secret not in t for t in texts), "a secret leaked"
+
+
+def _values(rds: redis.Redis, key: bytes) -> list[bytes]:
+    kind = rds.type(key)
+    if kind == b"string":
+        return [rds.get(key) or b""]
+    if kind == b"hash":
+        return list(rds.hvals(key))
+    if kind == b"list":
+        return list(rds.lrange(key, 0, -1))
+    if kind == b"stream":
+        return [v for _, fields in rds.xrange(key) for v in fields.values()]
+    return []
+
+
+def test_the_cli_refuses_to_connect_without_vault_keys(
+    stack: Stack, tenant: Tenant, settings: Settings
+) -> None:
+    done = subprocess.run(
+        system2("integration", "connect", str(tenant.id), "demo"),
+        env=settings_env(settings, S2_VAULT_KEYS="", S2_VAULT_KEYS_FILE=""),
+        capture_output=True,
+        check=False,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("error: no vault keys")
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -1,0 +1,1 @@
+"""Integrations: credentials, providers over HTTP, and the tools Ted calls through them."""

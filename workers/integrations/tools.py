@@ -1,0 +1,134 @@
+"""Tools that act through a connected integration.
+
+A tool that changes state records its call by idempotency key (quest:step:tool-use-id) and
+sends the same key to the provider, so a redelivered step neither calls twice nor, if the
+worker died mid-call, mutates twice. A provider that stays down past the bound fails the
+quest with the reason; until then the step waits and is retried.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import redis
+
+from store import Database
+from store import tool_calls as tool_calls_store
+from system2.catalog import IntegrationSpec, ToolSpec
+from workers.errors import ProviderUnavailable, QuestFailed
+from workers.integrations.provider import ProviderClient
+from workers.integrations.tokens import TokenBroker
+from workers.tools import ToolCall, ToolOutcome
+
+# A tool's request: (method, path, json body, query params); None and an error text when the
+# input is not usable.
+Request = tuple[str, str, dict[str, Any] | None, dict[str, str] | None]
+Render = Callable[[httpx.Response], ToolOutcome]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    build: Callable[[dict[str, Any]], Request | str]
+    render: Render
+
+
+class ConnectedTool:
+    """One tool of one integration, runnable for any company that connected it."""
+
+    def __init__(
+        self,
+        integration: IntegrationSpec,
+        spec: ToolSpec,
+        endpoint: Endpoint,
+        *,
+        base_url: str,
+        db: Database,
+        tokens: TokenBroker,
+        provider: ProviderClient,
+        outages: redis.Redis,
+        outage_max_s: int,
+    ) -> None:
+        self.integration = integration
+        self.spec = spec
+        self.endpoint = endpoint
+        self.name = spec.name
+        self.description = spec.description
+        self.input_schema = spec.input_schema
+        self.mutates = spec.mutates
+        self.base_url = base_url.rstrip("/")
+        self.db = db
+        self.tokens = tokens
+        self.provider = provider
+        self.outages = outages
+        self.outage_max_s = outage_max_s
+
+    def run(self, call: ToolCall) -> ToolOutcome:
+        built = self.endpoint.build(dict(call.input))
+        if isinstance(built, str):
+            return ToolOutcome(built, is_error=True)
+        if self.mutates:
+            with self.db.tenant(call.company_id) as tx:
+                record = tool_calls_store.begin(
+                    tx, call.idempotency_key, call.quest_id, call.step, self.name
+                )
+            if record.status == "done" and record.result is not None:
+                return ToolOutcome(**record.result)  # done before this redelivery: nothing again
+        try:
+            outcome = self._call(call, built)
+        except ProviderUnavailable as exc:
+            self._give_up_after_bound(call, exc)
+            raise
+        self.outages.delete(self._outage_key(call))
+        if self.mutates:
+            with self.db.tenant(call.company_id) as tx:
+                tool_calls_store.finish(tx, call.idempotency_key, outcome.__dict__)
+        return outcome
+
+    def _call(self, call: ToolCall, request: Request) -> ToolOutcome:
+        method, path, body, params = request
+        purpose = f"tool {self.name}"
+        token, version = self.tokens.access_token(
+            call.company_id, self.integration.name, purpose=purpose, quest_id=call.quest_id
+        )
+        key = call.idempotency_key if self.mutates else None
+        url = self.base_url + path
+        resp = self.provider.request(
+            self.integration.name, method, url, token, json=body, params=params, idempotency_key=key
+        )
+        if resp.status_code == 401:  # revoked or expired early: refresh once and try again
+            token, _ = self.tokens.refreshed_token(
+                call.company_id,
+                self.integration.name,
+                stale_version=version,
+                purpose=purpose,
+                quest_id=call.quest_id,
+            )
+            resp = self.provider.request(
+                self.integration.name,
+                method,
+                url,
+                token,
+                json=body,
+                params=params,
+                idempotency_key=key,
+            )
+        return self.endpoint.render(resp)
+
+    def _outage_key(self, call: ToolCall) -> str:
+        return f"s2:outage:{call.company_id}:{call.idempotency_key}"
+
+    def _give_up_after_bound(self, call: ToolCall, exc: ProviderUnavailable) -> None:
+        """Remember when this call first met the outage; past the bound, fail the quest."""
+        key = self._outage_key(call)
+        now = time.time()
+        self.outages.set(key, now, nx=True, ex=self.outage_max_s * 4)
+        since = float(self.outages.get(key) or now)
+        if now - since >= self.outage_max_s:
+            raise QuestFailed(
+                f"{self.integration.title} has been unavailable for {now - since:.0f}s "
+                f"(the limit is {self.outage_max_s}s): {exc}"
+            ) from None

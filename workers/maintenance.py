@@ -1,0 +1,67 @@
+"""Maintenance actors' work: re-encrypting credentials under the vault's new primary key.
+
+One message per company and batch; each batch commits on its own and the next batch is a new
+message, so the rewrap is resumable, can run twice, and runs beside live workers (a row that
+a refresh changed meanwhile is skipped and picked up by the next pass). Plaintext never
+leaves the vault.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import structlog
+
+from messages import Envelope, RewrapCredentials
+from messages.transport import Publisher
+from store import Database
+from store import credentials as credentials_store
+from store.credentials import Credential, NewTokens
+from vault import Vault
+from vault.tokens import ACCESS, REFRESH, binding
+from workers.errors import TryLater
+
+log = structlog.get_logger(__name__)
+
+
+class Rewrapper:
+    def __init__(self, db: Database, vault: Vault, publisher: Publisher) -> None:
+        self.db = db
+        self.vault = vault
+        self.publisher = publisher
+
+    def run(self, env: Envelope[RewrapCredentials]) -> int:
+        """Rewrap one batch; returns how many credentials moved to the primary key."""
+        wanted, primary = env.payload.primary_kid, self.vault.keyring.primary.kid
+        if primary != wanted:
+            raise TryLater(
+                f"this worker's primary key is {primary}, the rewrap asks for {wanted}: restart the "
+                "workers with the new S2_VAULT_KEYS",
+                retry_after_ms=30_000,
+            )
+        older = [kid for kid in self.vault.keyring.kids if kid != primary]
+        with self.db.tenant(env.company_id) as tx:  # a key not in the keyring cannot be opened
+            batch = credentials_store.under(tx, older, env.payload.batch)
+        moved = 0
+        for cred in batch:
+            tokens = self._rewrapped(env.company_id, cred, primary)
+            with self.db.tenant(env.company_id) as tx:
+                moved += credentials_store.replace_tokens(tx, cred.id, cred.version, tokens)
+        if len(batch) == env.payload.batch:  # there may be more: the next batch is a new message
+            self.publisher.publish(env.follow_up(env.payload))
+        log.info("credentials rewrapped", moved=moved, batch=len(batch), key_id=primary)
+        return moved
+
+    def _rewrapped(self, company_id: UUID, cred: Credential, primary: str) -> NewTokens:
+        def rewrap(ciphertext: bytes, field: str) -> bytes:
+            return self.vault.rewrap(
+                ciphertext,
+                company_id=company_id,
+                integration=cred.integration,
+                credential_id=binding(cred.id, field),
+            )
+
+        refresh = rewrap(cred.refresh_token, REFRESH) if cred.refresh_token is not None else None
+        return NewTokens(
+            primary, rewrap(cred.access_token, ACCESS), refresh, cred.access_expires_at
+        )
