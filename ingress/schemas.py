@@ -50,6 +50,12 @@ def usd_to_micros(value: str) -> int:
     return int(micros)
 
 
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field("", max_length=2000)
+
+
 class QuestAccepted(BaseModel):
     quest_id: UUID
     status: str

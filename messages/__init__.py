@@ -13,6 +13,7 @@ from messages.errors import BadMessage, MessagesError, PublishFailed
 from messages.payloads import (
     AUDIT,
     CONTROL,
+    MAINTENANCE,
     QUESTS,
     QUEUES,
     AuditBatch,
@@ -20,11 +21,13 @@ from messages.payloads import (
     CancelQuest,
     QuestEvent,
     QuestStep,
+    RewrapCredentials,
 )
 
 __all__ = [
     "AUDIT",
     "CONTROL",
+    "MAINTENANCE",
     "QUESTS",
     "QUEUES",
     "SCHEMA_VERSION",
@@ -40,6 +43,7 @@ __all__ = [
     "PublishFailed",
     "QuestEvent",
     "QuestStep",
+    "RewrapCredentials",
     "Route",
     "open_envelope",
 ]

@@ -13,7 +13,8 @@ from messages.envelope import Actor, Payload, Route
 QUESTS = "quests"
 CONTROL = "control"
 AUDIT = "audit"
-QUEUES = (QUESTS, CONTROL, AUDIT)
+MAINTENANCE = "maintenance"
+QUEUES = (QUESTS, CONTROL, AUDIT, MAINTENANCE)
 
 
 class QuestStep(Payload):
@@ -57,6 +58,15 @@ class AuditBatch(Payload):
     route: ClassVar[Route | None] = Route(queue=AUDIT, actor="write_audit")
 
     events: list[AuditEvent] = Field(min_length=1, max_length=1000)
+
+
+class RewrapCredentials(Payload):
+    """Re-encrypt the company's credentials under ``primary_kid``, a batch per message."""
+
+    route: ClassVar[Route | None] = Route(queue=MAINTENANCE, actor="rewrap_credentials")
+
+    primary_kid: str = Field(min_length=1, max_length=32)
+    batch: int = Field(50, ge=1, le=1000)
 
 
 class QuestEvent(Payload):

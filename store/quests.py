@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from store.db import TenantTx
@@ -17,7 +18,7 @@ _QUEST_COLUMNS = (
     "id, company_id, status, goal, model, max_usd_micros, created_by, correlation_id, "
     "origin_message_id, first_step_enqueued_at, "
     "steps_done, step_claimed, step_holder, step_claimed_at, cost_usd_micros, result, reason, "
-    "created_at, started_at, finished_at"
+    "created_at, started_at, finished_at, cancel_requested_at, cancel_reason, cancelled_by"
 )
 _STEP_COLUMNS = (
     "step, status, model, stop_reason, content, tool_results, usage, cost_usd_micros, events, "
@@ -47,6 +48,9 @@ class Quest:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    cancel_requested_at: datetime | None = None
+    cancel_reason: str | None = None
+    cancelled_by: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -153,6 +157,23 @@ def get(tx: TenantTx, quest_id: UUID, *, for_update: bool = False) -> Quest | No
         (tx.company_id, quest_id),
     )
     return found[0] if found else None
+
+
+def request_cancel(tx: TenantTx, quest_id: UUID, *, by: str, reason: str) -> Quest | None:
+    """Record a cancel request (the first one wins). Returns the quest as it now stands."""
+    tx.execute(
+        "UPDATE quests SET cancel_requested_at = now(), cancel_reason = %s, cancelled_by = %s "
+        "WHERE company_id = %s AND id = %s AND cancel_requested_at IS NULL "
+        "AND status IN ('queued', 'running')",
+        (reason, by, tx.company_id, quest_id),
+    )
+    return get(tx, quest_id)
+
+
+def company_of(conn: psycopg.Connection[Any], quest_id: UUID) -> UUID | None:
+    """The company a quest belongs to (for operators' commands given only a quest id)."""
+    row = conn.execute("SELECT quest_company(%s)", (quest_id,)).fetchone()
+    return row[0] if row and row[0] else None
 
 
 def claim_step(tx: TenantTx, quest_id: UUID, step: int, holder: str) -> None:

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -25,6 +26,7 @@ from store import Database, StoreError
 from store import companies as companies_store
 from system2.errors import System2Error
 from system2.settings import Settings
+from vault import VaultError
 
 app = typer.Typer(
     name="system2",
@@ -38,11 +40,15 @@ quest_app = typer.Typer(help="Quests: submit, show.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail (activity_log).", no_args_is_help=True)
 token_app = typer.Typer(help="Access tokens for local work and smoke tests.", no_args_is_help=True)
 guard_app = typer.Typer(help="The guard: spend, caps, budgets and limits.", no_args_is_help=True)
+vault_app = typer.Typer(help="Encryption keys of integration credentials.", no_args_is_help=True)
+integration_app = typer.Typer(help="Integrations a company has connected.", no_args_is_help=True)
 app.add_typer(company_app, name="company")
 app.add_typer(quest_app, name="quest")
 app.add_typer(audit_app, name="audit")
 app.add_typer(token_app, name="token")
 app.add_typer(guard_app, name="guard")
+app.add_typer(vault_app, name="vault")
+app.add_typer(integration_app, name="integration")
 
 
 def settings() -> Settings:
@@ -149,6 +155,25 @@ def offline_claude(
     serve(host, port)
 
 
+@app.command("demo-provider")
+def demo_provider(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8790,
+    access_ttl: Annotated[float, typer.Option(help="seconds an access token lives")] = 60.0,
+) -> None:
+    """Serve the demo integration provider (OAuth 2 + a task API) on loopback."""
+    from system2.demo_provider import serve
+
+    s = settings()
+    serve(
+        host,
+        port,
+        client_id=s.demo_client_id,
+        client_secret=s.demo_client_secret.get_secret_value(),
+        access_ttl_s=access_ttl,
+    )
+
+
 @company_app.command("create")
 def company_create(name: str) -> None:
     """Create a company; prints its id."""
@@ -220,48 +245,100 @@ def quest_submit(
     emit(quest.id)
 
 
-@quest_app.command("show")
-def quest_show(quest_id: UUID, company: Annotated[UUID, typer.Option(help="company id")]) -> None:
-    """Show a quest's state, steps, cost and result as JSON."""
+def quest_company(db: Database, quest_id: UUID, company: UUID | None) -> UUID:
+    """The quest's company: as given, or looked up (operators often have only the quest id)."""
     from store import quests as quests_store
 
-    with app_db(settings()) as db, db.tenant(company) as tx:
+    if company is not None:
+        return company
+    with db.pool.connection() as conn:
+        found = quests_store.company_of(conn, quest_id)
+    if found is None:
+        raise System2Error(f"no quest {quest_id}")
+    return found
+
+
+CompanyOption = Annotated[UUID | None, typer.Option(help="company id (looked up if left out)")]
+
+
+@quest_app.command("show")
+def quest_show(quest_id: UUID, company: CompanyOption = None) -> None:
+    """Show a quest's state, steps, cost and result as JSON."""
+    from ingress.routes_quests import quest_view
+    from store import quests as quests_store
+
+    with app_db(settings()) as db, db.tenant(quest_company(db, quest_id, company)) as tx:
         quest = quests_store.get(tx, quest_id)
         if quest is None:
             raise System2Error(f"no quest {quest_id} in company {company}")
-        steps = quests_store.steps(tx, quest_id)
-    emit(
-        {
-            "quest_id": quest.id,
-            "status": quest.status,
-            "goal": quest.goal,
-            "model": quest.model,
-            "steps": [
-                {"step": st.step, "status": st.status, "stop_reason": st.stop_reason}
-                for st in steps
-            ],
-            "cost_usd_micros": quest.cost_usd_micros,
-            "result": quest.result,
-            "reason": quest.reason,
-        }
-    )
+        emit(quest_view(tx, quest).model_dump(mode="json"))
+
+
+@quest_app.command("cancel")
+def quest_cancel(
+    quest_id: UUID,
+    reason: Annotated[str, typer.Option(help="why, for the audit trail")] = "",
+    operator: Annotated[str, typer.Option(help="who cancels, for the audit trail")] = "cli",
+    company: CompanyOption = None,
+) -> None:
+    """Cancel a quest, even mid-call; its final state is printed when it had already ended."""
+    from ingress.cancel import request_cancel, send_cancel
+    from messages.transport import Publisher, build_broker
+    from store import quests as quests_store
+
+    s = settings()
+    by = Actor(type=ActorType.operator, id=operator)
+    with app_db(s) as db:
+        with db.tenant(quest_company(db, quest_id, company)) as tx:
+            quest = quests_store.get(tx, quest_id, for_update=True)
+            if quest is None:
+                raise System2Error(f"no quest {quest_id}")
+            if not quest.finished:
+                quest = request_cancel(tx, quest, by=by, reason=reason)
+        if quest.finished:
+            say(f"quest {quest_id} had already ended: {quest.status}")
+            return
+        broker = build_broker(s.redis_url)
+        send_cancel(
+            redis.Redis.from_url(s.redis_url), Publisher(broker), quest, by=by, reason=reason
+        )
+        broker.close()
+    say(f"cancelling quest {quest_id}")
+
+
+@quest_app.command("watch")
+def quest_watch(quest_id: UUID, company: CompanyOption = None) -> None:
+    """Follow a quest live: each step, action, the cost so far, the guard's tier and the state;
+    returns when the quest ends."""
+    from system2.watch import watch
+
+    s = settings()
+    with app_db(s) as db:
+        company_id = quest_company(db, quest_id, company)
+        code = watch(s, db, company_id, quest_id)
+    raise typer.Exit(code)
 
 
 @audit_app.command("list")
 def audit_list(
     company: Annotated[UUID, typer.Option(help="company id")],
     quest: Annotated[UUID | None, typer.Option(help="only this quest")] = None,
+    actor: Annotated[str | None, typer.Option(help="only this actor id (e.g. ted, alice)")] = None,
+    action: Annotated[str | None, typer.Option(help="only this action (e.g. task.created)")] = None,
+    since: Annotated[datetime | None, typer.Option(help="from this time (ISO 8601)")] = None,
+    until: Annotated[datetime | None, typer.Option(help="before this time (ISO 8601)")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
-    cursor: Annotated[str | None, typer.Option()] = None,
+    cursor: Annotated[str | None, typer.Option(help="the next_cursor of the previous page")] = None,
 ) -> None:
-    """The company's audit trail, newest first, as JSON."""
+    """The company's audit trail, newest first, as JSON (filter, then page with --cursor)."""
     from store import activity as activity_store
     from store.activity import ActivityFilter
 
+    filters = ActivityFilter(
+        quest_id=quest, actor_id=actor, action=action, since=since, until=until
+    )
     with app_db(settings()) as db, db.tenant(company) as tx:
-        rows, next_cursor = activity_store.page(
-            tx, ActivityFilter(quest_id=quest), cursor=cursor, limit=limit
-        )
+        rows, next_cursor = activity_store.page(tx, filters, cursor=cursor, limit=limit)
     emit({"items": [r.__dict__ for r in rows], "next_cursor": next_cursor})
 
 
@@ -329,6 +406,112 @@ def guard_set(
         emit(company_limits(tx, s).__dict__)
 
 
+@integration_app.command("connect")
+def integration_connect(company_id: UUID, integration: str) -> None:
+    """Run the provider's OAuth code flow for the company and store the tokens; prints the
+    credential id. (For the demo provider, which approves at once.)"""
+    import secrets as pysecrets
+
+    import httpx
+
+    from ingress.integrations import IntegrationTokens, connect
+    from system2.catalog import INTEGRATIONS
+    from system2.wiring import build_vault
+    from workers.integrations.registry import oauth_client
+
+    s = settings()
+    spec = INTEGRATIONS.get(integration)
+    if spec is None:
+        raise System2Error(
+            f"no integration named {integration!r}; known: {', '.join(sorted(INTEGRATIONS))}"
+        )
+    vault = build_vault(s, redis.Redis.from_url(s.redis_url))
+    redirect = "http://127.0.0.1/oauth/callback"
+    with httpx.Client(timeout=10) as http:
+        oauth = oauth_client(s, spec, http)
+        try:
+            tokens = oauth.exchange_code(
+                oauth.authorize(str(company_id), redirect, pysecrets.token_urlsafe(16)), redirect
+            )
+        except httpx.HTTPError as exc:
+            raise System2Error(
+                f"cannot reach {spec.title} at {s.demo_provider_url}: {type(exc).__name__}"
+            ) from None
+    body = IntegrationTokens(
+        access_token=tokens.access.reveal(),
+        refresh_token=tokens.refresh.reveal() if tokens.refresh else None,
+        expires_at=tokens.expires_at,
+        scopes=tokens.scopes,
+        account=str(company_id),
+    )
+    with app_db(s) as db, db.tenant(company_id) as tx:
+        if companies_store.get(tx) is None:
+            raise System2Error(f"no company {company_id}")
+        cred = connect(tx, vault, integration, body, connected_by="operator:cli")
+    emit(cred.id)
+
+
+@integration_app.command("list")
+def integration_list(company: Annotated[UUID, typer.Option(help="company id")]) -> None:
+    """The company's connected integrations (never their tokens), as JSON."""
+    from ingress.integrations import view
+    from store import credentials as credentials_store
+
+    with app_db(settings()) as db, db.tenant(company) as tx:
+        emit([view(c).model_dump(mode="json") for c in credentials_store.all_for_company(tx)])
+
+
+@vault_app.command("new-key")
+def vault_new_key() -> None:
+    """Print one fresh KID=BASE64KEY entry for the secrets store (put it first to make it
+    the primary, then run `system2 vault rewrap`)."""
+    from datetime import UTC, datetime
+
+    from vault import new_key_entry
+
+    emit(new_key_entry(datetime.now(UTC)))
+
+
+@vault_app.command("status")
+def vault_status() -> None:
+    """Per key id: how many ciphertexts use it and how many encryptions it made; the
+    primary's age against S2_VAULT_ROTATE_DAYS."""
+    from system2.vault_admin import key_usage
+
+    s = settings()
+    with app_db(s) as db:
+        emit(key_usage(s, db, redis.Redis.from_url(s.redis_url)))
+
+
+@vault_app.command("rewrap")
+def vault_rewrap(
+    wait: Annotated[bool, typer.Option(help="wait until no credential uses another key")] = False,
+    timeout: Annotated[int, typer.Option(help="seconds to wait")] = 600,
+) -> None:
+    """Re-encrypt every credential under the primary key (a Dramatiq actor, per company,
+    in batches; resumable and safe to run twice, beside live workers)."""
+    from system2.vault_admin import queue_rewrap, wait_rewrapped
+
+    s = settings()
+    with app_db(s) as db:
+        queued, primary = queue_rewrap(s, db)
+        say(f"rewrap under {primary} queued for {queued} companies")
+        if wait:
+            wait_rewrapped(s, db, primary, timeout)
+            say(f"every credential is under {primary}")
+
+
+@vault_app.command("retire")
+def vault_retire(kid: str) -> None:
+    """Check that a key may leave the secrets store: refused while any credential uses it."""
+    from system2.vault_admin import check_retire
+
+    s = settings()
+    with app_db(s) as db:
+        check_retire(s, db, kid)
+    say(f"{kid} protects no credential: remove it from S2_VAULT_KEYS, then restart the processes")
+
+
 @token_app.command("mint")
 def token_mint(
     user: Annotated[str, typer.Option(help="the user id (sub)")],
@@ -358,7 +541,7 @@ def main() -> None:
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     try:
         app()
-    except (System2Error, StoreError, MessagesError, GuardError, ValueError) as exc:
+    except (System2Error, StoreError, MessagesError, GuardError, VaultError, ValueError) as exc:
         say(f"error: {exc}")
         sys.exit(1)
     except psycopg.OperationalError as exc:

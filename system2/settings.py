@@ -66,6 +66,27 @@ class Settings(BaseSettings):
     guard_slow_min_ms: int = 1_000
     guard_slow_max_ms: int = 30_000
 
+    vault_keys: SecretStr | None = Field(
+        None, description="KID=BASE64KEY entries, the first primary"
+    )
+    vault_keys_file: str | None = Field(None, description="a file with the same content")
+    vault_rotate_days: int = 90
+    vault_max_encryptions: int = Field(2**28, description="per key; far below NIST's 2^32 bound")
+
+    demo_provider_url: str = "http://127.0.0.1:8790"
+    demo_client_id: str = "system2-demo"
+    demo_client_secret: SecretStr = SecretStr("demo-secret")
+    provider_timeout_s: float = 10.0
+    provider_retries: int = 2
+    provider_outage_max_s: int = Field(
+        300, description="a quest waits this long for a provider, then fails"
+    )
+    breaker_failures: int = Field(
+        5, description="failures within breaker_window_s that open a provider's breaker"
+    )
+    breaker_window_s: int = 30
+    breaker_open_s: int = 30
+
     def production(self) -> bool:
         return self.env == "production"
 

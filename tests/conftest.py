@@ -13,7 +13,7 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -159,6 +159,22 @@ def offline_claude(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.stop()
 
 
+@pytest.fixture(scope="session")
+def demo_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The demo integration provider in its own process; yields its base URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("logs") / "demo-provider.log"
+    proc = Proc(
+        "demo-provider", system2("demo-provider", "--port", str(port)), log_path=log
+    ).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/", proc=proc)
+        yield url
+    finally:
+        proc.stop()
+
+
 @dataclass
 class Stack:
     """Worker processes and an ingress on loopback, sharing the session's databases."""
@@ -168,13 +184,14 @@ class Stack:
     logs: Path
     procs: dict[str, Proc]
     ingress_url: str = ""
+    base_env: dict[str, str] = field(default_factory=dict)  # for every process of the stack
 
     def env(self, **extra: str) -> dict[str, str]:
         return settings_env(
             self.settings,
             ANTHROPIC_BASE_URL=self.claude_url,
             ANTHROPIC_API_KEY="offline-test-key",
-            **extra,
+            **{**self.base_env, **extra},
         )
 
     def start_workers(

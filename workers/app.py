@@ -18,15 +18,34 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage
 
 from guard import Admissions, Guard, PriceTable
-from messages import AUDIT, QUESTS, AuditBatch, BadMessage, Envelope, QuestStep, open_envelope
+from messages import (
+    AUDIT,
+    CONTROL,
+    MAINTENANCE,
+    QUESTS,
+    AuditBatch,
+    BadMessage,
+    CancelQuest,
+    Envelope,
+    QuestStep,
+    RewrapCredentials,
+    open_envelope,
+)
 from messages.transport import Publisher, build_broker
 from store import Database
 from system2 import logs
 from system2.settings import Settings
+from system2.wiring import maybe_vault
+from vault import Vault
 from workers.audit import AuditWriter
 from workers.budget import StepBudget
+from workers.cancel import CancelWatch
 from workers.claude import Claude
+from workers.control import CancelHandler
+from workers.errors import TryLater
 from workers.events import QuestEvents
+from workers.integrations.registry import integration_tools
+from workers.maintenance import Rewrapper
 from workers.middleware import Beacon, LogContext
 from workers.quest import QuestRunner
 from workers.tools import Toolbox, builtin_tools
@@ -44,6 +63,8 @@ class Runtime:
     publisher: Publisher
     quests: QuestRunner
     audit: AuditWriter
+    rewrapper: Rewrapper | None
+    cancels: CancelHandler
 
     @classmethod
     def build(cls, settings: Settings, broker: RedisBroker, *, threads: int = 8) -> Runtime:
@@ -51,7 +72,12 @@ class Runtime:
         db.open(wait=False)
         client = redis.Redis.from_url(settings.redis_url)
         publisher = Publisher(broker)
+        vault = maybe_vault(settings, client)
+        if vault is None:
+            log.warning("no vault keys (S2_VAULT_KEYS): integrations are unavailable to quests")
         prices = PriceTable.load()
+        watch = CancelWatch(client)
+        watch.start()
         claude = Claude(
             timeout_s=settings.claude_timeout_s, max_retries=settings.claude_max_retries
         )
@@ -59,19 +85,29 @@ class Runtime:
             db=db,
             publisher=publisher,
             claude=claude,
-            toolbox=Toolbox(builtin_tools(db)),
+            toolbox=toolbox(settings, db, client, vault),
             prices=prices,
             budget=step_budget(settings, client, prices, claude),
             events=QuestEvents(client, maxlen=settings.events_maxlen),
             max_tokens=settings.max_tokens,
             max_steps=settings.max_steps,
+            cancels=watch,
         )
         audit = AuditWriter(db, max_batch=settings.audit_batch_max)
-        return cls(settings, db, client, publisher, runner, audit)
+        rewrapper = Rewrapper(db, vault, publisher) if vault else None
+        cancels = CancelHandler(db, publisher, runner.events, runner.budget)
+        return cls(settings, db, client, publisher, runner, audit, rewrapper, cancels)
 
     def close(self) -> None:
         self.db.close()
         self.redis.close()
+
+
+def toolbox(settings: Settings, db: Database, client: redis.Redis, vault: Vault | None) -> Toolbox:
+    """Built-in tools, and the integrations' tools when the vault has keys to open credentials."""
+    if vault is None:
+        return Toolbox(builtin_tools(db))
+    return Toolbox(builtin_tools(db), integration_tools(settings, db, client, vault))
 
 
 def step_budget(
@@ -101,17 +137,41 @@ def declare_actors(broker: RedisBroker, rt: Runtime) -> dict[str, dramatiq.Actor
     def quest_step(raw: Any) -> None:
         env = open_envelope(raw, QuestStep)
         _bind(env)
-        rt.quests.run(env, holder=_current_message_id())
+        try:
+            rt.quests.run(env, holder=_current_message_id())
+        except TryLater as exc:  # retried by the broker, after the delay the dependency asked for
+            raise dramatiq.Retry(str(exc), delay=exc.retry_after_ms) from exc
 
     def write_audit(raw: Any) -> None:
         env = open_envelope(raw, AuditBatch)
         _bind(env)
         rt.audit.write(env.company_id, env.payload.events)
 
+    def cancel_quest(raw: Any) -> None:
+        env = open_envelope(raw, CancelQuest)
+        _bind(env)
+        rt.cancels.run(env)
+
+    def rewrap_credentials(raw: Any) -> None:
+        env = open_envelope(raw, RewrapCredentials)
+        _bind(env)
+        if rt.rewrapper is None:
+            raise dramatiq.Retry("this worker has no vault keys (S2_VAULT_KEYS)", delay=60_000)
+        try:
+            rt.rewrapper.run(env)
+        except TryLater as exc:
+            raise dramatiq.Retry(str(exc), delay=exc.retry_after_ms) from exc
+
     retrying = {"min_backoff": 500, "max_backoff": 60_000, "throws": (BadMessage,)}
     return {
         "quest_step": _actor(
-            broker, quest_step, QUESTS, max_retries=20, time_limit=600_000, **retrying
+            broker, quest_step, QUESTS, max_retries=100, time_limit=600_000, **retrying
+        ),
+        "cancel_quest": _actor(
+            broker, cancel_quest, CONTROL, max_retries=50, time_limit=60_000, **retrying
+        ),
+        "rewrap_credentials": _actor(
+            broker, rewrap_credentials, MAINTENANCE, max_retries=50, time_limit=600_000, **retrying
         ),
         "write_audit": _actor(
             broker, write_audit, AUDIT, max_retries=50, time_limit=120_000, **retrying

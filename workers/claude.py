@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import anthropic
+import httpx2
 
+from workers.cancel import Interrupted, current_scope, track_network_stream
 from workers.errors import QuestFailed, QuestHalted, TryLater
 
 SPEND_LIMIT = "enforced_spend_limit_reached"
@@ -31,6 +33,15 @@ class ClaudeRequest:
         least one byte of the request."""
         body = {"system": self.system, "messages": self.messages, "tools": self.tools}
         return len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+class ClaudeInterrupted(Interrupted):
+    """The call was cut because the quest was cancelled. ``input_usage``: the prompt's usage
+    from ``message_start`` if it arrived (the output is unknown: keep its reservation)."""
+
+    def __init__(self, input_usage: dict[str, Any] | None) -> None:
+        super().__init__("the Claude call was cut: the quest was cancelled")
+        self.input_usage = input_usage
 
 
 class ClaudeUnavailable(TryLater):
@@ -81,38 +92,33 @@ class Claude:
         return int(counted.input_tokens)
 
     def create(self, request: ClaudeRequest) -> ClaudeReply:
-        """One call. Failures become ``ClaudeUnavailable`` (worth retrying), ``QuestHalted``
-        (the account's spend limit) or ``QuestFailed`` (the request itself is wrong)."""
+        """One call, streamed, so a cancel can cut its connection (see ``workers.cancel``).
+
+        Failures become ``ClaudeUnavailable`` (worth retrying), ``QuestHalted`` (the account's
+        spend limit), ``QuestFailed`` (the request itself is wrong) or ``ClaudeInterrupted``
+        (the quest was cancelled during the call)."""
+        scope = current_scope()
+        if scope is not None and scope.cancelled.is_set():
+            raise ClaudeInterrupted(None)
+        started: dict[str, Any] | None = None
         try:
-            raw = self._client.messages.with_raw_response.create(
+            with self._client.messages.stream(
                 model=request.model,
                 max_tokens=request.max_tokens,
                 system=request.system,
                 messages=request.messages,  # type: ignore[arg-type]
                 tools=request.tools,  # type: ignore[arg-type]
-            )
-            body = raw.http_response.json()
-        except anthropic.APIConnectionError as exc:
-            raise ClaudeUnavailable(
-                f"Claude unreachable: {type(exc).__name__}", answered=False
-            ) from None
-        except anthropic.RateLimitError as exc:
-            if exc.error_code == SPEND_LIMIT:
-                raise QuestHalted("the Anthropic account's spend limit is reached") from None
-            raise ClaudeUnavailable("Claude rate limit; retrying later", answered=True) from None
-        except anthropic.InternalServerError as exc:
-            raise ClaudeUnavailable(
-                f"Claude error {exc.status_code}; retrying later", answered=True
-            ) from None
-        except anthropic.APIStatusError as exc:
-            if exc.status_code in (408, 409):
-                raise ClaudeUnavailable(
-                    f"Claude error {exc.status_code}; retrying later", answered=True
-                ) from None
-            raise QuestFailed(
-                f"Claude refused the request ({exc.status_code} {exc.type or 'error'}): "
-                f"{(exc.api_message or '')[:300]}"
-            ) from None
+            ) as stream:
+                track_network_stream(stream.response.extensions.get("network_stream"))
+                for event in stream:
+                    if event.type == "message_start":
+                        started = event.message.usage.model_dump(exclude_none=True)
+                message = stream.get_final_message()
+        except Exception as exc:
+            if scope is not None and scope.cancelled.is_set():
+                raise ClaudeInterrupted(started) from None
+            raise _classify(exc) from None
+        body = message.model_dump(mode="json", exclude_none=True)
         return ClaudeReply(
             id=str(body.get("id", "")),
             model=str(body.get("model", request.model)),
@@ -120,3 +126,25 @@ class Claude:
             stop_reason=body.get("stop_reason"),
             usage=dict(body.get("usage") or {}),
         )
+
+
+def _classify(exc: Exception) -> Exception:  # noqa: PLR0911 - one answer per kind of failure
+    """What a failed call means for the quest."""
+    if isinstance(exc, anthropic.RateLimitError):
+        if exc.error_code == SPEND_LIMIT:
+            return QuestHalted("the Anthropic account's spend limit is reached")
+        return ClaudeUnavailable("Claude rate limit; retrying later", answered=True)
+    if isinstance(exc, anthropic.InternalServerError):
+        return ClaudeUnavailable(f"Claude error {exc.status_code}; retrying later", answered=True)
+    if isinstance(exc, anthropic.APIStatusError):
+        if exc.status_code in (408, 409):
+            return ClaudeUnavailable(
+                f"Claude error {exc.status_code}; retrying later", answered=True
+            )
+        return QuestFailed(
+            f"Claude refused the request ({exc.status_code} {exc.type or 'error'}): "
+            f"{(exc.api_message or '')[:300]}"
+        )
+    if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+        return ClaudeUnavailable(f"Claude unreachable: {type(exc).__name__}", answered=False)
+    return exc

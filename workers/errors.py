@@ -14,4 +14,21 @@ class QuestHalted(WorkerError):
 
 
 class TryLater(WorkerError):
-    """A dependency is down or busy; the step is retried with backoff, nothing is lost."""
+    """A dependency is down or busy; the step is retried later, nothing is lost.
+    ``retry_after_ms``: when to try again, if the dependency said (else backoff decides)."""
+
+    def __init__(self, message: str, *, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
+class ProviderUnavailable(TryLater):
+    """An integration's provider failed (timeouts, 5xx, its breaker is open)."""
+
+
+class NotConnected(QuestFailed):
+    """The company has not connected the integration a tool needs."""
+
+
+class QuestCancelled(WorkerError):
+    """The quest was cancelled while this step ran; nothing after the cut runs."""

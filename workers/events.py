@@ -1,4 +1,5 @@
-"""The live stream of quest events, one bounded Redis stream per company.
+"""The live stream of quest events: one bounded Redis stream per company, and one per quest
+for the quest's watchers.
 
 Operators watch it (SSE, ``system2 quest watch``); it is for seeing, not for record-keeping —
 ``activity_log`` is the record. Publishing is best effort: a Redis hiccup must not fail a step.
@@ -8,18 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from uuid import UUID
 
 import redis
 import structlog
 
 from messages import Envelope, QuestEvent
+from messages.notices import company_stream_key, quest_stream_key
 
 log = structlog.get_logger(__name__)
 
 
-def stream_key(company_id: UUID) -> str:
-    return f"s2:events:{company_id}"
+QUEST_STREAM_MAXLEN = 2_000
+QUEST_STREAM_TTL_S = 7 * 86_400
 
 
 class QuestEvents:
@@ -33,12 +34,12 @@ class QuestEvents:
         try:
             pipe = self._redis.pipeline(transaction=False)
             for env in envelopes:
-                pipe.xadd(
-                    stream_key(env.company_id),
-                    {"e": env.model_dump_json()},
-                    maxlen=self._maxlen,
-                    approximate=True,
-                )
+                entry: dict[Any, Any] = {"e": env.model_dump_json()}
+                company_key = company_stream_key(env.company_id)
+                pipe.xadd(company_key, entry, maxlen=self._maxlen, approximate=True)
+                quest_key = quest_stream_key(env.payload.quest_id)
+                pipe.xadd(quest_key, entry, maxlen=QUEST_STREAM_MAXLEN, approximate=True)
+                pipe.expire(quest_key, QUEST_STREAM_TTL_S)
             pipe.execute()
         except redis.RedisError as exc:
             log.warning(

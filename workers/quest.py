@@ -12,6 +12,8 @@ it sent instead of redoing anything.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,14 +26,25 @@ from messages.transport import Publisher
 from store import Database, TenantTx
 from store import charges as charges_store
 from store import companies as companies_store
+from store import credentials as credentials_store
 from store import quests as quests_store
 from store.quests import Quest, Step
 from workers.budget import Admitted, Delay, Settlement, StepBudget
-from workers.claude import Claude, ClaudeReply, ClaudeRequest, ClaudeUnavailable
-from workers.errors import QuestFailed, QuestHalted
+from workers.cancel import CallScope, CancelWatch, Interrupted, calls_in, current_scope
+from workers.claude import Claude, ClaudeInterrupted, ClaudeReply, ClaudeRequest, ClaudeUnavailable
+from workers.errors import QuestCancelled, QuestFailed, QuestHalted, TryLater
 from workers.events import QuestEvents, event_data, summarize
-from workers.step import TED, Decision, Outcome, StepRecord, decide, tool_result, transcript
-from workers.tools import Toolbox, ToolCall
+from workers.step import (
+    TED,
+    Decision,
+    Outcome,
+    StepRecord,
+    cancelled,
+    decide,
+    tool_result,
+    transcript,
+)
+from workers.tools import Toolbox, ToolCall, Tools
 
 log = structlog.get_logger(__name__)
 
@@ -51,12 +64,14 @@ FAIL_REASONS = {
 
 @dataclass(frozen=True)
 class Ready:
-    """The step is claimed. ``admitted``: its reserved call (None when the reply is already
-    stored); ``ended``: the quest ends before any call."""
+    """The step is claimed. ``tools``: what this company's quest may use; ``admitted``: its
+    reserved call (None when the reply is already stored); ``ended``: the quest ends before
+    any call."""
 
     record: StepRecord
     limits: Limits
     history: list[Step]
+    tools: Tools
     admitted: Admitted | None = None
     ended: Outcome | None = None
 
@@ -88,6 +103,7 @@ class QuestRunner:
         events: QuestEvents,
         max_tokens: int,
         max_steps: int,
+        cancels: CancelWatch | None = None,
         stale_claim_after: timedelta = timedelta(minutes=15),
     ) -> None:
         self.db = db
@@ -99,6 +115,7 @@ class QuestRunner:
         self.events = events
         self.max_tokens = max_tokens
         self.max_steps = max_steps
+        self.cancels = cancels
         self.stale_claim_after = stale_claim_after
 
     def run(self, env: Envelope[QuestStep], holder: str) -> None:
@@ -144,17 +161,25 @@ class QuestRunner:
         if kept:
             quests_store.add_cost(tx, quest.id, kept)
         record = StepRecord(env, quest)
+        if quest.cancel_requested_at is not None:  # asked while no worker held the quest
+            quests_store.claim_step(tx, quest.id, n, holder)
+            return Ready(
+                record, limits, history, self.toolbox.for_company(set()), ended=cancelled(quest)
+            )
+        tools = self.toolbox.for_company(
+            {c.integration for c in credentials_store.all_for_company(tx)}
+        )
         current = history[-1] if history and history[-1].step == n else None
         if current is not None and current.content is not None:  # the reply is stored: resume
             quests_store.claim_step(tx, quest.id, n, holder)
-            return Ready(record, limits, history)
+            return Ready(record, limits, history, tools)
         company = companies_store.get(tx)
         request = ClaudeRequest(
             model=quest.model,
             max_tokens=self.max_tokens,
             system=SYSTEM_PROMPT.format(company=company.name if company else ""),
             messages=transcript(quest.goal, [s for s in history if s.step < n]),
-            tools=self.toolbox.schemas(),
+            tools=tools.schemas(),
         )
         attempts = sum(1 for c in charges if c.step == n)
         admitted: Admitted | Delay | None = None
@@ -168,7 +193,7 @@ class QuestRunner:
         if isinstance(admitted, Delay):
             return admitted
         quests_store.claim_step(tx, quest.id, n, holder)
-        return Ready(record, limits, history, admitted, ended)
+        return Ready(record, limits, history, tools, admitted, ended)
 
     # -- the step --------------------------------------------------------------------------
 
@@ -188,12 +213,32 @@ class QuestRunner:
         self.events.emit(record.live)
         record.live.clear()
         try:
-            outcome = ready.ended or self._advance(ready)
+            with self._watch(quest) as scope, calls_in(scope):
+                outcome = ready.ended or self._advance(ready)
+        except QuestCancelled:
+            outcome = cancelled(self._reload(quest))
         except QuestFailed as exc:
             outcome = Outcome("failed", reason=str(exc))
         except QuestHalted as exc:
             outcome = Outcome("halted", reason=str(exc))
+        except TryLater as exc:  # the step keeps its claim; the broker retries this message
+            record.show("step.waiting", reason=str(exc), retry_in_ms=exc.retry_after_ms)
+            self.events.emit(record.live)
+            raise
         self._finish(record, outcome)
+
+    @contextlib.contextmanager
+    def _watch(self, quest: Quest) -> Iterator[CallScope]:
+        """The step's call scope: cut at once if the quest is cancelled while it runs."""
+        if self.cancels is None:
+            yield CallScope(quest.id)
+            return
+        with self.cancels.watching(quest.id) as scope:
+            yield scope
+
+    def _reload(self, quest: Quest) -> Quest:
+        with self.db.tenant(quest.company_id) as tx:
+            return quests_store.get(tx, quest.id) or quest
 
     def _advance(self, ready: Ready) -> Outcome | None:
         record, n = ready.record, ready.record.step
@@ -208,7 +253,7 @@ class QuestRunner:
         if stop == "tool_use":
             with self.db.tenant(record.quest.company_id) as tx:
                 self._save_reply(tx, record)  # before any tool runs: a retry resumes from it
-            record.tool_results = self._run_tools(record, reply)
+            record.tool_results = self._run_tools(record, reply, ready.tools)
         if stop in SUCCEED:
             return Outcome("succeeded", result=reply.text)
         if stop in CONTINUE:
@@ -231,6 +276,9 @@ class QuestRunner:
         except (QuestFailed, QuestHalted):
             self._settle_failed(record, admitted, limits, 0)
             raise
+        except ClaudeInterrupted as exc:  # cut by a cancel: what it cost is partly unknown
+            self._settle_failed(record, admitted, limits, self._cut_cost(admitted, exc))
+            raise QuestCancelled() from None
         cost = self.prices.cost(quest.model, Usage.from_api(reply.usage))
         settlement = self.budget.settle(quest, admitted, cost, limits)
         record.unsaved_reply = (reply, cost, admitted.charge_key)
@@ -248,6 +296,14 @@ class QuestRunner:
             output_tokens=reply.usage.get("output_tokens"),
         )
         return reply
+
+    def _cut_cost(self, admitted: Admitted, exc: ClaudeInterrupted) -> int:
+        """A cut call: its prompt as reported at the start of the stream, plus all the output it
+        might have produced; with no start seen, the whole reservation."""
+        if exc.input_usage is None:
+            return admitted.reserved
+        usage = Usage.from_api({**exc.input_usage, "output_tokens": admitted.request.max_tokens})
+        return min(admitted.reserved, self.prices.cost(admitted.request.model, usage))
 
     def _settle_failed(
         self, record: StepRecord, admitted: Admitted, limits: Limits, actual: int
@@ -314,11 +370,16 @@ class QuestRunner:
             charges_store.settle(tx, charge_key, cost, reply.usage)
         record.unsaved_reply = None
 
-    def _run_tools(self, record: StepRecord, reply: ClaudeReply) -> list[dict[str, Any]]:
+    def _run_tools(
+        self, record: StepRecord, reply: ClaudeReply, tools: Tools
+    ) -> list[dict[str, Any]]:
         quest = record.quest
         results = []
+        scope = current_scope()
         for block in reply.tool_uses:
-            tool = self.toolbox.get(block["name"])
+            if scope is not None and scope.cancelled.is_set():
+                raise QuestCancelled()  # no tool call starts after a cancel
+            tool = tools.get(block["name"])
             record.show("tool.called", tool=block["name"], tool_use_id=block["id"])
             self.events.emit(record.live)
             record.live.clear()
@@ -329,7 +390,10 @@ class QuestRunner:
             call = ToolCall(
                 quest.company_id, quest.id, record.step, block["id"], block.get("input") or {}
             )
-            outcome = tool.run(call)
+            try:
+                outcome = tool.run(call)
+            except Interrupted:
+                raise QuestCancelled() from None
             results.append(tool_result(block["id"], outcome.content, outcome.is_error))
             record.show(
                 "tool.finished", tool=tool.name, ok=not outcome.is_error, target=outcome.target
@@ -351,6 +415,7 @@ class QuestRunner:
                 "finished",
                 f"quest.{outcome.status}",
                 f"quest:{quest.id}",
+                actor=outcome.by,
                 rationale=outcome.reason,
                 data=event_data(result_chars=len(outcome.result) if outcome.result else None),
             )

@@ -53,6 +53,7 @@ class Outcome:
     status: str
     result: str | None = None
     reason: str | None = None
+    by: Actor = TED  # who ended it: Ted, or the person who cancelled it
 
 
 @dataclass
@@ -72,11 +73,13 @@ class StepRecord:
     def step(self) -> int:
         return self.env.payload.step
 
-    def audit_event(self, suffix: str, action: str, target: str, **kw: Any) -> None:
+    def audit_event(
+        self, suffix: str, action: str, target: str, *, actor: Actor = TED, **kw: Any
+    ) -> None:
         self.audit.append(
             AuditEvent(
                 idempotency_key=f"{self.quest.id}:{self.step}:{suffix}",
-                actor=TED,
+                actor=actor,
                 action=action,
                 target=target,
                 originating_message_id=self.quest.origin_message_id,
@@ -119,3 +122,21 @@ def tool_result(tool_use_id: str, content: str, is_error: bool) -> dict[str, Any
     if is_error:
         block["is_error"] = True
     return block
+
+
+def actor_of(who: str | None) -> Actor:
+    """ "user:alice" -> Actor(user, alice); anything unknown is the system."""
+    kind, _, ident = (who or "").partition(":")
+    if kind in ActorType.__members__ and ident:
+        return Actor(type=ActorType(kind), id=ident)
+    return Actor(type=ActorType.system, id=who or "unknown")
+
+
+def cancelled(quest: Quest) -> Outcome:
+    """The outcome of a quest someone cancelled, from its row."""
+    reason = quest.cancel_reason or "no reason given"
+    return Outcome(
+        "cancelled",
+        reason=f"cancelled by {quest.cancelled_by}: {reason}",
+        by=actor_of(quest.cancelled_by),
+    )

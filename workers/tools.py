@@ -49,7 +49,9 @@ class Tool(Protocol):
     def run(self, call: ToolCall) -> ToolOutcome: ...
 
 
-class Toolbox:
+class Tools:
+    """The tools offered to one quest."""
+
     def __init__(self, tools: list[Tool]) -> None:
         self._tools = {t.name: t for t in tools}
 
@@ -61,6 +63,21 @@ class Toolbox:
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
+
+
+class Toolbox:
+    """Every tool the workers can run: the built-in ones, offered to every quest, and each
+    integration's, offered only to quests of companies that connected it."""
+
+    def __init__(
+        self, builtin: list[Tool], integrations: Mapping[str, list[Tool]] | None = None
+    ) -> None:
+        self.builtin = list(builtin)
+        self.integrations = dict(integrations or {})
+
+    def for_company(self, connected: set[str]) -> Tools:
+        extra = [t for name in sorted(connected) for t in self.integrations.get(name, [])]
+        return Tools([*self.builtin, *extra])
 
 
 class AddNote:

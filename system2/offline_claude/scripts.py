@@ -141,6 +141,7 @@ def _say(text: str) -> tuple[Block, ...]:
 
 
 _NOTE = ToolUse("add_note", {"text": "Goal: {goal}"})
+_TASK = ToolUse("demo_create_task", {"title": "{goal}", "notes": "Created by Ted"})
 _OVERLOADED = Failure(529, "overloaded_error", "Overloaded")
 _RATE_LIMITED = Failure(
     429, "rate_limit_error", "Number of request tokens has exceeded your rate limit.", 1.0
@@ -153,6 +154,25 @@ BUILTIN_SCRIPTS: Mapping[str, Script] = MappingProxyType(
             turns=(
                 Turn((Text("I'll write the goal down first."), _NOTE), stop_reason="tool_use"),
                 Turn(_say("I noted the goal and I'm done: {goal}")),
+            )
+        ),
+        "tasks": Script(
+            turns=(
+                Turn(
+                    (Text("I'll put this on the team's task list so nobody loses it."), _TASK),
+                    stop_reason="tool_use",
+                ),
+                Turn(_say("The task is on the list: {goal}")),
+            )
+        ),
+        "tasks_then_list": Script(
+            turns=(
+                Turn((Text("First I'll add the task."), _TASK), stop_reason="tool_use"),
+                Turn(
+                    (Text("Now let me check the list."), ToolUse("demo_list_tasks", {})),
+                    stop_reason="tool_use",
+                ),
+                Turn(_say("Added and checked: {goal}")),
             )
         ),
         "pause": Script(
@@ -173,6 +193,16 @@ BUILTIN_SCRIPTS: Mapping[str, Script] = MappingProxyType(
             )
         ),
         "slow": _one(Turn(_say("Sorry for the wait: {goal}"), hold_s=30.0)),
+        "slow_notes": Script(
+            turns=(
+                Turn(
+                    (Text("After some thought, a note."), _NOTE),
+                    stop_reason="tool_use",
+                    hold_s=30.0,
+                ),
+                Turn(_say("Noted: {goal}")),
+            )
+        ),
         "flaky": Script(
             turns=(Turn(_say("Answered after a retry: {goal}")),), flaky=(_OVERLOADED,)
         ),

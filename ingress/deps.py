@@ -1,0 +1,45 @@
+"""What every route depends on: the ingress's long-lived parts and the verified caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis
+from fastapi import Depends, Header, Request
+from redis.asyncio import Redis as AsyncRedis
+
+from guard import Admissions, Guard
+from ingress.auth import Caller, TokenVerifier
+from messages.transport import Publisher
+from store import Database
+from system2.settings import Settings
+from vault import Vault
+
+
+@dataclass
+class IngressDeps:
+    """What the ingress holds for its lifetime, passed in by whoever starts it."""
+
+    settings: Settings
+    db: Database
+    publisher: Publisher
+    redis: redis.Redis
+    verifier: TokenVerifier
+    admissions: Admissions
+    guard: Guard
+    vault: Vault | None = None  # None: no keys configured, integrations cannot be connected
+    aredis: AsyncRedis | None = None  # for the live event streams (SSE)
+
+
+def get_deps(request: Request) -> IngressDeps:
+    deps: IngressDeps = request.app.state.deps
+    return deps
+
+
+def get_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
+    return get_deps(request).verifier.verify(authorization)
+
+
+Deps = Annotated[IngressDeps, Depends(get_deps)]
+CallerDep = Annotated[Caller, Depends(get_caller)]

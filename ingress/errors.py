@@ -1,0 +1,80 @@
+"""How the ingress answers what went wrong: a status, a reason, and never a stack trace."""
+
+from __future__ import annotations
+
+import redis
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from guard import GuardUnavailable
+from ingress.integrations import UnknownIntegration
+from ingress.submit import SubmissionRefused, Throttled
+from messages import PublishFailed
+from store import Conflict, StoreUnavailable
+from store.activity import BadCursor
+
+RETRY_AFTER_S = 5
+
+
+class VaultUnavailable(Exception):
+    """The ingress has no vault keys, so it cannot store credentials."""
+
+
+# Errors that mean "a dependency is down": 503 with Retry-After, and nothing was done.
+UNAVAILABLE: dict[type[Exception], str] = {
+    StoreUnavailable: "the database",
+    PublishFailed: "the queue",
+    redis.RedisError: "the queue",
+    GuardUnavailable: "the guard store",
+    VaultUnavailable: "the credential vault (no keys are configured)",
+}
+# Errors whose own message is the answer, with this status.
+REFUSALS: dict[type[Exception], int] = {
+    SubmissionRefused: 422,
+    BadCursor: 422,
+    UnknownIntegration: 404,
+    Conflict: status.HTTP_409_CONFLICT,
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        what = next(v for k, v in UNAVAILABLE.items() if isinstance(exc, k))
+        return JSONResponse(
+            {"detail": f"{what} is unavailable; nothing was done, retry later"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    async def refused(_: Request, exc: Exception) -> JSONResponse:
+        code = next(v for k, v in REFUSALS.items() if isinstance(exc, k))
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    async def throttled(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Throttled)
+        return JSONResponse(
+            {"detail": f"{exc}; nothing was queued, retry later"},
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+
+    async def invalid(_: Request, exc: Exception) -> JSONResponse:
+        # Name the bad fields; never echo the values back (they may hold secrets).
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {
+                "field": ".".join(str(p) for p in e.get("loc", ())),
+                "problem": e.get("msg", "invalid"),
+            }
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{e['field']}: {e['problem']}" for e in errors[:5])
+        return JSONResponse({"detail": summary, "errors": errors}, status_code=422)
+
+    for exc_type in UNAVAILABLE:
+        app.add_exception_handler(exc_type, unavailable)
+    for exc_type in REFUSALS:
+        app.add_exception_handler(exc_type, refused)
+    app.add_exception_handler(Throttled, throttled)
+    app.add_exception_handler(RequestValidationError, invalid)

@@ -1,0 +1,123 @@
+"""A company's own things: its integrations, its guard, its audit trail (mostly admins)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+
+from ingress.auth import Caller, member_tx
+from ingress.deps import CallerDep, Deps, IngressDeps
+from ingress.errors import VaultUnavailable
+from ingress.guard_view import GuardView, guard_view
+from ingress.integrations import IntegrationTokens, IntegrationView, connect, view
+from ingress.schemas import ActivityPage, ActivityView
+from messages import Actor, ActorType, AuditBatch, AuditEvent, Envelope
+from store import activity as activity_store
+from store import credentials as credentials_store
+from store.activity import ActivityFilter
+
+router = APIRouter()
+
+
+INTEGRATION_PATH = "/v1/companies/{company_id}/integrations/{integration}"
+
+
+@router.put(INTEGRATION_PATH, response_model=IntegrationView, tags=["integrations"])
+def connect_integration(
+    company_id: UUID,
+    integration: Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,40}$")],
+    body: IntegrationTokens,
+    who: CallerDep,
+    deps: Deps,
+) -> IntegrationView:
+    """Store the tokens of a completed OAuth flow, encrypted; none of them is echoed back."""
+    if deps.vault is None:
+        raise VaultUnavailable()
+    with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
+        cred = connect(tx, deps.vault, integration, body, connected_by=f"user:{who.user_id}")
+    _audit(
+        deps,
+        company_id,
+        who,
+        "integration.connected",
+        f"integration:{integration}",
+        {"scopes": cred.scopes},
+    )
+    return view(cred)
+
+
+@router.get(
+    "/v1/companies/{company_id}/integrations",
+    response_model=list[IntegrationView],
+    tags=["integrations"],
+)
+def list_integrations(company_id: UUID, who: CallerDep, deps: Deps) -> list[IntegrationView]:
+    with member_tx(deps.db, company_id, who) as (tx, _):
+        return [view(c) for c in credentials_store.all_for_company(tx)]
+
+
+@router.delete(INTEGRATION_PATH, status_code=status.HTTP_204_NO_CONTENT, tags=["integrations"])
+def disconnect_integration(company_id: UUID, integration: str, who: CallerDep, deps: Deps) -> None:
+    with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
+        if not credentials_store.disconnect(tx, integration):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"{integration} is not connected")
+    _audit(deps, company_id, who, "integration.disconnected", f"integration:{integration}", {})
+
+
+@router.get(INTEGRATION_PATH + "/uses", tags=["integrations"])
+def credential_uses(
+    company_id: UUID, integration: str, who: CallerDep, deps: Deps
+) -> list[dict[str, Any]]:
+    """Who decrypted the credential, when and why (admins): never the secret itself."""
+    with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
+        return [u.__dict__ for u in credentials_store.uses(tx, integration)]
+
+
+def _audit(
+    deps: IngressDeps, company_id: UUID, who: Caller, action: str, target: str, data: dict[str, Any]
+) -> None:
+    actor = Actor(type=ActorType.user, id=who.user_id)
+    event = AuditEvent(
+        idempotency_key=f"{action}:{uuid4()}", actor=actor, action=action, target=target, data=data
+    )
+    envelope = Envelope[AuditBatch](
+        company_id=company_id,
+        actor=actor,
+        correlation_id=uuid4(),
+        payload=AuditBatch(events=[event]),
+    )
+    deps.publisher.publish(envelope)
+
+
+@router.get("/v1/companies/{company_id}/guard", response_model=GuardView, tags=["guard"])
+def show_guard(company_id: UUID, who: CallerDep, deps: Deps) -> GuardView:
+    """Spend, caps and tier per running quest and per budget window (company admins)."""
+    with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
+        return guard_view(tx, deps.settings, deps.guard, deps.admissions)
+
+
+@router.get("/v1/companies/{company_id}/activity", response_model=ActivityPage, tags=["audit"])
+def list_activity(
+    company_id: UUID,
+    who: CallerDep,
+    deps: Deps,
+    quest_id: UUID | None = None,
+    actor: Annotated[str | None, Query(max_length=200)] = None,
+    action: Annotated[str | None, Query(max_length=200)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> ActivityPage:
+    filters = ActivityFilter(
+        quest_id=quest_id, actor_id=actor, action=action, since=since, until=until
+    )
+    with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
+        rows, next_cursor = activity_store.page(tx, filters, cursor=cursor, limit=limit)
+    return ActivityPage(
+        items=[ActivityView.model_validate(r, from_attributes=True) for r in rows],
+        next_cursor=next_cursor,
+    )

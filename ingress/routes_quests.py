@@ -1,0 +1,159 @@
+"""Quests: submit, show, cancel, and watch live."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+import structlog
+from fastapi import APIRouter, Header, HTTPException, Request, status
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from ingress.auth import member_tx
+from ingress.cancel import may_cancel, request_cancel, send_cancel
+from ingress.deps import CallerDep, Deps
+from ingress.guard_view import company_limits
+from ingress.live import sse_events
+from ingress.schemas import (
+    CancelRequest,
+    QuestAccepted,
+    QuestSubmit,
+    QuestView,
+    StepView,
+    usd_to_micros,
+)
+from ingress.submit import Gate, QuestSpec, create_quest, enqueue_first_step
+from messages import Actor, ActorType
+from store import TenantTx
+from store import quests as quests_store
+from store.quests import Quest
+
+log = structlog.get_logger(__name__)
+router = APIRouter(tags=["quests"])
+
+
+@router.post(
+    "/v1/companies/{company_id}/quests",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=QuestAccepted,
+)
+def submit_quest(
+    company_id: UUID,
+    body: QuestSubmit,
+    who: CallerDep,
+    deps: Deps,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    x_correlation_id: Annotated[UUID | None, Header()] = None,
+) -> QuestAccepted:
+    spec = QuestSpec(
+        goal=body.goal,
+        model=body.model or deps.settings.default_model,
+        max_usd_micros=usd_to_micros(body.max_usd) if body.max_usd else None,
+        idempotency_key=idempotency_key or None,
+    )
+    actor = Actor(type=ActorType.user, id=who.user_id)
+    with member_tx(deps.db, company_id, who) as (tx, _):
+        gate = Gate(deps.admissions, company_limits(tx, deps.settings))
+        quest, publish = create_quest(tx, actor, spec, correlation_id=x_correlation_id, gate=gate)
+    if publish:
+        enqueue_first_step(deps.db, deps.publisher, quest, actor)
+        log.info("quest submitted", quest_id=str(quest.id), company_id=str(company_id))
+    return QuestAccepted(quest_id=quest.id, status=quest.status)
+
+
+QUEST = "/v1/companies/{company_id}/quests/{quest_id}"
+
+
+@router.get(QUEST, response_model=QuestView)
+def show_quest(company_id: UUID, quest_id: UUID, who: CallerDep, deps: Deps) -> QuestView:
+    with member_tx(deps.db, company_id, who) as (tx, _):
+        return quest_view(tx, _found(quests_store.get(tx, quest_id)))
+
+
+@router.post(
+    QUEST + "/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=QuestAccepted,
+    responses={200: {"model": QuestView, "description": "the quest had already ended"}},
+)
+def cancel_quest(
+    company_id: UUID, quest_id: UUID, who: CallerDep, deps: Deps, body: CancelRequest | None = None
+) -> Any:
+    """Stop the quest now, even mid-call. Admins may cancel any quest of the company, a member
+    the quests they submitted."""
+    reason = body.reason if body else ""
+    actor = Actor(type=ActorType.user, id=who.user_id)
+    with member_tx(deps.db, company_id, who) as (tx, member):
+        quest = _found(quests_store.get(tx, quest_id, for_update=True))
+        if quest.finished:
+            return JSONResponse(quest_view(tx, quest).model_dump(mode="json"), status_code=200)
+        if not may_cancel(member.role, who.user_id, quest):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, "only an admin or the quest's submitter may cancel it"
+            )
+        quest = request_cancel(tx, quest, by=actor, reason=reason)
+    send_cancel(deps.redis, deps.publisher, quest, by=actor, reason=reason)
+    log.info("quest cancel requested", quest_id=str(quest.id))
+    return QuestAccepted(quest_id=quest.id, status="cancelling")
+
+
+@router.get(QUEST + "/events", response_class=StreamingResponse)
+async def quest_events(
+    company_id: UUID,
+    quest_id: UUID,
+    request: Request,
+    who: CallerDep,
+    deps: Deps,
+    last_event_id: Annotated[str | None, Header(max_length=64, pattern=r"^[0-9]+-[0-9]+$")] = None,
+) -> StreamingResponse:
+    """The quest's events as Server-Sent Events, from the start or after ``Last-Event-ID``,
+    ending when the quest ends."""
+
+    def finished() -> bool:
+        with member_tx(deps.db, company_id, who) as (tx, _):
+            return _found(quests_store.get(tx, quest_id)).finished
+
+    await run_in_threadpool(finished)  # membership first, and a 404 for another company's quest
+    if deps.aredis is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "live events are not configured")
+    stream = sse_events(deps.aredis, quest_id, last_event_id or "0", request, finished)
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _found(quest: Quest | None) -> Quest:
+    if quest is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such quest")
+    return quest
+
+
+def quest_view(tx: TenantTx, quest: Quest) -> QuestView:
+    steps = quests_store.steps(tx, quest.id)
+    return QuestView(
+        quest_id=quest.id,
+        status=quest.status,
+        goal=quest.goal,
+        model=quest.model,
+        steps=[
+            StepView(
+                step=s.step,
+                status=s.status,
+                stop_reason=s.stop_reason,
+                tools=[b["name"] for b in s.content or [] if b.get("type") == "tool_use"],
+                cost_usd_micros=s.cost_usd_micros,
+                started_at=s.started_at,
+                finished_at=s.finished_at,
+            )
+            for s in steps
+        ],
+        cost_usd_micros=quest.cost_usd_micros,
+        max_usd_micros=quest.max_usd_micros,
+        result=quest.result,
+        reason=quest.reason,
+        created_at=quest.created_at,
+        finished_at=quest.finished_at,
+    )

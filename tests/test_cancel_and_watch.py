@@ -1,0 +1,283 @@
+"""Operators see every action live and can stop a quest mid-run: on real worker processes,
+the offline Claude holding its reply, the demo provider hanging, Redis and Postgres."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from store import Database
+from store import activity as activity_store
+from store import charges as charges_store
+from store import notes as notes_store
+from store import quests as quests_store
+from store.activity import ActivityFilter
+from tests.conftest import Stack, Tenant, system2
+from tests.support import quest_state, submit, wait_finished, wait_for
+from tests.test_integrations import connect, fresh_key
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    stack.start_ingress()
+    with httpx.Client(base_url=stack.ingress_url, timeout=10) as client:
+        yield client
+
+
+def cancel(
+    http: httpx.Client,
+    tenant: Tenant,
+    quest_id: Any,
+    reason: str = "changed my mind",
+    user: str | None = None,
+) -> httpx.Response:
+    return http.post(
+        f"/v1/companies/{tenant.id}/quests/{quest_id}/cancel",
+        json={"reason": reason},
+        headers=tenant.headers(user),
+    )
+
+
+def running_step(db: Database, tenant: Tenant, quest_id: Any) -> bool:
+    quest = quest_state(db, tenant.id, quest_id)
+    return quest.status == "running" and quest.step_claimed > quest.steps_done
+
+
+def audit_actions(db: Database, tenant: Tenant, quest_id: Any) -> list[str]:
+    with db.tenant(tenant.id) as tx:
+        rows, _ = activity_store.page(tx, ActivityFilter(quest_id=quest_id))
+    return [r.action for r in rows]
+
+
+def test_a_cancel_stops_a_quest_blocked_in_a_claude_call_within_two_seconds(
+    stack: Stack, http: httpx.Client, db: Database, tenant: Tenant
+) -> None:
+    stack.start_workers(processes=1)
+    quest = submit(
+        db, stack.settings.redis_url, tenant.id, "[script:slow_notes] think hard, then note it"
+    )
+    wait_for(lambda: running_step(db, tenant, quest.id), timeout=20)
+    time.sleep(0.5)  # well inside the 30 s the offline Claude holds its reply
+    t0 = time.monotonic()
+    assert cancel(http, tenant, quest.id).status_code == 202
+    done = wait_finished(db, tenant.id, quest.id, timeout=10)
+    assert time.monotonic() - t0 < 2.0
+    assert done.status == "cancelled"
+    assert done.reason == f"cancelled by user:{tenant.admin}: changed my mind"
+    with db.tenant(tenant.id) as tx:
+        steps = quests_store.steps(tx, quest.id)
+        charges = charges_store.for_quest(tx, quest.id)
+        assert notes_store.recent(tx) == [], "no tool call started"
+    assert [s.content for s in steps] == [None] and done.steps_done == 1, "no further step"
+    assert [c.status for c in charges] == ["kept"], "the cut call's reservation is kept"
+    rows = wait_for(
+        lambda: r if "quest.cancelled" in (r := audit_actions(db, tenant, quest.id)) else None
+    )
+    assert rows.count("quest.cancelled") == 1
+    with db.tenant(tenant.id) as tx:
+        (row,) = activity_store.page(
+            tx, ActivityFilter(quest_id=quest.id, action="quest.cancelled")
+        )[0]
+    assert (row.actor_type, row.actor_id) == ("user", tenant.admin)
+
+
+def test_a_cancel_stops_a_quest_waiting_on_a_hung_provider(
+    stack: Stack, http: httpx.Client, db: Database, tenant: Tenant, demo_provider: str
+) -> None:
+    stack.base_env.update(S2_VAULT_KEYS=fresh_key(), S2_DEMO_PROVIDER_URL=demo_provider)
+    connect(stack, tenant)
+    httpx.post(demo_provider + "/_faults", json={"delay_s": 30, "paths": ["/api/"]})
+    try:
+        stack.start_workers(processes=1)
+        quest = submit(db, stack.settings.redis_url, tenant.id, "[script:tasks] book the venue")
+        wait_for(
+            lambda: quest_state(db, tenant.id, quest.id).cost_usd_micros > 0, timeout=20
+        )  # Claude answered
+        time.sleep(0.5)  # now the tool call hangs at the provider
+        t0 = time.monotonic()
+        assert cancel(http, tenant, quest.id, user=tenant.member).status_code == 403, (
+            "not the submitter"
+        )
+        assert cancel(http, tenant, quest.id).status_code == 202
+        done = wait_finished(db, tenant.id, quest.id, timeout=10)
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        httpx.delete(demo_provider + "/_faults")
+    assert done.status == "cancelled"
+    assert "task.created" not in audit_actions(db, tenant, quest.id)
+
+
+def test_a_cancel_before_the_first_step_stops_the_quest_before_any_call(
+    stack: Stack, http: httpx.Client, db: Database, tenant: Tenant
+) -> None:
+    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:answer] never mind")
+    assert cancel(http, tenant, quest.id, reason="typo").status_code == 202
+    stack.start_workers(processes=1)  # no worker held the quest when the cancel came
+    done = wait_finished(db, tenant.id, quest.id)
+    assert done.status == "cancelled" and done.reason and done.reason.endswith("typo")
+    with db.tenant(tenant.id) as tx:
+        assert charges_store.for_quest(tx, quest.id) == [], "no Claude call"
+        assert all(s.content is None for s in quests_store.steps(tx, quest.id)), "no reply"
+
+
+def test_cancelling_an_ended_quest_answers_its_final_state(
+    stack: Stack, http: httpx.Client, db: Database, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    stack.start_workers(processes=1)
+    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:answer] quick")
+    assert wait_finished(db, tenant.id, quest.id).status == "succeeded"
+    resp = cancel(http, tenant, quest.id)
+    assert resp.status_code == 200 and resp.json()["status"] == "succeeded"
+    # another company's quest: 404 whichever way, and nothing changes
+    foreign = cancel(http, other_tenant, quest.id)
+    assert foreign.status_code == 404
+    running = submit(db, stack.settings.redis_url, tenant.id, "[script:slow] long")
+    assert cancel(http, other_tenant, running.id).status_code == 404
+    time.sleep(0.5)
+    assert quest_state(db, tenant.id, running.id).cancel_requested_at is None
+
+
+# -- live events ---------------------------------------------------------------------------------
+
+
+def read_sse(
+    http: httpx.Client,
+    tenant: Tenant,
+    quest_id: Any,
+    last_event_id: str | None = None,
+    stop_after: int | None = None,
+) -> list[dict[str, Any]]:
+    headers = tenant.headers(tenant.member) | (
+        {"Last-Event-ID": last_event_id} if last_event_id else {}
+    )
+    events: list[dict[str, Any]] = []
+    with http.stream(
+        "GET", f"/v1/companies/{tenant.id}/quests/{quest_id}/events", headers=headers, timeout=30
+    ) as resp:
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith(
+            "text/event-stream"
+        )
+        current: dict[str, Any] = {}
+        for line in resp.iter_lines():
+            if line.startswith("id: "):
+                current["id"] = line[4:]
+            elif line.startswith("event: "):
+                current["event"] = line[7:]
+            elif line.startswith("data: "):
+                current["data"] = json.loads(line[6:])
+            elif line == "" and "id" in current:
+                events.append(current)
+                current = {}
+                if stop_after is not None and len(events) >= stop_after:
+                    break
+    return events
+
+
+def test_an_sse_client_gets_the_events_in_order_and_resumes_after_the_last_it_saw(
+    stack: Stack, http: httpx.Client, db: Database, tenant: Tenant
+) -> None:
+    stack.start_workers(processes=1)
+    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:notes] write it down")
+    everything = read_sse(http, tenant, quest.id)  # ends by itself when the quest ends
+    kinds = [e["event"] for e in everything]
+    assert kinds[0] == "quest.state" and everything[0]["data"]["data"]["status"] == "running"
+    assert kinds[-1] == "quest.state" and everything[-1]["data"]["data"]["status"] == "succeeded"
+    assert "tool.called" in kinds and kinds.index("tool.called") < kinds.index("tool.finished")
+    ids = [e["id"] for e in everything]
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-")))) and len(set(ids)) == len(
+        ids
+    )
+
+    first_three = read_sse(http, tenant, quest.id, stop_after=3)
+    rest = read_sse(http, tenant, quest.id, last_event_id=first_three[-1]["id"])
+    assert first_three + rest == everything, "a reconnect gets exactly what it missed"
+    foreign = http.get(
+        f"/v1/companies/{tenant.id}/quests/{quest.id}/events", headers={"Authorization": "Bearer x"}
+    )
+    assert foreign.status_code == 401
+
+
+def test_quest_watch_in_a_terminal_follows_the_quest_to_its_end(
+    stack: Stack, db: Database, tenant: Tenant
+) -> None:
+    stack.start_workers(processes=1)
+    quest = submit(
+        db, stack.settings.redis_url, tenant.id, "[script:notes] remember the launch date"
+    )
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        system2("quest", "watch", str(quest.id)),
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=stack.env(COLUMNS="200"),
+        close_fds=True,
+    )
+    os.close(follower)
+    out = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        if proc.poll() is not None and not ready:
+            break
+    os.close(leader)
+    assert proc.wait(10) == 0
+    text = out.decode(errors="replace")
+    for expected in (
+        "step started",
+        "Claude tool_use add_note",
+        "→ add_note",
+        "← add_note ok",
+        "state succeeded",
+    ):
+        assert expected in text, (expected, text)
+    assert "$0.0" in text and "tier" in text
+
+
+def test_admins_filter_the_audit_trail(
+    stack: Stack, http: httpx.Client, db: Database, tenant: Tenant
+) -> None:
+    stack.start_workers(processes=1)
+    quests = [
+        submit(db, stack.settings.redis_url, tenant.id, f"[script:notes] note {i}")
+        for i in range(2)
+    ]
+    for q in quests:
+        wait_finished(db, tenant.id, q.id)
+    url = f"/v1/companies/{tenant.id}/activity"
+
+    def page(**params: Any) -> dict[str, Any]:
+        resp = http.get(url, params=params, headers=tenant.headers())
+        assert resp.status_code == 200, resp.text
+        return resp.json()  # type: ignore[no-any-return]
+
+    wait_for(lambda: len(page()["items"]) >= 6)
+    notes = page(action="note.added")["items"]
+    assert len(notes) == 2 and {n["quest_id"] for n in notes} == {str(q.id) for q in quests}
+    assert [i["action"] for i in page(quest_id=str(quests[0].id))["items"]] == [
+        "quest.succeeded",
+        "note.added",
+        "quest.started",
+    ]
+    assert page(actor="ted", limit=4)["next_cursor"]
+    assert page(until="2000-01-01T00:00:00Z")["items"] == []
+    assert http.get(url, headers=tenant.headers(tenant.member)).status_code == 403
