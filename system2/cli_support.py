@@ -1,0 +1,59 @@
+"""What every ``system2`` command shares: settings, a database connection, output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+from uuid import UUID
+
+import psycopg
+import typer
+
+from store import Database
+from system2.errors import System2Error
+from system2.settings import Settings
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+@contextmanager
+def app_db(s: Settings) -> Iterator[Database]:
+    # Fail fast with the driver's own reason: a pool would retry quietly for its timeout.
+    psycopg.connect(s.database_url, connect_timeout=5).close()
+    db = Database(s.database_url, min_size=1, max_size=2, name="cli").open(timeout=10)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def emit(value: Any) -> None:
+    """Print a result on stdout: ids bare, everything else as JSON."""
+    if isinstance(value, str | UUID):
+        typer.echo(str(value))
+    else:
+        typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def quest_company(db: Database, quest_id: UUID, company: UUID | None) -> UUID:
+    """The quest's company: as given, or looked up (operators often have only the quest id)."""
+    from store import quests as quests_store
+
+    if company is not None:
+        return company
+    with db.pool.connection() as conn:
+        found = quests_store.company_of(conn, quest_id)
+    if found is None:
+        raise System2Error(f"no quest {quest_id}")
+    return found
+
+
+CompanyOption = Annotated[UUID | None, typer.Option(help="company id (looked up if left out)")]

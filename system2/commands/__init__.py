@@ -1,0 +1,1 @@
+"""The ``system2`` command's groups, one module each."""

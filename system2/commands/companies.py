@@ -1,0 +1,41 @@
+"""Companies (the tenants) and their members."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+import typer
+
+from store import companies as companies_store
+from system2.cli_support import app_db, emit, say, settings
+from system2.errors import System2Error
+
+app = typer.Typer(help="Companies (tenants) and their members.", no_args_is_help=True)
+
+
+@app.command("create")
+def company_create(name: str) -> None:
+    """Create a company; prints its id."""
+    from uuid import uuid4
+
+    cid = uuid4()
+    with app_db(settings()) as db, db.tenant(cid) as tx:
+        companies_store.create(tx, name)
+    emit(cid)
+
+
+@app.command("add-member")
+def company_add_member(
+    company_id: UUID,
+    user_id: str,
+    role: Annotated[str, typer.Option(help="admin or member")] = "member",
+) -> None:
+    """Add a user to a company (or change their role)."""
+    if role not in companies_store.ROLES:
+        raise System2Error(f"role must be one of {', '.join(companies_store.ROLES)}")
+    with app_db(settings()) as db, db.tenant(company_id) as tx:
+        if companies_store.get(tx) is None:
+            raise System2Error(f"no company {company_id}")
+        companies_store.add_member(tx, user_id, role)
+    say(f"{user_id} is now {role} of {company_id}")

@@ -1,0 +1,79 @@
+"""The guard: spend, caps, budgets and limits."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+import redis
+import typer
+
+from store import companies as companies_store
+from system2.cli_support import app_db, emit, settings
+from system2.errors import System2Error
+
+app = typer.Typer(help="The guard: spend, caps, budgets and limits.", no_args_is_help=True)
+
+
+@app.command("status")
+def guard_status(company: Annotated[UUID, typer.Option(help="company id")]) -> None:
+    """Spend, caps and tier per running quest and per budget window (JSON)."""
+    from guard import Admissions, Guard
+    from ingress.guard_view import guard_view
+
+    s = settings()
+    client = redis.Redis.from_url(s.redis_url)
+    with app_db(s) as db, db.tenant(company) as tx:
+        if companies_store.get(tx) is None:
+            raise System2Error(f"no company {company}")
+        view = guard_view(tx, s, Guard(client), Admissions(client))
+    emit(view.model_dump(mode="json"))
+
+
+@app.command("set")
+def guard_set(
+    company: Annotated[UUID, typer.Option(help="company id")],
+    quest_cap_usd: Annotated[str | None, typer.Option(help="a quest's default cap")] = None,
+    quest_ceiling_usd: Annotated[str | None, typer.Option(help="the most a quest may ask")] = None,
+    daily_usd: Annotated[str | None, typer.Option(help="the daily budget")] = None,
+    monthly_usd: Annotated[str | None, typer.Option(help="the monthly budget")] = None,
+    warn_pct: Annotated[int | None, typer.Option(min=1, max=100)] = None,
+    slow_pct: Annotated[int | None, typer.Option(min=1, max=100)] = None,
+    halt_pct: Annotated[int | None, typer.Option(min=1, max=100)] = None,
+    per_minute: Annotated[int | None, typer.Option(min=1, help="quest starts a minute")] = None,
+    running: Annotated[int | None, typer.Option(min=1, help="quests running at once")] = None,
+) -> None:
+    """Set a company's own limits (the others keep the defaults)."""
+    from dataclasses import replace
+
+    from ingress.guard_view import company_limits
+    from ingress.schemas import usd_to_micros
+    from store import limits as limits_store
+
+    def money(flag: str, value: str | None) -> int | None:
+        try:
+            return usd_to_micros(value) if value is not None else None
+        except ValueError as exc:
+            raise System2Error(f"--{flag} {exc}") from None
+
+    overrides = limits_store.LimitOverrides(
+        quest_cap_micros=money("quest-cap-usd", quest_cap_usd),
+        quest_ceiling_micros=money("quest-ceiling-usd", quest_ceiling_usd),
+        daily_budget_micros=money("daily-usd", daily_usd),
+        monthly_budget_micros=money("monthly-usd", monthly_usd),
+        warn_pct=warn_pct,
+        slow_pct=slow_pct,
+        halt_pct=halt_pct,
+        quests_per_minute=per_minute,
+        max_running_quests=running,
+    )
+    s = settings()
+    with app_db(s) as db, db.tenant(company) as tx:
+        if companies_store.get(tx) is None:
+            raise System2Error(f"no company {company}")
+        try:
+            replace(company_limits(tx, s), **overrides.changes())  # validates the result
+        except ValueError as exc:
+            raise System2Error(str(exc)) from None
+        limits_store.put(tx, overrides)
+        emit(company_limits(tx, s).__dict__)

@@ -1,0 +1,118 @@
+"""Quests: submit, show, cancel, watch."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+import redis
+import typer
+
+from messages import Actor, ActorType
+from store import companies as companies_store
+from system2.cli_support import CompanyOption, app_db, emit, quest_company, say, settings
+from system2.errors import System2Error
+
+app = typer.Typer(help="Quests: submit, show, cancel, watch.", no_args_is_help=True)
+
+
+@app.command("submit")
+def quest_submit(
+    company: Annotated[UUID, typer.Option(help="company id")],
+    goal: Annotated[str, typer.Option(help="what Ted should do")],
+    model: Annotated[str | None, typer.Option()] = None,
+    max_usd: Annotated[str | None, typer.Option(help="cap in USD, e.g. 2.50")] = None,
+    operator: Annotated[str, typer.Option(help="who submits, for the audit trail")] = "cli",
+    idempotency_key: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Submit a quest as an operator; prints the quest id."""
+    from guard import Admissions
+    from ingress.guard_view import company_limits
+    from ingress.schemas import usd_to_micros
+    from ingress.submit import (
+        Gate,
+        QuestSpec,
+        SubmissionRefused,
+        Throttled,
+        create_quest,
+        enqueue_first_step,
+    )
+    from messages.transport import Publisher, build_broker
+
+    s = settings()
+    try:
+        cap = usd_to_micros(max_usd) if max_usd else None
+    except ValueError as exc:
+        raise System2Error(f"--max-usd {exc}") from None
+    spec = QuestSpec(goal, model or s.default_model, cap, idempotency_key)
+    actor = Actor(type=ActorType.operator, id=operator)
+    with app_db(s) as db:
+        with db.tenant(company) as tx:
+            if companies_store.get(tx) is None:
+                raise System2Error(f"no company {company}")
+            gate = Gate(Admissions(redis.Redis.from_url(s.redis_url)), company_limits(tx, s))
+            try:
+                quest, publish = create_quest(tx, actor, spec, gate=gate)
+            except (Throttled, SubmissionRefused) as exc:
+                raise System2Error(str(exc)) from None
+        if publish:
+            enqueue_first_step(db, Publisher(build_broker(s.redis_url)), quest, actor)
+    emit(quest.id)
+
+
+@app.command("show")
+def quest_show(quest_id: UUID, company: CompanyOption = None) -> None:
+    """Show a quest's state, steps, cost and result as JSON."""
+    from ingress.routes_quests import quest_view
+    from store import quests as quests_store
+
+    with app_db(settings()) as db, db.tenant(quest_company(db, quest_id, company)) as tx:
+        quest = quests_store.get(tx, quest_id)
+        if quest is None:
+            raise System2Error(f"no quest {quest_id} in company {company}")
+        emit(quest_view(tx, quest).model_dump(mode="json"))
+
+
+@app.command("cancel")
+def quest_cancel(
+    quest_id: UUID,
+    reason: Annotated[str, typer.Option(help="why, for the audit trail")] = "",
+    operator: Annotated[str, typer.Option(help="who cancels, for the audit trail")] = "cli",
+    company: CompanyOption = None,
+) -> None:
+    """Cancel a quest, even mid-call; its final state is printed when it had already ended."""
+    from ingress.cancel import request_cancel, send_cancel
+    from messages.transport import Publisher, build_broker
+    from store import quests as quests_store
+
+    s = settings()
+    by = Actor(type=ActorType.operator, id=operator)
+    with app_db(s) as db:
+        with db.tenant(quest_company(db, quest_id, company)) as tx:
+            quest = quests_store.get(tx, quest_id, for_update=True)
+            if quest is None:
+                raise System2Error(f"no quest {quest_id}")
+            if not quest.finished:
+                quest = request_cancel(tx, quest, by=by, reason=reason)
+        if quest.finished:
+            say(f"quest {quest_id} had already ended: {quest.status}")
+            return
+        broker = build_broker(s.redis_url)
+        send_cancel(
+            redis.Redis.from_url(s.redis_url), Publisher(broker), quest, by=by, reason=reason
+        )
+        broker.close()
+    say(f"cancelling quest {quest_id}")
+
+
+@app.command("watch")
+def quest_watch(quest_id: UUID, company: CompanyOption = None) -> None:
+    """Follow a quest live: each step, action, the cost so far, the guard's tier and the state;
+    returns when the quest ends."""
+    from system2.watch import watch
+
+    s = settings()
+    with app_db(s) as db:
+        company_id = quest_company(db, quest_id, company)
+        code = watch(s, db, company_id, quest_id)
+    raise typer.Exit(code)

@@ -1,0 +1,111 @@
+"""Running the system: migrate, the ingress, workers, the stand-ins, the demo."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from system2.cli_support import say, settings
+
+
+def migrate() -> None:
+    """Apply the SQL migrations as the owner; create the database and the app role if allowed."""
+    from store.migrate import migrate as run
+
+    s = settings()
+    report = run(s.admin_database_url, s.database_url)
+    for note in report.notes:
+        say(note)
+    say(f"applied: {', '.join(report.applied) or 'nothing'}; schema version {report.current}")
+
+
+def ingress(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the HTTP ingress."""
+    import uvicorn
+
+    from system2 import logs
+
+    logs.configure()
+    uvicorn.run(
+        "ingress.app:from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+    )
+
+
+def worker(
+    ctx: typer.Context,
+    processes: Annotated[int, typer.Option(help="worker processes")] = 2,
+    threads: Annotated[int, typer.Option(help="threads per process")] = 8,
+    queues: Annotated[
+        list[str] | None, typer.Option(help="queues to consume (default: all)")
+    ] = None,
+) -> None:
+    """Run Dramatiq workers (extra options pass through to dramatiq)."""
+    s = settings()
+    argv = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "workers.app:bootstrap",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+    ]
+    if queues:
+        argv += ["--queues", *queues]
+    argv += list(ctx.args)
+    env = dict(os.environ)
+    env["dramatiq_worker_timeout"] = str(s.worker_poll_ms)
+    env["S2_WORKER_THREADS"] = str(threads)
+    sys.stdout.flush()
+    os.execvpe(sys.executable, argv, env)  # noqa: S606 - replaces this process, argv is ours
+
+
+def offline_claude(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8765,
+) -> None:
+    """Serve the stand-in Messages API (scripted replies) on loopback."""
+    from system2.offline_claude import serve
+
+    serve(host, port)
+
+
+def demo_provider(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8790,
+    access_ttl: Annotated[float, typer.Option(help="seconds an access token lives")] = 60.0,
+) -> None:
+    """Serve the demo integration provider (OAuth 2 + a task API) on loopback."""
+    from system2.demo_provider import serve
+
+    s = settings()
+    serve(
+        host,
+        port,
+        client_id=s.demo_client_id,
+        client_secret=s.demo_client_secret.get_secret_value(),
+        access_ttl_s=access_ttl,
+    )
+
+
+def demo(
+    quests_per_company: Annotated[int, typer.Option(help="quests each company submits")] = 3,
+) -> None:
+    """Run the whole job end to end on this machine's Redis and Postgres, printing it live."""
+    from system2.demo import run
+
+    run(settings(), quests_per_company=quests_per_company)
