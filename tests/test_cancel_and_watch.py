@@ -14,7 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
+from messages.notices import announce_cancel
 from store import Database
 from store import activity as activity_store
 from store import charges as charges_store
@@ -281,3 +283,26 @@ def test_admins_filter_the_audit_trail(
     assert page(actor="ted", limit=4)["next_cursor"]
     assert page(until="2000-01-01T00:00:00Z")["items"] == []
     assert http.get(url, headers=tenant.headers(tenant.member)).status_code == 403
+
+
+def test_a_worker_process_takes_no_more_steps_than_it_has_threads(
+    stack: Stack, db: Database, tenant: Tenant
+) -> None:
+    """Steps that wait 30 s on Claude must not hold others back in one process's prefetch
+    while another process has idle threads."""
+    stack.start_workers(processes=2, threads=4)
+    quests = [
+        submit(db, stack.settings.redis_url, tenant.id, f"[script:slow] think {i}")
+        for i in range(8)
+    ]
+
+    def all_running() -> bool:
+        return all(running_step(db, tenant, q.id) for q in quests)
+
+    wait_for(all_running, timeout=10)
+    client = redis.Redis.from_url(stack.settings.redis_url)
+    for q in quests:  # free the threads so the workers stop at once
+        with db.tenant(tenant.id) as tx:
+            quests_store.request_cancel(tx, q.id, by="operator:tests", reason="measured")
+        announce_cancel(client, q.id)
+    assert all(wait_finished(db, tenant.id, q.id, timeout=10).status == "cancelled" for q in quests)

@@ -69,6 +69,9 @@ def worker(
     argv += list(ctx.args)
     env = dict(os.environ)
     env["dramatiq_worker_timeout"] = str(s.worker_poll_ms)
+    # A process takes no more messages than it has threads: a step may wait 30 s on Claude,
+    # and messages prefetched behind it would wait too while other processes sit idle.
+    env.setdefault("dramatiq_queue_prefetch", str(threads))
     env["S2_WORKER_THREADS"] = str(threads)
     sys.stdout.flush()
     os.execvpe(sys.executable, argv, env)  # noqa: S606 - replaces this process, argv is ours

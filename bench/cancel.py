@@ -1,0 +1,148 @@
+"""Cancel latency and live-event latency.
+
+Cancel: quests blocked mid-Claude-call (the offline Claude holds each reply 30 s) are
+cancelled over HTTP; the clock runs from just before the cancel request to the moment the
+quest reads `cancelled` in Postgres (polled every 2 ms). Beside it, the same cancels'
+latency as Postgres itself recorded it (cancel_requested_at -> finished_at).
+
+Events: SSE clients follow quests as they run; each event's latency runs from its XADD (the
+stream entry id is the Redis server's clock, in ms) to its arrival at the client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+import uuid
+
+import httpx
+import psycopg
+
+from bench.stack import Stack, stack, summary
+from store import Database
+
+
+def setup(s: Stack) -> tuple[uuid.UUID, str]:
+    s.start_claude()
+    s.start_workers(2, 8)
+    s.start_ingress()
+    with Database(s.settings.database_url, max_size=2).open() as db:
+        return s.company(db)
+
+
+def cancels(
+    s: Stack, company: uuid.UUID, token: str, n: int, wave: int
+) -> tuple[list[float], list[float]]:
+    headers = {"Authorization": f"Bearer {token}"}
+    client_ms: list[float] = []
+    db_ms: list[float] = []
+    with (
+        httpx.Client(base_url=s.ingress_url, timeout=10) as http,
+        psycopg.connect(s.settings.admin_database_url, autocommit=True) as admin,
+    ):
+        while len(client_ms) < n:
+            ids = []
+            for _ in range(min(wave, n - len(client_ms))):
+                resp = http.post(
+                    f"/v1/companies/{company}/quests",
+                    json={"goal": "[script:slow] think"},
+                    headers=headers,
+                )
+                ids.append(resp.json()["quest_id"])
+            _wait(admin, ids, "status = 'running' AND step_claimed > steps_done")
+            time.sleep(0.3)  # each is now inside its Claude call
+            started = {}
+            for qid in ids:
+                started[qid] = time.perf_counter()
+                resp = http.post(
+                    f"/v1/companies/{company}/quests/{qid}/cancel",
+                    json={"reason": "bench"},
+                    headers=headers,
+                )
+                if resp.status_code != 202:
+                    raise SystemExit(f"cancel answered {resp.status_code}: {resp.text}")
+            done = _wait(admin, ids, "status = 'cancelled'", started)
+            client_ms.extend(1000 * (done[q] - started[q]) for q in ids)
+            rows = admin.execute(
+                "SELECT extract(epoch FROM finished_at - cancel_requested_at) * 1000 FROM quests WHERE id = ANY(%s)",
+                (ids,),
+            ).fetchall()
+            db_ms.extend(float(r[0]) for r in rows)
+    return client_ms, db_ms
+
+
+def _wait(
+    admin: psycopg.Connection[tuple[object, ...]],
+    ids: list[str],
+    condition: str,
+    started: dict[str, float] | None = None,
+) -> dict[str, float]:
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + 60
+    while len(seen) < len(ids):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"quests not {condition} after 60 s")
+        rows = admin.execute(
+            f"SELECT id::text FROM quests WHERE id = ANY(%s) AND {condition}", (ids,)
+        ).fetchall()
+        now = time.perf_counter()
+        for (qid,) in rows:
+            seen.setdefault(qid, now)
+        time.sleep(0.002)
+    return seen
+
+
+def event_latency(s: Stack, company: uuid.UUID, token: str, quests: int) -> list[float]:
+    headers = {"Authorization": f"Bearer {token}"}
+    lat: list[float] = []
+    lock = threading.Lock()
+
+    def follow(http: httpx.Client, qid: str) -> None:
+        with http.stream(
+            "GET", f"/v1/companies/{company}/quests/{qid}/events", headers=headers, timeout=60
+        ) as resp:
+            for line in resp.iter_lines():
+                if line.startswith("id: "):
+                    now_ms = time.time() * 1000
+                    with lock:
+                        lat.append(now_ms - int(line[4:].split("-")[0]))
+
+    with httpx.Client(base_url=s.ingress_url, timeout=10) as http:
+        for _ in range(quests):
+            qid = http.post(
+                f"/v1/companies/{company}/quests",
+                json={"goal": "[script:notes] remember it"},
+                headers=headers,
+            ).json()["quest_id"]
+            watcher = threading.Thread(target=follow, args=(http, qid))
+            watcher.start()  # the SSE client connects while the quest is starting
+            watcher.join(60)
+            time.sleep(0.2)
+    return lat
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--cancels", type=int, default=120)
+    ap.add_argument("--wave", type=int, default=12, help="quests blocked and cancelled at once")
+    ap.add_argument("--quests", type=int, default=40, help="quests followed over SSE")
+    args = ap.parse_args()
+    with stack() as s:
+        company, token = setup(s)
+        client_ms, db_ms = cancels(s, company, token, args.cancels, args.wave)
+        print(
+            f"cancel of a quest blocked mid-Claude-call, request -> cancelled in Postgres (ms): {summary(client_ms)}"
+            "  (target p99 <= 250)"
+        )
+        print(
+            f"  the same cancels as Postgres recorded them, requested -> finished (ms): {summary(db_ms)}"
+        )
+        lat = event_latency(s, company, token, args.quests)
+        print(f"live event, XADD -> SSE client (ms): {summary(lat)}  (target p99 <= 100)")
+
+
+if __name__ == "__main__":
+    main()
