@@ -17,7 +17,17 @@ from guard.errors import GuardError
 from messages import MessagesError
 from store import StoreError
 from system2.cli_support import say
-from system2.commands import audit, companies, guard, integrations, quests, run, tokens, vault
+from system2.commands import (
+    audit,
+    companies,
+    guard,
+    integrations,
+    ops,
+    quests,
+    run,
+    tokens,
+    vault,
+)
 from system2.errors import System2Error
 from vault import VaultError
 
@@ -42,6 +52,7 @@ for name, group in (
     ("integration", integrations.app),
     ("vault", vault.app),
     ("token", tokens.app),
+    ("ops", ops.app),
 ):
     app.add_typer(group, name=name)
 
