@@ -3,18 +3,147 @@ backups and restore tests, the migration check. DEPLOY.md's runbooks use these."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
+from uuid import UUID
 
 import typer
 
-from system2.cli_support import emit, say
+from system2.cli_support import emit, say, settings
 from system2.errors import System2Error
 
 app = typer.Typer(
     help="Operations: health, queues, smoke, deploy, promote, backups, migration check.",
     no_args_is_help=True,
 )
+
+
+# --- smoke, deploy, promote ------------------------------------------------------------
+
+SmokeTimeout = Annotated[float, typer.Option(help="seconds the quest may take")]
+
+
+def _smoke_token(env_name: str, token: str | None) -> str:
+    token = token or os.environ.get("S2_SMOKE_TOKEN")
+    if token:
+        return token
+    user = os.environ.get("S2_SMOKE_USER")
+    if not user:
+        raise System2Error(
+            "no smoke token: set S2_SMOKE_TOKEN (or S2_SMOKE_USER outside production)"
+        )
+    if env_name == "production":
+        raise System2Error(
+            "production smoke tests need S2_SMOKE_TOKEN, a Supabase session of the smoke user"
+        )
+    from system2.tokens import mint
+
+    s = settings()
+    return mint(s.jwt_secret.get_secret_value(), user, ttl_s=900, audience=s.jwt_audience)
+
+
+def _smoke_company(company: UUID | None) -> UUID:
+    if company is not None:
+        return company
+    raw = os.environ.get("S2_SMOKE_COMPANY")
+    if not raw:
+        raise System2Error("no smoke company: pass --company or set S2_SMOKE_COMPANY")
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise System2Error(f"S2_SMOKE_COMPANY is not a UUID: {raw!r}") from None
+
+
+@app.command("smoke")
+def smoke(
+    url: Annotated[str, typer.Option(help="the environment's ingress, e.g. https://…fly.dev")],
+    company: Annotated[UUID | None, typer.Option(help="smoke company (S2_SMOKE_COMPANY)")] = None,
+    token: Annotated[str | None, typer.Option(help="smoke user's token (S2_SMOKE_TOKEN)")] = None,
+    timeout: SmokeTimeout = 120.0,
+) -> None:
+    """Run one real quest through the ingress at URL and wait for it to succeed; exit 1 with
+    one line on any failure."""
+    from system2.ops.smoke import run_smoke
+
+    result = run_smoke(
+        url, _smoke_token(settings().env, token), _smoke_company(company), timeout_s=timeout
+    )
+    say(f"smoke ok: quest {result.quest_id} succeeded via {result.url} in {result.seconds:.1f}s")
+
+
+def _smoke_runner(env_name: str, company: UUID | None, timeout: float) -> Any:
+    """The smoke test of a deploy; its company and token are checked before anything ships."""
+    from system2.ops.release import Environment
+    from system2.ops.smoke import SmokeResult, run_smoke
+
+    cid = _smoke_company(company)
+    token = _smoke_token(env_name, None)
+
+    def run(env: Environment) -> SmokeResult:
+        return run_smoke(env.url, token, cid, timeout_s=timeout)
+
+    return run
+
+
+@app.command("deploy")
+def deploy_command(
+    env: Annotated[str, typer.Argument(help="dev, staging or production")],
+    image: Annotated[str, typer.Option(help="image to deploy, pinned by digest (…@sha256:…)")],
+    commit: Annotated[str | None, typer.Option(help="its git commit (default: HEAD)")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="ingress URL (default https://<app>.fly.dev)")
+    ] = None,
+    previous: Annotated[
+        str | None, typer.Option(help="image to roll back to (default: the running one)")
+    ] = None,
+    company: Annotated[UUID | None, typer.Option(help="smoke company (S2_SMOKE_COMPANY)")] = None,
+    smoke_timeout: SmokeTimeout = 180.0,
+) -> None:
+    """Deploy IMAGE to ENV with Fly (blue-green), smoke test it, and roll back to the previous
+    image if the smoke test fails. Needs Fly.io (the `fly` CLI, or FLY=...)."""
+    from system2.ops.release import deploy, environment, git_head
+
+    if env == "production":
+        raise System2Error("production takes only `system2 ops promote --commit SHA`")
+    target = environment(env, url=url)
+    deploy(
+        target,
+        image,
+        commit or git_head(),
+        _smoke_runner(env, company, smoke_timeout),
+        previous=previous,
+        say=say,
+    )
+
+
+@app.command("promote")
+def promote_command(
+    commit: Annotated[str, typer.Option(help="the commit whose staging smoke test passed")],
+    image: Annotated[
+        str | None, typer.Option(help="must equal the image that passed staging")
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="production ingress URL")] = None,
+    company: Annotated[UUID | None, typer.Option(help="smoke company (S2_SMOKE_COMPANY)")] = None,
+    smoke_timeout: SmokeTimeout = 180.0,
+) -> None:
+    """Deploy to production the image that passed staging for COMMIT (from the release ledger),
+    smoke it, roll back on failure; refuse anything else. Needs Fly.io."""
+    from system2.ops.release import promote
+
+    smoke = _smoke_runner("production", company, smoke_timeout)
+    promote(commit, smoke, image=image, url=url, say=say)
+
+
+@app.command("releases")
+def releases(
+    limit: Annotated[int, typer.Option(help="most recent N")] = 20,
+) -> None:
+    """The release ledger: each deploy's environment, outcome, commit and image."""
+    from system2.ops.release import describe, entries
+
+    for line in describe(entries()[-limit:]):
+        typer.echo(line)
 
 
 # --- backups ---------------------------------------------------------------------------
