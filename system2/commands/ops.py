@@ -3,11 +3,19 @@ backups and restore tests, the migration check. DEPLOY.md's runbooks use these."
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
+import redis
 import typer
 
 from system2.cli_support import emit, say, settings
@@ -17,6 +25,166 @@ app = typer.Typer(
     help="Operations: health, queues, smoke, deploy, promote, backups, migration check.",
     no_args_is_help=True,
 )
+
+Queues = Annotated[
+    list[str] | None, typer.Option("--queues", "-q", help="queues the group must consume")
+]
+MaxIdle = Annotated[
+    float,
+    typer.Option(help="with messages waiting, the longest time without finishing one (s)"),
+]
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings().redis_url, socket_timeout=5, socket_connect_timeout=3)
+
+
+# --- health and queues -----------------------------------------------------------------
+
+
+@app.command("worker-health")
+def worker_health(
+    queues: Queues = None,
+    max_idle_s: MaxIdle = 300.0,
+    host: Annotated[str | None, typer.Option(help="host to check (default: this one)")] = None,
+    any_host: Annotated[bool, typer.Option(help="accept worker processes on any host")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the details as JSON")] = False,
+) -> None:
+    """Exit 0 if worker processes on this host consume the queues — and, when messages wait,
+    finished one within --max-idle-s; else exit 1 with the reason."""
+    from system2.ops.health import check
+
+    result = check(
+        _redis(),
+        queues=queues or (),
+        host=None if any_host else (host or socket.gethostname()),
+        max_idle_s=max_idle_s,
+    )
+    if as_json:
+        emit(result.as_dict())
+    say(("ok: " if result.ok else "unhealthy: ") + result.reason)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command("queues")
+def queues_command(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Depth of each queue: waiting, in flight, delayed, dead-lettered, oldest waiting age."""
+    from system2.ops.health import QUEUES, queue_stats
+
+    client = _redis()
+    stats = [queue_stats(client, q) for q in QUEUES]
+    if as_json:
+        emit([s.as_dict() for s in stats])
+        return
+    typer.echo(f"{'queue':<12} {'waiting':>8} {'in-flight':>9} {'delayed':>8} {'dead':>6}  oldest")
+    for s in stats:
+        age = "-" if s.oldest_age_s is None else f"{s.oldest_age_s:.0f}s"
+        typer.echo(
+            f"{s.name:<12} {s.waiting:>8} {s.in_flight:>9} {s.delayed:>8} {s.dead:>6}  {age}"
+        )
+
+
+@app.command(
+    "run-worker",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def run_worker(
+    ctx: typer.Context,
+    health_port: Annotated[int, typer.Option(help="port of GET /health (0: none)")] = 8081,
+    health_host: Annotated[str, typer.Option(help="interface of the health endpoint")] = "0.0.0.0",  # noqa: S104 - Fly's checks come from outside the VM
+    max_idle_s: MaxIdle = 300.0,
+) -> None:
+    """`system2 worker …` under a small supervisor for platforms whose health checks are HTTP
+    (Fly.io): GET /health answers 200 when `worker-health` would pass for this group's
+    processes, 503 otherwise. SIGTERM/SIGINT go to the worker's main process only; exits
+    with the worker's exit code. Other options pass through to `system2 worker`."""
+    from system2.ops.health import check, children_of
+
+    args = list(ctx.args)
+    wanted = _queues_in(args)
+    binary = Path(sys.executable).parent / "system2"
+    child = subprocess.Popen([str(binary), "worker", *args])  # noqa: S603 - our own command
+    client = _redis()
+
+    def health() -> tuple[int, dict[str, Any]]:
+        try:
+            result = check(
+                client, queues=wanted, pids=children_of(child.pid), max_idle_s=max_idle_s
+            )
+        except redis.RedisError as exc:
+            return 503, {"ok": False, "reason": f"cannot reach Redis: {type(exc).__name__}"}
+        return (200 if result.ok else 503), result.as_dict()
+
+    server = _health_server(health_host, health_port, health) if health_port else None
+
+    def forward(signum: int, _frame: Any) -> None:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    code = child.wait()
+    if server is not None:
+        server.shutdown()
+    raise typer.Exit(128 - code if code < 0 else code)
+
+
+def _queues_in(args: list[str]) -> list[str]:
+    found: list[str] = []
+    taking = False
+    for a in args:
+        if a in ("--queues", "-Q"):
+            taking = True
+        elif a.startswith("-"):
+            taking = False
+        elif taking:
+            found.append(a)
+    return found
+
+
+def _health_server(host: str, port: int, health: Any) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path not in ("/health", "/healthz"):
+                self.send_error(404)
+                return
+            status, body = health()
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="s2-health", daemon=True).start()
+    return server
+
+
+@app.command("probe")
+def probe(
+    url: str,
+    timeout: Annotated[float, typer.Option(help="seconds")] = 5.0,
+) -> None:
+    """Exit 0 if URL answers 200 (a container health check: `system2 ops probe
+    http://127.0.0.1:8080/readyz`), else 1 with what it answered."""
+    import httpx
+
+    try:
+        resp = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        say(f"unhealthy: cannot reach {url}: {type(exc).__name__}")
+        raise typer.Exit(1) from None
+    if resp.status_code != 200:
+        say(f"unhealthy: {url} answered {resp.status_code} {' '.join(resp.text.split())[:200]}")
+        raise typer.Exit(1)
+    say(f"ok: {url} answered 200")
 
 
 # --- smoke, deploy, promote ------------------------------------------------------------

@@ -1,0 +1,224 @@
+"""Is a worker process group consuming — not just alive?
+
+Each worker process writes an expiring beacon ``s2:workers:<host>:<pid>:<rand>`` (see
+``workers.middleware.Beacon``) with its queues, the messages it processed and when it last
+finished one. A group is healthy when, for every queue it should consume, a live process on
+this host consumes it, and — when that queue has messages waiting — one of them finished a
+message within ``max_idle_s`` (a process that never finished one counts from its start).
+
+Queue figures come from Dramatiq's Redis layout: ``dramatiq:<queue>`` is the list of waiting
+message ids (oldest first), ``dramatiq:<queue>.msgs`` holds every message not yet acked
+(waiting and in flight), ``dramatiq:<queue>.DQ.msgs`` the delayed ones (retries, the guard's
+slow tier), ``dramatiq:<queue>.XQ`` the dead letters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from messages.transport import NAMESPACE
+from workers.middleware import Beacon
+
+QUEUES = ("quests", "control", "maintenance", "audit")
+
+
+@dataclass(frozen=True)
+class WorkerBeacon:
+    key: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    processed: int
+    last_message_at: float  # 0: none finished yet
+    at: float
+
+    def last_activity(self) -> float | None:
+        """When it last finished a message, or when the process started; None if unknown."""
+        if self.last_message_at:
+            return self.last_message_at
+        if self.host == socket.gethostname():
+            return process_started_at(self.pid)
+        return None
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    name: str
+    waiting: int
+    in_flight: int
+    delayed: int
+    dead: int
+    oldest_age_s: float | None  # of the oldest waiting message, since it was first enqueued
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "queue": self.name,
+            "waiting": self.waiting,
+            "in_flight": self.in_flight,
+            "delayed": self.delayed,
+            "dead": self.dead,
+            "oldest_age_s": None if self.oldest_age_s is None else round(self.oldest_age_s, 1),
+        }
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    reason: str
+    workers: list[WorkerBeacon]
+    queues: list[QueueStats]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "reason": self.reason,
+            "workers": [
+                {
+                    "host": b.host,
+                    "pid": b.pid,
+                    "queues": list(b.queues),
+                    "processed": b.processed,
+                    "last_message_at": b.last_message_at or None,
+                }
+                for b in self.workers
+            ],
+            "queues": [q.as_dict() for q in self.queues],
+        }
+
+
+def beacons(client: redis.Redis) -> list[WorkerBeacon]:
+    """Every live worker process's beacon."""
+    keys = sorted(client.scan_iter(match=f"{Beacon.PREFIX}*", count=500))
+    values = client.mget(keys) if keys else []
+    found = []
+    for raw_key, value in zip(keys, values, strict=True):
+        if not value:
+            continue  # expired between SCAN and MGET
+        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+        host = key.removeprefix(Beacon.PREFIX).rsplit(":", 2)[0]
+        state = json.loads(value)
+        found.append(
+            WorkerBeacon(
+                key=key,
+                host=host,
+                pid=int(state.get("pid", 0)),
+                queues=tuple(state.get("queues", ())),
+                processed=int(state.get("processed", 0)),
+                last_message_at=float(state.get("last_message_at") or 0.0),
+                at=float(state.get("at") or 0.0),
+            )
+        )
+    return found
+
+
+def queue_stats(client: redis.Redis, queue: str, *, now: float | None = None) -> QueueStats:
+    base = f"{NAMESPACE}:{queue}"
+    pipe = client.pipeline(transaction=False)
+    pipe.llen(base)
+    pipe.hlen(f"{base}.msgs")
+    pipe.hlen(f"{base}.DQ.msgs")
+    pipe.zcard(f"{base}.XQ")
+    pipe.lindex(base, 0)
+    waiting, unacked, delayed, dead, head = pipe.execute()
+    oldest = None
+    if head is not None:
+        data = client.hget(f"{base}.msgs", head)
+        if data:
+            try:
+                sent_ms = float(json.loads(data)["message_timestamp"])
+                oldest = max(0.0, (now or time.time()) - sent_ms / 1000)
+            except (ValueError, KeyError, TypeError):
+                oldest = None
+    return QueueStats(
+        queue, int(waiting), max(0, int(unacked) - int(waiting)), int(delayed), int(dead), oldest
+    )
+
+
+def check(
+    client: redis.Redis,
+    *,
+    queues: Sequence[str] = (),
+    host: str | None = None,
+    pids: Iterable[int] | None = None,
+    max_idle_s: float = 300.0,
+    now: float | None = None,
+) -> Health:
+    """The health of the worker processes on ``host`` (None: any host), or of exactly the
+    processes ``pids``, for ``queues`` (empty: whatever those processes consume)."""
+    now = now or time.time()
+    live = beacons(client)
+    if pids is not None:
+        wanted = set(pids)
+        live = [b for b in live if b.pid in wanted]
+        where = "among this group's processes"
+    elif host is not None:
+        live = [b for b in live if b.host == host]
+        where = f"on host {host}"
+    else:
+        where = "on any host"
+    expected = list(queues) or sorted({q for b in live for q in b.queues})
+    stats = [queue_stats(client, q, now=now) for q in expected]
+    if not live:
+        return Health(False, f"no live worker process {where}", live, stats)
+    for q in stats:
+        consumers = [b for b in live if q.name in b.queues]
+        if not consumers:
+            return Health(False, f"no worker process {where} consumes queue {q.name}", live, stats)
+        if q.waiting == 0:
+            continue
+        known = [t for b in consumers if (t := b.last_activity()) is not None]
+        if not known:
+            continue  # processes elsewhere that never finished a message: cannot judge
+        idle = now - max(known)
+        if idle > max_idle_s:
+            return Health(
+                False,
+                f"queue {q.name} has {q.waiting} waiting messages but no worker process {where} "
+                f"finished one in {idle:.0f}s (limit {max_idle_s:.0f}s): stuck",
+                live,
+                stats,
+            )
+    n = len(live)
+    names = ", ".join(sorted(expected))
+    return Health(
+        True, f"{n} worker process{'es' if n != 1 else ''} consuming {names}", live, stats
+    )
+
+
+def process_started_at(pid: int) -> float | None:
+    """Wall-clock start time of a local process (Linux /proc), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of a local process (Linux /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(entry.name))
+    return out

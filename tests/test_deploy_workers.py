@@ -1,0 +1,209 @@
+"""Workers under a supervisor: SIGTERM finishes or requeues the current step and exits 0;
+the health check proves a group is consuming, not just alive."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from typer.testing import CliRunner, Result
+
+from messages.transport import build_broker
+from store import Database
+from store import quests as quests_store
+from system2 import cli
+from system2.procs import Proc, free_port, wait_http, wait_workers
+from system2.settings import Settings
+from tests.conftest import Stack, Tenant, system2
+from tests.support import submit, wait_finished, wait_for
+
+pytestmark = pytest.mark.slow
+
+# A stand-in Claude whose replies are held a few seconds: long enough to signal a worker
+# mid-call, short enough for CI (the built-in [script:slow] holds 30 s).
+HELD_CLAUDE = """
+import sys, uvicorn
+from system2.offline_claude.server import create_app
+from system2.offline_claude.scripts import Script, Text, ToolUse, Turn
+scripts = {
+    "held": Script(turns=(Turn((Text("Answered after a while."),), hold_s=2.5),)),
+    "held_note": Script(turns=(
+        Turn((Text("A note, after some thought."), ToolUse("add_note", {"text": "held note"})),
+             stop_reason="tool_use", hold_s=2.5),
+        Turn((Text("Noted."),)),
+    )),
+}
+uvicorn.run(create_app(scripts), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+@pytest.fixture(scope="module")
+def held_claude(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("logs") / "held-claude.log"
+    proc = Proc("held-claude", [sys.executable, "-c", HELD_CLAUDE, str(port)], log_path=log).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/", proc=proc)
+        yield url
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def held_stack(settings: Settings, held_claude: str, tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(settings, held_claude, tmp_path, {})
+    try:
+        yield s
+    finally:
+        s.stop()
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis.from_url(settings.redis_url).flushdb()
+
+
+def start_worker(stack: Stack, name: str, *args: str, **env: str) -> Proc:
+    argv = system2("worker", "--processes", "1", "--threads", "2", *args)
+    proc = Proc(name, argv, env=stack.env(**env), log_path=stack.logs / f"{name}.log").start()
+    stack.procs[name] = proc
+    wait_workers(stack.settings.redis_url, stack.live_worker_count() + 1, proc=proc)
+    return proc
+
+
+def claimed_at(db: Database, company: uuid.UUID, quest: uuid.UUID) -> datetime | None:
+    with db.tenant(company) as tx:
+        q = quests_store.get(tx, quest)
+    assert q is not None
+    return q.step_claimed_at if q.steps_done == 0 else None
+
+
+def in_call(db: Database, company: uuid.UUID, quest: uuid.UUID, after: datetime | None) -> bool:
+    """A worker claimed the quest's first step (after ``after``) and has not finished it: it
+    is in the held Claude call, which comes right after the claim."""
+    at = claimed_at(db, company, quest)
+    if at is None or (after is not None and at <= after):
+        return False
+    time.sleep(0.3)
+    return True
+
+
+def sigterm_main_process(proc: Proc) -> tuple[int, float]:
+    """SIGTERM to the worker's main process only, as a supervisor (Fly's init, Docker,
+    systemd) sends it; returns its exit code and how long it took to exit."""
+    assert proc.popen is not None
+    t0 = time.monotonic()
+    os.kill(proc.pid, signal.SIGTERM)
+    code = proc.popen.wait(timeout=30)
+    return code, time.monotonic() - t0
+
+
+def test_sigterm_mid_step_requeues_or_finishes_it_and_exits_0(
+    held_stack: Stack, db: Database, tenant: Tenant
+) -> None:
+    # 1. Past its shutdown timeout, a worker leaves the step unacknowledged and exits 0.
+    first = start_worker(held_stack, "w1", "--worker-shutdown-timeout", "500")
+    quest = submit(db, held_stack.settings.redis_url, tenant.id, "[script:held] stop me twice")
+    wait_for(lambda: in_call(db, tenant.id, quest.id, None), timeout=15)
+    code, took = sigterm_main_process(first)
+    assert code == 0, first.output()[-2000:]
+    assert took < 5, f"took {took:.1f}s to stop"
+    left = claimed_at(db, tenant.id, quest.id)
+    assert left is not None  # abandoned mid-call: not finished, not lost
+
+    # 2. A restarted worker gets the step back once the old one's heartbeat is stale: the
+    # broker's maintenance requeues a dead worker's unacknowledged messages. It runs on a
+    # fraction of broker calls (DEPLOY.md, Scaling); one call here makes it run now.
+    second = start_worker(held_stack, "w2", "--worker-shutdown-timeout", "20000")
+    time.sleep(1.2)
+    maintenance = build_broker(
+        held_stack.settings.redis_url, heartbeat_timeout_ms=1000, maintenance_chance=1_000_000
+    )
+    try:
+        maintenance.do_qsize("quests")
+    finally:
+        maintenance.close()
+    wait_for(lambda: in_call(db, tenant.id, quest.id, left), timeout=20)
+
+    # 3. ...and, SIGTERMed mid-call within its timeout, finishes the step before exiting 0.
+    code, took = sigterm_main_process(second)
+    assert code == 0, second.output()[-2000:]
+    assert took < 10, f"took {took:.1f}s to stop"
+    done = wait_finished(db, tenant.id, quest.id, timeout=5)
+    assert done.status == "succeeded", done.reason
+    assert done.steps_done == 1
+    assert held_stack.live_worker_count() == 0  # beacons are removed on a clean stop
+
+
+def health(settings: Settings, *args: str) -> Result:
+    """`system2 ops worker-health …`, in process (the real command; no interpreter start)."""
+    return CliRunner().invoke(
+        cli.app, ["ops", "worker-health", *args], env={"S2_REDIS_URL": settings.redis_url}
+    )
+
+
+def test_health_proves_the_group_is_consuming_and_run_worker_serves_it(
+    held_stack: Stack, db: Database, tenant: Tenant, settings: Settings
+) -> None:
+    none = health(settings)
+    assert none.exit_code == 1
+    assert (
+        none.stderr.strip() == f"unhealthy: no live worker process on host {socket.gethostname()}"
+    )
+
+    # The group as Fly runs it: run-worker supervising `system2 worker`, GET /health for Fly.
+    port = free_port()
+    argv = system2(
+        "ops", "run-worker", "--health-port", str(port), "--health-host", "127.0.0.1",
+        "--max-idle-s", "1", "--processes", "1", "--threads", "1", "--queues", "quests", "control",
+    )  # fmt: skip
+    proc = Proc("run-worker", argv, env=held_stack.env(), log_path=held_stack.logs / "rw.log")
+    held_stack.procs["run-worker"] = proc.start()
+    wait_workers(settings.redis_url, 1, proc=proc)
+    url = f"http://127.0.0.1:{port}/health"
+
+    def answer() -> httpx.Response | None:
+        r = httpx.get(url, timeout=5)
+        return r if r.status_code == 200 else None
+
+    body = wait_for(answer, timeout=10).json()
+    assert body["ok"] is True
+    assert sorted(body["workers"][0]["queues"]) == ["control", "quests"]
+
+    ok = health(settings, "--queues", "quests", "--queues", "control")
+    assert ok.exit_code == 0, ok.stderr
+    assert ok.stderr.startswith("ok: 1 worker process consuming control, quests")
+    audit = health(settings, "--queues", "audit")
+    assert audit.exit_code == 1
+    assert "no worker process on host" in audit.stderr and "consumes queue audit" in audit.stderr
+
+    # Alive but not keeping up: its one thread and its prefetch are held, the rest waits.
+    for n in range(4):
+        submit(db, settings.redis_url, tenant.id, f"[script:held] backlog {n}")
+    client = redis.Redis.from_url(settings.redis_url)
+    wait_for(lambda: client.llen("dramatiq:quests") > 0, timeout=10)
+    stuck = health(settings, "--queues", "quests", "--max-idle-s", "1", "--json")
+    assert stuck.exit_code == 1
+    assert "waiting messages but no worker process" in stuck.stderr and "stuck" in stuck.stderr
+    details = json.loads(stuck.stdout)
+    assert details["ok"] is False and details["queues"][0]["waiting"] >= 1
+    served = httpx.get(url, timeout=5)
+    assert served.status_code == 503 and "stuck" in served.json()["reason"]
+    patient = health(settings, "--queues", "quests", "--max-idle-s", "120")
+    assert patient.exit_code == 0, patient.stderr
+
+    # run-worker passes SIGTERM to the worker only and exits with its code.
+    code, took = sigterm_main_process(proc)
+    assert code == 0, proc.output()[-2000:]
+    assert took < 10
+    assert client.llen("dramatiq:quests") >= 2  # the backlog is back on the queue, not lost
