@@ -25,6 +25,8 @@ app = typer.Typer(
     help="Operations: health, queues, smoke, deploy, promote, backups, migration check.",
     no_args_is_help=True,
 )
+provider_app = typer.Typer(help="Pause and resume an integration provider.", no_args_is_help=True)
+app.add_typer(provider_app, name="provider")
 
 Queues = Annotated[
     list[str] | None, typer.Option("--queues", "-q", help="queues the group must consume")
@@ -185,6 +187,66 @@ def probe(
         say(f"unhealthy: {url} answered {resp.status_code} {' '.join(resp.text.split())[:200]}")
         raise typer.Exit(1)
     say(f"ok: {url} answered 200")
+
+
+# --- integration providers -------------------------------------------------------------
+
+
+def _provider(name: str) -> str:
+    from system2.catalog import INTEGRATIONS
+
+    if name not in INTEGRATIONS:
+        raise System2Error(f"no provider {name!r}; known: {', '.join(sorted(INTEGRATIONS))}")
+    return name
+
+
+@provider_app.command("status")
+def provider_status(name: str) -> None:
+    """The provider's circuit breaker: closed, open (and for how long) or probing."""
+    from workers.integrations.breaker import Breaker
+
+    client = _redis()
+    breaker = Breaker(client)
+    p = _provider(name)
+    failures = client.get(f"s2:breaker:{p}:failures")
+    emit(
+        {
+            "provider": p,
+            "state": breaker.state(p),
+            "open_for_s": round(breaker.open_for_ms(p) / 1000, 1),
+            "recent_failures": int(failures or 0),
+        }
+    )
+
+
+@provider_app.command("pause")
+def provider_pause(
+    name: str,
+    minutes: Annotated[float, typer.Option(help="how long to hold its calls")] = 10.0,
+) -> None:
+    """Hold every call to the provider by opening its circuit breaker: steps that need it wait
+    and retry when it closes (quests waiting longer than S2_PROVIDER_OUTAGE_MAX_S fail with
+    the reason). The first call afterwards is a probe."""
+    p = _provider(name)
+    if not 0 < minutes <= 24 * 60:
+        raise System2Error("--minutes must be between 0 and 1440")
+    ms = int(minutes * 60_000)
+    client = _redis()
+    pipe = client.pipeline()
+    pipe.set(f"s2:breaker:{p}:open", "1", px=ms)
+    pipe.set(f"s2:breaker:{p}:tripped", "1", px=ms * 4)
+    pipe.execute()
+    say(
+        f"{p} paused for {minutes:g} min: its breaker is open; resume with `system2 ops provider resume {p}`"
+    )
+
+
+@provider_app.command("resume")
+def provider_resume(name: str) -> None:
+    """Close the provider's breaker and forget its failures: calls go through again."""
+    p = _provider(name)
+    _redis().delete(f"s2:breaker:{p}:open", f"s2:breaker:{p}:tripped", f"s2:breaker:{p}:failures")
+    say(f"{p} resumed: its breaker is closed")
 
 
 # --- smoke, deploy, promote ------------------------------------------------------------
