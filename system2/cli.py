@@ -16,6 +16,7 @@ import typer
 from guard.errors import GuardError
 from messages import MessagesError
 from store import StoreError
+from system2 import logs
 from system2.cli_support import say
 from system2.commands import (
     audit,
@@ -58,7 +59,7 @@ for name, group in (
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logs.configure(level="WARNING")  # the commands that serve or run reconfigure at INFO
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     try:
         app()

@@ -1,7 +1,14 @@
 """Logging: structlog everywhere, one processor chain, redaction before rendering.
 
-JSON lines in production (or when stderr is not a terminal), readable console output in a
-terminal. The standard library's loggers (Dramatiq, uvicorn, psycopg) go through the same chain.
+JSON lines in staging and production, or whenever stderr is not a terminal (containers,
+Dramatiq's worker processes, log files); readable console output in a terminal
+(``S2_LOG_FORMAT`` forces either). The standard library's loggers — Dramatiq, uvicorn,
+psycopg, httpx, anthropic, Python warnings — are sent through the same chain by one handler
+on the root logger, so their lines are rendered alike and redacted alike.
+
+``bind`` puts the ids of what is being processed (company, quest, message, correlation,
+request) on every later log line of the thread or task, and on the Sentry scope as tags, so
+an error report carries the same ids as the log lines around it.
 """
 
 from __future__ import annotations
@@ -11,14 +18,23 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import sentry_sdk
 import structlog
 
 from system2.redact import redact
+from system2.settings import Settings
+
+# Keys ProcessorFormatter puts in an event dict for itself; they are not rendered.
+_META = ("_record", "_from_structlog")
+QUIET = ("httpx", "httpx2", "httpcore", "httpcore2", "anthropic", "uvicorn.access", "hpack")
 
 
 def redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    redacted: MutableMapping[str, Any] = redact(dict(event))
-    return redacted
+    """The structlog processor: every field through ``system2.redact.redact``."""
+    meta = {k: event[k] for k in _META if k in event}
+    cleaned: dict[str, Any] = redact({k: v for k, v in event.items() if k not in meta})
+    cleaned.update(meta)
+    return cleaned
 
 
 def shared_processors() -> list[Any]:
@@ -27,15 +43,28 @@ def shared_processors() -> list[Any]:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
-        redact_processor,
+        redact_processor,  # last before rendering: tracebacks are text by now
     ]
 
 
-def configure(*, json: bool | None = None, level: str = "INFO") -> None:
-    """Idempotent; call once per process at start-up."""
+def wants_json(settings: Settings | None) -> bool:
+    chosen = settings.log_format if settings is not None else "auto"
+    if chosen != "auto":
+        return chosen == "json"
+    if settings is not None and settings.env in ("staging", "production"):
+        return True
+    return not sys.stderr.isatty()
+
+
+def configure(
+    settings: Settings | None = None, *, json: bool | None = None, level: str | None = None
+) -> None:
+    """Idempotent; call once per process at start-up (again to change format or level)."""
     if json is None:
-        json = not sys.stderr.isatty()
+        json = wants_json(settings)
+    level = level or (settings.log_level if settings is not None else "INFO")
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
@@ -56,6 +85,20 @@ def configure(*, json: bool | None = None, level: str = "INFO") -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "anthropic", "uvicorn.access"):
+    root.setLevel(level.upper())
+    for other in list(logging.root.manager.loggerDict.values()):
+        if isinstance(other, logging.Logger) and other.handlers:
+            other.handlers.clear()  # a library's own handler would print past the redaction
+            other.propagate = True
+    for noisy in QUIET:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+
+
+def bind(**ids: Any) -> None:
+    """Bind ids to the log lines that follow (this thread or task) and to the Sentry scope's
+    tags. ``None`` values are skipped."""
+    values = {k: v for k, v in ids.items() if v is not None}
+    structlog.contextvars.bind_contextvars(**values)
+    for key, value in values.items():
+        sentry_sdk.set_tag(key, str(value))

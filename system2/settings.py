@@ -8,17 +8,30 @@ everywhere else.
 from __future__ import annotations
 
 from decimal import Decimal
+from importlib import metadata
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from guard.policy import Limits
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"  # noqa: S105 - a marked dev default
+PACKAGE = "system2-workers"
+
+
+def package_release() -> str:
+    """``system2-workers@<version>``: the release name when no commit is given."""
+    try:
+        return f"{PACKAGE}@{metadata.version(PACKAGE)}"
+    except metadata.PackageNotFoundError:
+        return f"{PACKAGE}@unknown"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="S2_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="S2_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     env: str = Field("dev", description="dev, test, staging or production")
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -86,6 +99,30 @@ class Settings(BaseSettings):
     )
     breaker_window_s: int = 30
     breaker_open_s: int = 30
+
+    log_level: str = Field("INFO", description="level of our log lines and the libraries'")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: JSON in staging/production or when stderr is not a terminal"
+    )
+    sentry_dsn: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("SENTRY_DSN", "S2_SENTRY_DSN"),
+        description="errors go to Sentry when set",
+    )
+    sentry_environment: str | None = Field(
+        None,
+        validation_alias=AliasChoices("SENTRY_ENVIRONMENT", "S2_SENTRY_ENVIRONMENT"),
+        description="default: S2_ENV",
+    )
+    sentry_release: str = Field(
+        default_factory=package_release,
+        validation_alias=AliasChoices("S2_RELEASE", "SENTRY_RELEASE", "S2_SENTRY_RELEASE"),
+        description="the deployed git commit (S2_RELEASE); default system2-workers@<version>",
+    )
+    metrics_port: int = Field(
+        0, description="a worker process's metrics port is this plus its index (0: no metrics)"
+    )
+    metrics_host: str = Field("0.0.0.0", description="where worker metrics ports listen")  # noqa: S104
 
     def production(self) -> bool:
         return self.env == "production"

@@ -32,7 +32,7 @@ def ingress(
 
     from system2 import logs
 
-    logs.configure()
+    logs.configure(settings())
     uvicorn.run(
         "ingress.app:from_env",
         factory=True,
@@ -57,7 +57,7 @@ def worker(
     argv = [
         sys.executable,
         "-m",
-        "dramatiq",
+        "workers.pool",  # Dramatiq's CLI, its parent process logging through structlog
         "workers.app:bootstrap",
         "--processes",
         str(processes),
@@ -73,6 +73,8 @@ def worker(
     # and messages prefetched behind it would wait too while other processes sit idle.
     env.setdefault("dramatiq_queue_prefetch", str(threads))
     env["S2_WORKER_THREADS"] = str(threads)
+    if s.log_format == "auto" and s.env not in ("staging", "production") and sys.stderr.isatty():
+        env["S2_LOG_FORMAT"] = "console"  # the worker processes log through a pipe, not a TTY
     sys.stdout.flush()
     os.execvpe(sys.executable, argv, env)  # noqa: S606 - replaces this process, argv is ours
 
