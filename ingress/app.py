@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import redis
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis as AsyncRedis
 
 from guard import Admissions, Guard
+from ingress import metrics as ingress_metrics
 from ingress import routes_company, routes_quests
 from ingress.auth import TokenVerifier
 from ingress.deps import Deps, IngressDeps
 from ingress.errors import install_error_handlers
+from ingress.metrics import RequestMetrics
 from ingress.middleware import RequestContext
 from messages.transport import Publisher, build_broker
 from store import Database, StoreUnavailable
+from system2 import queue_metrics, sentry
 from system2.settings import Settings
 from system2.wiring import maybe_vault
 
@@ -31,6 +35,7 @@ def create_app(deps: IngressDeps) -> FastAPI:
     for router in (ops, routes_quests.router, routes_company.router):
         app.include_router(router)
     app.add_middleware(RequestContext)
+    app.add_middleware(RequestMetrics)  # outermost: it sees every status, 500s included
     return app
 
 
@@ -55,11 +60,20 @@ def readyz(deps: Deps) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
+@ops.get("/metrics", include_in_schema=False)
+def metrics() -> Response:
+    """Prometheus metrics (route templates, statuses, queue depths: no tenant data)."""
+    return Response(ingress_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
 def build(settings: Settings) -> FastAPI:
-    """The ingress app wired to real Postgres and Redis, from settings."""
+    """The ingress app wired to real Postgres and Redis, from settings; errors reported to
+    Sentry when ``SENTRY_DSN`` is set."""
+    sentry.init(settings, component="ingress")
     db = Database(settings.database_url, min_size=1, max_size=settings.db_pool_max, name="ingress")
     db.open(wait=False)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    queue_metrics.install(client, ingress_metrics.QUEUES)
     deps = IngressDeps(
         settings=settings,
         db=db,
@@ -80,5 +94,6 @@ def from_env() -> FastAPI:
     """uvicorn's factory: settings from the environment, logging configured."""
     from system2 import logs
 
-    logs.configure()
-    return build(Settings())
+    settings = Settings()
+    logs.configure(settings)
+    return build(settings)

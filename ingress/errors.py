@@ -8,6 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from guard import GuardUnavailable
+from ingress import metrics
 from ingress.integrations import UnknownIntegration
 from ingress.submit import SubmissionRefused, Throttled
 from messages import PublishFailed
@@ -29,6 +30,14 @@ UNAVAILABLE: dict[type[Exception], str] = {
     GuardUnavailable: "the guard store",
     VaultUnavailable: "the credential vault (no keys are configured)",
 }
+# The dependency each of them stands for, as the ``s2_ingress_unavailable`` metric names it.
+DEPENDENCY: dict[type[Exception], str] = {
+    StoreUnavailable: "postgres",
+    PublishFailed: "redis",
+    redis.RedisError: "redis",
+    GuardUnavailable: "redis",
+    VaultUnavailable: "vault",
+}
 # Errors whose own message is the answer, with this status.
 REFUSALS: dict[type[Exception], int] = {
     SubmissionRefused: 422,
@@ -41,6 +50,9 @@ REFUSALS: dict[type[Exception], int] = {
 def install_error_handlers(app: FastAPI) -> None:
     async def unavailable(_: Request, exc: Exception) -> JSONResponse:
         what = next(v for k, v in UNAVAILABLE.items() if isinstance(exc, k))
+        metrics.UNAVAILABLE.labels(
+            next(v for k, v in DEPENDENCY.items() if isinstance(exc, k))
+        ).inc()
         return JSONResponse(
             {"detail": f"{what} is unavailable; nothing was done, retry later"},
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -53,6 +65,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def throttled(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Throttled)
+        metrics.THROTTLED.inc()
         return JSONResponse(
             {"detail": f"{exc}; nothing was queued, retry later"},
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,

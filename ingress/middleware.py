@@ -9,11 +9,14 @@ from uuid import uuid4
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from system2 import logs
+
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class RequestContext:
-    """Binds the request id to every log line of the request and echoes it back."""
+    """Binds the request id to every log line of the request (and to the Sentry scope as a
+    tag) and echoes it back."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -25,7 +28,7 @@ class RequestContext:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _SAFE_ID.match(given) else uuid4().hex
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        logs.bind(request_id=request_id)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

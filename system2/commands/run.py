@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from typing import Annotated
 
 import typer
@@ -33,15 +35,24 @@ def ingress(
     from system2 import logs
 
     logs.configure(settings())
-    uvicorn.run(
-        "ingress.app:from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=None,
-        access_log=False,
-    )
+    shared = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # N processes behind one port: their metrics are summed from files (ingress.metrics).
+        shared = tempfile.mkdtemp(prefix="s2-ingress-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+    try:
+        uvicorn.run(
+            "ingress.app:from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+        )
+    finally:
+        if shared:
+            shutil.rmtree(shared, ignore_errors=True)
 
 
 def worker(
