@@ -15,10 +15,10 @@ messages. So:
   values, log messages and their parameters, request headers, cookies and query string,
   extra, contexts, tags, breadcrumbs, frames) through ``system2.redact.redact``, the same
   function the log chain uses;
-- the Anthropic integration is off: it reports every API error of a call as an unhandled
-  exception, including the overloads and cancels the workers handle and retry; the Redis
-  integration is off too: a breadcrumb per Redis command would push the log lines out of
-  the event's 100 breadcrumbs.
+- only the integrations chosen here run (``auto_enabling_integrations=False``): the
+  Anthropic one would report every API error of a call as an unhandled exception, including
+  the overloads and cancels the workers handle and retry; the Redis one would add a
+  breadcrumb per Redis command and push the log lines out of the event's 100 breadcrumbs.
 
 What a developer needs stays: exception type and stack (functions, files, lines), the
 release (``S2_RELEASE``, the deployed commit, else ``system2-workers@<version>``), the
@@ -36,12 +36,7 @@ import sentry_sdk
 import structlog
 from sentry_sdk._types import AnnotatedValue
 from sentry_sdk.integrations import Integration
-from sentry_sdk.integrations.anthropic import AnthropicIntegration
-from sentry_sdk.integrations.dramatiq import DramatiqIntegration
-from sentry_sdk.integrations.fastapi import FastApiIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration, ignore_logger
-from sentry_sdk.integrations.redis import RedisIntegration
-from sentry_sdk.integrations.starlette import StarletteIntegration
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 
 from system2.redact import redact, redact_object
@@ -89,10 +84,7 @@ def init(settings: Settings, *, component: Component) -> bool:
     integrations: list[Integration] = [
         LoggingIntegration(level=logging.INFO, event_level=logging.ERROR)
     ]
-    if component == "worker":
-        integrations.append(DramatiqIntegration())
-    else:
-        integrations += [StarletteIntegration(), FastApiIntegration()]
+    integrations += _worker_integrations() if component == "worker" else _ingress_integrations()
     with warnings.catch_warnings():
         # 2.x deprecates send_default_pii for data_collection, which turns the scrubber off.
         warnings.filterwarnings("ignore", "The send_default_pii option is deprecated")
@@ -117,8 +109,24 @@ def _start(settings: Settings, integrations: list[Integration]) -> None:
         before_send_transaction=before_send,
         before_breadcrumb=before_breadcrumb,
         integrations=integrations,
-        disabled_integrations=[AnthropicIntegration(), RedisIntegration()],
+        auto_enabling_integrations=False,  # only the integrations chosen here
     )
+
+
+def _ingress_integrations() -> list[Integration]:
+    from sentry_sdk.integrations.fastapi import FastApiIntegration
+    from sentry_sdk.integrations.starlette import StarletteIntegration
+
+    return [StarletteIntegration(), FastApiIntegration()]
+
+
+def _worker_integrations() -> list[Integration]:
+    """Dramatiq, and breadcrumbs of HTTP calls: httpx (providers), httpx2 (the anthropic SDK)."""
+    from sentry_sdk.integrations.dramatiq import DramatiqIntegration
+    from sentry_sdk.integrations.httpx import HttpxIntegration
+    from sentry_sdk.integrations.httpx2 import Httpx2Integration
+
+    return [DramatiqIntegration(), HttpxIntegration(), Httpx2Integration()]
 
 
 def _opaque(value: object) -> object:
