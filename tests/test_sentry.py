@@ -9,7 +9,11 @@ local variables of the failing frames. The received envelopes are searched as ra
 (decompressed), for each secret as is and in its JSON-escaped, base64 and URL-encoded forms.
 
 The ingress case runs the app from ``ingress.app.build`` (which starts Sentry) with one extra
-route registered on that app instance only.
+route registered on that app instance only. The worker case is a real worker process with
+``SENTRY_DSN`` set, running a quest whose tool's OAuth refresh meets a provider answering a
+malformed token response that echoes the request (refresh token and client credentials) in
+its ``expires_in``: an unexpected exception deep in the integration code, with tokens in its
+message and in the locals of every frame around it.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import base64
 import json
 import logging
 import secrets
+import threading
 import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -34,11 +40,15 @@ from pydantic import SecretStr
 
 from ingress.app import build
 from ingress.deps import CallerDep
+from ingress.integrations import IntegrationTokens, connect
+from store import Database
+from store import credentials as credentials_store
 from system2 import logs
 from system2.settings import Settings
 from system2.wiring import build_vault
-from tests.conftest import Tenant
+from tests.conftest import Stack, Tenant
 from tests.sentry_ingest import SentryIngest, exception_types, frames
+from tests.support import submit
 from vault import new_key_entry
 
 pytestmark = pytest.mark.slow
@@ -241,3 +251,155 @@ def _secret(text: str) -> Any:
 
 def _with_ciphertext(planted: Planted, ct: bytes) -> Planted:
     return Planted(**{**planted.__dict__, "ciphertext": ct})
+
+
+# -- a worker -------------------------------------------------------------------------------
+
+
+class BrokenTokenEndpoint:
+    """An OAuth provider whose token endpoint answers a refresh with a malformed
+    ``expires_in`` echoing the request — its form body and its Authorization header."""
+
+    def __init__(self, access: str, refresh: str) -> None:
+        self.hits = 0
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                provider.hits += 1
+                form = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+                answer = json.dumps(
+                    {
+                        "access_token": access,
+                        "refresh_token": refresh,
+                        "token_type": "Bearer",
+                        "expires_in": f"3600 ({form}; {self.headers.get('Authorization')})",
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class FailingRun:
+    planted: Planted
+    quest_id: uuid.UUID
+    company_id: uuid.UUID
+    release: str
+
+
+@pytest.fixture
+def failing_run(
+    stack: Stack,
+    db: Database,
+    tenant: Tenant,
+    settings: Settings,
+    rds: redis.Redis,
+    sentry_ingest: SentryIngest,
+) -> Iterator[FailingRun]:
+    """A worker process (Sentry on) running a quest whose integration call fails as above."""
+    planted = Planted.make(bearer=tenant.token())
+    provider = BrokenTokenEndpoint(
+        access="demo_at_" + secrets.token_urlsafe(20),
+        refresh="demo_rt_" + secrets.token_urlsafe(20),
+    )
+    vault = build_vault(
+        settings.model_copy(update={"vault_keys": SecretStr(planted.vault_entry)}), rds
+    )
+    with db.tenant(tenant.id) as tx:
+        tokens = IntegrationTokens(
+            access_token=planted.access,
+            refresh_token=planted.refresh,
+            expires_at=datetime.now(UTC) - timedelta(minutes=5),  # the step must refresh it
+        )
+        connect(tx, vault, "demo", tokens, connected_by="user:tests")
+        cred = credentials_store.get(tx, "demo")
+    assert cred is not None
+    planted = _with_ciphertext(planted, cred.access_token)
+    release = "commit-" + secrets.token_hex(6)
+    stack.start_workers(
+        processes=1,
+        SENTRY_DSN=sentry_ingest.dsn(),
+        S2_RELEASE=release,
+        S2_VAULT_KEYS=planted.vault_entry,
+        S2_DEMO_PROVIDER_URL=f"http://ops:{planted.password}@127.0.0.1:{provider.port}",
+        S2_DEMO_CLIENT_SECRET=planted.client_secret,
+    )
+    goal = (
+        f"[script:tasks] Rotate the staging credentials (password={planted.password}, "
+        f"api key {planted.api_key}, Bearer {planted.bearer})"
+    )
+    quest = submit(db, settings.redis_url, tenant.id, goal)
+    try:
+        yield FailingRun(planted, quest.id, tenant.id, release)
+    finally:
+        stack.stop()
+        provider.close()
+
+
+def test_a_worker_error_reaches_sentry_with_its_ids_and_no_secret(
+    failing_run: FailingRun, sentry_ingest: SentryIngest
+) -> None:
+    event = sentry_ingest.wait_for_event(lambda e: "ValueError" in exception_types(e), timeout=60)
+    assert_nothing_leaked(sentry_ingest.raw(), failing_run.planted)
+    tags = event["tags"]
+    assert tags["quest_id"] == str(failing_run.quest_id)
+    assert tags["company_id"] == str(failing_run.company_id)
+    assert uuid.UUID(tags["message_id"]) and tags["component"] == "worker"
+    assert event["release"] == failing_run.release
+    names = [f.get("function") for f in frames(event)]
+    assert "refreshed_token" in names and "_token" in names, names  # the stack is whole
+    assert not any("vars" in f for f in frames(event)), "frame locals were sent"
+    message = event["exception"]["values"][-1]["value"]
+    assert message.startswith("invalid literal for int()") and "[redacted]" in message
+
+
+def test_a_worker_log_of_that_run_is_json_with_its_ids_and_no_secret(
+    failing_run: FailingRun, stack: Stack, sentry_ingest: SentryIngest
+) -> None:
+    sentry_ingest.wait_for_event(lambda e: "ValueError" in exception_types(e), timeout=60)
+    proc = stack.procs["workers"]
+
+    def retried() -> list[dict[str, Any]]:
+        return [
+            line
+            for line in _json_lines(proc.output())
+            if line.get("event") == "step will be retried"
+        ]
+
+    from tests.support import wait_for
+
+    lines = wait_for(retried, timeout=30)
+    text = proc.output().encode()
+    assert_nothing_leaked(text, failing_run.planted)
+    line = lines[0]
+    assert line["quest_id"] == str(failing_run.quest_id)
+    assert line["company_id"] == str(failing_run.company_id)
+    assert uuid.UUID(line["message_id"]) and uuid.UUID(line["correlation_id"])
+    assert line["error"] == "ValueError" and "[redacted]" in line["reason"]
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    found = []
+    for raw in text.splitlines():
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            found.append(value)
+    return found

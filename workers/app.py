@@ -33,10 +33,11 @@ from messages import (
 )
 from messages.transport import Publisher, build_broker
 from store import Database
-from system2 import logs
+from system2 import logs, sentry
 from system2.settings import Settings
 from system2.wiring import maybe_vault
 from vault import Vault
+from workers import metrics
 from workers.audit import AuditWriter
 from workers.budget import StepBudget
 from workers.cancel import CancelWatch
@@ -46,7 +47,7 @@ from workers.errors import TryLater
 from workers.events import QuestEvents
 from workers.integrations.registry import integration_tools
 from workers.maintenance import Rewrapper
-from workers.middleware import Beacon, LogContext
+from workers.middleware import Beacon, LogContext, Metrics
 from workers.quest import QuestRunner
 from workers.tools import Toolbox, builtin_tools
 
@@ -129,6 +130,7 @@ def worker_broker(settings: Settings) -> RedisBroker:
     broker = build_broker(settings.redis_url)
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(LogContext())
+    broker.add_middleware(Metrics())
     broker.add_middleware(Beacon(redis.Redis.from_url(settings.redis_url)))
     return broker
 
@@ -187,7 +189,7 @@ def _actor(
 
 
 def _bind(env: Envelope[Any]) -> None:
-    structlog.contextvars.bind_contextvars(
+    logs.bind(
         company_id=str(env.company_id),
         message_id=str(env.message_id),
         correlation_id=str(env.correlation_id),
@@ -204,9 +206,11 @@ def _current_message_id() -> str:
 def bootstrap() -> None:
     """Dramatiq's entry point in each worker process."""
     settings = Settings()
-    logs.configure(json=None)
+    logs.configure(settings)
+    sentry.init(settings, component="worker")  # before the broker: it patches Broker.__init__
     broker = worker_broker(settings)
     dramatiq.set_broker(broker)
     rt = Runtime.build(settings, broker)
     declare_actors(broker, rt)
+    metrics.serve(settings, rt.redis)
     log.info("worker process ready", queues=sorted(broker.get_declared_queues()))

@@ -17,6 +17,8 @@ from messages.transport import Publisher
 from store import Database
 from store import charges as charges_store
 from store import quests as quests_store
+from system2 import logs
+from workers import metrics
 from workers.budget import StepBudget
 from workers.events import QuestEvents, event_data
 from workers.step import TED, cancelled
@@ -41,6 +43,7 @@ class CancelHandler:
         self.stale_claim_after = stale_claim_after
 
     def run(self, env: Envelope[CancelQuest]) -> None:
+        logs.bind(quest_id=str(env.payload.quest_id))
         with self.db.tenant(env.company_id) as tx:
             quest = quests_store.get(tx, env.payload.quest_id, for_update=True)
             if quest is None:
@@ -71,6 +74,8 @@ class CancelHandler:
                 quests_store.add_cost(tx, quest.id, kept)
             quests_store.finish(tx, quest.id, "cancelled", reason=outcome.reason)
         self.budget.release(quest)
+        metrics.spent(quest.model, kept)
+        metrics.quest_ended("cancelled", outcome.cancel_requested_at)
         event = AuditEvent(
             idempotency_key=f"{quest.id}:cancelled",
             actor=outcome.by,

@@ -17,20 +17,22 @@ import structlog
 from dramatiq.middleware import Middleware
 
 from messages import BadMessage
+from system2 import logs
+from workers import metrics
 
 log = structlog.get_logger(__name__)
 
 
 class LogContext(Middleware):
-    """Each message is logged with its own context, and a dead-letter says why."""
+    """Each message is logged with its own context, and a dead-letter says why. The actor
+    binds the envelope's ids (company, message, correlation) and the quest runner the quest
+    id; ``logs.bind`` puts them on the Sentry scope too."""
 
     def before_process_message(
         self, broker: dramatiq.Broker, message: dramatiq.MessageProxy
     ) -> None:
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(
-            actor=message.actor_name, dramatiq_message_id=message.message_id
-        )
+        logs.bind(actor=message.actor_name, dramatiq_message_id=message.message_id)
 
     def after_process_message(
         self,
@@ -57,6 +59,55 @@ class LogContext(Middleware):
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         structlog.contextvars.clear_contextvars()
+
+
+class Metrics(Middleware):
+    """Messages processed, their duration and result, and the ones dead-lettered."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+
+    def before_process_message(
+        self, broker: dramatiq.Broker, message: dramatiq.MessageProxy
+    ) -> None:
+        self._started[message.message_id] = time.perf_counter()
+        metrics.IN_PROGRESS.labels(_queue(message), message.actor_name).inc()
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        queue, actor = _queue(message), message.actor_name
+        started = self._started.pop(message.message_id, None)
+        if started is not None:
+            metrics.MESSAGE_SECONDS.labels(queue, actor).observe(time.perf_counter() - started)
+            metrics.IN_PROGRESS.labels(queue, actor).dec()
+        if exception is None:
+            outcome = "ok"
+        elif message.failed or isinstance(exception, BadMessage):
+            outcome = "dead"
+        elif isinstance(exception, dramatiq.Retry):
+            outcome = "retry"
+        else:
+            outcome = "error"
+        metrics.MESSAGES.labels(queue, actor, outcome).inc()
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        queue, actor = _queue(message), message.actor_name
+        if self._started.pop(message.message_id, None) is not None:
+            metrics.IN_PROGRESS.labels(queue, actor).dec()
+        metrics.MESSAGES.labels(queue, actor, "skipped").inc()
+
+    def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        metrics.DEAD_LETTERS.labels(_queue(message), message.actor_name).inc()
+
+
+def _queue(message: dramatiq.MessageProxy) -> str:
+    return str(message.queue_name).removesuffix(".DQ")
 
 
 class Beacon(Middleware):

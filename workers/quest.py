@@ -29,6 +29,8 @@ from store import companies as companies_store
 from store import credentials as credentials_store
 from store import quests as quests_store
 from store.quests import Quest, Step
+from system2 import logs
+from workers import metrics
 from workers.budget import Admitted, Delay, Settlement, StepBudget
 from workers.cancel import CallScope, CancelWatch, Interrupted, calls_in, current_scope
 from workers.claude import Claude, ClaudeInterrupted, ClaudeReply, ClaudeRequest, ClaudeUnavailable
@@ -119,12 +121,11 @@ class QuestRunner:
         self.stale_claim_after = stale_claim_after
 
     def run(self, env: Envelope[QuestStep], holder: str) -> None:
+        logs.bind(quest_id=str(env.payload.quest_id), step=env.payload.step)
         with self.db.tenant(env.company_id) as tx:
             plan = self._prepare(tx, env, holder)
-        structlog.contextvars.bind_contextvars(
-            quest_id=str(env.payload.quest_id), step=env.payload.step
-        )
         if isinstance(plan, Skip):
+            metrics.STEPS.labels("skipped").inc()
             log.info("step skipped", reason=plan.reason)
         elif isinstance(plan, Resend):
             self._send(
@@ -133,9 +134,11 @@ class QuestRunner:
                 [AuditEvent.model_validate(e) for e in plan.last.events],
                 next_step=not plan.quest.finished and plan.quest.step_claimed == plan.last.step,
             )
+            metrics.STEPS.labels("resent").inc()
             log.info("step re-sent")
         elif isinstance(plan, Delay):
             self.publisher.publish(env.follow_up(env.payload, actor=TED), delay_ms=plan.ms)
+            metrics.STEPS.labels("delayed").inc()
             log.info("step delayed", delay_ms=plan.ms, reason=plan.reason)
         else:
             self._execute(plan)
@@ -160,6 +163,7 @@ class QuestRunner:
         kept = self.budget.keep_abandoned(tx, quest, charges, limits)
         if kept:
             quests_store.add_cost(tx, quest.id, kept)
+            metrics.spent(quest.model, kept)
         record = StepRecord(env, quest)
         if quest.cancel_requested_at is not None:  # asked while no worker held the quest
             quests_store.claim_step(tx, quest.id, n, holder)
@@ -271,15 +275,21 @@ class QuestRunner:
         try:
             reply = self.claude.create(admitted.request)
         except ClaudeUnavailable as exc:
+            metrics.CLAUDE_CALLS.labels(quest.model, "unavailable").inc()
             self._settle_failed(record, admitted, limits, 0 if exc.answered else admitted.reserved)
             raise
-        except (QuestFailed, QuestHalted):
+        except (QuestFailed, QuestHalted) as exc:
+            result = "refused" if isinstance(exc, QuestFailed) else "halted"
+            metrics.CLAUDE_CALLS.labels(quest.model, result).inc()
             self._settle_failed(record, admitted, limits, 0)
             raise
         except ClaudeInterrupted as exc:  # cut by a cancel: what it cost is partly unknown
+            metrics.CLAUDE_CALLS.labels(quest.model, "cancelled").inc()
             self._settle_failed(record, admitted, limits, self._cut_cost(admitted, exc))
             raise QuestCancelled() from None
         cost = self.prices.cost(quest.model, Usage.from_api(reply.usage))
+        metrics.claude_reply(quest.model, reply.usage, cost)
+        metrics.spent(quest.model, cost)
         settlement = self.budget.settle(quest, admitted, cost, limits)
         record.unsaved_reply = (reply, cost, admitted.charge_key)
         self._note_guard(record, settlement, limits)
@@ -309,6 +319,7 @@ class QuestRunner:
         self, record: StepRecord, admitted: Admitted, limits: Limits, actual: int
     ) -> None:
         self.budget.settle(record.quest, admitted, actual, limits)
+        metrics.spent(record.quest.model, actual)
         with self.db.tenant(record.quest.company_id) as tx:
             if actual:
                 charges_store.keep(tx, admitted.charge_key)
@@ -327,6 +338,7 @@ class QuestRunner:
                 else f"budget:{scope.name}:{scope.window}"
             )
             pct = level.spent * 100 // max(1, scope.cap)
+            metrics.TIER_CROSSINGS.labels(scope.name, level.tier.name).inc()
             record.audit_event(
                 f"guard:{scope.name}:{level.tier.name}",
                 f"guard.{level.tier.name}",
@@ -445,6 +457,8 @@ class QuestRunner:
         )
         if outcome is not None:
             self.budget.release(quest)
+            metrics.quest_ended(outcome.status, outcome.cancel_requested_at)
+        metrics.STEPS.labels("done").inc()
         self.events.emit(record.live)
         log.info("step done", outcome=outcome.status if outcome else "continue")
 

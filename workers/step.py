@@ -54,6 +54,7 @@ class Outcome:
     result: str | None = None
     reason: str | None = None
     by: Actor = TED  # who ended it: Ted, or the person who cancelled it
+    cancel_requested_at: datetime | None = None  # a cancel's request time (cancel latency)
 
 
 @dataclass
@@ -139,4 +140,5 @@ def cancelled(quest: Quest) -> Outcome:
         "cancelled",
         reason=f"cancelled by {quest.cancelled_by}: {reason}",
         by=actor_of(quest.cancelled_by),
+        cancel_requested_at=quest.cancel_requested_at,
     )

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from vault import Secret
+from workers import metrics
 from workers.cancel import Interrupted, current_scope, trace
 from workers.errors import ProviderUnavailable
 from workers.integrations.breaker import Breaker
@@ -43,9 +44,11 @@ class ProviderClient:
         failures are retried, then reported as ``ProviderUnavailable``."""
         scope = current_scope()
         if scope is not None and scope.cancelled.is_set():
+            metrics.PROVIDER_CALLS.labels(provider, "cancelled").inc()
             raise Interrupted(f"the {provider} call was not made: the quest was cancelled")
         closed_in = self.breaker.open_for_ms(provider)
         if closed_in:
+            metrics.PROVIDER_CALLS.labels(provider, "breaker_open").inc()
             raise ProviderUnavailable(
                 f"{provider} is failing; its circuit breaker is open", retry_after_ms=closed_in
             )
@@ -67,18 +70,25 @@ class ProviderClient:
                 )
             except httpx.TransportError as exc:
                 if scope is not None and scope.cancelled.is_set():
+                    metrics.PROVIDER_CALLS.labels(provider, "cancelled").inc()
                     raise Interrupted(
                         f"the {provider} call was cut: the quest was cancelled"
                     ) from None
                 problem = f"{type(exc).__name__} calling {provider}"
+                metrics.PROVIDER_ERRORS.labels(provider, "transport").inc()
             else:
                 if resp.status_code < 500 and resp.status_code != 429:
                     self.breaker.success(provider)
+                    metrics.PROVIDER_CALLS.labels(provider, "answered").inc()
                     return resp
                 problem = f"{provider} answered {resp.status_code}"
+                error = "http_429" if resp.status_code == 429 else "http_5xx"
+                metrics.PROVIDER_ERRORS.labels(provider, error).inc()
             if self.breaker.failure(provider):
+                metrics.BREAKER_TRIPS.labels(provider).inc()
                 problem += "; its circuit breaker is open"
                 break
+        metrics.PROVIDER_CALLS.labels(provider, "unavailable").inc()
         raise ProviderUnavailable(
             problem, retry_after_ms=self.breaker.open_for_ms(provider) or 2_000
         )
