@@ -59,7 +59,7 @@ class TokenVerifier:
         except jwt.InvalidTokenError:
             raise _unauthorized("token invalid") from None
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 200:
+        if not isinstance(sub, str) or not sub or len(sub) > 200 or "\x00" in sub:
             raise _unauthorized("token has no valid subject")
         return Caller(sub)
 

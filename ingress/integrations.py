@@ -4,11 +4,12 @@ route and ``system2 integration connect``."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import uuid4
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ingress.schemas import Text
 from store import TenantTx
 from store import credentials as credentials_store
 from store.credentials import Credential, NewTokens
@@ -25,8 +26,22 @@ class IntegrationTokens(BaseModel):
     access_token: str = Field(min_length=1, max_length=8192, repr=False)
     refresh_token: str | None = Field(None, min_length=1, max_length=8192, repr=False)
     expires_at: datetime | None = None
-    scopes: list[str] = Field(default_factory=list, max_length=50)
-    account: str | None = Field(None, max_length=200)
+    scopes: list[Text] = Field(default_factory=list, max_length=50)
+    account: Text | None = Field(None, max_length=200)
+
+    @field_validator("expires_at")
+    @classmethod
+    def expires_at_is_storable(cls, value: datetime | None) -> datetime | None:
+        # Postgres keeps years up to 294276, Python's datetime only 1-9999: bound it so the
+        # stored value can be read back (a naive time is taken as UTC, with a day's margin).
+        aware = value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
+        if aware is not None and not EARLIEST <= aware <= LATEST:
+            raise ValueError("must be between 1970 and 9998")
+        return value
+
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9998, 12, 31, tzinfo=UTC)
 
 
 class IntegrationView(BaseModel):

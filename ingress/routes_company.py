@@ -13,7 +13,7 @@ from ingress.deps import CallerDep, Deps, IngressDeps
 from ingress.errors import VaultUnavailable
 from ingress.guard_view import GuardView, guard_view
 from ingress.integrations import IntegrationTokens, IntegrationView, connect, view
-from ingress.schemas import ActivityPage, ActivityView
+from ingress.schemas import NO_NUL, ActivityPage, ActivityView
 from messages import Actor, ActorType, AuditBatch, AuditEvent, Envelope
 from store import activity as activity_store
 from store import credentials as credentials_store
@@ -23,12 +23,13 @@ router = APIRouter()
 
 
 INTEGRATION_PATH = "/v1/companies/{company_id}/integrations/{integration}"
+IntegrationName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
 
 
 @router.put(INTEGRATION_PATH, response_model=IntegrationView, tags=["integrations"])
 def connect_integration(
     company_id: UUID,
-    integration: Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,40}$")],
+    integration: IntegrationName,
     body: IntegrationTokens,
     who: CallerDep,
     deps: Deps,
@@ -60,7 +61,9 @@ def list_integrations(company_id: UUID, who: CallerDep, deps: Deps) -> list[Inte
 
 
 @router.delete(INTEGRATION_PATH, status_code=status.HTTP_204_NO_CONTENT, tags=["integrations"])
-def disconnect_integration(company_id: UUID, integration: str, who: CallerDep, deps: Deps) -> None:
+def disconnect_integration(
+    company_id: UUID, integration: IntegrationName, who: CallerDep, deps: Deps
+) -> None:
     with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
         if not credentials_store.disconnect(tx, integration):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"{integration} is not connected")
@@ -69,7 +72,7 @@ def disconnect_integration(company_id: UUID, integration: str, who: CallerDep, d
 
 @router.get(INTEGRATION_PATH + "/uses", tags=["integrations"])
 def credential_uses(
-    company_id: UUID, integration: str, who: CallerDep, deps: Deps
+    company_id: UUID, integration: IntegrationName, who: CallerDep, deps: Deps
 ) -> list[dict[str, Any]]:
     """Who decrypted the credential, when and why (admins): never the secret itself."""
     with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
@@ -105,8 +108,8 @@ def list_activity(
     who: CallerDep,
     deps: Deps,
     quest_id: UUID | None = None,
-    actor: Annotated[str | None, Query(max_length=200)] = None,
-    action: Annotated[str | None, Query(max_length=200)] = None,
+    actor: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
+    action: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,

@@ -31,6 +31,7 @@ from store.quests import Quest
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["quests"])
+STREAM_ID_PART_MAX = 2**64 - 1  # each half of a Redis stream entry id is an unsigned 64-bit
 
 
 @router.post(
@@ -115,6 +116,9 @@ async def quest_events(
             return _found(quests_store.get(tx, quest_id)).finished
 
     await run_in_threadpool(finished)  # membership first, and a 404 for another company's quest
+    if last_event_id and any(int(p) > STREAM_ID_PART_MAX for p in last_event_id.split("-")):
+        # Refused now: once streaming, Redis's "Invalid stream ID" would kill the response.
+        raise HTTPException(422, "last-event-id: no such id")
     if deps.aredis is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "live events are not configured")
     stream = sse_events(deps.aredis, quest_id, last_event_id or "0", request, finished)

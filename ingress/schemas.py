@@ -4,18 +4,29 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 MODEL_PATTERN = r"^[a-z0-9][a-z0-9.\-]{1,100}$"
+NO_NUL = r"^[^\x00]*$"  # for path, query and header parameters that reach Postgres
+
+
+def no_nul(value: str) -> str:
+    """Postgres text cannot hold NUL: refuse it here, as a 422 naming the field."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(no_nul)]
 
 
 class QuestSubmit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    goal: str = Field(min_length=1, max_length=50_000)
+    goal: Text = Field(min_length=1, max_length=50_000)
     model: str | None = Field(None, pattern=MODEL_PATTERN)
     max_usd: str | None = Field(None, description="a decimal amount of US dollars, e.g. '2.50'")
 
@@ -42,18 +53,18 @@ def usd_to_micros(value: str) -> int:
         raise ValueError("must be a decimal amount such as '2.50'") from None
     if not amount.is_finite() or amount <= 0:
         raise ValueError("must be a positive amount")
-    micros = amount * 1_000_000
-    if micros != micros.to_integral_value():
-        raise ValueError("must have at most 6 decimal places")
-    if amount > 1_000_000:
+    if amount > 1_000_000:  # before any arithmetic: 1e999999 * 10**6 raises decimal.Overflow
         raise ValueError("must be at most 1000000")
+    micros = amount * 1_000_000
+    if micros < 1 or micros != micros.to_integral_value():  # < 1: 1e-1000100 rounds to 0
+        raise ValueError("must have at most 6 decimal places")
     return int(micros)
 
 
 class CancelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field("", max_length=2000)
+    reason: Text = Field("", max_length=2000)
 
 
 class QuestAccepted(BaseModel):
