@@ -71,7 +71,7 @@ class ScopeLevel:
 
 class Guard:
     def __init__(
-        self, client: redis.Redis, *, prefix: str = "s2:g", reservation_ttl_s: int = 40 * DAY_S
+        self, client: redis.Redis, *, prefix: str = "s2:g", reservation_ttl_s: int = 3 * DAY_S
     ) -> None:
         self.redis = client
         self.prefix = prefix

@@ -170,6 +170,33 @@ def request_cancel(tx: TenantTx, quest_id: UUID, *, by: str, reason: str) -> Que
     return get(tx, quest_id)
 
 
+def touch(tx: TenantTx, quest_id: UUID) -> None:
+    """The quest is alive though idle (e.g. put back to wait for a slot)."""
+    tx.execute(
+        "UPDATE quests SET touched_at = now() WHERE company_id = %s AND id = %s",
+        (tx.company_id, quest_id),
+    )
+
+
+@dataclass(frozen=True)
+class Stuck:
+    id: UUID
+    steps_done: int
+    correlation_id: UUID
+    created_by: str
+
+
+def stuck(tx: TenantTx, idle_s: int, limit: int = 100) -> list[Stuck]:
+    """Open quests that made no progress for ``idle_s`` (their next message may be lost)."""
+    return tx.rows(
+        Stuck,
+        "SELECT id, steps_done, correlation_id, created_by FROM quests WHERE company_id = %s "
+        "AND status IN ('queued', 'running') AND first_step_enqueued_at IS NOT NULL "
+        "AND touched_at < now() - make_interval(secs => %s) ORDER BY touched_at LIMIT %s",
+        (tx.company_id, idle_s, limit),
+    )
+
+
 def company_of(conn: psycopg.Connection[Any], quest_id: UUID) -> UUID | None:
     """The company a quest belongs to (for operators' commands given only a quest id)."""
     row = conn.execute("SELECT quest_company(%s)", (quest_id,)).fetchone()
@@ -180,7 +207,7 @@ def claim_step(tx: TenantTx, quest_id: UUID, step: int, holder: str) -> None:
     """Record that ``holder`` (a message id) runs ``step`` now; starts a queued quest."""
     tx.execute(
         "UPDATE quests SET step_claimed = %s, step_holder = %s, step_claimed_at = now(), "
-        "status = 'running', started_at = coalesce(started_at, now()) "
+        "status = 'running', started_at = coalesce(started_at, now()), touched_at = now() "
         "WHERE company_id = %s AND id = %s",
         (step, holder, tx.company_id, quest_id),
     )
@@ -225,7 +252,8 @@ def save_reply(
         ),
     )
     tx.execute(
-        "UPDATE quests SET cost_usd_micros = cost_usd_micros + %s WHERE company_id = %s AND id = %s",
+        "UPDATE quests SET cost_usd_micros = cost_usd_micros + %s, touched_at = now() "
+        "WHERE company_id = %s AND id = %s",
         (cost_usd_micros, tx.company_id, quest_id),
     )
 
@@ -257,7 +285,7 @@ def finish_step(
         (tx.company_id, quest_id, step, model, Jsonb(tool_results), Jsonb(events)),
     )
     tx.execute(
-        "UPDATE quests SET steps_done = %s WHERE company_id = %s AND id = %s",
+        "UPDATE quests SET steps_done = %s, touched_at = now() WHERE company_id = %s AND id = %s",
         (step, tx.company_id, quest_id),
     )
 

@@ -21,6 +21,7 @@ from system2.cli_support import say
 from system2.commands import (
     audit,
     companies,
+    dlq,
     guard,
     integrations,
     ops,
@@ -53,6 +54,7 @@ for name, group in (
     ("integration", integrations.app),
     ("vault", vault.app),
     ("token", tokens.app),
+    ("dlq", dlq.app),
     ("ops", ops.app),
 ):
     app.add_typer(group, name=name)

@@ -49,6 +49,26 @@ class Settings(BaseSettings):
     claude_timeout_s: float = 120.0
     claude_max_retries: int = 2
 
+    broker_heartbeat_ms: int = Field(
+        10_000,
+        description="a worker silent this long is dead: its unacknowledged messages are redelivered",
+    )
+    broker_maintenance_chance: int = Field(
+        200_000,
+        description="per million broker calls, how often dead workers' messages are looked for",
+    )
+    sweep_interval_s: int = Field(
+        30, description="how often a worker looks for quests whose next message was lost"
+    )
+    sweep_idle_s: int = Field(
+        300, description="an open quest idle this long gets its next step sent again"
+    )
+    max_step_crashes: int = Field(
+        3, description="a step that crashes its worker this often is dead-lettered"
+    )
+    worker_threads: int = Field(
+        8, ge=1, description="threads per worker process; `system2 worker --threads` sets it"
+    )
     worker_poll_ms: int = Field(
         100, description="idle poll of an empty queue (Dramatiq's backoff cap)"
     )

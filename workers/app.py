@@ -42,13 +42,17 @@ from workers.audit import AuditWriter
 from workers.budget import StepBudget
 from workers.cancel import CancelWatch
 from workers.claude import Claude
-from workers.control import CancelHandler
+from workers.control import QuestEnder
+from workers.dead_letters import Crashes, DeadLetters, PoisonMessage, crashes_of
 from workers.errors import TryLater
 from workers.events import QuestEvents
 from workers.integrations.registry import integration_tools
+from workers.lease import StepLeases
 from workers.maintenance import Rewrapper
 from workers.middleware import Beacon, LogContext, Metrics
 from workers.quest import QuestRunner
+from workers.step import Outcome
+from workers.sweeper import Sweeper
 from workers.tools import Toolbox, builtin_tools
 
 log = structlog.get_logger(__name__)
@@ -65,7 +69,7 @@ class Runtime:
     quests: QuestRunner
     audit: AuditWriter
     rewrapper: Rewrapper | None
-    cancels: CancelHandler
+    ender: QuestEnder
 
     @classmethod
     def build(cls, settings: Settings, broker: RedisBroker, *, threads: int = 8) -> Runtime:
@@ -93,11 +97,19 @@ class Runtime:
             max_tokens=settings.max_tokens,
             max_steps=settings.max_steps,
             cancels=watch,
+            leases=StepLeases(client),
         )
         audit = AuditWriter(db, max_batch=settings.audit_batch_max)
         rewrapper = Rewrapper(db, vault, publisher) if vault else None
-        cancels = CancelHandler(db, publisher, runner.events, runner.budget)
-        return cls(settings, db, client, publisher, runner, audit, rewrapper, cancels)
+        ender = QuestEnder(db, publisher, runner.events, runner.budget)
+        Sweeper(
+            db,
+            publisher,
+            client,
+            interval_s=settings.sweep_interval_s,
+            idle_s=settings.sweep_idle_s,
+        ).start()
+        return cls(settings, db, client, publisher, runner, audit, rewrapper, ender)
 
     def close(self) -> None:
         self.db.close()
@@ -127,11 +139,18 @@ def step_budget(
 
 
 def worker_broker(settings: Settings) -> RedisBroker:
-    broker = build_broker(settings.redis_url)
+    broker = build_broker(
+        settings.redis_url,
+        heartbeat_timeout_ms=settings.broker_heartbeat_ms,
+        maintenance_chance=settings.broker_maintenance_chance,
+    )
+    client = redis.Redis.from_url(settings.redis_url)
     broker.add_middleware(CurrentMessage())
+    broker.add_middleware(Crashes(client))
+    broker.add_middleware(DeadLetters(client))
     broker.add_middleware(LogContext())
     broker.add_middleware(Metrics())
-    broker.add_middleware(Beacon(redis.Redis.from_url(settings.redis_url)))
+    broker.add_middleware(Beacon(client))
     return broker
 
 
@@ -139,6 +158,11 @@ def declare_actors(broker: RedisBroker, rt: Runtime) -> dict[str, dramatiq.Actor
     def quest_step(raw: Any) -> None:
         env = open_envelope(raw, QuestStep)
         _bind(env)
+        crashes = crashes_of(CurrentMessage.get_current_message())
+        if crashes >= rt.settings.max_step_crashes:
+            reason = f"step {env.payload.step} crashed its worker {crashes} times; the step was dead-lettered"
+            rt.ender.end(env, env.payload.quest_id, lambda _: Outcome("failed", reason=reason))
+            raise PoisonMessage(reason)
         try:
             rt.quests.run(env, holder=_current_message_id())
         except TryLater as exc:  # retried by the broker, after the delay the dependency asked for
@@ -146,13 +170,16 @@ def declare_actors(broker: RedisBroker, rt: Runtime) -> dict[str, dramatiq.Actor
 
     def write_audit(raw: Any) -> None:
         env = open_envelope(raw, AuditBatch)
+        crashes = crashes_of(CurrentMessage.get_current_message())
+        if crashes >= rt.settings.max_step_crashes:
+            raise PoisonMessage(f"this audit batch crashed its worker {crashes} times")
         _bind(env)
         rt.audit.write(env.company_id, env.payload.events)
 
     def cancel_quest(raw: Any) -> None:
         env = open_envelope(raw, CancelQuest)
         _bind(env)
-        rt.cancels.run(env)
+        rt.ender.cancel(env)
 
     def rewrap_credentials(raw: Any) -> None:
         env = open_envelope(raw, RewrapCredentials)
@@ -210,7 +237,7 @@ def bootstrap() -> None:
     sentry.init(settings, component="worker")  # before the broker: it patches Broker.__init__
     broker = worker_broker(settings)
     dramatiq.set_broker(broker)
-    rt = Runtime.build(settings, broker)
+    rt = Runtime.build(settings, broker, threads=settings.worker_threads)
     declare_actors(broker, rt)
     metrics.serve(settings, rt.redis)
     log.info("worker process ready", queues=sorted(broker.get_declared_queues()))

@@ -1,14 +1,16 @@
-"""The control queue's work: ending a cancelled quest that no step is running.
+"""Ending a quest from outside its steps: a cancel while no step runs, or a step that keeps
+crashing its worker.
 
-A step that is running stops itself (its call scope is cut by the cancel notice). A quest
-that is queued or between steps has no step to do that, so this ends it: the quest is
-``cancelled``, calls left open are kept at their reservation, the running slot is released,
-one audit row records who cancelled it and why.
+The quest ends with its reason, calls left open are kept at their reservation, the running
+slot is released, one audit row records who ended it and why, and watchers see it end.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
 
 import structlog
 
@@ -17,16 +19,17 @@ from messages.transport import Publisher
 from store import Database
 from store import charges as charges_store
 from store import quests as quests_store
+from store.quests import Quest
 from system2 import logs
 from workers import metrics
 from workers.budget import StepBudget
 from workers.events import QuestEvents, event_data
-from workers.step import TED, cancelled
+from workers.step import TED, Outcome, cancelled
 
 log = structlog.get_logger(__name__)
 
 
-class CancelHandler:
+class QuestEnder:
     def __init__(
         self,
         db: Database,
@@ -42,46 +45,62 @@ class CancelHandler:
         self.budget = budget
         self.stale_claim_after = stale_claim_after
 
-    def run(self, env: Envelope[CancelQuest]) -> None:
-        logs.bind(quest_id=str(env.payload.quest_id))
+    def cancel(self, env: Envelope[CancelQuest]) -> None:
+        """A cancel on the control queue. A running step stops itself (its calls are cut);
+        a quest that is queued or between steps is ended here."""
+        by = f"{env.actor.type.value}:{env.actor.id}"
+
+        def outcome(tx_quest: Quest) -> Outcome:
+            return cancelled(tx_quest)
+
+        ended = self.end(
+            env, env.payload.quest_id, outcome, unless_running=True, cancel=(by, env.payload.reason)
+        )
+        if ended:
+            log.info("quest cancelled", quest_id=str(env.payload.quest_id))
+
+    def end(
+        self,
+        env: Envelope[Any],
+        quest_id: UUID,
+        outcome: Callable[[Quest], Outcome],
+        *,
+        unless_running: bool = False,
+        cancel: tuple[str, str] | None = None,
+    ) -> bool:
+        """End the quest now (unless a live step runs it and ``unless_running``). True if ended."""
+        logs.bind(quest_id=str(quest_id))
         with self.db.tenant(env.company_id) as tx:
-            quest = quests_store.get(tx, env.payload.quest_id, for_update=True)
+            quest = quests_store.get(tx, quest_id, for_update=True)
             if quest is None:
                 raise BadMessage("no such quest for this company")
             if quest.finished:
-                return
-            claimed_at = quest.step_claimed_at or datetime.now(UTC)
-            step_running = quest.step_claimed > quest.steps_done
-            if step_running and datetime.now(UTC) - claimed_at < self.stale_claim_after:
-                log.info("cancel left to the running step", quest_id=str(quest.id))
-                return
-            if quest.cancel_requested_at is None:  # sent without the ingress (e.g. replayed)
+                return False
+            if unless_running and self._step_running(quest):
+                log.info("left to the running step", quest_id=str(quest.id))
+                return False
+            if cancel is not None and quest.cancel_requested_at is None:  # e.g. a replayed message
                 quest = (
-                    quests_store.request_cancel(
-                        tx,
-                        quest.id,
-                        by=f"{env.actor.type.value}:{env.actor.id}",
-                        reason=env.payload.reason,
-                    )
+                    quests_store.request_cancel(tx, quest.id, by=cancel[0], reason=cancel[1])
                     or quest
                 )
-            outcome = cancelled(quest)
+            ending = outcome(quest)
             limits = self.budget.limits(tx)
             kept = self.budget.keep_abandoned(
                 tx, quest, charges_store.for_quest(tx, quest.id), limits
             )
             if kept:
                 quests_store.add_cost(tx, quest.id, kept)
-            quests_store.finish(tx, quest.id, "cancelled", reason=outcome.reason)
+            quests_store.finish(tx, quest.id, ending.status, reason=ending.reason)
         self.budget.release(quest)
         metrics.spent(quest.model, kept)
-        metrics.quest_ended("cancelled", outcome.cancel_requested_at)
+        metrics.quest_ended(ending.status, ending.cancel_requested_at)
         event = AuditEvent(
-            idempotency_key=f"{quest.id}:cancelled",
-            actor=outcome.by,
-            action="quest.cancelled",
+            idempotency_key=f"{quest.id}:{ending.status}",
+            actor=ending.by,
+            action=f"quest.{ending.status}",
             target=f"quest:{quest.id}",
-            rationale=outcome.reason,
+            rationale=ending.reason,
             originating_message_id=quest.origin_message_id,
             quest_id=quest.id,
         )
@@ -90,7 +109,12 @@ class CancelHandler:
             quest_id=quest.id,
             kind="quest.state",
             step=quest.steps_done or None,
-            data=event_data(status="cancelled", reason=outcome.reason),
+            data=event_data(status=ending.status, reason=ending.reason),
         )
         self.events.emit([env.follow_up(state, actor=TED)])
-        log.info("quest cancelled", quest_id=str(quest.id))
+        return True
+
+    def _step_running(self, quest: Quest) -> bool:
+        claimed_at = quest.step_claimed_at or datetime.now(UTC)
+        fresh = datetime.now(UTC) - claimed_at < self.stale_claim_after
+        return quest.step_claimed > quest.steps_done and fresh

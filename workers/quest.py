@@ -13,7 +13,7 @@ it sent instead of redoing anything.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +36,7 @@ from workers.cancel import CallScope, CancelWatch, Interrupted, calls_in, curren
 from workers.claude import Claude, ClaudeInterrupted, ClaudeReply, ClaudeRequest, ClaudeUnavailable
 from workers.errors import QuestCancelled, QuestFailed, QuestHalted, TryLater
 from workers.events import QuestEvents, event_data, summarize
+from workers.lease import StepLeases
 from workers.step import (
     TED,
     Decision,
@@ -106,6 +107,7 @@ class QuestRunner:
         max_tokens: int,
         max_steps: int,
         cancels: CancelWatch | None = None,
+        leases: StepLeases | None = None,
         stale_claim_after: timedelta = timedelta(minutes=15),
     ) -> None:
         self.db = db
@@ -118,9 +120,20 @@ class QuestRunner:
         self.max_tokens = max_tokens
         self.max_steps = max_steps
         self.cancels = cancels
+        self.leases = leases
         self.stale_claim_after = stale_claim_after
 
     def run(self, env: Envelope[QuestStep], holder: str) -> None:
+        """Run the step under the quest's lease; what it sends goes out once the lease is
+        released, so the next step is never turned away by this one's lease."""
+        outbox: list[Callable[[], None]] = []
+        lease = self.leases.hold(env.payload.quest_id) if self.leases else contextlib.nullcontext()
+        with lease:
+            self._run(env, holder, outbox)
+        for send in outbox:
+            send()
+
+    def _run(self, env: Envelope[QuestStep], holder: str, outbox: list[Callable[[], None]]) -> None:
         logs.bind(quest_id=str(env.payload.quest_id), step=env.payload.step)
         with self.db.tenant(env.company_id) as tx:
             plan = self._prepare(tx, env, holder)
@@ -128,20 +141,22 @@ class QuestRunner:
             metrics.STEPS.labels("skipped").inc()
             log.info("step skipped", reason=plan.reason)
         elif isinstance(plan, Resend):
-            self._send(
-                env,
-                plan.quest,
-                [AuditEvent.model_validate(e) for e in plan.last.events],
-                next_step=not plan.quest.finished and plan.quest.step_claimed == plan.last.step,
-            )
+            audit = [AuditEvent.model_validate(e) for e in plan.last.events]
+            again = not plan.quest.finished and plan.quest.step_claimed == plan.last.step
+            outbox.append(lambda: self._send(env, plan.quest, audit, next_step=again))
             metrics.STEPS.labels("resent").inc()
             log.info("step re-sent")
         elif isinstance(plan, Delay):
-            self.publisher.publish(env.follow_up(env.payload, actor=TED), delay_ms=plan.ms)
+            delay = plan.ms
+            outbox.append(
+                lambda: self.publisher.publish(
+                    env.follow_up(env.payload, actor=TED), delay_ms=delay
+                )
+            )
             metrics.STEPS.labels("delayed").inc()
             log.info("step delayed", delay_ms=plan.ms, reason=plan.reason)
         else:
-            self._execute(plan)
+            self._execute(plan, outbox)
 
     # -- the claim transaction ----------------------------------------------------------------
 
@@ -151,7 +166,12 @@ class QuestRunner:
         if quest is None:
             raise BadMessage("no such quest for this company")
         decision, why = decide(
-            quest, n, holder, now=datetime.now(UTC), stale_after=self.stale_claim_after
+            quest,
+            n,
+            holder,
+            now=datetime.now(UTC),
+            stale_after=self.stale_claim_after,
+            exclusive=self.leases is not None,
         )
         if decision is Decision.drop:
             return Skip(why)
@@ -195,13 +215,14 @@ class QuestRunner:
         except QuestHalted as exc:
             ended = Outcome("halted", reason=str(exc))
         if isinstance(admitted, Delay):
+            quests_store.touch(tx, quest.id)  # waiting, not lost
             return admitted
         quests_store.claim_step(tx, quest.id, n, holder)
         return Ready(record, limits, history, tools, admitted, ended)
 
     # -- the step --------------------------------------------------------------------------
 
-    def _execute(self, ready: Ready) -> None:
+    def _execute(self, ready: Ready, outbox: list[Callable[[], None]]) -> None:
         record, quest = ready.record, ready.record.quest
         if record.step == 1:
             record.show("quest.state", status="running")
@@ -229,7 +250,7 @@ class QuestRunner:
             record.show("step.waiting", reason=str(exc), retry_in_ms=exc.retry_after_ms)
             self.events.emit(record.live)
             raise
-        self._finish(record, outcome)
+        self._finish(record, outcome, outbox)
 
     @contextlib.contextmanager
     def _watch(self, quest: Quest) -> Iterator[CallScope]:
@@ -420,7 +441,9 @@ class QuestRunner:
                 )
         return results
 
-    def _finish(self, record: StepRecord, outcome: Outcome | None) -> None:
+    def _finish(
+        self, record: StepRecord, outcome: Outcome | None, outbox: list[Callable[[], None]]
+    ) -> None:
         quest, n = record.quest, record.step
         if outcome is not None:
             record.audit_event(
@@ -448,12 +471,9 @@ class QuestRunner:
                 quests_store.finish(
                     tx, quest.id, outcome.status, result=outcome.result, reason=outcome.reason
                 )
-        self._send(
-            record.env,
-            quest,
-            record.audit,
-            next_step=outcome is None,
-            delay_ms=record.next_delay_ms,
+        audit, delay = list(record.audit), record.next_delay_ms
+        outbox.append(
+            lambda: self._send(record.env, quest, audit, next_step=outcome is None, delay_ms=delay)
         )
         if outcome is not None:
             self.budget.release(quest)

@@ -23,13 +23,20 @@ class Decision(StrEnum):
 
 
 def decide(
-    quest: Quest, step: int, holder: str, *, now: datetime, stale_after: timedelta
+    quest: Quest,
+    step: int,
+    holder: str,
+    *,
+    now: datetime,
+    stale_after: timedelta,
+    exclusive: bool = False,
 ) -> tuple[Decision, str]:
     """What to do with a message for ``step`` given the quest's state.
 
     ``holder`` is the Dramatiq message id: the broker keeps it across redelivery and retries,
     and every newly published message has a new one, so a duplicate is told apart from a
-    redelivery of the message that claimed the step.
+    redelivery of the message that claimed the step. ``exclusive``: the caller holds the
+    quest's lease, so no other message is running it now and any other claim was abandoned.
     """
     if step <= quest.steps_done:
         if step == quest.steps_done and (quest.finished or quest.step_claimed == step):
@@ -39,7 +46,7 @@ def decide(
         return Decision.drop, f"quest already {quest.status}"
     if step > quest.steps_done + 1:
         return Decision.drop, f"step {step} is ahead of the quest (done: {quest.steps_done})"
-    if quest.step_claimed == step and quest.step_holder != holder:
+    if quest.step_claimed == step and quest.step_holder != holder and not exclusive:
         claimed_at = quest.step_claimed_at or now
         if now - claimed_at < stale_after:
             return Decision.drop, "another message is running this step"

@@ -193,6 +193,27 @@ BUILTIN_SCRIPTS: Mapping[str, Script] = MappingProxyType(
             )
         ),
         "slow": _one(Turn(_say("Sorry for the wait: {goal}"), hold_s=30.0)),
+        "brief_hold_notes": Script(
+            turns=(
+                Turn(
+                    (Text("Let me think, then note it."), _NOTE), stop_reason="tool_use", hold_s=4.0
+                ),
+                Turn(_say("Noted: {goal}")),
+            )
+        ),
+        "tasks_two_tools": Script(
+            turns=(
+                Turn(
+                    (
+                        Text("I'll add the task, then check the list."),
+                        _TASK,
+                        ToolUse("demo_list_tasks", {}),
+                    ),
+                    stop_reason="tool_use",
+                ),
+                Turn(_say("Added and checked: {goal}")),
+            )
+        ),
         "slow_notes": Script(
             turns=(
                 Turn(

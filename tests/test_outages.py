@@ -1,0 +1,183 @@
+"""Postgres down under load, Redis restarted (with its append-only file, as in production):
+nothing acknowledged early, nothing lost, nothing written twice, budgets intact, and the
+ingress says 503 with Retry-After rather than claiming to have queued what it did not.
+Each test starts its own server on loopback and stops it by PID."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from guard import Guard
+from store import Database
+from store import activity as activity_store
+from store import charges as charges_store
+from store import companies as companies_store
+from store import notes as notes_store
+from store.activity import ActivityFilter
+from store.migrate import migrate
+from system2.settings import Settings
+from tests.conftest import JWT_SECRET, Stack, Tenant
+from tests.servers import PrivatePostgres, PrivateRedis
+from tests.support import submit, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def make_tenant(db: Database) -> Tenant:
+    cid = uuid.uuid4()
+    tenant = Tenant(cid, admin=f"admin-{cid.hex[:6]}", member=f"member-{cid.hex[:6]}")
+    with db.tenant(cid) as tx:
+        companies_store.create(tx, "Outage Co")
+        companies_store.add_member(tx, tenant.admin, "admin")
+    return tenant
+
+
+def all_finished(db: Database, tenant: Tenant, ids: list[uuid.UUID]) -> list[str] | None:
+    with db.tenant(tenant.id) as tx:
+        rows = tx.all(
+            "SELECT status FROM quests WHERE company_id = %s AND id = ANY(%s)", (tenant.id, ids)
+        )
+    statuses = [r[0] for r in rows]
+    return (
+        statuses
+        if len(statuses) == len(ids) and all(s not in ("queued", "running") for s in statuses)
+        else None
+    )
+
+
+def audited_once(db: Database, tenant: Tenant, ids: list[uuid.UUID]) -> bool:
+    with db.tenant(tenant.id) as tx:
+        rows, _ = activity_store.page(tx, ActivityFilter(), limit=1000)
+    per_quest = {q: sorted(r.action for r in rows if r.quest_id == q) for q in ids}
+    return all(
+        actions == ["note.added", "quest.started", "quest.succeeded"]
+        for actions in per_quest.values()
+    )
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    try:
+        pg = PrivatePostgres()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    pg.init()
+    pg.start()
+    yield pg
+    pg.stop("immediate")
+    pg.remove()
+
+
+def test_postgres_down_for_30_s_under_load_loses_nothing_and_writes_nothing_twice(
+    private_pg: PrivatePostgres,
+    redis_url: str,
+    offline_claude: str,
+    tmp_path: Path,
+    rds: redis.Redis,
+) -> None:
+    rds.flushdb()
+    admin, app = private_pg.admin_url("system2"), private_pg.app_url("system2")
+    migrate(admin, app)
+    settings = Settings(
+        database_url=app, admin_database_url=admin, redis_url=redis_url, jwt_secret=JWT_SECRET
+    )  # type: ignore[arg-type]
+    stack = Stack(settings, offline_claude, tmp_path, {})
+    db = Database(app, max_size=2).open()
+    try:
+        tenant = make_tenant(db)
+        ids = [submit(db, redis_url, tenant.id, f"[script:notes] note {i}").id for i in range(16)]
+        stack.start_workers(processes=2, threads=4)
+        time.sleep(1.0)  # some quests are mid-step now
+        private_pg.stop("immediate")
+        time.sleep(30)
+        private_pg.start()
+        db.close()
+        db = Database(app, max_size=2).open()
+        statuses = wait_for(lambda: all_finished(db, tenant, ids), timeout=150, every=0.5)
+        assert statuses == ["succeeded"] * 16
+        with db.tenant(tenant.id) as tx:
+            assert len(notes_store.recent(tx, 50)) == 16, "each note written once"
+        wait_for(lambda: audited_once(db, tenant, ids), timeout=60, every=0.5)
+    finally:
+        stack.stop()
+        db.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_redis_restarted_with_aof_resumes_the_work_and_the_ingress_says_503_meanwhile(
+    private_redis: PrivateRedis,
+    settings: Settings,
+    offline_claude: str,
+    tmp_path: Path,
+    db: Database,
+) -> None:
+    s = settings.model_copy(update={"redis_url": private_redis.url})
+    stack = Stack(
+        s,
+        offline_claude,
+        tmp_path,
+        {},
+        base_env={"S2_SWEEP_INTERVAL_S": "2", "S2_SWEEP_IDLE_S": "10"},
+    )
+    tenant = make_tenant(db)
+    try:
+        stack.start_workers(processes=2, threads=4)
+        url = stack.start_ingress()
+        http = httpx.Client(base_url=url, timeout=10)
+        submit_url = f"/v1/companies/{tenant.id}/quests"
+        ids = []
+        for i in range(10):
+            resp = http.post(
+                submit_url,
+                json={"goal": f"[script:brief_hold_notes] plan {i}"},
+                headers=tenant.headers(),
+            )
+            assert resp.status_code == 202
+            ids.append(uuid.UUID(resp.json()["quest_id"]))
+        time.sleep(1.5)  # steps are waiting on Claude
+        private_redis.stop()
+
+        during = http.post(
+            submit_url, json={"goal": "while Redis is down"}, headers=tenant.headers()
+        )
+        assert during.status_code == 503 and int(during.headers["Retry-After"]) > 0
+        assert http.get("/readyz").status_code == 503
+        with db.tenant(tenant.id) as tx:
+            count = tx.one("SELECT count(*) FROM quests WHERE company_id = %s", (tenant.id,))
+        assert count == (10,), "nothing claimed to be queued"
+        time.sleep(3)
+        private_redis.start()
+
+        statuses = wait_for(lambda: all_finished(db, tenant, ids), timeout=120, every=0.5)
+        assert statuses == ["succeeded"] * 10
+        with db.tenant(tenant.id) as tx:
+            assert len(notes_store.recent(tx, 50)) == 10
+            ledgers = {q: charges_store.totals(charges_store.for_quest(tx, q))[0] for q in ids}
+        wait_for(lambda: audited_once(db, tenant, ids), timeout=60, every=0.5)
+        guard = Guard(redis.Redis.from_url(private_redis.url))
+        limits = s.default_limits()
+        for quest_id, spent in ledgers.items():
+            (scope, *_) = guard.scopes(
+                tenant.id, quest_id, limits.quest_cap, limits, datetime.now(UTC)
+            )
+            levels = guard.levels([scope], limits)
+            assert levels and levels[0][1] >= spent, (
+                "the guard's count survived the restart (never below)"
+            )
+    finally:
+        stack.stop()

@@ -1,0 +1,82 @@
+"""Finding quests whose next message was lost, and sending it again.
+
+Every other path keeps a quest's next message alive (acknowledged only after the step is
+stored, redelivered after a crash). But a message can still be lost between systems: the
+broker down just as a step publishes the next one, an acknowledgement lost with Redis while
+the worker lives on. So every ``interval`` one worker (a Redis lock elects it) looks for open
+quests idle longer than ``idle`` and publishes their next step again. Sending a step twice is
+safe: the step's claim and lease keep it from running twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+
+import redis
+import structlog
+
+from messages import Actor, ActorType, Envelope, QuestStep
+from messages.transport import Publisher
+from store import Database, StoreError
+from store import credentials as credentials_store
+from store import quests as quests_store
+
+log = structlog.get_logger(__name__)
+SWEEPER = Actor(type=ActorType.system, id="sweeper")
+
+
+class Sweeper:
+    def __init__(
+        self,
+        db: Database,
+        publisher: Publisher,
+        client: redis.Redis,
+        *,
+        interval_s: int,
+        idle_s: int,
+    ) -> None:
+        self.db = db
+        self.publisher = publisher
+        self.redis = client
+        self.interval_s = interval_s
+        self.idle_s = idle_s
+
+    def start(self) -> None:
+        threading.Thread(target=self._forever, name="s2-sweeper", daemon=True).start()
+
+    def _forever(self) -> None:
+        while True:
+            threading.Event().wait(self.interval_s)
+            with contextlib.suppress(redis.RedisError, StoreError):
+                if self.redis.set(
+                    "s2:sweeper", uuid.uuid4().hex, nx=True, ex=max(1, self.interval_s - 1)
+                ):
+                    self.sweep()
+
+    def sweep(self) -> int:
+        """Publish the next step of every stuck quest; returns how many."""
+        with self.db.pool.connection() as conn:
+            companies = credentials_store.company_ids(conn)
+        sent = 0
+        for company_id in companies:
+            with self.db.tenant(company_id) as tx:
+                stuck = quests_store.stuck(tx, self.idle_s)
+                for quest in stuck:
+                    quests_store.touch(tx, quest.id)  # once per idle period, not every sweep
+            for quest in stuck:
+                envelope = Envelope[QuestStep](
+                    company_id=company_id,
+                    actor=SWEEPER,
+                    correlation_id=quest.correlation_id,
+                    payload=QuestStep(quest_id=quest.id, step=quest.steps_done + 1),
+                )
+                self.publisher.publish(envelope)
+                sent += 1
+                log.warning(
+                    "stuck quest's next step sent again",
+                    quest_id=str(quest.id),
+                    step=quest.steps_done + 1,
+                )
+        return sent
