@@ -38,11 +38,11 @@ pytest: services
 
 test: lint typecheck pytest
 
-BENCHMARKS := throughput latency audit_writer
+BENCHMARKS := throughput latency audit_writer guard vault cancel redelivery soak
 
 bench: services
 	$(WITH_SERVICES) for b in $(BENCHMARKS); do echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; done
 
 clean:
 	test ! -x $(BIN)/python || $(BIN)/python deploy/dev/services.py down
-	rm -rf $(VENV) $(STATE) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(STATE) .mypy_cache .ruff_cache .pytest_cache .hypothesis
