@@ -5,11 +5,13 @@ route and ``system2 integration connect``."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from uuid import uuid4
+from typing import Any
+from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ingress.schemas import Text
+from messages import Actor, AuditBatch, AuditEvent, Envelope
 from store import TenantTx
 from store import credentials as credentials_store
 from store.credentials import Credential, NewTokens
@@ -106,3 +108,19 @@ def connect(
     cred = credentials_store.get(tx, integration)
     assert cred is not None
     return cred
+
+
+def audit_envelope(
+    company_id: UUID, actor: Actor, action: str, target: str, data: dict[str, Any]
+) -> Envelope[AuditBatch]:
+    """One audit row about a company's integration (connected, disconnected), for the log
+    writer; a fresh idempotency key, since each such act happens once."""
+    event = AuditEvent(
+        idempotency_key=f"{action}:{uuid4()}", actor=actor, action=action, target=target, data=data
+    )
+    return Envelope[AuditBatch](
+        company_id=company_id,
+        actor=actor,
+        correlation_id=uuid4(),
+        payload=AuditBatch(events=[event]),
+    )

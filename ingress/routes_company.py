@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
@@ -12,9 +12,15 @@ from ingress.auth import Caller, member_tx
 from ingress.deps import CallerDep, Deps, IngressDeps
 from ingress.errors import VaultUnavailable
 from ingress.guard_view import GuardView, guard_view
-from ingress.integrations import IntegrationTokens, IntegrationView, connect, view
+from ingress.integrations import (
+    IntegrationTokens,
+    IntegrationView,
+    audit_envelope,
+    connect,
+    view,
+)
 from ingress.schemas import NO_NUL, ActivityPage, ActivityView
-from messages import Actor, ActorType, AuditBatch, AuditEvent, Envelope
+from messages import Actor, ActorType
 from store import activity as activity_store
 from store import credentials as credentials_store
 from store.activity import ActivityFilter
@@ -83,16 +89,7 @@ def _audit(
     deps: IngressDeps, company_id: UUID, who: Caller, action: str, target: str, data: dict[str, Any]
 ) -> None:
     actor = Actor(type=ActorType.user, id=who.user_id)
-    event = AuditEvent(
-        idempotency_key=f"{action}:{uuid4()}", actor=actor, action=action, target=target, data=data
-    )
-    envelope = Envelope[AuditBatch](
-        company_id=company_id,
-        actor=actor,
-        correlation_id=uuid4(),
-        payload=AuditBatch(events=[event]),
-    )
-    deps.publisher.publish(envelope)
+    deps.publisher.publish(audit_envelope(company_id, actor, action, target, data))
 
 
 @router.get("/v1/companies/{company_id}/guard", response_model=GuardView, tags=["guard"])

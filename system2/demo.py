@@ -1,9 +1,12 @@
 """``system2 demo``: the main job, end to end, on this machine's Redis and Postgres.
 
 Two companies with a member each submit quests over HTTP with signed tokens; Dramatiq
-workers in separate processes run them against the offline Claude; every step and action is
-printed as it happens from the companies' live event streams; at the end each company's audit
-trail is read back from Postgres and one cross-tenant attempt is refused.
+workers in separate processes run them against the offline Claude; one company has
+connected the demo task list over OAuth, so Ted creates a task there with its sealed token;
+a quest with a tiny USD cap is halted by the guard and a slow one is cancelled mid-call;
+every step and action is printed as it happens from the companies' live event streams; at
+the end each company's audit trail is read back from Postgres and cross-tenant attempts are
+refused.
 """
 
 from __future__ import annotations
@@ -15,31 +18,44 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import httpx
 import redis
+from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from messages import Envelope, QuestEvent
+from messages import Actor, ActorType, Envelope, QuestEvent
 from store import Database
 from store import companies as companies_store
 from store.migrate import migrate
 from system2.errors import System2Error
+from system2.oauth_connect import connect_by_oauth
 from system2.procs import Proc, free_port, wait_http, wait_workers
 from system2.settings import Settings
 from system2.tokens import mint
+from system2.wiring import vault_keys_configured
+from vault import new_key_entry
 
-GOALS = [
-    "[script:notes] Draft the launch checklist for the Q3 robot release and note it for the team",
-    "Summarise this week's open support tickets for the Monday standup",
-    "[script:pause] Compare the two shipping quotes and recommend one",
-    "[script:notes] Record the decision to move the offsite to October",
-    "[script:refusal] Write a fake invoice to send to a customer",
-]
+GOALS = (
+    (  # Acme Robotics, which connects the demo task list
+        "[script:tasks] Put 'renew the robot insurance before July' on the team's task list",
+        "[script:notes] Draft the launch checklist for the Q3 robot release and note it",
+        "[script:pause] Compare the two shipping quotes and recommend one",
+    ),
+    (  # Globex Foods
+        "Summarise this week's open support tickets for the Monday standup",
+        "[script:notes] Record the decision to move the offsite to October",
+        "[script:refusal] Write a fake invoice to send to a customer",
+    ),
+)
+CAPPED_GOAL = "[script:loop] Keep taking notes on every supplier until told to stop"
+CAPPED_MAX_USD = "0.006"
+SLOW_GOAL = "[script:slow] Think very hard about next year's pricing page"
 COLORS = ("cyan", "magenta")
 StreamReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
@@ -55,27 +71,31 @@ class DemoCompany:
     quests: list[str]
 
 
-def run(settings: Settings, *, quests_per_company: int = 3) -> None:
+def run(settings: Settings) -> None:
     console.rule("[bold]System2 workers — demo")
     report = migrate(settings.admin_database_url, settings.database_url)
     console.print(
         f"schema at version {report.current} ({', '.join(report.applied) or 'up to date'})"
     )
     logs = Path(tempfile.mkdtemp(prefix="s2-demo-"))
+    settings = _with_demo_provider(settings)
     procs, ingress = _start_processes(settings, logs)
     try:
         companies = _make_companies(settings)
+        _connect_task_list(settings, companies[0])
         stop = threading.Event()
         watcher = threading.Thread(target=_watch, args=(settings, companies, stop), daemon=True)
         watcher.start()
         with httpx.Client(base_url=ingress, timeout=10) as http:
-            _submit_all(http, companies, quests_per_company)
+            _submit_all(http, companies)
             _wait_all(http, companies)
+            _guard_and_cancel(http, companies)
             time.sleep(0.5)  # the last events and audit rows
             stop.set()
             watcher.join(2)
             _show_results(http, companies)
             _show_audit(http, companies)
+            _show_task_list(http, settings, companies)
             _cross_tenant(http, companies, settings)
     finally:
         for proc in reversed(list(procs.values())):
@@ -83,16 +103,35 @@ def run(settings: Settings, *, quests_per_company: int = 3) -> None:
     console.print(f"[dim]process logs: {logs}[/dim]")
 
 
+def _with_demo_provider(settings: Settings) -> Settings:
+    """A free port for the demo provider and, if no vault keys are configured, a key that
+    lives only as long as this demo (printed by id, never by value)."""
+    update: dict[str, Any] = {"demo_provider_url": f"http://127.0.0.1:{free_port()}"}
+    if not vault_keys_configured(settings):
+        update["vault_keys"] = SecretStr(new_key_entry(datetime.now(UTC)))
+    return settings.model_copy(update=update)
+
+
 def _start_processes(settings: Settings, logs: Path) -> tuple[dict[str, Proc], str]:
     bin_dir = Path(sys.executable).parent
     claude_port, ingress_port = free_port(), free_port()
+    provider_port = str(httpx.URL(settings.demo_provider_url).port)
     env = dict(os.environ)
     env.update(
         ANTHROPIC_BASE_URL=f"http://127.0.0.1:{claude_port}",
         ANTHROPIC_API_KEY="offline-demo-key",
+        S2_DEMO_PROVIDER_URL=settings.demo_provider_url,
     )
+    if settings.vault_keys is not None:
+        env["S2_VAULT_KEYS"] = settings.vault_keys.get_secret_value()
     system2 = str(bin_dir / "system2")
     procs = {
+        "demo-provider": Proc(
+            "demo-provider",
+            [system2, "demo-provider", "--port", provider_port],
+            env=env,
+            log_path=logs / "demo-provider.log",
+        ),
         "offline-claude": Proc(
             "offline-claude",
             [system2, "offline-claude", "--port", str(claude_port)],
@@ -115,11 +154,13 @@ def _start_processes(settings: Settings, logs: Path) -> tuple[dict[str, Proc], s
     for proc in procs.values():
         proc.start()
     wait_http(f"http://127.0.0.1:{claude_port}/", proc=procs["offline-claude"])
+    wait_http(settings.demo_provider_url + "/", proc=procs["demo-provider"])
     wait_http(f"http://127.0.0.1:{ingress_port}/healthz", proc=procs["ingress"])
     wait_workers(settings.redis_url, 2, proc=procs["workers"])
     console.print(
-        f"started offline Claude (pid {procs['offline-claude'].pid}), ingress (pid "
-        f"{procs['ingress'].pid}) and 2 worker processes (pid {procs['workers'].pid})"
+        f"started offline Claude (pid {procs['offline-claude'].pid}), the demo task list "
+        f"(pid {procs['demo-provider'].pid}), ingress (pid {procs['ingress'].pid}) and "
+        f"2 worker processes (pid {procs['workers'].pid})"
     )
     return procs, f"http://127.0.0.1:{ingress_port}"
 
@@ -140,25 +181,80 @@ def _make_companies(settings: Settings) -> list[DemoCompany]:
     return made
 
 
-def _submit_all(http: httpx.Client, companies: list[DemoCompany], per_company: int) -> None:
+def _connect_task_list(settings: Settings, c: DemoCompany) -> None:
+    with Database(settings.database_url, max_size=1, name="demo").open() as db:
+        by = Actor(type=ActorType.user, id=c.user)
+        cred = connect_by_oauth(settings, db, c.id, "demo", by=by)
+    console.print(
+        f"[{c.color}]{c.name}[/] connected the demo task list over OAuth; its tokens are "
+        f"stored sealed (AES-256-GCM, key [bold]{cred.key_id}[/])"
+    )
+
+
+def _submit(http: httpx.Client, c: DemoCompany, body: dict[str, str], key: str) -> str:
+    resp = http.post(
+        f"/v1/companies/{c.id}/quests",
+        json=body,
+        headers={"Authorization": f"Bearer {c.token}", "Idempotency-Key": f"demo-{c.id}-{key}"},
+    )
+    if resp.status_code != 202:
+        raise System2Error(f"submit failed: {resp.status_code} {resp.text}")
+    quest_id: str = resp.json()["quest_id"]
+    c.quests.append(quest_id)
+    cap = f" [dim](cap ${body['max_usd']})[/dim]" if "max_usd" in body else ""
+    console.print(
+        f"[{c.color}]{c.name:14}[/] {quest_id[:8]} submitted: {escape(body['goal'])}{cap}"
+    )
+    return quest_id
+
+
+def _submit_all(http: httpx.Client, companies: list[DemoCompany]) -> None:
     console.rule("quests submitted over HTTP, running live")
-    for i in range(per_company):
-        for c in companies:
-            goal = GOALS[(i * len(companies) + companies.index(c)) % len(GOALS)]
-            resp = http.post(
-                f"/v1/companies/{c.id}/quests",
-                json={"goal": goal},
-                headers={
-                    "Authorization": f"Bearer {c.token}",
-                    "Idempotency-Key": f"demo-{c.id}-{i}",
-                },
-            )
-            if resp.status_code != 202:
-                raise System2Error(f"submit failed: {resp.status_code} {resp.text}")
-            quest_id = resp.json()["quest_id"]
-            c.quests.append(quest_id)
-            console.print(f"[{c.color}]{c.name:14}[/] {quest_id[:8]} submitted: {escape(goal)}")
+    for i in range(len(GOALS[0])):
+        for c, goals in zip(companies, GOALS, strict=True):
+            _submit(http, c, {"goal": goals[i]}, str(i))
             time.sleep(0.8)
+
+
+def _guard_and_cancel(http: httpx.Client, companies: list[DemoCompany]) -> None:
+    acme, globex = companies
+    console.rule("the guard halts a runaway loop; an operator cancels a quest mid-call")
+    capped = _submit(http, globex, {"goal": CAPPED_GOAL, "max_usd": CAPPED_MAX_USD}, "capped")
+    slow = _submit(http, acme, {"goal": SLOW_GOAL}, "slow")
+    url = f"/v1/companies/{acme.id}/quests/{slow}"
+    auth = {"Authorization": f"Bearer {acme.token}"}
+    _wait_status(http, url, auth, {"running"})
+    time.sleep(1.0)  # well into its (30 s) Claude call
+    asked = time.monotonic()
+    resp = http.post(url + "/cancel", json={"reason": "taking too long"}, headers=auth)
+    if resp.status_code != 202:
+        raise System2Error(f"cancel failed: {resp.status_code} {resp.text}")
+    ended = _wait_status(http, url, auth, {"cancelled", "succeeded", "failed", "halted"})
+    took_ms = (time.monotonic() - asked) * 1000
+    console.print(
+        f"[{acme.color}]{acme.name:14}[/] {slow[:8]} [bold]{acme.user}[/] asked to cancel; "
+        f"[bold]{ended}[/] {took_ms:.0f} ms later, mid-call"
+    )
+    if ended != "cancelled":
+        raise System2Error(f"the cancelled quest ended {ended}")
+    gurl = f"/v1/companies/{globex.id}/quests/{capped}"
+    status = _wait_status(
+        http, gurl, {"Authorization": f"Bearer {globex.token}"}, {"halted", "failed", "succeeded"}
+    )
+    if status != "halted":
+        raise System2Error(f"the capped quest ended {status}, not halted")
+
+
+def _wait_status(
+    http: httpx.Client, url: str, auth: dict[str, str], wanted: set[str], timeout: float = 60.0
+) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status: str = http.get(url, headers=auth).json()["status"]
+        if status in wanted:
+            return status
+        time.sleep(0.05)
+    raise System2Error(f"{url} did not reach {sorted(wanted)} within {timeout:.0f}s")
 
 
 def _watch(settings: Settings, companies: list[DemoCompany], stop: threading.Event) -> None:
@@ -183,6 +279,9 @@ def _print_event(c: DemoCompany, e: QuestEvent) -> None:
         "claude.replied": f"{said[:110]}  [dim]{d.get('cost_usd_micros', 0)} µ$[/]",
         "tool.called": f"→ tool {d.get('tool')}",
         "tool.finished": f"← {d.get('tool')} {'ok' if d.get('ok') == 'True' else 'error'} {d.get('target', '')}",
+        "guard.tier": f"[yellow]guard: {d.get('tier')}[/] — {d.get('scope')} spend "
+        f"{d.get('spent_usd_micros')} of {d.get('cap_usd_micros')} µ$",
+        "guard.slowed": f"[yellow]guard: next step held back {d.get('delay_ms')} ms[/]",
     }.get(e.kind)
     if detail is None:
         return
@@ -243,9 +342,29 @@ def _show_audit(http: httpx.Client, companies: list[DemoCompany]) -> None:
                 escape((i.get("rationale") or "")[:50]),
             )
         console.print(table)
-        others = [x for x in items if x["quest_id"] not in c.quests]
+        others = [x for x in items if x["quest_id"] and x["quest_id"] not in c.quests]
         if others:
             raise System2Error(f"{c.name}'s audit trail shows another company's quests")
+
+
+def _show_task_list(http: httpx.Client, settings: Settings, companies: list[DemoCompany]) -> None:
+    acme = companies[0]
+    console.rule("the demo task list: what Ted did with the sealed token")
+    stats = httpx.get(settings.demo_provider_url + "/_stats").json()["accounts"]
+    for c in companies:
+        created = stats.get(str(c.id), {}).get("mutations", 0)
+        console.print(f"[{c.color}]{c.name:14}[/] tasks created at the provider: {created}")
+    uses = http.get(
+        f"/v1/companies/{acme.id}/integrations/demo/uses",
+        headers={"Authorization": f"Bearer {acme.token}"},
+    ).json()
+    for use in uses:
+        console.print(
+            f"[{acme.color}]{acme.name:14}[/] credential decrypted by {use.get('worker')} "
+            f"for {escape(str(use.get('purpose')))} (quest {str(use.get('quest_id'))[:8]})"
+        )
+    if stats.get(str(acme.id), {}).get("mutations") != 1 or str(companies[1].id) in stats:
+        raise System2Error("the task list does not show exactly the one task Acme's quest made")
 
 
 def _cross_tenant(http: httpx.Client, companies: list[DemoCompany], settings: Settings) -> None:

@@ -118,10 +118,8 @@ def demo_provider(
     )
 
 
-def demo(
-    quests_per_company: Annotated[int, typer.Option(help="quests each company submits")] = 3,
-) -> None:
+def demo() -> None:
     """Run the whole job end to end on this machine's Redis and Postgres, printing it live."""
     from system2.demo import run
 
-    run(settings(), quests_per_company=quests_per_company)
+    run(settings())

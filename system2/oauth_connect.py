@@ -1,0 +1,74 @@
+"""Connect a company's integration by running the provider's OAuth code flow from here.
+
+For providers that approve at once (the demo provider); a real provider's consent screen
+ends in the ingress's ``PUT …/integrations/{name}`` instead. Shared by ``system2
+integration connect`` and the demo.
+"""
+
+from __future__ import annotations
+
+import secrets
+from uuid import UUID
+
+import httpx
+import redis
+
+from ingress.integrations import IntegrationTokens, audit_envelope, connect
+from messages import Actor
+from messages.transport import Publisher, build_broker
+from store import Database
+from store import companies as companies_store
+from store.credentials import Credential
+from system2.catalog import INTEGRATIONS
+from system2.errors import System2Error
+from system2.settings import Settings
+from system2.wiring import build_vault
+from workers.integrations.registry import oauth_client
+
+REDIRECT = "http://127.0.0.1/oauth/callback"
+
+
+def connect_by_oauth(
+    settings: Settings, db: Database, company_id: UUID, integration: str, *, by: Actor
+) -> Credential:
+    """Store the company's sealed tokens and audit the connection as ``by``."""
+    spec = INTEGRATIONS.get(integration)
+    if spec is None:
+        raise System2Error(
+            f"no integration named {integration!r}; known: {', '.join(sorted(INTEGRATIONS))}"
+        )
+    vault = build_vault(settings, redis.Redis.from_url(settings.redis_url))
+    with httpx.Client(timeout=10) as http:
+        oauth = oauth_client(settings, spec, http)
+        try:
+            code = oauth.authorize(str(company_id), REDIRECT, secrets.token_urlsafe(16))
+            tokens = oauth.exchange_code(code, REDIRECT)
+        except httpx.HTTPError as exc:
+            raise System2Error(
+                f"cannot reach {spec.title} at {settings.demo_provider_url}: {type(exc).__name__}"
+            ) from None
+    body = IntegrationTokens(
+        access_token=tokens.access.reveal(),
+        refresh_token=tokens.refresh.reveal() if tokens.refresh else None,
+        expires_at=tokens.expires_at,
+        scopes=tokens.scopes,
+        account=str(company_id),
+    )
+    with db.tenant(company_id) as tx:
+        if companies_store.get(tx) is None:
+            raise System2Error(f"no company {company_id}")
+        cred = connect(tx, vault, integration, body, connected_by=f"{by.type.value}:{by.id}")
+    broker = build_broker(settings.redis_url)
+    try:
+        Publisher(broker).publish(
+            audit_envelope(
+                company_id,
+                by,
+                "integration.connected",
+                f"integration:{integration}",
+                {"scopes": cred.scopes},
+            )
+        )
+    finally:
+        broker.close()
+    return cred

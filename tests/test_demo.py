@@ -1,0 +1,38 @@
+"""``system2 demo``, the main job end to end, run as a user runs it (after ``make demo``)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from system2.settings import Settings
+from tests.conftest import settings_env
+
+pytestmark = pytest.mark.slow
+SYSTEM2 = str(Path(sys.executable).parent / "system2")
+
+
+def test_the_demo_runs_the_whole_job_and_proves_what_it_claims(settings: Settings) -> None:
+    done = subprocess.run(
+        [SYSTEM2, "demo"],
+        env=settings_env(settings, COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    statuses = re.findall(r"│ (?:Acme Robotics|Globex Foods) +│ \w{8} +│ (\w+)", out)
+    assert sorted(statuses) == sorted(["succeeded"] * 5 + ["failed", "halted", "cancelled"]), (
+        statuses
+    )
+    assert "tasks created at the provider: 1" in out
+    assert "integration.connected" in out  # the OAuth connection is in the audit trail
+    assert "task.created" in out and "guard.warn" in out and "quest.cancelled" in out
+    assert "404 no such quest" in out and "403 not a member" in out
+    assert "both refused" in out
