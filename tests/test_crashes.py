@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from typing import Any
@@ -24,6 +25,7 @@ from system2.procs import Proc
 from tests.conftest import Stack, Tenant, system2
 from tests.support import quest_state, submit, wait_finished, wait_for
 from tests.test_integrations import connect, fresh_key, provider_stats
+from workers.crashes import Isolation
 
 pytestmark = pytest.mark.slow
 FAST = {"S2_BROKER_HEARTBEAT_MS": "5000", "S2_BROKER_MAINTENANCE_CHANCE": "1000000"}
@@ -161,6 +163,69 @@ def test_a_step_that_keeps_killing_its_worker_is_dead_lettered_and_the_rest_goes
     assert entry["quest_id"] == str(quest.id) and "crashed its worker" in entry["reason"]
     other = submit(db, stack.settings.redis_url, tenant.id, "[script:answer] business as usual")
     assert wait_finished(db, tenant.id, other.id).status == "succeeded"
+
+
+def test_the_steps_beside_a_poison_step_are_not_dead_lettered_with_it(
+    stack: Stack, db: Database, tenant: Tenant, rds: redis.Redis
+) -> None:
+    env = {**FAST, "S2_MAX_STEP_CRASHES": "2"}
+    url = stack.settings.redis_url
+    poison = submit(db, url, tenant.id, "[script:brief_hold_notes] the poison")
+    innocents = [
+        submit(db, url, tenant.id, f"[script:brief_hold_notes] bystander {i}") for i in range(3)
+    ]
+    workers = stack.start_workers("crash-1", processes=1, threads=4, **env)
+    # All four are in their Claude call at once when the process dies: each is charged a crash.
+    wait_for(lambda: all(charges(db, tenant, q.id) for q in (poison, *innocents)), timeout=30)
+    kill(workers)
+    # Now each is a suspect and runs alone; the poison's second run dies too, by itself.
+    workers = stack.start_workers("crash-2", processes=1, threads=4, **env)
+    wait_for(lambda: len(charges(db, tenant, poison.id)) == 2, timeout=60)
+    kill(workers)
+    stack.start_workers("survivor", processes=1, threads=4, **env)
+    assert wait_finished(db, tenant.id, poison.id, timeout=60).status == "failed"
+    for bystander in innocents:
+        assert wait_finished(db, tenant.id, bystander.id, timeout=60).status == "succeeded"
+    assert len(rds.zrange("dramatiq:quests.XQ", 0, -1)) == 1
+
+
+def test_a_suspect_waits_for_the_steps_in_flight_and_holds_new_ones_back() -> None:
+    isolation = Isolation()
+    order: list[str] = []
+    first_in, let_first_go, suspect_waiting = (threading.Event() for _ in range(3))
+
+    def first() -> None:
+        with isolation.beside_others():
+            first_in.set()
+            let_first_go.wait(10)
+            order.append("first done")
+
+    def suspect() -> None:
+        suspect_waiting.set()
+        with isolation.alone():
+            order.append("suspect ran")
+            time.sleep(0.2)
+            order.append("suspect done")
+
+    def latecomer() -> None:
+        with isolation.beside_others():
+            order.append("latecomer ran")
+
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    assert first_in.wait(10)
+    threads.append(threading.Thread(target=suspect))
+    threads[1].start()
+    assert suspect_waiting.wait(10)
+    time.sleep(0.2)  # the suspect is queued behind the first step
+    threads.append(threading.Thread(target=latecomer))
+    threads[2].start()
+    time.sleep(0.2)
+    assert order == [], "nobody may start while a suspect waits"
+    let_first_go.set()
+    for t in threads:
+        t.join(10)
+    assert order == ["first done", "suspect ran", "suspect done", "latecomer ran"]
 
 
 def test_a_dead_letter_replayed_after_the_cause_is_fixed_is_processed(

@@ -43,7 +43,8 @@ from workers.budget import StepBudget
 from workers.cancel import CancelWatch
 from workers.claude import Claude
 from workers.control import QuestEnder
-from workers.dead_letters import Crashes, DeadLetters, PoisonMessage, crashes_of
+from workers.crashes import CrashCounter, CrashGuard, Isolation
+from workers.dead_letters import DeadLetters, PoisonMessage
 from workers.errors import TryLater
 from workers.events import QuestEvents
 from workers.integrations.registry import integration_tools
@@ -70,6 +71,7 @@ class Runtime:
     audit: AuditWriter
     rewrapper: Rewrapper | None
     ender: QuestEnder
+    crashes: CrashGuard
 
     @classmethod
     def build(cls, settings: Settings, broker: RedisBroker, *, threads: int = 8) -> Runtime:
@@ -109,7 +111,8 @@ class Runtime:
             interval_s=settings.sweep_interval_s,
             idle_s=settings.sweep_idle_s,
         ).start()
-        return cls(settings, db, client, publisher, runner, audit, rewrapper, ender)
+        crashes = CrashGuard(CrashCounter(client), Isolation(), settings.max_step_crashes)
+        return cls(settings, db, client, publisher, runner, audit, rewrapper, ender, crashes)
 
     def close(self) -> None:
         self.db.close()
@@ -146,7 +149,6 @@ def worker_broker(settings: Settings) -> RedisBroker:
     )
     client = redis.Redis.from_url(settings.redis_url)
     broker.add_middleware(CurrentMessage())
-    broker.add_middleware(Crashes(client))
     broker.add_middleware(DeadLetters(client))
     broker.add_middleware(LogContext())
     broker.add_middleware(Metrics())
@@ -158,23 +160,27 @@ def declare_actors(broker: RedisBroker, rt: Runtime) -> dict[str, dramatiq.Actor
     def quest_step(raw: Any) -> None:
         env = open_envelope(raw, QuestStep)
         _bind(env)
-        crashes = crashes_of(CurrentMessage.get_current_message())
-        if crashes >= rt.settings.max_step_crashes:
+        message = _current_message()
+        crashes = rt.crashes.crashes(message)
+        if crashes >= rt.crashes.bound:
             reason = f"step {env.payload.step} crashed its worker {crashes} times; the step was dead-lettered"
             rt.ender.end(env, env.payload.quest_id, lambda _: Outcome("failed", reason=reason))
             raise PoisonMessage(reason)
         try:
-            rt.quests.run(env, holder=_current_message_id())
+            with rt.crashes.running(message, crashes):
+                rt.quests.run(env, holder=str(message.message_id))
         except TryLater as exc:  # retried by the broker, after the delay the dependency asked for
             raise dramatiq.Retry(str(exc), delay=exc.retry_after_ms) from exc
 
     def write_audit(raw: Any) -> None:
         env = open_envelope(raw, AuditBatch)
-        crashes = crashes_of(CurrentMessage.get_current_message())
-        if crashes >= rt.settings.max_step_crashes:
-            raise PoisonMessage(f"this audit batch crashed its worker {crashes} times")
         _bind(env)
-        rt.audit.write(env.company_id, env.payload.events)
+        message = _current_message()
+        crashes = rt.crashes.crashes(message)
+        if crashes >= rt.crashes.bound:
+            raise PoisonMessage(f"this audit batch crashed its worker {crashes} times")
+        with rt.crashes.running(message, crashes):
+            rt.audit.write(env.company_id, env.payload.events)
 
     def cancel_quest(raw: Any) -> None:
         env = open_envelope(raw, CancelQuest)
@@ -223,11 +229,11 @@ def _bind(env: Envelope[Any]) -> None:
     )
 
 
-def _current_message_id() -> str:
+def _current_message() -> dramatiq.Message[Any]:
     message = CurrentMessage.get_current_message()
     if message is None:
         raise RuntimeError("the CurrentMessage middleware is not installed")
-    return str(message.message_id)
+    return message
 
 
 def bootstrap() -> None:

@@ -14,6 +14,7 @@ from messages import QUEUES
 from messages.transport import NAMESPACE, build_broker
 from system2.cli_support import emit, say, settings
 from system2.errors import System2Error
+from workers.crashes import starts_key
 
 app = typer.Typer(help="Dead-lettered messages: list and replay.", no_args_is_help=True)
 REASONS = "s2:dlq:reasons"  # written by the workers (workers.dead_letters)
@@ -85,6 +86,6 @@ def dlq_replay(message_id: str) -> None:
     pipe.zrem(xq, dead["_redis_id"])
     pipe.hdel(f"{xq}.msgs", dead["_redis_id"])
     pipe.hdel(REASONS, message_id)
-    pipe.delete(f"s2:deliveries:{message_id}")
+    pipe.delete(starts_key(message_id))
     pipe.execute()
     say(f"replayed {message_id} onto {dead['queue']}")

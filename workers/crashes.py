@@ -1,0 +1,109 @@
+"""Steps that take their worker process down with them (out of memory, a crash, kill -9).
+
+Dramatiq redelivers every message a dead worker had in flight without counting a retry, so a
+poison step would kill worker after worker forever. We count each message's starts in Redis:
+a start that ended neither in success (the count is dropped) nor in an exception (Dramatiq
+counts a retry) was a crash. Past the bound the step is dead-lettered.
+
+A crash is charged to every step that was in flight in the process, the innocent with the
+guilty. So a step that has been in a crash (a suspect) runs alone in its process: it waits for
+the steps in flight to finish and holds new ones back, and a step only counts its start once
+it runs. A suspect that crashes again has nobody to share the blame with, and the steps that
+merely stood beside a poison step once are never dead-lettered for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import dramatiq
+import redis
+
+STARTS_TTL_S = 2 * 86_400
+
+
+def starts_key(message_id: str) -> str:
+    return f"s2:starts:{message_id}"
+
+
+class CrashCounter:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def crashes(self, message: dramatiq.Message[Any]) -> int:
+        """How many of the message's starts ended with its worker gone."""
+        try:
+            starts = int(self.redis.get(starts_key(message.message_id)) or 0)
+        except redis.RedisError:
+            return 0  # counted again at the next delivery
+        return max(0, starts - int(message.options.get("retries", 0)))
+
+    def started(self, message: dramatiq.Message[Any]) -> None:
+        with suppress(redis.RedisError):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.incr(starts_key(message.message_id))
+            pipe.expire(starts_key(message.message_id), STARTS_TTL_S)
+            pipe.execute()
+
+    def survived(self, message: dramatiq.Message[Any]) -> None:
+        with suppress(redis.RedisError):
+            self.redis.delete(starts_key(message.message_id))
+
+
+class Isolation:
+    """A readers-writer lock for one process's steps: many run side by side, a suspect alone.
+    A waiting suspect goes first, so a busy process cannot starve it."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = 0
+        self._alone = False
+        self._waiting_alone = 0
+
+    @contextmanager
+    def beside_others(self) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: not (self._alone or self._waiting_alone))
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._running -= 1
+                self._changed.notify_all()
+
+    @contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._changed:
+            self._waiting_alone += 1
+            self._changed.wait_for(lambda: not (self._alone or self._running))
+            self._waiting_alone -= 1
+            self._alone = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._alone = False
+                self._changed.notify_all()
+
+
+class CrashGuard:
+    """What an actor wraps its work in: the crash count before, isolation and counting during."""
+
+    def __init__(self, counter: CrashCounter, isolation: Isolation, bound: int) -> None:
+        self.counter = counter
+        self.isolation = isolation
+        self.bound = bound
+
+    def crashes(self, message: dramatiq.Message[Any]) -> int:
+        return self.counter.crashes(message)
+
+    @contextmanager
+    def running(self, message: dramatiq.Message[Any], crashes: int) -> Iterator[None]:
+        with self.isolation.alone() if crashes else self.isolation.beside_others():
+            self.counter.started(message)
+            yield
+        self.counter.survived(message)
