@@ -125,31 +125,15 @@ def _start_processes(settings: Settings, logs: Path) -> tuple[dict[str, Proc], s
     if settings.vault_keys is not None:
         env["S2_VAULT_KEYS"] = settings.vault_keys.get_secret_value()
     system2 = str(bin_dir / "system2")
+    commands = {
+        "demo-provider": ["demo-provider", "--port", provider_port],
+        "offline-claude": ["offline-claude", "--port", str(claude_port)],
+        "workers": ["worker", "--processes", "2", "--threads", "4"],
+        "ingress": ["ingress", "--port", str(ingress_port)],
+    }
     procs = {
-        "demo-provider": Proc(
-            "demo-provider",
-            [system2, "demo-provider", "--port", provider_port],
-            env=env,
-            log_path=logs / "demo-provider.log",
-        ),
-        "offline-claude": Proc(
-            "offline-claude",
-            [system2, "offline-claude", "--port", str(claude_port)],
-            env=env,
-            log_path=logs / "offline-claude.log",
-        ),
-        "workers": Proc(
-            "workers",
-            [system2, "worker", "--processes", "2", "--threads", "4"],
-            env=env,
-            log_path=logs / "workers.log",
-        ),
-        "ingress": Proc(
-            "ingress",
-            [system2, "ingress", "--port", str(ingress_port)],
-            env=env,
-            log_path=logs / "ingress.log",
-        ),
+        name: Proc(name, [system2, *args], env=env, log_path=logs / f"{name}.log")
+        for name, args in commands.items()
     }
     for proc in procs.values():
         proc.start()

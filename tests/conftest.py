@@ -143,36 +143,29 @@ def system2(*args: str) -> list[str]:
     return [str(BIN / "system2"), *args]
 
 
-@pytest.fixture(scope="session")
-def offline_claude(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The offline Claude in its own process; yields its base URL."""
+def serve(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``system2 NAME --port P`` in its own process for the session; yields its base URL."""
     port = free_port()
-    log = tmp_path_factory.mktemp("logs") / "offline-claude.log"
-    proc = Proc(
-        "offline-claude", system2("offline-claude", "--port", str(port)), log_path=log
-    ).start()
+    log = tmp_path_factory.mktemp("logs") / f"{name}.log"
+    proc = Proc(name, system2(name, "--port", str(port)), log_path=log).start()
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/", proc=proc)
         yield url
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def offline_claude(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The offline Claude in its own process; yields its base URL."""
+    yield from serve("offline-claude", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def demo_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The demo integration provider in its own process; yields its base URL."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("logs") / "demo-provider.log"
-    proc = Proc(
-        "demo-provider", system2("demo-provider", "--port", str(port)), log_path=log
-    ).start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/", proc=proc)
-        yield url
-    finally:
-        proc.stop()
+    yield from serve("demo-provider", tmp_path_factory)
 
 
 @dataclass

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import Stack, Tenant
+from tests.support import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(predicate: Any, *, timeout: float = 30.0, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def finished(client: httpx.Client, tenant: Tenant, quest_id: str) -> dict[str, Any] | None:
