@@ -209,7 +209,7 @@ def test_deploy_smokes_records_and_rolls_back_and_promote_takes_only_what_passed
     assert deploy[:2] == ["deploy", "--config"] and deploy[2].endswith("deploy/fly/staging.toml")
     assert deploy[3:] == [
         "--app", "system2-staging", "--image", NEW, "--strategy", "bluegreen",
-        "--env", f"S2_RELEASE_COMMIT={good}",
+        "--env", f"S2_RELEASE={good}",
     ]  # fmt: skip
     assert [(e["env"], e["commit"], e["image"], e["result"]) for e in ledger(fly)] == [
         ("staging", good, NEW, "passed")

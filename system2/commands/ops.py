@@ -308,10 +308,11 @@ def _smoke_runner(env_name: str, company: UUID | None, timeout: float) -> Any:
     from system2.ops.smoke import SmokeResult, run_smoke
 
     cid = _smoke_company(company)
-    token = _smoke_token(env_name, None)
+    _smoke_token(env_name, None)  # refuse now rather than after the image shipped
 
     def run(env: Environment) -> SmokeResult:
-        return run_smoke(env.url, token, cid, timeout_s=timeout)
+        # A fresh token each time: a deploy and its rollback may outlast a token minted up front.
+        return run_smoke(env.url, _smoke_token(env_name, None), cid, timeout_s=timeout)
 
     return run
 

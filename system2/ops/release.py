@@ -118,7 +118,7 @@ def fly_deploy(env: Environment, image: str, commit: str) -> None:
         "--strategy",
         "bluegreen",
         "--env",
-        f"S2_RELEASE_COMMIT={commit}",
+        f"S2_RELEASE={commit}",
     )
 
 
