@@ -77,7 +77,7 @@ def build(settings: Settings) -> FastAPI:
     deps = IngressDeps(
         settings=settings,
         db=db,
-        publisher=Publisher(build_broker(settings.redis_url)),
+        publisher=Publisher(build_broker(settings.redis_url, client=client)),
         redis=client,
         verifier=TokenVerifier(
             settings.jwt_secret.get_secret_value(), audience=settings.jwt_audience

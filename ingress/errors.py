@@ -14,6 +14,7 @@ from ingress.submit import SubmissionRefused, Throttled
 from messages import PublishFailed
 from store import Conflict, StoreUnavailable
 from store.activity import BadCursor
+from vault import CounterUnavailable, KeyExhausted
 
 RETRY_AFTER_S = 5
 
@@ -22,21 +23,16 @@ class VaultUnavailable(Exception):
     """The ingress has no vault keys, so it cannot store credentials."""
 
 
-# Errors that mean "a dependency is down": 503 with Retry-After, and nothing was done.
-UNAVAILABLE: dict[type[Exception], str] = {
-    StoreUnavailable: "the database",
-    PublishFailed: "the queue",
-    redis.RedisError: "the queue",
-    GuardUnavailable: "the guard store",
-    VaultUnavailable: "the credential vault (no keys are configured)",
-}
-# The dependency each of them stands for, as the ``s2_ingress_unavailable`` metric names it.
-DEPENDENCY: dict[type[Exception], str] = {
-    StoreUnavailable: "postgres",
-    PublishFailed: "redis",
-    redis.RedisError: "redis",
-    GuardUnavailable: "redis",
-    VaultUnavailable: "vault",
+# Errors that mean "a dependency is down": 503 with Retry-After, and nothing was done. Each
+# with what the answer names and the dependency the ``s2_ingress_unavailable`` metric counts.
+UNAVAILABLE: dict[type[Exception], tuple[str, str]] = {
+    StoreUnavailable: ("the database", "postgres"),
+    PublishFailed: ("the queue", "redis"),
+    redis.RedisError: ("the queue", "redis"),
+    GuardUnavailable: ("the guard store", "redis"),
+    CounterUnavailable: ("the credential vault's encryption counter", "redis"),
+    VaultUnavailable: ("the credential vault (no keys are configured)", "vault"),
+    KeyExhausted: ("the credential vault (its primary key must be rotated)", "vault"),
 }
 # Errors whose own message is the answer, with this status.
 REFUSALS: dict[type[Exception], int] = {
@@ -49,10 +45,8 @@ REFUSALS: dict[type[Exception], int] = {
 
 def install_error_handlers(app: FastAPI) -> None:
     async def unavailable(_: Request, exc: Exception) -> JSONResponse:
-        what = next(v for k, v in UNAVAILABLE.items() if isinstance(exc, k))
-        metrics.UNAVAILABLE.labels(
-            next(v for k, v in DEPENDENCY.items() if isinstance(exc, k))
-        ).inc()
+        what, dependency = next(v for k, v in UNAVAILABLE.items() if isinstance(exc, k))
+        metrics.UNAVAILABLE.labels(dependency).inc()
         return JSONResponse(
             {"detail": f"{what} is unavailable; nothing was done, retry later"},
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,

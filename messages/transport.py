@@ -25,10 +25,13 @@ def build_broker(
     heartbeat_timeout_ms: int = 60_000,
     maintenance_chance: int = 1_000,
     middleware: Sequence[Middleware] | None = None,
+    client: redis.Redis | None = None,
 ) -> RedisBroker:
-    """A Redis broker. ``middleware=None`` gives Dramatiq's defaults."""
+    """A Redis broker. ``middleware=None`` gives Dramatiq's defaults; ``client`` (with its
+    timeouts) instead of a connection pool of its own."""
     return RedisBroker(  # type: ignore[no-untyped-call]
-        url=redis_url,
+        url=None if client is not None else redis_url,
+        client=client,
         namespace=NAMESPACE,
         heartbeat_timeout=heartbeat_timeout_ms,
         maintenance_chance=maintenance_chance,
