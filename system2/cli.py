@@ -12,6 +12,7 @@ import sys
 import psycopg
 import redis
 import typer
+from pydantic import ValidationError
 
 from guard.errors import GuardError
 from messages import MessagesError
@@ -65,12 +66,17 @@ def main() -> None:
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     try:
         app()
+    except ValidationError as exc:  # before ValueError, which it is: one line, no input values
+        say(f"error: {invalid(exc)}")
+        sys.exit(1)
     except (System2Error, StoreError, MessagesError, GuardError, VaultError, ValueError) as exc:
         say(f"error: {exc}")
         sys.exit(1)
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        say(f"error: cannot reach Postgres: {first}")
+        say(f"error: cannot reach Postgres: {first_line(exc)}")
+        sys.exit(1)
+    except psycopg.Error as exc:
+        say(f"error: Postgres refused: {first_line(exc)}")
         sys.exit(1)
     except redis.RedisError as exc:
         say(f"error: cannot reach Redis: {type(exc).__name__}")
@@ -78,3 +84,19 @@ def main() -> None:
     except KeyboardInterrupt:
         say("interrupted")
         sys.exit(130)
+
+
+def first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def invalid(exc: ValidationError) -> str:
+    """``S2_MAX_STEPS: Input should be a valid integer`` for a bad setting; the field's path
+    for anything else. Never the input value, which may be a secret."""
+    settings = exc.title == "Settings"
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False)[:5]:
+        where = ".".join(str(p) for p in err["loc"])
+        problems.append(f"{f'S2_{where.upper()}' if settings else where}: {err['msg']}")
+    return ("invalid settings: " if settings else "invalid input: ") + "; ".join(problems)

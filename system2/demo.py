@@ -135,12 +135,20 @@ def _start_processes(settings: Settings, logs: Path) -> tuple[dict[str, Proc], s
         name: Proc(name, [system2, *args], env=env, log_path=logs / f"{name}.log")
         for name, args in commands.items()
     }
-    for proc in procs.values():
-        proc.start()
-    wait_http(f"http://127.0.0.1:{claude_port}/", proc=procs["offline-claude"])
-    wait_http(settings.demo_provider_url + "/", proc=procs["demo-provider"])
-    wait_http(f"http://127.0.0.1:{ingress_port}/healthz", proc=procs["ingress"])
-    wait_workers(settings.redis_url, 2, proc=procs["workers"])
+    try:
+        for proc in procs.values():
+            proc.start()
+        wait_http(f"http://127.0.0.1:{claude_port}/", proc=procs["offline-claude"])
+        wait_http(settings.demo_provider_url + "/", proc=procs["demo-provider"])
+        wait_http(f"http://127.0.0.1:{ingress_port}/healthz", proc=procs["ingress"])
+        wait_workers(settings.redis_url, 2, proc=procs["workers"])
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        for proc in procs.values():
+            proc.stop()
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise System2Error(
+            f"the demo's processes did not start ({first}); logs in {logs}"
+        ) from None
     console.print(
         f"started offline Claude (pid {procs['offline-claude'].pid}), the demo task list "
         f"(pid {procs['demo-provider'].pid}), ingress (pid {procs['ingress'].pid}) and "
