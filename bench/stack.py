@@ -22,6 +22,13 @@ from system2.settings import Settings
 from system2.tokens import mint
 
 BIN = Path(sys.executable).parent
+# The guard still runs every check; its limits are set so no benchmark quest is refused.
+UNLIMITED = {
+    "S2_GUARD_QUESTS_PER_MINUTE": str(10**9),
+    "S2_GUARD_MAX_RUNNING_QUESTS": str(10**6),
+    "S2_GUARD_DAILY_USD": "0",
+    "S2_GUARD_MONTHLY_USD": "0",
+}
 JWT_SECRET = "bench-" + uuid.uuid4().hex
 
 
@@ -42,6 +49,7 @@ class Stack:
             S2_JWT_SECRET=JWT_SECRET,
             ANTHROPIC_BASE_URL=self.claude_url,
             ANTHROPIC_API_KEY="offline-bench-key",
+            **UNLIMITED,
         )
         env.update(extra)
         return env

@@ -86,7 +86,7 @@ def quests(s: Stack, n: int, clients: int) -> float:
 
     def sample_rss() -> None:
         while not sampling.wait(0.2):
-            peak_rss[0] = max(peak_rss[0], *s.worker_rss_mb())
+            peak_rss[0] = max([peak_rss[0], *s.worker_rss_mb()])
 
     threading.Thread(target=sample_rss, daemon=True).start()
     threads = [threading.Thread(target=submit) for _ in range(clients)]
