@@ -305,3 +305,9 @@ def test_help_of_each_group_lists_its_commands_and_options(
     assert result.returncode == 0, result.stderr
     for command in commands:
         assert command in result.stdout, (group, command)
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable_not_its_value(settings: Settings) -> None:
+    result = run(settings, "company", "create", "X", S2_MAX_STEPS="plenty-s3cr3t")
+    line = assert_one_line_error(result)
+    assert "S2_MAX_STEPS" in line and "plenty-s3cr3t" not in line
