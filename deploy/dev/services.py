@@ -341,7 +341,7 @@ def with_user_db(url: str, *, user: str | None = None, database: str | None = No
     password, which belonged to the old one)."""
     parts = urlsplit(url)
     if parts.scheme not in {"postgresql", "postgres"}:
-        raise Unavailable(f"not a postgresql:// URL: {url}")
+        raise Unavailable(f"not a postgresql:// URL: {parts.scheme}:// at {endpoint(url)}")
     hostport = parts.netloc.rpartition("@")[2]
     netloc = parts.netloc if user is None else f"{quote(user)}@{hostport}"
     path = parts.path if database is None else f"/{quote(database)}"
@@ -945,7 +945,8 @@ def attempts_for(
     attempts: list[Attempt] = []
     if given and not mode.force_embedded:
         key = next(iter(given))
-        attempts.append((f"{key}={given[key]}", functools.partial(use_given, service, given)))
+        label = f"{key}={endpoint(given[key])}"  # never the URL itself: it may hold a password
+        attempts.append((label, functools.partial(use_given, service, given)))
     attempts.append(
         ("own server", functools.partial(reuse_own, service, state, mode.force_embedded))
     )
@@ -1101,7 +1102,7 @@ def cmd_status(state: State) -> int:
             if ours and record
             else "not started by services.py"
         )
-        print(f"{service.name}: {url} - {health}; {origin}")
+        print(f"{service.name}: {endpoint(url)} - {health}; {origin}")
     return 0 if healthy else 1
 
 
