@@ -73,18 +73,19 @@ def queues_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Depth of each queue: waiting, in flight, delayed, dead-lettered, oldest waiting age."""
-    from system2.ops.health import QUEUES, queue_stats
+    from system2.ops.health import queue_row
+    from system2.queue_metrics import read_stats
 
-    client = _redis()
-    stats = [queue_stats(client, q) for q in QUEUES]
+    rows = [queue_row(s) for s in read_stats(_redis())]
     if as_json:
-        emit([s.as_dict() for s in stats])
+        emit(rows)
         return
     typer.echo(f"{'queue':<12} {'waiting':>8} {'in-flight':>9} {'delayed':>8} {'dead':>6}  oldest")
-    for s in stats:
-        age = "-" if s.oldest_age_s is None else f"{s.oldest_age_s:.0f}s"
+    for r in rows:
+        age = "-" if r["oldest_age_s"] is None else f"{r['oldest_age_s']:.0f}s"
         typer.echo(
-            f"{s.name:<12} {s.waiting:>8} {s.in_flight:>9} {s.delayed:>8} {s.dead:>6}  {age}"
+            f"{r['queue']:<12} {r['waiting']:>8} {r['in_flight']:>9} {r['delayed']:>8} "
+            f"{r['dead']:>6}  {age}"
         )
 
 

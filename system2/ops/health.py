@@ -6,10 +6,7 @@ finished one. A group is healthy when, for every queue it should consume, a live
 this host consumes it, and — when that queue has messages waiting — one of them finished a
 message within ``max_idle_s`` (a process that never finished one counts from its start).
 
-Queue figures come from Dramatiq's Redis layout: ``dramatiq:<queue>`` is the list of waiting
-message ids (oldest first), ``dramatiq:<queue>.msgs`` holds every message not yet acked
-(waiting and in flight), ``dramatiq:<queue>.DQ.msgs`` the delayed ones (retries, the guard's
-slow tier), ``dramatiq:<queue>.XQ`` the dead letters.
+Queue figures are ``system2.queue_metrics.read_stats``'s, the same that ``/metrics`` exports.
 """
 
 from __future__ import annotations
@@ -25,10 +22,8 @@ from typing import Any
 
 import redis
 
-from messages.transport import NAMESPACE
+from system2.queue_metrics import QueueStats, read_stats
 from workers.middleware import Beacon
-
-QUEUES = ("quests", "control", "maintenance", "audit")
 
 
 @dataclass(frozen=True)
@@ -50,24 +45,16 @@ class WorkerBeacon:
         return None
 
 
-@dataclass(frozen=True)
-class QueueStats:
-    name: str
-    waiting: int
-    in_flight: int
-    delayed: int
-    dead: int
-    oldest_age_s: float | None  # of the oldest waiting message, since it was first enqueued
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "queue": self.name,
-            "waiting": self.waiting,
-            "in_flight": self.in_flight,
-            "delayed": self.delayed,
-            "dead": self.dead,
-            "oldest_age_s": None if self.oldest_age_s is None else round(self.oldest_age_s, 1),
-        }
+def queue_row(stats: QueueStats) -> dict[str, Any]:
+    """One queue's figures as `ops queues --json` and the health answers show them."""
+    return {
+        "queue": stats.queue,
+        "waiting": stats.ready,
+        "in_flight": stats.in_progress,
+        "delayed": stats.delayed,
+        "dead": stats.dead,
+        "oldest_age_s": round(stats.oldest_age_s, 1) if stats.ready else None,
+    }
 
 
 @dataclass(frozen=True)
@@ -91,7 +78,7 @@ class Health:
                 }
                 for b in self.workers
             ],
-            "queues": [q.as_dict() for q in self.queues],
+            "queues": [queue_row(q) for q in self.queues],
         }
 
 
@@ -120,29 +107,6 @@ def beacons(client: redis.Redis) -> list[WorkerBeacon]:
     return found
 
 
-def queue_stats(client: redis.Redis, queue: str, *, now: float | None = None) -> QueueStats:
-    base = f"{NAMESPACE}:{queue}"
-    pipe = client.pipeline(transaction=False)
-    pipe.llen(base)
-    pipe.hlen(f"{base}.msgs")
-    pipe.hlen(f"{base}.DQ.msgs")
-    pipe.zcard(f"{base}.XQ")
-    pipe.lindex(base, 0)
-    waiting, unacked, delayed, dead, head = pipe.execute()
-    oldest = None
-    if head is not None:
-        data = client.hget(f"{base}.msgs", head)
-        if data:
-            try:
-                sent_ms = float(json.loads(data)["message_timestamp"])
-                oldest = max(0.0, (now or time.time()) - sent_ms / 1000)
-            except (ValueError, KeyError, TypeError):
-                oldest = None
-    return QueueStats(
-        queue, int(waiting), max(0, int(unacked) - int(waiting)), int(delayed), int(dead), oldest
-    )
-
-
 def check(
     client: redis.Redis,
     *,
@@ -166,14 +130,14 @@ def check(
     else:
         where = "on any host"
     expected = list(queues) or sorted({q for b in live for q in b.queues})
-    stats = [queue_stats(client, q, now=now) for q in expected]
+    stats = read_stats(client, expected)
     if not live:
         return Health(False, f"no live worker process {where}", live, stats)
     for q in stats:
-        consumers = [b for b in live if q.name in b.queues]
+        consumers = [b for b in live if q.queue in b.queues]
         if not consumers:
-            return Health(False, f"no worker process {where} consumes queue {q.name}", live, stats)
-        if q.waiting == 0:
+            return Health(False, f"no worker process {where} consumes queue {q.queue}", live, stats)
+        if q.ready == 0:
             continue
         known = [t for b in consumers if (t := b.last_activity()) is not None]
         if not known:
@@ -182,7 +146,7 @@ def check(
         if idle > max_idle_s:
             return Health(
                 False,
-                f"queue {q.name} has {q.waiting} waiting messages but no worker process {where} "
+                f"queue {q.queue} has {q.ready} waiting messages but no worker process {where} "
                 f"finished one in {idle:.0f}s (limit {max_idle_s:.0f}s): stuck",
                 live,
                 stats,
