@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import dramatiq
@@ -11,8 +12,11 @@ import redis
 from ingress.submit import QuestSpec, create_quest
 from messages.transport import build_broker
 from store import Database
+from system2.settings import Settings
 from tests.conftest import Stack, Tenant
 from tests.support import OPERATOR, quest_state, submit, wait_finished, wait_for
+from workers.app import worker_broker
+from workers.dead_letters import REASONS
 
 pytestmark = pytest.mark.slow
 
@@ -100,3 +104,28 @@ def test_malformed_messages_are_dead_lettered_with_a_reason(
 
     quest = submit(db, stack.settings.redis_url, tenant.id, "[script:answer] still working?")
     assert wait_finished(db, tenant.id, quest.id).status == "succeeded"
+
+
+def test_a_message_out_of_retries_is_dead_lettered_with_its_reason(
+    settings: Settings, rds: redis.Redis
+) -> None:
+    """Our middleware sees Dramatiq's verdict: the reason is kept for ``system2 dlq``."""
+    broker = worker_broker(settings)
+
+    def always_fails(n: int) -> None:
+        raise RuntimeError(f"the provider said no to {n}")
+
+    actor = dramatiq.actor(
+        always_fails, broker=broker, queue_name="test-retries", max_retries=1, min_backoff=10
+    )
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    try:
+        sent = actor.send(7)
+        raw = wait_for(lambda: rds.hget(REASONS, sent.message_id), timeout=20)
+    finally:
+        worker.stop()
+        broker.close()
+    record = json.loads(raw)
+    assert record["reason"] == "the provider said no to 7"
+    assert (record["queue"], record["actor"]) == ("test-retries", "always_fails")

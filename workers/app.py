@@ -15,7 +15,7 @@ import dramatiq
 import redis
 import structlog
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import CurrentMessage
+from dramatiq.middleware import CurrentMessage, Retries
 
 from guard import Admissions, Guard, PriceTable
 from messages import (
@@ -149,9 +149,10 @@ def worker_broker(settings: Settings) -> RedisBroker:
     )
     client = redis.Redis.from_url(settings.redis_url)
     broker.add_middleware(CurrentMessage())
-    broker.add_middleware(DeadLetters(client))
-    broker.add_middleware(LogContext())
-    broker.add_middleware(Metrics())
+    # Dramatiq runs the after-hooks last-added first; placed before Retries, these run after
+    # it has decided, so ``message.failed`` says whether the message was dead-lettered.
+    for middleware in (DeadLetters(client), LogContext(), Metrics()):
+        broker.add_middleware(middleware, before=Retries)
     broker.add_middleware(Beacon(client))
     return broker
 

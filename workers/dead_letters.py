@@ -38,7 +38,7 @@ class DeadLetters(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        if exception is None or not (message.failed or isinstance(exception, BadMessage)):
+        if exception is None or not message.failed:
             return
         record = {
             "queue": message.queue_name.removesuffix(".DQ"),

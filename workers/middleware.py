@@ -43,11 +43,10 @@ class LogContext(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         if exception is not None:
-            if isinstance(exception, BadMessage):
-                log.error("message dead-lettered", reason=str(exception))
-            elif message.failed:
+            if message.failed:
+                after = "" if isinstance(exception, BadMessage) else " after retries"
                 log.error(
-                    "message dead-lettered after retries",
+                    f"message dead-lettered{after}",
                     error=type(exception).__name__,
                     reason=str(exception),
                 )
@@ -88,7 +87,7 @@ class Metrics(Middleware):
             metrics.IN_PROGRESS.labels(queue, actor).dec()
         if exception is None:
             outcome = "ok"
-        elif message.failed or isinstance(exception, BadMessage):
+        elif message.failed:
             outcome = "dead"
         elif isinstance(exception, dramatiq.Retry):
             outcome = "retry"
