@@ -37,6 +37,8 @@ def test_pause_and_resume_a_provider_through_its_breaker(
     assert status["state"] == "open" and 110 < status["open_for_s"] <= 120
 
     breaker.failure("demo")
+    assert breaker.failure_count("demo") == 1
+    assert json.loads(ops(settings, "provider", "status", "demo").stdout)["recent_failures"] == 1
     resumed = ops(settings, "provider", "resume", "demo")
     assert resumed.exit_code == 0
     assert breaker.state("demo") == "closed" and breaker.open_for_ms("demo") == 0

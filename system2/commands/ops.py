@@ -206,16 +206,14 @@ def provider_status(name: str) -> None:
     """The provider's circuit breaker: closed, open (and for how long) or probing."""
     from workers.integrations.breaker import Breaker
 
-    client = _redis()
-    breaker = Breaker(client)
+    breaker = Breaker(_redis())
     p = _provider(name)
-    failures = client.get(f"s2:breaker:{p}:failures")
     emit(
         {
             "provider": p,
             "state": breaker.state(p),
             "open_for_s": round(breaker.open_for_ms(p) / 1000, 1),
-            "recent_failures": int(failures or 0),
+            "recent_failures": breaker.failure_count(p),
         }
     )
 
@@ -228,15 +226,12 @@ def provider_pause(
     """Hold every call to the provider by opening its circuit breaker: steps that need it wait
     and retry when it closes (quests waiting longer than S2_PROVIDER_OUTAGE_MAX_S fail with
     the reason). The first call afterwards is a probe."""
+    from workers.integrations.breaker import Breaker
+
     p = _provider(name)
     if not 0 < minutes <= 24 * 60:
         raise System2Error("--minutes must be between 0 and 1440")
-    ms = int(minutes * 60_000)
-    client = _redis()
-    pipe = client.pipeline()
-    pipe.set(f"s2:breaker:{p}:open", "1", px=ms)
-    pipe.set(f"s2:breaker:{p}:tripped", "1", px=ms * 4)
-    pipe.execute()
+    Breaker(_redis()).pause(p, int(minutes * 60_000))
     say(
         f"{p} paused for {minutes:g} min: its breaker is open; resume with `system2 ops provider resume {p}`"
     )
@@ -245,8 +240,10 @@ def provider_pause(
 @provider_app.command("resume")
 def provider_resume(name: str) -> None:
     """Close the provider's breaker and forget its failures: calls go through again."""
+    from workers.integrations.breaker import Breaker
+
     p = _provider(name)
-    _redis().delete(f"s2:breaker:{p}:open", f"s2:breaker:{p}:tripped", f"s2:breaker:{p}:failures")
+    Breaker(_redis()).reset(p)
     say(f"{p} resumed: its breaker is closed")
 
 

@@ -51,6 +51,23 @@ class Breaker:
         failures, _, tripped = self._keys(provider)
         self.client.delete(failures, tripped)
 
+    def failure_count(self, provider: str) -> int:
+        """Failures counted in the current window."""
+        return int(self.client.get(self._keys(provider)[0]) or 0)
+
+    def pause(self, provider: str, ms: int) -> None:
+        """Open the breaker for ``ms`` whatever its failures (an operator's pause); the first
+        call after it closes is a probe, as after a trip."""
+        _, open_key, tripped = self._keys(provider)
+        pipe = self.client.pipeline()
+        pipe.set(open_key, "1", px=ms)
+        pipe.set(tripped, "1", px=ms * 4)
+        pipe.execute()
+
+    def reset(self, provider: str) -> None:
+        """Close the breaker and forget its failures: calls go through again."""
+        self.client.delete(*self._keys(provider))
+
     def state(self, provider: str) -> str:
         if self.open_for_ms(provider):
             return "open"
