@@ -15,9 +15,9 @@ from messages.transport import NAMESPACE, build_broker
 from system2.cli_support import emit, say, settings
 from system2.errors import System2Error
 from workers.crashes import starts_key
+from workers.dead_letters import REASONS
 
 app = typer.Typer(help="Dead-lettered messages: list and replay.", no_args_is_help=True)
-REASONS = "s2:dlq:reasons"  # written by the workers (workers.dead_letters)
 
 
 def _dead(client: redis.Redis) -> list[dict[str, Any]]:
