@@ -15,7 +15,7 @@ import redis
 
 from guard.pricing import PriceTable
 from ingress.submit import QuestSpec, create_quest
-from messages import BadMessage, Envelope, QuestStep
+from messages import BadMessage, CancelQuest, Envelope, PublishFailed, QuestStep
 from messages.transport import Publisher, build_broker
 from store import Database
 from store import notes as notes_store
@@ -24,6 +24,7 @@ from tests.conftest import Tenant
 from tests.support import OPERATOR, quest_state
 from workers.app import step_budget
 from workers.claude import Claude
+from workers.control import QuestEnder
 from workers.events import QuestEvents
 from workers.quest import QuestRunner
 from workers.tools import AddNote, Toolbox, ToolCall, ToolOutcome
@@ -174,3 +175,49 @@ def test_a_quest_of_another_company_is_refused(
     with pytest.raises(BadMessage, match="no such quest"):
         runner(runner_parts).run(forged, holder="m-forged")
     assert quest_state(db, tenant.id, env.payload.quest_id).status == "queued"
+
+
+def ender(parts: dict[str, Any], publisher: Publisher | None = None) -> QuestEnder:
+    return QuestEnder(
+        parts["db"], publisher or parts["publisher"], parts["events"], parts["budget"]
+    )
+
+
+def cancel_message(env: Envelope[QuestStep], reason: str = "not needed") -> Envelope[CancelQuest]:
+    return env.follow_up(CancelQuest(quest_id=env.payload.quest_id, reason=reason), actor=OPERATOR)
+
+
+def test_a_cancel_whose_audit_send_failed_sends_it_on_redelivery(
+    runner_parts: dict[str, Any], db: Database, rds: redis.Redis, tenant: Tenant
+) -> None:
+    env = start(db, tenant, "[script:answer] never started")
+    message = cancel_message(env)
+    dead_queue = build_broker("redis://127.0.0.1:1/0")  # nothing listens there
+    with pytest.raises(PublishFailed):
+        ender(runner_parts, Publisher(dead_queue)).cancel(message)
+    assert quest_state(db, tenant.id, env.payload.quest_id).status == "cancelled"
+    assert queued(rds, "audit") == []
+
+    ender(runner_parts).cancel(message)  # the broker redelivers the cancel
+
+    (batch,) = queued(rds, "audit")
+    (event,) = batch["payload"]["events"]
+    assert event["action"] == "quest.cancelled"
+    assert event["idempotency_key"] == f"{env.payload.quest_id}:0:finished"
+
+
+def test_a_late_cancel_of_a_finished_quest_resends_its_ending_under_the_same_key(
+    runner_parts: dict[str, Any], db: Database, rds: redis.Redis, tenant: Tenant
+) -> None:
+    env = start(db, tenant, "[script:answer] quick one")
+    runner(runner_parts).run(env, holder="m1")
+    assert quest_state(db, tenant.id, env.payload.quest_id).status == "succeeded"
+    ending = [k for k in audit_keys(queued(rds, "audit")) if k.endswith(":finished")]
+    rds.flushdb()
+
+    ender(runner_parts).cancel(cancel_message(env))  # crossed with the last step
+
+    assert quest_state(db, tenant.id, env.payload.quest_id).status == "succeeded"
+    (batch,) = queued(rds, "audit")
+    assert [e["action"] for e in batch["payload"]["events"]] == ["quest.succeeded"]
+    assert audit_keys([batch]) == ending, "the log writer drops it as a duplicate"

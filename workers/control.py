@@ -24,7 +24,7 @@ from system2 import logs
 from workers import metrics
 from workers.budget import StepBudget
 from workers.events import QuestEvents, event_data
-from workers.step import TED, Outcome, cancelled
+from workers.step import TED, Outcome, cancelled, ended_from_row, finished_key
 
 log = structlog.get_logger(__name__)
 
@@ -68,13 +68,18 @@ class QuestEnder:
         unless_running: bool = False,
         cancel: tuple[str, str] | None = None,
     ) -> bool:
-        """End the quest now (unless a live step runs it and ``unless_running``). True if ended."""
+        """End the quest now (unless a live step runs it and ``unless_running``). True if ended.
+
+        A quest that has already ended gets its ending's audit row sent again: if this is a
+        redelivery after the send failed, that is the only copy; otherwise the log writer
+        drops it by its key, which is the one the ending step used."""
         logs.bind(quest_id=str(quest_id))
         with self.db.tenant(env.company_id) as tx:
             quest = quests_store.get(tx, quest_id, for_update=True)
             if quest is None:
                 raise BadMessage("no such quest for this company")
             if quest.finished:
+                self._announce(env, quest, ended_from_row(quest))
                 return False
             if unless_running and self._step_running(quest):
                 log.info("left to the running step", quest_id=str(quest.id))
@@ -95,8 +100,13 @@ class QuestEnder:
         self.budget.release(quest)
         metrics.spent(quest.model, kept)
         metrics.quest_ended(ending.status, ending.cancel_requested_at)
+        self._announce(env, quest, ending)
+        return True
+
+    def _announce(self, env: Envelope[Any], quest: Quest, ending: Outcome) -> None:
+        """The ending's audit row and live event."""
         event = AuditEvent(
-            idempotency_key=f"{quest.id}:{ending.status}",
+            idempotency_key=finished_key(quest.id, quest.steps_done),
             actor=ending.by,
             action=f"quest.{ending.status}",
             target=f"quest:{quest.id}",
@@ -112,7 +122,6 @@ class QuestEnder:
             data=event_data(status=ending.status, reason=ending.reason),
         )
         self.events.emit([env.follow_up(state, actor=TED)])
-        return True
 
     def _step_running(self, quest: Quest) -> bool:
         claimed_at = quest.step_claimed_at or datetime.now(UTC)

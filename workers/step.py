@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from uuid import UUID
 
 from messages import Actor, ActorType, AuditEvent, Envelope, QuestEvent, QuestStep
 from store.quests import Quest, Step
@@ -138,6 +139,20 @@ def actor_of(who: str | None) -> Actor:
     if kind in ActorType.__members__ and ident:
         return Actor(type=ActorType(kind), id=ident)
     return Actor(type=ActorType.system, id=who or "unknown")
+
+
+def finished_key(quest_id: UUID, steps_done: int) -> str:
+    """The idempotency key of a quest's ending audit row: the key the step that ends it
+    gives its ``finished`` event (see ``StepRecord.audit_event``), so an ending sent again
+    from the quest's row is the same row."""
+    return f"{quest_id}:{steps_done}:finished"
+
+
+def ended_from_row(quest: Quest) -> Outcome:
+    """How an ended quest ended, as its row tells it."""
+    if quest.status == "cancelled":
+        return cancelled(quest)
+    return Outcome(quest.status, result=quest.result, reason=quest.reason)
 
 
 def cancelled(quest: Quest) -> Outcome:
