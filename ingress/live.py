@@ -12,10 +12,9 @@ from redis.asyncio import Redis as AsyncRedis
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from messages.notices import quest_stream_key
+from messages.notices import StreamReply, quest_stream_key
+from store.quests import TERMINAL
 
-StreamReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "halted"})
 BLOCK_MS = 1_000
 PING_EVERY = 15  # blocks without events between keep-alive comments
 CHECK_EVERY = 3  # blocks without events between checks that the quest is still going

@@ -16,6 +16,9 @@ import redis
 CANCEL_CHANNEL = "s2:cancels"
 CANCEL_FLAG_TTL_S = 7 * 86_400
 
+# What XREAD answers (without decode_responses): per stream, its entries as (id, fields).
+StreamReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
+
 
 def company_stream_key(company_id: UUID | str) -> str:
     return f"s2:events:{company_id}"

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +31,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from messages import Actor, ActorType, Envelope, QuestEvent
+from messages.notices import StreamReply, company_stream_key
 from store import Database
 from store import companies as companies_store
 from store.migrate import migrate
+from store.quests import TERMINAL
 from system2.errors import System2Error
 from system2.oauth_connect import connect_by_oauth
 from system2.procs import Proc, free_port, wait_http, wait_workers
@@ -57,7 +60,6 @@ CAPPED_GOAL = "[script:loop] Keep taking notes on every supplier until told to s
 CAPPED_MAX_USD = "0.006"
 SLOW_GOAL = "[script:slow] Think very hard about next year's pricing page"
 COLORS = ("cyan", "magenta")
-StreamReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
 
 
@@ -221,7 +223,7 @@ def _guard_and_cancel(http: httpx.Client, companies: list[DemoCompany]) -> None:
     resp = http.post(url + "/cancel", json={"reason": "taking too long"}, headers=auth)
     if resp.status_code != 202:
         raise System2Error(f"cancel failed: {resp.status_code} {resp.text}")
-    ended = _wait_status(http, url, auth, {"cancelled", "succeeded", "failed", "halted"})
+    ended = _wait_status(http, url, auth, TERMINAL)
     took_ms = (time.monotonic() - asked) * 1000
     console.print(
         f"[{acme.color}]{acme.name:14}[/] {slow[:8]} [bold]{acme.user}[/] asked to cancel; "
@@ -230,15 +232,17 @@ def _guard_and_cancel(http: httpx.Client, companies: list[DemoCompany]) -> None:
     if ended != "cancelled":
         raise System2Error(f"the cancelled quest ended {ended}")
     gurl = f"/v1/companies/{globex.id}/quests/{capped}"
-    status = _wait_status(
-        http, gurl, {"Authorization": f"Bearer {globex.token}"}, {"halted", "failed", "succeeded"}
-    )
+    status = _wait_status(http, gurl, {"Authorization": f"Bearer {globex.token}"}, TERMINAL)
     if status != "halted":
         raise System2Error(f"the capped quest ended {status}, not halted")
 
 
 def _wait_status(
-    http: httpx.Client, url: str, auth: dict[str, str], wanted: set[str], timeout: float = 60.0
+    http: httpx.Client,
+    url: str,
+    auth: dict[str, str],
+    wanted: AbstractSet[str],
+    timeout: float = 60.0,
 ) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -251,7 +255,7 @@ def _wait_status(
 
 def _watch(settings: Settings, companies: list[DemoCompany], stop: threading.Event) -> None:
     client = redis.Redis.from_url(settings.redis_url)
-    streams = {f"s2:events:{c.id}": "$" for c in companies}
+    streams = {company_stream_key(c.id): "$" for c in companies}
     by_id = {str(c.id): c for c in companies}
     while not stop.is_set():
         reply = cast(StreamReply, client.xread(streams, block=200) or [])  # type: ignore[arg-type]

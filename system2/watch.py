@@ -10,13 +10,11 @@ import redis
 from rich.console import Console
 from rich.markup import escape
 
-from messages.notices import quest_stream_key
+from messages.notices import StreamReply, quest_stream_key
 from store import Database
 from store import quests as quests_store
+from store.quests import TERMINAL
 from system2.settings import Settings
-
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "halted"})
-StreamReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 
 
 class Board:

@@ -20,9 +20,9 @@ from uuid import UUID
 
 import httpx
 
+from store.quests import TERMINAL
 from system2.errors import System2Error
 
-FINISHED = ("succeeded", "failed", "cancelled", "halted")
 DEFAULT_GOAL = "Smoke test: reply with one short sentence confirming you are working."
 
 
@@ -98,7 +98,7 @@ def _wait(
         _expect(resp, 200, f"GET {path}")
         quest: dict[str, Any] = resp.json()
         last = str(quest.get("status"))
-        if last in FINISHED:
+        if last in TERMINAL:
             return quest
         if time.monotonic() >= deadline:
             raise SmokeFailed(
