@@ -59,6 +59,7 @@ class Refused:
 class Reserved:
     amount: int
     duplicate: bool = False  # this charge key was reserved before (a redelivered step)
+    settled: bool = False  # ... and that reservation has been settled since
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,9 @@ class Guard:
             if status == "ok":
                 return Reserved(amount)
             if status == "dup":
-                return Reserved(int(reply[1]), duplicate=True)
+                return Reserved(
+                    int(reply[1]), duplicate=True, settled=reply[2] in (b"settled", "settled")
+                )
             scope = by_name[_text(reply[1])]
             if status == "missing":
                 self.rebuild(scope, *ledger(scope), limits)

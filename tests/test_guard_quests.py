@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from guard import Admissions, Guard, PriceTable
+from guard import Admissions, Guard, Limits, PriceTable
 from ingress.app import IngressDeps, create_app
 from ingress.auth import TokenVerifier
 from messages.transport import Publisher, build_broker
@@ -26,12 +27,14 @@ from store import charges as charges_store
 from store import limits as limits_store
 from store import quests as quests_store
 from store.activity import Activity, ActivityFilter
+from store.quests import Quest
 from system2.settings import Settings
 from tests.conftest import Stack, Tenant
 from tests.support import quest_state, submit, wait_finished, wait_for
 from tests.test_quest_runner import start
 from workers.app import step_budget
-from workers.claude import Claude
+from workers.budget import Admitted, Delay, StepBudget
+from workers.claude import Claude, ClaudeRequest
 from workers.events import QuestEvents
 from workers.quest import QuestRunner
 from workers.tools import AddNote, Toolbox
@@ -317,3 +320,104 @@ def test_a_call_whose_worker_died_is_kept_at_its_reservation(
     assert [c.status for c in charges] == ["kept", "settled"]
     assert quest.status == "succeeded"
     assert quest.cost_usd_micros == reserved + (charges[1].cost_micros or 0)
+
+
+# -- a redelivery that finds an earlier delivery's reservation -------------------------------
+
+
+class Crash(Exception):
+    """The worker died before the claim transaction committed."""
+
+
+def small_cap_quest(
+    db: Database, settings: Settings, tenant: Tenant, request: ClaudeRequest, input_tokens: int
+) -> tuple[Quest, Limits]:
+    """A quest whose cap fits the call at half its max_tokens, not at all of them."""
+    prices = PriceTable.load()
+    half = prices.worst_case(request.model, input_tokens, request.max_tokens // 2)
+    assert prices.worst_case(request.model, input_tokens, request.max_tokens) > half
+    env = start(db, tenant, "[script:answer] a small cap")
+    with db.tenant(tenant.id) as tx:
+        quest = quests_store.get(tx, env.payload.quest_id)
+    assert quest is not None
+    defaults = settings.default_limits()
+    return quest, replace(defaults, quest_cap=half, daily_budget=0, monthly_budget=0)
+
+
+def claude_request(max_tokens: int = 1024) -> ClaudeRequest:
+    return ClaudeRequest(
+        model="claude-sonnet-5-5",
+        max_tokens=max_tokens,
+        system="You are Ted.",
+        messages=[
+            {
+                "role": "user",
+                "content": "a small cap, with a prompt long enough that its byte bound is far above its count",
+            }
+        ],
+        tools=[],
+    )
+
+
+def admit_and_crash(
+    budget: StepBudget, db: Database, quest: Quest, request: ClaudeRequest, limits: Limits
+) -> Any:
+    with pytest.raises(Crash), db.tenant(quest.company_id) as tx:
+        admitted = budget.admit(tx, quest, 1, request, 0, limits)
+        raise Crash()
+    return admitted
+
+
+def test_a_redelivery_fits_its_call_to_the_smaller_reservation_it_finds(
+    db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+) -> None:
+    budget = step_budget(settings, rds, PriceTable.load())  # reserves by the byte bound
+    quest, limits = small_cap_quest(
+        db, settings, tenant, claude_request(), claude_request().input_bound()
+    )
+    first = admit_and_crash(budget, db, quest, claude_request(), limits)
+    assert isinstance(first, Admitted) and first.request.max_tokens == 512, "it shrank its call"
+
+    with db.tenant(tenant.id) as tx:  # the redelivery: no ledger row, the same charge key
+        again = budget.admit(tx, quest, 1, claude_request(), 0, limits)
+    assert isinstance(again, Admitted)
+    assert again.charge_key == first.charge_key and again.reserved == first.reserved
+    worst = budget.prices.worst_case(
+        quest.model, again.request.input_bound(), again.request.max_tokens
+    )
+    assert worst <= again.reserved, "the call may not cost more than was reserved"
+    assert again.request.max_tokens == 512
+
+
+def test_a_reservation_the_redelivered_call_cannot_fit_is_released_and_made_again(
+    db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+) -> None:
+    # The first delivery counted the prompt's tokens; the redelivery's count fails and it
+    # falls back to the byte bound, which no longer fits what the first one reserved.
+    counts = iter([10, None, 10, 10])
+    budget = step_budget(settings, rds, PriceTable.load())
+    budget.count_tokens = lambda _request: next(counts)
+    request = claude_request(max_tokens=512)  # it can shrink to 256 tokens, no further
+    assert request.input_bound() > 100
+    quest, limits = small_cap_quest(db, settings, tenant, request, 10 + 1 + 16)
+    first = admit_and_crash(budget, db, quest, request, limits)
+    assert isinstance(first, Admitted) and first.request.max_tokens == 256
+    quest_scope = first.scopes[0]
+
+    second = admit_and_crash(budget, db, quest, request, limits)  # released; the worker died
+    assert isinstance(second, Delay)
+    assert redis_spend(rds, quest_scope.key) == (0, 0)
+
+    with db.tenant(tenant.id) as tx:  # the same key again: released, so not a reservation
+        third = budget.admit(tx, quest, 1, request, 0, limits)
+    assert isinstance(third, Delay)
+    with db.tenant(tenant.id) as tx:
+        charges = charges_store.for_quest(tx, quest.id)
+    assert [(c.charge_key, c.status, c.cost_micros) for c in charges] == [
+        (first.charge_key, "settled", 0)
+    ]
+
+    with db.tenant(tenant.id) as tx:  # the next delivery reserves afresh under a new key
+        fourth = budget.admit(tx, quest, 1, request, len(charges), limits)
+    assert isinstance(fourth, Admitted) and fourth.charge_key != first.charge_key
+    assert redis_spend(rds, quest_scope.key) == (0, fourth.reserved)

@@ -156,7 +156,7 @@ class StepBudget:
             quest.company_id, charge_key, amount, scopes, limits, ledger=ledger
         )
         if isinstance(result, Refused):
-            smaller = self._shrink(request, input_tokens, result)
+            smaller = self._shrink(request, input_tokens, result.available)
             if smaller is None:
                 return self._refusal(result)
             request, amount = smaller
@@ -165,6 +165,14 @@ class StepBudget:
             )
             if isinstance(result, Refused):
                 return self._refusal(result)
+        elif result.duplicate and (result.settled or result.amount < amount):
+            # An earlier delivery reserved under this key and died before its ledger row was
+            # committed, so its call was never made. It may have shrunk its call: this one
+            # must fit what it reserved, or that reservation is released.
+            smaller = None if result.settled else self._shrink(request, input_tokens, result.amount)
+            if smaller is None:
+                return self._drop(tx, quest, step, charge_key, result.amount, scopes, limits, now)
+            request, amount = smaller
         charges_store.open_charge(
             tx, quest.id, step, charge_key, quest.model, result.amount, created_at=now
         )
@@ -207,18 +215,40 @@ class StepBudget:
         return counted + counted // 10 + 16  # the API calls its count an estimate
 
     def _shrink(
-        self, request: ClaudeRequest, input_tokens: int, refused: Refused
+        self, request: ClaudeRequest, input_tokens: int, available: int
     ) -> tuple[ClaudeRequest, int] | None:
-        """Ask for fewer output tokens so the call fits what is left, if that leaves enough."""
-        if refused.exhausted:
-            return None
+        """Ask for fewer output tokens so the call's worst case fits ``available``, if that
+        leaves enough."""
         for max_tokens in (request.max_tokens // 2, request.max_tokens // 4, MIN_OUTPUT_TOKENS):
             if max_tokens < MIN_OUTPUT_TOKENS:
                 break
             amount = self.prices.worst_case(request.model, input_tokens, max_tokens)
-            if amount <= refused.available:
+            if amount <= available:
                 return replace(request, max_tokens=max_tokens), amount
         return None
+
+    def _drop(
+        self,
+        tx: TenantTx,
+        quest: Quest,
+        step: int,
+        charge_key: str,
+        reserved: int,
+        scopes: list[Scope],
+        limits: Limits,
+        now: datetime,
+    ) -> Delay:
+        """Release an earlier delivery's reservation that this call does not fit (its call
+        was never made) and record it settled at zero, so that the next delivery reserves
+        afresh under a new charge key. Settling twice (a crash before this commits) is a no-op."""
+        self.guard.settle(
+            quest.company_id, charge_key, amount=reserved, actual=0, scopes=scopes, limits=limits
+        )
+        charges_store.open_charge(
+            tx, quest.id, step, charge_key, quest.model, reserved, created_at=now
+        )
+        charges_store.settle(tx, charge_key, 0, None)
+        return Delay(0, "an earlier delivery's reservation is too small for this call")
 
     def _refusal(self, refused: Refused) -> Delay:
         scope = refused.scope
