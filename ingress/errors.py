@@ -9,11 +9,11 @@ from fastapi.responses import JSONResponse
 
 from guard import GuardUnavailable
 from ingress import metrics
-from ingress.integrations import UnknownIntegration
 from ingress.submit import SubmissionRefused, Throttled
 from messages import PublishFailed
 from store import Conflict, StoreUnavailable
 from store.activity import BadCursor
+from system2.catalog import UnknownIntegration
 from vault import CounterUnavailable, KeyExhausted
 
 RETRY_AFTER_S = 5

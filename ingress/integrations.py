@@ -15,6 +15,7 @@ from messages import Actor, AuditBatch, AuditEvent, Envelope
 from store import TenantTx
 from store import credentials as credentials_store
 from store.credentials import Credential, NewTokens
+from system2 import catalog
 from system2.catalog import INTEGRATIONS
 from vault import Secret, Vault
 from vault.tokens import seal
@@ -76,17 +77,10 @@ def view(cred: Credential) -> IntegrationView:
     )
 
 
-class UnknownIntegration(ValueError):
-    """No integration by that name."""
-
-
 def connect(
     tx: TenantTx, vault: Vault, integration: str, tokens: IntegrationTokens, *, connected_by: str
 ) -> Credential:
-    if integration not in INTEGRATIONS:
-        raise UnknownIntegration(
-            f"no integration named {integration!r}; known: {', '.join(sorted(INTEGRATIONS))}"
-        )
+    catalog.integration(integration)  # UnknownIntegration if there is none
     credential_id = uuid4()
     sealed = seal(
         vault,

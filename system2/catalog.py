@@ -89,3 +89,16 @@ DEMO = IntegrationSpec(
 )
 
 INTEGRATIONS: dict[str, IntegrationSpec] = {DEMO.name: DEMO}
+
+
+class UnknownIntegration(ValueError):
+    """No integration by that name (one line from the CLI, a 404 from the ingress)."""
+
+
+def integration(name: str) -> IntegrationSpec:
+    """The integration called ``name``, or ``UnknownIntegration`` naming those there are."""
+    spec = INTEGRATIONS.get(name)
+    if spec is None:
+        known = ", ".join(sorted(INTEGRATIONS))
+        raise UnknownIntegration(f"no integration named {name!r}; known: {known}")
+    return spec

@@ -19,7 +19,7 @@ from messages.transport import Publisher, build_broker
 from store import Database
 from store import companies as companies_store
 from store.credentials import Credential
-from system2.catalog import INTEGRATIONS
+from system2 import catalog
 from system2.errors import System2Error
 from system2.settings import Settings
 from system2.wiring import build_vault
@@ -32,11 +32,7 @@ def connect_by_oauth(
     settings: Settings, db: Database, company_id: UUID, integration: str, *, by: Actor
 ) -> Credential:
     """Store the company's sealed tokens and audit the connection as ``by``."""
-    spec = INTEGRATIONS.get(integration)
-    if spec is None:
-        raise System2Error(
-            f"no integration named {integration!r}; known: {', '.join(sorted(INTEGRATIONS))}"
-        )
+    spec = catalog.integration(integration)
     vault = build_vault(settings, redis.Redis.from_url(settings.redis_url))
     with httpx.Client(timeout=10) as http:
         oauth = oauth_client(settings, spec, http)

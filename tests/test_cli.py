@@ -104,6 +104,12 @@ def test_company_add_member_to_a_missing_company_fails_in_one_line(settings: Set
     assert_one_line_error(result)
 
 
+def test_an_unknown_integration_fails_in_one_line(settings: Settings) -> None:
+    for args in (("integration", "connect", str(uuid.uuid4())), ("ops", "provider", "pause")):
+        line = assert_one_line_error(run(settings, *args, "nope"))
+        assert line == "error: no integration named 'nope'; known: demo"
+
+
 # --- quests -----------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner, Result
 
 from messages.transport import build_broker
 from system2 import cli
-from system2.errors import System2Error
+from system2.catalog import UnknownIntegration
 from system2.settings import Settings
 from workers.integrations.breaker import Breaker
 
@@ -44,7 +44,7 @@ def test_pause_and_resume_a_provider_through_its_breaker(
     assert breaker.state("demo") == "closed" and breaker.open_for_ms("demo") == 0
     assert json.loads(ops(settings, "provider", "status", "demo").stdout)["recent_failures"] == 0
 
-    with pytest.raises(System2Error, match="no provider 'nope'; known: demo"):
+    with pytest.raises(UnknownIntegration, match="no integration named 'nope'; known: demo"):
         ops(settings, "provider", "pause", "nope")
 
 

@@ -174,12 +174,11 @@ def test_connecting_stores_ciphertexts_and_echoes_no_token(
         url, json={"access_token": access, "bogus": refresh}, headers=tenant.headers()
     )
     assert bad.status_code == 422 and access not in bad.text and refresh not in bad.text
-    assert (
-        ingress.put(
-            f"/v1/companies/{tenant.id}/integrations/nope", json=body, headers=tenant.headers()
-        ).status_code
-        == 404
+    unknown = ingress.put(
+        f"/v1/companies/{tenant.id}/integrations/nope", json=body, headers=tenant.headers()
     )
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"] == "no integration named 'nope'; known: demo"
     assert ingress.delete(url, headers=tenant.headers()).status_code == 204
     assert (
         ingress.get(f"/v1/companies/{tenant.id}/integrations", headers=tenant.headers()).json()

@@ -194,11 +194,9 @@ def probe(
 
 
 def _provider(name: str) -> str:
-    from system2.catalog import INTEGRATIONS
+    from system2.catalog import integration
 
-    if name not in INTEGRATIONS:
-        raise System2Error(f"no provider {name!r}; known: {', '.join(sorted(INTEGRATIONS))}")
-    return name
+    return integration(name).name
 
 
 @provider_app.command("status")
