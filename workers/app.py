@@ -7,6 +7,7 @@ dead-lettered with its reason, never retried), bind the log context, hand over.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -162,25 +163,23 @@ def declare_actors(broker: RedisBroker, rt: Runtime) -> dict[str, dramatiq.Actor
         env = open_envelope(raw, QuestStep)
         _bind(env)
         message = _current_message()
-        crashes = rt.crashes.crashes(message)
-        if crashes >= rt.crashes.bound:
+
+        def poisoned(crashes: int) -> None:
             reason = f"step {env.payload.step} crashed its worker {crashes} times; the step was dead-lettered"
             rt.ender.end(env, env.payload.quest_id, lambda _: Outcome("failed", reason=reason))
             raise PoisonMessage(reason)
-        try:
-            with rt.crashes.running(message, crashes):
-                rt.quests.run(env, holder=str(message.message_id))
-        except TryLater as exc:  # retried by the broker, after the delay the dependency asked for
-            raise dramatiq.Retry(str(exc), delay=exc.retry_after_ms) from exc
+
+        with rt.crashes.watching(message, poisoned):
+            rt.quests.run(env, holder=str(message.message_id))
 
     def write_audit(raw: Any) -> None:
         env = open_envelope(raw, AuditBatch)
         _bind(env)
-        message = _current_message()
-        crashes = rt.crashes.crashes(message)
-        if crashes >= rt.crashes.bound:
+
+        def poisoned(crashes: int) -> None:
             raise PoisonMessage(f"this audit batch crashed its worker {crashes} times")
-        with rt.crashes.running(message, crashes):
+
+        with rt.crashes.watching(_current_message(), poisoned):
             rt.audit.write(env.company_id, env.payload.events)
 
     def cancel_quest(raw: Any) -> None:
@@ -193,10 +192,7 @@ def declare_actors(broker: RedisBroker, rt: Runtime) -> dict[str, dramatiq.Actor
         _bind(env)
         if rt.rewrapper is None:
             raise dramatiq.Retry("this worker has no vault keys (S2_VAULT_KEYS)", delay=60_000)
-        try:
-            rt.rewrapper.run(env)
-        except TryLater as exc:
-            raise dramatiq.Retry(str(exc), delay=exc.retry_after_ms) from exc
+        rt.rewrapper.run(env)
 
     retrying = {"min_backoff": 500, "max_backoff": 60_000, "throws": (BadMessage,)}
     return {
@@ -218,8 +214,18 @@ def declare_actors(broker: RedisBroker, rt: Runtime) -> dict[str, dramatiq.Actor
 def _actor(
     broker: RedisBroker, fn: Callable[[Any], None], queue: str, **options: Any
 ) -> dramatiq.Actor[Any, Any]:
+    """``fn`` as an actor; a dependency that asks to be tried later (``TryLater``) gets the
+    message retried by the broker after the delay it named."""
+
+    @functools.wraps(fn)
+    def run(raw: Any) -> None:
+        try:
+            fn(raw)
+        except TryLater as exc:
+            raise dramatiq.Retry(str(exc), delay=exc.retry_after_ms) from exc
+
     declare = dramatiq.actor(broker=broker, queue_name=queue, actor_name=fn.__name__, **options)
-    return declare(fn)
+    return declare(run)
 
 
 def _bind(env: Envelope[Any]) -> None:

@@ -24,7 +24,15 @@ from system2 import logs
 from workers import metrics
 from workers.budget import StepBudget
 from workers.events import QuestEvents, event_data
-from workers.step import TED, Outcome, cancelled, ended_from_row, finished_key
+from workers.step import (
+    STALE_CLAIM_AFTER,
+    TED,
+    Outcome,
+    cancelled,
+    claim_fresh,
+    ended_from_row,
+    finished_key,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +45,7 @@ class QuestEnder:
         events: QuestEvents,
         budget: StepBudget,
         *,
-        stale_claim_after: timedelta = timedelta(minutes=15),
+        stale_claim_after: timedelta = STALE_CLAIM_AFTER,
     ) -> None:
         self.db = db
         self.publisher = publisher
@@ -49,12 +57,12 @@ class QuestEnder:
         """A cancel on the control queue. A running step stops itself (its calls are cut);
         a quest that is queued or between steps is ended here."""
         by = f"{env.actor.type.value}:{env.actor.id}"
-
-        def outcome(tx_quest: Quest) -> Outcome:
-            return cancelled(tx_quest)
-
         ended = self.end(
-            env, env.payload.quest_id, outcome, unless_running=True, cancel=(by, env.payload.reason)
+            env,
+            env.payload.quest_id,
+            cancelled,
+            unless_running=True,
+            cancel=(by, env.payload.reason),
         )
         if ended:
             log.info("quest cancelled", quest_id=str(env.payload.quest_id))
@@ -124,6 +132,6 @@ class QuestEnder:
         self.events.emit([env.follow_up(state, actor=TED)])
 
     def _step_running(self, quest: Quest) -> bool:
-        claimed_at = quest.step_claimed_at or datetime.now(UTC)
-        fresh = datetime.now(UTC) - claimed_at < self.stale_claim_after
-        return quest.step_claimed > quest.steps_done and fresh
+        return quest.step_claimed > quest.steps_done and claim_fresh(
+            quest, datetime.now(UTC), self.stale_claim_after
+        )

@@ -15,7 +15,7 @@ merely stood beside a poison step once are never dead-lettered for it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -98,11 +98,16 @@ class CrashGuard:
         self.isolation = isolation
         self.bound = bound
 
-    def crashes(self, message: dramatiq.Message[Any]) -> int:
-        return self.counter.crashes(message)
-
     @contextmanager
-    def running(self, message: dramatiq.Message[Any], crashes: int) -> Iterator[None]:
+    def watching(
+        self, message: dramatiq.Message[Any], poisoned: Callable[[int], None]
+    ) -> Iterator[None]:
+        """Run the work, alone if it is a suspect; past the bound, ``poisoned(crashes)`` is
+        called instead, and must raise."""
+        crashes = self.counter.crashes(message)
+        if crashes >= self.bound:
+            poisoned(crashes)
+            raise RuntimeError("poisoned() must raise")
         with self.isolation.alone() if crashes else self.isolation.beside_others():
             self.counter.started(message)
             yield

@@ -15,6 +15,7 @@ from workers.claude import ClaudeReply
 from workers.events import event_data
 
 TED = Actor(type=ActorType.ted, id="ted")
+STALE_CLAIM_AFTER = timedelta(minutes=15)  # longer than any step: its time limit is 10 minutes
 
 
 class Decision(StrEnum):
@@ -47,11 +48,20 @@ def decide(
         return Decision.drop, f"quest already {quest.status}"
     if step > quest.steps_done + 1:
         return Decision.drop, f"step {step} is ahead of the quest (done: {quest.steps_done})"
-    if quest.step_claimed == step and quest.step_holder != holder and not exclusive:
-        claimed_at = quest.step_claimed_at or now
-        if now - claimed_at < stale_after:
-            return Decision.drop, "another message is running this step"
+    if (
+        quest.step_claimed == step
+        and quest.step_holder != holder
+        and not exclusive
+        and claim_fresh(quest, now, stale_after)
+    ):
+        return Decision.drop, "another message is running this step"
     return Decision.run, "claimed"
+
+
+def claim_fresh(quest: Quest, now: datetime, stale_after: timedelta) -> bool:
+    """Whether the quest's step claim is recent enough that its holder may still be running
+    it (a claim older than a step can take was abandoned)."""
+    return now - (quest.step_claimed_at or now) < stale_after
 
 
 @dataclass(frozen=True)
