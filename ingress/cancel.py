@@ -17,9 +17,7 @@ from store.quests import Quest
 
 def request_cancel(tx: TenantTx, quest: Quest, *, by: Actor, reason: str) -> Quest:
     """Record the request on the row (within the caller's transaction)."""
-    updated = quests_store.request_cancel(
-        tx, quest.id, by=f"{by.type.value}:{by.id}", reason=reason
-    )
+    updated = quests_store.request_cancel(tx, quest.id, by=by.ref, reason=reason)
     return updated or quest
 
 

@@ -86,7 +86,7 @@ def create_quest(
         goal=spec.goal,
         model=spec.model,
         max_usd_micros=spec.max_usd_micros,
-        created_by=f"{actor.type.value}:{actor.id}",
+        created_by=actor.ref,
         correlation_id=correlation_id or uuid4(),
         origin_message_id=uuid4(),
         idempotency_key=spec.idempotency_key,

@@ -39,6 +39,11 @@ class Actor(BaseModel):
     type: ActorType
     id: str = Field(min_length=1, max_length=200)
 
+    @property
+    def ref(self) -> str:
+        """``user:alice``: how rows name who did something (``actor_of`` reads it back)."""
+        return f"{self.type.value}:{self.id}"
+
 
 class Route(BaseModel):
     """Where a payload goes: the Dramatiq queue and actor name that consume it."""

@@ -56,13 +56,12 @@ class QuestEnder:
     def cancel(self, env: Envelope[CancelQuest]) -> None:
         """A cancel on the control queue. A running step stops itself (its calls are cut);
         a quest that is queued or between steps is ended here."""
-        by = f"{env.actor.type.value}:{env.actor.id}"
         ended = self.end(
             env,
             env.payload.quest_id,
             cancelled,
             unless_running=True,
-            cancel=(by, env.payload.reason),
+            cancel=(env.actor.ref, env.payload.reason),
         )
         if ended:
             log.info("quest cancelled", quest_id=str(env.payload.quest_id))
