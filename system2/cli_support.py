@@ -11,7 +11,7 @@ from uuid import UUID
 import psycopg
 import typer
 
-from store import Database
+from store import Database, TenantTx
 from system2.errors import System2Error
 from system2.settings import Settings
 
@@ -29,6 +29,17 @@ def app_db(s: Settings) -> Iterator[Database]:
         yield db
     finally:
         db.close()
+
+
+@contextmanager
+def company_tx(db: Database, company_id: UUID) -> Iterator[TenantTx]:
+    """A transaction scoped to ``company_id``; ``System2Error`` if there is no such company."""
+    from store import companies as companies_store
+
+    with db.tenant(company_id) as tx:
+        if companies_store.get(tx) is None:
+            raise System2Error(f"no company {company_id}")
+        yield tx
 
 
 def emit(value: Any) -> None:

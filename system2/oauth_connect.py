@@ -17,9 +17,9 @@ from ingress.integrations import IntegrationTokens, audit_envelope, connect
 from messages import Actor
 from messages.transport import Publisher, build_broker
 from store import Database
-from store import companies as companies_store
 from store.credentials import Credential
 from system2 import catalog
+from system2.cli_support import company_tx
 from system2.errors import System2Error
 from system2.settings import Settings
 from system2.wiring import build_vault
@@ -50,9 +50,7 @@ def connect_by_oauth(
         scopes=tokens.scopes,
         account=str(company_id),
     )
-    with db.tenant(company_id) as tx:
-        if companies_store.get(tx) is None:
-            raise System2Error(f"no company {company_id}")
+    with company_tx(db, company_id) as tx:
         cred = connect(tx, vault, integration, body, connected_by=f"{by.type.value}:{by.id}")
     broker = build_broker(settings.redis_url)
     try:

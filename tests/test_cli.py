@@ -104,6 +104,17 @@ def test_company_add_member_to_a_missing_company_fails_in_one_line(settings: Set
     assert_one_line_error(result)
 
 
+def test_every_command_naming_a_missing_company_says_so_in_one_line(settings: Settings) -> None:
+    missing = str(uuid.uuid4())
+    for args in (
+        ("company", "add-member", missing, "bob"),
+        ("guard", "status", "--company", missing),
+        ("guard", "set", "--company", missing, "--daily-usd", "5"),
+        ("quest", "submit", "--company", missing, "--goal", "hello"),
+    ):
+        assert assert_one_line_error(run(settings, *args)) == f"error: no company {missing}", args
+
+
 def test_an_unknown_integration_fails_in_one_line(settings: Settings) -> None:
     for args in (("integration", "connect", str(uuid.uuid4())), ("ops", "provider", "pause")):
         line = assert_one_line_error(run(settings, *args, "nope"))

@@ -8,7 +8,7 @@ from uuid import UUID
 import typer
 
 from store import companies as companies_store
-from system2.cli_support import app_db, emit, say, settings
+from system2.cli_support import app_db, company_tx, emit, say, settings
 from system2.errors import System2Error
 
 app = typer.Typer(help="Companies (tenants) and their members.", no_args_is_help=True)
@@ -34,8 +34,6 @@ def company_add_member(
     """Add a user to a company (or change their role)."""
     if role not in companies_store.ROLES:
         raise System2Error(f"role must be one of {', '.join(companies_store.ROLES)}")
-    with app_db(settings()) as db, db.tenant(company_id) as tx:
-        if companies_store.get(tx) is None:
-            raise System2Error(f"no company {company_id}")
+    with app_db(settings()) as db, company_tx(db, company_id) as tx:
         companies_store.add_member(tx, user_id, role)
     say(f"{user_id} is now {role} of {company_id}")

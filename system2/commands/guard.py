@@ -8,8 +8,7 @@ from uuid import UUID
 import redis
 import typer
 
-from store import companies as companies_store
-from system2.cli_support import app_db, emit, settings
+from system2.cli_support import app_db, company_tx, emit, settings
 from system2.errors import System2Error
 
 app = typer.Typer(help="The guard: spend, caps, budgets and limits.", no_args_is_help=True)
@@ -23,9 +22,7 @@ def guard_status(company: Annotated[UUID, typer.Option(help="company id")]) -> N
 
     s = settings()
     client = redis.Redis.from_url(s.redis_url)
-    with app_db(s) as db, db.tenant(company) as tx:
-        if companies_store.get(tx) is None:
-            raise System2Error(f"no company {company}")
+    with app_db(s) as db, company_tx(db, company) as tx:
         view = guard_view(tx, s, Guard(client), Admissions(client))
     emit(view.model_dump(mode="json"))
 
@@ -68,9 +65,7 @@ def guard_set(
         max_running_quests=running,
     )
     s = settings()
-    with app_db(s) as db, db.tenant(company) as tx:
-        if companies_store.get(tx) is None:
-            raise System2Error(f"no company {company}")
+    with app_db(s) as db, company_tx(db, company) as tx:
         try:
             replace(company_limits(tx, s), **overrides.changes())  # validates the result
         except ValueError as exc:

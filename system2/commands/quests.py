@@ -9,8 +9,15 @@ import redis
 import typer
 
 from messages import Actor, ActorType
-from store import companies as companies_store
-from system2.cli_support import CompanyOption, app_db, emit, quest_company, say, settings
+from system2.cli_support import (
+    CompanyOption,
+    app_db,
+    company_tx,
+    emit,
+    quest_company,
+    say,
+    settings,
+)
 from system2.errors import System2Error
 
 app = typer.Typer(help="Quests: submit, show, cancel, watch.", no_args_is_help=True)
@@ -47,9 +54,7 @@ def quest_submit(
     spec = QuestSpec(goal, model or s.default_model, cap, idempotency_key)
     actor = Actor(type=ActorType.operator, id=operator)
     with app_db(s) as db:
-        with db.tenant(company) as tx:
-            if companies_store.get(tx) is None:
-                raise System2Error(f"no company {company}")
+        with company_tx(db, company) as tx:
             gate = Gate(Admissions(redis.Redis.from_url(s.redis_url)), company_limits(tx, s))
             try:
                 quest, publish = create_quest(tx, actor, spec, gate=gate)
