@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import threading
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
+import psycopg
 import pytest
+from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from messages import Actor, ActorType, AuditEvent, BadMessage
-from store import Database
+from store import Database, StoreUnavailable
 from store import activity as activity_store
 from store.activity import ActivityFilter
 from tests.conftest import Tenant
-from workers.audit import AuditWriter
+from tests.support import wait_for
+from workers.audit import AuditWriter, WriteInterrupted, to_row
 
 TED = Actor(type=ActorType.ted, id="ted")
 
@@ -125,3 +131,127 @@ def test_activity_pages_walk_newest_first(db: Database, tenant: Tenant, limit: i
             break
     assert len(seen) == 7 == len({r.id for r in seen})
     assert [r.occurred_at for r in seen] == sorted((r.occurred_at for r in seen), reverse=True)
+
+
+def test_postgres_down_fails_a_batch_at_once_not_entry_by_entry() -> None:
+    # Nothing listens on port 1: every request for a connection waits out the pool's timeout.
+    down = Database("postgresql://s2_app@127.0.0.1:1/system2", timeout=0.5).open(wait=False)
+    writer = AuditWriter(down)
+    failures: list[BaseException] = []
+
+    def write(key: str) -> None:
+        try:
+            writer.write(uuid.uuid4(), [event(key)])
+        except BaseException as exc:
+            failures.append(exc)
+
+    first = threading.Thread(target=write, args=("down:0",))
+    first.start()
+    wait_for(lambda: down.pool.get_stats().get("requests_num"))
+    rest = [threading.Thread(target=write, args=(f"down:{i}",)) for i in range(1, 5)]
+    for t in rest:  # they queue while the first one's batch waits for a connection
+        t.start()
+    for t in [first, *rest]:
+        t.join(30)
+    stats = down.pool.get_stats()
+    down.close()
+    assert [type(f) for f in failures] == [StoreUnavailable] * 5
+    assert stats["requests_num"] == 2, "one wait for the first batch, one for the other four"
+
+
+class StoppedSecondBatch(AuditWriter):
+    """A writer whose second batch is stopped the way Dramatiq's time limit stops a thread
+    (an exception that is no ``Exception``). The first waits until two writers queue behind it,
+    so the second batch holds both. Every other batch is committed for real."""
+
+    batches = 0
+
+    def _commit(self, batch: list[Any]) -> None:
+        self.batches += 1
+        if self.batches == 1:
+            wait_for(lambda: len(self._queue) == 2)
+        if self.batches == 2:
+            raise TimeLimitExceeded()
+        super()._commit(batch)
+
+
+class Writes:
+    """Writers on their own threads, and what each write came to."""
+
+    def __init__(self, writer: AuditWriter, company_id: uuid.UUID) -> None:
+        self.writer = writer
+        self.company_id = company_id
+        self.outcomes: dict[str, BaseException | None] = {}
+        self.threads: dict[str, threading.Thread] = {}
+
+    def start(self, key: str) -> threading.Thread:
+        def write() -> None:
+            try:
+                self.writer.write(self.company_id, [event(key)])
+                self.outcomes[key] = None
+            except BaseException as exc:
+                self.outcomes[key] = exc
+
+        self.threads[key] = t = threading.Thread(target=write, daemon=True)
+        t.start()
+        return t
+
+    def join(self) -> None:
+        for t in self.threads.values():
+            t.join(10)
+        stuck = [key for key, t in self.threads.items() if t.is_alive()]
+        assert not stuck, f"left waiting forever: {stuck}"
+
+
+def test_a_leader_stopped_mid_batch_hands_on_and_later_writes_go_through(
+    db: Database, tenant: Tenant
+) -> None:
+    writer = StoppedSecondBatch(db)
+    writes = Writes(writer, tenant.id)
+    writes.start("first")
+    wait_for(lambda: writer.batches == 1)
+    writes.start("leader")  # leads the second batch, once the first is committed
+    wait_for(lambda: len(writer._queue) == 1)
+    writes.start("follower")
+    writes.join()
+    assert isinstance(writes.outcomes["leader"], TimeLimitExceeded)
+    assert isinstance(writes.outcomes["follower"], WriteInterrupted), "it is retried"
+    assert writes.outcomes["first"] is None
+    writes.start("later")
+    writes.join()
+    assert writes.outcomes["later"] is None
+    writer.write(tenant.id, [event("follower")])  # the retry
+    assert sorted(r.idempotency_key for r in rows(db, tenant)) == ["first", "follower", "later"]
+
+
+def test_a_writer_stopped_as_it_is_made_leader_hands_on(
+    db: Database, tenant: Tenant, admin_conn: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    writer = AuditWriter(db)
+    writes = Writes(writer, tenant.id)
+
+    def lock_waits() -> int:
+        row = admin_conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()
+        return int(str(row[0])) if row else 0
+
+    with contextlib.ExitStack() as holding:
+        # Another transaction holds the key "held" uncommitted: the leader's insert waits on it.
+        tx = holding.enter_context(db.tenant(tenant.id))
+        activity_store.append(tx, [to_row(event("held"))])
+        writes.start("held")
+        wait_for(lock_waits)
+        stopped = writes.start("stopped")
+        wait_for(lambda: len(writer._queue) == 1)
+        writes.start("next")
+        wait_for(lambda: len(writer._queue) == 2)
+        # What Dramatiq's time limit does to a thread that runs too long: the exception is
+        # raised as soon as the thread runs again, i.e. when it is woken to lead.
+        assert stopped.ident is not None
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(stopped.ident), ctypes.py_object(TimeLimitExceeded)
+        )
+        holding.pop_all().close()  # roll the holding transaction back: "held" commits
+    writes.join()
+    assert writes.outcomes["stopped"] is not None
+    assert writes.outcomes["held"] is None and writes.outcomes["next"] is None
+    assert sorted(r.idempotency_key for r in rows(db, tenant)) == ["held", "next"]

@@ -4,7 +4,9 @@ Dramatiq hands each message to its own thread and acknowledges it when the actor
 batching must not return before the rows are committed. This is group commit: threads queue
 their events; one of them (the leader) writes everything queued in one transaction, then
 wakes the others and hands leadership to the next waiting thread. Under load the batches
-grow by themselves; an idle writer commits a lone event at once.
+grow by themselves; an idle writer commits a lone event at once. A batch the database
+refuses is written again entry by entry, so that a bad entry fails alone; one that fails
+because the store is down fails every entry at once.
 """
 
 from __future__ import annotations
@@ -64,12 +66,16 @@ class AuditWriter:
             self._queue.append(me)
             me.lead = not self._leading
             self._leading = True
-        while not me.done:
-            if me.lead:
-                self._lead_once()
-            else:
-                me.wake.wait()
-                me.wake.clear()
+        try:
+            while not me.done:
+                if me.lead:
+                    self._lead_once()
+                else:
+                    me.wake.wait()
+                    me.wake.clear()
+        except BaseException:  # e.g. Dramatiq's time limit, raised into this thread
+            self._leave(me)
+            raise
         if me.error is not None:
             raise me.error
 
@@ -80,27 +86,52 @@ class AuditWriter:
             while self._queue and (not batch or size + len(self._queue[0].rows) <= self._max_batch):
                 batch.append(self._queue.pop(0))
                 size += len(batch[-1].rows)
-        self._flush(batch)
-        with self._lock:
+        interrupted = WriteInterrupted("the audit batch was interrupted; its rows may be missing")
+        for p in batch:  # the outcome of an entry if the leader is stopped before it is known
+            p.error = interrupted
+        try:
+            self._flush(batch)
+        finally:  # even if the leader is stopped: else every later write() waits forever
+            with self._lock:
+                for p in batch:
+                    p.done, p.lead = True, False
+                self._hand_on()
             for p in batch:
-                p.done, p.lead = True, False
-            if self._queue:
-                self._queue[0].lead = True
-                self._queue[0].wake.set()
-            else:
-                self._leading = False
-        for p in batch:
-            p.wake.set()
+                p.wake.set()
+
+    def _hand_on(self) -> None:
+        """Make the first waiting writer the leader (with ``_lock`` held)."""
+        if self._queue:
+            self._queue[0].lead = True
+            self._queue[0].wake.set()
+        else:
+            self._leading = False
+
+    def _leave(self, me: _Pending) -> None:
+        """A writer stopped while it waited: take its entry back, and if it had just been
+        made the leader, hand that on."""
+        with self._lock:
+            if me in self._queue:
+                self._queue.remove(me)
+            if me.lead and not me.done:
+                me.lead = False
+                self._hand_on()
 
     def _flush(self, batch: list[_Pending]) -> None:
         try:
             self._commit(batch)
-        except Exception as exc:
+        except (psycopg.IntegrityError, psycopg.DataError) as exc:  # an entry's rows are bad
             if len(batch) == 1:
                 batch[0].error = _classify(exc, batch[0].company_id)
                 return
             for p in batch:  # isolate the bad entry so that it alone fails
                 self._flush([p])
+        except Exception as exc:  # the store itself (e.g. StoreUnavailable): fail all at once
+            for p in batch:
+                p.error = exc
+        else:
+            for p in batch:
+                p.error = None
 
     def _commit(self, batch: list[_Pending]) -> None:
         """One transaction: COPY every row into the staging table, then one INSERT ... SELECT
@@ -117,10 +148,13 @@ class AuditWriter:
             self._staged.add(conn)
 
 
-def _classify(exc: Exception, company_id: UUID) -> Exception:
-    """A lone write that failed: permanent problems become ``BadMessage`` (dead-letter)."""
+class WriteInterrupted(Exception):
+    """The leader writing this entry's batch was stopped before the batch's outcome was
+    known. The message is retried; a row already written is skipped by its key."""
+
+
+def _classify(exc: psycopg.IntegrityError | psycopg.DataError, company_id: UUID) -> BadMessage:
+    """A lone write the database refused: a permanent problem, so ``BadMessage`` (dead-letter)."""
     if isinstance(exc, psycopg.errors.ForeignKeyViolation):
         return BadMessage(f"company {company_id} does not exist")
-    if isinstance(exc, psycopg.errors.IntegrityError | psycopg.errors.DataError):
-        return BadMessage(f"audit rows refused by the database: {type(exc).__name__}")
-    return exc
+    return BadMessage(f"audit rows refused by the database: {type(exc).__name__}")
