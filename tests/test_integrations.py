@@ -27,6 +27,7 @@ from store import Database
 from store import activity as activity_store
 from store import credentials as credentials_store
 from store import quests as quests_store
+from store import tool_calls as tool_calls_store
 from store.activity import ActivityFilter
 from system2.settings import Settings
 from system2.wiring import build_vault
@@ -40,6 +41,7 @@ from workers.audit import AuditWriter
 from workers.claude import Claude
 from workers.events import QuestEvents
 from workers.integrations.registry import integration_tools
+from workers.integrations.tools import ConnectedTool
 from workers.quest import QuestRunner
 from workers.tools import AddNote, Toolbox, ToolCall, ToolOutcome
 
@@ -309,6 +311,14 @@ class DiesAfterTheCall:
         return outcome
 
 
+def create_task_tool(runner: QuestRunner, istack: Stack, tenant: Tenant) -> ConnectedTool:
+    """The company connects the demo integration; the runner's tool that creates a task."""
+    connect(istack, tenant)
+    (create,) = [t for t in runner.toolbox.integrations["demo"] if t.name == "demo_create_task"]
+    assert isinstance(create, ConnectedTool)
+    return create
+
+
 @pytest.fixture
 def connected_runner(
     db: Database,
@@ -354,8 +364,7 @@ def test_a_redelivered_mutating_step_mutates_once_and_audits_once(
     demo_provider: str,
 ) -> None:
     runner, _ = connected_runner
-    connect(istack, tenant)
-    (create,) = [t for t in runner.toolbox.integrations["demo"] if t.name == "demo_create_task"]
+    create = create_task_tool(runner, istack, tenant)
     dying = DiesAfterTheCall(create)
     runner.toolbox.integrations["demo"] = [dying]
     env = start(db, tenant, "[script:tasks] Renew the lease")
@@ -378,6 +387,25 @@ def test_a_redelivered_mutating_step_mutates_once_and_audits_once(
             tx, ActivityFilter(quest_id=env.payload.quest_id, action="task.created")
         )
     assert len(rows) == 1
+
+
+def test_a_mutating_call_is_recorded_done_even_if_redis_fails_after_it(
+    connected_runner: tuple[QuestRunner, Settings],
+    istack: Stack,
+    db: Database,
+    tenant: Tenant,
+) -> None:
+    runner, _ = connected_runner
+    create = create_task_tool(runner, istack, tenant)
+    # The outage marker's Redis stops answering once the provider has done the call.
+    create.outages = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    env = start(db, tenant, "[script:tasks] Renew the lease")
+    call = ToolCall(tenant.id, env.payload.quest_id, 1, "toolu_1", {"title": "Renew the lease"})
+    outcome = create.run(call)
+    assert not outcome.is_error
+    with db.tenant(tenant.id) as tx:
+        record = tool_calls_store.begin(tx, call.idempotency_key, call.quest_id, 1, create.name)
+    assert record.status == "done", "a redelivery will not call the provider again"
 
 
 # -- rotation --------------------------------------------------------------------------------------

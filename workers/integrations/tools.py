@@ -8,6 +8,7 @@ quest with the reason; until then the step waits and is retried.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,10 +83,11 @@ class ConnectedTool:
         except ProviderUnavailable as exc:
             self._give_up_after_bound(call, exc)
             raise
-        self.outages.delete(self._outage_key(call))
         if self.mutates:
             with self.db.tenant(call.company_id) as tx:
                 tool_calls_store.finish(tx, call.idempotency_key, outcome.__dict__)
+        with contextlib.suppress(redis.RedisError):  # the call is done: the marker only lapses
+            self.outages.delete(self._outage_key(call))
         return outcome
 
     def _call(self, call: ToolCall, request: Request) -> ToolOutcome:
