@@ -6,7 +6,8 @@ uses it only to publish; the workers add their middleware and declare actors on 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -67,3 +68,14 @@ class Publisher:
             raise PublishFailed(
                 f"the queue did not take the message: {type(exc).__name__}"
             ) from exc
+
+
+@contextmanager
+def publisher(redis_url: str) -> Iterator[Publisher]:
+    """A publisher on a broker of its own, closed when the block ends (for one-off work such
+    as a command; a long-lived process builds its broker once instead)."""
+    broker = build_broker(redis_url)
+    try:
+        yield Publisher(broker)
+    finally:
+        broker.close()

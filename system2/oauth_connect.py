@@ -15,7 +15,7 @@ import redis
 
 from ingress.integrations import IntegrationTokens, audit_envelope, connect
 from messages import Actor
-from messages.transport import Publisher, build_broker
+from messages.transport import publisher
 from store import Database
 from store.credentials import Credential
 from system2 import catalog
@@ -52,9 +52,8 @@ def connect_by_oauth(
     )
     with company_tx(db, company_id) as tx:
         cred = connect(tx, vault, integration, body, connected_by=f"{by.type.value}:{by.id}")
-    broker = build_broker(settings.redis_url)
-    try:
-        Publisher(broker).publish(
+    with publisher(settings.redis_url) as queue:
+        queue.publish(
             audit_envelope(
                 company_id,
                 by,
@@ -63,6 +62,4 @@ def connect_by_oauth(
                 {"scopes": cred.scopes},
             )
         )
-    finally:
-        broker.close()
     return cred

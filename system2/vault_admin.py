@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from messages import Actor, ActorType, Envelope, RewrapCredentials
-from messages.transport import Publisher, build_broker
+from messages.transport import publisher
 from store import Database
 from store import credentials as credentials_store
 from system2.errors import System2Error
@@ -66,12 +66,10 @@ def key_usage(settings: Settings, db: Database, client: redis.Redis) -> dict[str
 
 def queue_rewrap(settings: Settings, db: Database) -> tuple[int, str]:
     primary = build_vault(settings, redis.Redis.from_url(settings.redis_url)).keyring.primary.kid
-    broker = build_broker(settings.redis_url)
-    publisher = Publisher(broker)
-    try:
+    with publisher(settings.redis_url) as queue:
         companies = _company_ids(db)
         for company_id in companies:
-            publisher.publish(
+            queue.publish(
                 Envelope[RewrapCredentials](
                     company_id=company_id,
                     actor=OPERATOR,
@@ -79,8 +77,6 @@ def queue_rewrap(settings: Settings, db: Database) -> tuple[int, str]:
                     payload=RewrapCredentials(primary_kid=primary),
                 )
             )
-    finally:
-        broker.close()
     return len(companies), primary
 
 

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from ingress.submit import QuestSpec, create_quest, enqueue_first_step
 from messages import Actor, ActorType
-from messages.transport import Publisher, build_broker
+from messages.transport import publisher
 from store import Database
 from store import quests as quests_store
 from store.quests import Quest
@@ -35,11 +35,8 @@ def submit(
     """Submit a quest the way the ingress does (row, then first step on the queue)."""
     with db.tenant(company_id) as tx:
         quest, _ = create_quest(tx, OPERATOR, QuestSpec(goal=goal, model=model))
-    broker = build_broker(redis_url)
-    try:
-        enqueue_first_step(db, Publisher(broker), quest, OPERATOR)
-    finally:
-        broker.close()
+    with publisher(redis_url) as queue:
+        enqueue_first_step(db, queue, quest, OPERATOR)
     return quest
 
 

@@ -27,7 +27,7 @@ from messages import (
     QuestStep,
     open_envelope,
 )
-from messages.transport import to_message
+from messages.transport import publisher, to_message
 
 USER = Actor(type=ActorType.user, id="user-123")
 TED = Actor(type=ActorType.ted, id="ted")
@@ -280,3 +280,19 @@ def test_follow_up_to_another_queue_with_another_actor() -> None:
     assert (message.queue_name, message.actor_name) == (AUDIT, "write_audit")
     back = open_envelope(message.args[0], AuditBatch)
     assert back == audit
+
+
+def test_a_publisher_closes_its_broker_even_when_its_block_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dramatiq.brokers.redis import RedisBroker
+
+    closed: list[RedisBroker] = []
+
+    def close(broker: RedisBroker) -> None:
+        closed.append(broker)
+
+    monkeypatch.setattr(RedisBroker, "close", close)
+    with pytest.raises(RuntimeError), publisher("redis://127.0.0.1:1/0") as queue:
+        raise RuntimeError("the block failed")
+    assert closed == [queue.broker]

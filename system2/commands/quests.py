@@ -44,7 +44,7 @@ def quest_submit(
         create_quest,
         enqueue_first_step,
     )
-    from messages.transport import Publisher, build_broker
+    from messages.transport import publisher
 
     s = settings()
     try:
@@ -61,7 +61,8 @@ def quest_submit(
             except (Throttled, SubmissionRefused) as exc:
                 raise System2Error(str(exc)) from None
         if publish:
-            enqueue_first_step(db, Publisher(build_broker(s.redis_url)), quest, actor)
+            with publisher(s.redis_url) as queue:
+                enqueue_first_step(db, queue, quest, actor)
     emit(quest.id)
 
 
@@ -87,7 +88,7 @@ def quest_cancel(
 ) -> None:
     """Cancel a quest, even mid-call; its final state is printed when it had already ended."""
     from ingress.cancel import request_cancel, send_cancel
-    from messages.transport import Publisher, build_broker
+    from messages.transport import publisher
     from store import quests as quests_store
 
     s = settings()
@@ -102,11 +103,8 @@ def quest_cancel(
         if quest.finished:
             say(f"quest {quest_id} had already ended: {quest.status}")
             return
-        broker = build_broker(s.redis_url)
-        send_cancel(
-            redis.Redis.from_url(s.redis_url), Publisher(broker), quest, by=by, reason=reason
-        )
-        broker.close()
+        with publisher(s.redis_url) as queue:
+            send_cancel(redis.Redis.from_url(s.redis_url), queue, quest, by=by, reason=reason)
     say(f"cancelling quest {quest_id}")
 
 
