@@ -252,11 +252,7 @@ class StepBudget:
 
     def _refusal(self, refused: Refused) -> Delay:
         scope = refused.scope
-        what = (
-            "the quest's cap"
-            if scope.name == "quest"
-            else f"the company's {_WINDOW_NAMES[scope.name]} budget"
-        )
+        what = f"the {SCOPE_WORDS[scope.name]}"
         if scope.name == "quest" or refused.exhausted or refused.reserved == 0:
             raise QuestHalted(
                 f"{what} is spent: {_usd(refused.spent)} of {_usd(refused.limit)}"
@@ -268,7 +264,11 @@ class StepBudget:
         )
 
 
-_WINDOW_NAMES = {"day": "daily", "month": "monthly"}
+SCOPE_WORDS = {  # each guard scope in words
+    "quest": "quest's cap",
+    "day": "company's daily budget",
+    "month": "company's monthly budget",
+}
 
 
 def _usd(micros: int) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from guard import Limits, PriceTable, Tier, Usage
+from guard import Limits, PriceTable, Usage
 from messages import AuditBatch, AuditEvent, BadMessage, Envelope, QuestStep
 from messages.transport import Publisher
 from store import Database, TenantTx
@@ -31,7 +31,7 @@ from store import quests as quests_store
 from store.quests import Quest, Step
 from system2 import logs
 from workers import metrics
-from workers.budget import Admitted, Delay, Settlement, StepBudget
+from workers.budget import SCOPE_WORDS, Admitted, Delay, Settlement, StepBudget
 from workers.cancel import CallScope, CancelWatch, Interrupted, calls_in, current_scope
 from workers.claude import Claude, ClaudeInterrupted, ClaudeReply, ClaudeRequest, ClaudeUnavailable
 from workers.errors import QuestCancelled, QuestFailed, QuestHalted, TryLater
@@ -364,7 +364,7 @@ class QuestRunner:
                 f"guard:{scope.name}:{level.tier.name}",
                 f"guard.{level.tier.name}",
                 target,
-                rationale=f"spend reached {pct}% of the {_scope_words(scope.name)}",
+                rationale=f"spend reached {pct}% of the {SCOPE_WORDS[scope.name]}",
                 data={
                     "spent_usd_micros": level.spent,
                     "cap_usd_micros": scope.cap,
@@ -379,10 +379,7 @@ class QuestRunner:
                 cap_usd_micros=scope.cap,
             )
         record.next_delay_ms = self.budget.slow_delay_ms(settlement, limits)
-        if (
-            max((lv.tier for lv in settlement.levels), default=Tier.ok) >= Tier.slow
-            and record.next_delay_ms
-        ):
+        if record.next_delay_ms:  # only a scope in the slow tier or past it delays
             record.show("guard.slowed", delay_ms=record.next_delay_ms)
 
     def _save_reply(self, tx: TenantTx, record: StepRecord) -> None:
@@ -496,11 +493,3 @@ class QuestRunner:
         if next_step:
             step = QuestStep(quest_id=quest.id, step=env.payload.step + 1)
             self.publisher.publish(env.follow_up(step, actor=TED), delay_ms=delay_ms or None)
-
-
-def _scope_words(name: str) -> str:
-    return {
-        "quest": "quest's cap",
-        "day": "company's daily budget",
-        "month": "company's monthly budget",
-    }[name]
