@@ -70,6 +70,14 @@ def all_for_company(tx: TenantTx) -> list[Credential]:
     )
 
 
+def integrations(tx: TenantTx) -> set[str]:
+    """The names of the integrations the company has connected (no ciphertext is read)."""
+    rows = tx.all(
+        "SELECT integration FROM integration_credentials WHERE company_id = %s", (tx.company_id,)
+    )
+    return {str(name) for (name,) in rows}
+
+
 def connect(
     tx: TenantTx,
     credential_id: UUID,

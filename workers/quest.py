@@ -190,9 +190,7 @@ class QuestRunner:
             return Ready(
                 record, limits, history, self.toolbox.for_company(set()), ended=cancelled(quest)
             )
-        tools = self.toolbox.for_company(
-            {c.integration for c in credentials_store.all_for_company(tx)}
-        )
+        tools = self.toolbox.for_company(credentials_store.integrations(tx))
         current = history[-1] if history and history[-1].step == n else None
         if current is not None and current.content is not None:  # the reply is stored: resume
             quests_store.claim_step(tx, quest.id, n, holder)
