@@ -7,8 +7,7 @@ from uuid import UUID
 
 import redis
 
-from guard.errors import GuardUnavailable
-from guard.scripts import LuaScript
+from guard.scripts import LuaScript, unavailable_on_redis_error
 
 
 @dataclass(frozen=True)
@@ -52,17 +51,13 @@ class Admissions:
         )
 
     def release_slot(self, company_id: UUID, quest_id: UUID) -> None:
-        try:
+        with unavailable_on_redis_error():
             self.redis.zrem(self.slots_key(company_id), str(quest_id))
-        except redis.RedisError as exc:
-            raise GuardUnavailable(f"the guard store is unavailable: {type(exc).__name__}") from exc
 
     def running(self, company_id: UUID, now_ms: int) -> list[str]:
         """Quests holding a live slot."""
-        try:
+        with unavailable_on_redis_error():
             members = self.redis.zrangebyscore(self.slots_key(company_id), now_ms, "+inf")
-        except redis.RedisError as exc:
-            raise GuardUnavailable(f"the guard store is unavailable: {type(exc).__name__}") from exc
         return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
 
     def slots_key(self, company_id: UUID) -> str:

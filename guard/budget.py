@@ -20,7 +20,7 @@ import redis
 
 from guard.errors import GuardUnavailable
 from guard.policy import Limits, Tier
-from guard.scripts import LuaScript
+from guard.scripts import LuaScript, unavailable_on_redis_error
 
 DAY_S = 86_400
 
@@ -193,10 +193,8 @@ class Guard:
         pipe = self.redis.pipeline(transaction=False)
         for s in scopes:
             pipe.hmget(s.key, "spent", "reserved")
-        try:
+        with unavailable_on_redis_error():
             replies = pipe.execute()
-        except redis.RedisError as exc:
-            raise GuardUnavailable(f"the guard store is unavailable: {type(exc).__name__}") from exc
         return [
             (s, int(r[0] or 0), int(r[1] or 0))
             for s, r in zip(scopes, replies, strict=True)

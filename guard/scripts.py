@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
@@ -22,11 +23,18 @@ class LuaScript:
 
     def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run it; a Redis failure becomes ``GuardUnavailable`` (no call is made uncounted)."""
-        try:
+        with unavailable_on_redis_error():
             try:
                 return self.client.evalsha(self.sha, len(keys), *keys, *args)
             except redis.exceptions.NoScriptError:
                 self.client.script_load(self.source)
                 return self.client.evalsha(self.sha, len(keys), *keys, *args)
-        except redis.RedisError as exc:
-            raise GuardUnavailable(f"the guard store is unavailable: {type(exc).__name__}") from exc
+
+
+@contextmanager
+def unavailable_on_redis_error() -> Iterator[None]:
+    """A Redis failure in the block becomes ``GuardUnavailable``."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise GuardUnavailable(f"the guard store is unavailable: {type(exc).__name__}") from exc
