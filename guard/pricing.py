@@ -90,8 +90,7 @@ class Price:
 
 
 class PriceTable:
-    def __init__(self, prices: list[Price], source: str) -> None:
-        self.source = source
+    def __init__(self, prices: list[Price]) -> None:
         self._by_model: dict[str, list[Price]] = {}
         for p in sorted(prices, key=lambda p: p.effective):
             self._by_model.setdefault(p.model, []).append(p)
@@ -114,10 +113,7 @@ class PriceTable:
                         long_prompt_rates=Rates.parse(long) if long else None,
                     )
                 )
-        return cls(prices, str(data.get("source", "")))
-
-    def models(self) -> list[str]:
-        return sorted(self._by_model)
+        return cls(prices)
 
     def price(self, model: str, on: date | None = None) -> Price:
         day = on or datetime.now(UTC).date()

@@ -5,7 +5,6 @@ from store.errors import (
     Conflict,
     MigrationError,
     NoTenantContext,
-    NotFound,
     StoreError,
     StoreUnavailable,
 )
@@ -16,7 +15,6 @@ __all__ = [
     "Database",
     "MigrationError",
     "NoTenantContext",
-    "NotFound",
     "StoreError",
     "StoreUnavailable",
     "TenantTx",

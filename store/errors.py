@@ -17,10 +17,6 @@ class MigrationError(StoreError):
     """A migration could not be applied, or the database is not in the state it expects."""
 
 
-class NotFound(StoreError):
-    """The row does not exist for this company (or at all: the two are not distinguished)."""
-
-
 class Conflict(StoreError):
     """The request conflicts with what is stored (e.g. an idempotency key reused for
     a different request)."""

@@ -129,8 +129,8 @@ class KeyCipher:
         return f"KeyCipher({self.kid!r})"
 
 
-def parse_header(ciphertext: object) -> tuple[str, int]:
-    """The key id of a ciphertext and where its nonce starts, its shape checked.
+def key_id_of(ciphertext: bytes) -> str:
+    """The key id a ciphertext names, its shape checked; nothing is decrypted.
 
     Raises ``MalformedCiphertext`` or ``UnsupportedFormat``, whose messages never echo the
     input: it may be a plaintext passed here by mistake.
@@ -159,12 +159,7 @@ def parse_header(ciphertext: object) -> tuple[str, int]:
         raise MalformedCiphertext("its key id is malformed")
     if len(ciphertext) < start + NONCE_BYTES + TAG_BYTES:
         raise MalformedCiphertext("it is too short")
-    return kid.decode("ascii"), start
-
-
-def key_id_of(ciphertext: bytes) -> str:
-    """The key id a ciphertext names (its shape is checked; nothing is decrypted)."""
-    return parse_header(ciphertext)[0]
+    return kid.decode("ascii")
 
 
 def describe(ciphertext: bytes) -> str:
@@ -180,7 +175,7 @@ def describe(ciphertext: bytes) -> str:
         return f"not a vault ciphertext: {type(ciphertext).__name__}"
     size = len(ciphertext)
     try:
-        kid, _ = parse_header(ciphertext)
+        kid = key_id_of(ciphertext)
     except UnsupportedFormat as e:
         return f"unsupported vault ciphertext format {e.version}: {size} bytes"
     except MalformedCiphertext:

@@ -29,7 +29,7 @@ from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
 
-from vault.cipher import NONCE_BYTES, KeyCipher, parse_header
+from vault.cipher import NONCE_BYTES, KeyCipher, key_id_of
 from vault.counter import EncryptionCounter
 from vault.errors import DecryptionFailed, KeyExhausted, MalformedCiphertext, UnknownKey
 from vault.keys import Keyring
@@ -189,7 +189,7 @@ class Vault:
 
     def key_id_of(self, ciphertext: bytes) -> str:
         """The key id a ciphertext names (its shape is checked; nothing is decrypted)."""
-        return parse_header(ciphertext)[0]
+        return key_id_of(ciphertext)
 
     def encryptions(self, kid: str) -> int:
         """Encryptions reserved under ``kid`` by every process: an upper bound on those done."""
@@ -207,7 +207,7 @@ class Vault:
             self._by_header.get(ciphertext[: 2 + ciphertext[1]]) if len(ciphertext) > 1 else None
         )
         if cipher is None:
-            kid, _ = parse_header(ciphertext)  # raises the precise error, if there is one
+            kid = key_id_of(ciphertext)  # raises the precise error, if there is one
             cipher = self._ciphers.get(kid)
             if cipher is None:
                 raise UnknownKey(kid)
