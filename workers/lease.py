@@ -17,10 +17,8 @@ from uuid import UUID
 import redis
 
 from workers.errors import TryLater
+from workers.integrations.lock import RELEASE
 
-_RELEASE = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-)
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 
 
@@ -30,7 +28,7 @@ class StepLeases:
         self.ttl_ms = ttl_ms
         self._held: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._release = client.register_script(_RELEASE)
+        self._release = client.register_script(RELEASE)
         self._renew = client.register_script(_RENEW)
         threading.Thread(target=self._renew_forever, name="s2-step-leases", daemon=True).start()
 

@@ -9,7 +9,8 @@ from types import TracebackType
 
 import redis
 
-_RELEASE = (
+# Delete KEYS[1] only if it still holds the owner token ARGV[1].
+RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
 
@@ -41,4 +42,4 @@ class RedisLock:
         return self
 
     def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.client.eval(_RELEASE, 1, self.key, self.owner)
+        self.client.eval(RELEASE, 1, self.key, self.owner)
