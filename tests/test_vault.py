@@ -148,7 +148,7 @@ def test_round_trip_and_format(vault: Vault) -> None:
     assert len(ciphertext) == 2 + len(NEW_KID) + 12 + len(PLAINTEXT.encode()) + 16
     assert PLAINTEXT.encode() not in ciphertext
     assert vault.decrypt(ciphertext, **BINDING).reveal() == PLAINTEXT
-    assert vault.key_id_of(ciphertext) == key_id_of(ciphertext) == NEW_KID
+    assert key_id_of(ciphertext) == NEW_KID
     assert describe(ciphertext) == f"s2v1:{NEW_KID}:{len(ciphertext)} bytes"
 
 
@@ -188,7 +188,7 @@ def test_bytes_likes_open_too(vault: Vault, admin_conn: psycopg.Connection[Any])
         assert vault.decrypt(row[0], **BINDING).reveal() == PLAINTEXT
     for like in (bytearray(ciphertext), memoryview(ciphertext)):
         assert vault.decrypt(like, **BINDING).reveal() == PLAINTEXT  # type: ignore[arg-type]
-        assert vault.key_id_of(like) == NEW_KID  # type: ignore[arg-type]
+        assert key_id_of(like) == NEW_KID  # type: ignore[arg-type]
         assert describe(like) == describe(ciphertext)  # type: ignore[arg-type]
 
 
@@ -408,7 +408,7 @@ def test_headers_and_shapes(vault: Vault) -> None:
     ]
     for value in malformed:
         expect(MalformedCiphertext, partial(vault.decrypt, value, **BINDING))
-        expect(MalformedCiphertext, partial(vault.key_id_of, value))
+        expect(MalformedCiphertext, partial(key_id_of, value))
         assert describe(value) == f"malformed vault ciphertext: {len(value)} bytes"
     # A key id of this keyring named with the wrong length is another (unknown) id.
     expect(UnknownKey, partial(vault.decrypt, bytes((1, 4)) + ciphertext[2:], **BINDING))
@@ -426,7 +426,7 @@ def test_what_is_not_a_ciphertext_is_refused_without_being_echoed(vault: Vault) 
             == f"not a well-formed vault ciphertext: expected bytes, got {type(value).__name__}"
         )
         expect(MalformedCiphertext, partial(vault.rewrap, value, **BINDING))  # type: ignore[arg-type]
-        expect(MalformedCiphertext, partial(vault.key_id_of, value))  # type: ignore[arg-type]
+        expect(MalformedCiphertext, partial(key_id_of, value))  # type: ignore[arg-type]
         assert describe(value) == f"not a vault ciphertext: {type(value).__name__}"  # type: ignore[arg-type]
     planted = PLAINTEXT.encode()  # a plaintext where a ciphertext belongs: not even its 'd'
     bad = expect(MalformedCiphertext, partial(vault.decrypt, planted, **BINDING))
@@ -486,7 +486,7 @@ def test_keyring_from_file(tmp_path: Path) -> None:
     ring = FileKeySource(path).load()
     assert ring.kids == (NEW_KID, "k3", "k4", OLD_KID)
     v = Vault(ring, MemoryEncryptionCounter())
-    assert v.key_id_of(v.encrypt(Secret(PLAINTEXT), **BINDING)) == NEW_KID
+    assert key_id_of(v.encrypt(Secret(PLAINTEXT), **BINDING)) == NEW_KID
 
 
 def test_keys_from_env_and_file_are_the_same_key(tmp_path: Path) -> None:
@@ -588,7 +588,7 @@ def test_rotation_and_rewrap() -> None:
         parse_keyring(f"{OLD_KID}={old_material}", source="t"), MemoryEncryptionCounter()
     )
     stored = before.encrypt(Secret(PLAINTEXT), **BINDING)
-    assert before.key_id_of(stored) == OLD_KID
+    assert key_id_of(stored) == OLD_KID
 
     ring = parse_keyring(f"{NEW_KID}={KEY_B64},{OLD_KID}={old_material}", source="t")
     after = Vault(ring, MemoryEncryptionCounter())
@@ -596,13 +596,13 @@ def test_rotation_and_rewrap() -> None:
 
     rewrapped = after.rewrap(stored, **BINDING)
     assert type(rewrapped) is bytes
-    assert after.key_id_of(rewrapped) == NEW_KID
+    assert key_id_of(rewrapped) == NEW_KID
     assert describe(rewrapped) == f"s2v1:{NEW_KID}:{len(rewrapped)} bytes"
     assert after.decrypt(rewrapped, **BINDING).reveal() == PLAINTEXT
     assert after.rewrap(rewrapped, **BINDING) is rewrapped  # running it twice is a no-op
     assert after.rewrap(bytearray(rewrapped), **BINDING) == rewrapped  # type: ignore[arg-type]
     from_view = after.rewrap(memoryview(stored), **BINDING)  # type: ignore[arg-type]
-    assert after.key_id_of(from_view) == NEW_KID and from_view != rewrapped  # a fresh nonce
+    assert key_id_of(from_view) == NEW_KID and from_view != rewrapped  # a fresh nonce
     expect(
         DecryptionFailed, lambda: after.rewrap(stored, **{**BINDING, "company_id": OTHER_COMPANY})
     )
@@ -649,7 +649,7 @@ def test_the_bound_is_shared_by_two_processes(counter: RedisEncryptionCounter) -
     # Decrypting and rewrapping onto a fresh primary still work.
     assert a.decrypt(done[0], **BINDING).reveal() == PLAINTEXT
     rotated = Vault(keyring("k20261201", NEW_KID), counter, max_encryptions_per_key=5)
-    assert rotated.key_id_of(rotated.rewrap(done[0], **BINDING)) == "k20261201"
+    assert key_id_of(rotated.rewrap(done[0], **BINDING)) == "k20261201"
     # A rewrap onto an exhausted primary is refused like any other encryption.
     old = Vault(keyring(OLD_KID), MemoryEncryptionCounter()).encrypt(Secret(PLAINTEXT), **BINDING)
     ring = parse_keyring(f"{NEW_KID}={b64(os.urandom(32))},{OLD_KID}={KEY_B64}", source="t")

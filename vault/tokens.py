@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
+from vault.cipher import key_id_of
 from vault.secret import Secret
 from vault.vault import Vault
 
@@ -43,7 +44,7 @@ def seal(
 
     access_ct = one(access, ACCESS)
     return SealedTokens(
-        key_id=vault.key_id_of(access_ct),
+        key_id=key_id_of(access_ct),
         access_token=access_ct,
         refresh_token=one(refresh, REFRESH) if refresh is not None else None,
     )

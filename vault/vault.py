@@ -187,10 +187,6 @@ class Vault:
             credential_id=credential_id,
         )
 
-    def key_id_of(self, ciphertext: bytes) -> str:
-        """The key id a ciphertext names (its shape is checked; nothing is decrypted)."""
-        return key_id_of(ciphertext)
-
     def encryptions(self, kid: str) -> int:
         """Encryptions reserved under ``kid`` by every process: an upper bound on those done."""
         return self.counter.get(kid)
