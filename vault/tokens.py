@@ -3,7 +3,9 @@ credential and field, so neither can be moved to another row — nor swapped wit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from uuid import UUID
 
 from vault.cipher import key_id_of
@@ -12,6 +14,8 @@ from vault.vault import Vault
 
 ACCESS = "access_token"
 REFRESH = "refresh_token"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -34,20 +38,12 @@ def seal(
     access: Secret,
     refresh: Secret | None,
 ) -> SealedTokens:
-    def one(token: Secret, field: str) -> bytes:
+    def one(token: Secret, bound: str) -> bytes:
         return vault.encrypt(
-            token,
-            company_id=company_id,
-            integration=integration,
-            credential_id=binding(credential_id, field),
+            token, company_id=company_id, integration=integration, credential_id=bound
         )
 
-    access_ct = one(access, ACCESS)
-    return SealedTokens(
-        key_id=key_id_of(access_ct),
-        access_token=access_ct,
-        refresh_token=one(refresh, REFRESH) if refresh is not None else None,
-    )
+    return _each_field(one, credential_id, access, refresh)
 
 
 def unseal(
@@ -64,4 +60,36 @@ def unseal(
         company_id=company_id,
         integration=integration,
         credential_id=binding(credential_id, field),
+    )
+
+
+def rewrap(
+    vault: Vault,
+    *,
+    company_id: UUID,
+    integration: str,
+    credential_id: UUID,
+    access: bytes,
+    refresh: bytes | None,
+) -> SealedTokens:
+    """Both sealed tokens under the vault's primary key, each with its binding kept (a token
+    already under it is returned as it is). The plaintexts never leave the vault."""
+
+    def one(ciphertext: bytes, bound: str) -> bytes:
+        return vault.rewrap(
+            ciphertext, company_id=company_id, integration=integration, credential_id=bound
+        )
+
+    return _each_field(one, credential_id, access, refresh)
+
+
+def _each_field(
+    op: Callable[[T, str], bytes], credential_id: UUID, access: T, refresh: T | None
+) -> SealedTokens:
+    """``op`` on each token with the binding of its field."""
+    access_ct = op(access, binding(credential_id, ACCESS))
+    return SealedTokens(
+        key_id=key_id_of(access_ct),
+        access_token=access_ct,
+        refresh_token=op(refresh, binding(credential_id, REFRESH)) if refresh is not None else None,
     )

@@ -18,7 +18,7 @@ from store import Database
 from store import credentials as credentials_store
 from store.credentials import Credential, NewTokens
 from vault import Vault
-from vault.tokens import ACCESS, REFRESH, binding
+from vault.tokens import rewrap
 from workers.errors import TryLater
 
 log = structlog.get_logger(__name__)
@@ -44,7 +44,7 @@ class Rewrapper:
             batch = credentials_store.under(tx, older, env.payload.batch)
         moved = 0
         for cred in batch:
-            tokens = self._rewrapped(env.company_id, cred, primary)
+            tokens = self._rewrapped(env.company_id, cred)
             with self.db.tenant(env.company_id) as tx:
                 moved += credentials_store.replace_tokens(tx, cred.id, cred.version, tokens)
         if len(batch) == env.payload.batch:  # there may be more: the next batch is a new message
@@ -52,16 +52,15 @@ class Rewrapper:
         log.info("credentials rewrapped", moved=moved, batch=len(batch), key_id=primary)
         return moved
 
-    def _rewrapped(self, company_id: UUID, cred: Credential, primary: str) -> NewTokens:
-        def rewrap(ciphertext: bytes, field: str) -> bytes:
-            return self.vault.rewrap(
-                ciphertext,
-                company_id=company_id,
-                integration=cred.integration,
-                credential_id=binding(cred.id, field),
-            )
-
-        refresh = rewrap(cred.refresh_token, REFRESH) if cred.refresh_token is not None else None
+    def _rewrapped(self, company_id: UUID, cred: Credential) -> NewTokens:
+        sealed = rewrap(
+            self.vault,
+            company_id=company_id,
+            integration=cred.integration,
+            credential_id=cred.id,
+            access=cred.access_token,
+            refresh=cred.refresh_token,
+        )
         return NewTokens(
-            primary, rewrap(cred.access_token, ACCESS), refresh, cred.access_expires_at
+            sealed.key_id, sealed.access_token, sealed.refresh_token, cred.access_expires_at
         )
