@@ -18,10 +18,10 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from store.errors import MigrationError
+from store.migration_check import NAME
 
 APP_GROUP = "system2_app"
 LOCK_KEY = 0x5332_4D49_4752  # "S2MIGR"
-_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _KIND = re.compile(r"^--\s*kind:\s*(expand|contract)\b", re.MULTILINE)
 
 
@@ -47,7 +47,7 @@ class MigrateReport:
 def load_migrations() -> list[Migration]:
     found = []
     for entry in resources.files("store.migrations").iterdir():
-        match = _NAME.match(entry.name)
+        match = NAME.match(entry.name)
         if not match:
             continue
         text = entry.read_text(encoding="utf-8")
