@@ -54,12 +54,11 @@ class Use:
 
 def get(tx: TenantTx, integration: str, *, for_update: bool = False) -> Credential | None:
     lock = " FOR UPDATE" if for_update else ""
-    found = tx.rows(
+    return tx.first(
         Credential,
         f"SELECT {_COLUMNS} FROM integration_credentials WHERE company_id = %s AND integration = %s{lock}",
         (tx.company_id, integration),
     )
-    return found[0] if found else None
 
 
 def all_for_company(tx: TenantTx) -> list[Credential]:

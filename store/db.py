@@ -49,6 +49,12 @@ class TenantTx:
             cur.execute(sql, params)
             return cur.fetchall()
 
+    def first(self, cls: type[T], sql: str, params: Params = None) -> T | None:
+        """The first row as a ``cls`` instance, or None if there is none."""
+        with self.conn.cursor(row_factory=class_row(cls)) as cur:
+            cur.execute(sql, params)
+            return cur.fetchone()
+
 
 class BatchTx:
     """One transaction that works for several companies in turn (the audit log writer).

@@ -28,12 +28,12 @@ _COLUMNS = ", ".join(f.name for f in fields(LimitOverrides))
 
 
 def get(tx: TenantTx) -> LimitOverrides:
-    found = tx.rows(
+    found = tx.first(
         LimitOverrides,
         f"SELECT {_COLUMNS} FROM company_limits WHERE company_id = %s",
         (tx.company_id,),
     )
-    return found[0] if found else LimitOverrides()
+    return found if found is not None else LimitOverrides()
 
 
 def put(tx: TenantTx, overrides: LimitOverrides) -> None:

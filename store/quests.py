@@ -151,12 +151,11 @@ def mark_first_step_enqueued(tx: TenantTx, quest_id: UUID) -> None:
 
 def get(tx: TenantTx, quest_id: UUID, *, for_update: bool = False) -> Quest | None:
     lock = " FOR UPDATE" if for_update else ""
-    found = tx.rows(
+    return tx.first(
         Quest,
         f"SELECT {_QUEST_COLUMNS} FROM quests WHERE company_id = %s AND id = %s{lock}",
         (tx.company_id, quest_id),
     )
-    return found[0] if found else None
 
 
 def request_cancel(tx: TenantTx, quest_id: UUID, *, by: str, reason: str) -> Quest | None:
