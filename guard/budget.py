@@ -125,7 +125,7 @@ class Guard:
         """
         args: list[Any] = [amount, limits.halt_pct, self.reservation_ttl_s]
         for s in scopes:
-            args += [s.name, s.cap, s.ttl_s]
+            args += [s.name, s.cap]
         keys = [self.reservation_key(company_id, charge_key), *(s.key for s in scopes)]
         by_name = {s.name: s for s in scopes}
         for _ in range(len(scopes) + 1):
@@ -188,7 +188,7 @@ class Guard:
         done = self._rebuild([scope.key], [spent, reserved, scope.cap, int(tier), scope.ttl_s])
         return bool(done)
 
-    def levels(self, scopes: Sequence[Scope], limits: Limits) -> list[tuple[Scope, int, int]]:
+    def levels(self, scopes: Sequence[Scope]) -> list[tuple[Scope, int, int]]:
         """(scope, spent, reserved) of each scope that Redis has, for status displays."""
         pipe = self.redis.pipeline(transaction=False)
         for s in scopes:

@@ -45,7 +45,7 @@ def guard_view(tx: TenantTx, settings: Settings, guard: Guard, admissions: Admis
     now = datetime.now(UTC)
     windows = []
     for scope in guard.scopes(tx.company_id, tx.company_id, limits.quest_cap, limits, now)[1:]:
-        found = guard.levels([scope], limits)
+        found = guard.levels([scope])
         if found:
             _, spent, reserved = found[0]
         else:  # Redis has nothing (yet): read the ledger
@@ -67,7 +67,7 @@ def guard_view(tx: TenantTx, settings: Settings, guard: Guard, admissions: Admis
             continue
         cap = limits.quest_cap_for(quest.max_usd_micros)
         scope = guard.scopes(tx.company_id, quest.id, cap, limits, now)[0]
-        found = guard.levels([scope], limits)
+        found = guard.levels([scope])
         spent, reserved = (
             (found[0][1], found[0][2])
             if found

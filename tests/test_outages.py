@@ -175,7 +175,7 @@ def test_redis_restarted_with_aof_resumes_the_work_and_the_ingress_says_503_mean
             (scope, *_) = guard.scopes(
                 tenant.id, quest_id, limits.quest_cap, limits, datetime.now(UTC)
             )
-            levels = guard.levels([scope], limits)
+            levels = guard.levels([scope])
             assert levels and levels[0][1] >= spent, (
                 "the guard's count survived the restart (never below)"
             )
