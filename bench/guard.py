@@ -44,20 +44,7 @@ def raw_same_scripts(client: redis.Redis, n: int) -> float:
     scopes = [f"bench:raw:{s}:{uuid.uuid4()}" for s in ("q", "d", "m")]
     for key in scopes:
         client.hset(key, mapping={"spent": 0, "reserved": 0, "cap": 10**15, "tier": 0})
-    reserve_args = [
-        5_000,
-        100,
-        3600,
-        "quest",
-        10**15,
-        3600,
-        "day",
-        10**15,
-        3600,
-        "month",
-        10**15,
-        3600,
-    ]
+    reserve_args = [5_000, 100, 3600, "quest", 10**15, "day", 10**15, "month", 10**15]
     settle_args = [5_000, 1_234, 50, 80, 100, 3600]
     sha_r, sha_s = reserve.sha, settle.sha
     client.script_load(reserve.source)
