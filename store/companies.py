@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+from uuid import UUID
+
+import psycopg
 
 from store.db import TenantTx
 
@@ -42,3 +45,9 @@ def member_role(tx: TenantTx, user_id: str) -> Role | None:
         (tx.company_id, user_id),
     )
     return row[0] if row else None
+
+
+def all_ids(conn: psycopg.Connection[tuple[object, ...]]) -> list[UUID]:
+    """Every company's id, for maintenance that walks them one tenant transaction at a time
+    (through the owner's ``company_ids()``: the app role sees no company outside a tenant)."""
+    return [row[0] for row in conn.execute("SELECT company_ids()").fetchall()]  # type: ignore[misc]

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-import psycopg
-
 from store.db import TenantTx
 
 _COLUMNS = (
@@ -193,8 +191,3 @@ def key_counts(tx: TenantTx) -> Counter[str]:
         (tx.company_id,),
     )
     return Counter({str(kid): int(n) for kid, n in rows})
-
-
-def company_ids(conn: psycopg.Connection[tuple[object, ...]]) -> list[UUID]:
-    """Every company's id (maintenance walks them one tenant transaction at a time)."""
-    return [row[0] for row in conn.execute("SELECT company_ids()").fetchall()]  # type: ignore[misc]

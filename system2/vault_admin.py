@@ -13,6 +13,7 @@ import redis
 from messages import Actor, ActorType, Envelope, RewrapCredentials
 from messages.transport import publisher
 from store import Database
+from store import companies as companies_store
 from store import credentials as credentials_store
 from system2.errors import System2Error
 from system2.settings import Settings
@@ -24,7 +25,7 @@ OPERATOR = Actor(type=ActorType.operator, id="vault")
 
 def _company_ids(db: Database) -> list[uuid.UUID]:
     with db.pool.connection() as conn:
-        return credentials_store.company_ids(conn)
+        return companies_store.all_ids(conn)
 
 
 def ciphertexts_per_key(db: Database) -> Counter[str]:

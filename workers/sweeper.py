@@ -20,7 +20,7 @@ import structlog
 from messages import Actor, ActorType, Envelope, QuestStep
 from messages.transport import Publisher
 from store import Database, StoreError
-from store import credentials as credentials_store
+from store import companies as companies_store
 from store import quests as quests_store
 
 log = structlog.get_logger(__name__)
@@ -58,7 +58,7 @@ class Sweeper:
     def sweep(self) -> int:
         """Publish the next step of every stuck quest; returns how many."""
         with self.db.pool.connection() as conn:
-            companies = credentials_store.company_ids(conn)
+            companies = companies_store.all_ids(conn)
         sent = 0
         for company_id in companies:
             with self.db.tenant(company_id) as tx:
