@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     guard_max_running_quests: int = 20
     guard_slot_ttl_s: int = Field(180, description="a running quest's slot lapses if not refreshed")
     guard_count_tokens: bool = Field(
-        True, description="reserve by the API's token count, not a byte bound"
+        True, description="when the byte bound does not fit, reserve by the API's token count"
     )
     guard_slow_min_ms: int = 1_000
     guard_slow_max_ms: int = 30_000

@@ -421,3 +421,30 @@ def test_a_reservation_the_redelivered_call_cannot_fit_is_released_and_made_agai
         fourth = budget.admit(tx, quest, 1, request, len(charges), limits)
     assert isinstance(fourth, Admitted) and fourth.charge_key != first.charge_key
     assert redis_spend(rds, quest_scope.key) == (0, fourth.reserved)
+
+
+def test_the_token_count_is_asked_only_when_the_byte_bound_does_not_fit(
+    db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+) -> None:
+    asked: list[ClaudeRequest] = []
+
+    def count(request: ClaudeRequest) -> int:
+        asked.append(request)
+        return 10
+
+    budget = step_budget(settings, rds, PriceTable.load())
+    budget.count_tokens = count
+    request = claude_request()
+    roomy = replace(settings.default_limits(), daily_budget=0, monthly_budget=0)
+    quest, _ = small_cap_quest(db, settings, tenant, request, 10)
+    with db.tenant(tenant.id) as tx:
+        plenty = budget.admit(tx, quest, 1, request, 0, roomy)
+    assert isinstance(plenty, Admitted) and asked == [], "the bound fitted: no round trip"
+
+    quest, tight = small_cap_quest(db, settings, tenant, request, 10 + 1 + 16)
+    tight = replace(tight, quest_cap=budget.prices.worst_case(request.model, 27, 1024))
+    with db.tenant(tenant.id) as tx:
+        counted = budget.admit(tx, quest, 1, request, 0, tight)
+    assert asked == [request], "the bound did not fit: counted once"
+    assert isinstance(counted, Admitted) and counted.request.max_tokens == 1024
+    assert counted.reserved == budget.prices.worst_case(request.model, 27, 1024)

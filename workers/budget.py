@@ -139,7 +139,9 @@ class StepBudget:
             self.prices.price(quest.model)
         except UnpricedModel as exc:
             raise QuestFailed(str(exc)) from None
-        input_tokens = self._input_tokens(request)
+        # The byte bound costs nothing; the API's token count (a round trip) is asked only
+        # when the bound does not fit, or is above what an earlier delivery reserved.
+        input_tokens = request.input_bound()
         amount = self.prices.worst_case(quest.model, input_tokens, request.max_tokens)
         scopes = self.guard.scopes(
             quest.company_id, quest.id, self.quest_cap(quest, limits), limits, now
@@ -155,6 +157,17 @@ class StepBudget:
         result = self.guard.reserve(
             quest.company_id, charge_key, amount, scopes, limits, ledger=ledger
         )
+        too_big = isinstance(result, Refused) or (
+            result.duplicate and not result.settled and result.amount < amount
+        )
+        counted = self._counted_input(request) if too_big else None
+        if counted is not None and counted < input_tokens:
+            input_tokens = counted
+            amount = self.prices.worst_case(quest.model, input_tokens, request.max_tokens)
+            if isinstance(result, Refused):
+                result = self.guard.reserve(
+                    quest.company_id, charge_key, amount, scopes, limits, ledger=ledger
+                )
         if isinstance(result, Refused):
             smaller = self._shrink(request, input_tokens, result.available)
             if smaller is None:
@@ -208,11 +221,11 @@ class StepBudget:
     def release(self, quest: Quest) -> None:
         self.admissions.release_slot(quest.company_id, quest.id)
 
-    def _input_tokens(self, request: ClaudeRequest) -> int:
+    def _counted_input(self, request: ClaudeRequest) -> int | None:
+        """The API's count of the prompt's tokens, with a margin (it calls its count an
+        estimate); None when there is no counter or it did not answer."""
         counted = self.count_tokens(request) if self.count_tokens else None
-        if counted is None:
-            return request.input_bound()
-        return counted + counted // 10 + 16  # the API calls its count an estimate
+        return None if counted is None else counted + counted // 10 + 16
 
     def _shrink(
         self, request: ClaudeRequest, input_tokens: int, available: int
