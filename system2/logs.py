@@ -26,14 +26,16 @@ from system2.settings import Settings
 
 # Keys ProcessorFormatter puts in an event dict for itself; they are not rendered.
 _META = ("_record", "_from_structlog")
+# Fields the chain itself adds, never from a caller: nothing to redact in them.
+_OURS = ("level", "logger", "timestamp")
 QUIET = ("httpx", "httpx2", "httpcore", "httpcore2", "anthropic", "uvicorn.access", "hpack")
 
 
 def redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """The structlog processor: every field through ``system2.redact.redact``."""
-    meta = {k: event[k] for k in _META if k in event}
-    cleaned: dict[str, Any] = redact({k: v for k, v in event.items() if k not in meta})
-    cleaned.update(meta)
+    kept = {k: event[k] for k in (*_META, *_OURS) if k in event}
+    cleaned: dict[str, Any] = redact({k: v for k, v in event.items() if k not in kept})
+    cleaned.update(kept)
     return cleaned
 
 

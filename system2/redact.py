@@ -224,8 +224,13 @@ def is_secret_key(key: object) -> bool:
     return name in SECRET_KEYS or name.endswith(SECRET_SUFFIXES)
 
 
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def redact_text(text: str) -> str:
     """``text`` with every secret-shaped part replaced."""
+    if _UUID.fullmatch(text):  # the ids on every log line: no pattern can match one
+        return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
