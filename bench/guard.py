@@ -41,7 +41,8 @@ def through_guard(client: redis.Redis, n: int) -> float:
 
 def raw_same_scripts(client: redis.Redis, n: int) -> float:
     reserve, settle = LuaScript(client, "reserve"), LuaScript(client, "settle")
-    scopes = [f"bench:raw:{s}:{uuid.uuid4()}" for s in ("q", "d", "m")]
+    run = uuid.uuid4()  # fresh reservation keys each round: a reused key takes the "dup" path
+    scopes = [f"bench:raw:{s}:{run}" for s in ("q", "d", "m")]
     for key in scopes:
         client.hset(key, mapping={"spent": 0, "reserved": 0, "cap": 10**15, "tier": 0})
     reserve_args = [5_000, 100, 3600, "quest", 10**15, "day", 10**15, "month", 10**15]
@@ -51,7 +52,7 @@ def raw_same_scripts(client: redis.Redis, n: int) -> float:
     client.script_load(settle.source)
     t0 = time.perf_counter()
     for i in range(n):
-        rkey = f"bench:raw:r:{i}"
+        rkey = f"bench:raw:r:{run}:{i}"
         client.evalsha(sha_r, 4, rkey, *scopes, *reserve_args)
         client.evalsha(sha_s, 4, rkey, *scopes, *settle_args)
     return n / (time.perf_counter() - t0)
