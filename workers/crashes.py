@@ -33,20 +33,23 @@ class CrashCounter:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def crashes(self, message: dramatiq.Message[Any]) -> int:
-        """How many of the message's starts ended with its worker gone."""
+    def start(self, message: dramatiq.Message[Any]) -> int:
+        """Count a start of the message; returns how many of its earlier starts ended with
+        its worker gone (0 if Redis does not answer: counted again at the next delivery)."""
+        key = starts_key(message.message_id)
         try:
-            starts = int(self.redis.get(starts_key(message.message_id)) or 0)
-        except redis.RedisError:
-            return 0  # counted again at the next delivery
-        return max(0, starts - int(message.options.get("retries", 0)))
-
-    def started(self, message: dramatiq.Message[Any]) -> None:
-        with suppress(redis.RedisError):
             pipe = self.redis.pipeline(transaction=False)
-            pipe.incr(starts_key(message.message_id))
-            pipe.expire(starts_key(message.message_id), STARTS_TTL_S)
-            pipe.execute()
+            pipe.incr(key)
+            pipe.expire(key, STARTS_TTL_S)
+            starts = int(pipe.execute()[0])
+        except redis.RedisError:
+            return 0
+        return max(0, starts - 1 - int(message.options.get("retries", 0)))
+
+    def unstart(self, message: dramatiq.Message[Any]) -> None:
+        """Take back a start counted before the message could run."""
+        with suppress(redis.RedisError):
+            self.redis.decr(starts_key(message.message_id))
 
     def survived(self, message: dramatiq.Message[Any]) -> None:
         with suppress(redis.RedisError):
@@ -66,14 +69,28 @@ class Isolation:
     @contextmanager
     def beside_others(self) -> Iterator[None]:
         with self._changed:
-            self._changed.wait_for(lambda: not (self._alone or self._waiting_alone))
+            self._changed.wait_for(self._free)
             self._running += 1
         try:
             yield
         finally:
-            with self._changed:
-                self._running -= 1
-                self._changed.notify_all()
+            self.leave()
+
+    def enter_if_free(self) -> bool:
+        """Join the steps running side by side if that needs no wait; ``leave()`` after."""
+        with self._changed:
+            if not self._free():
+                return False
+            self._running += 1
+            return True
+
+    def leave(self) -> None:
+        with self._changed:
+            self._running -= 1
+            self._changed.notify_all()
+
+    def _free(self) -> bool:
+        return not (self._alone or self._waiting_alone)
 
     @contextmanager
     def alone(self) -> Iterator[None]:
@@ -104,11 +121,18 @@ class CrashGuard:
     ) -> Iterator[None]:
         """Run the work, alone if it is a suspect; past the bound, ``poisoned(crashes)`` is
         called instead, and must raise."""
-        crashes = self.counter.crashes(message)
+        crashes = self.counter.start(message)  # one round trip on the common path
         if crashes >= self.bound:
             poisoned(crashes)
             raise RuntimeError("poisoned() must raise")
-        with self.isolation.alone() if crashes else self.isolation.beside_others():
-            self.counter.started(message)
-            yield
+        if not crashes and self.isolation.enter_if_free():
+            try:
+                yield
+            finally:
+                self.isolation.leave()
+        else:  # it has to wait, and a start counts only once the step runs
+            self.counter.unstart(message)
+            with self.isolation.alone() if crashes else self.isolation.beside_others():
+                self.counter.start(message)
+                yield
         self.counter.survived(message)
