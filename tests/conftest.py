@@ -217,12 +217,19 @@ class Stack:
             proc.stop()
 
 
-@pytest.fixture
-def stack(settings: Settings, offline_claude: str, tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(settings, offline_claude, tmp_path, {})
+@contextlib.contextmanager
+def running_stack(settings: Settings, claude_url: str, logs: Path) -> Iterator[Stack]:
+    """A stack whose processes are stopped, and whose Redis is emptied, when the block ends."""
+    s = Stack(settings, claude_url, logs, {})
     try:
         yield s
     finally:
         s.stop()
         with contextlib.suppress(redis.RedisError):
             redis.Redis.from_url(settings.redis_url).flushdb()
+
+
+@pytest.fixture
+def stack(settings: Settings, offline_claude: str, tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(settings, offline_claude, tmp_path) as s:
+        yield s

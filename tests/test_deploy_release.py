@@ -4,7 +4,6 @@ switching the local stack between a working release and a broken one."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import signal
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from typer.testing import CliRunner
 
 from system2 import cli
@@ -24,7 +22,7 @@ from system2.errors import System2Error
 from system2.ops.release import DeployError
 from system2.settings import Settings
 from system2.tokens import mint
-from tests.conftest import JWT_SECRET, Stack, Tenant, settings_env
+from tests.conftest import JWT_SECRET, Stack, Tenant, running_stack, settings_env
 
 pytestmark = pytest.mark.slow
 
@@ -94,15 +92,10 @@ def live(
     settings: Settings, offline_claude: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     """Workers and an ingress for the whole module (starting them costs seconds)."""
-    stack = Stack(settings, offline_claude, tmp_path_factory.mktemp("release"), {})
-    try:
+    with running_stack(settings, offline_claude, tmp_path_factory.mktemp("release")) as stack:
         stack.start_workers(processes=1, threads=4)
         stack.start_ingress()
         yield stack
-    finally:
-        stack.stop()
-        with contextlib.suppress(redis.RedisError):
-            redis.Redis.from_url(settings.redis_url).flushdb()
 
 
 def test_smoke_passes_against_a_running_stack(

@@ -3,7 +3,6 @@ the health check proves a group is consuming, not just alive."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -26,7 +25,7 @@ from store import quests as quests_store
 from system2 import cli
 from system2.procs import Proc, free_port, wait_http, wait_workers
 from system2.settings import Settings
-from tests.conftest import Stack, Tenant, system2
+from tests.conftest import Stack, Tenant, running_stack, system2
 from tests.support import submit, wait_finished, wait_for
 
 pytestmark = pytest.mark.slow
@@ -64,13 +63,8 @@ def held_claude(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def held_stack(settings: Settings, held_claude: str, tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(settings, held_claude, tmp_path, {})
-    try:
+    with running_stack(settings, held_claude, tmp_path) as s:
         yield s
-    finally:
-        s.stop()
-        with contextlib.suppress(redis.RedisError):
-            redis.Redis.from_url(settings.redis_url).flushdb()
 
 
 def start_worker(stack: Stack, name: str, *args: str, **env: str) -> Proc:
