@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -22,6 +23,23 @@ def _problem(resp: httpx.Response) -> ToolOutcome:
 
 def _task_line(task: dict[str, Any]) -> str:
     return f"{task['id']} [{task['status']}] {task['title']}"
+
+
+def _render_task(expected: int, verb: str) -> Callable[[httpx.Response], ToolOutcome]:
+    """The outcome of a call that answers with the task it created or changed."""
+
+    def render(resp: httpx.Response) -> ToolOutcome:
+        if resp.status_code != expected:
+            return _problem(resp)
+        task = resp.json()
+        return ToolOutcome(
+            f"{verb} {_task_line(task)}",
+            action=f"task.{verb}",
+            target=f"demo:task:{task['id']}",
+            data={"task_id": task["id"]},
+        )
+
+    return render
 
 
 def _list(inp: dict[str, Any]) -> Request | str:
@@ -48,18 +66,6 @@ def _create(inp: dict[str, Any]) -> Request | str:
     return "POST", TASKS, body, None
 
 
-def _render_created(resp: httpx.Response) -> ToolOutcome:
-    if resp.status_code != 201:
-        return _problem(resp)
-    task = resp.json()
-    return ToolOutcome(
-        f"created {_task_line(task)}",
-        action="task.created",
-        target=f"demo:task:{task['id']}",
-        data={"task_id": task["id"]},
-    )
-
-
 def _update(inp: dict[str, Any]) -> Request | str:
     task_id = inp.get("id")
     if not isinstance(task_id, str) or not task_id:
@@ -68,18 +74,6 @@ def _update(inp: dict[str, Any]) -> Request | str:
     if not body:
         return "nothing to change: give a title, notes or a status"
     return "PATCH", f"{TASKS}/{task_id}", body, None
-
-
-def _render_updated(resp: httpx.Response) -> ToolOutcome:
-    if resp.status_code != 200:
-        return _problem(resp)
-    task = resp.json()
-    return ToolOutcome(
-        f"updated {_task_line(task)}",
-        action="task.updated",
-        target=f"demo:task:{task['id']}",
-        data={"task_id": task["id"]},
-    )
 
 
 def _delete(inp: dict[str, Any]) -> Request | str:
@@ -98,7 +92,7 @@ def _render_deleted(resp: httpx.Response) -> ToolOutcome:
 
 ENDPOINTS: dict[str, Endpoint] = {
     "demo_list_tasks": Endpoint(_list, _render_list),
-    "demo_create_task": Endpoint(_create, _render_created),
-    "demo_update_task": Endpoint(_update, _render_updated),
+    "demo_create_task": Endpoint(_create, _render_task(201, "created")),
+    "demo_update_task": Endpoint(_update, _render_task(200, "updated")),
     "demo_delete_task": Endpoint(_delete, _render_deleted),
 }
