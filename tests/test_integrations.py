@@ -408,6 +408,37 @@ def test_a_mutating_call_is_recorded_done_even_if_redis_fails_after_it(
     assert record.status == "done", "a redelivery will not call the provider again"
 
 
+def test_the_demo_tools_create_update_list_and_delete_a_task(
+    connected_runner: tuple[QuestRunner, Settings],
+    istack: Stack,
+    db: Database,
+    tenant: Tenant,
+) -> None:
+    runner, _ = connected_runner
+    connect(istack, tenant)
+    tools = {t.name: t for t in runner.toolbox.integrations["demo"]}
+    quest_id = start(db, tenant, "[script:tasks] Renew the lease").payload.quest_id
+
+    def run(name: str, use: str, **inp: Any) -> ToolOutcome:
+        return tools[name].run(ToolCall(tenant.id, quest_id, 1, use, inp))
+
+    created = run("demo_create_task", "toolu_c", title="Renew the lease")
+    assert (created.action, created.is_error) == ("task.created", False)
+    task_id = created.data["task_id"]
+    assert created.target == f"demo:task:{task_id}"
+
+    updated = run("demo_update_task", "toolu_u", id=task_id, status="done")
+    assert (updated.action, updated.target) == ("task.updated", f"demo:task:{task_id}")
+    assert f"{task_id} [done] Renew the lease" in updated.content
+    assert "[done] Renew the lease" in run("demo_list_tasks", "toolu_l", status="done").content
+
+    deleted = run("demo_delete_task", "toolu_d", id=task_id)
+    assert (deleted.action, deleted.target) == ("task.deleted", f"demo:task:{task_id}")
+    assert run("demo_list_tasks", "toolu_l2").content == "no tasks"
+    missing = run("demo_update_task", "toolu_u2", id=task_id, title="again")
+    assert missing.is_error and "404" in missing.content
+
+
 # -- rotation --------------------------------------------------------------------------------------
 
 
