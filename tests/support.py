@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import httpx
 
 from ingress.submit import QuestSpec, create_quest, enqueue_first_step
 from messages import Actor, ActorType
@@ -54,3 +57,14 @@ def wait_finished(
         lambda: q if (q := quest_state(db, company_id, quest_id)).finished else None,
         timeout=timeout,
     )
+
+
+@contextmanager
+def provider_faults(provider_url: str, **fault: Any) -> Iterator[None]:
+    """The demo provider misbehaves as ``fault`` says (see its ``/_faults``) until the block
+    ends, whatever way it ends: the provider is shared by the whole session."""
+    httpx.post(provider_url + "/_faults", json=fault).raise_for_status()
+    try:
+        yield
+    finally:
+        httpx.delete(provider_url + "/_faults")

@@ -24,7 +24,7 @@ from store import notes as notes_store
 from store import quests as quests_store
 from store.activity import ActivityFilter
 from tests.conftest import Stack, Tenant, system2
-from tests.support import quest_state, submit, wait_finished, wait_for
+from tests.support import provider_faults, quest_state, submit, wait_finished, wait_for
 from tests.test_integrations import connect, fresh_key
 
 pytestmark = pytest.mark.slow
@@ -99,8 +99,7 @@ def test_a_cancel_stops_a_quest_waiting_on_a_hung_provider(
 ) -> None:
     stack.base_env.update(S2_VAULT_KEYS=fresh_key(), S2_DEMO_PROVIDER_URL=demo_provider)
     connect(stack, tenant)
-    httpx.post(demo_provider + "/_faults", json={"delay_s": 30, "paths": ["/api/"]})
-    try:
+    with provider_faults(demo_provider, delay_s=30, paths=["/api/"]):
         stack.start_workers(processes=1)
         quest = submit(db, stack.settings.redis_url, tenant.id, "[script:tasks] book the venue")
         wait_for(
@@ -114,8 +113,6 @@ def test_a_cancel_stops_a_quest_waiting_on_a_hung_provider(
         assert cancel(http, tenant, quest.id).status_code == 202
         done = wait_finished(db, tenant.id, quest.id, timeout=10)
         assert time.monotonic() - t0 < 2.0
-    finally:
-        httpx.delete(demo_provider + "/_faults")
     assert done.status == "cancelled"
     assert "task.created" not in audit_actions(db, tenant, quest.id)
 

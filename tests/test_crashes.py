@@ -23,7 +23,7 @@ from store import notes as notes_store
 from store.activity import ActivityFilter
 from system2.procs import Proc
 from tests.conftest import Stack, Tenant, system2
-from tests.support import quest_state, submit, wait_finished, wait_for
+from tests.support import provider_faults, quest_state, submit, wait_finished, wait_for
 from tests.test_integrations import connect, fresh_key, provider_stats
 from workers.crashes import Isolation
 
@@ -96,17 +96,14 @@ def connected(stack: Stack, tenant: Tenant, demo_provider: str) -> str:
 def test_killed_during_a_tool_call_the_provider_mutates_once(
     stack: Stack, db: Database, tenant: Tenant, connected: str
 ) -> None:
-    httpx.post(
-        connected + "/_faults", json={"delay_s": 3, "paths": ["/api/v1/tasks"], "methods": ["POST"]}
-    )
-    first = stack.start_workers("first", processes=1, **FAST)
-    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:tasks] renew the lease")
-    wait_for(
-        lambda: quest_state(db, tenant.id, quest.id).cost_usd_micros > 0, timeout=20
-    )  # Claude replied
-    time.sleep(0.5)  # the tool call is in flight at the provider
-    killed_at = kill(first)
-    httpx.delete(connected + "/_faults")
+    with provider_faults(connected, delay_s=3, paths=["/api/v1/tasks"], methods=["POST"]):
+        first = stack.start_workers("first", processes=1, **FAST)
+        quest = submit(db, stack.settings.redis_url, tenant.id, "[script:tasks] renew the lease")
+        wait_for(
+            lambda: quest_state(db, tenant.id, quest.id).cost_usd_micros > 0, timeout=20
+        )  # Claude replied
+        time.sleep(0.5)  # the tool call is in flight at the provider
+        killed_at = kill(first)
     stack.start_workers("second", processes=1, **FAST)
     assert redelivered(db, tenant, quest.id, 1, killed_at) < 15
     assert wait_finished(db, tenant.id, quest.id, timeout=30).status == "succeeded"
@@ -121,15 +118,14 @@ def test_killed_during_a_tool_call_the_provider_mutates_once(
 def test_killed_after_a_tool_call_before_the_ack_nothing_repeats(
     stack: Stack, db: Database, tenant: Tenant, connected: str
 ) -> None:
-    httpx.post(
-        connected + "/_faults", json={"delay_s": 4, "paths": ["/api/v1/tasks"], "methods": ["GET"]}
-    )
-    first = stack.start_workers("first", processes=1, **FAST)
-    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:tasks_two_tools] order chairs")
-    wait_for(lambda: provider_stats(connected, tenant.id)["mutations"] == 1, timeout=20)
-    time.sleep(0.5)  # the task is created, the list call hangs, the message is not acknowledged
-    killed_at = kill(first)
-    httpx.delete(connected + "/_faults")
+    with provider_faults(connected, delay_s=4, paths=["/api/v1/tasks"], methods=["GET"]):
+        first = stack.start_workers("first", processes=1, **FAST)
+        quest = submit(
+            db, stack.settings.redis_url, tenant.id, "[script:tasks_two_tools] order chairs"
+        )
+        wait_for(lambda: provider_stats(connected, tenant.id)["mutations"] == 1, timeout=20)
+        time.sleep(0.5)  # the task is created, the list call hangs, the message is unacked
+        killed_at = kill(first)
     stack.start_workers("second", processes=1, **FAST)
     assert redelivered(db, tenant, quest.id, 1, killed_at) < 15
     assert wait_finished(db, tenant.id, quest.id, timeout=30).status == "succeeded"

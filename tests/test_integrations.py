@@ -32,7 +32,7 @@ from store.activity import ActivityFilter
 from system2.settings import Settings
 from system2.wiring import build_vault
 from tests.conftest import Stack, Tenant, settings_env, system2
-from tests.support import submit, wait_finished, wait_for
+from tests.support import provider_faults, submit, wait_finished, wait_for
 from tests.test_quest_runner import start
 from vault import Vault, new_key_entry
 from vault.tokens import ACCESS, REFRESH, unseal
@@ -254,17 +254,16 @@ def test_a_provider_that_fails_opens_the_breaker_delays_then_fails_the_quest(
     istack: Stack, db: Database, tenant: Tenant, demo_provider: str, rds: redis.Redis
 ) -> None:
     connect(istack, tenant)
-    httpx.post(demo_provider + "/_faults", json={"status": 500, "paths": ["/api/"]})
-    istack.start_workers(
-        processes=1,
-        S2_PROVIDER_OUTAGE_MAX_S="3",
-        S2_BREAKER_FAILURES="2",
-        S2_BREAKER_OPEN_S="1",
-        S2_PROVIDER_RETRIES="1",
-    )
-    quest = submit(db, istack.settings.redis_url, tenant.id, "[script:tasks] Book the venue")
-    done = wait_finished(db, tenant.id, quest.id, timeout=60)
-    httpx.delete(demo_provider + "/_faults")
+    with provider_faults(demo_provider, status=500, paths=["/api/"]):
+        istack.start_workers(
+            processes=1,
+            S2_PROVIDER_OUTAGE_MAX_S="3",
+            S2_BREAKER_FAILURES="2",
+            S2_BREAKER_OPEN_S="1",
+            S2_PROVIDER_RETRIES="1",
+        )
+        quest = submit(db, istack.settings.redis_url, tenant.id, "[script:tasks] Book the venue")
+        done = wait_finished(db, tenant.id, quest.id, timeout=60)
     assert done.status == "failed"
     assert "Demo task list has been unavailable" in (done.reason or "")
     assert provider_stats(demo_provider, tenant.id)["mutations"] == 0
@@ -278,16 +277,15 @@ def test_a_provider_that_times_out_delays_then_fails_the_quest(
     istack: Stack, db: Database, tenant: Tenant, demo_provider: str
 ) -> None:
     connect(istack, tenant)
-    httpx.post(demo_provider + "/_faults", json={"delay_s": 3, "paths": ["/api/"]})
-    istack.start_workers(
-        processes=1,
-        S2_PROVIDER_OUTAGE_MAX_S="2",
-        S2_PROVIDER_TIMEOUT_S="0.5",
-        S2_PROVIDER_RETRIES="0",
-    )
-    quest = submit(db, istack.settings.redis_url, tenant.id, "[script:tasks] Book the venue")
-    done = wait_finished(db, tenant.id, quest.id, timeout=60)
-    httpx.delete(demo_provider + "/_faults")
+    with provider_faults(demo_provider, delay_s=3, paths=["/api/"]):
+        istack.start_workers(
+            processes=1,
+            S2_PROVIDER_OUTAGE_MAX_S="2",
+            S2_PROVIDER_TIMEOUT_S="0.5",
+            S2_PROVIDER_RETRIES="0",
+        )
+        quest = submit(db, istack.settings.redis_url, tenant.id, "[script:tasks] Book the venue")
+        done = wait_finished(db, tenant.id, quest.id, timeout=60)
     assert done.status == "failed" and "unavailable" in (done.reason or ""), done.reason
 
 
@@ -515,10 +513,11 @@ def test_planted_tokens_and_keys_never_reach_logs_or_reasons(
         db, istack.settings.redis_url, tenant.id, "[script:tasks_then_list] plan the offsite"
     )
     assert wait_finished(db, tenant.id, ok.id).status == "succeeded"
-    httpx.post(demo_provider + "/_faults", json={"status": 503, "paths": ["/api/"]})
-    failing = submit(db, istack.settings.redis_url, tenant.id, "[script:tasks] during an outage")
-    failed = wait_finished(db, tenant.id, failing.id, timeout=60)
-    httpx.delete(demo_provider + "/_faults")
+    with provider_faults(demo_provider, status=503, paths=["/api/"]):
+        failing = submit(
+            db, istack.settings.redis_url, tenant.id, "[script:tasks] during an outage"
+        )
+        failed = wait_finished(db, tenant.id, failing.id, timeout=60)
 
     vault = vault_for(settings, rds, keys[0])
     row = admin_conn.execute(
