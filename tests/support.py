@@ -6,16 +6,26 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
+import redis
+from fastapi.testclient import TestClient
 
+from guard import Admissions, Guard
+from ingress.app import create_app
+from ingress.auth import TokenVerifier
+from ingress.deps import IngressDeps
 from ingress.submit import QuestSpec, create_quest, enqueue_first_step
 from messages import Actor, ActorType
-from messages.transport import publisher
+from messages.transport import Publisher, build_broker, publisher
 from store import Database
+from store import activity as activity_store
 from store import quests as quests_store
+from store.activity import NewActivity
 from store.quests import Quest
+from system2.settings import Settings
 
 T = TypeVar("T")
 OPERATOR = Actor(type=ActorType.operator, id="tests")
@@ -68,3 +78,63 @@ def provider_faults(provider_url: str, **fault: Any) -> Iterator[None]:
         yield
     finally:
         httpx.delete(provider_url + "/_faults")
+
+
+@contextmanager
+def ingress_client(
+    settings: Settings,
+    db: Database,
+    client: redis.Redis,
+    *,
+    broker_url: str | None = None,
+    raise_server_exceptions: bool = True,
+    **deps: Any,
+) -> Iterator[TestClient]:
+    """The ingress app in a TestClient, wired as ``ingress.app.build`` wires it but on the
+    given Redis client; ``deps`` adds the optional ones (``vault``, ``aredis``)."""
+    broker = build_broker(broker_url or settings.redis_url)
+    app = create_app(
+        IngressDeps(
+            settings=settings,
+            db=db,
+            publisher=Publisher(broker),
+            redis=client,
+            verifier=TokenVerifier(settings.jwt_secret.get_secret_value()),
+            admissions=Admissions(client),
+            guard=Guard(client),
+            **deps,
+        )
+    )
+    try:
+        with TestClient(app, raise_server_exceptions=raise_server_exceptions) as test_client:
+            yield test_client
+    finally:
+        broker.close()
+
+
+def add_activity(db: Database, company_id: uuid.UUID, count: int) -> list[int]:
+    """``count`` audit rows, in pairs sharing a timestamp (cursors must break the tie); returns
+    their ids newest first."""
+    base = datetime(2030, 1, 1, tzinfo=UTC)
+    rows = [
+        NewActivity(
+            idempotency_key=f"test-{uuid.uuid4().hex}",
+            occurred_at=base + timedelta(seconds=i // 2),
+            actor_type="ted",
+            actor_id="ted",
+            action="note.added",
+            target=f"note:{i}",
+            rationale="because the test said so",
+            originating_message_id=uuid.uuid4(),
+            quest_id=None,
+            payload={"i": i},
+        )
+        for i in range(count)
+    ]
+    with db.tenant(company_id) as tx:
+        assert activity_store.append(tx, rows) == count
+        found = tx.all(
+            "SELECT id FROM activity_log WHERE company_id = %s ORDER BY occurred_at DESC, id DESC",
+            (company_id,),
+        )
+    return [r[0] for r in found]

@@ -18,8 +18,6 @@ import redis
 from fastapi.testclient import TestClient
 
 from guard import Admissions, Guard, Limits, PriceTable
-from ingress.app import IngressDeps, create_app
-from ingress.auth import TokenVerifier
 from messages.transport import Publisher, build_broker
 from store import Database
 from store import activity as activity_store
@@ -30,7 +28,7 @@ from store.activity import Activity, ActivityFilter
 from store.quests import Quest
 from system2.settings import Settings
 from tests.conftest import Stack, Tenant
-from tests.support import quest_state, submit, wait_finished, wait_for
+from tests.support import ingress_client, quest_state, submit, wait_finished, wait_for
 from tests.test_quest_runner import start
 from workers.app import step_budget
 from workers.budget import Admitted, Delay, StepBudget
@@ -151,19 +149,8 @@ def test_over_the_running_limit_steps_wait_and_are_never_dropped(
 @pytest.fixture
 def ingress(settings: Settings, db: Database, rds: redis.Redis) -> Iterator[TestClient]:
     rds.flushdb()
-    broker = build_broker(settings.redis_url)
-    deps = IngressDeps(
-        settings=settings,
-        db=db,
-        publisher=Publisher(broker),
-        redis=rds,
-        verifier=TokenVerifier(settings.jwt_secret.get_secret_value()),
-        admissions=Admissions(rds),
-        guard=Guard(rds),
-    )
-    with TestClient(create_app(deps)) as client:
+    with ingress_client(settings, db, rds) as client:
         yield client
-    broker.close()
 
 
 def quest_count(db: Database, tenant: Tenant) -> int:

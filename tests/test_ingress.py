@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -22,18 +21,13 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from guard import Admissions, Guard
-from ingress.app import IngressDeps, create_app
-from ingress.auth import TokenVerifier
 from ingress.submit import QuestSpec, create_quest
 from messages import Actor, ActorType
-from messages.transport import Publisher, build_broker
 from store import Database
-from store import activity as activity_store
-from store.activity import NewActivity
 from system2.settings import Settings
 from system2.tokens import mint
 from tests.conftest import Tenant
+from tests.support import add_activity, ingress_client
 
 QUEUE = "dramatiq:quests"
 BODIES = "dramatiq:quests.msgs"
@@ -43,21 +37,10 @@ AdminConn = psycopg.Connection[tuple[Any, ...]]
 @contextmanager
 def build_client(settings: Settings, db: Database, broker_url: str) -> Iterator[TestClient]:
     client_redis = redis.Redis.from_url(settings.redis_url)
-    broker = build_broker(broker_url)
-    deps = IngressDeps(
-        settings=settings,
-        db=db,
-        publisher=Publisher(broker),
-        redis=client_redis,
-        verifier=TokenVerifier(settings.jwt_secret.get_secret_value()),
-        admissions=Admissions(client_redis),
-        guard=Guard(client_redis),
-    )
     try:
-        with TestClient(create_app(deps)) as client:
+        with ingress_client(settings, db, client_redis, broker_url=broker_url) as client:
             yield client
     finally:
-        broker.close()
         client_redis.close()
 
 
@@ -453,33 +436,6 @@ def test_retry_after_a_crash_between_commit_and_publish_queues_the_first_step(
 # --- the audit trail --------------------------------------------------------------------
 
 
-def add_activity(db: Database, company_id: uuid.UUID, count: int) -> list[int]:
-    """``count`` rows, some sharing a timestamp; returns their ids newest first."""
-    base = datetime(2030, 1, 1, tzinfo=UTC)
-    rows = [
-        NewActivity(
-            idempotency_key=f"test-{uuid.uuid4().hex}",
-            occurred_at=base + timedelta(seconds=i // 2),
-            actor_type="ted",
-            actor_id="ted",
-            action="note.added",
-            target=f"note:{i}",
-            rationale="because the test said so",
-            originating_message_id=uuid.uuid4(),
-            quest_id=None,
-            payload={"i": i},
-        )
-        for i in range(count)
-    ]
-    with db.tenant(company_id) as tx:
-        assert activity_store.append(tx, rows) == count
-        found = tx.all(
-            "SELECT id FROM activity_log WHERE company_id = %s ORDER BY occurred_at DESC, id DESC",
-            (company_id,),
-        )
-    return [r[0] for r in found]
-
-
 def test_activity_admin_gets_items_member_gets_403(
     client: TestClient, db: Database, tenant: Tenant, other_tenant: Tenant
 ) -> None:
@@ -566,16 +522,7 @@ def test_healthz_and_readyz(client: TestClient) -> None:
 
 def test_readyz_is_503_when_redis_is_down(settings: Settings, db: Database) -> None:
     down = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
-    deps = IngressDeps(
-        settings=settings,
-        db=db,
-        publisher=Publisher(build_broker("redis://127.0.0.1:1/0")),
-        redis=down,
-        verifier=TokenVerifier(settings.jwt_secret.get_secret_value()),
-        admissions=Admissions(down),
-        guard=Guard(down),
-    )
-    with TestClient(create_app(deps)) as client:
+    with ingress_client(settings, db, down, broker_url="redis://127.0.0.1:1/0") as client:
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
     assert ready.status_code == 503

@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -45,20 +45,15 @@ from hypothesis.control import currently_in_test_context
 from pydantic import SecretStr, TypeAdapter
 from redis.asyncio import Redis as AsyncRedis
 
-from guard import Admissions, Guard
-from ingress.app import IngressDeps, create_app
-from ingress.auth import TokenVerifier
 from ingress.schemas import MODEL_PATTERN
 from ingress.submit import QuestSpec, create_quest
 from messages import Actor, ActorType
-from messages.transport import Publisher, build_broker
 from store import Database
-from store import activity as activity_store
-from store.activity import NewActivity
 from system2.settings import Settings
 from system2.tokens import mint
 from system2.wiring import build_vault
 from tests.conftest import JWT_SECRET, Tenant
+from tests.support import add_activity, ingress_client
 from vault.keys import new_key_entry
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
@@ -215,77 +210,43 @@ def quest_in(db: Database, company: uuid.UUID, *, by: str, goal: str) -> uuid.UU
     return quest.id
 
 
-def add_activity(db: Database, company: uuid.UUID, count: int) -> None:
-    """Rows in the audit trail, in pairs sharing a timestamp (cursors must break the tie)."""
-    base = datetime(2030, 1, 1, tzinfo=UTC)
-    rows = [
-        NewActivity(
-            idempotency_key=f"fuzz-{uuid.uuid4().hex}",
-            occurred_at=base + timedelta(seconds=i // 2),
-            actor_type="ted",
-            actor_id="ted",
-            action="note.added",
-            target=f"note:{i}",
-            rationale="seeded",
-            originating_message_id=uuid.uuid4(),
-            quest_id=None,
-            payload={"i": i},
-        )
-        for i in range(count)
-    ]
-    with db.tenant(company) as tx:
-        activity_store.append(tx, rows)
-
-
 @pytest.fixture
 def ingress(
     settings: Settings, db: Database, rds: redis.Redis, tenant: Tenant, other_tenant: Tenant
 ) -> Iterator[Ingress]:
     rds.flushdb()
-    broker = build_broker(settings.redis_url)
     keys = SecretStr(new_key_entry(datetime.now(UTC)))
     aredis = AsyncRedis.from_url(settings.redis_url)
-    deps = IngressDeps(
-        settings=settings,
-        db=db,
-        publisher=Publisher(broker),
-        redis=rds,
-        verifier=TokenVerifier(settings.jwt_secret.get_secret_value()),
-        admissions=Admissions(rds),
-        guard=Guard(rds),
-        vault=build_vault(settings.model_copy(update={"vault_keys": keys}), rds),
-        aredis=aredis,
-    )
-    try:
-        with TestClient(create_app(deps), raise_server_exceptions=False) as client:
-            it = Ingress(client, rds, db, tenant, other_tenant, f"stranger-{uuid.uuid4().hex[:8]}")
-            it.quests = {
-                "member": quest_in(db, tenant.id, by=tenant.member, goal="Plan the offsite"),
-                "admin": quest_in(db, tenant.id, by=tenant.admin, goal="Close the books"),
-                "finished": quest_in(db, tenant.id, by=tenant.member, goal="Done already"),
-                "theirs": quest_in(
-                    db, other_tenant.id, by=other_tenant.member, goal="Globex's secret plan"
-                ),
-            }
-            with db.tenant(tenant.id) as tx:
-                tx.execute(
-                    "UPDATE quests SET status = 'succeeded', finished_at = now(), result = 'ok' "
-                    "WHERE company_id = %s AND id = %s",
-                    (tenant.id, it.quests["finished"]),
-                )
-            for who in (tenant, other_tenant):  # each company has its demo connected
-                put = client.put(
-                    f"/v1/companies/{who.id}/integrations/demo",
-                    json={"access_token": "demo_at_seed", "scopes": ["tasks.read"]},
-                    headers=who.headers(who.admin),
-                )
-                assert put.status_code == 200, put.text
-            add_activity(db, tenant.id, 7)
-            add_activity(db, other_tenant.id, 2)
-            yield it
-            client.portal.call(aredis.aclose)
-    finally:
-        broker.close()
+    vault = build_vault(settings.model_copy(update={"vault_keys": keys}), rds)
+    with ingress_client(
+        settings, db, rds, raise_server_exceptions=False, vault=vault, aredis=aredis
+    ) as client:
+        it = Ingress(client, rds, db, tenant, other_tenant, f"stranger-{uuid.uuid4().hex[:8]}")
+        it.quests = {
+            "member": quest_in(db, tenant.id, by=tenant.member, goal="Plan the offsite"),
+            "admin": quest_in(db, tenant.id, by=tenant.admin, goal="Close the books"),
+            "finished": quest_in(db, tenant.id, by=tenant.member, goal="Done already"),
+            "theirs": quest_in(
+                db, other_tenant.id, by=other_tenant.member, goal="Globex's secret plan"
+            ),
+        }
+        with db.tenant(tenant.id) as tx:
+            tx.execute(
+                "UPDATE quests SET status = 'succeeded', finished_at = now(), result = 'ok' "
+                "WHERE company_id = %s AND id = %s",
+                (tenant.id, it.quests["finished"]),
+            )
+        for who in (tenant, other_tenant):  # each company has its demo connected
+            put = client.put(
+                f"/v1/companies/{who.id}/integrations/demo",
+                json={"access_token": "demo_at_seed", "scopes": ["tasks.read"]},
+                headers=who.headers(who.admin),
+            )
+            assert put.status_code == 200, put.text
+        add_activity(db, tenant.id, 7)
+        add_activity(db, other_tenant.id, 2)
+        yield it
+        client.portal.call(aredis.aclose)
 
 
 # --- strategies ----------------------------------------------------------------------------

@@ -18,9 +18,7 @@ import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from guard import Admissions, Guard, PriceTable
-from ingress.app import IngressDeps, create_app
-from ingress.auth import TokenVerifier
+from guard import PriceTable
 from messages import AuditBatch, open_envelope
 from messages.transport import Publisher, build_broker
 from store import Database
@@ -32,7 +30,7 @@ from store.activity import ActivityFilter
 from system2.settings import Settings
 from system2.wiring import build_vault
 from tests.conftest import Stack, Tenant, settings_env, system2
-from tests.support import provider_faults, submit, wait_finished, wait_for
+from tests.support import ingress_client, provider_faults, submit, wait_finished, wait_for
 from tests.test_quest_runner import start
 from vault import Vault, new_key_entry
 from vault.tokens import ACCESS, REFRESH, unseal
@@ -98,20 +96,8 @@ def vault_for(settings: Settings, rds: redis.Redis, keyring: str) -> Vault:
 def ingress(
     settings: Settings, db: Database, rds: redis.Redis, keys: list[str]
 ) -> Iterator[TestClient]:
-    broker = build_broker(settings.redis_url)
-    deps = IngressDeps(
-        settings=settings,
-        db=db,
-        publisher=Publisher(broker),
-        redis=rds,
-        verifier=TokenVerifier(settings.jwt_secret.get_secret_value()),
-        admissions=Admissions(rds),
-        guard=Guard(rds),
-        vault=vault_for(settings, rds, keys[0]),
-    )
-    with TestClient(create_app(deps)) as client:
+    with ingress_client(settings, db, rds, vault=vault_for(settings, rds, keys[0])) as client:
         yield client
-    broker.close()
 
 
 def test_connecting_stores_ciphertexts_and_echoes_no_token(
