@@ -21,6 +21,9 @@ What counts as breaking (refused in an expand, or in a contract that names no va
 - renaming a view, function, type, sequence, index or schema; renaming or dropping an enum
   value or a type's attribute; REVOKE
 
+Whatever the kind, a ``SECURITY DEFINER`` function or procedure must end up (after every
+migration, in order) with a ``search_path`` whose last entry is ``pg_temp``.
+
 Statements on an object created by the same file (a new table, function, view…) are exempt:
 no old code knows it. Expand-safe, for example: CREATE anything, ADD COLUMN nullable or with a
 DEFAULT, ALTER COLUMN … DROP NOT NULL / SET DEFAULT, NO FORCE ROW LEVEL SECURITY, GRANT,
@@ -55,6 +58,7 @@ class Statement:
     text: str  # comments removed, string literals and dollar-quoted bodies emptied
     line: int  # 1-based line of the statement's first character
     bodies: tuple[str, ...] = ()  # the dollar-quoted bodies, verbatim (for DO blocks)
+    strings: tuple[str, ...] = ()  # the string literals' values, in order (each '' in text)
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ def split_statements(sql: str) -> list[Statement]:
     out: list[Statement] = []
     buf: list[str] = []
     bodies: list[str] = []
+    strings: list[str] = []
     start = 0  # line of the statement's first token; 0 while none
     line = 1
     for m in _TOKEN.finditer(sql):
@@ -117,13 +122,14 @@ def split_statements(sql: str) -> list[Statement]:
         if kind == "end":
             text = " ".join("".join(buf).split())
             if text:
-                out.append(Statement(text, start, tuple(bodies)))
-            buf, bodies, start = [], [], 0
+                out.append(Statement(text, start, tuple(bodies), tuple(strings)))
+            buf, bodies, strings, start = [], [], [], 0
         elif kind not in ("line_comment", "block_comment"):
             if not start and tok.strip():
                 start = line + tok[: len(tok) - len(tok.lstrip())].count("\n")
             if kind == "string":
                 buf.append(" '' ")
+                strings.append(tok[1:].removesuffix("'").replace("''", "'"))
             elif kind == "body":
                 bodies.append(m.group("inner") or "")
                 buf.append(" $body$ ")
@@ -134,7 +140,7 @@ def split_statements(sql: str) -> list[Statement]:
         line += tok.count("\n")
     text = " ".join("".join(buf).split())
     if text:
-        out.append(Statement(text, start, tuple(bodies)))
+        out.append(Statement(text, start, tuple(bodies), tuple(strings)))
     return out
 
 
@@ -352,6 +358,110 @@ def _strip_comments(body: str) -> str:
     return re.sub(r"--[^\n]*", " ", body)
 
 
+# --- owner-rights functions ------------------------------------------------------------
+#
+# A SECURITY DEFINER function runs with its owner's rights. Unless its search_path ends in
+# pg_temp, the caller's temporary schema is searched first, so a temporary view or table of
+# the caller's can stand in for any name the body leaves unqualified and run the caller's code
+# as the owner. Checked across files, because a later migration may pin what an earlier one
+# left open (CREATE OR REPLACE sets every attribute again; ALTER changes the ones it names).
+
+_ROUTINE = r"(?:FUNCTION|PROCEDURE|ROUTINE)"
+_CREATE_ROUTINE = re.compile(
+    rf"^CREATE\s+(?:OR\s+REPLACE\s+)?{_ROUTINE}\s+(?P<name>{_QNAME})", re.IGNORECASE
+)
+_ALTER_ROUTINE = re.compile(rf"^ALTER\s+{_ROUTINE}\s+(?P<name>{_QNAME})", re.IGNORECASE)
+_DROP_ROUTINE = re.compile(
+    rf"^DROP\s+{_ROUTINE}\s+(?:IF\s+EXISTS\s+)?(?P<names>.+?)(?:\s+(?:CASCADE|RESTRICT))?$",
+    re.IGNORECASE,
+)
+_SECURITY = re.compile(r"\bSECURITY\s+(DEFINER|INVOKER)\b", re.IGNORECASE)
+_PATH_ITEM = r"(?:''|\"[^\"]*\"|[^\s,'\"]+)"
+_SET_PATH = re.compile(
+    rf"\bSET\s+search_path\s*(?:=|\bTO\b)\s*(?P<items>{_PATH_ITEM}(?:\s*,\s*{_PATH_ITEM})*)",
+    re.IGNORECASE,
+)
+_RESET_PATH = re.compile(r"\bRESET\s+(?:search_path|ALL)\b", re.IGNORECASE)
+
+
+@dataclass
+class _Routine:
+    definer: bool
+    search_path: list[str] | None  # None: not set on the function (the caller's applies)
+    where: tuple[str, int]
+
+
+def _search_path(st: Statement) -> list[str] | None:
+    """The schemas a ``SET search_path`` clause names, as Postgres reads them: an identifier
+    folded, a quoted identifier or a string literal taken as one name each (so
+    ``'a, b'`` is one schema named "a, b")."""
+    m = _SET_PATH.search(st.text)
+    if not m:
+        return None
+    literal = st.text[: m.start("items")].count("''")
+    names = []
+    for item in re.findall(_PATH_ITEM, m["items"]):
+        if item == "''":
+            names.append(st.strings[literal] if literal < len(st.strings) else "")
+            literal += 1
+        elif item.startswith('"'):
+            names.append(item[1:-1])
+        else:
+            names.append(item.lower())
+    return names
+
+
+def _track_routine(st: Statement, where: tuple[str, int], routines: dict[str, _Routine]) -> None:
+    created = _CREATE_ROUTINE.match(st.text)
+    if created:
+        security = _SECURITY.search(st.text)
+        routines[norm(created["name"])] = _Routine(
+            bool(security and security[1].upper() == "DEFINER"), _search_path(st), where
+        )
+        return
+    dropped = _DROP_ROUTINE.match(st.text)
+    if dropped:
+        for name in _split_top(dropped["names"]):
+            routines.pop(norm(name), None)
+        return
+    altered = _ALTER_ROUTINE.match(st.text)
+    routine = routines.get(norm(altered["name"])) if altered else None
+    if routine is None:
+        return
+    security = _SECURITY.search(st.text)
+    if security:
+        routine.definer = security[1].upper() == "DEFINER"
+    if _RESET_PATH.search(st.text):
+        routine.search_path = None
+    path = _search_path(st)
+    if path is not None:
+        routine.search_path = path
+    routine.where = where
+
+
+def definer_problems(files: Iterable[MigrationFile]) -> list[Problem]:
+    """Every SECURITY DEFINER function or procedure, as the migrations leave it, whose
+    search_path does not end in pg_temp."""
+    routines: dict[str, _Routine] = {}
+    for mig in files:
+        for st in split_statements(mig.sql):
+            _track_routine(st, (mig.path.name, st.line), routines)
+    problems = []
+    for name, r in sorted(routines.items()):
+        if r.definer and not (r.search_path and r.search_path[-1] == "pg_temp"):
+            shown = "not set" if r.search_path is None else ", ".join(r.search_path) or "''"
+            problems.append(
+                Problem(
+                    *r.where,
+                    f"SECURITY DEFINER {name} runs with its owner's rights and its search_path "
+                    f"({shown}) does not end in pg_temp: a caller's temporary object could stand "
+                    "in for a name it uses — SET search_path = pg_catalog, pg_temp and "
+                    "schema-qualify every name",
+                )
+            )
+    return problems
+
+
 # --- files -----------------------------------------------------------------------------
 
 
@@ -460,6 +570,7 @@ def check_directory(directory: Path) -> CheckReport:
         report.problems.append(Problem(f"{v:04d}_*.sql", 1, "two migrations share a version"))
     for mig in files:
         report.problems.extend(check_file(mig, by_stem))
+    report.problems.extend(definer_problems(files))
     return report
 
 

@@ -19,9 +19,10 @@ APP_ROLE = "s2_app"
 
 @contextmanager
 def scratch_postgres(
-    base_admin_url: str, *, prefix: str = "s2scratch"
+    base_admin_url: str, *, prefix: str = "s2scratch", upto: int | None = None
 ) -> Iterator[tuple[str, str]]:
-    """(admin url, app url) of a new, migrated database on the server of ``base_admin_url``."""
+    """(admin url, app url) of a new database on the server of ``base_admin_url``, migrated
+    to the newest schema (or to version ``upto``)."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin_url = make_conninfo(base_admin_url, dbname=name)
     params = {
@@ -30,7 +31,7 @@ def scratch_postgres(
         if k not in ("user", "password", "dbname")
     }
     app_url = make_conninfo("", **params, user=APP_ROLE, dbname=name)
-    migrate(admin_url, app_url)
+    migrate(admin_url, app_url, upto=upto)
     try:
         yield admin_url, app_url
     finally:

@@ -128,7 +128,7 @@ ALTER TABLE labels FORCE ROW LEVEL SECURITY;
 ALTER TABLE labels DROP COLUMN old;
 CREATE INDEX labels_name ON labels (name);
 CREATE FUNCTION label_ids() RETURNS SETOF uuid LANGUAGE sql SECURITY DEFINER
-    AS $fn$ SELECT id FROM labels; DROP TABLE quests; $fn$;
+    SET search_path = pg_catalog, pg_temp AS $fn$ SELECT id FROM labels; DROP TABLE quests; $fn$;
 REVOKE EXECUTE ON FUNCTION label_ids() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION label_ids() TO system2_app;
 COMMENT ON TABLE labels IS 'not a DROP TABLE quests; at all';
@@ -201,3 +201,79 @@ def test_the_splitter_keeps_quotes_bodies_and_comments_apart() -> None:
     assert statements[0].text == "SELECT '' AS a, \"we;ird\" FROM t"
     assert statements[1].bodies == ("\nBEGIN RETURN 1; END ",)
     assert statements[2].bodies == ("x;y",)
+
+
+DEFINER = "CREATE FUNCTION quest_ids() RETURNS SETOF uuid LANGUAGE sql STABLE SECURITY DEFINER {opts} AS $$ SELECT id FROM quests $$;\n"
+UNPINNED = {
+    "no search_path": "",
+    "public only": "SET search_path = public",
+    "pg_temp first": "SET search_path TO pg_temp, public",
+    "one literal naming 'pg_catalog, pg_temp'": "SET search_path = 'pg_catalog, pg_temp'",
+    "empty": "SET search_path = ''",
+    "from current": "SET search_path FROM CURRENT",
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNPINNED))
+def test_an_owner_rights_function_must_search_pg_temp_last(tmp_path: Path, case: str) -> None:
+    """Whatever the kind: a contract step may break schema, never this."""
+    contract = "-- kind: contract\n-- contracts: 0001_initial\n"
+    found = problems(tmp_path, {"0002_f.sql": contract + DEFINER.format(opts=UNPINNED[case])})
+    assert len(found) == 1, found
+    assert found[0].startswith("0002_f.sql:3: SECURITY DEFINER quest_ids runs with its owner's")
+    assert "does not end in pg_temp" in found[0]
+
+
+def test_an_owner_rights_function_pinned_with_pg_temp_last_passes(tmp_path: Path) -> None:
+    for i, opts in enumerate(
+        (
+            "SET search_path = pg_catalog, pg_temp",
+            "SET search_path TO public, 'pg_temp'",
+            'SET search_path = "pg_catalog" , pg_temp',
+        )
+    ):
+        (tmp_path / str(i)).mkdir()
+        found = problems(tmp_path / str(i), {"0002_f.sql": EXPAND + DEFINER.format(opts=opts)})
+        assert found == [], (opts, found)
+
+
+def test_a_later_migration_may_pin_or_unpin_an_earlier_owner_rights_function(
+    tmp_path: Path,
+) -> None:
+    open_one = {"0002_f.sql": EXPAND + DEFINER.format(opts="SET search_path = public")}
+    contract = "-- kind: contract\n-- contracts: 0002_f\n"
+    pinned_later = {
+        "ALTER": "ALTER FUNCTION public.quest_ids() SET search_path = pg_catalog, pg_temp;",
+        "CREATE OR REPLACE": DEFINER.replace("CREATE", "CREATE OR REPLACE").format(
+            opts="SET search_path = pg_catalog, pg_temp"
+        ),
+        "made SECURITY INVOKER": "ALTER FUNCTION quest_ids() SECURITY INVOKER;",
+        "dropped": "DROP FUNCTION quest_ids();",
+    }
+    for how, stmt in pinned_later.items():
+        (tmp_path / how).mkdir()
+        found = problems(tmp_path / how, {**open_one, "0003_fix.sql": contract + stmt + "\n"})
+        assert found == [], (how, found)
+    (tmp_path / "undone").mkdir()
+    unpinned = problems(
+        tmp_path / "undone",
+        {
+            **open_one,
+            "0003_fix.sql": contract + pinned_later["ALTER"] + "\n",
+            "0004_undo.sql": EXPAND + "ALTER FUNCTION quest_ids() RESET search_path;\n",
+        },
+    )
+    assert [p.split(": ", 1)[0] for p in unpinned] == ["0004_undo.sql:2"]
+
+
+def test_the_projects_first_definer_functions_would_be_refused_without_their_fix(
+    tmp_path: Path,
+) -> None:
+    """0003 and 0004 shipped company_ids() and quest_company() with search_path = public;
+    the check sees them, and sees that a later migration pins both."""
+    for path in project_migrations_dir().glob("000[1-5]_*.sql"):
+        (tmp_path / path.name).write_text(path.read_text())
+    found = [str(p) for p in check_directory(tmp_path).problems]
+    assert len(found) == 2, found
+    assert found[0].startswith("0003_integrations.sql:49: SECURITY DEFINER company_ids")
+    assert found[1].startswith("0004_cancel.sql:13: SECURITY DEFINER quest_company")
