@@ -32,6 +32,7 @@ from system2.commands import (
     vault,
 )
 from system2.errors import System2Error
+from system2.settings import UnsafeSettings
 from vault import VaultError
 
 app = typer.Typer(
@@ -69,7 +70,15 @@ def main() -> None:
     except ValidationError as exc:  # before ValueError, which it is: one line, no input values
         say(f"error: {invalid(exc)}")
         sys.exit(1)
-    except (System2Error, StoreError, MessagesError, GuardError, VaultError, ValueError) as exc:
+    except (
+        System2Error,
+        UnsafeSettings,
+        StoreError,
+        MessagesError,
+        GuardError,
+        VaultError,
+        ValueError,
+    ) as exc:
         say(f"error: {exc}")
         sys.exit(1)
     except psycopg.OperationalError as exc:

@@ -55,7 +55,7 @@ def wants_json(settings: Settings | None) -> bool:
     chosen = settings.log_format if settings is not None else "auto"
     if chosen != "auto":
         return chosen == "json"
-    if settings is not None and settings.env in ("staging", "production"):
+    if settings is not None and settings.deployed():
         return True
     return not sys.stderr.isatty()
 

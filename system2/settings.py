@@ -7,17 +7,33 @@ everywhere else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from importlib import metadata
-from typing import Literal
+from typing import Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from guard.policy import Limits
+from vault import VaultError, key_source_from_settings
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"  # noqa: S105 - a marked dev default
+DEV_DEMO_CLIENT_SECRET = "demo-secret"  # noqa: S105 - the demo provider's, public in this repo
 PACKAGE = "system2-workers"
+Environment = Literal["dev", "test", "staging", "production"]
+DEPLOYED: tuple[Environment, ...] = ("staging", "production")
+MIN_SECRET_BYTES = 32
+TLS_SSLMODES = ("require", "verify-ca", "verify-full")
+
+
+class UnsafeSettings(Exception):
+    """Staging or production was given a setting that must not reach them. The message names
+    each variable and what is wrong with it, never its value. Not a ``ValueError``, so that
+    pydantic lets it through as it is rather than wrapping it with the input."""
 
 
 def package_release() -> str:
@@ -33,7 +49,7 @@ class Settings(BaseSettings):
         env_prefix="S2_", extra="ignore", frozen=True, populate_by_name=True
     )
 
-    env: str = Field("dev", description="dev, test, staging or production")
+    env: Environment = Field("dev", description="dev, test, staging or production")
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = "postgresql://s2_app@127.0.0.1:5432/system2"
     admin_database_url: str = "postgresql://postgres@127.0.0.1:5432/system2"
@@ -108,7 +124,7 @@ class Settings(BaseSettings):
 
     demo_provider_url: str = "http://127.0.0.1:8790"
     demo_client_id: str = "system2-demo"
-    demo_client_secret: SecretStr = SecretStr("demo-secret")
+    demo_client_secret: SecretStr = SecretStr(DEV_DEMO_CLIENT_SECRET)
     provider_timeout_s: float = 10.0
     provider_retries: int = 2
     provider_outage_max_s: int = Field(
@@ -144,8 +160,26 @@ class Settings(BaseSettings):
     )
     metrics_host: str = Field("0.0.0.0", description="where worker metrics ports listen")  # noqa: S104
 
+    anthropic_base_url: str | None = Field(
+        None,
+        validation_alias="ANTHROPIC_BASE_URL",
+        description="read by the anthropic SDK itself; here only to refuse plain HTTP",
+    )
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_when_deployed(self) -> Self:
+        if self.deployed():
+            problems = [p for check in DEPLOYED_CHECKS for p in check(self)]
+            if problems:
+                raise UnsafeSettings(f"S2_ENV={self.env} refuses to start: " + "; ".join(problems))
+        return self
+
     def production(self) -> bool:
         return self.env == "production"
+
+    def deployed(self) -> bool:
+        """Staging or production: real tenants' data, reachable from the internet."""
+        return self.env in DEPLOYED
 
     def default_limits(self) -> Limits:
         """The guard's limits for a company that has set none of its own."""
@@ -164,3 +198,89 @@ class Settings(BaseSettings):
 
 def _micros(usd: Decimal) -> int:
     return int(usd * 1_000_000)
+
+
+# --- what staging and production refuse -------------------------------------------------
+# Each check reads the settings and names what is wrong, never a value: the secrets below are
+# public in this repository (or guessable) and the URLs' defaults point at a laptop.
+
+
+def _jwt_secret(s: Settings) -> list[str]:
+    secret = s.jwt_secret.get_secret_value()
+    if "jwt_secret" not in s.model_fields_set:
+        return ["S2_JWT_SECRET is not set (the dev default is public)"]
+    if secret == DEV_JWT_SECRET:
+        return ["S2_JWT_SECRET is the public dev default"]
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        return [f"S2_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes"]
+    return []
+
+
+def _vault_keys(s: Settings) -> list[str]:
+    try:
+        key_source_from_settings(
+            s.vault_keys.get_secret_value() if s.vault_keys else None, s.vault_keys_file
+        ).load()
+    except VaultError as exc:
+        return [str(exc)]
+    return []
+
+
+def _demo_provider(s: Settings) -> list[str]:
+    """Left at its loopback default, the demo integration reaches nothing; pointed at a real
+    provider, it must not present the public secret nor speak plain HTTP."""
+    if "demo_provider_url" not in s.model_fields_set:
+        return []
+    secret = s.demo_client_secret.get_secret_value()
+    problems = []
+    if urlsplit(s.demo_provider_url).scheme != "https":
+        problems.append("S2_DEMO_PROVIDER_URL must be an https:// URL (TLS)")
+    if secret == DEV_DEMO_CLIENT_SECRET:
+        problems.append("S2_DEMO_CLIENT_SECRET is the public dev default")
+    elif len(secret.encode()) < MIN_SECRET_BYTES:
+        problems.append(f"S2_DEMO_CLIENT_SECRET is shorter than {MIN_SECRET_BYTES} bytes")
+    return problems
+
+
+def _redis_tls(s: Settings) -> list[str]:
+    if urlsplit(s.redis_url).scheme != "rediss":
+        return ["S2_REDIS_URL must be a rediss:// URL (TLS)"]
+    return []
+
+
+def _postgres_tls(s: Settings) -> list[str]:
+    problems = []
+    for name, url in (
+        ("S2_DATABASE_URL", s.database_url),
+        ("S2_ADMIN_DATABASE_URL", s.admin_database_url),
+    ):
+        try:
+            sslmode = conninfo_to_dict(url).get("sslmode")
+        except ProgrammingError:
+            problems.append(f"{name} is not a valid Postgres URL")
+            continue
+        if sslmode not in TLS_SSLMODES:
+            problems.append(f"{name} must set sslmode=verify-full (or verify-ca, require): TLS")
+    return problems
+
+
+def _https(s: Settings) -> list[str]:
+    urls = [
+        ("ANTHROPIC_BASE_URL", s.anthropic_base_url),
+        ("SENTRY_DSN", s.sentry_dsn.get_secret_value() if s.sentry_dsn else None),
+    ]
+    return [
+        f"{name} must be an https:// URL (TLS)"
+        for name, url in urls
+        if url is not None and urlsplit(url).scheme != "https"
+    ]
+
+
+DEPLOYED_CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
+    _jwt_secret,
+    _vault_keys,
+    _demo_provider,
+    _redis_tls,
+    _postgres_tls,
+    _https,
+)

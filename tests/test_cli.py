@@ -22,6 +22,7 @@ from store import activity as activity_store
 from store.activity import NewActivity
 from system2.settings import Settings
 from tests.conftest import Tenant, settings_env
+from vault import new_key_entry
 
 SYSTEM2 = Path(sys.executable).parent / "system2"
 AdminConn = psycopg.Connection[tuple[Any, ...]]
@@ -273,8 +274,16 @@ def test_token_mint_prints_a_jwt_the_secret_verifies(settings: Settings) -> None
 
 
 def test_token_mint_is_refused_in_production(settings: Settings) -> None:
-    result = run(settings, "token", "mint", "--user", "u", S2_ENV="production")
-    assert_one_line_error(result)
+    safe = {  # what production must have, so that the refusal is the command's own
+        "S2_VAULT_KEYS": new_key_entry(datetime.now(UTC)),
+        "S2_REDIS_URL": "rediss://redis.internal:6380/0",
+        "S2_DATABASE_URL": "postgresql://s2_app@db.internal/system2?sslmode=verify-full",
+        "S2_ADMIN_DATABASE_URL": "postgresql://postgres@db.internal/system2?sslmode=verify-full",
+    }
+    result = run(settings, "token", "mint", "--user", "u", S2_ENV="production", **safe)
+    assert assert_one_line_error(result) == (
+        "error: refusing to mint tokens in production; use Supabase Auth"
+    )
     assert result.stdout == ""
 
 

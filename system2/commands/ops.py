@@ -108,8 +108,8 @@ def run_worker(
     args = list(ctx.args)
     wanted = _queues_in(args)
     binary = Path(sys.executable).parent / "system2"
+    client = _redis()  # first: settings refused here are refused once, before any child
     child = subprocess.Popen([str(binary), "worker", *args])  # noqa: S603 - our own command
-    client = _redis()
 
     def health() -> tuple[int, dict[str, Any]]:
         try:

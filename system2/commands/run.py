@@ -84,7 +84,7 @@ def worker(
     # and messages prefetched behind it would wait too while other processes sit idle.
     env.setdefault("dramatiq_queue_prefetch", str(threads))
     env["S2_WORKER_THREADS"] = str(threads)
-    if s.log_format == "auto" and s.env not in ("staging", "production") and sys.stderr.isatty():
+    if s.log_format == "auto" and not s.deployed() and sys.stderr.isatty():
         env["S2_LOG_FORMAT"] = "console"  # the worker processes log through a pipe, not a TTY
     sys.stdout.flush()
     os.execvpe(sys.executable, argv, env)  # noqa: S606 - replaces this process, argv is ours

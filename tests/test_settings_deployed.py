@@ -1,0 +1,207 @@
+"""Staging and production refuse to start on a setting that must not reach them — the public
+dev secrets, a missing vault key, a short secret, plain-text Redis or Postgres — naming the
+variable and never its value; and ``S2_ENV`` is one of four names, not a fifth by typo."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from system2.settings import DEV_JWT_SECRET, Settings, UnsafeSettings
+from vault import new_key_entry
+
+SYSTEM2 = Path(sys.executable).parent / "system2"
+JWT = secrets.token_urlsafe(48)
+VAULT_KEYS = new_key_entry(datetime.now(UTC))
+SAFE: dict[str, str] = {
+    "S2_JWT_SECRET": JWT,
+    "S2_VAULT_KEYS": VAULT_KEYS,
+    "S2_REDIS_URL": "rediss://:pw@redis.internal:6380/0",
+    "S2_DATABASE_URL": "postgresql://s2_app:pw@db.internal:5432/system2?sslmode=verify-full",
+    "S2_ADMIN_DATABASE_URL": "host=db.internal user=postgres dbname=system2 sslmode=require",
+}
+
+
+@pytest.fixture
+def environ(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """An environment holding none of our settings, as a fresh machine's."""
+    for name in list(os.environ):
+        if name.startswith(("S2_", "SENTRY_", "ANTHROPIC_")):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def load(environ: pytest.MonkeyPatch, env: str, **given: str | None) -> Settings:
+    for name, value in {**SAFE, "S2_ENV": env, **given}.items():
+        if value is None:
+            environ.delenv(name, raising=False)
+        else:
+            environ.setenv(name, value)
+    return Settings()
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_a_deployed_environment_starts_on_safe_settings(
+    environ: pytest.MonkeyPatch, env: str
+) -> None:
+    s = load(environ, env)
+    assert s.env == env and s.deployed()
+    assert s.jwt_secret.get_secret_value() == JWT
+
+
+# (what is changed, the variable the refusal must name, the value it must never show)
+UNSAFE: dict[str, tuple[dict[str, str | None], str, str | None]] = {
+    "no JWT secret": ({"S2_JWT_SECRET": None}, "S2_JWT_SECRET is not set", None),
+    "the dev JWT secret": (
+        {"S2_JWT_SECRET": DEV_JWT_SECRET},
+        "S2_JWT_SECRET is the public dev default",
+        DEV_JWT_SECRET,
+    ),
+    "a short JWT secret": (
+        {"S2_JWT_SECRET": "hunter2-is-31-bytes-long-ok-no"},
+        "S2_JWT_SECRET is shorter than 32 bytes",
+        "hunter2-is-31-bytes-long-ok-no",
+    ),
+    "no vault key": ({"S2_VAULT_KEYS": None}, "no vault keys: set S2_VAULT_KEYS", None),
+    "a malformed vault key": (
+        {"S2_VAULT_KEYS": "k1=c2VjcmV0LWJ1dC1zaG9ydA"},
+        "S2_VAULT_KEYS: key k1 is 16 bytes",
+        "c2VjcmV0LWJ1dC1zaG9ydA",
+    ),
+    "a vault key file that is missing": (
+        {"S2_VAULT_KEYS": None, "S2_VAULT_KEYS_FILE": "/nonexistent/vault-keys"},
+        "cannot read the vault key file /nonexistent/vault-keys",
+        None,
+    ),
+    "plain Redis": (
+        {"S2_REDIS_URL": "redis://:redis-pw-9f8e@redis.internal:6379/0"},
+        "S2_REDIS_URL must be a rediss:// URL (TLS)",
+        "redis-pw-9f8e",
+    ),
+    "the default Redis": ({"S2_REDIS_URL": None}, "S2_REDIS_URL must be a rediss://", None),
+    "Postgres without sslmode": (
+        {"S2_DATABASE_URL": "postgresql://s2_app:pg-pw-7a6b@db.internal/system2"},
+        "S2_DATABASE_URL must set sslmode=verify-full (or verify-ca, require)",
+        "pg-pw-7a6b",
+    ),
+    "Postgres that only prefers TLS": (
+        {"S2_ADMIN_DATABASE_URL": "postgresql://postgres:pg-pw-5c4d@db/system2?sslmode=prefer"},
+        "S2_ADMIN_DATABASE_URL must set sslmode=",
+        "pg-pw-5c4d",
+    ),
+    "the default admin URL": ({"S2_ADMIN_DATABASE_URL": None}, "S2_ADMIN_DATABASE_URL", None),
+    "a demo provider over HTTP with the public secret": (
+        {"S2_DEMO_PROVIDER_URL": "http://tasks.example.com"},
+        "S2_DEMO_PROVIDER_URL must be an https:// URL (TLS); "
+        "S2_DEMO_CLIENT_SECRET is the public dev default",
+        "demo-secret",
+    ),
+    "Claude over HTTP": (
+        {"ANTHROPIC_BASE_URL": "http://claude.internal"},
+        "ANTHROPIC_BASE_URL must be an https:// URL (TLS)",
+        None,
+    ),
+    "Sentry over HTTP": (
+        {"SENTRY_DSN": "http://dsn-key-3e2f@sentry.internal/1"},
+        "SENTRY_DSN must be an https:// URL (TLS)",
+        "dsn-key-3e2f",
+    ),
+}
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+@pytest.mark.parametrize("case", sorted(UNSAFE))
+def test_an_unsafe_setting_is_refused_by_name_never_by_value(
+    environ: pytest.MonkeyPatch, env: str, case: str
+) -> None:
+    given, named, secret = UNSAFE[case]
+    with pytest.raises(UnsafeSettings) as refused:
+        load(environ, env, **given)
+    message = str(refused.value)
+    assert message.startswith(f"S2_ENV={env} refuses to start: ")
+    assert named in message
+    assert secret is None or secret not in message
+
+
+@pytest.mark.parametrize("env", ["dev", "test"])
+def test_a_laptop_or_a_test_run_keeps_the_dev_defaults(
+    environ: pytest.MonkeyPatch, env: str
+) -> None:
+    environ.setenv("S2_ENV", env)
+    s = Settings()
+    assert s.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+    assert s.redis_url.startswith("redis://")
+
+
+@pytest.mark.parametrize("typo", ["prod", "Production", "stage", ""])
+def test_an_unknown_environment_is_refused(environ: pytest.MonkeyPatch, typo: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        load(environ, typo)
+    (error,) = refused.value.errors()
+    assert error["loc"] == ("env",)
+
+
+def system2(args: list[str], **env: str | None) -> subprocess.CompletedProcess[str]:
+    """``system2 ARGS`` in a fresh environment of just these variables (and PATH)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("S2_", "SENTRY_"))}
+    base.pop("ANTHROPIC_BASE_URL", None)
+    merged: dict[str, Any] = {**base, **SAFE, **env}
+    return subprocess.run(
+        [str(SYSTEM2), *args],
+        env={k: v for k, v in merged.items() if v is not None},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ingress", "--port", "1"],  # port 1: were it to start, it could not listen
+        ["worker", "--processes", "1", "--threads", "1"],
+        ["migrate"],
+        ["ops", "run-worker", "--health-port", "1", "--processes", "1"],
+    ],
+)
+def test_every_process_refuses_to_start_in_production_on_the_dev_jwt_secret(
+    command: list[str],
+) -> None:
+    """The defect: with S2_ENV=production and no S2_JWT_SECRET the ingress started and took
+    tokens signed with the dev default that is in this repository."""
+    for secret in (None, DEV_JWT_SECRET):
+        done = system2(command, S2_ENV="production", S2_JWT_SECRET=secret)
+        assert done.returncode == 1, (command, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith("error: S2_ENV=production refuses to start: S2_JWT_SECRET is ")
+        assert DEV_JWT_SECRET not in done.stderr + done.stdout
+
+
+def test_a_typo_in_s2_env_is_one_readable_line() -> None:
+    done = system2(["ingress", "--port", "1"], S2_ENV="prod")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "error: invalid settings: S2_ENV: Input should be 'dev', 'test', 'staging' or 'production'"
+    )
+
+
+def test_plain_redis_in_staging_names_the_variable_not_the_password() -> None:
+    done = system2(
+        ["worker", "--processes", "1"],
+        S2_ENV="staging",
+        S2_REDIS_URL="redis://:s3cret-redis-pw@10.0.0.5:6379/0",
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "error: S2_ENV=staging refuses to start: S2_REDIS_URL must be a rediss:// URL (TLS)"
+    )
