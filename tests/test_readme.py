@@ -19,6 +19,8 @@ def env_names(name: str) -> list[str]:
     alias = field.validation_alias
     if isinstance(alias, AliasChoices):
         return [str(choice) for choice in alias.choices]
+    if isinstance(alias, str):
+        return [alias]
     return [f"S2_{name.upper()}"]
 
 

@@ -5,6 +5,7 @@ variable and never its value; and ``S2_ENV`` is one of four names, not a fifth b
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -205,3 +206,26 @@ def test_plain_redis_in_staging_names_the_variable_not_the_password() -> None:
     assert done.stderr.strip() == (
         "error: S2_ENV=staging refuses to start: S2_REDIS_URL must be a rediss:// URL (TLS)"
     )
+
+
+def test_the_production_env_example_is_accepted_once_its_placeholders_are_filled(
+    environ: pytest.MonkeyPatch,
+) -> None:
+    example = Path(__file__).parent.parent / "deploy" / "production.env.example"
+    filled = {
+        "<Supabase project's JWT secret>": JWT,
+        "<KID=BASE64KEY,…>": VAULT_KEYS,
+    }
+    values = {}
+    for line in example.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            for placeholder, real in filled.items():
+                value = value.replace(placeholder, real)
+            values[name] = re.sub(r"<[^>]*>", "x", value)
+    assert set(values) >= {"S2_ENV", "S2_JWT_SECRET", "S2_VAULT_KEYS", "S2_REDIS_URL"}
+    for name, value in values.items():
+        environ.setenv(name, value)
+    s = Settings()
+    assert s.production()
+    assert s.database_url.endswith("sslmode=verify-full&sslrootcert=/etc/ssl/supabase-ca.crt")
