@@ -1,13 +1,21 @@
 """Backups and tested restores against this machine's Postgres: deploy/backup, then
-deploy/restore-test passes and writes a report; a damaged dump fails loudly; retention."""
+deploy/restore-test passes and writes a report; a damaged dump fails loudly; retention.
+Dumps, manifests and reports are private from the moment they exist, and with an age public
+key the dump on disk is ciphertext that restore and restore-test decrypt."""
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import json
+import os
 import shutil
+import stat
+import struct
 import subprocess
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +27,7 @@ from psycopg.conninfo import make_conninfo
 from store import Database
 from store import activity as activity_store
 from store.activity import NewActivity
-from system2.ops.backup import BackupConfig, BackupError, backup, restore_test
+from system2.ops.backup import BackupConfig, BackupError, backup, manifest_for, restore_test
 from system2.settings import Settings
 from tests.conftest import Tenant, settings_env
 
@@ -28,9 +36,9 @@ AdminConn = psycopg.Connection[tuple[Any, ...]]
 
 
 def run(
-    settings: Settings, script: str, *args: str, **env: str
+    settings: Settings, script: str, *args: str, umask: int = -1, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """A deploy/ script, as cron or an operator runs it."""
+    """A deploy/ script, as cron or an operator runs it (with that umask, if given)."""
     return subprocess.run(
         [str(ROOT / "deploy" / script), *args],
         env=settings_env(settings, **env),
@@ -39,6 +47,7 @@ def run(
         timeout=120,
         check=False,
         cwd=ROOT,
+        umask=umask,
     )
 
 
@@ -100,9 +109,7 @@ def quick_backup(env: dict[str, str]) -> tuple[Path, dict[str, Any]]:
 
 
 def manifest_of(dump: Path) -> dict[str, Any]:
-    return dict(
-        json.loads(dump.with_name(dump.name.replace(".dump", ".manifest.json")).read_text())
-    )
+    return dict(json.loads(manifest_for(dump).read_text()))
 
 
 def test_backup_then_restore_test_passes_and_writes_a_report(
@@ -149,24 +156,23 @@ def test_backup_then_restore_test_passes_and_writes_a_report(
 def copy_as_newest(dump: Path, directory: Path, hours: int = 1) -> Path:
     """A copy of ``dump`` and its manifest, named an hour later so restore-test picks it."""
     stamp = (datetime.now(UTC) + timedelta(hours=hours)).strftime("%Y%m%dT%H%M%SZ")
-    target = directory / f"system2-copy-{stamp}.dump"
+    suffix = ".dump.age" if dump.name.endswith(".age") else ".dump"
+    target = directory / f"system2-copy-{stamp}{suffix}"
     shutil.copyfile(dump, target)
-    manifest = json.loads(dump.with_name(dump.name.replace(".dump", ".manifest.json")).read_text())
+    manifest = manifest_of(dump)
     manifest["dump"] = target.name
     write_manifest(target, manifest)
     return target
 
 
 def write_manifest(dump: Path, manifest: dict[str, Any]) -> None:
-    dump.with_name(dump.name.replace(".dump", ".manifest.json")).write_text(json.dumps(manifest))
+    manifest_for(dump).write_text(json.dumps(manifest))
 
 
 def resign(dump: Path) -> None:
     """Make the manifest agree with the (damaged) file, as if it had been damaged before the
     manifest was written: the restore itself must then catch it."""
-    import hashlib
-
-    path = dump.with_name(dump.name.replace(".dump", ".manifest.json"))
+    path = manifest_for(dump)
     manifest = json.loads(path.read_text())
     data = dump.read_bytes()
     manifest["dump_bytes"] = len(data)
@@ -272,7 +278,7 @@ def test_retention_deletes_dumps_older_than_the_keep_window(
     dump = result.dump
     assert sorted(result.deleted) == sorted([expired, also_expired])
     assert not expired.exists() and not also_expired.exists()
-    assert not expired.with_name(expired.name.replace(".dump", ".manifest.json")).exists()
+    assert not manifest_for(expired).exists()
     assert kept.exists() and dump.exists() and unrelated.exists()
 
 
@@ -303,3 +309,355 @@ def test_restore_into_a_new_database_keeps_grants_and_row_level_security(
         assert "exists: restore into a new one" in one_line_error(again)
     finally:
         admin_conn.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
+
+
+# --- private files, encryption ---------------------------------------------------------
+
+IN_ATTRIB, IN_MOVED_TO, IN_CREATE, IN_Q_OVERFLOW = 0x4, 0x80, 0x100, 0x4000
+
+
+class Watch:
+    """The kernel's own record (inotify) of what happens in some directories: each entry
+    created or renamed into them, and each change of an entry's metadata — a chmod is one.
+    Events queue up as they happen, so nothing between two looks is missed."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        assert self.fd >= 0, os.strerror(ctypes.get_errno())
+        self.dirs: dict[int, Path] = {}
+
+    def add(self, directory: Path) -> None:
+        mask = IN_ATTRIB | IN_CREATE | IN_MOVED_TO
+        wd = self._libc.inotify_add_watch(self.fd, str(directory).encode(), mask)
+        assert wd >= 0, os.strerror(ctypes.get_errno())
+        self.dirs[wd] = directory
+
+    def events(self) -> list[tuple[str, Path]]:
+        """(``attrib`` | ``create`` | ``moved``, path) in order; the directory itself for an
+        event on it."""
+        out = []
+        while True:
+            try:
+                data = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return out
+            i = 0
+            while i < len(data):
+                wd, mask, _cookie, length = struct.unpack_from("iIII", data, i)
+                name = data[i + 16 : i + 16 + length].rstrip(b"\0").decode()
+                i += 16 + length
+                assert not mask & IN_Q_OVERFLOW, "inotify queue overflowed"
+                kind = "attrib" if mask & IN_ATTRIB else "create" if mask & IN_CREATE else "moved"
+                out.append((kind, self.dirs[wd] / name if name else self.dirs[wd]))
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_backups_and_reports_are_private_from_the_moment_they_exist(
+    settings: Settings, backup_env: dict[str, str], with_audit_rows: Tenant
+) -> None:
+    directory = Path(backup_env["S2_BACKUP_DIR"])
+    reports = directory / "reports"
+    watch = Watch()
+    try:
+        # umask 0: whatever is created with default permissions is readable by everyone.
+        watch.add(directory.parent)
+        done = run(settings, "backup", umask=0, **backup_env)
+        assert done.returncode == 0, done.stderr
+        watch.add(directory)
+        done = run(settings, "backup", umask=0o022, **backup_env)  # the usual umask
+        assert done.returncode == 0, done.stderr
+        done = run(settings, "restore-test", umask=0, **backup_env)
+        assert done.returncode == 0, done.stderr
+        watch.add(reports)
+        done = run(settings, "restore-test", umask=0o022, **backup_env)
+        assert done.returncode == 0, done.stderr
+        events = watch.events()
+    finally:
+        watch.close()
+
+    assert mode(directory) == 0o700 and mode(reports) == 0o700
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    assert len(list(directory.glob("*.dump"))) == 2
+    assert len(list(directory.glob("*.manifest.json"))) == 2
+    assert len(list(reports.glob("*.md"))) == 2 and len(list(reports.glob("*.json"))) == 2
+    assert {p: oct(mode(p)) for p in files} == {p: oct(0o600) for p in files}
+    # Created so, not tightened afterwards: the kernel saw no chmod of any of them (a file
+    # made with the umask's mode, then chmodded, would be readable for that moment).
+    assert [p for kind, p in events if kind == "attrib"] == []
+    created = [p for kind, p in events if kind == "create"]
+    assert directory in created and reports in created
+    assert any(p.name.endswith(".dump.partial") for p in created)
+
+
+def test_an_open_backup_directory_is_made_private_with_what_older_releases_left(
+    settings: Settings, backup_env: dict[str, str]
+) -> None:
+    directory = Path(backup_env["S2_BACKUP_DIR"])
+    directory.mkdir()
+    os.chmod(directory, 0o755)  # as the default umask made it before this release
+    stamp = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y%m%dT%H%M%SZ")
+    old = directory / f"system2-old-{stamp}.dump"
+    old.write_bytes(b"old")
+    write_manifest(old, {"format": 1})
+    unrelated = directory / "notes.txt"
+    unrelated.write_text("not ours")
+    for path in (old, manifest_for(old), unrelated):
+        os.chmod(path, 0o644)
+
+    done = run(settings, "backup", **backup_env)
+    assert done.returncode == 0, done.stderr
+    assert mode(directory) == 0o700
+    assert f"made {directory} private: mode 0755 -> 0700" in done.stderr
+    assert mode(old) == 0o600 and mode(manifest_for(old)) == 0o600
+    assert mode(unrelated) == 0o644  # not a file of ours: left alone
+    new = Path(done.stdout.strip())
+    assert mode(new) == 0o600 and mode(manifest_for(new)) == 0o600
+
+
+@dataclass(frozen=True)
+class AgeKeys:
+    recipient: str  # the public key, for S2_BACKUP_AGE_RECIPIENTS
+    identity: Path  # its private key, for S2_BACKUP_AGE_IDENTITY
+    other_identity: Path  # someone else's private key
+
+
+@pytest.fixture
+def age_keys(tmp_path: Path) -> AgeKeys:
+    """A throw-away key pair (and a second private key), as DEPLOY.md makes them."""
+    if shutil.which("age") is None or shutil.which("age-keygen") is None:
+        pytest.fail("age is not installed (apt-get install age): backup encryption needs it")
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+
+    def keygen(name: str) -> tuple[str, Path]:
+        path = keys / name
+        subprocess.run(["age-keygen", "-o", str(path)], check=True, capture_output=True)
+        public = subprocess.run(
+            ["age-keygen", "-y", str(path)], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        return public, path
+
+    recipient, identity = keygen("backup.agekey")
+    _, other = keygen("other.agekey")
+    return AgeKeys(recipient, identity, other)
+
+
+def decrypted_sql(dump: Path, identity: Path) -> str:
+    """The dump as SQL, through ``age -d | pg_restore -f -`` (all in pipes)."""
+    age = subprocess.Popen(
+        ["age", "--decrypt", "--identity", str(identity), str(dump)], stdout=subprocess.PIPE
+    )
+    sql = subprocess.run(
+        ["pg_restore", "--file", "-"], stdin=age.stdout, capture_output=True, check=True
+    ).stdout
+    assert age.stdout is not None
+    age.stdout.close()
+    assert age.wait() == 0
+    return sql.decode()
+
+
+def test_an_encrypted_dump_is_ciphertext_on_disk_and_restores_with_its_key(
+    settings: Settings,
+    admin_conn: AdminConn,
+    backup_env: dict[str, str],
+    age_keys: AgeKeys,
+    with_audit_rows: Tenant,
+) -> None:
+    env = {**backup_env, "S2_BACKUP_AGE_RECIPIENTS": age_keys.recipient}
+    directory = Path(env["S2_BACKUP_DIR"])
+    directory.mkdir(mode=0o700)
+    watch = Watch()
+    try:
+        watch.add(directory)
+        dump, manifest = take_backup(settings, env)
+        events = watch.events()
+    finally:
+        watch.close()
+
+    assert dump.name.endswith(".dump.age") and mode(dump) == 0o600
+    data = dump.read_bytes()
+    assert data.startswith(b"age-encryption.org/v1\n")
+    name = "Backed Up Inc"  # the tenant's name: in the dump's data, only with the key
+    for plaintext in (b"PGDMP", b"CREATE TABLE", b"activity_log", name.encode()):
+        assert plaintext not in data, plaintext
+    assert name in decrypted_sql(dump, age_keys.identity)  # so the check above means something
+
+    # Only the ciphertext and the manifest were ever written there: pg_dump's plaintext
+    # went through a pipe into age, never into a file of the backup directory.
+    assert sorted(p.name for kind, p in events if kind in ("create", "moved")) == sorted(
+        [
+            f"{dump.name}.partial",
+            dump.name,
+            f"{manifest_for(dump).name}.tmp",
+            manifest_for(dump).name,
+        ]
+    )
+    # The manifest describes what is on disk, and says how it is encrypted.
+    assert manifest["dump_bytes"] == len(data)
+    assert manifest["dump_sha256"] == hashlib.sha256(data).hexdigest()
+    assert manifest["encryption"] == {"tool": "age", "recipients": [age_keys.recipient]}
+
+    keyed = {**env, "S2_BACKUP_AGE_IDENTITY": str(age_keys.identity)}
+    done = run(settings, "restore-test", **keyed)
+    assert done.returncode == 0, done.stderr
+    report = Path(done.stdout.strip())
+    assert "**Outcome: PASS**" in report.read_text()
+    checks = [c["name"] for c in json.loads(report.with_suffix(".json").read_text())["checks"]]
+    assert checks[:3] == ["checksum", "decrypt", "archive"]
+    assert {"pg_restore", "row counts", "activity_log", "schema"} <= set(checks)
+
+    target = f"s2_restored_{uuid.uuid4().hex[:8]}"
+    try:
+        done = run(settings, "restore", "--dump", str(dump), "--into", target, **keyed)
+        assert done.returncode == 0, done.stderr
+        url = make_conninfo(settings.admin_database_url, dbname=target)
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM activity_log WHERE company_id = %s", (with_audit_rows.id,)
+            ).fetchone()
+            assert row is not None and row[0] == 5
+    finally:
+        admin_conn.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
+
+    # Damaged, with a manifest that agrees: age's authentication is what catches it.
+    bad = copy_as_newest(dump, directory)
+    damaged = bytearray(bad.read_bytes())
+    damaged[-20:-12] = bytes(b ^ 0xFF for b in damaged[-20:-12])
+    bad.write_bytes(bytes(damaged))
+    resign(bad)
+    line = one_line_error(run(settings, "restore-test", **keyed))
+    assert line.startswith(f"error: decrypt: cannot decrypt {bad.name} with "), line
+    assert "Outcome: FAIL — decrypt" in last_report(env)
+
+
+def test_an_encrypted_dump_without_its_private_key_fails_in_one_line(
+    settings: Settings,
+    admin_conn: AdminConn,
+    backup_env: dict[str, str],
+    age_keys: AgeKeys,
+    tmp_path: Path,
+) -> None:
+    env = {**backup_env, "S2_BACKUP_AGE_RECIPIENTS": age_keys.recipient}
+    dump, _ = take_backup(settings, env)
+
+    line = one_line_error(run(settings, "restore-test", **env))
+    assert line.startswith(f"error: decrypt: {dump.name} is encrypted with age"), line
+    assert age_keys.recipient in line and "set S2_BACKUP_AGE_IDENTITY" in line
+    assert "Outcome: FAIL — decrypt" in last_report(env)
+
+    missing = {**env, "S2_BACKUP_AGE_IDENTITY": str(tmp_path / "no-such.agekey")}
+    line = one_line_error(run(settings, "restore-test", **missing))
+    assert line.startswith("error: decrypt: S2_BACKUP_AGE_IDENTITY: "), line
+    assert "no-such.agekey does not exist" in line
+
+    wrong = {**env, "S2_BACKUP_AGE_IDENTITY": str(age_keys.other_identity)}
+    line = one_line_error(run(settings, "restore-test", **wrong))
+    assert line.startswith(f"error: decrypt: cannot decrypt {dump.name} with "), line
+    assert "no identity matched any of the recipients" in line
+
+    target = f"s2_restored_{uuid.uuid4().hex[:8]}"
+    try:
+        line = one_line_error(
+            run(settings, "restore", "--dump", str(dump), "--into", target, **wrong)
+        )
+        assert line.startswith("error: decrypt: ") and "no identity matched" in line, line
+        gone = admin_conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,))
+        assert gone.fetchone() is None, "the target database was created before the key failed"
+    finally:
+        admin_conn.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
+
+    # A malformed public key stops the backup before anything is dumped.
+    bad = {**backup_env, "S2_BACKUP_AGE_RECIPIENTS": "age1notakey"}
+    line = one_line_error(run(settings, "backup", **bad))
+    assert line.startswith("error: S2_BACKUP_AGE_RECIPIENTS: malformed recipient"), line
+    assert [p.name for p in dumps_in(Path(backup_env["S2_BACKUP_DIR"]))] == [dump.name]
+
+
+def dumps_in(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if ".dump" in p.name)
+
+
+def test_the_production_image_installs_age() -> None:
+    from tests.test_deploy_config import final_stage
+
+    installs = [part for op, args in final_stage() if op == "RUN" for part in args.split("&&")]
+    assert any("apt-get install" in part and "age" in part.split() for part in installs), (
+        "deploy/Dockerfile's runtime stage must install age: backups are encrypted with it"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to become a user who owns nothing")
+def test_an_open_backup_directory_someone_else_owns_is_refused() -> None:
+    """The backup user may not tighten a directory it does not own: a clear refusal, and
+    nothing written into it. (A forked child becomes ``nobody`` and calls the code.)"""
+    import tempfile
+
+    from system2.ops.backup import private_dir
+
+    outside = Path(tempfile.mkdtemp(prefix="s2-backup-open-"))  # where nobody can reach
+    try:
+        os.chmod(outside, 0o755)
+        directory = outside / "backups"
+        directory.mkdir()
+        os.chmod(directory, 0o777)  # root's, open to all
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 0
+            try:
+                os.close(read)
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                try:
+                    private_dir(directory)
+                    message = "no error"
+                except BackupError as exc:
+                    message = str(exc)
+                os.write(write, message.encode())
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read, "rb") as f:
+            message = f.read().decode()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert message.startswith(f"{directory} is open to group/others (mode 0777)"), message
+        assert "may not change it (owner uid 0): chmod 700 it" in message
+        assert mode(directory) == 0o777 and list(directory.iterdir()) == []
+    finally:
+        shutil.rmtree(outside)
+
+
+@pytest.mark.parametrize("env_name", ["staging", "production"])
+def test_a_deployed_backup_refuses_plain_text_and_a_connection_without_tls(
+    settings: Settings, backup_env: dict[str, str], env_name: str
+) -> None:
+    """Staging and production write no dump of every tenant's content unencrypted, and reach
+    the database over TLS only."""
+    deployed = {**backup_env, "S2_ENV": env_name}
+    line = one_line_error(run(settings, "backup", **deployed))
+    assert line == (
+        f"error: S2_ENV={env_name}: S2_BACKUP_DATABASE_URL must set sslmode=verify-full "
+        "(or verify-ca, require): TLS"
+    )
+    # TLS asked for, on a server that offers none: the refusal is the encryption's, first.
+    url = make_conninfo(backup_env["S2_BACKUP_DATABASE_URL"], sslmode="require")
+    tls = {**deployed, "S2_BACKUP_DATABASE_URL": url}
+    line = one_line_error(run(settings, "backup", **tls))
+    assert line == (
+        "error: set S2_BACKUP_AGE_RECIPIENTS: staging and production write no dump in plain text"
+    )
+    assert (
+        not Path(backup_env["S2_BACKUP_DIR"]).exists()
+        or dumps_in(Path(backup_env["S2_BACKUP_DIR"])) == []
+    )

@@ -378,18 +378,27 @@ def releases(
 
 @app.command("backup")
 def backup_command() -> None:
-    """pg_dump (custom format) of S2_BACKUP_DATABASE_URL into S2_BACKUP_DIR, with a manifest
-    from the same snapshot; deletes dumps older than S2_BACKUP_KEEP_DAYS (30). Prints the
-    dump's path."""
+    """pg_dump (custom format) of S2_BACKUP_DATABASE_URL into S2_BACKUP_DIR (0700; files
+    0600), with a manifest from the same snapshot; encrypted with age to
+    S2_BACKUP_AGE_RECIPIENTS when set; deletes dumps older than S2_BACKUP_KEEP_DAYS (30).
+    Prints the dump's path."""
     from system2.ops.backup import BackupConfig, backup
 
     result = backup(BackupConfig.from_env())
+    for note in result.notes:
+        say(note)
     for path in result.deleted:
         say(f"deleted {path.name} (older than the retention window)")
     tables = result.stats["tables"]
+    encryption = result.stats.get("encryption")
     say(
         f"backed up schema {result.stats['schema_version']}, {len(tables)} tables, "
         f"{sum(tables.values())} rows"
+        + (
+            f", encrypted with age to {len(encryption['recipients'])} recipient(s)"
+            if encryption
+            else ", NOT encrypted (set S2_BACKUP_AGE_RECIPIENTS)"
+        )
     )
     emit(str(result.dump))
 
@@ -400,6 +409,7 @@ def restore_test_command(
 ) -> None:
     """Restore the newest dump into a scratch database, verify it against its manifest and
     this code, write a dated report to S2_BACKUP_DIR/reports/, drop the scratch database.
+    An age-encrypted dump is decrypted with the private key file S2_BACKUP_AGE_IDENTITY.
     Exits 1 naming the first failed check. Prints the report's path."""
     from system2.ops.backup import BackupConfig, restore_test
 
@@ -414,7 +424,8 @@ def restore_command(
     into: Annotated[str, typer.Option(help="a NEW database to create and restore into")],
 ) -> None:
     """Restore a dump into a new database on the server of S2_BACKUP_DATABASE_URL (owners and
-    grants included) and verify it against its manifest. Never touches an existing database."""
+    grants included) and verify it against its manifest. Never touches an existing database.
+    An age-encrypted dump is decrypted with the private key file S2_BACKUP_AGE_IDENTITY."""
     from system2.ops.backup import BackupConfig, restore
 
     report = restore(BackupConfig.from_env(), dump, into)

@@ -17,6 +17,20 @@ this code's migrations apply on top of it). It writes a dated report to
 
 ``restore`` is the real thing: into a *new* database (never over a live one), owners and
 grants included, verified the same way, left in place for the operator to switch to.
+
+A dump holds every tenant's content, so nothing here is ever readable by anyone but the
+backup user: ``S2_BACKUP_DIR`` (and ``reports/``) is created 0700 — an existing one open to
+group or others is made private, or refused if this user may not — and every dump, manifest,
+report and temporary file is *created* 0600 (``os.open`` with that mode, whatever the
+umask), never loosened and tightened afterwards.
+
+With ``S2_BACKUP_AGE_RECIPIENTS`` (``age1…`` public keys) each dump is encrypted with
+`age <https://age-encryption.org>`_: ``pg_dump``'s output is piped straight into ``age``, so
+the plaintext never touches a disk, and the file is ``….dump.age``. The manifest's size and
+SHA-256 are those of the file on disk (the ciphertext); its row counts and fingerprints carry
+no tenant content. ``restore`` and ``restore-test`` decrypt with the private key in the file
+``S2_BACKUP_AGE_IDENTITY`` (``age-keygen`` output), again piped straight into
+``pg_restore``.
 """
 
 from __future__ import annotations
@@ -27,7 +41,10 @@ import os
 import re
 import secrets
 import shutil
+import signal
+import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,11 +58,26 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from system2.errors import System2Error
+from system2.settings import DEPLOYED, TLS_SSLMODES
 
 MANIFEST_FORMAT = 1
 _STAMP = "%Y%m%dT%H%M%SZ"
-_DUMP = re.compile(r"^system2-(?P<db>.+)-(?P<at>\d{8}T\d{6}Z)(?:-(?P<n>\d+))?\.dump$")
+_DUMP = re.compile(
+    r"^system2-(?P<db>.+)-(?P<at>\d{8}T\d{6}Z)(?:-(?P<n>\d+))?\.dump(?P<age>\.age)?$"
+)
+# What this module writes into S2_BACKUP_DIR and reports/ (and so may make private).
+_OURS = re.compile(
+    r"^(system2-.+\.(dump|dump\.age|manifest\.json)|restore-test-.+\.(md|json))"
+    r"(\.partial|\.tmp)?$"
+)
 _AUDIT_ROWS = "SELECT md5(a::text) FROM activity_log a ORDER BY a.id"
+_AGE_MAGIC = b"age-encryption.org/"
+_PGDMP = b"PGDMP"
+_TIMEOUT = 6 * 3600
+# Files and directories holding tenant data: the owner only, from the moment they exist.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+_CHILD_UMASK = 0o077
 
 
 class BackupError(System2Error):
@@ -57,6 +89,12 @@ class BackupConfig:
     database_url: str
     backup_dir: Path
     keep_days: int = 30
+    # age public keys (``age1…``) every new dump is encrypted to; none: dumps are plaintext.
+    age_recipients: tuple[str, ...] = ()
+    # The age identity (private key) file that decrypts dumps, for restore and restore-test.
+    age_identity: Path | None = None
+    # Staging and production: no dump of every tenant's content is written in plain text.
+    require_encryption: bool = False
 
     @classmethod
     def from_env(cls) -> BackupConfig:
@@ -72,7 +110,22 @@ class BackupConfig:
             raise BackupError("S2_BACKUP_KEEP_DAYS must be a whole number of days") from None
         if keep < 1:
             raise BackupError("S2_BACKUP_KEEP_DAYS must be at least 1")
-        return cls(url, Path(directory), keep)
+        recipients = tuple(re.split(r"[\s,]+", os.environ.get("S2_BACKUP_AGE_RECIPIENTS", "")))
+        identity = os.environ.get("S2_BACKUP_AGE_IDENTITY", "").strip()
+        env = os.environ.get("S2_ENV", "dev")
+        if env in DEPLOYED and conninfo_to_dict(url).get("sslmode") not in TLS_SSLMODES:
+            raise BackupError(
+                f"S2_ENV={env}: S2_BACKUP_DATABASE_URL must set sslmode=verify-full "
+                "(or verify-ca, require): TLS"
+            )
+        return cls(
+            url,
+            Path(directory),
+            keep,
+            age_recipients=tuple(r for r in recipients if r),
+            age_identity=Path(identity) if identity else None,
+            require_encryption=env in DEPLOYED,
+        )
 
 
 @dataclass
@@ -81,6 +134,7 @@ class BackupResult:
     manifest: Path
     stats: dict[str, Any]
     deleted: list[Path]
+    notes: list[str] = field(default_factory=list)
 
 
 # --- what a snapshot holds -------------------------------------------------------------
@@ -149,9 +203,16 @@ def check_backup_role(conn: psycopg.Connection[Any]) -> None:
 def backup(cfg: BackupConfig, *, now: datetime | None = None) -> BackupResult:
     now = now or datetime.now(UTC)
     _need("pg_dump")
-    cfg.backup_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.require_encryption and not cfg.age_recipients:
+        raise BackupError(
+            "set S2_BACKUP_AGE_RECIPIENTS: staging and production write no dump in plain text"
+        )
+    if cfg.age_recipients:
+        _need("age", "the age encryption tool: apt-get install age")
+        _check_recipients(cfg.age_recipients)
+    notes = private_dir(cfg.backup_dir)
     dbname = str(conninfo_to_dict(cfg.database_url).get("dbname") or "postgres")
-    dump = _free_name(cfg.backup_dir, dbname, now)
+    dump = _free_name(cfg.backup_dir, dbname, now, encrypted=bool(cfg.age_recipients))
     partial = dump.with_name(dump.name + ".partial")
     with _connect(cfg.database_url) as conn:
         check_backup_role(conn)
@@ -161,32 +222,34 @@ def backup(cfg: BackupConfig, *, now: datetime | None = None) -> BackupResult:
         stats = snapshot_stats(conn)
         server = conn.info.parameter_status("server_version") or "?"
         conninfo, env = _split_password(cfg.database_url)
-        done = _run(
-            [
-                "pg_dump",
-                "--format=custom",
-                f"--snapshot={snapshot}",
-                "--file",
-                str(partial),
-                "--dbname",
-                conninfo,
-            ],
-            env,
-        )
+        argv = ["pg_dump", "--format=custom", f"--snapshot={snapshot}", "--dbname", conninfo]
+        with _private_file(partial) as fd:
+            try:
+                if cfg.age_recipients:
+                    _dump_encrypted(argv, env, fd, cfg.age_recipients)
+                else:
+                    # pg_dump reopens the 0600 file we made (writing to a file, not a pipe,
+                    # keeps the archive's data offsets: pg_restore can then seek and run -j).
+                    done = _run([*argv, "--file", str(partial)], env)
+                    if done.returncode != 0:
+                        raise BackupError(f"pg_dump failed: {_last_line(done.stderr)}")
+                os.fsync(fd)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
         conn.execute("COMMIT")
-    if done.returncode != 0:
-        partial.unlink(missing_ok=True)
-        raise BackupError(f"pg_dump failed: {_last_line(done.stderr)}")
-    with partial.open("rb") as f:
-        os.fsync(f.fileno())
     size, digest = file_digest(partial)
     partial.rename(dump)
     manifest = {
         "format": MANIFEST_FORMAT,
         "created_at": now.isoformat(timespec="seconds"),
         "dump": dump.name,
+        # Size and SHA-256 of the file as it is on disk (the ciphertext when encrypted).
         "dump_bytes": size,
         "dump_sha256": digest,
+        "encryption": (
+            {"tool": "age", "recipients": list(cfg.age_recipients)} if cfg.age_recipients else None
+        ),
         "database": dbname,
         "server_version": server,
         "pg_dump_version": _version("pg_dump"),
@@ -195,13 +258,43 @@ def backup(cfg: BackupConfig, *, now: datetime | None = None) -> BackupResult:
     manifest_path = manifest_for(dump)
     _write_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
     deleted = prune(cfg.backup_dir, cfg.keep_days, now=now)
-    return BackupResult(dump, manifest_path, manifest, deleted)
+    return BackupResult(dump, manifest_path, manifest, deleted, notes)
+
+
+def _dump_encrypted(
+    argv: list[str], env: dict[str, str], fd: int, recipients: tuple[str, ...]
+) -> None:
+    """``pg_dump | age -r …`` into ``fd``: the plaintext archive exists only in the pipe."""
+    flags = [arg for r in recipients for arg in ("--recipient", r)]
+    dumped, encrypted = _pipe(argv, ["age", "--encrypt", *flags], env, dict(os.environ), fd)
+    # age failing first leaves pg_dump writing into a closed pipe: age's error is the cause.
+    # pg_dump failing first leaves age encrypting a short stream, and exiting 0.
+    if encrypted.returncode != 0:
+        raise BackupError(f"age failed: {_age_error(encrypted.stderr)}")
+    if dumped.returncode != 0:
+        raise BackupError(f"pg_dump failed: {_last_line(dumped.stderr)}")
+
+
+def _check_recipients(recipients: tuple[str, ...]) -> None:
+    """Refuse a malformed S2_BACKUP_AGE_RECIPIENTS before anything is dumped."""
+    argv = ["age", "--encrypt", *(arg for r in recipients for arg in ("--recipient", r))]
+    done = subprocess.run(  # noqa: S603 - argv built here
+        argv,
+        input=b"",
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        error = _age_error(done.stderr.decode(errors="replace"))
+        raise BackupError(f"S2_BACKUP_AGE_RECIPIENTS: {error}")
 
 
 def dumps(directory: Path) -> list[tuple[datetime, Path]]:
-    """The dumps in ``directory``, oldest first, by the time in their names."""
+    """The dumps in ``directory`` (plain or age-encrypted), oldest first, by the time in their
+    names."""
     found = []
-    for p in directory.glob("system2-*.dump"):
+    for p in directory.glob("system2-*.dump*"):
         m = _DUMP.match(p.name)
         if m:
             at = datetime.strptime(m["at"], _STAMP).replace(tzinfo=UTC)
@@ -225,18 +318,71 @@ def prune(directory: Path, keep_days: int, *, now: datetime | None = None) -> li
 
 
 def manifest_for(dump: Path) -> Path:
-    return dump.with_name(dump.name.removesuffix(".dump") + ".manifest.json")
+    return dump.with_name(dump.name.removesuffix(".age").removesuffix(".dump") + ".manifest.json")
 
 
-def _free_name(directory: Path, dbname: str, now: datetime) -> Path:
+def _free_name(directory: Path, dbname: str, now: datetime, *, encrypted: bool) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_]+", "_", dbname)
-    base = f"system2-{safe}-{now.strftime(_STAMP)}"
-    path = directory / f"{base}.dump"
-    n = 1
-    while path.exists():
-        path = directory / f"{base}-{n}.dump"
+    stem = f"system2-{safe}-{now.strftime(_STAMP)}"
+    suffix = ".dump.age" if encrypted else ".dump"
+    base, n = stem, 1
+    # A plain and an encrypted dump of one name would share a manifest: neither may exist,
+    # nor be on its way (a backup running in the same second).
+    taken = (".dump", ".dump.age", ".dump.partial", ".dump.age.partial")
+    while any((directory / f"{base}{s}").exists() for s in taken):
+        base = f"{stem}-{n}"
         n += 1
-    return path
+    return directory / f"{base}{suffix}"
+
+
+def private_dir(path: Path) -> list[str]:
+    """Make sure ``path`` is a directory only its owner may enter: created 0700, or an
+    existing one open to group or others made so (refused when this user may not). Files of
+    ours left in it group- or world-readable by older releases become 0600. Returns what it
+    changed, to tell the operator."""
+    try:
+        path.mkdir(mode=DIR_MODE, parents=True)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise BackupError(f"cannot create {path}: {exc.strerror}") from None
+    st = path.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise BackupError(f"{path} is not a directory")
+    notes = []
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        # Tighten rather than refuse: it protects, at once, the dumps older releases left in
+        # it world-readable, and the nightly backup keeps running.
+        try:
+            os.chmod(path, mode & DIR_MODE)
+        except PermissionError:
+            raise BackupError(
+                f"{path} is open to group/others (mode {mode:04o}) and this user (uid "
+                f"{os.geteuid()}) may not change it (owner uid {st.st_uid}): chmod 700 it, or "
+                "choose another S2_BACKUP_DIR"
+            ) from None
+        notes.append(
+            f"made {path} private: mode {mode:04o} -> {mode & DIR_MODE:04o} "
+            "(backups hold every tenant's data)"
+        )
+    loose = []
+    for child in path.iterdir():
+        if not _OURS.match(child.name):
+            continue
+        cst = child.lstat()
+        if stat.S_ISREG(cst.st_mode) and stat.S_IMODE(cst.st_mode) & 0o077:
+            try:
+                os.chmod(child, stat.S_IMODE(cst.st_mode) & FILE_MODE)
+            except PermissionError:
+                raise BackupError(
+                    f"{child} is readable by group/others and this user may not change it: "
+                    "chmod 600 it"
+                ) from None
+            loose.append(child.name)
+    if loose:
+        notes.append(f"made {len(loose)} older file(s) in {path} private (0600)")
+    return notes
 
 
 # --- restore ---------------------------------------------------------------------------
@@ -286,7 +432,7 @@ def restore_test(
         manifest = _verified_file(cfg, dump, report)
         with _scratch_database(cfg.database_url, scratch):
             target = make_conninfo(cfg.database_url, dbname=scratch)
-            _restore(report, manifest, target, faithful=False)
+            _restore(report, cfg, target, faithful=False, encrypted=_encrypted(manifest))
             _verify(report, manifest, target, upgrade=True)
         report.notes.append(f"scratch database {scratch} dropped")
     except BackupError as exc:
@@ -314,13 +460,15 @@ def restore(cfg: BackupConfig, dump: Path, into: str) -> RestoreReport:
             raise report.fail("target", f"database {into} exists: restore into a new one")
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(into)))
     target = make_conninfo(cfg.database_url, dbname=into)
-    _restore(report, manifest, target, faithful=True)
+    _restore(report, cfg, target, faithful=True, encrypted=_encrypted(manifest))
     _verify(report, manifest, target, upgrade=False)
     report.seconds = time.monotonic() - t0
     return report
 
 
 def _verified_file(cfg: BackupConfig, dump: Path | None, report: RestoreReport) -> dict[str, Any]:
+    """The dump's manifest, once the file on disk matches it, decrypts (if encrypted) and is
+    an archive pg_restore reads."""
     _need("pg_restore")
     if dump is None:
         found = dumps(cfg.backup_dir) if cfg.backup_dir.exists() else []
@@ -349,22 +497,95 @@ def _verified_file(cfg: BackupConfig, dump: Path | None, report: RestoreReport) 
     if digest != manifest.get("dump_sha256"):
         raise report.fail("checksum", f"{dump.name} does not match its manifest's SHA-256: damaged")
     report.passed("checksum", f"{size} bytes, sha256 {digest[:16]}… as in the manifest")
-    listed = _run(["pg_restore", "--list", str(dump)], dict(os.environ))
+    identity = _identity_for(cfg, dump, manifest, report)
+    listed = _pg_restore(report, ["pg_restore", "--list"], dict(os.environ), identity)
     if listed.returncode != 0:
         raise report.fail("archive", f"pg_restore cannot read it: {_last_line(listed.stderr)}")
     report.passed("archive", f"{len(listed.stdout.splitlines())} table-of-contents lines")
     return manifest
 
 
-def _restore(
-    report: RestoreReport, manifest: dict[str, Any], target: str, *, faithful: bool
-) -> None:
+def _identity_for(
+    cfg: BackupConfig, dump: Path, manifest: dict[str, Any], report: RestoreReport
+) -> Path | None:
+    """None for a plaintext dump; for an age-encrypted one, the identity file that opens it,
+    once the whole file has decrypted with it into a pg_dump archive (that also proves every
+    encrypted chunk authentic)."""
+    with dump.open("rb") as f:
+        encrypted = f.read(len(_AGE_MAGIC)) == _AGE_MAGIC
+    declared = manifest.get("encryption")
+    if encrypted != bool(declared):
+        says = "encrypted" if declared else "plaintext"
+        raise report.fail(
+            "manifest",
+            f"says {dump.name} is {says}, the file is {'not ' if declared else ''}encrypted",
+        )
+    if not encrypted:
+        return None
+    to = ", ".join(declared.get("recipients") or []) if isinstance(declared, dict) else ""
+    report.notes.append(f"{dump.name} is encrypted with age to {to or 'unknown recipients'}")
+    _need("age", "the age encryption tool: apt-get install age")
+    identity = cfg.age_identity
+    if identity is None:
+        raise report.fail(
+            "decrypt",
+            f"{dump.name} is encrypted with age (to {to}): set S2_BACKUP_AGE_IDENTITY to the "
+            "file holding its private key",
+        )
+    if not identity.is_file():
+        raise report.fail(
+            "decrypt", f"S2_BACKUP_AGE_IDENTITY: {identity} does not exist or is not a file"
+        )
+    argv = ["age", "--decrypt", "--identity", str(identity), str(dump)]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(  # noqa: S603 - argv built here
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err
+        )
+        assert proc.stdout is not None
+        with proc.stdout:
+            head = proc.stdout.read(len(_PGDMP))
+            total = len(head)
+            while chunk := proc.stdout.read(1 << 20):  # read to the end: age authenticates
+                total += len(chunk)  # each chunk as it goes, the last one included
+        proc.wait(timeout=_TIMEOUT)
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise report.fail(
+            "decrypt",
+            f"cannot decrypt {dump.name} with S2_BACKUP_AGE_IDENTITY ({identity}): "
+            f"{_age_error(stderr)}",
+        )
+    if head != _PGDMP:
+        raise report.fail("decrypt", f"{dump.name} decrypts to something not a pg_dump archive")
+    report.passed("decrypt", f"{total} bytes decrypted with {identity.name}: a pg_dump archive")
+    return identity
+
+
+def _pg_restore(
+    report: RestoreReport, argv: list[str], env: dict[str, str], identity: Path | None
+) -> Ran:
+    """``pg_restore argv… DUMP``, or for an encrypted dump ``age -d DUMP | pg_restore argv…``
+    (the plaintext archive exists only in the pipe)."""
     assert report.dump is not None
+    if identity is None:
+        done = _run([*argv, str(report.dump)], env)
+        return Ran(done.returncode, done.stdout, done.stderr)
+    decrypt = ["age", "--decrypt", "--identity", str(identity), str(report.dump)]
+    decrypted, restored = _pipe(decrypt, argv, dict(os.environ), env, None)
+    if decrypted.returncode != 0 and not _broken_pipe(decrypted):
+        raise report.fail("decrypt", f"age failed: {_age_error(decrypted.stderr)}")
+    return restored
+
+
+def _restore(
+    report: RestoreReport, cfg: BackupConfig, target: str, *, faithful: bool, encrypted: bool
+) -> None:
     conninfo, env = _split_password(target)
     argv = ["pg_restore", "--exit-on-error", "--single-transaction", "--dbname", conninfo]
     if not faithful:
         argv += ["--no-owner", "--no-acl"]
-    done = _run([*argv, str(report.dump)], env)
+    done = _pg_restore(report, argv, env, cfg.age_identity if encrypted else None)
     if done.returncode != 0:
         raise report.fail("pg_restore", _last_line(done.stderr) or f"exit {done.returncode}")
     report.passed(
@@ -441,6 +662,10 @@ def _check_schema(
     report.passed("schema", f"at {dumped} as dumped; current with this code ({code})")
 
 
+def _encrypted(manifest: dict[str, Any]) -> bool:
+    return bool(manifest.get("encryption"))  # checked against the file by _identity_for
+
+
 def _audit(a: Any) -> str:
     if not isinstance(a, dict):
         return "no activity_log"
@@ -468,7 +693,8 @@ def _scratch_database(url: str, name: str) -> Iterator[None]:
 
 def write_report(backup_dir: Path, report: RestoreReport) -> Path:
     reports = backup_dir / "reports"
-    reports.mkdir(parents=True, exist_ok=True)
+    report.notes.extend(private_dir(backup_dir))
+    report.notes.extend(private_dir(reports))
     stamp = report.started_at.strftime(_STAMP)
     path = reports / f"restore-test-{stamp}.md"
     n = 1
@@ -543,13 +769,105 @@ def _split_password(url: str) -> tuple[str, dict[str, str]]:
 
 def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - argv built here
-        argv, env=env, capture_output=True, text=True, check=False, timeout=6 * 3600
+        argv,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=_TIMEOUT,
+        umask=_CHILD_UMASK,
     )
 
 
-def _need(tool: str) -> None:
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _pipe(
+    first: list[str],
+    second: list[str],
+    first_env: dict[str, str],
+    second_env: dict[str, str],
+    out_fd: int | None,
+) -> tuple[Ran, Ran]:
+    """``first | second``, the second's output into ``out_fd`` (or captured). The stream
+    passes through an OS pipe only, never a file."""
+    with tempfile.TemporaryFile() as first_err:  # 0600, unlinked: error text only
+        producer = subprocess.Popen(  # noqa: S603 - argv built here
+            first,
+            env=first_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=first_err,
+            umask=_CHILD_UMASK,
+        )
+        assert producer.stdout is not None
+        try:
+            consumer = subprocess.Popen(  # noqa: S603 - argv built here
+                second,
+                env=second_env,
+                stdin=producer.stdout,
+                stdout=subprocess.PIPE if out_fd is None else out_fd,
+                stderr=subprocess.PIPE,
+                text=True,
+                umask=_CHILD_UMASK,
+            )
+        except BaseException:
+            producer.kill()
+            producer.wait()
+            raise
+        finally:
+            producer.stdout.close()  # the consumer holds the read end now
+        try:
+            out, err = consumer.communicate(timeout=_TIMEOUT)
+            producer.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            for proc in (consumer, producer):
+                proc.kill()
+                proc.wait()
+            raise BackupError(f"{first[0]} | {second[0]} timed out") from None
+        first_err.seek(0)
+        first_stderr = first_err.read().decode(errors="replace")
+    return (
+        Ran(producer.returncode, "", first_stderr),
+        Ran(consumer.returncode, out or "", err or ""),
+    )
+
+
+def _broken_pipe(ran: Ran) -> bool:
+    """Killed by SIGPIPE (or said so): the other end of its pipe stopped reading first, which
+    is that end's failure (or, for pg_restore --list, reading just the table of contents)."""
+    return ran.returncode == -signal.SIGPIPE or "broken pipe" in ran.stderr.lower()
+
+
+def _age_error(stderr: str) -> str:
+    """age's own error line, without its 'report unexpected errors' footer."""
+    for line in stderr.splitlines():
+        if line.startswith("age: error: "):
+            return line.removeprefix("age: error: ").strip()
+    return _last_line(stderr) or "failed"
+
+
+@contextmanager
+def _private_file(path: Path) -> Iterator[int]:
+    """A new file at ``path`` created 0600 (O_EXCL, so never someone else's file or link),
+    whatever the process umask: never readable by anyone else, not even for a moment."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        raise BackupError(f"{path} exists: is another backup or restore test running?") from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _need(tool: str, what: str = "the PostgreSQL client tools, same major") -> None:
     if shutil.which(tool) is None:
-        raise BackupError(f"{tool} is not installed (the PostgreSQL client tools, same major)")
+        raise BackupError(f"{tool} is not installed ({what})")
 
 
 def _version(tool: str) -> str:
@@ -564,8 +882,8 @@ def _last_line(text: str) -> str:
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
+    with _private_file(tmp) as fd, open(fd, "wb", closefd=False) as f:
+        f.write(text.encode("utf-8"))
         f.flush()
-        os.fsync(f.fileno())
+        os.fsync(fd)
     tmp.replace(path)
