@@ -27,7 +27,9 @@ from psycopg.conninfo import make_conninfo
 from store import Database
 from store import activity as activity_store
 from store.activity import NewActivity
-from system2.ops.backup import BackupConfig, BackupError, backup, manifest_for, restore_test
+from system2.ops.backup import BackupConfig, backup, manifest_for
+from system2.ops.backup_tools import BackupError
+from system2.ops.restore import restore_test
 from system2.settings import Settings
 from tests.conftest import Tenant, settings_env
 
@@ -599,7 +601,7 @@ def test_an_open_backup_directory_someone_else_owns_is_refused() -> None:
     nothing written into it. (A forked child becomes ``nobody`` and calls the code.)"""
     import tempfile
 
-    from system2.ops.backup import private_dir
+    from system2.ops.private_files import private_dir
 
     outside = Path(tempfile.mkdtemp(prefix="s2-backup-open-"))  # where nobody can reach
     try:

@@ -411,7 +411,8 @@ def restore_test_command(
     this code, write a dated report to S2_BACKUP_DIR/reports/, drop the scratch database.
     An age-encrypted dump is decrypted with the private key file S2_BACKUP_AGE_IDENTITY.
     Exits 1 naming the first failed check. Prints the report's path."""
-    from system2.ops.backup import BackupConfig, restore_test
+    from system2.ops.backup import BackupConfig
+    from system2.ops.restore import restore_test
 
     report, path = restore_test(BackupConfig.from_env(), dump=dump)
     say(f"restore test passed: {report.dump.name if report.dump else ''} in {report.seconds:.1f}s")
@@ -426,7 +427,8 @@ def restore_command(
     """Restore a dump into a new database on the server of S2_BACKUP_DATABASE_URL (owners and
     grants included) and verify it against its manifest. Never touches an existing database.
     An age-encrypted dump is decrypted with the private key file S2_BACKUP_AGE_IDENTITY."""
-    from system2.ops.backup import BackupConfig, restore
+    from system2.ops.backup import BackupConfig
+    from system2.ops.restore import restore
 
     report = restore(BackupConfig.from_env(), dump, into)
     for check in report.checks:
