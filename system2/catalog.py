@@ -30,7 +30,14 @@ class IntegrationSpec:
     tools: tuple[ToolSpec, ...] = field(default_factory=tuple)
 
 
-_TASK_ID = {"type": "string", "minLength": 1, "maxLength": 100}
+# A value that goes into a provider URL path has a strict pattern and a length limit: the
+# workers refuse to wire a tool whose path variable lacks them (workers.integrations.routes).
+_TASK_ID = {
+    "type": "string",
+    "description": "The task's id as the task list gives it, e.g. tsk_0123456789abcdef.",
+    "pattern": "^tsk_[0-9a-f]{16}$",
+    "maxLength": 20,
+}
 
 DEMO = IntegrationSpec(
     name="demo",

@@ -586,3 +586,69 @@ def test_a_held_mutation_still_happens_so_the_retry_must_carry_its_key(demo: Dem
         time.sleep(0.05)
     stats = demo.account_stats(account)
     assert stats["mutations"] == 1 and stats["tasks"] == 1
+
+
+# --- the request journal (/_requests) ---------------------------------------------------------
+
+
+def test_the_journal_shows_each_path_as_it_arrived_and_whose_token_it_carried(demo: Demo) -> None:
+    tokens = demo.connect("acme")
+    acme = tokens["access_token"]
+    demo.http.delete("/_requests")
+    demo.http.patch("/api/v1/tasks/a%2Fb", headers=bearer(acme), json={})  # %2F kept as sent
+    demo.http.post("/oauth/token", headers=bearer(acme), data={"grant_type": "x"})
+    demo.http.get(
+        "/api/v1/tasks", params={"status": "open"}, headers=bearer(tokens["refresh_token"])
+    )
+    demo.http.get("/api/v1/tasks", headers=bearer("demo_at_unknown"))
+    demo.http.get("/api/v1/tasks", headers={"Authorization": "Basic eDp5"})
+    demo.http.get("/_stats")  # test routes are not recorded
+
+    assert demo.http.get("/_requests").json()["requests"] == [
+        {
+            "method": "PATCH",
+            "path": "/api/v1/tasks/a/b",
+            "raw_path": "/api/v1/tasks/a%2Fb",
+            "query": "",
+            "auth_scheme": "bearer",
+            "account": "acme",
+        },
+        {
+            "method": "POST",
+            "path": "/oauth/token",
+            "raw_path": "/oauth/token",
+            "query": "",
+            "auth_scheme": "bearer",
+            "account": "acme",
+        },
+        {
+            "method": "GET",
+            "path": "/api/v1/tasks",
+            "raw_path": "/api/v1/tasks",
+            "query": "status=open",
+            "auth_scheme": "bearer",
+            "account": "acme",
+        },
+        {
+            "method": "GET",
+            "path": "/api/v1/tasks",
+            "raw_path": "/api/v1/tasks",
+            "query": "",
+            "auth_scheme": "bearer",
+            "account": None,
+        },
+        {
+            "method": "GET",
+            "path": "/api/v1/tasks",
+            "raw_path": "/api/v1/tasks",
+            "query": "",
+            "auth_scheme": "basic",
+            "account": None,
+        },
+    ]
+    only = demo.http.get("/_requests", params={"account": "acme"}).json()["requests"]
+    assert [r["raw_path"] for r in only] == ["/api/v1/tasks/a%2Fb", "/oauth/token", "/api/v1/tasks"]
+    text = demo.http.get("/_requests").text
+    assert acme not in text and tokens["refresh_token"] not in text
+    assert demo.http.delete("/_requests").status_code == 204
+    assert demo.http.get("/_requests").json() == {"requests": []}

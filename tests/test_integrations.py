@@ -3,8 +3,10 @@ tokens, a task API honouring Idempotency-Key), the vault, worker processes, Post
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -27,10 +29,12 @@ from store import credentials as credentials_store
 from store import quests as quests_store
 from store import tool_calls as tool_calls_store
 from store.activity import ActivityFilter
+from system2.procs import Proc, free_port, wait_http
 from system2.settings import Settings
 from system2.wiring import build_vault
 from tests.conftest import Stack, Tenant, settings_env, system2
 from tests.support import ingress_client, provider_faults, submit, wait_finished, wait_for
+from tests.test_provider_routes import TRAVERSALS
 from tests.test_quest_runner import start
 from vault import Vault, new_key_entry
 from vault.tokens import ACCESS, REFRESH, unseal
@@ -303,15 +307,18 @@ def create_task_tool(runner: QuestRunner, istack: Stack, tenant: Tenant) -> Conn
     return create
 
 
-@pytest.fixture
-def connected_runner(
+@contextlib.contextmanager
+def runner_on(
+    claude_url: str,
     db: Database,
     rds: redis.Redis,
-    offline_claude: str,
     settings: Settings,
     keys: list[str],
     demo_provider: str,
+    *,
+    max_tokens: int = 256,
 ) -> Iterator[tuple[QuestRunner, Settings]]:
+    """A quest runner in-process with the integrations' real tools, on the given Claude."""
     rds.flushdb()
     s = settings.model_copy(
         update={"demo_provider_url": demo_provider, "vault_keys": SecretStr(keys[0])}
@@ -320,7 +327,7 @@ def connected_runner(
     claude = Claude(
         timeout_s=10,
         max_retries=0,
-        client=anthropic.Anthropic(base_url=offline_claude, api_key="k"),
+        client=anthropic.Anthropic(base_url=claude_url, api_key="k"),
     )
     prices = PriceTable.load()
     tools = integration_tools(s, db, rds, build_vault(s, rds))
@@ -332,11 +339,26 @@ def connected_runner(
         prices=prices,
         budget=step_budget(s, rds, prices, claude),
         events=QuestEvents(rds, maxlen=100),
-        max_tokens=256,
+        max_tokens=max_tokens,
         max_steps=10,
     )
-    yield runner, s
-    broker.close()
+    try:
+        yield runner, s
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def connected_runner(
+    db: Database,
+    rds: redis.Redis,
+    offline_claude: str,
+    settings: Settings,
+    keys: list[str],
+    demo_provider: str,
+) -> Iterator[tuple[QuestRunner, Settings]]:
+    with runner_on(offline_claude, db, rds, settings, keys, demo_provider) as parts:
+        yield parts
 
 
 def test_a_redelivered_mutating_step_mutates_once_and_audits_once(
@@ -421,6 +443,163 @@ def test_the_demo_tools_create_update_list_and_delete_a_task(
     assert run("demo_list_tasks", "toolu_l2").content == "no tasks"
     missing = run("demo_update_task", "toolu_u2", id=task_id, title="again")
     assert missing.is_error and "404" in missing.content
+
+
+# -- tool input never moves a request off its path ----------------------------------------------
+# Claude writes the tools' input. A task id like "../../../oauth/token" once sent the company's
+# bearer token, and a PATCH or DELETE, to another provider endpoint (httpx resolves ".."), and
+# "x/../<id>" or "<id>#x" changed a task under a false name in the audit trail. The provider's
+# journal shows every request that carried the company's token, as it arrived.
+
+
+def provider_requests(url: str, account: uuid.UUID) -> list[tuple[str, str, str]]:
+    """(method, path as sent, path as routed) of each request bearing ``account``'s token."""
+    found = httpx.get(url + "/_requests", params={"account": str(account)}).json()["requests"]
+    return [(r["method"], r["raw_path"], r["path"]) for r in found]
+
+
+def smuggled(task_id: str) -> list[Any]:
+    """Traversals of every kind, and ones that would land on a real task under another name."""
+    return [
+        *TRAVERSALS,
+        f"x/../{task_id}",
+        f"{task_id}#x",
+        f"{task_id}?status=done",
+        f"{task_id}/.",
+        f"./{task_id}",
+        f"{task_id}%2F..%2F..%2F..%2Foauth%2Ftoken",
+        f"{task_id}/../../../oauth/token",
+    ]
+
+
+def test_a_planted_id_in_each_tool_sends_no_request_and_changes_nothing(
+    connected_runner: tuple[QuestRunner, Settings],
+    istack: Stack,
+    db: Database,
+    tenant: Tenant,
+    demo_provider: str,
+    admin_conn: psycopg.Connection[Any],
+) -> None:
+    runner, _ = connected_runner
+    connect(istack, tenant)
+    tools = {t.name: t for t in runner.toolbox.integrations["demo"]}
+    quest_id = start(db, tenant, "[script:tasks] Renew the lease").payload.quest_id
+
+    def run(name: str, use: str, **inp: Any) -> ToolOutcome:
+        return tools[name].run(ToolCall(tenant.id, quest_id, 1, use, inp))
+
+    task_id = run("demo_create_task", "toolu_c", title="Renew the lease").data["task_id"]
+    outcomes = {
+        (tool, repr(bad)): run(tool, f"toolu_{tool}_{i}", id=bad, status="done")
+        for i, bad in enumerate(smuggled(task_id))
+        for tool in ("demo_update_task", "demo_delete_task")
+    }
+
+    created = ("POST", "/api/v1/tasks", "/api/v1/tasks")
+    assert provider_requests(demo_provider, tenant.id) == [created], "the token went elsewhere"
+    refused = {k: o for k, o in outcomes.items() if o.is_error and o.action is None}
+    assert refused == outcomes, "every planted id is an error for Claude"
+    assert all(" was not called: input.id " in o.content for o in outcomes.values())
+    calls = admin_conn.execute(
+        "SELECT tool FROM tool_calls WHERE company_id = %s AND quest_id = %s",
+        (tenant.id, quest_id),
+    )
+    assert [r[0] for r in calls.fetchall()] == ["demo_create_task"], "no call was recorded"
+    assert provider_stats(demo_provider, tenant.id)["mutations"] == 1
+
+    # The task is as it was, and its own id still reaches its own path, and only that.
+    assert run("demo_list_tasks", "toolu_l").content == f"{task_id} [open] Renew the lease"
+    assert not run("demo_update_task", "toolu_u", id=task_id, status="done").is_error
+    assert not run("demo_delete_task", "toolu_d", id=task_id).is_error
+    task = f"/api/v1/tasks/{task_id}"
+    assert provider_requests(demo_provider, tenant.id) == [
+        created,
+        ("GET", "/api/v1/tasks", "/api/v1/tasks"),
+        ("PATCH", task, task),
+        ("DELETE", task, task),
+    ]
+
+
+# A stand-in Claude that plants traversals in the task tools; ``{goal}`` is the real task id.
+PLANTING_CLAUDE = """
+import sys, uvicorn
+from system2.offline_claude.server import create_app
+from system2.offline_claude.scripts import Script, Text, ToolUse, Turn
+planted = ["x/../{goal}", "{goal}#x", "{goal}?status=done", "../../../oauth/token", "..",
+           "../../oauth/token", "%2e%2e/oauth", "x/../../oauth/token", "a?b", "a#b", "a%2Fb",
+           "{goal}%2F..%2F..%2F..%2Foauth%2Ftoken"]
+uses = [ToolUse("demo_update_task", {"id": p, "title": "Paid by Ted"}) for p in planted]
+uses += [ToolUse("demo_delete_task", {"id": p}) for p in planted]
+first = Turn((Text("Tidying the task list as asked."), *uses), stop_reason="tool_use")
+scripts = {"plant": Script(turns=(first, Turn((Text("Done."),))))}
+uvicorn.run(create_app(scripts), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+@pytest.fixture(scope="module")
+def planting_claude(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("logs") / "planting-claude.log"
+    argv = [sys.executable, "-c", PLANTING_CLAUDE, str(port)]
+    proc = Proc("planting-claude", argv, log_path=log).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/", proc=proc)
+        yield url
+    finally:
+        proc.stop()
+
+
+def test_a_quest_whose_claude_plants_traversals_gets_errors_and_no_audit_row(
+    planting_claude: str,
+    istack: Stack,
+    db: Database,
+    rds: redis.Redis,
+    settings: Settings,
+    keys: list[str],
+    tenant: Tenant,
+    demo_provider: str,
+    admin_conn: psycopg.Connection[Any],
+) -> None:
+    parts = runner_on(planting_claude, db, rds, settings, keys, demo_provider, max_tokens=4096)
+    with parts as (runner, _):
+        connect(istack, tenant)
+        tools = {t.name: t for t in runner.toolbox.integrations["demo"]}
+        setup = start(db, tenant, "set-up").payload.quest_id
+        made = tools["demo_create_task"].run(
+            ToolCall(tenant.id, setup, 1, "toolu_c", {"title": "Pay the rent"})
+        )
+        task_id = made.data["task_id"]
+        env = start(db, tenant, f"[script:plant] {task_id}")
+        runner.run(env, holder="m1")
+
+    quest_id = env.payload.quest_id
+    created = ("POST", "/api/v1/tasks", "/api/v1/tasks")
+    assert provider_requests(demo_provider, tenant.id) == [created], "the token went elsewhere"
+    with db.tenant(tenant.id) as tx:
+        (step,) = quests_store.steps(tx, quest_id)
+    assert len(step.tool_results) == 24
+    for result in step.tool_results:
+        assert result.get("is_error") is True, result
+        assert " was not called: input.id " in json.dumps(result["content"])
+    assert not [e for e in step.events if e["action"].startswith("task.")], step.events
+
+    batches = [
+        open_envelope(json.loads(b)["args"][0], AuditBatch)
+        for b in rds.hvals("dramatiq:audit.msgs")
+    ]
+    writer = AuditWriter(db)
+    for batch in batches:
+        writer.write(batch.company_id, batch.payload.events)
+    rows = admin_conn.execute(
+        "SELECT action, target FROM activity_log WHERE company_id = %s AND quest_id = %s",
+        (tenant.id, quest_id),
+    ).fetchall()
+    assert not [r for r in rows if r[0].startswith("task.")], rows
+    calls = admin_conn.execute("SELECT count(*) FROM tool_calls WHERE quest_id = %s", (quest_id,))
+    assert calls.fetchone() == (0,)
+    stats = provider_stats(demo_provider, tenant.id)
+    assert stats["mutations"] == 1 and stats["requests"] == 1
 
 
 # -- rotation --------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 It speaks OAuth 2.0 (authorization code with optional PKCE, refresh-token rotation with
 reuse detection, revocation) and a small bearer-protected task-list API honouring
 ``Idempotency-Key``, so System2's real integration code (httpx, the vault, the refresh lock)
-can be exercised end to end without the internet. ``/_faults`` and ``/_stats`` are for
-tests only. Start it with ``serve(host, port)`` or mount ``create_app()`` in uvicorn.
+can be exercised end to end without the internet. ``/_faults``, ``/_stats`` and
+``/_requests`` (which paths were reached, and with whose token) are for tests only. Start
+it with ``serve(host, port)`` or mount ``create_app()`` in uvicorn.
 """
 
 from system2.demo_provider.oauth import (

@@ -227,6 +227,15 @@ class Authority:
         if family is not None and family.client_id == client_id:
             self._revoke_family(family.id, "revoked by the client")
 
+    def holder(self, token: str) -> str | None:
+        """The account a token (access or refresh, live or not) was issued to, if any."""
+        token_digest = digest(token)
+        access = self._access.get(token_digest)
+        family = self.families.get(
+            access.family_id if access is not None else self._refresh.get(token_digest, "")
+        )
+        return None if family is None else family.account
+
     def check_access(self, token: str) -> Grant:
         """RFC 6750 §3.1: anything but a live token is ``invalid_token``."""
         access = self._access.get(digest(token))

@@ -1,7 +1,7 @@
 """The demo provider's app: OAuth 2.0, the task API, discovery, and the test-only routes.
 
-``/_faults`` and ``/_stats`` exist for tests and the demo's own checks only; a real
-provider has nothing like them, and nothing in System2's workers may depend on them.
+``/_faults``, ``/_stats`` and ``/_requests`` exist for tests and the demo's own checks only;
+a real provider has nothing like them, and nothing in System2's workers may depend on them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from system2.demo_provider.errors import ProviderError, error_response, invalid_request
 from system2.demo_provider.faults import FaultMiddleware
+from system2.demo_provider.journal import JournalMiddleware
 from system2.demo_provider.oauth import SCOPES
 from system2.demo_provider.oauth_http import OAuthEndpoints
 from system2.demo_provider.state import Provider
@@ -74,11 +75,24 @@ def _test_routes(provider: Provider) -> list[Route]:
     async def stats(_: Request) -> Response:
         return JSONResponse(provider.stats(), headers={"Cache-Control": "no-store"})
 
+    async def list_requests(request: Request) -> Response:
+        account = request.query_params.get("account")
+        with provider.lock:
+            found = provider.journal.view(account)
+        return JSONResponse({"requests": found}, headers={"Cache-Control": "no-store"})
+
+    async def clear_requests(_: Request) -> Response:
+        with provider.lock:
+            provider.journal.clear()
+        return Response(status_code=204)
+
     return [
         Route("/_faults", add_fault, methods=["POST"]),
         Route("/_faults", list_faults, methods=["GET"]),
         Route("/_faults", clear_faults, methods=["DELETE"]),
         Route("/_stats", stats, methods=["GET"]),
+        Route("/_requests", list_requests, methods=["GET"]),
+        Route("/_requests", clear_requests, methods=["DELETE"]),
     ]
 
 
@@ -128,7 +142,10 @@ def create_app(
             *TaskEndpoints(provider).routes(),
             *_test_routes(provider),
         ],
-        middleware=[Middleware(FaultMiddleware, take=provider.take_fault)],
+        middleware=[
+            Middleware(JournalMiddleware, record=provider.record_request),
+            Middleware(FaultMiddleware, take=provider.take_fault),
+        ],
         exception_handlers={
             ProviderError: _on_provider_error,
             HTTPException: _on_http_error,

@@ -11,7 +11,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from starlette.types import Scope
+
 from system2.demo_provider.faults import FaultBook, FaultRule
+from system2.demo_provider.journal import Journal, entry
 from system2.demo_provider.oauth import Authority
 from system2.demo_provider.tasks import Account, TaskBook
 
@@ -33,6 +36,12 @@ class Provider:
         self.tasks = TaskBook(clock)
         self.faults = FaultBook()
         self.unauthorized = 0  # API requests refused with 401
+        self.journal = Journal()  # which paths were reached, with whose token
+
+    def record_request(self, scope: Scope, scheme: str, credentials: str) -> None:
+        with self.lock:
+            account = self.oauth.holder(credentials) if scheme == "bearer" else None
+            self.journal.add(entry(scope, scheme, account))
 
     def take_fault(self, method: str, path: str) -> FaultRule | None:
         with self.lock:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
-from workers.integrations.tools import Endpoint, Request
+from workers.integrations.routes import Route
+from workers.integrations.tools import Endpoint
 from workers.tools import ToolOutcome
 
 TASKS = "/api/v1/tasks"
+TASK = "/api/v1/tasks/{id}"
 
 
 def _problem(resp: httpx.Response) -> ToolOutcome:
@@ -25,10 +27,12 @@ def _task_line(task: dict[str, Any]) -> str:
     return f"{task['id']} [{task['status']}] {task['title']}"
 
 
-def _render_task(expected: int, verb: str) -> Callable[[httpx.Response], ToolOutcome]:
+def _render_task(
+    expected: int, verb: str
+) -> Callable[[httpx.Response, Mapping[str, Any]], ToolOutcome]:
     """The outcome of a call that answers with the task it created or changed."""
 
-    def render(resp: httpx.Response) -> ToolOutcome:
+    def render(resp: httpx.Response, _: Mapping[str, Any]) -> ToolOutcome:
         if resp.status_code != expected:
             return _problem(resp)
         task = resp.json()
@@ -42,57 +46,43 @@ def _render_task(expected: int, verb: str) -> Callable[[httpx.Response], ToolOut
     return render
 
 
-def _list(inp: dict[str, Any]) -> Request | str:
-    status = inp.get("status")
-    if status not in (None, "open", "done"):
-        return "status must be open or done"
-    return "GET", TASKS, None, {"status": status} if status else None
-
-
-def _render_list(resp: httpx.Response) -> ToolOutcome:
+def _render_list(resp: httpx.Response, _: Mapping[str, Any]) -> ToolOutcome:
     if resp.status_code != 200:
         return _problem(resp)
     tasks = resp.json().get("tasks", [])
     return ToolOutcome("\n".join(_task_line(t) for t in tasks) or "no tasks")
 
 
-def _create(inp: dict[str, Any]) -> Request | str:
-    title = inp.get("title")
-    if not isinstance(title, str) or not title.strip():
-        return "a task needs a non-empty title"
-    body = {"title": title[:200]}
-    if isinstance(inp.get("notes"), str):
-        body["notes"] = inp["notes"][:2000]
-    return "POST", TASKS, body, None
+def _title_not_blank(inp: Mapping[str, Any]) -> str | None:
+    if "title" in inp and not inp["title"].strip():
+        return "a task's title must not be blank"
+    return None
 
 
-def _update(inp: dict[str, Any]) -> Request | str:
-    task_id = inp.get("id")
-    if not isinstance(task_id, str) or not task_id:
-        return "which task? give its id"
-    body: dict[str, Any] = {k: inp[k] for k in ("title", "notes", "status") if k in inp}
-    if not body:
+def _a_change(inp: Mapping[str, Any]) -> str | None:
+    if not any(k in inp for k in ("title", "notes", "status")):
         return "nothing to change: give a title, notes or a status"
-    return "PATCH", f"{TASKS}/{task_id}", body, None
+    return _title_not_blank(inp)
 
 
-def _delete(inp: dict[str, Any]) -> Request | str:
-    task_id = inp.get("id")
-    if not isinstance(task_id, str) or not task_id:
-        return "which task? give its id"
-    return "DELETE", f"{TASKS}/{task_id}", None, None
-
-
-def _render_deleted(resp: httpx.Response) -> ToolOutcome:
+def _render_deleted(resp: httpx.Response, inp: Mapping[str, Any]) -> ToolOutcome:
     if resp.status_code != 204:
         return _problem(resp)
-    task_id = resp.request.url.path.rsplit("/", 1)[-1]
+    task_id = inp["id"]
     return ToolOutcome(f"deleted {task_id}", action="task.deleted", target=f"demo:task:{task_id}")
 
 
+# Every URL is built by workers.integrations.routes from these templates and the tools'
+# schemas in system2.catalog: never by hand here.
 ENDPOINTS: dict[str, Endpoint] = {
-    "demo_list_tasks": Endpoint(_list, _render_list),
-    "demo_create_task": Endpoint(_create, _render_task(201, "created")),
-    "demo_update_task": Endpoint(_update, _render_task(200, "updated")),
-    "demo_delete_task": Endpoint(_delete, _render_deleted),
+    "demo_list_tasks": Endpoint(Route("GET", TASKS, query=("status",)), _render_list),
+    "demo_create_task": Endpoint(
+        Route("POST", TASKS, body=("title", "notes"), check=_title_not_blank),
+        _render_task(201, "created"),
+    ),
+    "demo_update_task": Endpoint(
+        Route("PATCH", TASK, body=("title", "notes", "status"), check=_a_change),
+        _render_task(200, "updated"),
+    ),
+    "demo_delete_task": Endpoint(Route("DELETE", TASK), _render_deleted),
 }

@@ -11,6 +11,7 @@ import httpx
 from system2.catalog import IntegrationSpec
 from vault import Secret
 from workers.errors import ProviderUnavailable
+from workers.integrations.routes import ProviderBase
 
 
 @dataclass(frozen=True)
@@ -42,14 +43,14 @@ class OAuthClient:
     ):
         self.http = http
         self.spec = spec
-        self.base_url = base_url.rstrip("/")
+        self.base = ProviderBase(base_url)
         self.client_id = client_id
         self.client_secret = client_secret
 
     def authorize(self, account: str, redirect_uri: str, state: str) -> str:
         """Run the authorization step (the demo provider approves at once) and return the code."""
         resp = self.http.get(
-            self.base_url + self.spec.authorize_path,
+            self.base.url(self.spec.authorize_path),
             params={
                 "response_type": "code",
                 "client_id": self.client_id,
@@ -78,7 +79,7 @@ class OAuthClient:
     def _token(self, form: dict[str, str]) -> TokenSet:
         try:
             resp = self.http.post(
-                self.base_url + self.spec.token_path,
+                self.base.url(self.spec.token_path),
                 data=form,
                 auth=(self.client_id, self.client_secret.reveal()),
             )

@@ -33,7 +33,7 @@ class ProviderClient:
         self,
         provider: str,
         method: str,
-        url: str,
+        url: httpx.URL,
         token: Secret,
         *,
         json: dict[str, Any] | None = None,
@@ -41,7 +41,9 @@ class ProviderClient:
         idempotency_key: str | None = None,
     ) -> httpx.Response:
         """One logical call; a 4xx answer is returned (the caller decides), 5xx and transport
-        failures are retried, then reported as ``ProviderUnavailable``."""
+        failures are retried, then reported as ``ProviderUnavailable``. ``url`` comes from
+        ``workers.integrations.routes``; a redirect is never followed, so the token goes to
+        that URL and nowhere else."""
         scope = current_scope()
         if scope is not None and scope.cancelled.is_set():
             metrics.PROVIDER_CALLS.labels(provider, "cancelled").inc()
@@ -66,6 +68,7 @@ class ProviderClient:
                     headers=headers,
                     json=json,
                     params=params,
+                    follow_redirects=False,
                     extensions={"trace": trace},
                 )
             except httpx.TransportError as exc:

@@ -1,16 +1,19 @@
 """Tools that act through a connected integration.
 
-A tool that changes state records its call by idempotency key (quest:step:tool-use-id) and
-sends the same key to the provider, so a redelivered step neither calls twice nor, if the
-worker died mid-call, mutates twice. A provider that stays down past the bound fails the
-quest with the reason; until then the step waits and is retried.
+Each tool's input is validated against its schema and turned into a request by
+``workers.integrations.routes`` (the one place that builds provider URLs) before anything
+else: an input refused there is an error for Claude, with no token fetched, no call made and
+nothing recorded. A tool that changes state records its call by idempotency key
+(quest:step:tool-use-id) and sends the same key to the provider, so a redelivered step
+neither calls twice nor, if the worker died mid-call, mutates twice. A provider that stays
+down past the bound fails the quest with the reason; until then the step waits and is retried.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,18 +25,17 @@ from store import tool_calls as tool_calls_store
 from system2.catalog import IntegrationSpec, ToolSpec
 from workers.errors import ProviderUnavailable, QuestFailed
 from workers.integrations.provider import ProviderClient
+from workers.integrations.routes import ProviderBase, ProviderRequest, RequestBuilder, Route
 from workers.integrations.tokens import TokenBroker
 from workers.tools import ToolCall, ToolOutcome
 
-# A tool's request: (method, path, json body, query params); None and an error text when the
-# input is not usable.
-Request = tuple[str, str, dict[str, Any] | None, dict[str, str] | None]
-Render = Callable[[httpx.Response], ToolOutcome]
+# What the provider's answer means, given the (validated) input the request was built from.
+Render = Callable[[httpx.Response, Mapping[str, Any]], ToolOutcome]
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    build: Callable[[dict[str, Any]], Request | str]
+    route: Route
     render: Render
 
 
@@ -60,7 +62,7 @@ class ConnectedTool:
         self.description = spec.description
         self.input_schema = spec.input_schema
         self.mutates = spec.mutates
-        self.base_url = base_url.rstrip("/")
+        self.requests = RequestBuilder(ProviderBase(base_url), spec.input_schema, endpoint.route)
         self.db = db
         self.tokens = tokens
         self.provider = provider
@@ -68,9 +70,9 @@ class ConnectedTool:
         self.outage_max_s = outage_max_s
 
     def run(self, call: ToolCall) -> ToolOutcome:
-        built = self.endpoint.build(dict(call.input))
-        if isinstance(built, str):
-            return ToolOutcome(built, is_error=True)
+        built = self.requests.build(call.input)
+        if isinstance(built, str):  # refused: no token, no call, no record, no audit row
+            return ToolOutcome(f"{self.name} was not called: {built}", is_error=True)
         if self.mutates:
             with self.db.tenant(call.company_id) as tx:
                 record = tool_calls_store.begin(
@@ -90,14 +92,13 @@ class ConnectedTool:
             self.outages.delete(self._outage_key(call))
         return outcome
 
-    def _call(self, call: ToolCall, request: Request) -> ToolOutcome:
-        method, path, body, params = request
+    def _call(self, call: ToolCall, request: ProviderRequest) -> ToolOutcome:
+        method, url, body, params = request.method, request.url, request.json, request.params
         purpose = f"tool {self.name}"
         token, version = self.tokens.access_token(
             call.company_id, self.integration.name, purpose=purpose, quest_id=call.quest_id
         )
         key = call.idempotency_key if self.mutates else None
-        url = self.base_url + path
         resp = self.provider.request(
             self.integration.name, method, url, token, json=body, params=params, idempotency_key=key
         )
@@ -118,7 +119,7 @@ class ConnectedTool:
                 params=params,
                 idempotency_key=key,
             )
-        return self.endpoint.render(resp)
+        return self.endpoint.render(resp, call.input)
 
     def _outage_key(self, call: ToolCall) -> str:
         return f"s2:outage:{call.company_id}:{call.idempotency_key}"
