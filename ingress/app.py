@@ -5,10 +5,14 @@ workers' code, so it carries no Claude client and no integration.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import redis
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 
 from guard import Admissions, Guard
@@ -17,8 +21,10 @@ from ingress import routes_company, routes_quests
 from ingress.auth import TokenVerifier
 from ingress.deps import Deps, IngressDeps
 from ingress.errors import install_error_handlers
+from ingress.live import REDIS_CONNECTIONS as LIVE_REDIS_CONNECTIONS
+from ingress.live import LiveEvents
 from ingress.metrics import RequestMetrics
-from ingress.middleware import RequestContext
+from ingress.middleware import BearerAuth, BodyLimit, RequestContext
 from messages.transport import Publisher, build_broker
 from store import Database, StoreUnavailable
 from system2 import queue_metrics, sentry
@@ -29,11 +35,39 @@ ops = APIRouter(tags=["ops"])
 
 
 def create_app(deps: IngressDeps) -> FastAPI:
-    app = FastAPI(title="System2 ingress", version="1", docs_url="/docs", redoc_url=None)
+    settings = deps.settings
+    live = (
+        LiveEvents(
+            deps.aredis,
+            max_per_user=settings.sse_max_per_user,
+            max_per_company=settings.sse_max_per_company,
+        )
+        if deps.aredis is not None
+        else None
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if live is not None:
+            await live.start()  # the one reader of every live stream of this process
+        try:
+            yield
+        finally:
+            if live is not None:
+                await live.stop()
+
+    app = FastAPI(
+        title="System2 ingress", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan
+    )
     app.state.deps = deps
+    app.state.live = live
     install_error_handlers(app)
     for router in (ops, routes_quests.router, routes_company.router):
         app.include_router(router)
+    # Innermost first. The token is checked before anything reads the body, and a body is
+    # refused as soon as it passes the bound.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BearerAuth, verifier=deps.verifier)
     app.add_middleware(RequestContext)
     app.add_middleware(RequestMetrics)  # outermost: it sees every status, 500s included
     return app
@@ -85,7 +119,15 @@ def build(settings: Settings) -> FastAPI:
         admissions=Admissions(client),
         guard=Guard(client),
         vault=maybe_vault(settings, client),
-        aredis=AsyncRedis.from_url(settings.redis_url, socket_connect_timeout=2),
+        aredis=AsyncRedis.from_pool(
+            BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=LIVE_REDIS_CONNECTIONS,  # one reader serves every stream
+                timeout=5,
+                socket_connect_timeout=2,
+                socket_timeout=30,  # far above the reader's blocking read
+            )
+        ),
     )
     return create_app(deps)
 

@@ -19,6 +19,7 @@ from store import companies as companies_store
 from store.companies import Role
 
 _UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+AUTHORIZATION_MAX = 8192  # a Supabase access token is about 1 KB
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class TokenVerifier:
     def verify(self, authorization: str | None) -> Caller:
         if not authorization:
             raise _unauthorized("missing bearer token")
+        if len(authorization) > AUTHORIZATION_MAX:
+            raise _unauthorized("token invalid")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise _unauthorized("expected 'Authorization: Bearer <token>'")

@@ -10,7 +10,8 @@ from fastapi import Depends, Header, Request
 from redis.asyncio import Redis as AsyncRedis
 
 from guard import Admissions, Guard
-from ingress.auth import Caller, TokenVerifier
+from ingress.auth import AUTHORIZATION_MAX, Caller, TokenVerifier
+from ingress.middleware import CALLER_STATE
 from messages.transport import Publisher
 from store import Database
 from system2.settings import Settings
@@ -37,7 +38,15 @@ def get_deps(request: Request) -> IngressDeps:
     return deps
 
 
-def get_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
+def get_caller(
+    request: Request,
+    authorization: Annotated[str | None, Header(max_length=AUTHORIZATION_MAX)] = None,
+) -> Caller:
+    """The caller ``BearerAuth`` verified before the body was read (verified here for a route
+    it does not cover)."""
+    caller = getattr(request.state, CALLER_STATE, None)
+    if isinstance(caller, Caller):
+        return caller
     return get_deps(request).verifier.verify(authorization)
 
 

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from guard import GuardUnavailable
 from ingress import metrics
+from ingress.live import TooManyStreams
 from ingress.submit import SubmissionRefused, Throttled
 from messages import PublishFailed
 from store import Conflict, StoreUnavailable
@@ -66,6 +67,14 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": str(exc.retry_after_s)},
         )
 
+    async def too_many_streams(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, TooManyStreams)
+        return JSONResponse(
+            {"detail": f"{exc}; retry later", "reason": exc.reason, "limit": exc.limit},
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+
     async def invalid(_: Request, exc: Exception) -> JSONResponse:
         # Name the bad fields; never echo the values back (they may hold secrets).
         assert isinstance(exc, RequestValidationError)
@@ -84,4 +93,5 @@ def install_error_handlers(app: FastAPI) -> None:
     for exc_type in REFUSALS:
         app.add_exception_handler(exc_type, refused)
     app.add_exception_handler(Throttled, throttled)
+    app.add_exception_handler(TooManyStreams, too_many_streams)
     app.add_exception_handler(RequestValidationError, invalid)

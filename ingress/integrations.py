@@ -5,7 +5,7 @@ route and ``system2 integration connect``."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -20,6 +20,8 @@ from system2.catalog import INTEGRATIONS
 from vault import Secret, Vault
 from vault.tokens import seal
 
+SCOPE_MAX = 200
+
 
 class IntegrationTokens(BaseModel):
     """What the upstream API sends; never echoed back, never logged."""
@@ -29,7 +31,9 @@ class IntegrationTokens(BaseModel):
     access_token: str = Field(min_length=1, max_length=8192, repr=False)
     refresh_token: str | None = Field(None, min_length=1, max_length=8192, repr=False)
     expires_at: datetime | None = None
-    scopes: list[Text] = Field(default_factory=list, max_length=50)
+    scopes: list[Annotated[Text, Field(max_length=SCOPE_MAX)]] = Field(
+        default_factory=list, max_length=50
+    )
     account: Text | None = Field(None, max_length=200)
 
     @field_validator("expires_at")

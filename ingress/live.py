@@ -1,23 +1,241 @@
 """Server-Sent Events from a quest's live stream in Redis: resumable by ``Last-Event-ID``
-(the stream entry id), ending when the quest ends."""
+(the stream entry id), ending when the quest ends — or when the stream reaches its maximum
+life, after which the client resumes with ``Last-Event-ID`` (and its membership is checked
+again, so a revoked member stops streaming).
+
+One reader per ingress process (``LiveEvents``) serves every open stream: a single task
+XREADs all the stream keys being watched in one blocking call and hands each entry to the
+queue of every stream waiting for it. A stream holds no Redis connection of its own — the
+process holds ``REDIS_CONNECTIONS``, however many streams are open — so one tenant's
+streams cannot use up the connections another tenant's need. Open streams are also capped
+per user and per company (``TooManyStreams``: 429 with ``Retry-After``).
+
+The reader's task is started by the app's lifespan (``start``) and stopped with it
+(``stop``), which ends every open stream.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any, cast
 from uuid import UUID
 
+import structlog
+from fastapi import HTTPException
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
+from redis.typing import KeyT, StreamIdT
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from messages.notices import StreamReply, quest_stream_key
+from messages.notices import StreamReply
 from store.quests import TERMINAL
 
-BLOCK_MS = 1_000
-PING_EVERY = 15  # blocks without events between keep-alive comments
-CHECK_EVERY = 3  # blocks without events between checks that the quest is still going
+log = structlog.get_logger(__name__)
+
+REDIS_CONNECTIONS = 2  # the reader's, and a spare while a broken one is replaced
+READ_BLOCK_MS = 250  # the longest a newly opened stream waits to join the reader's XREAD
+READ_COUNT = 200  # entries per stream key per read
+QUEUE_MAX = 1_000  # entries waiting for one client; beyond, its stream ends (it resumes)
+TICK_S = 1.0  # a stream looks at its client and its quest after this long without events
+PING_EVERY = 15  # ticks without events between keep-alive comments
+CHECK_EVERY = 3  # ticks without events between checks that the quest is still going
+RETRY_AFTER_S = 10  # said with a 429: a slot frees when one of the caller's streams ends
+
+EntryId = tuple[int, int]
+Entry = tuple[str, dict[bytes, bytes]]  # (entry id, fields) as the stream holds it
+
+
+ID_PART_MAX = 2**64 - 1  # each half of a stream entry id is an unsigned 64-bit integer
+
+
+def parse_id(text: str) -> EntryId:
+    """``"ms-seq"`` (or ``"ms"``) as numbers; ValueError for anything Redis would refuse —
+    one bad id in the shared XREAD would fail it for every stream."""
+    ms, _, seq = text.partition("-")
+    entry_id = int(ms), int(seq or 0)
+    if not all(0 <= part <= ID_PART_MAX for part in entry_id):
+        raise ValueError(f"not a stream entry id: {text[:50]!r}")
+    return entry_id
+
+
+def format_id(entry_id: EntryId) -> str:
+    return f"{entry_id[0]}-{entry_id[1]}"
+
+
+class TooManyStreams(Exception):
+    """The caller or its company has as many live streams open as it may."""
+
+    def __init__(self, reason: str, detail: str, limit: int) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.limit = limit
+        self.retry_after_s = RETRY_AFTER_S
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One open stream: what it watches, how far it has been given entries, and the queue
+    they wait in for its client."""
+
+    key: str
+    user_id: str
+    company_id: UUID
+    last: EntryId
+    hub: LiveEvents
+    queue: asyncio.Queue[Entry | None] = field(default_factory=asyncio.Queue)
+    ended: str = ""  # why the reader ended it (the queue then holds None last)
+    closed: bool = False
+
+    def close(self) -> None:
+        """Give back its slot and stop reading for it; idempotent."""
+        self.hub.release(self)
+
+
+class LiveEvents:
+    """The process's one reader of live event streams, and the count of open streams."""
+
+    def __init__(self, client: AsyncRedis, *, max_per_user: int, max_per_company: int) -> None:
+        self._client = client
+        self.max_per_user = max_per_user
+        self.max_per_company = max_per_company
+        self._watched: dict[str, set[Subscription]] = {}
+        self._per_user: Counter[str] = Counter()
+        self._per_company: Counter[UUID] = Counter()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def open_streams(self) -> int:
+        return self._per_user.total()
+
+    async def start(self) -> None:
+        if not self.running:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="live-events-reader")
+
+    async def stop(self) -> None:
+        """Stop reading and end every open stream (its client resumes elsewhere)."""
+        task, self._task = self._task, None
+        self._stopping = True
+        self._changed.set()
+        while task is not None and not task.done():
+            # A cancel can be lost inside redis-py on Python 3.11 (``asyncio.wait_for``
+            # swallows one that lands as its inner send completes): the flag ends the loop.
+            task.cancel()
+            await asyncio.wait({task}, timeout=1)
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                task.result()
+        for subs in list(self._watched.values()):
+            for sub in list(subs):
+                self._end(sub, "the ingress is stopping")
+
+    def open(self, *, user_id: str, company_id: UUID, key: str, after: str) -> Subscription:
+        """A stream of ``key``'s entries after ``after``, if the caller and its company are
+        under their caps (``TooManyStreams`` if not). Checked and counted with no await in
+        between, so concurrent requests cannot both take the last slot."""
+        last = parse_id(after)
+        if self._per_user[user_id] >= self.max_per_user:
+            raise TooManyStreams(
+                "too_many_streams_for_user",
+                f"this user has {self.max_per_user} live streams open (the most allowed)",
+                self.max_per_user,
+            )
+        if self._per_company[company_id] >= self.max_per_company:
+            raise TooManyStreams(
+                "too_many_streams_for_company",
+                f"this company has {self.max_per_company} live streams open (the most allowed)",
+                self.max_per_company,
+            )
+        sub = Subscription(key, user_id, company_id, last, self)
+        self._per_user[user_id] += 1
+        self._per_company[company_id] += 1
+        self._watched.setdefault(key, set()).add(sub)
+        self._changed.set()
+        return sub
+
+    def release(self, sub: Subscription) -> None:
+        if sub.closed:
+            return
+        sub.closed = True
+        self._unwatch(sub)
+        self._per_user[sub.user_id] -= 1
+        self._per_company[sub.company_id] -= 1
+        if self._per_user[sub.user_id] <= 0:
+            del self._per_user[sub.user_id]
+        if self._per_company[sub.company_id] <= 0:
+            del self._per_company[sub.company_id]
+
+    def _unwatch(self, sub: Subscription) -> None:
+        subs = self._watched.get(sub.key)
+        if subs is not None and sub in subs:
+            subs.discard(sub)
+            if not subs:
+                del self._watched[sub.key]
+            self._changed.set()
+
+    def _end(self, sub: Subscription, why: str) -> None:
+        """Stop feeding ``sub``; its client gets what is queued, then the stream ends."""
+        self._unwatch(sub)
+        if not sub.ended:
+            sub.ended = why
+            sub.queue.put_nowait(None)
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            if not self._watched:
+                self._changed.clear()
+                await self._changed.wait()
+            # A changed set of keys is read at once; otherwise wait (briefly) for entries.
+            block = None if self._changed.is_set() else READ_BLOCK_MS
+            self._changed.clear()
+            streams: dict[KeyT, StreamIdT] = {
+                key: format_id(min(s.last for s in subs)) for key, subs in self._watched.items()
+            }
+            if not streams:
+                continue
+            try:
+                reply = await self._client.xread(streams, count=READ_COUNT, block=block)
+                self._deliver(cast(StreamReply, reply or []))
+                failures = 0
+            except (RedisError, OSError) as exc:  # Redis down or restarting: retry, streams wait
+                failures += 1
+                log.warning("live events: read failed", error=type(exc).__name__)
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+            except Exception:  # a bug must not leave every stream without events
+                failures += 1
+                log.exception("live events: reader failed")
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+
+    def _deliver(self, reply: StreamReply) -> None:
+        for raw_key, raw_entries in reply:
+            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+            entries = [
+                (parse_id(text), text, fields)
+                for entry_id, fields in raw_entries
+                for text in [entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)]
+            ]
+            for sub in list(self._watched.get(key, ())):
+                for entry_id, text, fields in entries:
+                    if entry_id <= sub.last:
+                        continue  # a stream further on than the slowest of this key's
+                    if sub.queue.qsize() >= QUEUE_MAX:
+                        self._end(sub, "the client reads too slowly")
+                        break
+                    sub.queue.put_nowait((text, fields))
+                    sub.last = entry_id
 
 
 def sse(entry_id: str, payload: dict[str, Any], issued_at: str) -> str:
@@ -32,28 +250,54 @@ def sse(entry_id: str, payload: dict[str, Any], issued_at: str) -> str:
 
 
 async def sse_events(
-    client: AsyncRedis, quest_id: UUID, after: str, request: Request, finished: Callable[[], bool]
+    sub: Subscription, request: Request, finished: Callable[[], bool], max_life_s: float
 ) -> AsyncIterator[str]:
-    key, last, quiet = quest_stream_key(quest_id), after, 0
-    yield "retry: 1000\n\n"
-    while not await request.is_disconnected():
-        reply = cast(StreamReply, await client.xread({key: last}, block=BLOCK_MS, count=200))
-        if not reply:
-            quiet += 1
-            if quiet % PING_EVERY == 0:
-                yield ": keep-alive\n\n"
-            if quiet % CHECK_EVERY == 0 and await run_in_threadpool(finished):
-                return  # ended, and every event it left is delivered
-            continue
-        quiet = 0
-        for _, entries in reply:
-            for entry_id, fields in entries:
-                last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-                envelope = json.loads(fields[b"e"])
-                payload = envelope["payload"]
-                yield sse(last, payload, envelope["issued_at"])
-                if (
-                    payload["kind"] == "quest.state"
-                    and payload.get("data", {}).get("status") in TERMINAL
-                ):
+    """The stream's text: its entries as events, keep-alive comments while it is quiet; it
+    ends with the quest, at its maximum life, or when the reader ends it. Its slot is given
+    back however it ends."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_life_s
+    quiet = 0
+    try:
+        yield "retry: 1000\n\n"
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                yield ": this stream reached its maximum life; resume with Last-Event-ID\n\n"
+                return
+            try:
+                async with asyncio.timeout(min(TICK_S, left)):
+                    item = await sub.queue.get()
+            except TimeoutError:
+                if await request.is_disconnected():
                     return
+                quiet += 1
+                if quiet % PING_EVERY == 0:
+                    yield ": keep-alive\n\n"
+                if quiet % CHECK_EVERY == 0 and await _over(finished):
+                    return  # ended, and every event it left is delivered
+                continue
+            if item is None:
+                yield f": {sub.ended}; resume with Last-Event-ID\n\n"
+                return
+            quiet = 0
+            entry_id, fields = item
+            envelope = json.loads(fields[b"e"])
+            payload = envelope["payload"]
+            yield sse(entry_id, payload, envelope["issued_at"])
+            if (
+                payload["kind"] == "quest.state"
+                and payload.get("data", {}).get("status") in TERMINAL
+            ):
+                return
+    finally:
+        sub.close()
+
+
+async def _over(finished: Callable[[], bool]) -> bool:
+    """Whether the quest has ended — or the caller may no longer see it (a revoked
+    membership: 403; the quest gone: 404)."""
+    try:
+        return await run_in_threadpool(finished)
+    except HTTPException:
+        return True

@@ -7,8 +7,12 @@ import re
 from uuid import uuid4
 
 import structlog
+from fastapi import HTTPException
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ingress.auth import TokenVerifier
 from system2 import logs
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -39,3 +43,121 @@ class RequestContext:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+AUTHENTICATED_PREFIX = "/v1/"  # every route under it takes a bearer token
+CALLER_STATE = "caller"  # where BearerAuth leaves the verified caller (``request.state``)
+
+
+class BearerAuth:
+    """Verifies the bearer token of every ``/v1`` request before anything reads its body:
+    FastAPI reads and parses a body before it runs a route's dependencies, so a check there
+    would come after an unauthenticated client has made us read (and parse) what it sent.
+    A missing or invalid token is a 401 here, with the body unread; a valid one is left in
+    ``request.state.caller`` for the route (whose membership check still follows)."""
+
+    def __init__(self, app: ASGIApp, verifier: TokenVerifier) -> None:
+        self.app = app
+        self.verifier = verifier
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(AUTHENTICATED_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            caller = self.verifier.verify(headers.get("authorization"))
+        except HTTPException as exc:
+            answer = dict(exc.headers or {})
+            if _has_body(headers):
+                answer["Connection"] = "close"  # don't drain the body we won't read
+            response = JSONResponse({"detail": exc.detail}, exc.status_code, headers=answer)
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})[CALLER_STATE] = caller
+        await self.app(scope, receive, send)
+
+
+class BodyTooLarge(Exception):
+    """Raised to the app when the request body it reads passes the bound."""
+
+
+class BodyLimit:
+    """Refuses a request body larger than ``max_bytes`` with 413: at once when its
+    Content-Length says so (nothing is read), else as it streams in (chunked bodies are
+    counted too) — the app's next read raises, and whatever it answers is replaced by the
+    413. The answer is JSON: ``{"detail", "reason": "body_too_large", "max_body_bytes"}``."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.strip().isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        body = _CountedBody(receive, send, self.max_bytes)
+        try:
+            await self.app(scope, body.receive, body.send)
+        except Exception:
+            if not body.refusable:
+                raise
+        if body.refusable:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {
+                "detail": f"the request body is larger than {self.max_bytes} bytes",
+                "reason": "body_too_large",
+                "max_body_bytes": self.max_bytes,
+            },
+            status_code=413,
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)
+
+
+class _CountedBody:
+    """``receive`` and ``send`` of one request, counting the body's bytes as they come."""
+
+    def __init__(self, receive: Receive, send: Send, max_bytes: int) -> None:
+        self._receive = receive
+        self._send = send
+        self.max_bytes = max_bytes
+        self.received = 0
+        self.over = False
+        self.started = False
+
+    @property
+    def refusable(self) -> bool:
+        """Too large, and nothing of an answer sent yet: the 413 can still be the answer."""
+        return self.over and not self.started
+
+    async def receive(self) -> Message:
+        if self.over:
+            raise BodyTooLarge
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.max_bytes:
+                self.over = True
+                raise BodyTooLarge
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.refusable:
+            return  # the app's answer to the cut body (FastAPI's 400): the 413 replaces it
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
+def _has_body(headers: Headers) -> bool:
+    return headers.get("content-length", "0").strip() not in ("", "0") or (
+        "transfer-encoding" in headers
+    )

@@ -29,7 +29,7 @@ router = APIRouter()
 
 
 INTEGRATION_PATH = "/v1/companies/{company_id}/integrations/{integration}"
-IntegrationName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
+IntegrationName = Annotated[str, Path(max_length=41, pattern=r"^[a-z][a-z0-9_]{0,40}$")]
 
 
 @router.put(INTEGRATION_PATH, response_model=IntegrationView, tags=["integrations"])

@@ -8,13 +8,14 @@ from uuid import UUID
 import structlog
 from fastapi import APIRouter, Header, HTTPException, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from ingress.auth import member_tx
 from ingress.cancel import may_cancel, request_cancel, send_cancel
 from ingress.deps import CallerDep, Deps
 from ingress.guard_view import company_limits
-from ingress.live import sse_events
+from ingress.live import LiveEvents, format_id, parse_id, sse_events
 from ingress.schemas import (
     CancelRequest,
     QuestAccepted,
@@ -25,13 +26,13 @@ from ingress.schemas import (
 )
 from ingress.submit import Gate, QuestSpec, create_quest, enqueue_first_step
 from messages import Actor, ActorType
+from messages.notices import quest_stream_key
 from store import TenantTx
 from store import quests as quests_store
 from store.quests import Quest
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["quests"])
-STREAM_ID_PART_MAX = 2**64 - 1  # each half of a Redis stream entry id is an unsigned 64-bit
 
 
 @router.post(
@@ -99,7 +100,17 @@ def cancel_quest(
     return QuestAccepted(quest_id=quest.id, status="cancelling")
 
 
-@router.get(QUEST + "/events", response_class=StreamingResponse)
+@router.get(
+    QUEST + "/events",
+    response_class=StreamingResponse,
+    responses={
+        429: {
+            "description": "the caller (reason `too_many_streams_for_user`) or its company "
+            "(`too_many_streams_for_company`) has as many live streams open as it may; "
+            "retry after `Retry-After` seconds"
+        }
+    },
+)
 async def quest_events(
     company_id: UUID,
     quest_id: UUID,
@@ -109,23 +120,39 @@ async def quest_events(
     last_event_id: Annotated[str | None, Header(max_length=64, pattern=r"^[0-9]+-[0-9]+$")] = None,
 ) -> StreamingResponse:
     """The quest's events as Server-Sent Events, from the start or after ``Last-Event-ID``,
-    ending when the quest ends."""
+    ending when the quest ends or after ``S2_SSE_MAX_LIFE_S`` (then reconnect with
+    ``Last-Event-ID``: nothing is lost or repeated). 429 with ``Retry-After`` when the
+    caller or its company has as many streams open as it may."""
 
     def finished() -> bool:
         with member_tx(deps.db, company_id, who) as (tx, _):
             return _found(quests_store.get(tx, quest_id)).finished
 
     await run_in_threadpool(finished)  # membership first, and a 404 for another company's quest
-    if last_event_id and any(int(p) > STREAM_ID_PART_MAX for p in last_event_id.split("-")):
-        # Refused now: once streaming, Redis's "Invalid stream ID" would kill the response.
-        raise HTTPException(422, "last-event-id: no such id")
-    if deps.aredis is None:
+    try:
+        after = format_id(parse_id(last_event_id or "0"))
+    except ValueError:  # refused now: in the shared read, Redis would refuse it for every stream
+        raise HTTPException(422, "last-event-id: no such id") from None
+    live: LiveEvents | None = request.app.state.live
+    if live is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "live events are not configured")
-    stream = sse_events(deps.aredis, quest_id, last_event_id or "0", request, finished)
+    if not live.running:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "live events are not running")
+    sub = live.open(  # TooManyStreams: 429
+        user_id=who.user_id,
+        company_id=company_id,
+        key=quest_stream_key(quest_id),
+        after=after,
+    )
+
+    async def release() -> None:  # if the stream never started (its own ``finally`` does)
+        sub.close()
+
     return StreamingResponse(
-        stream,
+        sse_events(sub, request, finished, deps.settings.sse_max_life_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(release),
     )
 
 

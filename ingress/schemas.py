@@ -9,7 +9,9 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-MODEL_PATTERN = r"^[a-z0-9][a-z0-9.\-]{1,100}$"
+MODEL_MAX = 100
+MODEL_PATTERN = rf"^[a-z0-9][a-z0-9.\-]{{1,{MODEL_MAX - 1}}}$"
+MONEY_MAX = 32  # '1000000.000000' and some spaces
 NO_NUL = r"^[^\x00]*$"  # for path, query and header parameters that reach Postgres
 
 
@@ -27,8 +29,10 @@ class QuestSubmit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     goal: Text = Field(min_length=1, max_length=50_000)
-    model: str | None = Field(None, pattern=MODEL_PATTERN)
-    max_usd: str | None = Field(None, description="a decimal amount of US dollars, e.g. '2.50'")
+    model: str | None = Field(None, max_length=MODEL_MAX, pattern=MODEL_PATTERN)
+    max_usd: str | None = Field(
+        None, max_length=MONEY_MAX, description="a decimal amount of US dollars, e.g. '2.50'"
+    )
 
     @field_validator("goal")
     @classmethod

@@ -58,6 +58,23 @@ class Settings(BaseSettings):
 
     db_pool_min: int = 1
     db_pool_max: int = 10
+    max_body_bytes: int = Field(
+        262_144,
+        ge=1,
+        description="the ingress refuses a request body larger than this with 413, as it streams in",
+    )
+    sse_max_per_user: int = Field(
+        8, ge=1, description="live event streams one user may hold open on one ingress process"
+    )
+    sse_max_per_company: int = Field(
+        64, ge=1, description="live event streams one company may hold open on one ingress process"
+    )
+    sse_max_life_s: int = Field(
+        300,
+        ge=1,
+        description="a live event stream ends after this long; the client resumes with "
+        "Last-Event-ID, and its membership is checked again",
+    )
 
     default_model: str = "claude-sonnet-5-5"
     max_tokens: int = 1024
