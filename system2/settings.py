@@ -250,8 +250,11 @@ def _demo_provider(s: Settings) -> list[str]:
         return []
     secret = s.demo_client_secret.get_secret_value()
     problems = []
-    if urlsplit(s.demo_provider_url).scheme != "https":
+    url = urlsplit(s.demo_provider_url)
+    if url.scheme != "https":
         problems.append("S2_DEMO_PROVIDER_URL must be an https:// URL (TLS)")
+    if url.username or url.password:  # httpx would send them as Basic auth, not our token
+        problems.append("S2_DEMO_PROVIDER_URL must not carry a user or password")
     if secret == DEV_DEMO_CLIENT_SECRET:
         problems.append("S2_DEMO_CLIENT_SECRET is the public dev default")
     elif len(secret.encode()) < MIN_SECRET_BYTES:

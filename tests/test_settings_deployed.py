@@ -105,6 +105,14 @@ UNSAFE: dict[str, tuple[dict[str, str | None], str, str | None]] = {
         "S2_DEMO_CLIENT_SECRET is the public dev default",
         "demo-secret",
     ),
+    "a demo provider URL with credentials": (
+        {
+            "S2_DEMO_PROVIDER_URL": "https://ted:url-pw-1a2b@tasks.example.com",
+            "S2_DEMO_CLIENT_SECRET": secrets.token_urlsafe(40),
+        },
+        "S2_DEMO_PROVIDER_URL must not carry a user or password",
+        "url-pw-1a2b",
+    ),
     "Claude over HTTP": (
         {"ANTHROPIC_BASE_URL": "http://claude.internal"},
         "ANTHROPIC_BASE_URL must be an https:// URL (TLS)",
