@@ -143,11 +143,16 @@ def system2(*args: str) -> list[str]:
     return [str(BIN / "system2"), *args]
 
 
-def serve(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``system2 NAME --port P`` in its own process for the session; yields its base URL."""
+def serve(
+    name: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    argv: Callable[[int], list[str]] | None = None,
+) -> Iterator[str]:
+    """``system2 NAME --port P`` (or ``argv(P)``) in its own process; yields its base URL."""
     port = free_port()
     log = tmp_path_factory.mktemp("logs") / f"{name}.log"
-    proc = Proc(name, system2(name, "--port", str(port)), log_path=log).start()
+    command = argv(port) if argv else system2(name, "--port", str(port))
+    proc = Proc(name, command, log_path=log).start()
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/", proc=proc)

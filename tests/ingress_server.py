@@ -23,6 +23,7 @@ from store import Database
 from system2.procs import Proc, free_port, wait_http
 from system2.settings import Settings
 from tests.conftest import settings_env, system2
+from tests.support import SseParser, sse_events
 from workers.events import QuestEvents
 
 
@@ -145,17 +146,11 @@ class SseStream:
 
     async def next_event(self) -> dict[str, Any] | None:
         """The next event with an id (None when the stream ends)."""
-        current: dict[str, Any] = {}
+        parser = SseParser()
         async for line in self.lines:
-            if line.startswith("id: "):
-                current["id"] = line[4:]
-            elif line.startswith("event: "):
-                current["event"] = line[7:]
-            elif line.startswith("data: "):
-                current["data"] = json.loads(line[6:])
-            elif line == "" and "id" in current:
-                self.events.append(current)
-                return current
+            if (event := parser.feed(line)) is not None:
+                self.events.append(event)
+                return event
         self.ended = True
         return None
 
@@ -168,20 +163,9 @@ def read_events(
 ) -> tuple[int, list[dict[str, Any]], float]:
     """A whole stream, synchronously: (status, its events, seconds it stayed open)."""
     started = time.monotonic()
-    events: list[dict[str, Any]] = []
     with client.stream("GET", url, headers=headers) as resp:
         if resp.status_code != 200:
             resp.read()
             return resp.status_code, [], time.monotonic() - started
-        current: dict[str, Any] = {}
-        for line in resp.iter_lines():
-            if line.startswith("id: "):
-                current["id"] = line[4:]
-            elif line.startswith("event: "):
-                current["event"] = line[7:]
-            elif line.startswith("data: "):
-                current["data"] = json.loads(line[6:])
-            elif line == "" and "id" in current:
-                events.append(current)
-                current = {}
+        events = list(sse_events(resp.iter_lines()))
     return 200, events, time.monotonic() - started

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -138,3 +139,32 @@ def add_activity(db: Database, company_id: uuid.UUID, count: int) -> list[int]:
             (company_id,),
         )
     return [r[0] for r in found]
+
+
+class SseParser:
+    """Server-Sent Events fed one line at a time: ``feed`` gives back the event (its ``id``,
+    ``event`` and JSON-decoded ``data``) at the blank line ending one that has an id, else None.
+    A blank line before any id ends nothing (the fields read so far carry on)."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, Any] = {}
+
+    def feed(self, line: str) -> dict[str, Any] | None:
+        if line.startswith("id: "):
+            self.current["id"] = line[4:]
+        elif line.startswith("event: "):
+            self.current["event"] = line[7:]
+        elif line.startswith("data: "):
+            self.current["data"] = json.loads(line[6:])
+        elif line == "" and "id" in self.current:
+            event, self.current = self.current, {}
+            return event
+        return None
+
+
+def sse_events(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The events in a stream's ``lines``, as ``SseParser`` reads them."""
+    parser = SseParser()
+    for line in lines:
+        if (event := parser.feed(line)) is not None:
+            yield event

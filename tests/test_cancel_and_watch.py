@@ -3,7 +3,6 @@ the offline Claude holding its reply, the demo provider hanging, Redis and Postg
 
 from __future__ import annotations
 
-import json
 import os
 import pty
 import select
@@ -24,7 +23,14 @@ from store import notes as notes_store
 from store import quests as quests_store
 from store.activity import ActivityFilter
 from tests.conftest import Stack, Tenant, system2
-from tests.support import provider_faults, quest_state, submit, wait_finished, wait_for
+from tests.support import (
+    provider_faults,
+    quest_state,
+    sse_events,
+    submit,
+    wait_finished,
+    wait_for,
+)
 from tests.test_integrations import connect, fresh_key
 
 pytestmark = pytest.mark.slow
@@ -167,19 +173,10 @@ def read_sse(
         assert resp.status_code == 200 and resp.headers["content-type"].startswith(
             "text/event-stream"
         )
-        current: dict[str, Any] = {}
-        for line in resp.iter_lines():
-            if line.startswith("id: "):
-                current["id"] = line[4:]
-            elif line.startswith("event: "):
-                current["event"] = line[7:]
-            elif line.startswith("data: "):
-                current["data"] = json.loads(line[6:])
-            elif line == "" and "id" in current:
-                events.append(current)
-                current = {}
-                if stop_after is not None and len(events) >= stop_after:
-                    break
+        for event in sse_events(resp.iter_lines()):
+            events.append(event)
+            if stop_after is not None and len(events) >= stop_after:
+                break
     return events
 
 

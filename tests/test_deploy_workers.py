@@ -23,9 +23,9 @@ from messages.transport import build_broker
 from store import Database
 from store import quests as quests_store
 from system2 import cli
-from system2.procs import Proc, free_port, wait_http, wait_workers
+from system2.procs import Proc, free_port, wait_workers
 from system2.settings import Settings
-from tests.conftest import Stack, Tenant, running_stack, system2
+from tests.conftest import Stack, Tenant, running_stack, serve, system2
 from tests.support import submit, wait_finished, wait_for
 
 pytestmark = pytest.mark.slow
@@ -50,15 +50,9 @@ uvicorn.run(create_app(scripts), host="127.0.0.1", port=int(sys.argv[1]), log_le
 
 @pytest.fixture(scope="module")
 def held_claude(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("logs") / "held-claude.log"
-    proc = Proc("held-claude", [sys.executable, "-c", HELD_CLAUDE, str(port)], log_path=log).start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/", proc=proc)
-        yield url
-    finally:
-        proc.stop()
+    yield from serve(
+        "held-claude", tmp_path_factory, lambda port: [sys.executable, "-c", HELD_CLAUDE, str(port)]
+    )
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,10 +30,9 @@ from store import credentials as credentials_store
 from store import quests as quests_store
 from store import tool_calls as tool_calls_store
 from store.activity import ActivityFilter
-from system2.procs import Proc, free_port, wait_http
 from system2.settings import Settings
 from system2.wiring import build_vault
-from tests.conftest import Stack, Tenant, settings_env, system2
+from tests.conftest import Stack, Tenant, serve, settings_env, system2
 from tests.support import ingress_client, provider_faults, submit, wait_finished, wait_for
 from tests.test_provider_routes import TRAVERSALS
 from tests.test_quest_runner import start
@@ -45,7 +45,7 @@ from workers.events import QuestEvents
 from workers.integrations.registry import integration_tools
 from workers.integrations.tools import ConnectedTool
 from workers.quest import QuestRunner
-from workers.tools import AddNote, Toolbox, ToolCall, ToolOutcome
+from workers.tools import AddNote, Tool, Toolbox, ToolCall, ToolOutcome
 
 pytestmark = pytest.mark.slow
 
@@ -361,6 +361,17 @@ def connected_runner(
         yield parts
 
 
+def write_queued_audit(db: Database, rds: redis.Redis) -> None:
+    """Write every audit batch waiting on the audit queue, as the audit worker would."""
+    batches = [
+        open_envelope(json.loads(b)["args"][0], AuditBatch)
+        for b in rds.hvals("dramatiq:audit.msgs")
+    ]
+    writer = AuditWriter(db)
+    for batch in batches:
+        writer.write(batch.company_id, batch.payload.events)
+
+
 def test_a_redelivered_mutating_step_mutates_once_and_audits_once(
     connected_runner: tuple[QuestRunner, Settings],
     istack: Stack,
@@ -381,13 +392,7 @@ def test_a_redelivered_mutating_step_mutates_once_and_audits_once(
     stats = provider_stats(demo_provider, tenant.id)
     assert stats["mutations"] == 1, "the provider saw the same Idempotency-Key"
 
-    batches = [
-        open_envelope(json.loads(b)["args"][0], AuditBatch)
-        for b in rds.hvals("dramatiq:audit.msgs")
-    ]
-    writer = AuditWriter(db)
-    for batch in batches:
-        writer.write(batch.company_id, batch.payload.events)
+    write_queued_audit(db, rds)
     with db.tenant(tenant.id) as tx:
         rows, _ = activity_store.page(
             tx, ActivityFilter(quest_id=env.payload.quest_id, action="task.created")
@@ -414,20 +419,34 @@ def test_a_mutating_call_is_recorded_done_even_if_redis_fails_after_it(
     assert record.status == "done", "a redelivery will not call the provider again"
 
 
-def test_the_demo_tools_create_update_list_and_delete_a_task(
+@dataclass
+class DemoTools:
+    """The demo integration's tools, connected for a company, each run in one started quest."""
+
+    tools: dict[str, Tool]
+    company_id: uuid.UUID
+    quest_id: uuid.UUID
+
+    def __call__(self, name: str, use: str, **inp: Any) -> ToolOutcome:
+        return self.tools[name].run(ToolCall(self.company_id, self.quest_id, 1, use, inp))
+
+
+@pytest.fixture
+def demo_tools(
     connected_runner: tuple[QuestRunner, Settings],
     istack: Stack,
     db: Database,
     tenant: Tenant,
-) -> None:
+) -> DemoTools:
     runner, _ = connected_runner
     connect(istack, tenant)
     tools = {t.name: t for t in runner.toolbox.integrations["demo"]}
     quest_id = start(db, tenant, "[script:tasks] Renew the lease").payload.quest_id
+    return DemoTools(tools, tenant.id, quest_id)
 
-    def run(name: str, use: str, **inp: Any) -> ToolOutcome:
-        return tools[name].run(ToolCall(tenant.id, quest_id, 1, use, inp))
 
+def test_the_demo_tools_create_update_list_and_delete_a_task(demo_tools: DemoTools) -> None:
+    run = demo_tools
     created = run("demo_create_task", "toolu_c", title="Renew the lease")
     assert (created.action, created.is_error) == ("task.created", False)
     task_id = created.data["task_id"]
@@ -473,21 +492,12 @@ def smuggled(task_id: str) -> list[Any]:
 
 
 def test_a_planted_id_in_each_tool_sends_no_request_and_changes_nothing(
-    connected_runner: tuple[QuestRunner, Settings],
-    istack: Stack,
-    db: Database,
+    demo_tools: DemoTools,
     tenant: Tenant,
     demo_provider: str,
     admin_conn: psycopg.Connection[Any],
 ) -> None:
-    runner, _ = connected_runner
-    connect(istack, tenant)
-    tools = {t.name: t for t in runner.toolbox.integrations["demo"]}
-    quest_id = start(db, tenant, "[script:tasks] Renew the lease").payload.quest_id
-
-    def run(name: str, use: str, **inp: Any) -> ToolOutcome:
-        return tools[name].run(ToolCall(tenant.id, quest_id, 1, use, inp))
-
+    run, quest_id = demo_tools, demo_tools.quest_id
     task_id = run("demo_create_task", "toolu_c", title="Renew the lease").data["task_id"]
     outcomes = {
         (tool, repr(bad)): run(tool, f"toolu_{tool}_{i}", id=bad, status="done")
@@ -538,16 +548,11 @@ uvicorn.run(create_app(scripts), host="127.0.0.1", port=int(sys.argv[1]), log_le
 
 @pytest.fixture(scope="module")
 def planting_claude(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("logs") / "planting-claude.log"
-    argv = [sys.executable, "-c", PLANTING_CLAUDE, str(port)]
-    proc = Proc("planting-claude", argv, log_path=log).start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/", proc=proc)
-        yield url
-    finally:
-        proc.stop()
+    yield from serve(
+        "planting-claude",
+        tmp_path_factory,
+        lambda port: [sys.executable, "-c", PLANTING_CLAUDE, str(port)],
+    )
 
 
 def test_a_quest_whose_claude_plants_traversals_gets_errors_and_no_audit_row(
@@ -584,13 +589,7 @@ def test_a_quest_whose_claude_plants_traversals_gets_errors_and_no_audit_row(
         assert " was not called: input.id " in json.dumps(result["content"])
     assert not [e for e in step.events if e["action"].startswith("task.")], step.events
 
-    batches = [
-        open_envelope(json.loads(b)["args"][0], AuditBatch)
-        for b in rds.hvals("dramatiq:audit.msgs")
-    ]
-    writer = AuditWriter(db)
-    for batch in batches:
-        writer.write(batch.company_id, batch.payload.events)
+    write_queued_audit(db, rds)
     rows = admin_conn.execute(
         "SELECT action, target FROM activity_log WHERE company_id = %s AND quest_id = %s",
         (tenant.id, quest_id),
