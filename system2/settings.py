@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 from importlib import metadata
-from typing import Literal, Self
-from urllib.parse import urlsplit
+from typing import Literal, Self, get_args
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict
@@ -25,6 +25,7 @@ DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"  # noqa: S105 
 DEV_DEMO_CLIENT_SECRET = "demo-secret"  # noqa: S105 - the demo provider's, public in this repo
 PACKAGE = "system2-workers"
 Environment = Literal["dev", "test", "staging", "production"]
+ENVIRONMENTS: tuple[Environment, ...] = get_args(Environment)
 DEPLOYED: tuple[Environment, ...] = ("staging", "production")
 MIN_SECRET_BYTES = 32
 TLS_SSLMODES = ("require", "verify-ca", "verify-full")
@@ -249,51 +250,73 @@ def _demo_provider(s: Settings) -> list[str]:
     if "demo_provider_url" not in s.model_fields_set:
         return []
     secret = s.demo_client_secret.get_secret_value()
-    problems = []
-    url = urlsplit(s.demo_provider_url)
-    if url.scheme != "https":
-        problems.append("S2_DEMO_PROVIDER_URL must be an https:// URL (TLS)")
-    if url.username or url.password:  # httpx would send them as Basic auth, not our token
+    problems = [https_problem("S2_DEMO_PROVIDER_URL", s.demo_provider_url)]
+    url = _split("S2_DEMO_PROVIDER_URL", s.demo_provider_url)
+    if isinstance(url, SplitResult) and (url.username or url.password):
+        # httpx would send them as Basic auth instead of the company's token
         problems.append("S2_DEMO_PROVIDER_URL must not carry a user or password")
     if secret == DEV_DEMO_CLIENT_SECRET:
         problems.append("S2_DEMO_CLIENT_SECRET is the public dev default")
     elif len(secret.encode()) < MIN_SECRET_BYTES:
         problems.append(f"S2_DEMO_CLIENT_SECRET is shorter than {MIN_SECRET_BYTES} bytes")
-    return problems
+    return [p for p in problems if p]
+
+
+def _split(name: str, url: str) -> SplitResult | str:
+    """The URL's parts, or what is wrong with it (never the URL: it may hold a password)."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return f"{name} is not a valid URL"
+    return parts
 
 
 def _redis_tls(s: Settings) -> list[str]:
-    if urlsplit(s.redis_url).scheme != "rediss":
+    url = _split("S2_REDIS_URL", s.redis_url)
+    if isinstance(url, str):
+        return [url]
+    if url.scheme.lower() != "rediss":
         return ["S2_REDIS_URL must be a rediss:// URL (TLS)"]
+    if any(v.lower() == "none" for v in parse_qs(url.query).get("ssl_cert_reqs", [])):
+        return ["S2_REDIS_URL must not turn off certificate checks (ssl_cert_reqs=none)"]
     return []
 
 
+def postgres_tls_problem(name: str, url: str) -> str | None:
+    """What keeps the Postgres URL in variable ``name`` from being TLS, if anything."""
+    try:
+        sslmode = conninfo_to_dict(url).get("sslmode")
+    except ProgrammingError:
+        return f"{name} is not a valid Postgres URL"
+    if sslmode not in TLS_SSLMODES:
+        return f"{name} must set sslmode=verify-full (or verify-ca, require): TLS"
+    return None
+
+
 def _postgres_tls(s: Settings) -> list[str]:
-    problems = []
-    for name, url in (
-        ("S2_DATABASE_URL", s.database_url),
-        ("S2_ADMIN_DATABASE_URL", s.admin_database_url),
-    ):
-        try:
-            sslmode = conninfo_to_dict(url).get("sslmode")
-        except ProgrammingError:
-            problems.append(f"{name} is not a valid Postgres URL")
-            continue
-        if sslmode not in TLS_SSLMODES:
-            problems.append(f"{name} must set sslmode=verify-full (or verify-ca, require): TLS")
-    return problems
+    problems = [
+        postgres_tls_problem("S2_DATABASE_URL", s.database_url),
+        postgres_tls_problem("S2_ADMIN_DATABASE_URL", s.admin_database_url),
+    ]
+    return [p for p in problems if p]
+
+
+def https_problem(name: str, url: str | None) -> str | None:
+    if url is None:
+        return None
+    parts = _split(name, url)
+    if isinstance(parts, str):
+        return parts
+    return None if parts.scheme.lower() == "https" else f"{name} must be an https:// URL (TLS)"
 
 
 def _https(s: Settings) -> list[str]:
-    urls = [
-        ("ANTHROPIC_BASE_URL", s.anthropic_base_url),
-        ("SENTRY_DSN", s.sentry_dsn.get_secret_value() if s.sentry_dsn else None),
+    problems = [
+        https_problem("ANTHROPIC_BASE_URL", s.anthropic_base_url),
+        https_problem("SENTRY_DSN", s.sentry_dsn.get_secret_value() if s.sentry_dsn else None),
     ]
-    return [
-        f"{name} must be an https:// URL (TLS)"
-        for name, url in urls
-        if url is not None and urlsplit(url).scheme != "https"
-    ]
+    return [p for p in problems if p]
 
 
 DEPLOYED_CHECKS: tuple[Callable[[Settings], list[str]], ...] = (

@@ -87,6 +87,16 @@ UNSAFE: dict[str, tuple[dict[str, str | None], str, str | None]] = {
         "S2_REDIS_URL must be a rediss:// URL (TLS)",
         "redis-pw-9f8e",
     ),
+    "a Redis URL that does not parse": (
+        {"S2_REDIS_URL": "rediss://:pw-bad-77@[redis.internal/0"},
+        "S2_REDIS_URL is not a valid URL",
+        "pw-bad-77",
+    ),
+    "Redis without certificate checks": (
+        {"S2_REDIS_URL": "rediss://:pw-5e6f@redis.internal:6380/0?ssl_cert_reqs=NONE"},
+        "S2_REDIS_URL must not turn off certificate checks (ssl_cert_reqs=none)",
+        "pw-5e6f",
+    ),
     "the default Redis": ({"S2_REDIS_URL": None}, "S2_REDIS_URL must be a rediss://", None),
     "Postgres without sslmode": (
         {"S2_DATABASE_URL": "postgresql://s2_app:pg-pw-7a6b@db.internal/system2"},
