@@ -17,8 +17,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from store.catalog_check import unsafe_catalog
 from store.errors import MigrationError
-from store.migration_check import NAME, created_objects, split_statements
+from store.migration_check import NAME
 
 APP_GROUP = "system2_app"
 LOCK_KEY = 0x5332_4D49_4752  # "S2MIGR"
@@ -98,58 +99,12 @@ def migrate(
                 applied.append(f"{m.version:04d}_{m.name}")
             if app_url:
                 notes.extend(ensure_app_role(conn, admin_url, app_url))
-            problems = unsafe_catalog(conn, migrations) if upto is None else []
+            problems = unsafe_catalog(conn, [m.sql for m in migrations]) if upto is None else []
             if problems:
                 raise MigrationError("the schema is unsafe: " + "; ".join(problems))
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     return MigrateReport(applied, migrations[-1].version if migrations else 0, notes)
-
-
-def unsafe_catalog(conn: psycopg.Connection[Any], migrations: list[Migration]) -> list[str]:
-    """What in the live catalog breaks the tenancy invariants, for the objects our migrations
-    create: a tenant table (one with ``company_id``, and ``companies``) without row-level
-    security enabled, forced and a policy; a SECURITY DEFINER function whose search_path does
-    not end in pg_temp, or whose owner is a superuser or BYPASSRLS."""
-    ours = sorted({name for m in migrations for name in created_objects(split_statements(m.sql))})
-    tables = conn.execute(
-        """
-        SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
-               EXISTS (SELECT FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid)
-        FROM pg_catalog.pg_class c
-        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname = ANY(%s)
-          AND (c.relname = 'companies' OR EXISTS (
-                SELECT FROM pg_catalog.pg_attribute a
-                WHERE a.attrelid = c.oid AND a.attname = 'company_id' AND NOT a.attisdropped))
-        ORDER BY c.relname
-        """,
-        (ours,),
-    ).fetchall()
-    problems = [
-        f"table {name} has row-level security {'forced' if forced else 'not forced'}"
-        f"{'' if enabled else ', not enabled'}{'' if policy else ', no policy'}"
-        for name, enabled, forced, policy in tables
-        if not (enabled and forced and policy)
-    ]
-    definers = conn.execute(
-        """
-        SELECT p.proname, r.rolsuper OR r.rolbypassrls,
-               (SELECT substr(c, 13) FROM unnest(p.proconfig) AS c WHERE c LIKE 'search_path=%%')
-        FROM pg_catalog.pg_proc p
-        JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-        JOIN pg_catalog.pg_roles r ON r.oid = p.proowner
-        WHERE n.nspname = 'public' AND p.prosecdef AND p.proname = ANY(%s)
-        ORDER BY p.proname
-        """,
-        (ours,),
-    ).fetchall()
-    for name, privileged, path in definers:
-        if not path or [s.strip().strip('"') for s in path.split(",")][-1] != "pg_temp":
-            problems.append(f"SECURITY DEFINER {name}() does not search pg_temp last")
-        if privileged:
-            problems.append(f"SECURITY DEFINER {name}() is owned by a superuser or BYPASSRLS role")
-    return problems
 
 
 def current_version(conn: psycopg.Connection[Any]) -> int:

@@ -22,7 +22,7 @@ What counts as breaking (refused in an expand, or in a contract that names no va
   value or a type's attribute; REVOKE
 
 Whatever the kind, a ``SECURITY DEFINER`` function or procedure must end up (after every
-migration, in order) with a ``search_path`` whose last entry is ``pg_temp``.
+migration, in order) with a ``search_path`` that names ``pg_temp`` once, last.
 
 Statements on an object created by the same file (a new table, function, view…) are exempt:
 no old code knows it. Expand-safe, for example: CREATE anything, ADD COLUMN nullable or with a
@@ -411,6 +411,14 @@ def _search_path(st: Statement) -> list[str] | None:
     return names
 
 
+def pg_temp_last(search_path: list[str] | None) -> bool:
+    """Whether a search_path searches the caller's temporary schema last: named once, at the
+    end (Postgres keeps a schema's first place, so ``pg_temp, x, pg_temp`` searches it first)."""
+    if not search_path:
+        return False
+    return search_path.count("pg_temp") == 1 and search_path[-1] == "pg_temp"
+
+
 def _track_routine(st: Statement, where: tuple[str, int], routines: dict[str, _Routine]) -> None:
     created = _CREATE_ROUTINE.match(st.text)
     if created:
@@ -441,20 +449,20 @@ def _track_routine(st: Statement, where: tuple[str, int], routines: dict[str, _R
 
 def definer_problems(files: Iterable[MigrationFile]) -> list[Problem]:
     """Every SECURITY DEFINER function or procedure, as the migrations leave it, whose
-    search_path does not end in pg_temp."""
+    search_path does not search pg_temp last."""
     routines: dict[str, _Routine] = {}
     for mig in files:
         for st in split_statements(mig.sql):
             _track_routine(st, (mig.path.name, st.line), routines)
     problems = []
     for name, r in sorted(routines.items()):
-        if r.definer and not (r.search_path and r.search_path[-1] == "pg_temp"):
+        if r.definer and not pg_temp_last(r.search_path):
             shown = "not set" if r.search_path is None else ", ".join(r.search_path) or "''"
             problems.append(
                 Problem(
                     *r.where,
                     f"SECURITY DEFINER {name} runs with its owner's rights and its search_path "
-                    f"({shown}) does not end in pg_temp: a caller's temporary object could stand "
+                    f"({shown}) does not search pg_temp last: a caller's temporary object could stand "
                     "in for a name it uses — SET search_path = pg_catalog, pg_temp and "
                     "schema-qualify every name",
                 )

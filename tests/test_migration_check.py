@@ -208,6 +208,7 @@ UNPINNED = {
     "no search_path": "",
     "public only": "SET search_path = public",
     "pg_temp first": "SET search_path TO pg_temp, public",
+    "pg_temp first and last (its first place counts)": "SET search_path = pg_temp, pg_catalog, pg_temp",
     "one literal naming 'pg_catalog, pg_temp'": "SET search_path = 'pg_catalog, pg_temp'",
     "empty": "SET search_path = ''",
     "from current": "SET search_path FROM CURRENT",
@@ -221,7 +222,7 @@ def test_an_owner_rights_function_must_search_pg_temp_last(tmp_path: Path, case:
     found = problems(tmp_path, {"0002_f.sql": contract + DEFINER.format(opts=UNPINNED[case])})
     assert len(found) == 1, found
     assert found[0].startswith("0002_f.sql:3: SECURITY DEFINER quest_ids runs with its owner's")
-    assert "does not end in pg_temp" in found[0]
+    assert "does not search pg_temp last" in found[0]
 
 
 def test_an_owner_rights_function_pinned_with_pg_temp_last_passes(tmp_path: Path) -> None:

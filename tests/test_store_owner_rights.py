@@ -268,6 +268,10 @@ def test_supabases_default_grants_to_anon_and_authenticated_are_taken_back(
                 "ALTER DEFAULT PRIVILEGES IN SCHEMA public "
                 "GRANT ALL ON FUNCTIONS TO anon, authenticated"
             )
+            conn.execute(
+                "ALTER DEFAULT PRIVILEGES IN SCHEMA public "
+                "GRANT ALL ON SEQUENCES TO anon, authenticated"
+            )
         migrate(admin_url, app_url, upto=5)
         with psycopg.connect(admin_url, autocommit=True) as conn:
             before = conn.execute(
@@ -281,7 +285,16 @@ def test_supabases_default_grants_to_anon_and_authenticated_are_taken_back(
         migrate(admin_url, app_url)
         with psycopg.connect(admin_url, autocommit=True) as conn:
             leftover = conn.execute(GRANTED_TO_SUPABASE_ROLES).fetchall()
-        assert leftover == []
+            assert leftover == []
+            # A later grant (a hand-run one, a new table under Supabase's defaults) is refused.
+            conn.execute("GRANT UPDATE ON SEQUENCE activity_log_id_seq TO anon")
+            conn.execute("GRANT SELECT ON memberships TO authenticated")
+        with pytest.raises(MigrationError) as refused:
+            migrate(admin_url, app_url)
+        assert str(refused.value) == (
+            "the schema is unsafe: anon holds rights on activity_log_id_seq; "
+            "authenticated holds rights on memberships"
+        )
     finally:
         with psycopg.connect(maintenance, autocommit=True) as conn:
             conn.execute(
@@ -305,5 +318,89 @@ def test_migrate_refuses_a_catalog_that_lost_forced_rls_or_a_pinned_search_path(
         )
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute("ALTER TABLE quests FORCE ROW LEVEL SECURITY")
+            conn.execute(
+                "ALTER FUNCTION company_ids() SET search_path = pg_temp, pg_catalog, pg_temp"
+            )
+            owner = conn.execute("SELECT current_user").fetchone()
+            conn.execute("ALTER FUNCTION quest_company(uuid) OWNER TO CURRENT_USER")
+        with pytest.raises(MigrationError) as refused:
+            migrate(admin_url, app_url)
+        assert owner is not None
+        assert str(refused.value) == (
+            "the schema is unsafe: "
+            "SECURITY DEFINER company_ids() does not search pg_temp last; "
+            "SECURITY DEFINER quest_company() is owned by a superuser or BYPASSRLS role; "
+            f"SECURITY DEFINER quest_company() is owned by {owner[0]}, who owns tables"
+        )
+        with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute("ALTER FUNCTION company_ids() SET search_path = pg_catalog, pg_temp")
+            conn.execute(f"ALTER FUNCTION quest_company(uuid) OWNER TO {DIRECTORY}")
         assert migrate(admin_url, app_url).applied == []
+
+
+@pytest.fixture
+def owner_not_superuser() -> Iterator[tuple[str, str]]:
+    """(admin url, app url) of an empty database owned by a role that is not a superuser, as
+    Supabase's `postgres` is not: CREATEROLE and CREATEDB, nothing more."""
+    base = _base_admin_url()
+    owner = f"s2_owner_{uuid.uuid4().hex[:10]}"
+    name = f"s2owned_{uuid.uuid4().hex[:10]}"
+    maintenance = make_conninfo(base, dbname="postgres")
+    with psycopg.connect(maintenance, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEROLE CREATEDB NOSUPERUSER").format(
+                sql.Identifier(owner)
+            )
+        )
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(owner)
+            )
+        )
+    with psycopg.connect(make_conninfo(base, dbname=name), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(owner)))
+    try:
+        yield (
+            make_conninfo(base, dbname=name, user=owner),
+            make_conninfo(base, dbname=name, user="s2_app"),
+        )
+    finally:
+        with psycopg.connect(maintenance, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(owner)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(owner)))
+
+
+@pytest.mark.slow
+def test_an_owner_that_is_not_a_superuser_is_bound_by_forced_rls_after_0006(
+    owner_not_superuser: tuple[str, str],
+) -> None:
+    """On Supabase the owner is not a superuser: it joins system2_directory only to hand the
+    functions over, and leaves it — or it would inherit the directory's read-every-row
+    policies and see every company and quest despite FORCE."""
+    admin_url, app_url = owner_not_superuser
+    migrate(admin_url, app_url)
+    owner = str(conninfo_to_dict(admin_url)["user"])
+    a = uuid.uuid4()
+    with psycopg.connect(admin_url) as conn:
+        conn.execute("SELECT set_config('app.company_id', %s, true)", (str(a),))
+        conn.execute("INSERT INTO companies (id, name) VALUES (%s, 'Acme')", (a,))
+        conn.execute(
+            "INSERT INTO quests (id, company_id, goal, model, created_by, correlation_id, "
+            "origin_message_id) VALUES (%s, %s, 'secret plan', 'm', 'u', %s, %s)",
+            (uuid.uuid4(), a, uuid.uuid4(), uuid.uuid4()),
+        )
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        member = conn.execute(
+            "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid "
+            "JOIN pg_roles u ON u.oid = m.member WHERE r.rolname = %s AND u.rolname = %s",
+            (DIRECTORY, owner),
+        ).fetchone()
+        assert member == (0,), "the owner left the directory role"
+        assert conn.execute("SELECT count(*) FROM companies").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM quests").fetchone() == (0,)
+    ids, seen = attack(app_url)
+    assert seen == [] and a in ids
+    assert migrate(admin_url, app_url).applied == []

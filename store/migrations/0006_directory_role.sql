@@ -29,7 +29,10 @@ EXCEPTION WHEN duplicate_object OR unique_violation THEN
 END
 $$;
 
--- A role that is not a superuser may give a function away only to a role it belongs to.
+-- A role that is not a superuser may give a function away only to a role it belongs to, and
+-- grant rights on it only as a member of its owner: it joins system2_directory for the
+-- hand-over and leaves it at the end of this file, or it would inherit the directory's
+-- policies and read every company and quest despite FORCE.
 DO $$
 BEGIN
     IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
@@ -60,9 +63,9 @@ CREATE POLICY directory ON public.quests FOR SELECT TO system2_directory USING (
 ALTER TABLE public.companies FORCE ROW LEVEL SECURITY;
 ALTER TABLE public.quests FORCE ROW LEVEL SECURITY;
 
--- Only the app role may call them. Supabase grants anon and authenticated every right on
--- new tables and functions in public by default, which REVOKE ... FROM PUBLIC does not undo:
--- take those grants back from our objects wherever those roles exist.
+-- Only the app role may call them. Supabase grants anon and authenticated every right on new
+-- tables, sequences and functions in public by default, which REVOKE ... FROM PUBLIC does
+-- not undo: take those grants back from our objects wherever those roles exist.
 REVOKE ALL ON FUNCTION public.company_ids() FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.quest_company(uuid) FROM PUBLIC;
 DO $$
@@ -81,8 +84,21 @@ BEGIN
             'public.activity_log, public.company_limits, public.charges, '
             'public.credential_uses, public.tool_calls, public.schema_migrations FROM %I',
             grantee);
+        EXECUTE format(
+            'REVOKE ALL ON SEQUENCE public.activity_log_id_seq, '
+            'public.credential_uses_id_seq FROM %I', grantee);
     END LOOP;
 END
 $$;
 GRANT EXECUTE ON FUNCTION public.company_ids() TO system2_app;
 GRANT EXECUTE ON FUNCTION public.quest_company(uuid) TO system2_app;
+
+-- Last: the migrating role leaves system2_directory (see the top), having granted EXECUTE on
+-- the functions it now owns.
+DO $$
+BEGIN
+    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+        EXECUTE format('REVOKE system2_directory FROM %I', current_user);
+    END IF;
+END
+$$;
