@@ -131,7 +131,7 @@ class Route:
 @dataclass(frozen=True)
 class ProviderRequest:
     method: str
-    url: httpx.URL  # the path only; ``params`` are added by httpx, encoded
+    url: httpx.URL  # the whole URL, without a query: httpx adds ``params``, encoded
     json: dict[str, Any] | None
     params: dict[str, str] | None
 
