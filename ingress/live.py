@@ -12,6 +12,11 @@ per user and per company (``TooManyStreams``: 429 with ``Retry-After``).
 
 The reader's task is started by the app's lifespan (``start``) and stopped with it
 (``stop``), which ends every open stream.
+
+A stream's whole response (``LiveStreamResponse``) is bounded by its maximum life plus
+``LIVE_SEND_GRACE_S``: a client that stops reading blocks the server's sends once the socket
+buffers are full, so a deadline checked only between events would never be reached. The
+response is cut then, and its slot given back however the response ends.
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import re
+import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Final, cast
 from uuid import UUID
 
 import structlog
@@ -32,6 +41,8 @@ from redis.exceptions import RedisError
 from redis.typing import KeyT, StreamIdT
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from messages.notices import StreamReply
 from store.quests import TERMINAL
@@ -46,20 +57,28 @@ TICK_S = 1.0  # a stream looks at its client and its quest after this long witho
 PING_EVERY = 15  # ticks without events between keep-alive comments
 CHECK_EVERY = 3  # ticks without events between checks that the quest is still going
 RETRY_AFTER_S = 10  # said with a 429: a slot frees when one of the caller's streams ends
+LIVE_SEND_GRACE_S = 5.0  # past its maximum life, how long a stream may take to send its end
 
 EntryId = tuple[int, int]
 Entry = tuple[str, dict[bytes, bytes]]  # (entry id, fields) as the stream holds it
 
 
+# A stream entry id, "ms-seq" in ASCII digits: the one definition, used by ``parse_id`` and
+# by the events route's ``Last-Event-ID`` header.
+ENTRY_ID_PATTERN: Final = r"^[0-9]{1,20}-[0-9]{1,20}$"
+_ENTRY_ID = re.compile(ENTRY_ID_PATTERN)
 ID_PART_MAX = 2**64 - 1  # each half of a stream entry id is an unsigned 64-bit integer
 
 
 def parse_id(text: str) -> EntryId:
-    """``"ms-seq"`` (or ``"ms"``) as numbers; ValueError for anything Redis would refuse —
-    one bad id in the shared XREAD would fail it for every stream."""
+    """``"ms-seq"`` as numbers; ValueError for anything else, and for anything Redis would
+    refuse (a half over ``ID_PART_MAX``) — one bad id in the shared XREAD would fail it for
+    every stream."""
+    if _ENTRY_ID.fullmatch(text) is None:
+        raise ValueError(f"not a stream entry id: {text[:50]!r}")
     ms, _, seq = text.partition("-")
-    entry_id = int(ms), int(seq or 0)
-    if not all(0 <= part <= ID_PART_MAX for part in entry_id):
+    entry_id = int(ms), int(seq)
+    if entry_id[0] > ID_PART_MAX or entry_id[1] > ID_PART_MAX:
         raise ValueError(f"not a stream entry id: {text[:50]!r}")
     return entry_id
 
@@ -251,7 +270,7 @@ def sse(entry_id: str, payload: dict[str, Any], issued_at: str) -> str:
 
 async def sse_events(
     sub: Subscription, request: Request, finished: Callable[[], bool], max_life_s: float
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """The stream's text: its entries as events, keep-alive comments while it is quiet; it
     ends with the quest, at its maximum life, or when the reader ends it. Its slot is given
     back however it ends."""
@@ -301,3 +320,79 @@ async def _over(finished: Callable[[], bool]) -> bool:
         return await run_in_threadpool(finished)
     except HTTPException:
         return True
+
+
+class LiveStreamResponse(StreamingResponse):
+    """A live stream's response: ``events`` (``sse_events``) sent within the stream's maximum
+    life plus ``LIVE_SEND_GRACE_S`` — every send included, which blocks for as long as a
+    client does not read — and its subscription's slot given back however the response ends:
+    the events end, the client goes, an error, the cut at that bound, or never being sent at
+    all (when the response is dropped unsent)."""
+
+    def __init__(
+        self, sub: Subscription, events: AsyncGenerator[str, None], *, max_life_s: float
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._unsent = weakref.finalize(self, _release_soon, loop, sub)
+        self._unsent.atexit = False
+        super().__init__(
+            events,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self.sub = sub
+        self.events = events
+        self.max_life_s = max_life_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._unsent.detach()
+        bound = asyncio.timeout(self.max_life_s + LIVE_SEND_GRACE_S)
+        try:
+            async with bound:
+                await super().__call__(scope, receive, send)
+        except TimeoutError:
+            if not bound.expired():
+                raise
+            # Returning with the body unfinished makes the server close the connection; its
+            # error for that is dropped (``_QuietCut``): this is the line that says so.
+            _cut.set(True)
+            _quiet_the_servers_error()
+            log.warning(
+                "live events: a stream outlived its maximum life and is cut "
+                "(its client stopped reading, most likely)",
+                stream=self.sub.key,
+                user_id=self.sub.user_id,
+                company_id=str(self.sub.company_id),
+                max_life_s=self.max_life_s,
+            )
+        finally:
+            self.sub.close()
+            with contextlib.suppress(RuntimeError):  # still running: it ends with its task
+                await self.events.aclose()
+
+
+def _release_soon(loop: asyncio.AbstractEventLoop, sub: Subscription) -> None:
+    """A response dropped unsent gives back its slot (on its loop: a finalizer may run in
+    another thread)."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nothing is counted any more
+        loop.call_soon_threadsafe(sub.close)
+
+
+# Set in the request's context when ``LiveStreamResponse`` cuts a response; uvicorn logs its
+# "returned without completing response" error in that same context, right after.
+_cut: ContextVar[bool] = ContextVar("live_stream_cut", default=False)
+UVICORN_INCOMPLETE = "ASGI callable returned without completing response."
+
+
+class _QuietCut(logging.Filter):
+    """Drops uvicorn's error for a response cut on purpose (already logged, as a warning)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_cut.get() and record.getMessage() == UVICORN_INCOMPLETE)
+
+
+_QUIET_CUT = _QuietCut()
+
+
+def _quiet_the_servers_error() -> None:
+    logging.getLogger("uvicorn.error").addFilter(_QUIET_CUT)  # once: the same filter is kept

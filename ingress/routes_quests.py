@@ -8,14 +8,13 @@ from uuid import UUID
 import structlog
 from fastapi import APIRouter, Header, HTTPException, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from ingress.auth import member_tx
 from ingress.cancel import may_cancel, request_cancel, send_cancel
 from ingress.deps import CallerDep, Deps
 from ingress.guard_view import company_limits
-from ingress.live import LiveEvents, format_id, parse_id, sse_events
+from ingress.live import ENTRY_ID_PATTERN, LiveEvents, LiveStreamResponse, parse_id, sse_events
 from ingress.schemas import (
     CancelRequest,
     QuestAccepted,
@@ -117,7 +116,7 @@ async def quest_events(
     request: Request,
     who: CallerDep,
     deps: Deps,
-    last_event_id: Annotated[str | None, Header(max_length=64, pattern=r"^[0-9]+-[0-9]+$")] = None,
+    last_event_id: Annotated[str | None, Header(max_length=64, pattern=ENTRY_ID_PATTERN)] = None,
 ) -> StreamingResponse:
     """The quest's events as Server-Sent Events, from the start or after ``Last-Event-ID``,
     ending when the quest ends or after ``S2_SSE_MAX_LIFE_S`` (then reconnect with
@@ -129,8 +128,9 @@ async def quest_events(
             return _found(quests_store.get(tx, quest_id)).finished
 
     await run_in_threadpool(finished)  # membership first, and a 404 for another company's quest
+    after = last_event_id or "0-0"
     try:
-        after = format_id(parse_id(last_event_id or "0"))
+        parse_id(after)
     except ValueError:  # refused now: in the shared read, Redis would refuse it for every stream
         raise HTTPException(422, "last-event-id: no such id") from None
     live: LiveEvents | None = request.app.state.live
@@ -144,15 +144,9 @@ async def quest_events(
         key=quest_stream_key(quest_id),
         after=after,
     )
-
-    async def release() -> None:  # if the stream never started (its own ``finally`` does)
-        sub.close()
-
-    return StreamingResponse(
-        sse_events(sub, request, finished, deps.settings.sse_max_life_s),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        background=BackgroundTask(release),
+    max_life_s = deps.settings.sse_max_life_s  # the response gives the slot back, sent or not
+    return LiveStreamResponse(
+        sub, sse_events(sub, request, finished, max_life_s), max_life_s=max_life_s
     )
 
 

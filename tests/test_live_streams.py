@@ -5,12 +5,14 @@ are capped per user and per company (429 with ``Retry-After``); one reader per p
 serves every stream, so a tenant holding its maximum takes nothing from another company's
 streams and a process's Redis connections stay few however many streams are open; and a
 stream ends at its maximum life, the client resuming from ``Last-Event-ID`` with nothing
-lost or repeated — and a member whose membership was revoked gets 403 when they do.
+lost or repeated — and a member whose membership was revoked gets 403 when they do. A client
+that stops reading holds its slot no longer than that maximum life (plus a short grace).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 import uuid
@@ -25,11 +27,21 @@ import psycopg
 import pytest
 import redis
 
+from ingress.live import LIVE_SEND_GRACE_S
+from messages import Actor, ActorType, Envelope, QuestEvent
 from messages.notices import quest_stream_key
 from store import Database
 from system2.settings import Settings
 from tests.conftest import Tenant
-from tests.ingress_server import Server, SseStream, emit, ingress_process, open_quest, read_events
+from tests.ingress_server import (
+    Server,
+    SseStream,
+    emit,
+    ingress_process,
+    open_quest,
+    read_events,
+    request_head,
+)
 from workers.events import QuestEvents
 
 AdminConn = psycopg.Connection[tuple[Any, ...]]
@@ -323,3 +335,102 @@ def test_a_revoked_member_stops_streaming_at_the_max_life_and_cannot_resume(
     finally:
         emitter.halt.set()
         emitter.join(5)
+
+
+# --- a client that stops reading -------------------------------------------------------------
+
+STUCK_LIFE_S = 3
+# 16 MB: more than every buffer between the stream and a client that does not read (the
+# server's socket grows to tcp_wmem's maximum, 4 MB by default), fewer entries than QUEUE_MAX.
+BIG_EVENTS, BIG_EVENT_BYTES = 800, 20_000
+
+
+def add_big_events(rds: redis.Redis, company_id: uuid.UUID, quest_id: uuid.UUID) -> None:
+    """Large events straight into the quest's live stream, as a worker would add them."""
+    envelope = Envelope[QuestEvent](
+        company_id=company_id,
+        actor=Actor(type=ActorType.ted, id="ted"),
+        correlation_id=uuid.uuid4(),
+        payload=QuestEvent(
+            quest_id=quest_id, kind="note", step=1, data={"x": "x" * BIG_EVENT_BYTES}
+        ),
+    ).model_dump_json()
+    pipe = rds.pipeline(transaction=False)
+    for _ in range(BIG_EVENTS):
+        pipe.xadd(quest_stream_key(quest_id), {"e": envelope})
+    pipe.execute()
+
+
+def open_stuck_stream(server: Server, path: str, headers: dict[str, str]) -> socket.socket:
+    """A stream opened on a raw socket with a small receive buffer, read up to its status
+    line and then never again."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(request_head("GET", path, server.port, headers))
+    sock.settimeout(10)
+    head = b""
+    while b"\r\n" not in head:
+        chunk = sock.recv(64)
+        assert chunk, f"closed before a status line: {head!r}"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+def drain_to_end(sock: socket.socket, timeout: float) -> str:
+    """Reads ``sock`` until the server ends the connection: "eof" or "reset"."""
+    deadline = time.monotonic() + timeout
+    sock.settimeout(1)
+    while time.monotonic() < deadline:
+        try:
+            if not sock.recv(1 << 20):
+                return "eof"
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return "reset"
+    raise AssertionError(f"the connection was still open {timeout}s after its stream was cut")
+
+
+def test_a_client_that_stops_reading_loses_its_slot_at_the_max_life_and_its_connection_ends(
+    settings: Settings, logs: Path, db: Database, tenant: Tenant, rds: redis.Redis
+) -> None:
+    """Its stream's sends block once every buffer on the way is full; the response is still
+    cut at the max life (plus a short grace), giving back the user's only slot while the
+    socket stays open — and the connection ends, with a warning logged and no server error."""
+    quest = open_quest(db, tenant.id, tenant.member)
+    path = events_url(tenant, quest)
+    headers = tenant.headers(tenant.member)
+    env = {
+        "S2_SSE_MAX_LIFE_S": str(STUCK_LIFE_S),
+        "S2_SSE_MAX_PER_USER": "1",
+        "S2_SSE_MAX_PER_COMPANY": "2",
+    }
+    limit = STUCK_LIFE_S + LIVE_SEND_GRACE_S + 4
+    with ingress_process(settings, logs, **env) as server:
+        stuck = open_stuck_stream(server, path, headers)
+        opened = time.monotonic()
+        try:
+            with httpx.Client(base_url=server.url, timeout=10) as client:
+                over = client.get(path, headers=headers)
+                assert over.status_code == 429, "the stuck stream holds the user's only slot"
+                add_big_events(rds, tenant.id, quest)
+                while True:
+                    with client.stream("GET", path, headers=headers) as again:
+                        if again.status_code == 200:
+                            waited = time.monotonic() - opened
+                            break
+                    assert time.monotonic() - opened < limit, (
+                        f"the stuck stream still held its slot after {limit}s"
+                    )
+                    time.sleep(0.25)
+            assert waited >= STUCK_LIFE_S - 0.5, f"its slot came back after only {waited:.1f}s"
+            assert drain_to_end(stuck, timeout=10) in ("eof", "reset")
+        finally:
+            stuck.close()
+            rds.delete(quest_stream_key(quest))
+    log = (logs / f"ingress-{server.port}.log").read_text()
+    assert "a stream outlived its maximum life and is cut" in log
+    assert "ASGI callable returned without completing response" not in log
+    assert "Exception in ASGI application" not in log
