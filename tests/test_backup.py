@@ -28,8 +28,8 @@ from store import Database
 from store import activity as activity_store
 from store.activity import NewActivity
 from system2.ops.backup import BackupConfig, backup, manifest_for
-from system2.ops.backup_tools import BackupError
-from system2.ops.restore import restore_test
+from system2.ops.backup_tools import BackupError, split_password
+from system2.ops.restore import restore, restore_test
 from system2.settings import Settings
 from tests.conftest import Tenant, settings_env
 
@@ -597,8 +597,9 @@ def test_the_production_image_installs_age() -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to become a user who owns nothing")
 def test_an_open_backup_directory_someone_else_owns_is_refused() -> None:
-    """The backup user may not tighten a directory it does not own: a clear refusal, and
-    nothing written into it. (A forked child becomes ``nobody`` and calls the code.)"""
+    """The backup user does not use (nor try to tighten) a directory it does not own: a
+    clear refusal, and nothing written into it. (A forked child becomes ``nobody`` and calls
+    the code.)"""
     import tempfile
 
     from system2.ops.private_files import private_dir
@@ -633,8 +634,10 @@ def test_an_open_backup_directory_someone_else_owns_is_refused() -> None:
             message = f.read().decode()
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-        assert message.startswith(f"{directory} is open to group/others (mode 0777)"), message
-        assert "may not change it (owner uid 0): chmod 700 it" in message
+        assert message.startswith(
+            f"{directory} is owned by uid 0, not by this user (uid 65534): "
+        ), message
+        assert "chown it to uid 65534 and chmod 700 it, or choose another S2_BACKUP_DIR" in message
         assert mode(directory) == 0o777 and list(directory.iterdir()) == []
     finally:
         shutil.rmtree(outside)
@@ -663,3 +666,263 @@ def test_a_deployed_backup_refuses_plain_text_and_a_connection_without_tls(
         not Path(backup_env["S2_BACKUP_DIR"]).exists()
         or dumps_in(Path(backup_env["S2_BACKUP_DIR"])) == []
     )
+
+
+# --- what the backup commands refuse ---------------------------------------------------
+
+ENV_REFUSAL = "error: S2_ENV must be one of dev, test, staging, production"
+
+
+@pytest.mark.parametrize("typo", ["prod", "Production", " production", "production ", ""])
+def test_a_mistyped_s2_env_is_refused_before_anything_is_dumped(
+    settings: Settings, backup_env: dict[str, str], typo: str
+) -> None:
+    """A typo must not turn production into a laptop that writes plaintext dumps over a
+    connection without TLS (backup_env's URL has no sslmode, and no age recipients)."""
+    mistyped = {**backup_env, "S2_ENV": typo}
+    assert one_line_error(run(settings, "backup", **mistyped)) == ENV_REFUSAL
+    assert not Path(backup_env["S2_BACKUP_DIR"]).exists()
+    assert one_line_error(run(settings, "restore-test", **mistyped)) == ENV_REFUSAL
+    assert not Path(backup_env["S2_BACKUP_DIR"]).exists()
+
+
+PASSWORD = "S3CR%ETpw"  # a bad percent-encoding: the driver's message quotes it
+UNPARSABLE = [
+    f"postgresql://u:{PASSWORD}@h/db?sslmode=require",
+    f"postgresql://u:{PASSWORD.replace('%', '')}@[::1/db?sslmode=require",
+]
+URL_REFUSAL = (
+    "error: S2_BACKUP_DATABASE_URL is not a valid Postgres URL: check its quoting and "
+    "percent-encoding (a % in the password is written %25)"
+)
+
+
+@pytest.mark.parametrize("env_name", ["dev", "test", "staging", "production"])
+@pytest.mark.parametrize("url", UNPARSABLE)
+def test_a_database_url_that_does_not_parse_is_refused_without_its_password(
+    settings: Settings, backup_env: dict[str, str], tmp_path: Path, env_name: str, url: str
+) -> None:
+    env = {**backup_env, "S2_ENV": env_name, "S2_BACKUP_DATABASE_URL": url}
+    for command in (
+        ["backup"],
+        ["restore-test"],
+        ["restore", "--dump", str(tmp_path / "x.dump"), "--into", "s2_never"],
+    ):
+        done = run(settings, command[0], *command[1:], **env)
+        assert one_line_error(done) == URL_REFUSAL, command
+        assert "S3CR" not in done.stdout + done.stderr
+    assert not Path(backup_env["S2_BACKUP_DIR"]).exists()
+
+
+def test_every_use_of_a_database_url_that_does_not_parse_is_refused_without_it(
+    settings: Settings, backup_env: dict[str, str], with_audit_rows: Tenant
+) -> None:
+    """Past from_env too (a BackupConfig made in code): backup, restore-test and restore
+    parse the URL (and make others from it) only to refuse it naming the variable."""
+    dump, _ = quick_backup(backup_env)
+    bad = BackupConfig(UNPARSABLE[0], Path(backup_env["S2_BACKUP_DIR"]))
+    with pytest.raises(BackupError) as refused:
+        backup(bad)
+    assert str(refused.value) == URL_REFUSAL.removeprefix("error: ")
+    with pytest.raises(BackupError) as refused:
+        restore_test(bad)  # the dump checks out; the scratch database's URL is the refusal
+    assert str(refused.value).startswith(f"error: {URL_REFUSAL.removeprefix('error: ')}")
+    assert "S3CR" not in str(refused.value) and "S3CR" not in last_report(backup_env)
+    with pytest.raises(BackupError) as refused:
+        restore(bad, dump, "s2_never")
+    assert str(refused.value) == URL_REFUSAL.removeprefix("error: ")
+
+
+def test_a_backup_directory_another_user_owns_is_refused_though_private(
+    settings: Settings, backup_env: dict[str, str]
+) -> None:
+    """0700 is not enough: its owner could swap a file of ours for a link while we write."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to give the directory to another user")
+    directory = Path(backup_env["S2_BACKUP_DIR"])
+    directory.mkdir(mode=0o700)
+    os.chown(directory, 65534, 65534)
+    refusal = (
+        f"error: {directory} is owned by uid 65534, not by this user (uid 0): backups go in a "
+        "directory the backup user owns — chown it to uid 0 and chmod 700 it, or choose "
+        "another S2_BACKUP_DIR"
+    )
+    assert one_line_error(run(settings, "backup", **backup_env)) == refusal
+    assert one_line_error(run(settings, "restore-test", **backup_env)) == refusal
+    assert list(directory.iterdir()) == []
+    st = directory.lstat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (65534, 0o700)
+
+
+@pytest.mark.parametrize(
+    "shared", [0o1777, 0o0777, 0o0770, 0o0730, 0o1700], ids=lambda m: f"mode-{m:04o}"
+)
+def test_a_shared_backup_directory_is_refused_and_left_as_it_is(
+    settings: Settings, backup_env: dict[str, str], shared: int
+) -> None:
+    """Never made private: as root with S2_BACKUP_DIR=/tmp that would break the host's
+    /tmp, and whoever else may write in it may have left links in it already."""
+    directory = Path(backup_env["S2_BACKUP_DIR"])
+    directory.mkdir()
+    os.chmod(directory, shared)
+    refusal = (
+        f"error: {directory} is a shared directory (mode {shared:04o}: writable by "
+        "group/others or sticky), left as it is: set S2_BACKUP_DIR to a directory of the "
+        "backup user's own, mode 0700"
+    )
+    assert one_line_error(run(settings, "backup", **backup_env)) == refusal
+    assert one_line_error(run(settings, "restore-test", **backup_env)) == refusal
+    assert mode(directory) == shared and list(directory.iterdir()) == []
+
+
+def test_a_symlinked_backup_directory_is_refused(
+    settings: Settings, backup_env: dict[str, str], tmp_path: Path
+) -> None:
+    real = tmp_path / "real-backups"
+    real.mkdir(mode=0o700)
+    link = Path(backup_env["S2_BACKUP_DIR"])
+    link.symlink_to(real)
+    refusal = (
+        f"error: {link} is a symbolic link: set S2_BACKUP_DIR to a real directory the backup "
+        "user owns (mode 0700), not a link to one"
+    )
+    assert one_line_error(run(settings, "backup", **backup_env)) == refusal
+    assert one_line_error(run(settings, "restore-test", **backup_env)) == refusal
+    assert list(real.iterdir()) == []
+    dangling = tmp_path / "not-yet"
+    link.unlink()
+    link.symlink_to(dangling)  # not created through the link either
+    assert one_line_error(run(settings, "backup", **backup_env)) == refusal
+    assert not dangling.exists()
+
+
+def test_pg_dump_writes_into_the_file_we_made_never_by_its_name(
+    backup_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the directory checks now keep others out of, staged here by the test itself:
+    as pg_dump starts, the .partial is renamed away and a link to someone else's file put in
+    its place. pg_dump writes through the descriptor of the file we created 0600 (no
+    --file); the link gets nothing, and the swap is noticed: no backup is reported."""
+    directory = Path(backup_env["S2_BACKUP_DIR"])
+    stolen = tmp_path / "elsewhere" / "stolen.dump"
+    stolen.parent.mkdir()
+    stolen.touch()
+    moved = directory / "moved-away"
+    dumped: list[list[str]] = []
+    real_run = subprocess.run
+
+    def swapping_run(argv: list[str], *args: Any, **kwargs: Any) -> Any:
+        if argv[0] == "pg_dump" and "--version" not in argv:
+            dumped.append(list(argv))
+            (partial,) = directory.glob("*.partial")
+            partial.rename(moved)
+            partial.symlink_to(stolen)
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", swapping_run)
+    with pytest.raises(BackupError, match=r"\.dump was replaced while it was written: "):
+        backup(config(backup_env))
+    monkeypatch.undo()
+
+    assert len(dumped) == 1 and not any(a.startswith("--file") for a in dumped[0])
+    assert stolen.read_bytes() == b""  # the old code wrote the whole dump here
+    assert moved.read_bytes().startswith(b"PGDMP") and mode(moved) == 0o600
+    assert sorted(p.name for p in directory.iterdir()) == ["moved-away"]  # no dump, manifest
+
+
+def test_a_plaintext_dump_keeps_its_data_offsets_for_a_parallel_restore(
+    settings: Settings,
+    admin_conn: AdminConn,
+    backup_env: dict[str, str],
+    with_audit_rows: Tenant,
+) -> None:
+    """Written through a descriptor of a regular file (not a pipe), pg_dump could seek back
+    and record in the table of contents where each table's data is. (pg_restore 15 -j also
+    restores an archive without them, by scanning it: the offsets are checked themselves.)"""
+    dump, manifest = quick_backup(backup_env)
+    offsets = data_offsets(dump)
+    assert set(offsets) == set(manifest["tables"])
+    assert all(offsets.values()), offsets  # a piped dump: every one None
+    target = f"s2_parallel_{uuid.uuid4().hex[:8]}"
+    admin_conn.execute(f'CREATE DATABASE "{target}"')
+    try:
+        conninfo, env = split_password(make_conninfo(settings.admin_database_url, dbname=target))
+        argv = ["pg_restore", "--jobs=2", "--exit-on-error", "--no-owner", "--dbname", conninfo]
+        done = subprocess.run(
+            [*argv, str(dump)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        with psycopg.connect(make_conninfo(settings.admin_database_url, dbname=target)) as conn:
+            row = conn.execute("SELECT count(*) FROM activity_log").fetchone()
+            assert row is not None and row[0] == manifest["tables"]["activity_log"]
+    finally:
+        admin_conn.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
+
+
+class ArchiveReader:
+    """pg_dump's custom format, read as pg_backup_archiver.c reads it: an integer is a sign
+    byte and ``int_size`` little-endian bytes, a string its length (-1: NULL) and bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        assert data[:5] == b"PGDMP", "not a custom-format archive"
+        self.data = data
+        self.version = (data[5], data[6])
+        self.int_size, self.off_size = data[8], data[9]
+        self.pos = 11  # magic, version (3 bytes), int size, offset size, format
+
+    def ints(self, n: int = 1) -> int:
+        for _ in range(n):
+            sign = self.data[self.pos]
+            value = int.from_bytes(self.data[self.pos + 1 : self.pos + 1 + self.int_size], "little")
+            self.pos += 1 + self.int_size
+        return -value if sign else value
+
+    def strs(self, n: int = 1) -> str | None:
+        text = None
+        for _ in range(n):
+            length = self.ints()
+            text = None if length < 0 else self.data[self.pos : self.pos + length].decode()
+            self.pos += max(length, 0)
+        return text
+
+    def offset(self) -> int | None:
+        """The custom format's data offset: a flag byte (2: set) and ``off_size`` bytes."""
+        flag = self.data[self.pos]
+        at = int.from_bytes(self.data[self.pos + 1 : self.pos + 1 + self.off_size], "little")
+        self.pos += 1 + self.off_size
+        return at if flag == 2 and self.data[at] == 1 else None  # 1: a data block starts
+
+
+def data_offsets(dump: Path) -> dict[str, int | None]:
+    """Each TABLE DATA entry of a custom-format archive (versions 1.14-1.16: pg_dump 12-17)
+    and the offset its table of contents records for its data block (None: not recorded, as
+    when pg_dump writes into a pipe)."""
+    a = ArchiveReader(dump.read_bytes())
+    assert (1, 14) <= a.version <= (1, 16), f"archive version {a.version}: teach ArchiveReader"
+    if a.version >= (1, 15):
+        a.pos += 1  # the compression algorithm, a byte
+    else:
+        a.ints()  # the compression level
+    a.ints(7)  # creation time
+    a.strs(3)  # database name, server version, pg_dump version
+    found: dict[str, int | None] = {}
+    for _ in range(a.ints()):
+        a.ints(2)  # dump id, had a data dumper
+        a.strs(2)  # table oid, oid
+        tag, desc = a.strs(), a.strs()
+        a.ints()  # section
+        a.strs(6)  # definition, drop, copy, namespace, tablespace, table access method
+        if a.version >= (1, 16):
+            a.ints()  # relkind
+        a.strs(2)  # owner, "false" (no OIDs)
+        while a.strs() is not None:
+            pass  # dependencies
+        at = a.offset()
+        if desc == "TABLE DATA":
+            found[str(tag)] = at
+    return found

@@ -378,8 +378,8 @@ def releases(
 
 @app.command("backup")
 def backup_command() -> None:
-    """pg_dump (custom format) of S2_BACKUP_DATABASE_URL into S2_BACKUP_DIR (0700; files
-    0600), with a manifest from the same snapshot; encrypted with age to
+    """pg_dump (custom format) of S2_BACKUP_DATABASE_URL into S2_BACKUP_DIR (the backup
+    user's own, 0700; files 0600), with a manifest from the same snapshot; encrypted with age to
     S2_BACKUP_AGE_RECIPIENTS when set; deletes dumps older than S2_BACKUP_KEEP_DAYS (30).
     Prints the dump's path."""
     from system2.ops.backup import BackupConfig, backup

@@ -23,6 +23,7 @@ no tenant content. ``restore`` and ``restore-test`` decrypt with the private key
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -35,19 +36,21 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
 from system2.ops.backup_tools import (
+    URL_VARIABLE,
     BackupError,
     age_error,
+    invalid_url,
     last_line,
     need,
     pipe,
     run,
     split_password,
+    url_params,
 )
 from system2.ops.private_files import private_dir, private_file, write_atomic
-from system2.settings import DEPLOYED, TLS_SSLMODES
+from system2.settings import DEPLOYED, ENVIRONMENTS, postgres_tls_problem
 
 MANIFEST_FORMAT = 1
 STAMP = "%Y%m%dT%H%M%SZ"
@@ -71,6 +74,13 @@ class BackupConfig:
 
     @classmethod
     def from_env(cls) -> BackupConfig:
+        """The backup host holds only the backup's settings, not the application's, so this
+        reads them itself — S2_ENV checked exactly as ``Settings`` checks it, and the
+        database URL as staging and production check theirs."""
+        env = os.environ.get("S2_ENV", "dev")
+        if env not in ENVIRONMENTS:  # a typo must not make production a laptop
+            raise BackupError(f"S2_ENV must be one of {', '.join(ENVIRONMENTS)}")
+        deployed = env in DEPLOYED
         url = os.environ.get("S2_BACKUP_DATABASE_URL")
         directory = os.environ.get("S2_BACKUP_DIR")
         if not url:
@@ -85,19 +95,17 @@ class BackupConfig:
             raise BackupError("S2_BACKUP_KEEP_DAYS must be at least 1")
         recipients = tuple(re.split(r"[\s,]+", os.environ.get("S2_BACKUP_AGE_RECIPIENTS", "")))
         identity = os.environ.get("S2_BACKUP_AGE_IDENTITY", "").strip()
-        env = os.environ.get("S2_ENV", "dev")
-        if env in DEPLOYED and conninfo_to_dict(url).get("sslmode") not in TLS_SSLMODES:
-            raise BackupError(
-                f"S2_ENV={env}: S2_BACKUP_DATABASE_URL must set sslmode=verify-full "
-                "(or verify-ca, require): TLS"
-            )
+        url_params(url)  # in every environment: refused naming the variable, never echoed
+        tls = postgres_tls_problem(URL_VARIABLE, url) if deployed else None
+        if tls:
+            raise BackupError(f"S2_ENV={env}: {tls}")
         return cls(
             url,
             Path(directory),
             keep,
             age_recipients=tuple(r for r in recipients if r),
             age_identity=Path(identity) if identity else None,
-            require_encryption=env in DEPLOYED,
+            require_encryption=deployed,
         )
 
 
@@ -183,8 +191,8 @@ def backup(cfg: BackupConfig, *, now: datetime | None = None) -> BackupResult:
     if cfg.age_recipients:
         need("age", "the age encryption tool: apt-get install age")
         _check_recipients(cfg.age_recipients)
+    dbname = str(url_params(cfg.database_url).get("dbname") or "postgres")
     notes = private_dir(cfg.backup_dir)
-    dbname = str(conninfo_to_dict(cfg.database_url).get("dbname") or "postgres")
     dump = _free_name(cfg.backup_dir, dbname, now, encrypted=bool(cfg.age_recipients))
     partial = dump.with_name(dump.name + ".partial")
     with connect(cfg.database_url) as conn:
@@ -196,23 +204,27 @@ def backup(cfg: BackupConfig, *, now: datetime | None = None) -> BackupResult:
         server = conn.info.parameter_status("server_version") or "?"
         conninfo, env = split_password(cfg.database_url)
         argv = ["pg_dump", "--format=custom", f"--snapshot={snapshot}", "--dbname", conninfo]
+        # The dump is written, read back and renamed through the descriptor of the 0600 file
+        # made here: nothing reopens it by name.
         with private_file(partial) as fd:
             try:
                 if cfg.age_recipients:
                     _dump_encrypted(argv, env, fd, cfg.age_recipients)
                 else:
-                    # pg_dump reopens the 0600 file we made (writing to a file, not a pipe,
-                    # keeps the archive's data offsets: pg_restore can then seek and run -j).
-                    done = run([*argv, "--file", str(partial)], env)
+                    # pg_dump writes into our descriptor (its stdout), no --file: a regular
+                    # file, so it can seek back and record the archive's data offsets
+                    # (pg_restore can then seek and run -j).
+                    done = run(argv, env, out_fd=fd)
                     if done.returncode != 0:
                         raise BackupError(f"pg_dump failed: {last_line(done.stderr)}")
                 os.fsync(fd)
+                size, digest = fd_digest(fd)
+                partial.rename(dump)
+                _check_renamed(dump, fd)
             except BaseException:
                 partial.unlink(missing_ok=True)
                 raise
         conn.execute("COMMIT")
-    size, digest = file_digest(partial)
-    partial.rename(dump)
     manifest = {
         "format": MANIFEST_FORMAT,
         "created_at": now.isoformat(timespec="seconds"),
@@ -311,19 +323,45 @@ def _free_name(directory: Path, dbname: str, now: datetime, *, encrypted: bool) 
 # --- helpers ---------------------------------------------------------------------------
 
 
-def file_digest(path: Path) -> tuple[int, str]:
+def _check_renamed(dump: Path, fd: int) -> None:
+    """What now bears the dump's name is the file we wrote (in a directory only we may write,
+    nothing else can be; this says so, rather than trusting it)."""
+    try:
+        there = os.lstat(dump)
+    except FileNotFoundError:
+        there = None
+    ours = os.fstat(fd)
+    if there is None or (there.st_dev, there.st_ino) != (ours.st_dev, ours.st_ino):
+        if there is not None:
+            with contextlib.suppress(OSError):
+                dump.unlink()  # whatever was swapped in under our name: not our dump
+        raise BackupError(
+            f"{dump.name} was replaced while it was written: is something else writing in "
+            f"{dump.parent}? No backup was taken"
+        )
+
+
+def fd_digest(fd: int) -> tuple[int, str]:
+    """Size and SHA-256 of the open file ``fd``, read from its start (not by name)."""
     h = hashlib.sha256()
     size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
+    while chunk := os.pread(fd, 1 << 20, size):
+        h.update(chunk)
+        size += len(chunk)
     return size, h.hexdigest()
 
 
+def file_digest(path: Path) -> tuple[int, str]:
+    with path.open("rb") as f:
+        return fd_digest(f.fileno())
+
+
 def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+    """A connection to S2_BACKUP_DATABASE_URL's server (or one made from it)."""
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
+    except psycopg.ProgrammingError:  # the URL does not parse; its message quotes it
+        raise invalid_url() from None
     except psycopg.OperationalError as exc:
         raise BackupError(f"cannot connect to Postgres: {last_line(str(exc))}") from None
 

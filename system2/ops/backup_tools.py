@@ -6,6 +6,10 @@ show it), and a time limit. Where a dump is encrypted or decrypted one tool is p
 into the other, so the plaintext archive passes through an OS pipe only and never touches a
 disk. What fails is reported in one line: the tool's last line of error text, or age's own
 ``age: error:`` line.
+
+``S2_BACKUP_DATABASE_URL`` is parsed only through ``url_params`` and ``url_with``: a URL that
+does not parse is refused naming the variable, never with the driver's message, which quotes
+the URL (its password with it).
 """
 
 from __future__ import annotations
@@ -16,23 +20,53 @@ import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 
+from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from system2.errors import System2Error
 
 TIMEOUT = 6 * 3600
 _CHILD_UMASK = 0o077
+URL_VARIABLE = "S2_BACKUP_DATABASE_URL"
 
 
 class BackupError(System2Error):
     """A backup or a restore check failed; one line says what."""
 
 
+def invalid_url() -> BackupError:
+    """The refusal of an S2_BACKUP_DATABASE_URL that does not parse. Never the URL nor the
+    driver's message (``invalid percent-encoded token: "S3CR%ETpw"``): both may hold the
+    password."""
+    return BackupError(
+        f"{URL_VARIABLE} is not a valid Postgres URL: check its quoting and percent-encoding "
+        "(a % in the password is written %25)"
+    )
+
+
+def url_params(url: str) -> dict[str, Any]:
+    """The connection parameters of ``url`` (S2_BACKUP_DATABASE_URL or one made from it)."""
+    try:
+        return conninfo_to_dict(url)
+    except ProgrammingError:
+        raise invalid_url() from None
+
+
+def url_with(url: str, **params: Any) -> str:
+    """``url`` (S2_BACKUP_DATABASE_URL) with ``params`` replaced: another database on its
+    server."""
+    try:
+        return make_conninfo(url, **params)
+    except ProgrammingError:
+        raise invalid_url() from None
+
+
 def split_password(url: str) -> tuple[str, dict[str, str]]:
     """The conninfo without its password, and an environment carrying it (so the password
     never shows in a process list)."""
-    params = conninfo_to_dict(url)
+    params = url_params(url)
     env = dict(os.environ)
     password = params.pop("password", None)
     if password:
@@ -40,11 +74,15 @@ def split_password(url: str) -> tuple[str, dict[str, str]]:
     return make_conninfo("", **params), env
 
 
-def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[str], env: dict[str, str], *, out_fd: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``argv``, its output captured, or written straight into the open file ``out_fd``."""
     return subprocess.run(  # noqa: S603 - argv built here
         argv,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE if out_fd is None else out_fd,
+        stderr=subprocess.PIPE,
         text=True,
         check=False,
         timeout=TIMEOUT,

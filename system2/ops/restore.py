@@ -32,7 +32,6 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from system2.ops.backup import (
     MANIFEST_FORMAT,
@@ -55,6 +54,7 @@ from system2.ops.backup_tools import (
     pipe,
     run,
     split_password,
+    url_with,
 )
 from system2.ops.private_files import private_dir, write_atomic
 
@@ -102,10 +102,15 @@ def restore_test(
     t0 = time.monotonic()
     scratch = f"s2_restoretest_{report.started_at.strftime('%Y%m%d%H%M%S')}_{secrets.token_hex(3)}"
     report.database = scratch
+    # Before a byte is read from it: a dump in a directory someone else may write into could
+    # be theirs, restored by a role that bypasses row-level security. (Refused, no report:
+    # it would go there too.)
+    report.notes.extend(private_dir(cfg.backup_dir))
+    report.notes.extend(private_dir(cfg.backup_dir / "reports"))
     try:
         manifest = _verified_file(cfg, dump, report)
         with _scratch_database(cfg.database_url, scratch):
-            target = make_conninfo(cfg.database_url, dbname=scratch)
+            target = url_with(cfg.database_url, dbname=scratch)
             _restore(report, cfg, target, faithful=False, encrypted=_encrypted(manifest))
             _verify(report, manifest, target, upgrade=True)
         report.notes.append(f"scratch database {scratch} dropped")
@@ -128,12 +133,12 @@ def restore(cfg: BackupConfig, dump: Path, into: str) -> RestoreReport:
     report = RestoreReport(started_at=datetime.now(UTC), database=into)
     t0 = time.monotonic()
     manifest = _verified_file(cfg, dump, report)
-    maintenance = make_conninfo(cfg.database_url, dbname="postgres")
+    maintenance = url_with(cfg.database_url, dbname="postgres")
     with connect(maintenance, autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (into,)).fetchone():
             raise report.fail("target", f"database {into} exists: restore into a new one")
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(into)))
-    target = make_conninfo(cfg.database_url, dbname=into)
+    target = url_with(cfg.database_url, dbname=into)
     _restore(report, cfg, target, faithful=True, encrypted=_encrypted(manifest))
     _verify(report, manifest, target, upgrade=False)
     report.seconds = time.monotonic() - t0
@@ -350,7 +355,7 @@ def _audit(a: Any) -> str:
 
 @contextmanager
 def _scratch_database(url: str, name: str) -> Iterator[None]:
-    maintenance = make_conninfo(url, dbname="postgres")
+    maintenance = url_with(url, dbname="postgres")
     with connect(maintenance, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
