@@ -88,9 +88,15 @@ class Guard:
     ) -> list[Scope]:
         """The quest and the company's current day and month windows (UTC). A window rolls
         over by its key's name; nothing has to reset it."""
-        day, month = at.strftime("%Y-%m-%d"), at.strftime("%Y-%m")
         return [
             Scope("quest", f"{self.prefix}:q:{company_id}:{quest_id}", quest_cap, 30 * DAY_S),
+            *self.window_scopes(company_id, limits, at),
+        ]
+
+    def window_scopes(self, company_id: UUID, limits: Limits, at: datetime) -> list[Scope]:
+        """The company's day and month budget windows (UTC) that contain ``at``."""
+        day, month = at.strftime("%Y-%m-%d"), at.strftime("%Y-%m")
+        return [
             Scope(
                 "day", f"{self.prefix}:d:{company_id}:{day}", limits.daily_budget, 3 * DAY_S, day
             ),
@@ -187,6 +193,33 @@ class Guard:
         tier = limits.tier_of(spent, scope.cap)
         done = self._rebuild([scope.key], [spent, reserved, scope.cap, int(tier), scope.ttl_s])
         return bool(done)
+
+    def exhausted_windows(
+        self,
+        company_id: UUID,
+        limits: Limits,
+        at: datetime,
+        *,
+        ledger: Callable[[Scope], tuple[int, int]],
+    ) -> list[Refused]:
+        """The company's budget windows at ``at`` whose spent money alone has reached the halt
+        line, each as the refusal a reservation against it would get (``Refused.exhausted``:
+        every step that would charge it halts, whatever it asks for; waiting for calls in
+        flight will not help). Day before month; empty when none is.
+
+        Reads only: ``ledger(scope)`` gives (spent, reserved) from the durable ledger for a
+        window whose counters Redis does not have, as in ``reserve``; nothing is rebuilt or
+        reserved. Lower tiers (warn, slow) and money merely reserved are not refusals here.
+        """
+        windows = [s for s in self.window_scopes(company_id, limits, at) if s.cap > 0]
+        held = {s.key: (spent, reserved) for s, spent, reserved in self.levels(windows)}
+        found = []
+        for scope in windows:
+            spent, reserved = held[scope.key] if scope.key in held else ledger(scope)
+            refused = Refused(scope, spent, reserved, scope.cap * limits.halt_pct // 100)
+            if refused.exhausted:
+                found.append(refused)
+        return found
 
     def levels(self, scopes: Sequence[Scope]) -> list[tuple[Scope, int, int]]:
         """(scope, spent, reserved) of each scope that Redis has, for status displays."""

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from guard import GuardUnavailable
 from ingress import metrics
 from ingress.live import TooManyStreams
-from ingress.submit import SubmissionRefused, Throttled
+from ingress.submit import BudgetExhausted, SubmissionRefused, Throttled
 from messages import PublishFailed
 from store import Conflict, StoreUnavailable
 from store.activity import BadCursor
@@ -61,8 +61,19 @@ def install_error_handlers(app: FastAPI) -> None:
     async def throttled(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Throttled)
         metrics.THROTTLED.inc()
+        body: dict[str, object] = {
+            "detail": f"{exc}; nothing was queued, retry later",
+            "reason": exc.reason,
+        }
+        if isinstance(exc, BudgetExhausted):
+            body |= {
+                "window": exc.window,
+                "period": exc.period,
+                "resets_at": exc.resets_at.isoformat().replace("+00:00", "Z"),
+                "exhausted": exc.windows,
+            }
         return JSONResponse(
-            {"detail": f"{exc}; nothing was queued, retry later"},
+            body,
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
             headers={"Retry-After": str(exc.retry_after_s)},
         )

@@ -38,6 +38,15 @@ router = APIRouter(tags=["quests"])
     "/v1/companies/{company_id}/quests",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=QuestAccepted,
+    responses={
+        429: {
+            "description": "nothing was created or queued; retry after `Retry-After` seconds. "
+            "`reason`: `daily_budget_exhausted` or `monthly_budget_exhausted` (the company's "
+            "budget window is spent to its halt line; `window`, `period` and `resets_at` name "
+            "the window that resets last, and `Retry-After` is the seconds until then), "
+            "`too_many_running_quests` or `too_many_quest_starts`"
+        }
+    },
 )
 def submit_quest(
     company_id: UUID,
@@ -55,7 +64,7 @@ def submit_quest(
     )
     actor = Actor(type=ActorType.user, id=who.user_id)
     with member_tx(deps.db, company_id, who) as (tx, _):
-        gate = Gate(deps.admissions, company_limits(tx, deps.settings))
+        gate = Gate(deps.admissions, company_limits(tx, deps.settings), deps.guard)
         quest, publish = create_quest(tx, actor, spec, correlation_id=x_correlation_id, gate=gate)
     if publish:
         enqueue_first_step(deps.db, deps.publisher, quest, actor)

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
-from guard import Admissions, Limits
+from guard import Admissions, Guard, Limits, Refused, Scope
+from guard.budget import window_bounds
 from messages import Actor, Envelope, QuestStep
 from messages.errors import PublishFailed
 from messages.transport import Publisher
 from store import Conflict, Database, TenantTx
+from store import charges as charges_store
 from store import quests as quests_store
 from store.quests import NewQuest, Quest
 
@@ -41,33 +45,86 @@ class SubmissionRefused(Exception):
 
 
 class Throttled(Exception):
-    """The company is over its limit of quest starts or running quests; nothing was created."""
+    """The company may not start a quest now; nothing was created. ``reason`` is the
+    machine-readable word for why (the 429's ``reason``), the message the words for people."""
 
-    def __init__(self, reason: str, retry_after_s: int) -> None:
-        super().__init__(reason)
+    def __init__(self, detail: str, retry_after_s: int, reason: str = "throttled") -> None:
+        super().__init__(detail)
         self.retry_after_s = retry_after_s
+        self.reason = reason
+
+
+WINDOW_WORDS = {"day": "daily", "month": "monthly"}
+
+
+class BudgetExhausted(Throttled):
+    """The company's daily or monthly budget is spent to its halt line: a quest created now
+    would halt at its first step, so none is created until the window resets.
+
+    Named after the window that resets last (when both are spent, the month); ``retry_after_s``
+    is the seconds until then."""
+
+    def __init__(self, spent: list[Refused], now: datetime) -> None:
+        resets = {r.scope.name: window_bounds(r.scope.name, now)[1] for r in spent}
+        last = max(spent, key=lambda r: resets[r.scope.name]).scope
+        self.window = last.name
+        self.period = last.window
+        self.resets_at = resets[last.name]
+        self.windows = [r.scope.name for r in spent]
+        which = " and ".join(
+            f"{WINDOW_WORDS[r.scope.name]} budget ({r.scope.window})" for r in spent
+        )
+        super().__init__(
+            f"the company's {which} {'are' if len(spent) > 1 else 'is'} spent; "
+            f"no quest can run until {self.resets_at:%Y-%m-%dT%H:%M:%SZ}",
+            max(1, math.ceil((self.resets_at - now).total_seconds())),
+            f"{WINDOW_WORDS[last.name]}_budget_exhausted",
+        )
 
 
 @dataclass(frozen=True)
 class Gate:
-    """The company's limits on new quests, checked when a new quest is about to be created."""
+    """The company's limits on new quests, checked when a new quest is about to be created:
+    its ceiling, its budgets, then its running quests and quest starts (the last one counts
+    the start, so it comes after every check that may refuse)."""
 
     admissions: Admissions
     limits: Limits
+    guard: Guard
 
-    def check(self, company_id: UUID, spec: QuestSpec) -> None:
+    def check(self, tx: TenantTx, spec: QuestSpec) -> None:
         ceiling = self.limits.quest_ceiling
         if spec.max_usd_micros is not None and spec.max_usd_micros > ceiling:
             raise SubmissionRefused(
                 f"max_usd may not exceed this company's ceiling of ${ceiling / 1e6:,.2f}"
             )
+        self.check_budgets(tx)
+        company_id = tx.company_id
         now_ms = int(time.time() * 1000)
         running = self.admissions.running(company_id, now_ms)
         if len(running) >= self.limits.max_running_quests:
-            raise Throttled(f"{len(running)} quests of this company are running (the limit)", 5)
+            raise Throttled(
+                f"{len(running)} quests of this company are running (the limit)",
+                5,
+                "too_many_running_quests",
+            )
         started = self.admissions.start(company_id, self.limits.quests_per_minute, now_ms)
         if not started.ok:
-            raise Throttled(started.reason, started.retry_after_s)
+            raise Throttled(started.reason, started.retry_after_s, "too_many_quest_starts")
+
+    def check_budgets(self, tx: TenantTx) -> None:
+        """Refuse when a company budget window is at its halt line, read as the workers'
+        guard reads it (its Redis counters, the ledger when Redis lost them). An early, honest
+        refusal, not the enforcement: a quest admitted just under the line is still held to
+        it by each step's reservation."""
+        now = datetime.now(UTC)
+
+        def ledger(scope: Scope) -> tuple[int, int]:
+            return charges_store.window_totals(tx, *window_bounds(scope.name, now))
+
+        spent = self.guard.exhausted_windows(tx.company_id, self.limits, now, ledger=ledger)
+        if spent:
+            raise BudgetExhausted(spent, now)
 
 
 def create_quest(
@@ -96,7 +153,7 @@ def create_quest(
     if not created and stored_hash != new.request_hash:
         raise Conflict("this Idempotency-Key was already used for a different request")
     if created and gate is not None:
-        gate.check(tx.company_id, spec)
+        gate.check(tx, spec)
     return quest, created or quest.needs_first_step
 
 

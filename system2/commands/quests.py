@@ -33,7 +33,7 @@ def quest_submit(
     idempotency_key: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Submit a quest as an operator; prints the quest id."""
-    from guard import Admissions
+    from guard import Admissions, Guard
     from ingress.guard_view import company_limits
     from ingress.schemas import usd_to_micros
     from ingress.submit import (
@@ -55,7 +55,8 @@ def quest_submit(
     actor = Actor(type=ActorType.operator, id=operator)
     with app_db(s) as db:
         with company_tx(db, company) as tx:
-            gate = Gate(Admissions(redis.Redis.from_url(s.redis_url)), company_limits(tx, s))
+            client = redis.Redis.from_url(s.redis_url)
+            gate = Gate(Admissions(client), company_limits(tx, s), Guard(client))
             try:
                 quest, publish = create_quest(tx, actor, spec, gate=gate)
             except (Throttled, SubmissionRefused) as exc:

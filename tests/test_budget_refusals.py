@@ -1,0 +1,409 @@
+"""A company whose daily or monthly budget is spent is refused at submit: 429 with the
+window's reset in ``Retry-After`` and a reason naming the window; nothing is created or
+queued, and the refusal leaves no trace that a later retry trips over.
+
+The budget is spent through the guard's own API, in the order a worker's step uses it
+(reserve in Redis with the ledger as fallback, open the ledger row, settle Redis, settle the
+ledger), on the machine's real Redis and Postgres; the ingress runs in-process and
+``system2 quest submit`` as a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from guard import Guard, Limits, Reserved, Scope
+from guard.budget import window_bounds
+from ingress.guard_view import company_limits
+from ingress.submit import QuestSpec, create_quest
+from store import Database
+from store import charges as charges_store
+from store import limits as limits_store
+from system2.settings import Settings
+from tests.conftest import Tenant
+from tests.support import OPERATOR, ingress_client
+from tests.test_cli import assert_one_line_error, run
+
+QUEUE = "dramatiq:quests"
+BODIES = "dramatiq:quests.msgs"
+AdminConn = psycopg.Connection[tuple[Any, ...]]
+Response = Any  # what TestClient answers: httpx2's or httpx's, whichever starlette found
+
+
+@pytest.fixture
+def ingress(settings: Settings, db: Database, rds: redis.Redis) -> Iterator[TestClient]:
+    rds.flushdb()
+    with ingress_client(settings, db, rds) as client:
+        yield client
+
+
+@pytest.fixture(autouse=True)
+def not_at_midnight() -> None:
+    """Spend and submit must fall in the same UTC day: start clear of its end."""
+    now = datetime.now(UTC)
+    left = (window_bounds("day", now)[1] - now).total_seconds()
+    if left < 30:
+        time.sleep(left + 1)
+
+
+def set_limits(db: Database, tenant: Tenant, **values: int) -> None:
+    with db.tenant(tenant.id) as tx:
+        limits_store.put(tx, limits_store.LimitOverrides(**values))
+
+
+def limits_of(db: Database, settings: Settings, tenant: Tenant) -> Limits:
+    with db.tenant(tenant.id) as tx:
+        return company_limits(tx, settings)
+
+
+def spend(
+    db: Database,
+    rds: redis.Redis,
+    settings: Settings,
+    tenant: Tenant,
+    amount: int,
+    *,
+    settle: bool = True,
+) -> Callable[[], None]:
+    """One Claude call of ``amount`` micro-USD charged to a quest of the company, as a
+    worker's step charges it. ``settle=False`` leaves it in flight (reserved, not spent) until
+    the function returned is called."""
+    guard = Guard(rds)
+    limits = limits_of(db, settings, tenant)
+    now = datetime.now(UTC)
+    with db.tenant(tenant.id) as tx:
+        quest, _ = create_quest(tx, OPERATOR, QuestSpec(goal="spender", model="claude-sonnet-5-5"))
+        scopes = guard.scopes(tenant.id, quest.id, limits.quest_cap_for(None), limits, now)
+        key = f"{quest.id}:1:1"
+
+        def ledger(scope: Scope) -> tuple[int, int]:
+            if scope.name == "quest":
+                return charges_store.totals(charges_store.for_quest(tx, quest.id))
+            return charges_store.window_totals(tx, *window_bounds(scope.name, now))
+
+        reserved = guard.reserve(tenant.id, key, amount, scopes, limits, ledger=ledger)
+        assert isinstance(reserved, Reserved), reserved
+        charges_store.open_charge(tx, quest.id, 1, key, quest.model, amount, created_at=now)
+
+    def finish() -> None:
+        guard.settle(tenant.id, key, amount=amount, actual=amount, scopes=scopes, limits=limits)
+        with db.tenant(tenant.id) as tx:
+            charges_store.settle(tx, key, amount, None)
+
+    if settle:
+        finish()
+    return finish
+
+
+def quest_rows(admin_conn: AdminConn, tenant: Tenant) -> int:
+    row = admin_conn.execute(
+        "SELECT count(*) FROM quests WHERE company_id = %s", (tenant.id,)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def queued_quest_ids(rds: redis.Redis) -> list[str]:
+    ids = rds.lrange(QUEUE, 0, -1)
+    bodies = [rds.hget(BODIES, i) for i in ids]
+    return [json.loads(b)["args"][0]["payload"]["quest_id"] for b in bodies if b is not None]
+
+
+def seconds_to_reset(window: str) -> float:
+    now = datetime.now(UTC)
+    return (window_bounds(window, now)[1] - now).total_seconds()
+
+
+def post(ingress: TestClient, tenant: Tenant, key: str | None = None) -> Response:
+    headers = tenant.headers(tenant.member)
+    if key:
+        headers["Idempotency-Key"] = key
+    return ingress.post(f"/v1/companies/{tenant.id}/quests", json={"goal": "g"}, headers=headers)
+
+
+def assert_refused(resp: Response, window: str) -> dict[str, Any]:
+    """A budget 429 naming ``window``, its Retry-After the seconds until it resets."""
+    assert resp.status_code == 429, resp.text
+    expected = seconds_to_reset(window)
+    retry_after = int(resp.headers["Retry-After"])
+    assert expected - 5 <= retry_after <= math.ceil(expected) + 5, (retry_after, expected)
+    body: dict[str, Any] = resp.json()
+    words = {"day": "daily", "month": "monthly"}[window]
+    assert body["reason"] == f"{words}_budget_exhausted"
+    assert body["window"] == window
+    resets_at = window_bounds(window, datetime.now(UTC))[1]
+    assert body["resets_at"] == resets_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert f"{words} budget" in body["detail"] and "nothing was queued" in body["detail"]
+    return body
+
+
+def ledger_of(spent: int) -> Callable[[Scope], tuple[int, int]]:
+    """A ledger in which every scope has ``spent`` settled and nothing open."""
+    return lambda _: (spent, 0)
+
+
+def no_ledger(scope: Scope) -> tuple[int, int]:
+    raise AssertionError(f"the ledger was read for {scope.name} although Redis has it")
+
+
+# -- the guard's rule -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cap", "halt_pct"), [(10_000, 100), (10_000, 90), (999, 50), (7, 33)])
+def test_a_window_is_exhausted_exactly_when_no_call_can_be_reserved_against_it(
+    rds: redis.Redis, cap: int, halt_pct: int
+) -> None:
+    """The ingress refuses where a worker's step, with nothing else in flight, would be
+    refused the smallest call and halt."""
+    rds.flushdb()
+    guard, company = Guard(rds), uuid.uuid4()
+    limits = Limits(
+        quest_cap=10**9,
+        quest_ceiling=10**9,
+        daily_budget=cap,
+        monthly_budget=10**9,
+        warn_pct=min(50, halt_pct),
+        slow_pct=min(80, halt_pct),
+        halt_pct=halt_pct,
+    )
+    now = datetime.now(UTC)
+    line = cap * halt_pct // 100
+    for spent in range(max(0, line - 2), line + 3):
+        rds.flushdb()
+        scopes = guard.scopes(company, uuid.uuid4(), limits.quest_cap, limits, now)
+        found = guard.exhausted_windows(company, limits, now, ledger=ledger_of(spent))
+        assert not rds.keys("*"), "nothing is rebuilt or reserved"
+        smallest = guard.reserve(company, "k", 1, scopes, limits, ledger=ledger_of(spent))
+        assert bool(found) == (not isinstance(smallest, Reserved)), (spent, line)
+        assert [r.scope.name for r in found] == (["day"] if found else [])
+        # now from the counters the reservation rebuilt (its 1 is reserved, not spent)
+        assert guard.exhausted_windows(company, limits, now, ledger=no_ledger) == found
+
+
+# -- the refusal -----------------------------------------------------------------------------
+
+
+def test_a_spent_daily_budget_is_429_until_midnight_utc_and_nothing_is_created(
+    ingress: TestClient,
+    db: Database,
+    rds: redis.Redis,
+    settings: Settings,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    admin_conn: AdminConn,
+) -> None:
+    set_limits(db, tenant, daily_budget_micros=10_000)
+    spend(db, rds, settings, tenant, 10_000)
+    rows = quest_rows(admin_conn, tenant)
+
+    body = assert_refused(post(ingress, tenant), "day")
+    assert body["period"] == datetime.now(UTC).strftime("%Y-%m-%d")
+    assert body["exhausted"] == ["day"]
+    assert quest_rows(admin_conn, tenant) == rows, "no quest row"
+    assert rds.llen(QUEUE) == 0 and rds.hlen(BODIES) == 0, "nothing on the queue"
+
+    # another company's budget is its own
+    ok = post(ingress, other_tenant)
+    assert ok.status_code == 202, ok.text
+    assert queued_quest_ids(rds) == [ok.json()["quest_id"]]
+
+
+def test_a_spent_monthly_budget_is_429_until_the_first_of_next_month(
+    ingress: TestClient,
+    db: Database,
+    rds: redis.Redis,
+    settings: Settings,
+    tenant: Tenant,
+    admin_conn: AdminConn,
+) -> None:
+    set_limits(db, tenant, daily_budget_micros=1_000_000, monthly_budget_micros=20_000)
+    spend(db, rds, settings, tenant, 12_000)
+    spend(db, rds, settings, tenant, 8_000)
+    rows = quest_rows(admin_conn, tenant)
+
+    body = assert_refused(post(ingress, tenant), "month")
+    assert body["period"] == datetime.now(UTC).strftime("%Y-%m")
+    assert body["exhausted"] == ["month"]
+    assert quest_rows(admin_conn, tenant) == rows
+    assert rds.llen(QUEUE) == 0 and rds.hlen(BODIES) == 0
+
+
+def test_with_both_windows_spent_the_later_reset_is_named(
+    ingress: TestClient, db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+) -> None:
+    set_limits(db, tenant, daily_budget_micros=10_000, monthly_budget_micros=10_000)
+    spend(db, rds, settings, tenant, 10_000)
+    body = assert_refused(post(ingress, tenant), "month")
+    assert body["exhausted"] == ["day", "month"]
+    assert "daily budget" in body["detail"] and "monthly budget" in body["detail"]
+
+
+def test_warn_and_slow_tiers_and_money_in_flight_are_admitted_the_halt_line_is_not(
+    ingress: TestClient, db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+) -> None:
+    set_limits(db, tenant, daily_budget_micros=10_000, warn_pct=50, slow_pct=70, halt_pct=90)
+    spend(db, rds, settings, tenant, 5_000)  # warn
+    assert post(ingress, tenant).status_code == 202
+    spend(db, rds, settings, tenant, 3_000)  # slow
+    assert post(ingress, tenant).status_code == 202
+    spend(db, rds, settings, tenant, 999)  # 8_999: one micro-dollar under the halt line
+    assert post(ingress, tenant).status_code == 202
+    set_limits(db, tenant, halt_pct=89)  # the line is S2_GUARD_HALT_PCT of the budget
+    assert_refused(post(ingress, tenant), "day")
+    set_limits(db, tenant, halt_pct=90)
+    in_flight = spend(db, rds, settings, tenant, 1, settle=False)  # reserved: may settle lower
+    assert post(ingress, tenant).status_code == 202
+    assert len(queued_quest_ids(rds)) == 4
+
+    in_flight()  # 9_000 spent: at the halt line
+    assert_refused(post(ingress, tenant), "day")
+    assert len(queued_quest_ids(rds)) == 4
+
+
+def test_the_ledger_decides_when_redis_has_lost_the_counters(
+    ingress: TestClient,
+    db: Database,
+    rds: redis.Redis,
+    settings: Settings,
+    tenant: Tenant,
+    admin_conn: AdminConn,
+) -> None:
+    set_limits(db, tenant, daily_budget_micros=10_000)
+    spend(db, rds, settings, tenant, 10_000)
+    rds.flushdb()  # Redis restarted empty: the budget did not reset
+    rows = quest_rows(admin_conn, tenant)
+    assert_refused(post(ingress, tenant), "day")
+    assert quest_rows(admin_conn, tenant) == rows
+    assert rds.llen(QUEUE) == 0
+
+
+def test_a_refused_idempotency_key_creates_the_quest_once_the_day_has_reset(
+    ingress: TestClient,
+    db: Database,
+    rds: redis.Redis,
+    settings: Settings,
+    tenant: Tenant,
+    admin_conn: AdminConn,
+) -> None:
+    set_limits(db, tenant, daily_budget_micros=10_000, quests_per_minute=1)
+    spend(db, rds, settings, tenant, 10_000)
+    key = "retry-" + uuid.uuid4().hex
+    for _ in range(2):  # a client retrying before the reset is refused the same way
+        assert_refused(post(ingress, tenant, key), "day")
+    assert rds.llen(QUEUE) == 0
+
+    # The day ends: its counter and its charges now belong to yesterday.
+    now = datetime.now(UTC)
+    today = Guard(rds).window_scopes(tenant.id, limits_of(db, settings, tenant), now)[0].key
+    rds.rename(
+        today, today.rsplit(":", 1)[0] + ":" + (now - timedelta(days=1)).strftime("%Y-%m-%d")
+    )
+    admin_conn.execute(
+        "UPDATE charges SET created_at = created_at - interval '1 day' WHERE company_id = %s",
+        (tenant.id,),
+    )
+
+    # The key is not poisoned, and the refusals used none of the one quest start a minute.
+    resp = post(ingress, tenant, key)
+    assert resp.status_code == 202, resp.text
+    quest_id = resp.json()["quest_id"]
+    assert queued_quest_ids(rds) == [quest_id]
+    row = admin_conn.execute(
+        "SELECT id FROM quests WHERE company_id = %s AND idempotency_key = %s", (tenant.id, key)
+    ).fetchall()
+    assert [str(r[0]) for r in row] == [quest_id]
+    again = post(ingress, tenant, key)  # and it replays as any idempotent retry does
+    assert again.status_code == 202 and again.json()["quest_id"] == quest_id
+    assert queued_quest_ids(rds) == [quest_id]
+
+
+def test_concurrent_submits_as_the_line_is_crossed_are_each_all_or_nothing(
+    ingress: TestClient,
+    db: Database,
+    rds: redis.Redis,
+    settings: Settings,
+    tenant: Tenant,
+    admin_conn: AdminConn,
+) -> None:
+    """Each answer matches what it left: a 202 one row and one message, a 429 neither. Once
+    the crossing is settled every submit is refused, the same Idempotency-Key sent twice at
+    once included."""
+    set_limits(db, tenant, daily_budget_micros=10_000, quests_per_minute=1_000)
+    spend(db, rds, settings, tenant, 9_000)
+    keys = [f"race-{i}-{uuid.uuid4().hex}" for i in range(12)]
+    crossed = threading.Event()
+
+    def submit(i: int) -> Response:
+        if i == len(keys) // 2:
+            spend(db, rds, settings, tenant, 1_000)  # a worker settles the call that crosses
+            crossed.set()
+        return post(ingress, tenant, keys[i])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(submit, range(len(keys))))
+    assert crossed.is_set()
+    queued = set(queued_quest_ids(rds))
+    for key, resp in zip(keys, answers, strict=True):
+        found = admin_conn.execute(
+            "SELECT id FROM quests WHERE company_id = %s AND idempotency_key = %s",
+            (tenant.id, key),
+        ).fetchall()
+        if resp.status_code == 202:
+            assert [str(r[0]) for r in found] == [resp.json()["quest_id"]]
+            assert resp.json()["quest_id"] in queued
+        else:
+            assert_refused(resp, "day")
+            assert found == []
+    assert len(queued) == sum(r.status_code == 202 for r in answers)
+
+    rows, key = quest_rows(admin_conn, tenant), "same-" + uuid.uuid4().hex
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        both = list(pool.map(lambda _: post(ingress, tenant, key), range(2)))
+    for resp in both:
+        assert_refused(resp, "day")
+    assert quest_rows(admin_conn, tenant) == rows
+    assert len(queued_quest_ids(rds)) == len(queued)
+
+
+def test_with_redis_down_a_submit_is_still_503_and_creates_nothing(
+    settings: Settings, db: Database, tenant: Tenant, admin_conn: AdminConn
+) -> None:
+    set_limits(db, tenant, daily_budget_micros=10_000)
+    down = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    rows = quest_rows(admin_conn, tenant)
+    with ingress_client(settings, db, down, broker_url="redis://127.0.0.1:1/0") as client:
+        resp = post(client, tenant, "k-" + uuid.uuid4().hex)
+    assert resp.status_code == 503, resp.text
+    assert int(resp.headers["Retry-After"]) > 0
+    assert quest_rows(admin_conn, tenant) == rows
+
+
+# -- the console command ---------------------------------------------------------------------
+
+
+def test_quest_submit_refuses_a_spent_budget_in_one_line(
+    db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant, admin_conn: AdminConn
+) -> None:
+    rds.flushdb()
+    set_limits(db, tenant, daily_budget_micros=10_000)
+    spend(db, rds, settings, tenant, 10_000)
+    rows = quest_rows(admin_conn, tenant)
+    result = run(settings, "quest", "submit", "--company", str(tenant.id), "--goal", "g")
+    line = assert_one_line_error(result)
+    assert "daily budget" in line and "spent" in line, line
+    assert result.stdout == ""
+    assert quest_rows(admin_conn, tenant) == rows
+    assert rds.llen(QUEUE) == 0
