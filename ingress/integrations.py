@@ -62,6 +62,13 @@ class IntegrationView(BaseModel):
     connected_by: str
     connected_at: datetime
     updated_at: datetime
+    needs_reconnect: bool = Field(
+        False,
+        description="the provider refuses this connection (a 401 after a refresh, or a refused "
+        "refresh): quests that use it fail until a company admin connects it again",
+    )
+    needs_reconnect_since: datetime | None = None
+    needs_reconnect_reason: str | None = None
 
 
 def view(cred: Credential) -> IntegrationView:
@@ -78,6 +85,9 @@ def view(cred: Credential) -> IntegrationView:
         connected_by=cred.connected_by,
         connected_at=cred.created_at,
         updated_at=cred.updated_at,
+        needs_reconnect=cred.needs_reconnect,
+        needs_reconnect_since=cred.needs_reconnect_at,
+        needs_reconnect_reason=cred.needs_reconnect_reason,
     )
 
 

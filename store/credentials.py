@@ -1,18 +1,26 @@
-"""Integration credentials (ciphertexts only) and the record of who used them."""
+"""Integration credentials (ciphertexts only) and the record of who used them.
+
+A credential the provider keeps refusing is marked as needing reconnection (when and why,
+never a token); connecting the integration again clears the mark.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from store.activity import NewActivity
+from store.activity import append as append_activity
 from store.db import TenantTx
 
 _COLUMNS = (
     "id, integration, account, key_id, access_token, refresh_token, access_expires_at, scopes, "
-    "connected_by, version, created_at, updated_at"
+    "connected_by, version, created_at, updated_at, needs_reconnect_at, needs_reconnect_reason"
 )
+REASON_MAX = 500
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,12 @@ class Credential:
     version: int
     created_at: datetime
     updated_at: datetime
+    needs_reconnect_at: datetime | None = None
+    needs_reconnect_reason: str | None = None
+
+    @property
+    def needs_reconnect(self) -> bool:
+        return self.needs_reconnect_at is not None
 
 
 @dataclass(frozen=True)
@@ -88,7 +102,7 @@ def connect(
     """Store (or replace) the company's credential for ``integration``.
 
     ``credential_id`` must be the id the ciphertexts are bound to; reconnecting keeps the row's
-    id only if the caller passes the existing one.
+    id only if the caller passes the existing one. Reconnecting clears a needs-reconnect mark.
     """
     tx.execute(
         "INSERT INTO integration_credentials (id, company_id, integration, account, key_id, "
@@ -98,7 +112,8 @@ def connect(
         "account = EXCLUDED.account, key_id = EXCLUDED.key_id, access_token = EXCLUDED.access_token, "
         "refresh_token = EXCLUDED.refresh_token, access_expires_at = EXCLUDED.access_expires_at, "
         "scopes = EXCLUDED.scopes, connected_by = EXCLUDED.connected_by, "
-        "version = integration_credentials.version + 1, updated_at = now()",
+        "version = integration_credentials.version + 1, updated_at = now(), "
+        "needs_reconnect_at = NULL, needs_reconnect_reason = NULL",
         (
             credential_id,
             tx.company_id,
@@ -134,6 +149,31 @@ def replace_tokens(
         ),
     )
     return cur.rowcount == 1
+
+
+def mark_needs_reconnect(
+    tx: TenantTx,
+    integration: str,
+    version: int,
+    reason: str,
+    *,
+    audit: Callable[[Credential], NewActivity],
+) -> Credential | None:
+    """Mark the company's credential for ``integration`` as needing reconnection, if it is
+    still at ``version`` (a reconnect or another refresh since leaves it alone) and not marked
+    already. The audit row ``audit(credential)`` is written in the same transaction, so the
+    mark and its row exist together or not at all; a key seen before writes nothing. Returns
+    the credential as marked, or ``None`` if this call changed nothing."""
+    marked = tx.first(
+        Credential,
+        "UPDATE integration_credentials SET needs_reconnect_at = now(), "
+        "needs_reconnect_reason = %s WHERE company_id = %s AND integration = %s "
+        f"AND version = %s AND needs_reconnect_at IS NULL RETURNING {_COLUMNS}",
+        (reason[:REASON_MAX], tx.company_id, integration, version),
+    )
+    if marked is not None:
+        append_activity(tx, [audit(marked)])
+    return marked
 
 
 def disconnect(tx: TenantTx, integration: str) -> bool:

@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     )
     breaker_window_s: int = 30
     breaker_open_s: int = 30
+    provider_rate_limit_max_s: int = Field(
+        300,
+        ge=1,
+        description="a quest waits this long in all on a company's rate limit at a provider "
+        "(a 429), then fails",
+    )
 
     log_level: str = Field("INFO", description="level of our log lines and the libraries'")
     log_format: Literal["auto", "json", "console"] = Field(

@@ -6,6 +6,7 @@ code expiry are exact rather than slept for.
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -543,6 +545,58 @@ def test_faults_can_target_methods_and_the_token_endpoint(demo: Demo) -> None:
     assert demo.refresh(tokens["refresh_token"]).status_code == 200  # not spent by the fault
 
 
+def test_a_fault_can_aim_at_one_accounts_tokens_and_say_when_to_come_back(demo: Demo) -> None:
+    """Rate limits and refusals are per installation: a rule naming ``accounts`` hits only
+    requests bearing those accounts' tokens (refreshed ones too), and a 429 says when the
+    limit resets in any of the ways providers do."""
+    acme_tokens = demo.connect("acme")
+    acme, globex = acme_tokens["access_token"], demo.connect("globex")["access_token"]
+    demo.http.post(
+        "/_faults",
+        json={"status": 429, "accounts": ["acme"], "paths": ["/api/"], "retry_after_s": 5},
+    )
+    limited = demo.http.get("/api/v1/tasks", headers=bearer(acme))
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "5"
+    assert limited.json()["error"] == "rate_limited"
+    assert demo.http.get("/api/v1/tasks", headers=bearer(globex)).status_code == 200
+    assert demo.http.get("/api/v1/tasks").status_code == 401  # no token: not acme's
+    fresh = demo.refresh(acme_tokens["refresh_token"]).json()["access_token"]
+    assert demo.http.get("/api/v1/tasks", headers=bearer(fresh)).status_code == 429
+    demo.http.delete("/_faults")
+
+    now = demo.clock()
+    for rule, header, value in (
+        ({"retry_after_s": 30, "retry_after_date": True}, "retry-after", None),
+        ({"reset_s": 60}, "x-ratelimit-reset", str(math.ceil(now + 60))),
+        ({"reset_s": 60, "reset_header": "RateLimit-Reset"}, "ratelimit-reset", "60"),
+    ):
+        demo.http.post("/_faults", json={"status": 429, "count": 1, **rule})
+        reply = demo.http.get("/api/v1/tasks", headers=bearer(globex))
+        assert reply.status_code == 429
+        if value is None:
+            when = parsedate_to_datetime(reply.headers[header]).timestamp()
+            assert now + 29 <= when <= now + 31
+        else:
+            assert reply.headers[header] == value
+
+
+def test_an_injected_401_refuses_fresh_tokens_too_and_a_403_is_forbidden(demo: Demo) -> None:
+    tokens = demo.connect("acme")
+    demo.http.post("/_faults", json={"status": 401, "accounts": ["acme"], "paths": ["/api/"]})
+    refused = demo.http.get("/api/v1/tasks", headers=bearer(tokens["access_token"]))
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_token"
+    assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+    fresh = demo.refresh(tokens["refresh_token"])  # the token endpoint is not faulted
+    assert fresh.status_code == 200
+    again = demo.http.get("/api/v1/tasks", headers=bearer(fresh.json()["access_token"]))
+    assert again.status_code == 401
+    demo.http.delete("/_faults")
+
+    demo.http.post("/_faults", json={"status": 403, "count": 1})
+    forbidden = demo.http.get("/api/v1/tasks", headers=bearer(fresh.json()["access_token"]))
+    assert forbidden.status_code == 403 and forbidden.json()["error"] == "forbidden"
+
+
 def test_fault_rules_are_validated(demo: Demo) -> None:
     for bad in (
         {"status": 418},
@@ -551,6 +605,11 @@ def test_fault_rules_are_validated(demo: Demo) -> None:
         {"status": 500, "count": 0},
         {"status": 500, "paths": "/api"},
         {"status": 500, "colour": "red"},
+        {"status": 500, "accounts": "acme"},
+        {"status": 429, "retry_after_date": True},
+        {"status": 429, "retry_after_s": 1, "retry_after_date": "yes"},
+        {"status": 429, "reset_s": 5, "reset_header": "X-Rate-Reset"},
+        {"status": 429, "reset_s": -1},
     ):
         reply = demo.http.post("/_faults", json=bad)
         assert reply.status_code == 400, bad

@@ -28,7 +28,9 @@ def integration_connect(company_id: UUID, integration: str) -> None:
 
 @app.command("list")
 def integration_list(company: Annotated[UUID, typer.Option(help="company id")]) -> None:
-    """The company's connected integrations (never their tokens), as JSON."""
+    """The company's connected integrations (never their tokens), as JSON. One the provider
+    refuses even after a refresh shows "needs_reconnect": true with when and why, until the
+    company connects it again (system2 integration connect, or the ingress's PUT)."""
     from ingress.integrations import view
     from store import credentials as credentials_store
 

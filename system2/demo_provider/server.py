@@ -144,7 +144,7 @@ def create_app(
         ],
         middleware=[
             Middleware(JournalMiddleware, record=provider.record_request),
-            Middleware(FaultMiddleware, take=provider.take_fault),
+            Middleware(FaultMiddleware, take=provider.take_fault, clock=provider.clock),
         ],
         exception_handlers={
             ProviderError: _on_provider_error,

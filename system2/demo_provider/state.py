@@ -43,9 +43,10 @@ class Provider:
             account = self.oauth.holder(credentials) if scheme == "bearer" else None
             self.journal.add(entry(scope, scheme, account))
 
-    def take_fault(self, method: str, path: str) -> FaultRule | None:
+    def take_fault(self, method: str, path: str, bearer: str | None) -> FaultRule | None:
         with self.lock:
-            return self.faults.take(method, path)
+            account = self.oauth.holder(bearer) if bearer and self.faults.by_account else None
+            return self.faults.take(method, path, account)
 
     def stats(self) -> dict[str, Any]:
         """The ``GET /_stats`` document; holds no token, secret or task content."""

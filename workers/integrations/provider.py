@@ -2,6 +2,12 @@
 errors, and the provider's circuit breaker. When the provider is down the caller gets
 ``ProviderUnavailable`` and the step waits; it is never dropped.
 
+The breaker is shared by every company, so only the provider's own failures count towards
+it: 5xx, timeouts and connection errors. A 429 is about one company's token or installation
+(its rate limit), so it is not retried here and touches no breaker: the caller gets
+``ProviderRateLimited`` with the provider's reset, and only that company's step waits.
+Other 4xx (401, 403, 404, 422...) are answers, returned to the caller.
+
 Each request opens its own connection (no keep-alive) and registers its socket with the
 step's call scope, so a cancel can cut a call that hangs before the provider answers.
 """
@@ -18,6 +24,8 @@ from workers import metrics
 from workers.cancel import Interrupted, current_scope, trace
 from workers.errors import ProviderUnavailable
 from workers.integrations.breaker import Breaker
+from workers.integrations.errors import ProviderRateLimited
+from workers.integrations.ratelimit import reset_after_ms
 
 
 class ProviderClient:
@@ -40,8 +48,9 @@ class ProviderClient:
         params: dict[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> httpx.Response:
-        """One logical call; a 4xx answer is returned (the caller decides), 5xx and transport
-        failures are retried, then reported as ``ProviderUnavailable``. ``url`` comes from
+        """One logical call; a 4xx answer is returned (the caller decides), except a 429:
+        ``ProviderRateLimited``, at once. 5xx and transport failures are retried, then
+        reported as ``ProviderUnavailable``. ``url`` comes from
         ``workers.integrations.routes``; a redirect is never followed, so the token goes to
         that URL and nowhere else."""
         scope = current_scope()
@@ -80,13 +89,19 @@ class ProviderClient:
                 problem = f"{type(exc).__name__} calling {provider}"
                 metrics.PROVIDER_ERRORS.labels(provider, "transport").inc()
             else:
-                if resp.status_code < 500 and resp.status_code != 429:
+                if resp.status_code == 429:  # this company's limit: no breaker, no retry here
+                    metrics.PROVIDER_ERRORS.labels(provider, "http_429").inc()
+                    metrics.PROVIDER_CALLS.labels(provider, "rate_limited").inc()
+                    raise ProviderRateLimited(
+                        f"{provider} is rate-limiting this company's calls",
+                        retry_after_ms=reset_after_ms(resp.headers, time.time()),
+                    )
+                if resp.status_code < 500:
                     self.breaker.success(provider)
                     metrics.PROVIDER_CALLS.labels(provider, "answered").inc()
                     return resp
                 problem = f"{provider} answered {resp.status_code}"
-                error = "http_429" if resp.status_code == 429 else "http_5xx"
-                metrics.PROVIDER_ERRORS.labels(provider, error).inc()
+                metrics.PROVIDER_ERRORS.labels(provider, "http_5xx").inc()
             if self.breaker.failure(provider):
                 metrics.BREAKER_TRIPS.labels(provider).inc()
                 problem += "; its circuit breaker is open"

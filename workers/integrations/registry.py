@@ -79,6 +79,7 @@ def integration_tools(
                 provider=provider,
                 outages=client,
                 outage_max_s=settings.provider_outage_max_s,
+                rate_limit_max_s=settings.provider_rate_limit_max_s,
             )
             for tool in spec.tools
         ]

@@ -5,12 +5,19 @@ re-reads the row and, finding it refreshed by someone else, uses the new token �
 on an expired token make one refresh. The rotated refresh token is encrypted and stored
 before the new access token is used: a provider that rotates refresh tokens invalidates the
 old one, and losing the new one would lose the connection.
+
+A credential the provider refuses for good — its token refused again right after the one
+refresh, its refresh token refused (``invalid_grant``), or an expired token with no refresh
+token — is marked as needing reconnection, with one audit row, and every call on it fails
+its quest with ``NeedsReconnect`` (no token decrypted, no request sent) until the company
+connects the integration again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import redis
@@ -18,14 +25,19 @@ import structlog
 
 from store import Database
 from store import credentials as credentials_store
+from store.activity import NewActivity
 from store.credentials import Credential, NewTokens
 from vault import Secret, Vault
 from vault.tokens import ACCESS, REFRESH, seal, unseal
-from workers.errors import NotConnected
+from workers.errors import NotConnected, TryLater, WorkerError
+from workers.integrations.errors import NeedsReconnect
 from workers.integrations.lock import RedisLock
 from workers.integrations.oauth import OAuthClient, OAuthError
 
 log = structlog.get_logger(__name__)
+
+NEEDS_RECONNECT = "integration.needs_reconnect"
+AUDIT_ACTOR = "integrations"  # a system actor: the workers' integration code
 
 
 class TokenBroker:
@@ -54,6 +66,7 @@ class TokenBroker:
             cred = credentials_store.get(tx, integration)
             if cred is None:
                 raise NotConnected(f"the company has not connected {integration}")
+            _still_connected(cred)
             if not self._expired(cred):
                 credentials_store.record_use(
                     tx, cred, purpose=purpose, quest_id=quest_id, worker=self.worker
@@ -78,28 +91,44 @@ class TokenBroker:
                 cred = credentials_store.get(tx, integration)
                 if cred is None:
                     raise NotConnected(f"the company has not connected {integration}")
+                _still_connected(cred)
                 if cred.version != stale_version and not self._expired(cred):
                     credentials_store.record_use(
                         tx, cred, purpose=purpose, quest_id=quest_id, worker=self.worker
                     )
                     return self._open(company_id, cred, ACCESS), cred.version  # refreshed meanwhile
-                if cred.refresh_token is None:
-                    raise NotConnected(
-                        f"the {integration} token expired and there is no refresh token: reconnect"
+                refresh: Secret | None = None
+                if cred.refresh_token is not None:
+                    credentials_store.record_use(
+                        tx,
+                        cred,
+                        purpose=f"refresh for {purpose}",
+                        quest_id=quest_id,
+                        worker=self.worker,
                     )
-                credentials_store.record_use(
-                    tx,
-                    cred,
-                    purpose=f"refresh for {purpose}",
+                    refresh = self._open(company_id, cred, REFRESH)
+            if refresh is None:
+                raise self.needs_reconnect(
+                    company_id,
+                    integration,
+                    cred.version,
+                    f"{self._title(integration)}'s token expired or was refused, and there is "
+                    "no refresh token to renew it",
                     quest_id=quest_id,
-                    worker=self.worker,
                 )
-                refresh = self._open(company_id, cred, REFRESH)
             try:
                 fresh = self.oauth[integration].refresh(refresh)
             except OAuthError as exc:
-                raise NotConnected(
-                    f"{integration} refused to refresh the connection ({exc.error}): reconnect it"
+                if exc.error != "invalid_grant":  # e.g. our client is refused: not the company's
+                    raise NotConnected(
+                        f"{integration} refused to refresh the connection ({_code(exc.error)})"
+                    ) from None
+                raise self.needs_reconnect(
+                    company_id,
+                    integration,
+                    cred.version,
+                    f"{self._title(integration)} refused to refresh its token (invalid_grant)",
+                    quest_id=quest_id,
                 ) from None
             sealed = seal(
                 self.vault, company_id=company_id, integration=integration, credential_id=cred.id,
@@ -115,6 +144,62 @@ class TokenBroker:
             log.info("credential refreshed", integration=integration, credential_id=str(cred.id))
             return fresh.access, cred.version + 1
 
+    def needs_reconnect(
+        self,
+        company_id: UUID,
+        integration: str,
+        version: int,
+        why: str,
+        *,
+        quest_id: UUID | None,
+        data: dict[str, Any] | None = None,
+    ) -> WorkerError:
+        """Mark the credential (still at ``version``) as needing reconnection, with its one
+        audit row, and return the error that ends the quest: ``NeedsReconnect``; or
+        ``TryLater`` when the credential changed meanwhile (reconnected, or refreshed again by
+        another step), so the step tries once more with what is there now. ``why`` holds no
+        token and no provider text."""
+
+        def audit(cred: Credential) -> NewActivity:
+            return NewActivity(
+                idempotency_key=f"{NEEDS_RECONNECT}:{cred.id}:{cred.version}",
+                occurred_at=datetime.now(UTC),
+                actor_type="system",
+                actor_id=AUDIT_ACTOR,
+                action=NEEDS_RECONNECT,
+                target=f"integration:{integration}",
+                rationale=why,
+                originating_message_id=None,
+                quest_id=quest_id,
+                payload={"credential_version": cred.version, **(data or {})},
+            )
+
+        with self.db.tenant(company_id) as tx:
+            marked = credentials_store.mark_needs_reconnect(
+                tx, integration, version, why, audit=audit
+            )
+            current = marked or credentials_store.get(tx, integration)
+        if marked is not None:
+            log.warning(
+                "credential needs reconnecting",
+                integration=integration,
+                credential_id=str(marked.id),
+                reason=why,
+            )
+            return NeedsReconnect(integration, why)
+        if current is None:
+            return NotConnected(f"the company has not connected {integration}")
+        if current.needs_reconnect:
+            return NeedsReconnect(integration, current.needs_reconnect_reason or why)
+        return TryLater(
+            f"the {integration} credential changed during the call; trying again with it",
+            retry_after_ms=1_000,
+        )
+
+    def _title(self, integration: str) -> str:
+        client = self.oauth.get(integration)
+        return client.spec.title if client is not None else integration
+
     def _expired(self, cred: Credential) -> bool:
         return (
             cred.access_expires_at is not None
@@ -128,3 +213,15 @@ class TokenBroker:
             self.vault, ciphertext, company_id=company_id, integration=cred.integration,
             credential_id=cred.id, field=field,
         )  # fmt: skip
+
+
+def _still_connected(cred: Credential) -> None:
+    """A credential marked as needing reconnection is not used: the provider refused it."""
+    if cred.needs_reconnect:
+        raise NeedsReconnect(cred.integration, cred.needs_reconnect_reason or "it was refused")
+
+
+def _code(text: str) -> str:
+    """An OAuth error code, as a word of ours: never the provider's free text."""
+    word = text.strip()[:40]
+    return word if word.replace("_", "").isalnum() else "an error"

@@ -7,11 +7,20 @@ nothing recorded. A tool that changes state records its call by idempotency key
 (quest:step:tool-use-id) and sends the same key to the provider, so a redelivered step
 neither calls twice nor, if the worker died mid-call, mutates twice. A provider that stays
 down past the bound fails the quest with the reason; until then the step waits and is retried.
+
+A 429 is this company's rate limit, not the provider's health: the call was not performed
+(its record stays open, so the retry performs it, with the same key), and only this step
+waits, until the provider's reset (``Retry-After`` or a reset header), at least a backoff
+that doubles with each 429 of the same call, and at most ``rate_limit_max_s`` in all; a
+reset further away fails the quest with the reason. A 401 that survives the one refresh marks
+the company's credential as needing reconnection (``TokenBroker.needs_reconnect``) and fails
+the quest with a reason that says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +33,8 @@ from store import Database
 from store import tool_calls as tool_calls_store
 from system2.catalog import IntegrationSpec, ToolSpec
 from workers.errors import ProviderUnavailable, QuestFailed
+from workers.integrations import ratelimit
+from workers.integrations.errors import ProviderRateLimited
 from workers.integrations.provider import ProviderClient
 from workers.integrations.routes import ProviderBase, ProviderRequest, RequestBuilder, Route
 from workers.integrations.tokens import TokenBroker
@@ -54,6 +65,7 @@ class ConnectedTool:
         provider: ProviderClient,
         outages: redis.Redis,
         outage_max_s: int,
+        rate_limit_max_s: int = 300,
     ) -> None:
         self.integration = integration
         self.spec = spec
@@ -68,6 +80,7 @@ class ConnectedTool:
         self.provider = provider
         self.outages = outages
         self.outage_max_s = outage_max_s
+        self.rate_limit_max_s = rate_limit_max_s
 
     def run(self, call: ToolCall) -> ToolOutcome:
         built = self.requests.build(call.input)
@@ -85,11 +98,13 @@ class ConnectedTool:
         except ProviderUnavailable as exc:
             self._give_up_after_bound(call, exc)
             raise
+        except ProviderRateLimited as exc:  # not performed: the record stays open for the retry
+            raise self._wait_for_rate_limit(call, exc) from None
         if self.mutates:
             with self.db.tenant(call.company_id) as tx:
                 tool_calls_store.finish(tx, call.idempotency_key, outcome.__dict__)
-        with contextlib.suppress(redis.RedisError):  # the call is done: the marker only lapses
-            self.outages.delete(self._outage_key(call))
+        with contextlib.suppress(redis.RedisError):  # the call is done: the markers only lapse
+            self.outages.delete(self._outage_key(call), self._rate_limit_key(call))
         return outcome
 
     def _call(self, call: ToolCall, request: ProviderRequest) -> ToolOutcome:
@@ -103,7 +118,7 @@ class ConnectedTool:
             self.integration.name, method, url, token, json=body, params=params, idempotency_key=key
         )
         if resp.status_code == 401:  # revoked or expired early: refresh once and try again
-            token, _ = self.tokens.refreshed_token(
+            token, version = self.tokens.refreshed_token(
                 call.company_id,
                 self.integration.name,
                 stale_version=version,
@@ -119,10 +134,56 @@ class ConnectedTool:
                 params=params,
                 idempotency_key=key,
             )
+            if resp.status_code == 401:  # refused again, freshly refreshed: the company must act
+                code = _error_code(resp)
+                raise self.tokens.needs_reconnect(
+                    call.company_id,
+                    self.integration.name,
+                    version,
+                    f"{self.integration.title} refused its token even after a refresh "
+                    f"(401 {code}); a company admin must connect it again",
+                    quest_id=call.quest_id,
+                    data={"status": 401, "error": code, "tool": self.name},
+                )
         return self.endpoint.render(resp, call.input)
 
     def _outage_key(self, call: ToolCall) -> str:
         return f"s2:outage:{call.company_id}:{call.idempotency_key}"
+
+    def _rate_limit_key(self, call: ToolCall) -> str:
+        return f"s2:ratelimited:{call.company_id}:{call.idempotency_key}"
+
+    def _wait_for_rate_limit(
+        self, call: ToolCall, exc: ProviderRateLimited
+    ) -> ProviderRateLimited | QuestFailed:
+        """The step waits until the provider's reset (this company's only); past the bound,
+        or with a reset beyond it, the quest fails. The marker (hash: first 429's time, how
+        many) lapses on its own."""
+        key = self._rate_limit_key(call)
+        now = time.time()
+        pipe = self.outages.pipeline()
+        pipe.hsetnx(key, "since", now)
+        pipe.hincrby(key, "times", 1)
+        pipe.hget(key, "since")
+        pipe.expire(key, self.rate_limit_max_s * 4)
+        _, times, since, _ = pipe.execute()
+        waited = max(0.0, now - float(since or now))
+        said = exc.retry_after_ms
+        wait = ratelimit.delay_ms(said, int(times), waited_s=waited, max_s=self.rate_limit_max_s)
+        title = self.integration.title
+        if wait is None:
+            if said is not None and said > self.rate_limit_max_s * 1000:
+                why = f"its limit resets in {said / 1000:.0f}s"
+            else:
+                why = f"it has refused this company's calls for {waited:.0f}s"
+            return QuestFailed(
+                f"{title} is rate-limiting this company: {why} (a quest waits at most "
+                f"{self.rate_limit_max_s}s)"
+            )
+        return ProviderRateLimited(
+            f"{title} is rate-limiting this company; trying again in {wait / 1000:.0f}s",
+            retry_after_ms=wait,
+        )
 
     def _give_up_after_bound(self, call: ToolCall, exc: ProviderUnavailable) -> None:
         """Remember when this call first met the outage; past the bound, fail the quest."""
@@ -135,3 +196,17 @@ class ConnectedTool:
                 f"{self.integration.title} has been unavailable for {now - since:.0f}s "
                 f"(the limit is {self.outage_max_s}s): {exc}"
             ) from None
+
+
+_WORD = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+
+
+def _error_code(resp: httpx.Response) -> str:
+    """The provider's error code for a refusal (RFC 6750's ``error=`` in the challenge, or
+    the JSON body's ``error``), if it is one short word: never its free text."""
+    challenge = re.search(r'error="([^"]*)"', resp.headers.get("www-authenticate", ""))
+    code = challenge.group(1) if challenge else ""
+    if not code:
+        with contextlib.suppress(ValueError, AttributeError):
+            code = str(resp.json().get("error") or "")
+    return code if _WORD.fullmatch(code) else "unauthorized"

@@ -1,0 +1,402 @@
+"""One company's trouble with a provider stays that company's: its rate limit (429) delays only
+its own step and never opens the provider's circuit breaker, which only the provider's own
+failures (5xx, timeouts, connection errors) count; and a token the provider refuses even
+after the one refresh marks only that company's credential as needing reconnection.
+
+Real parts throughout: the demo provider on loopback (faults aimed at one company's token),
+worker processes, Postgres, Redis, the CLI and the ingress routes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from store import Database
+from system2.settings import Settings
+from system2.wiring import build_vault
+from tests.conftest import Stack, Tenant
+from tests.support import ingress_client, submit, wait_finished, wait_for
+from tests.test_integrations import (
+    connect,
+    fresh_key,
+    provider_requests,
+    provider_stats,
+    run_cli,
+)
+from vault import Secret
+from vault.tokens import REFRESH, unseal
+from workers.errors import QuestFailed, TryLater
+from workers.integrations.breaker import Breaker
+from workers.integrations.provider import ProviderClient
+from workers.integrations.registry import integration_tools
+from workers.tools import ToolCall
+
+pytestmark = pytest.mark.slow
+
+BREAKER = "s2:breaker:demo"
+
+
+@pytest.fixture
+def key() -> str:
+    return fresh_key()
+
+
+@pytest.fixture
+def istack(stack: Stack, demo_provider: str, key: str) -> Iterator[Stack]:
+    """A stack whose processes have the vault's key and the demo provider; no fault is left
+    on the (session-wide) provider before or after."""
+    httpx.delete(demo_provider + "/_faults")
+    stack.base_env.update(S2_VAULT_KEYS=key, S2_DEMO_PROVIDER_URL=demo_provider)
+    yield stack
+    httpx.delete(demo_provider + "/_faults")
+
+
+def add_fault(url: str, **rule: Any) -> dict[str, Any]:
+    reply = httpx.post(url + "/_faults", json=rule)
+    assert reply.status_code == 201, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+def fault_hits(url: str, rule_id: int) -> int:
+    """How often a rule has fired; a rule whose count ran out is gone (then: -1)."""
+    for rule in httpx.get(url + "/_faults").json()["faults"]:
+        if rule["id"] == rule_id:
+            return int(rule["hits"])
+    return -1
+
+
+def quest_events(rds: redis.Redis, company: uuid.UUID, quest_id: uuid.UUID) -> list[dict[str, Any]]:
+    events = [json.loads(f[b"e"])["payload"] for _, f in rds.xrange(f"s2:events:{company}")]
+    return [e for e in events if e["quest_id"] == str(quest_id)]
+
+
+def breaker_untouched(rds: redis.Redis) -> bool:
+    return not rds.exists(f"{BREAKER}:open", f"{BREAKER}:failures", f"{BREAKER}:tripped")
+
+
+def listed(stack: Stack, company: uuid.UUID) -> dict[str, Any]:
+    """The company's demo integration as ``system2 integration list`` shows it."""
+    (entry,) = json.loads(run_cli(stack, "integration", "list", "--company", str(company)))
+    assert entry["integration"] == "demo"
+    return dict(entry)
+
+
+def reconnect_rows(admin_conn: psycopg.Connection[Any], company: uuid.UUID) -> list[Any]:
+    return admin_conn.execute(
+        "SELECT actor_type, action, target, rationale, quest_id FROM activity_log "
+        "WHERE company_id = %s AND action = 'integration.needs_reconnect'",
+        (company,),
+    ).fetchall()
+
+
+# -- what counts towards the breaker, and what a 429 says ---------------------------------------
+
+
+def test_only_provider_side_failures_count_towards_the_breaker(
+    demo_provider: str, rds: redis.Redis
+) -> None:
+    """The provider client on its own against the demo provider: 4xx answers are returned and
+    counted as nothing; a 429 is not retried, counts as nothing and says when to come back;
+    5xx still count and open the breaker."""
+    httpx.delete(demo_provider + "/_faults")
+    rds.delete(f"{BREAKER}:open", f"{BREAKER}:failures", f"{BREAKER}:tripped")
+    breaker = Breaker(rds, failures=2, window_s=30, open_s=30)
+    tasks = httpx.URL(demo_provider + "/api/v1/tasks")
+    token = Secret("demo_at_" + "x" * 43)  # not one the provider issued: a real 401
+    try:
+        with httpx.Client(timeout=5) as http:
+            client = ProviderClient(http, breaker, retries=1, backoff_s=0.01)
+            assert client.request("demo", "GET", tasks, token).status_code == 401
+            add_fault(demo_provider, status=403, count=1, paths=["/api/"])
+            assert client.request("demo", "GET", tasks, token).status_code == 403
+            add_fault(demo_provider, status=401, count=1, paths=["/api/"])
+            assert client.request("demo", "GET", tasks, token).status_code == 401
+            nowhere = httpx.URL(demo_provider + "/api/v1/nothing")
+            assert client.request("demo", "GET", nowhere, token).status_code == 404
+            assert breaker.failure_count("demo") == 0 and breaker.state("demo") == "closed"
+
+            said: list[tuple[dict[str, Any], int | None, int | None]] = [
+                ({"retry_after_s": 7}, 7_000, 7_000),
+                ({"retry_after_s": 7, "retry_after_date": True}, 5_000, 8_000),
+                ({"reset_s": 9, "reset_header": "X-RateLimit-Reset"}, 7_000, 10_000),
+                ({"reset_s": 4, "reset_header": "RateLimit-Reset"}, 4_000, 4_000),
+                ({}, None, None),
+            ]
+            for when, least, most in said:
+                rule = add_fault(demo_provider, status=429, paths=["/api/"], **when)
+                with pytest.raises(TryLater) as limited:
+                    client.request("demo", "POST", tasks, token, json={"title": "t"})
+                assert fault_hits(demo_provider, rule["id"]) == 1, "a 429 is not retried here"
+                httpx.delete(demo_provider + "/_faults")
+                assert type(limited.value).__name__ == "ProviderRateLimited", limited.value
+                wait = limited.value.retry_after_ms
+                if least is None:
+                    assert wait is None
+                else:
+                    assert wait is not None and least <= wait <= (most or least), (when, wait)
+            assert breaker.failure_count("demo") == 0 and breaker.state("demo") == "closed"
+
+            add_fault(demo_provider, status=503, paths=["/api/"])
+            for _ in range(2):
+                with pytest.raises(TryLater):
+                    client.request("demo", "GET", tasks, token)
+            assert breaker.state("demo") == "open"
+    finally:
+        httpx.delete(demo_provider + "/_faults")
+        breaker.reset("demo")
+
+
+def test_when_a_provider_says_to_come_back() -> None:
+    from workers.integrations.ratelimit import delay_ms, reset_after_ms
+
+    now = 1_800_000_000.0
+    headers = httpx.Headers
+    assert reset_after_ms(headers({"Retry-After": "120"}), now) == 120_000
+    assert reset_after_ms(headers({"Retry-After": "Fri, 15 Jan 2027 08:00:30 GMT"}), now) == 30_000
+    assert reset_after_ms(headers({"Retry-After": "Fri, 15 Jan 2027 07:00:00 GMT"}), now) == 0
+    assert reset_after_ms(headers({"RateLimit-Reset": "17"}), now) == 17_000
+    assert reset_after_ms(headers({"RateLimit": '"default";r=0;t=42'}), now) == 42_000
+    assert reset_after_ms(headers({"X-RateLimit-Reset": str(int(now) + 90)}), now) == 90_000
+    assert reset_after_ms(headers({"X-RateLimit-Reset": "30"}), now) == 30_000  # a delta
+    assert reset_after_ms(headers({"Retry-After": "soon", "RateLimit-Reset": "5"}), now) == 5_000
+    assert reset_after_ms(headers({"Retry-After": "-3"}), now) is None
+    assert reset_after_ms(headers({}), now) is None
+
+    assert delay_ms(3_000, 1, waited_s=0, max_s=300) == 3_000  # what the provider said
+    assert delay_ms(None, 1, waited_s=0, max_s=300) == 5_000  # it said nothing
+    assert delay_ms(500, 4, waited_s=10, max_s=300) == 8_000  # it keeps saying "half a second"
+    assert delay_ms(3_600_000, 1, waited_s=0, max_s=300) is None  # further than a quest waits
+    assert delay_ms(20_000, 3, waited_s=290, max_s=300) is None  # past the bound in all
+
+
+# -- 429: this company's step waits; the breaker is not touched --------------------------------
+
+
+def test_one_companys_429s_delay_its_own_step_and_never_open_the_breaker(
+    istack: Stack,
+    db: Database,
+    rds: redis.Redis,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    demo_provider: str,
+    admin_conn: psycopg.Connection[Any],
+) -> None:
+    a, b = tenant.id, other_tenant.id
+    connect(istack, tenant)
+    connect(istack, other_tenant)
+    # A's own rate limit: its next two calls are refused, each "come back in 3 s".
+    rule = add_fault(
+        demo_provider, status=429, accounts=[str(a)], paths=["/api/"], retry_after_s=3, count=2
+    )
+    # One counted failure would open the breaker, for a minute, for every company.
+    istack.start_workers(processes=1, S2_BREAKER_FAILURES="1", S2_BREAKER_OPEN_S="60")
+
+    mine = submit(db, istack.settings.redis_url, a, "[script:tasks] Order new chairs")
+    wait_for(lambda: fault_hits(demo_provider, rule["id"]) >= 1, timeout=30)
+    assert breaker_untouched(rds), "a 429 counted towards the provider's breaker"
+
+    sent_at = time.monotonic()
+    theirs = submit(db, istack.settings.redis_url, b, "[script:tasks] Order new desks")
+    done_b = wait_finished(db, b, theirs.id, timeout=30)
+    b_took = time.monotonic() - sent_at
+    assert done_b.status == "succeeded", done_b.reason
+    assert b_took < 8, f"B waited {b_took:.1f}s behind A's rate limit"
+
+    done_a = wait_finished(db, a, mine.id, timeout=60)
+    a_waited = time.monotonic() - sent_at
+    assert done_a.status == "succeeded", done_a.reason
+    assert a_waited > 4, "A's step did not wait for the provider's Retry-After"
+
+    waits = [e for e in quest_events(rds, a, mine.id) if e["kind"] == "step.waiting"]
+    assert [w["data"]["retry_in_ms"] for w in waits] == [3000, 3000], waits
+    assert all("rate-limiting" in w["data"]["reason"] for w in waits), waits
+    assert not [e for e in quest_events(rds, b, theirs.id) if e["kind"] == "step.waiting"]
+
+    # The refused calls were not performed; the retry performed the mutation, once.
+    posts = [r for r in provider_requests(demo_provider, a) if r[0] == "POST"]
+    assert len(posts) == 3, posts  # two refused with 429, then the one that worked
+    assert provider_stats(demo_provider, a)["mutations"] == 1
+    assert provider_stats(demo_provider, b)["mutations"] == 1
+    calls = admin_conn.execute(
+        "SELECT status FROM tool_calls WHERE company_id = %s AND quest_id = %s", (a, mine.id)
+    ).fetchall()
+    assert calls == [("done",)]
+    assert breaker_untouched(rds)
+
+
+def test_a_reset_further_away_than_a_quest_waits_fails_that_quest_with_the_reason(
+    istack: Stack,
+    db: Database,
+    rds: redis.Redis,
+    tenant: Tenant,
+    demo_provider: str,
+) -> None:
+    connect(istack, tenant)
+    add_fault(
+        demo_provider,
+        status=429,
+        accounts=[str(tenant.id)],
+        paths=["/api/"],
+        reset_s=3600,
+        reset_header="X-RateLimit-Reset",
+    )
+    istack.start_workers(processes=1, S2_BREAKER_FAILURES="1")
+    quest = submit(db, istack.settings.redis_url, tenant.id, "[script:tasks] Book the venue")
+    done = wait_finished(db, tenant.id, quest.id, timeout=30)
+    assert done.status == "failed"
+    assert "Demo task list is rate-limiting this company" in (done.reason or ""), done.reason
+    resets = re.search(r"resets in (\d+)s", done.reason or "")
+    assert resets and 3590 <= int(resets[1]) <= 3601, done.reason  # an epoch header: whole seconds
+    assert provider_stats(demo_provider, tenant.id)["mutations"] == 0
+    assert breaker_untouched(rds)
+
+
+# -- 401 after the refresh: this company must reconnect ------------------------------------------
+
+
+@pytest.fixture
+def ingress(settings: Settings, db: Database, rds: redis.Redis, key: str) -> Iterator[TestClient]:
+    vault = build_vault(settings.model_copy(update={"vault_keys": SecretStr(key)}), rds)
+    with ingress_client(settings, db, rds, vault=vault) as client:
+        yield client
+
+
+def test_a_401_that_survives_the_refresh_marks_that_companys_credential_until_it_reconnects(
+    istack: Stack,
+    ingress: TestClient,
+    db: Database,
+    rds: redis.Redis,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    demo_provider: str,
+    admin_conn: psycopg.Connection[Any],
+) -> None:
+    a, b = tenant.id, other_tenant.id
+    connect(istack, tenant)
+    connect(istack, other_tenant)
+    # The provider refuses every API call made with A's tokens, fresh ones included.
+    add_fault(demo_provider, status=401, accounts=[str(a)], paths=["/api/"])
+    istack.start_workers(processes=1, S2_BREAKER_FAILURES="1", S2_BREAKER_OPEN_S="60")
+
+    first = submit(db, istack.settings.redis_url, a, "[script:tasks] Order new chairs")
+    failed = wait_finished(db, a, first.id, timeout=30)
+    assert failed.status == "failed"
+    reason = failed.reason or ""
+    assert "demo integration needs reconnecting" in reason, reason
+    assert "refused its token even after a refresh" in reason and "connect it again" in reason
+    stats = provider_stats(demo_provider, a)
+    assert stats["refreshes"] == 1, "one refresh, then the credential is given up"
+    assert stats["mutations"] == 0
+
+    shown = listed(istack, a)
+    assert shown["needs_reconnect"] is True and shown["needs_reconnect_since"]
+    assert "refused its token even after a refresh" in shown["needs_reconnect_reason"]
+    over_http = ingress.get(
+        f"/v1/companies/{a}/integrations", headers=tenant.headers(tenant.member)
+    )
+    assert over_http.status_code == 200
+    assert over_http.json()[0]["needs_reconnect"] is True
+    assert listed(istack, b)["needs_reconnect"] is False
+
+    (row,) = reconnect_rows(admin_conn, a)
+    assert row[0:3] == ("system", "integration.needs_reconnect", "integration:demo")
+    assert row[4] == first.id and "refused its token" in row[3]
+
+    # Until A reconnects, its quests fail at once: no token is sent, no second row written.
+    before = provider_requests(demo_provider, a)
+    again = submit(db, istack.settings.redis_url, a, "[script:tasks] Order new lamps")
+    again_done = wait_finished(db, a, again.id, timeout=30)
+    assert again_done.status == "failed" and "needs reconnecting" in (again_done.reason or "")
+    assert provider_requests(demo_provider, a) == before
+    assert len(reconnect_rows(admin_conn, a)) == 1
+
+    # B, on the same provider, is untouched: no breaker was opened by A's 401s.
+    theirs = submit(db, istack.settings.redis_url, b, "[script:tasks] Order new desks")
+    sent_at = time.monotonic()
+    done_b = wait_finished(db, b, theirs.id, timeout=30)
+    assert done_b.status == "succeeded", done_b.reason
+    assert time.monotonic() - sent_at < 8
+    assert breaker_untouched(rds)
+    assert reconnect_rows(admin_conn, b) == []
+
+    # A reconnects: the mark is gone, and its quests use the integration again.
+    httpx.delete(demo_provider + "/_faults")
+    connect(istack, tenant)
+    assert listed(istack, a)["needs_reconnect"] is False
+    assert listed(istack, a)["needs_reconnect_reason"] is None
+    after = submit(db, istack.settings.redis_url, a, "[script:tasks] Order new chairs again")
+    assert wait_finished(db, a, after.id, timeout=30).status == "succeeded"
+    assert provider_stats(demo_provider, a)["mutations"] == 1
+
+
+def test_a_refused_refresh_marks_the_credential_once_and_a_put_clears_it(
+    istack: Stack,
+    ingress: TestClient,
+    db: Database,
+    rds: redis.Redis,
+    settings: Settings,
+    key: str,
+    tenant: Tenant,
+    demo_provider: str,
+    admin_conn: psycopg.Connection[Any],
+) -> None:
+    """The company revoked our access at the provider: the token is refused and so is the
+    refresh (``invalid_grant``). A redelivered step changes nothing more."""
+    connect(istack, tenant)
+    s = settings.model_copy(
+        update={"demo_provider_url": demo_provider, "vault_keys": SecretStr(key)}
+    )
+    vault = build_vault(s, rds)
+    row = admin_conn.execute(
+        "SELECT id, refresh_token FROM integration_credentials WHERE company_id = %s",
+        (tenant.id,),
+    ).fetchone()
+    assert row is not None
+    refresh = unseal(
+        vault, bytes(row[1]), company_id=tenant.id, integration="demo",
+        credential_id=row[0], field=REFRESH,
+    ).reveal()  # fmt: skip
+    revoked = httpx.post(
+        demo_provider + "/oauth/revoke",
+        data={"token": refresh},
+        auth=(s.demo_client_id, s.demo_client_secret.get_secret_value()),
+    )
+    assert revoked.status_code == 200
+
+    (create,) = [
+        t for t in integration_tools(s, db, rds, vault)["demo"] if t.name == "demo_create_task"
+    ]
+    quest = submit(db, s.redis_url, tenant.id, "set-up")
+    call = ToolCall(tenant.id, quest.id, 1, "toolu_1", {"title": "Renew the lease"})
+    for _ in range(2):  # the second run is the broker redelivering the step
+        with pytest.raises(QuestFailed, match="demo integration needs reconnecting") as failed:
+            create.run(call)
+        assert "refused to refresh its token (invalid_grant)" in str(failed.value)
+        assert refresh not in str(failed.value)
+    assert len(reconnect_rows(admin_conn, tenant.id)) == 1
+    assert provider_stats(demo_provider, tenant.id)["mutations"] == 0
+    listed_now = ingress.get(f"/v1/companies/{tenant.id}/integrations", headers=tenant.headers())
+    assert listed_now.json()[0]["needs_reconnect"] is True
+
+    put = ingress.put(
+        f"/v1/companies/{tenant.id}/integrations/demo",
+        json={"access_token": f"demo_at_{uuid.uuid4().hex}", "refresh_token": "demo_rt_x"},
+        headers=tenant.headers(),
+    )
+    assert put.status_code == 200, put.text
+    assert put.json()["needs_reconnect"] is False and put.json()["needs_reconnect_reason"] is None
+    listed_after = ingress.get(f"/v1/companies/{tenant.id}/integrations", headers=tenant.headers())
+    assert listed_after.json()[0]["needs_reconnect"] is False
