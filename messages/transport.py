@@ -27,10 +27,12 @@ def build_broker(
     maintenance_chance: int = 1_000,
     middleware: Sequence[Middleware] | None = None,
     client: redis.Redis | None = None,
+    broker_class: type[RedisBroker] = RedisBroker,
 ) -> RedisBroker:
     """A Redis broker. ``middleware=None`` gives Dramatiq's defaults; ``client`` (with its
-    timeouts) instead of a connection pool of its own."""
-    return RedisBroker(  # type: ignore[no-untyped-call]
+    timeouts) instead of a connection pool of its own; ``broker_class`` ``RedisBroker`` or a
+    subclass (the workers' checks every entry it fetches)."""
+    return broker_class(
         url=None if client is not None else redis_url,
         client=client,
         namespace=NAMESPACE,

@@ -162,25 +162,40 @@ def test_a_cancel_is_counted_with_its_latency(stack: Stack, db: Database, tenant
     assert total(samples, "s2_claude_calls_total", result="cancelled") == 1
 
 
-def test_a_dead_lettered_message_is_counted_and_shown_in_the_queue(stack: Stack) -> None:
+def test_a_dead_lettered_message_is_counted_and_shown_in_the_queue(
+    stack: Stack, tenant: Tenant
+) -> None:
     stack.start_workers(processes=1, S2_METRICS_PORT=str(free_port()))
     port = wait_for(lambda: worker_ports(stack))[0]
+    nobodys = {  # a valid envelope for a quest that does not exist: its actor refuses it
+        "company_id": str(tenant.id),
+        "actor": {"type": "user", "id": "u"},
+        "correlation_id": str(uuid.uuid4()),
+        "payload": {"quest_id": str(uuid.uuid4()), "step": 1},
+    }
     broker = build_broker(stack.settings.redis_url)
-    try:  # a message no envelope can be read from: refused at once, never retried
+    try:  # refused at once, never retried: one by its actor, one by the consumer before it
+        broker.enqueue(Message("quests", "quest_step", (nobodys,), {}, {}))
         broker.enqueue(Message("quests", "quest_step", ({"not": "an envelope"},), {}, {}))
     finally:
         broker.close()
     client = redis.Redis.from_url(stack.settings.redis_url)
-    wait_for(lambda: client.zcard("dramatiq:quests.XQ") == 1, timeout=20)
+    wait_for(lambda: client.zcard("dramatiq:quests.XQ") == 2, timeout=20)
     samples = wait_for(
         lambda: (
             s
             if total(
-                s := scrape(f"http://127.0.0.1:{port}/metrics"), "s2_messages_total", result="dead"
+                s := scrape(f"http://127.0.0.1:{port}/metrics"),
+                "s2_messages_dead_lettered_total",
+                queue="quests",
             )
+            == 2
             else None
         )
     )
-    assert total(samples, "s2_messages_dead_lettered_total", queue="quests") == 1
     assert total(samples, "s2_messages_total", queue="quests", result="dead") == 1
-    assert total(samples, "s2_queue_dead_letters", queue="quests") == 1
+    assert total(samples, "s2_messages_dead_lettered_total", actor="quest_step") == 2
+    assert (
+        total(samples, "s2_messages_rejected_total", queue="quests", reason="invalid_envelope") == 1
+    )
+    assert total(samples, "s2_queue_dead_letters", queue="quests") == 2

@@ -45,7 +45,7 @@ from workers.cancel import CancelWatch
 from workers.claude import Claude
 from workers.control import QuestEnder
 from workers.crashes import CrashCounter, CrashGuard, Isolation
-from workers.dead_letters import DeadLetters, PoisonMessage
+from workers.dead_letters import DeadLetters, PoisonMessage, WorkerBroker
 from workers.errors import TryLater
 from workers.events import QuestEvents
 from workers.integrations.registry import integration_tools
@@ -147,6 +147,7 @@ def worker_broker(settings: Settings) -> RedisBroker:
         settings.redis_url,
         heartbeat_timeout_ms=settings.broker_heartbeat_ms,
         maintenance_chance=settings.broker_maintenance_chance,
+        broker_class=WorkerBroker,  # dead-letters what no actor can run, before Dramatiq sees it
     )
     client = redis.Redis.from_url(settings.redis_url)
     broker.add_middleware(CurrentMessage())

@@ -113,7 +113,16 @@ IN_PROGRESS = Gauge(
     "s2_messages_in_progress", "Messages an actor is working on now", ["queue", "actor"]
 )
 DEAD_LETTERS = Counter(
-    "s2_messages_dead_lettered", "Messages this process dead-lettered", ["queue", "actor"]
+    "s2_messages_dead_lettered",
+    "Messages this process dead-lettered, its consumer's refusals included (actor empty when "
+    "the entry named none of ours)",
+    ["queue", "actor"],
+)
+REJECTED = Counter(
+    "s2_messages_rejected",
+    "Queue entries dead-lettered by the consumer before any actor saw them, by queue and "
+    "reason: undecodable (not a Dramatiq message), invalid_envelope, unknown_actor",
+    ["queue", "reason"],
 )
 
 

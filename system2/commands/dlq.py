@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import dramatiq
 import redis
@@ -15,7 +16,7 @@ from messages.transport import NAMESPACE, build_broker
 from system2.cli_support import emit, say, settings
 from system2.errors import System2Error
 from workers.crashes import starts_key
-from workers.dead_letters import REASONS
+from workers.dead_letters import REASONS, UNDECODABLE
 
 app = typer.Typer(help="Dead-lettered messages: list and replay.", no_args_is_help=True)
 
@@ -27,26 +28,17 @@ def _dead(client: redis.Redis) -> list[dict[str, Any]]:
         entries = cast(list[tuple[bytes, float]], client.zrange(xq, 0, -1, withscores=True))
         for raw_id, score in entries:
             redis_id = raw_id.decode()
-            body = client.hget(f"{xq}.msgs", redis_id)
+            body = cast(bytes | None, client.hget(f"{xq}.msgs", redis_id))
             if body is None:
                 continue
-            message = json.loads(body)
-            reason = client.hget(REASONS, message["message_id"])
-            envelope = (message.get("args") or [None])[0]
+            dead = _entry(client, redis_id, body)
             found.append(
                 {
-                    "id": message["message_id"],
+                    "id": dead.pop("id"),
                     "queue": queue,
-                    "actor": message.get("actor_name"),
+                    "actor": dead.pop("actor"),
                     "dead_lettered_at": datetime.fromtimestamp(score / 1000, UTC).isoformat(),
-                    "reason": json.loads(reason)["reason"] if reason else "(not recorded)",
-                    "retries": message.get("options", {}).get("retries", 0),
-                    "company_id": envelope.get("company_id")
-                    if isinstance(envelope, dict)
-                    else None,
-                    "quest_id": (envelope.get("payload") or {}).get("quest_id")
-                    if isinstance(envelope, dict)
-                    else None,
+                    **dead,
                     "_redis_id": redis_id,
                     "_body": body,
                 }
@@ -54,11 +46,76 @@ def _dead(client: redis.Redis) -> list[dict[str, Any]]:
     return sorted(found, key=lambda d: d["dead_lettered_at"])
 
 
+def _entry(client: redis.Redis, redis_id: str, body: bytes) -> dict[str, Any]:
+    """What is known of one dead letter. An entry the consumer refused as undecodable has its
+    reason under its Redis id (it has no message id) and only the start of its body."""
+    record = _record(client.hget(REASONS, redis_id))
+    message = None if record.get("reason") == UNDECODABLE else _message(body)
+    if message is None:
+        return {
+            "id": redis_id,
+            "actor": None,
+            "reason": record.get("reason", UNDECODABLE),
+            "detail": record.get("detail", "its body is not a Dramatiq message"),
+            "retries": 0,
+            "company_id": None,
+            "quest_id": None,
+            "raw_bytes": record.get("raw_bytes", len(body)),
+            "kept_bytes": len(body),
+            "_undecodable": True,
+        }
+    record = record or _record(client.hget(REASONS, message["message_id"]))
+    envelope = (message.get("args") or [None])[0]
+    return {
+        "id": message["message_id"],
+        "actor": message.get("actor_name"),
+        "reason": record.get("reason", "(not recorded)"),
+        **({"detail": record["detail"]} if "detail" in record else {}),
+        "retries": message.get("options", {}).get("retries", 0),
+        "company_id": envelope.get("company_id") if isinstance(envelope, dict) else None,
+        "quest_id": (envelope.get("payload") or {}).get("quest_id")
+        if isinstance(envelope, dict)
+        else None,
+    }
+
+
+def _record(raw: Any) -> dict[str, Any]:
+    try:
+        record = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _message(body: bytes) -> dict[str, Any] | None:
+    """The dead letter's Dramatiq message as a dict, or None if its body is not one."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or not isinstance(message.get("message_id"), str):
+        return None
+    return message
+
+
 @app.command("list")
-def dlq_list() -> None:
-    """Every dead-lettered message with its queue, actor, time and reason (JSON)."""
+def dlq_list(
+    raw: Annotated[
+        bool, typer.Option("--raw", help="with the kept start of undecodable bodies (base64)")
+    ] = False,
+) -> None:
+    """Every dead-lettered message with its queue, actor, time and reason (JSON).
+
+    An undecodable entry (not a Dramatiq message) is listed by its Redis id, with its size
+    and the number of its first bytes kept."""
     client = redis.Redis.from_url(settings().redis_url)
-    emit([{k: v for k, v in d.items() if not k.startswith("_")} for d in _dead(client)])
+    listed = []
+    for dead in _dead(client):
+        shown = {k: v for k, v in dead.items() if not k.startswith("_")}
+        if raw and dead.get("_undecodable"):
+            shown["raw_base64"] = base64.b64encode(dead["_body"]).decode()
+        listed.append(shown)
+    emit(listed)
 
 
 @app.command("replay")
@@ -70,7 +127,16 @@ def dlq_replay(message_id: str) -> None:
     if not match:
         raise System2Error(f"no dead-lettered message {message_id}")
     dead = match[0]
-    message = dramatiq.Message.decode(dead["_body"])
+    if dead.get("_undecodable"):
+        raise System2Error(
+            f"{message_id} cannot be replayed: it was dead-lettered as undecodable "
+            f"({dead['detail']}; {dead['raw_bytes']} bytes), so no worker can ever run it"
+        )
+    try:
+        message = dramatiq.Message.decode(dead["_body"])
+    except dramatiq.DecodeError:
+        why = "its body is not a Dramatiq message"
+        raise System2Error(f"{message_id} cannot be replayed: {why}") from None
     options = {
         k: v
         for k, v in message.options.items()
