@@ -1,9 +1,11 @@
 """Cancel latency and live-event latency.
 
-Cancel: quests blocked mid-Claude-call (the offline Claude holds each reply 30 s) are
-cancelled over HTTP; the clock runs from just before the cancel request to the moment the
-quest reads `cancelled` in Postgres (polled every 2 ms). Beside it, the same cancels'
-latency as Postgres itself recorded it (cancel_requested_at -> finished_at).
+Cancel: quests blocked in a Claude call are cancelled over HTTP, in two cases: the call has
+not begun answering (the offline Claude holds its first byte, the status line included, 30 s)
+and the call is mid-stream (it holds after `message_start`, 30 s). The clock runs from just
+before the cancel request to the moment the quest reads `cancelled` in Postgres (polled every
+2 ms). Beside it, the same cancels' latency as Postgres itself recorded it
+(cancel_requested_at -> finished_at).
 
 Events: SSE clients follow quests as they run; each event's latency runs from its XADD (the
 stream entry id is the Redis server's clock, in ms) to its arrival at the client.
@@ -32,7 +34,7 @@ def setup(s: Stack) -> tuple[uuid.UUID, str]:
 
 
 def cancels(
-    s: Stack, company: uuid.UUID, token: str, n: int, wave: int
+    s: Stack, company: uuid.UUID, token: str, n: int, wave: int, script: str
 ) -> tuple[list[float], list[float]]:
     headers = {"Authorization": f"Bearer {token}"}
     client_ms: list[float] = []
@@ -46,13 +48,18 @@ def cancels(
             for _ in range(min(wave, n - len(client_ms))):
                 resp = http.post(
                     f"/v1/companies/{company}/quests",
-                    json={"goal": "[script:slow] think"},
+                    json={"goal": f"[script:{script}] think"},
                     headers=headers,
                 )
                 ids.append(resp.json()["quest_id"])
             _wait(admin, ids, "status = 'running' AND step_claimed > steps_done")
             time.sleep(0.3)  # each is now inside its Claude call
-            started = {}
+            started: dict[str, float] = {}
+            done: dict[str, float] = {}
+            # Watched from the first cancel on, so a quest's clock stops when it is cancelled,
+            # not when the wave's last cancel request has been sent.
+            watcher = threading.Thread(target=_watch, args=(s, ids, done))
+            watcher.start()
             for qid in ids:
                 started[qid] = time.perf_counter()
                 resp = http.post(
@@ -62,7 +69,7 @@ def cancels(
                 )
                 if resp.status_code != 202:
                     raise SystemExit(f"cancel answered {resp.status_code}: {resp.text}")
-            done = _wait(admin, ids, "status = 'cancelled'", started)
+            watcher.join()
             client_ms.extend(1000 * (done[q] - started[q]) for q in ids)
             rows = admin.execute(
                 "SELECT extract(epoch FROM finished_at - cancel_requested_at) * 1000 FROM quests WHERE id = ANY(%s)",
@@ -72,11 +79,15 @@ def cancels(
     return client_ms, db_ms
 
 
+def _watch(s: Stack, ids: list[str], done: dict[str, float]) -> None:
+    with psycopg.connect(s.settings.admin_database_url, autocommit=True) as admin:
+        done.update(_wait(admin, ids, "status = 'cancelled'"))
+
+
 def _wait(
     admin: psycopg.Connection[tuple[object, ...]],
     ids: list[str],
     condition: str,
-    started: dict[str, float] | None = None,
 ) -> dict[str, float]:
     seen: dict[str, float] = {}
     deadline = time.monotonic() + 60
@@ -132,14 +143,19 @@ def main() -> None:
     args = ap.parse_args()
     with stack() as s:
         company, token = setup(s)
-        client_ms, db_ms = cancels(s, company, token, args.cancels, args.wave)
-        print(
-            f"cancel of a quest blocked mid-Claude-call, request -> cancelled in Postgres (ms): {summary(client_ms)}"
-            "  (target p99 <= 250)"
-        )
-        print(
-            f"  the same cancels as Postgres recorded them, requested -> finished (ms): {summary(db_ms)}"
-        )
+        for script, case in (
+            ("slow_start", "before its first response byte"),
+            ("slow", "mid-stream"),
+        ):
+            client_ms, db_ms = cancels(s, company, token, args.cancels, args.wave, script)
+            print(
+                f"cancel of a quest whose Claude call is {case}, request -> cancelled in "
+                f"Postgres (ms): {summary(client_ms)}  (target p99 <= 250)"
+            )
+            print(
+                "  the same cancels as Postgres recorded them, requested -> finished (ms): "
+                f"{summary(db_ms)}"
+            )
         lat = event_latency(s, company, token, args.quests)
         print(f"live event, XADD -> SSE client (ms): {summary(lat)}  (target p99 <= 100)")
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import sentry_sdk
@@ -93,6 +94,15 @@ def init(settings: Settings, *, component: Component) -> bool:
         ignore_logger(name)
     sentry_sdk.get_global_scope().set_tag("component", component)
     return True
+
+
+def report(logger: Any, event: str, *, group: Sequence[str], **fields: Any) -> None:
+    """An error line that is also one Sentry event (through the logging integration, when
+    Sentry is on), grouped by ``group`` rather than by message and stack: e.g. every quest
+    failed by the same kind of Claude error in one issue, not one issue per quest."""
+    with sentry_sdk.new_scope() as scope:
+        scope.fingerprint = list(group)
+        logger.error(event, **fields)
 
 
 def _start(settings: Settings, integrations: list[Integration]) -> None:

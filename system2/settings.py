@@ -81,7 +81,12 @@ class Settings(BaseSettings):
     max_tokens: int = 1024
     max_steps: int = 20
     claude_timeout_s: float = 120.0
-    claude_max_retries: int = 2
+    claude_outage_max_s: int = Field(
+        300,
+        ge=1,
+        description="a quest waits this long for Claude across retries, then fails "
+        "'claude unavailable'",
+    )
 
     broker_heartbeat_ms: int = Field(
         10_000,

@@ -26,6 +26,7 @@ from system2.procs import Proc, free_port, wait_http, wait_workers
 from system2.scratch import scratch_postgres, scratch_redis
 from system2.settings import Settings
 from system2.tokens import mint
+from workers.call_loop import CallLoop
 from workers.middleware import live_workers
 
 JWT_SECRET = "test-secret-" + uuid.uuid4().hex
@@ -92,6 +93,14 @@ def db(settings: Settings) -> Iterator[Database]:
 def admin_conn(settings: Settings) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     with psycopg.connect(settings.admin_database_url, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture(scope="session")
+def call_loop() -> Iterator[CallLoop]:
+    """The event loop a worker process runs its Claude calls on, for in-process runners."""
+    loop = CallLoop().start()
+    yield loop
+    loop.stop()
 
 
 @pytest.fixture
@@ -185,12 +194,8 @@ class Stack:
     base_env: dict[str, str] = field(default_factory=dict)  # for every process of the stack
 
     def env(self, **extra: str) -> dict[str, str]:
-        return settings_env(
-            self.settings,
-            ANTHROPIC_BASE_URL=self.claude_url,
-            ANTHROPIC_API_KEY="offline-test-key",
-            **{**self.base_env, **extra},
-        )
+        claude = {"ANTHROPIC_BASE_URL": self.claude_url, "ANTHROPIC_API_KEY": "offline-test-key"}
+        return settings_env(self.settings, **{**claude, **self.base_env, **extra})
 
     def start_workers(
         self, name: str = "workers", *, processes: int = 2, threads: int = 4, **extra: str

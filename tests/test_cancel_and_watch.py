@@ -68,6 +68,30 @@ def audit_actions(db: Database, tenant: Tenant, quest_id: Any) -> list[str]:
     return [r.action for r in rows]
 
 
+def test_a_cancel_stops_a_claude_call_that_has_not_begun_answering(
+    stack: Stack, http: httpx.Client, db: Database, tenant: Tenant
+) -> None:
+    """The request is sent and the API has not answered a byte (a slow start, a long prompt):
+    no socket to shut is known yet, yet the cancel cuts the call at once."""
+    stack.start_workers(processes=1)
+    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:slow_start] think first")
+    wait_for(lambda: running_step(db, tenant, quest.id), timeout=20)
+    time.sleep(0.5)  # the call is out; the offline Claude holds its first byte for 30 s
+    t0 = time.monotonic()
+    assert cancel(http, tenant, quest.id).status_code == 202
+    done = wait_finished(db, tenant.id, quest.id, timeout=10)
+    assert time.monotonic() - t0 < 2.0
+    assert done.status == "cancelled"
+    with db.tenant(tenant.id) as tx:
+        (charge,) = charges_store.for_quest(tx, quest.id)
+    # Sent, never answered: the API may bill it, so its reservation is kept.
+    assert (charge.status, charge.cost_micros) == ("kept", charge.reserved_micros)
+    rows = wait_for(
+        lambda: r if "quest.cancelled" in (r := audit_actions(db, tenant, quest.id)) else None
+    )
+    assert rows.count("claude.call_charged") == 1
+
+
 def test_a_cancel_stops_a_quest_blocked_in_a_claude_call_within_two_seconds(
     stack: Stack, http: httpx.Client, db: Database, tenant: Tenant
 ) -> None:
@@ -88,11 +112,16 @@ def test_a_cancel_stops_a_quest_blocked_in_a_claude_call_within_two_seconds(
         charges = charges_store.for_quest(tx, quest.id)
         assert notes_store.recent(tx) == [], "no tool call started"
     assert [s.content for s in steps] == [None] and done.steps_done == 1, "no further step"
-    assert [c.status for c in charges] == ["kept"], "the cut call's reservation is kept"
+    # Cut mid-stream: the prompt as message_start reported it, and all the output it might
+    # have produced (the stream reported none) — less than the reservation's byte bound.
+    (charge,) = charges
+    assert charge.status == "settled"
+    assert 0 < charge.cost_micros < charge.reserved_micros
     rows = wait_for(
         lambda: r if "quest.cancelled" in (r := audit_actions(db, tenant, quest.id)) else None
     )
     assert rows.count("quest.cancelled") == 1
+    assert rows.count("claude.call_charged") == 1, "the audit trail says what the cut call cost"
     with db.tenant(tenant.id) as tx:
         (row,) = activity_store.page(
             tx, ActivityFilter(quest_id=quest.id, action="quest.cancelled")

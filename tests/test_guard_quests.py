@@ -32,6 +32,7 @@ from tests.support import ingress_client, quest_state, submit, wait_finished, wa
 from tests.test_quest_runner import start
 from workers.app import step_budget
 from workers.budget import Admitted, Delay, StepBudget
+from workers.call_loop import CallLoop
 from workers.claude import Claude, ClaudeRequest
 from workers.events import QuestEvents
 from workers.quest import QuestRunner
@@ -221,14 +222,18 @@ def test_guard_status_shows_windows_for_admins_only(ingress: TestClient, tenant:
 
 @pytest.fixture
 def runner(
-    db: Database, rds: redis.Redis, offline_claude: str, settings: Settings
+    db: Database,
+    rds: redis.Redis,
+    offline_claude: str,
+    settings: Settings,
+    call_loop: CallLoop,
 ) -> Iterator[QuestRunner]:
     rds.flushdb()
     broker = build_broker(settings.redis_url)
     claude = Claude(
+        loop=call_loop,
         timeout_s=10,
-        max_retries=0,
-        client=anthropic.Anthropic(base_url=offline_claude, api_key="k"),
+        client=anthropic.AsyncAnthropic(base_url=offline_claude, api_key="k"),
     )
     prices = PriceTable.load()
     yield QuestRunner(

@@ -40,6 +40,7 @@ from vault import Vault, new_key_entry
 from vault.tokens import ACCESS, REFRESH, unseal
 from workers.app import step_budget
 from workers.audit import AuditWriter
+from workers.call_loop import CallLoop
 from workers.claude import Claude
 from workers.events import QuestEvents
 from workers.integrations.registry import integration_tools
@@ -324,10 +325,11 @@ def runner_on(
         update={"demo_provider_url": demo_provider, "vault_keys": SecretStr(keys[0])}
     )
     broker = build_broker(s.redis_url)
+    call_loop = CallLoop().start()
     claude = Claude(
+        loop=call_loop,
         timeout_s=10,
-        max_retries=0,
-        client=anthropic.Anthropic(base_url=claude_url, api_key="k"),
+        client=anthropic.AsyncAnthropic(base_url=claude_url, api_key="k"),
     )
     prices = PriceTable.load()
     tools = integration_tools(s, db, rds, build_vault(s, rds))
@@ -346,6 +348,7 @@ def runner_on(
         yield runner, s
     finally:
         broker.close()
+        call_loop.stop()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import anthropic
+import httpx
 import pytest
 import uvicorn
 from anthropic.types import (
@@ -34,6 +35,7 @@ TOOLS: list[anthropic.types.ToolParam] = [
 ]
 TEST_SCRIPTS = {
     "hold": Script(turns=(Turn((Text("held reply"),), hold_s=0.5),)),
+    "late_start": Script(turns=(Turn((Text("late reply"),), start_after_s=0.6),)),
     "long": Script(turns=(Turn((Text("word " * 200),)),)),
     "stops": Script(turns=(Turn((Text("alpha STOP beta"),)),)),
     "teapot": Script(turns=(Failure(500, "api_error", "Scripted boom"),)),
@@ -314,6 +316,30 @@ def test_stream_holds_after_message_start(client: anthropic.Anthropic) -> None:
     assert first_at < 0.4
     assert done_at >= 0.5
     assert text == "held reply"
+
+
+def test_start_after_holds_every_byte_of_the_response_the_status_line_included(
+    base_url: str,
+) -> None:
+    """As the real API can be: the request sent, nothing back yet, not even a status line."""
+    body = {
+        "model": MODEL,
+        "max_tokens": 100,
+        "stream": True,
+        "messages": ask("[script:late_start] go"),
+    }
+    headers = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
+    with httpx.Client(base_url=base_url) as http:
+        with pytest.raises(httpx.ReadTimeout):  # no status line within 0.3 s
+            http.post(
+                "/v1/messages", json=body, headers=headers, timeout=httpx.Timeout(5, read=0.3)
+            )
+        started = time.monotonic()
+        with http.stream("POST", "/v1/messages", json=body, headers=headers, timeout=5) as resp:
+            status_at = time.monotonic() - started
+            events = [line for line in resp.iter_lines() if line.startswith("event: ")]
+    assert resp.status_code == 200 and status_at >= 0.5
+    assert events[0] == "event: message_start" and events[-1] == "event: message_stop"
 
 
 def test_closing_a_held_stream_leaves_the_server_healthy(

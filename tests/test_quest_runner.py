@@ -23,6 +23,7 @@ from store import quests as quests_store
 from tests.conftest import Tenant
 from tests.support import OPERATOR, quest_state
 from workers.app import step_budget
+from workers.call_loop import CallLoop
 from workers.claude import Claude
 from workers.control import QuestEnder
 from workers.events import QuestEvents
@@ -51,14 +52,14 @@ class CrashOnce:
 
 @pytest.fixture
 def runner_parts(
-    db: Database, rds: redis.Redis, offline_claude: str, settings: Any
+    db: Database, rds: redis.Redis, offline_claude: str, settings: Any, call_loop: CallLoop
 ) -> Iterator[dict[str, Any]]:
     rds.flushdb()
     broker = build_broker(settings.redis_url)
     claude = Claude(
+        loop=call_loop,
         timeout_s=10,
-        max_retries=0,
-        client=anthropic.Anthropic(base_url=offline_claude, api_key="offline-test"),
+        client=anthropic.AsyncAnthropic(base_url=offline_claude, api_key="offline-test"),
     )
     prices = PriceTable.load()
     parts = {

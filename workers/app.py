@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
@@ -41,6 +42,7 @@ from vault import Vault
 from workers import metrics
 from workers.audit import AuditWriter
 from workers.budget import StepBudget
+from workers.call_loop import CallLoop
 from workers.cancel import CancelWatch
 from workers.claude import Claude
 from workers.control import QuestEnder
@@ -86,9 +88,7 @@ class Runtime:
         prices = PriceTable.load()
         watch = CancelWatch(client)
         watch.start()
-        claude = Claude(
-            timeout_s=settings.claude_timeout_s, max_retries=settings.claude_max_retries
-        )
+        claude = Claude(loop=CallLoop().start(), timeout_s=settings.claude_timeout_s)
         runner = QuestRunner(
             db=db,
             publisher=publisher,
@@ -101,6 +101,7 @@ class Runtime:
             max_steps=settings.max_steps,
             cancels=watch,
             leases=StepLeases(client),
+            claude_outage_max=timedelta(seconds=settings.claude_outage_max_s),
         )
         audit = AuditWriter(db, max_batch=settings.audit_batch_max)
         rewrapper = Rewrapper(db, vault, publisher) if vault else None

@@ -1,19 +1,23 @@
-"""Stopping a step at once when its quest is cancelled, even inside a blocking network call.
+"""Stopping a step at once when its quest is cancelled, even inside a network call.
 
-Raising an exception into a thread cannot interrupt a blocked socket read, so the step
-registers the socket of each call it makes in a ``CallScope``; a cancel shuts those sockets
-down (``shutdown`` wakes a blocked ``recv``, ``close`` would not) and the call fails at once.
-Cancels arrive by Redis pub/sub; a flag key, checked when a step starts and every second
-while it runs, catches any notice the subscription missed.
+Raising an exception into a thread cannot interrupt a blocked socket read, so a step
+registers how to cut each call it makes in a ``CallScope``: the socket of a blocking call
+(``shutdown`` wakes a blocked ``recv``, ``close`` would not), or the future of a call running
+on the process's ``CallLoop`` (cancelling its task closes its connection wherever the call
+is: connecting, sent and waiting for the first byte, or mid-stream). A cancel cuts them all
+and the call fails at once. Cancels arrive by Redis pub/sub; a flag key, checked when a step
+starts and every second while it runs, catches any notice the subscription missed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any
 from uuid import UUID
 
@@ -30,29 +34,35 @@ class Interrupted(Exception):
 
 
 class CallScope:
-    """The sockets of the network calls a step makes, so another thread can cut them."""
+    """How to cut each network call a step makes, so another thread can cut them."""
 
     def __init__(self, quest_id: UUID) -> None:
         self.quest_id = quest_id
         self.cancelled = threading.Event()
-        self._sockets: list[socket.socket] = []
+        self._cuts: list[Callable[[], object]] = []
         self._lock = threading.Lock()
 
-    def track(self, sock: socket.socket | None) -> None:
-        if sock is None:
-            return
+    def on_cancel(self, cut: Callable[[], object]) -> None:
+        """Call ``cut`` when the scope is cancelled (at once if it already is)."""
         with self._lock:
-            self._sockets.append(sock)
-            cut = self.cancelled.is_set()
-        if cut:
-            _shutdown(sock)
+            self._cuts.append(cut)
+            cancelled = self.cancelled.is_set()
+        if cancelled:
+            cut()
+
+    def track(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            self.on_cancel(functools.partial(_shutdown, sock))
+
+    def track_future(self, future: Future[Any]) -> None:
+        self.on_cancel(future.cancel)
 
     def cancel(self) -> None:
         with self._lock:
             self.cancelled.set()
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            _shutdown(sock)
+            cuts, self._cuts = self._cuts, []
+        for cut in cuts:
+            cut()
 
 
 def _shutdown(sock: socket.socket) -> None:

@@ -13,6 +13,7 @@ it sent instead of redoing anything.
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,11 +30,20 @@ from store import companies as companies_store
 from store import credentials as credentials_store
 from store import quests as quests_store
 from store.quests import Quest, Step
-from system2 import logs
+from system2 import logs, sentry
 from workers import metrics
 from workers.budget import SCOPE_WORDS, Admitted, Delay, Settlement, StepBudget
 from workers.cancel import CallScope, CancelWatch, Interrupted, calls_in, current_scope
-from workers.claude import Claude, ClaudeInterrupted, ClaudeReply, ClaudeRequest, ClaudeUnavailable
+from workers.claude import (
+    Claude,
+    ClaudeInterrupted,
+    ClaudeRejected,
+    ClaudeReply,
+    ClaudeRequest,
+    ClaudeUnavailable,
+    Progress,
+    Sent,
+)
 from workers.errors import QuestCancelled, QuestFailed, QuestHalted, TryLater
 from workers.events import QuestEvents, event_data, summarize
 from workers.lease import StepLeases
@@ -77,6 +87,7 @@ class Ready:
     tools: Tools
     admitted: Admitted | None = None
     ended: Outcome | None = None
+    waiting_since: datetime | None = None  # the step's first failed Claude call, if any
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,7 @@ class QuestRunner:
         cancels: CancelWatch | None = None,
         leases: StepLeases | None = None,
         stale_claim_after: timedelta = timedelta(minutes=15),
+        claude_outage_max: timedelta = timedelta(seconds=300),
     ) -> None:
         self.db = db
         self.publisher = publisher
@@ -122,6 +134,7 @@ class QuestRunner:
         self.cancels = cancels
         self.leases = leases
         self.stale_claim_after = stale_claim_after
+        self.claude_outage_max = claude_outage_max
 
     def run(self, env: Envelope[QuestStep], holder: str) -> None:
         """Run the step under the quest's lease; what it sends goes out once the lease is
@@ -203,7 +216,8 @@ class QuestRunner:
             messages=transcript(quest.goal, [s for s in history if s.step < n]),
             tools=tools.schemas(),
         )
-        attempts = sum(1 for c in charges if c.step == n)
+        earlier = [c.created_at for c in charges if c.step == n]  # each a call that failed
+        attempts = len(earlier)
         admitted: Admitted | Delay | None = None
         ended: Outcome | None = None
         try:
@@ -216,7 +230,7 @@ class QuestRunner:
             quests_store.touch(tx, quest.id)  # waiting, not lost
             return admitted
         quests_store.claim_step(tx, quest.id, n, holder)
-        return Ready(record, limits, history, tools, admitted, ended)
+        return Ready(record, limits, history, tools, admitted, ended, min(earlier, default=None))
 
     # -- the step --------------------------------------------------------------------------
 
@@ -247,6 +261,10 @@ class QuestRunner:
         except TryLater as exc:  # the step keeps its claim; the broker retries this message
             record.show("step.waiting", reason=str(exc), retry_in_ms=exc.retry_after_ms)
             self.events.emit(record.live)
+            if record.audit:  # what this attempt did and charged (sent again when it succeeds)
+                self.publisher.publish(
+                    record.env.follow_up(AuditBatch(events=list(record.audit)), actor=TED)
+                )
             raise
         self._finish(record, outcome, outbox)
 
@@ -271,7 +289,7 @@ class QuestRunner:
                 "", current.model, current.content or [], current.stop_reason, current.usage or {}
             )
         else:
-            reply = self._call(record, ready.admitted, ready.limits)
+            reply = self._call(ready, ready.admitted)
         stop = reply.stop_reason
         if stop == "tool_use":
             with self.db.tenant(record.quest.company_id) as tx:
@@ -287,24 +305,33 @@ class QuestRunner:
             "failed", reason=FAIL_REASONS.get(stop or "", f"unexpected stop reason {stop!r}")
         )
 
-    def _call(self, record: StepRecord, admitted: Admitted, limits: Limits) -> ClaudeReply:
-        """One Claude call, settled in the guard at once: at its real cost; at zero if the
-        API answered with an error (not billed); at the reservation if no answer came."""
-        quest = record.quest
+    def _call(self, ready: Ready, admitted: Admitted) -> ClaudeReply:
+        """One Claude call, settled in the guard at once: at its real cost; for a call that
+        failed, at what it may have cost (``_failed_cost``)."""
+        record, limits, quest = ready.record, ready.limits, ready.record.quest
         try:
             reply = self.claude.create(admitted.request)
         except ClaudeUnavailable as exc:
             metrics.CLAUDE_CALLS.labels(quest.model, "unavailable").inc()
-            self._settle_failed(record, admitted, limits, 0 if exc.answered else admitted.reserved)
-            raise
+            self._settle_failed(record, admitted, limits, exc.sent, exc.progress)
+            raise self._wait_or_give_up(ready, exc) from None
         except (QuestFailed, QuestHalted) as exc:
             result = "refused" if isinstance(exc, QuestFailed) else "halted"
             metrics.CLAUDE_CALLS.labels(quest.model, result).inc()
-            self._settle_failed(record, admitted, limits, 0)
+            self._settle_failed(record, admitted, limits, Sent.answered, Progress())
+            if isinstance(exc, ClaudeRejected):  # ours to fix: one event per error type
+                sentry.report(
+                    log,
+                    "Claude refused a quest's request",
+                    group=("claude-rejected", exc.error_type),
+                    status=exc.status,
+                    error_type=exc.error_type,
+                    model=quest.model,
+                )
             raise
-        except ClaudeInterrupted as exc:  # cut by a cancel: what it cost is partly unknown
+        except ClaudeInterrupted as exc:  # cut by a cancel
             metrics.CLAUDE_CALLS.labels(quest.model, "cancelled").inc()
-            self._settle_failed(record, admitted, limits, self._cut_cost(admitted, exc))
+            self._settle_failed(record, admitted, limits, exc.progress.sent, exc.progress)
             raise QuestCancelled() from None
         cost = self.prices.cost(quest.model, Usage.from_api(reply.usage))
         metrics.claude_reply(quest.model, reply.usage, cost)
@@ -326,25 +353,65 @@ class QuestRunner:
         )
         return reply
 
-    def _cut_cost(self, admitted: Admitted, exc: ClaudeInterrupted) -> int:
-        """A cut call: its prompt as reported at the start of the stream, plus all the output it
-        might have produced; with no start seen, the whole reservation."""
-        if exc.input_usage is None:
-            return admitted.reserved
-        usage = Usage.from_api({**exc.input_usage, "output_tokens": admitted.request.max_tokens})
-        return min(admitted.reserved, self.prices.cost(admitted.request.model, usage))
+    def _wait_or_give_up(self, ready: Ready, exc: ClaudeUnavailable) -> Exception:
+        """Try again after the API's Retry-After (or a backoff), within the outage bound from
+        the step's first failed call; past it, the quest fails ``claude unavailable``."""
+        now = datetime.now(UTC)
+        since = ready.waiting_since or now
+        left_ms = int((since + self.claude_outage_max - now).total_seconds() * 1000)
+        if left_ms <= 0:
+            reason = f"claude unavailable: {exc} (for {int((now - since).total_seconds())} s)"
+            sentry.report(log, "a quest failed: Claude unavailable", group=("claude-unavailable",))
+            return QuestFailed(reason)
+        attempt = int(ready.admitted.charge_key.rsplit(":", 1)[-1]) if ready.admitted else 1
+        backoff = min(60_000, 500 * 2 ** min(attempt - 1, 7)) + random.randint(0, 250)
+        wait = exc.retry_after_ms if exc.retry_after_ms is not None else backoff
+        return ClaudeUnavailable(
+            f"{exc}; giving up in {left_ms // 1000} s",
+            sent=exc.sent,
+            progress=exc.progress,
+            retry_after_ms=min(wait, left_ms + 100),
+        )
+
+    def _failed_cost(self, admitted: Admitted, sent: Sent, progress: Progress) -> tuple[int, str]:
+        """What a failed call may have cost, and on what basis: nothing if it never reached
+        the API or was answered with an error; its reservation if it was sent and never
+        answered; if its stream began, the prompt as reported plus the output as reported (or,
+        with no report of it, all it might have produced)."""
+        if sent in (Sent.nothing, Sent.answered):
+            return 0, f"not billed: {sent.value}"
+        if sent is Sent.unanswered or progress.input_usage is None:
+            return admitted.reserved, "the reservation: sent, never answered"
+        output = progress.output_tokens
+        usage = Usage.from_api(
+            {**progress.input_usage, "output_tokens": output or admitted.request.max_tokens}
+        )
+        cost = min(admitted.reserved, self.prices.cost(admitted.request.model, usage))
+        told = "as the stream reported" if output is not None else "the prompt as reported"
+        return cost, f"cut mid-stream: {told}" + ("" if output else ", max_tokens of output")
 
     def _settle_failed(
-        self, record: StepRecord, admitted: Admitted, limits: Limits, actual: int
+        self, record: StepRecord, admitted: Admitted, limits: Limits, sent: Sent, progress: Progress
     ) -> None:
+        actual, basis = self._failed_cost(admitted, sent, progress)
         self.budget.settle(record.quest, admitted, actual, limits)
         metrics.spent(record.quest.model, actual)
         with self.db.tenant(record.quest.company_id) as tx:
-            if actual:
+            if actual == admitted.reserved and actual:
                 charges_store.keep(tx, admitted.charge_key)
-                quests_store.add_cost(tx, record.quest.id, actual)
             else:
-                charges_store.settle(tx, admitted.charge_key, 0, None)
+                charges_store.settle(tx, admitted.charge_key, actual, progress.input_usage)
+            if actual:
+                quests_store.add_cost(tx, record.quest.id, actual)
+        if actual:
+            attempt = admitted.charge_key.rsplit(":", 1)[-1]
+            record.audit_event(
+                f"charge:{attempt}",
+                "claude.call_charged",
+                f"quest:{record.quest.id}",
+                rationale=f"a Claude call that did not complete was charged {basis}",
+                data={"charged_usd_micros": actual, "basis": basis, "sent": sent.value},
+            )
 
     def _note_guard(self, record: StepRecord, settlement: Settlement, limits: Limits) -> None:
         """Tier crossings become one audit row and one live event each; the slow tier holds

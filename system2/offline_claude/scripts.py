@@ -73,7 +73,10 @@ class Turn:
     """One assistant reply.
 
     ``hold_s`` delays the reply (streaming: after ``message_start``), for cancel and timeout
-    tests. ``stop_sequence`` is what a scripted ``stop_sequence`` stop reports. The
+    tests; ``start_after_s`` delays its first byte, the status line included, as the real API
+    does when it is slow to start or reads a long prompt. ``error_mid_stream`` ends a streamed
+    reply after ``message_start`` (and the hold) with an ``error`` event of that type, as the
+    real API does when it is overloaded mid-reply. ``stop_sequence`` is what a scripted ``stop_sequence`` stop reports. The
     ``cache_*`` token counts are reported as prompt-cache usage and subtracted from
     ``input_tokens`` (never below 0), as the real API reports them.
     """
@@ -82,6 +85,8 @@ class Turn:
     stop_reason: StopReason = "end_turn"
     stop_sequence: str | None = None
     hold_s: float = 0.0
+    start_after_s: float = 0.0
+    error_mid_stream: ErrorType | None = None
     cache_write_5m: int = 0
     cache_write_1h: int = 0
     cache_read: int = 0
@@ -93,8 +98,9 @@ class Turn:
                 seen_tool = True
             elif seen_tool:
                 raise ValueError("a turn's text (the rationale) must come before its tool_use")
-        if min(self.hold_s, self.cache_write_5m, self.cache_write_1h, self.cache_read) < 0:
-            raise ValueError("hold_s and cache token counts must not be negative")
+        waits = (self.hold_s, self.start_after_s)
+        if min(*waits, self.cache_write_5m, self.cache_write_1h, self.cache_read) < 0:
+            raise ValueError("hold_s, start_after_s and cache token counts must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +199,10 @@ BUILTIN_SCRIPTS: Mapping[str, Script] = MappingProxyType(
             )
         ),
         "slow": _one(Turn(_say("Sorry for the wait: {goal}"), hold_s=30.0)),
+        "slow_start": _one(Turn(_say("Sorry for the slow start: {goal}"), start_after_s=30.0)),
+        "overloaded_mid_stream": _one(
+            Turn(_say("This reply is cut short"), error_mid_stream="overloaded_error")
+        ),
         "brief_hold_notes": Script(
             turns=(
                 Turn(

@@ -151,7 +151,8 @@ async def _unless_disconnected(receive: Receive, work: Awaitable[None]) -> None:
 
 
 class _HeldResponse(Response):
-    """A JSON response sent after ``hold_s`` seconds, or never if the client leaves first."""
+    """A response (JSON, or a whole event stream) begun after ``hold_s`` seconds, or never if
+    the client leaves first."""
 
     def __init__(self, inner: Response, hold_s: float) -> None:
         super().__init__(status_code=inner.status_code)
@@ -440,6 +441,7 @@ class _Reply:
     stop_sequence: str | None
     usage: dict[str, Any]
     hold_s: float
+    error_mid_stream: str | None = None
 
     def message(self) -> dict[str, Any]:
         return {
@@ -486,7 +488,14 @@ def _reply(call: _Call, turn: Turn, digest: bytes, goal: str, number: int) -> _R
     usage = _usage(turn, approx_tokens(call.prompt.serialized), output_tokens)
     message_id = "msg_01" + _b62(digest, 22)
     return _Reply(
-        message_id, call.prompt.model, blocks, stop_reason, stop_sequence, usage, turn.hold_s
+        message_id,
+        call.prompt.model,
+        blocks,
+        stop_reason,
+        stop_sequence,
+        usage,
+        turn.hold_s,
+        turn.error_mid_stream,
     )
 
 
@@ -546,6 +555,10 @@ async def _events(reply: _Reply) -> AsyncGenerator[bytes, None]:
         await asyncio.sleep(min(left, _PING_EVERY_S))
         if deadline > loop.time():
             yield _PING
+    if reply.error_mid_stream is not None:
+        error = {"type": reply.error_mid_stream, "message": "Scripted error mid-stream."}
+        yield _sse("error", {"type": "error", "error": error})
+        return
     for index, block in enumerate(reply.content):
         for event in _block_events(index, block):
             yield event
@@ -603,8 +616,12 @@ def create_app(scripts: Mapping[str, Script] | None = None) -> Starlette:
             return _failure_response(turn)
         reply = _reply(call, turn, digest, _goal(text), index + 1)
         if call.stream:
-            return _EventStream(_events(reply), _request_id())
-        return _json_response(200, reply.message(), {"request-id": _request_id()}, reply.hold_s)
+            response: Response = _EventStream(_events(reply), _request_id())
+        else:
+            response = _json_response(
+                200, reply.message(), {"request-id": _request_id()}, reply.hold_s
+            )
+        return _HeldResponse(response, turn.start_after_s) if turn.start_after_s else response
 
     async def count_tokens(request: Request) -> Response:
         prompt = _read_prompt(await _read_body(request))

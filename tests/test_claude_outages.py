@@ -1,0 +1,139 @@
+"""Claude down, or failing in each way the real API can: the quest waits for it at most
+S2_CLAUDE_OUTAGE_MAX_S, visibly, then fails `claude unavailable`; and each attempt is charged
+what it may have cost — nothing if it never reached the API or was answered with an error,
+its reservation if it was sent and never answered, what its stream reported if it was cut.
+Real worker processes, Redis and Postgres; the offline Claude scripted to misbehave, or no
+Claude at all (a closed port)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+import redis
+
+from messages.notices import quest_stream_key
+from store import Database
+from store import activity as activity_store
+from store import charges as charges_store
+from store.activity import ActivityFilter
+from system2.procs import free_port
+from tests.conftest import Stack, Tenant
+from tests.support import submit, wait_finished, wait_for
+
+pytestmark = pytest.mark.slow
+OUTAGE_MAX_S = 4
+
+
+def quest_events(rds: redis.Redis, quest_id: uuid.UUID) -> list[dict[str, Any]]:
+    entries = rds.xrange(quest_stream_key(quest_id))
+    return [json.loads(fields[b"e"])["payload"] for _, fields in entries]
+
+
+def charged_rows(db: Database, tenant: Tenant, quest_id: uuid.UUID) -> list[dict[str, Any]]:
+    with db.tenant(tenant.id) as tx:
+        rows, _ = activity_store.page(
+            tx, ActivityFilter(quest_id=quest_id, action="claude.call_charged")
+        )
+    return [r.payload for r in rows]
+
+
+def run_until_given_up(
+    stack: Stack, db: Database, tenant: Tenant, goal: str, **env: str
+) -> tuple[Any, list[charges_store.Charge]]:
+    stack.start_workers(processes=1, S2_CLAUDE_OUTAGE_MAX_S=str(OUTAGE_MAX_S), **env)
+    quest = submit(db, stack.settings.redis_url, tenant.id, goal)
+    done = wait_finished(db, tenant.id, quest.id, timeout=OUTAGE_MAX_S + 40)
+    with db.tenant(tenant.id) as tx:
+        charges = charges_store.for_quest(tx, quest.id)
+    return done, charges
+
+
+def assert_gave_up(done: Any, charges: list[charges_store.Charge], rds: redis.Redis) -> None:
+    assert done.status == "failed", done
+    assert done.reason.startswith("claude unavailable: "), done.reason
+    assert len(charges) >= 2, "it tried again before giving up"
+    assert all(c.status != "open" for c in charges)
+    events = quest_events(rds, done.id)
+    assert "step.waiting" in [e["kind"] for e in events], "the wait is visible on its events"
+    states = [e["data"]["status"] for e in events if e["kind"] == "quest.state"]
+    assert states[-1] == "failed", "its stream ends with its ending"
+
+
+def test_claude_unreachable_charges_nothing_and_fails_the_quest_after_the_bound(
+    stack: Stack, db: Database, tenant: Tenant, rds: redis.Redis
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"  # connection refused: nothing is sent
+    done, charges = run_until_given_up(
+        stack, db, tenant, "[script:answer] hello", ANTHROPIC_BASE_URL=closed
+    )
+    assert_gave_up(done, charges, rds)
+    assert "ConnectError" in done.reason
+    assert [(c.status, c.cost_micros) for c in charges] == [("settled", 0)] * len(charges)
+    assert done.cost_usd_micros == 0, "an outage spends none of the company's budget"
+    assert charged_rows(db, tenant, done.id) == []
+
+
+def test_claude_answering_5xx_charges_nothing_and_fails_the_quest_after_the_bound(
+    stack: Stack, db: Database, tenant: Tenant, rds: redis.Redis
+) -> None:
+    done, charges = run_until_given_up(stack, db, tenant, "[script:server_error] hello")
+    assert_gave_up(done, charges, rds)
+    assert "500 api_error" in done.reason
+    assert [(c.status, c.cost_micros) for c in charges] == [("settled", 0)] * len(charges)
+    assert done.cost_usd_micros == 0
+
+
+def test_a_call_sent_and_never_answered_keeps_its_reservation(
+    stack: Stack, db: Database, tenant: Tenant, rds: redis.Redis
+) -> None:
+    """A read timeout before the first byte: the API has the request and may bill it."""
+    done, charges = run_until_given_up(
+        stack, db, tenant, "[script:slow_start] hello", S2_CLAUDE_TIMEOUT_S="1"
+    )
+    assert_gave_up(done, charges, rds)
+    assert all(c.status == "kept" and c.cost_micros == c.reserved_micros for c in charges)
+    assert done.cost_usd_micros == sum(c.reserved_micros for c in charges)
+    rows = wait_for(
+        lambda: r if len(r := charged_rows(db, tenant, done.id)) == len(charges) else None
+    )
+    assert {r["basis"] for r in rows} == {"the reservation: sent, never answered"}
+    assert {r["sent"] for r in rows} == {"unanswered"}
+
+
+def test_a_call_cut_mid_stream_is_charged_what_its_stream_reported(
+    stack: Stack, db: Database, tenant: Tenant, rds: redis.Redis
+) -> None:
+    """message_start came (the prompt's usage), then the API's `error` event: the prompt as
+    reported is charged, with all the output it might have produced (none was reported)."""
+    done, charges = run_until_given_up(stack, db, tenant, "[script:overloaded_mid_stream] hi")
+    assert_gave_up(done, charges, rds)
+    assert "overloaded_error" in done.reason
+    assert all(c.status == "settled" and 0 < c.cost_micros < c.reserved_micros for c in charges)
+    assert done.cost_usd_micros == sum(c.cost_micros or 0 for c in charges)
+    rows = wait_for(
+        lambda: r if len(r := charged_rows(db, tenant, done.id)) == len(charges) else None
+    )
+    assert {r["basis"] for r in rows} == {
+        "cut mid-stream: the prompt as reported, max_tokens of output"
+    }
+    assert sorted(r["charged_usd_micros"] for r in rows) == sorted(
+        c.cost_micros or 0 for c in charges
+    )
+
+
+def test_a_brief_outage_is_waited_out_and_the_quest_succeeds(
+    stack: Stack, db: Database, tenant: Tenant
+) -> None:
+    """One overload, then an answer: the retry is the step's, and the failed attempt cost
+    nothing."""
+    stack.start_workers(processes=1, S2_CLAUDE_OUTAGE_MAX_S="60")
+    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:flaky] hello")
+    done = wait_finished(db, tenant.id, quest.id, timeout=30)
+    assert done.status == "succeeded", done
+    with db.tenant(tenant.id) as tx:
+        charges = charges_store.for_quest(tx, quest.id)
+    assert [c.status for c in charges] == ["settled", "settled"]
+    assert charges[0].cost_micros == 0 and (charges[1].cost_micros or 0) > 0
