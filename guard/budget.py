@@ -50,6 +50,11 @@ class Refused:
         return max(0, self.limit - self.spent - self.reserved)
 
     @property
+    def left(self) -> int:
+        """What spent money alone leaves before the halt line (calls in flight aside)."""
+        return max(0, self.limit - self.spent)
+
+    @property
     def exhausted(self) -> bool:
         """Spent money alone has reached the halt line: waiting will not help."""
         return self.spent >= self.limit
@@ -201,11 +206,14 @@ class Guard:
         at: datetime,
         *,
         ledger: Callable[[Scope], tuple[int, int]],
+        least: int = 1,
     ) -> list[Refused]:
-        """The company's budget windows at ``at`` whose spent money alone has reached the halt
-        line, each as the refusal a reservation against it would get (``Refused.exhausted``:
-        every step that would charge it halts, whatever it asks for; waiting for calls in
-        flight will not help). Day before month; empty when none is.
+        """The company's budget windows at ``at`` whose spent money alone leaves less than
+        ``least`` (micro-USD, the least a call can cost) before the halt line, each as the
+        refusal a reservation against it would get: every step that would charge it halts,
+        however little it asks for, and waiting for calls in flight will not help (spent
+        money never goes down). With ``least`` 1, the windows at the halt line
+        (``Refused.exhausted``). Day before month; empty when none is.
 
         Reads only: ``ledger(scope)`` gives (spent, reserved) from the durable ledger for a
         window whose counters Redis does not have, as in ``reserve``; nothing is rebuilt or
@@ -217,7 +225,7 @@ class Guard:
         for scope in windows:
             spent, reserved = held[scope.key] if scope.key in held else ledger(scope)
             refused = Refused(scope, spent, reserved, scope.cap * limits.halt_pct // 100)
-            if refused.exhausted:
+            if refused.left < max(1, least):
                 found.append(refused)
         return found
 

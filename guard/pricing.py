@@ -11,12 +11,17 @@ import tomllib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import cache
 from importlib import resources
 from typing import Any
 
 from guard.errors import UnpricedModel
 
 MICROS = 1_000_000
+# The fewest output tokens a Claude call is made with: a step whose call does not fit what is
+# left of its quest's cap or its company's budget asks for fewer output tokens, never fewer
+# than these, and is halted when even that does not fit (workers/budget.py).
+MIN_OUTPUT_TOKENS = 256
 _RATE_FIELDS = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
 
 
@@ -156,6 +161,20 @@ class PriceTable:
             else rates.input
         )
         return -(-(input_tokens * dearest_in + max_tokens * rates.output) // MICROS)
+
+    def least_call(self, model: str, input_tokens: int, on: date | None = None) -> int:
+        """The least a call of ``model`` with ``input_tokens`` of prompt may be reserved at:
+        its worst case with ``MIN_OUTPUT_TOKENS`` of output. A step that cannot reserve this
+        much is halted, so a quest whose cap, or a company whose budget, has less left than
+        its first call's least is refused at submit."""
+        return self.worst_case(model, input_tokens, MIN_OUTPUT_TOKENS, on)
+
+
+@cache
+def packaged_prices() -> PriceTable:
+    """The price table shipped in ``guard/prices.toml`` (what ``PriceTable.load()`` reads),
+    loaded once per process."""
+    return PriceTable.load()
 
 
 def _usd_to_micros(value: str | int | float) -> int:

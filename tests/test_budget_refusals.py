@@ -2,6 +2,12 @@
 window's reset in ``Retry-After`` and a reason naming the window; nothing is created or
 queued, and the refusal leaves no trace that a later retry trips over.
 
+"Spent" is the workers' rule: less is left before the halt line than the least the quest's
+first call can cost (``PriceTable.least_call``: MIN_OUTPUT_TOKENS of output, the prompt
+bounded from below), since a worker halts a step that cannot reserve even that. By the same
+rule a quest whose own cap (``max_usd``, else the company's quest cap) is below that least
+can never run: 422.
+
 The budget is spent through the guard's own API, in the order a worker's step uses it
 (reserve in Redis with the ledger as fallback, open the ledger row, settle Redis, settle the
 ledger), on the machine's real Redis and Postgres; the ingress runs in-process and
@@ -12,6 +18,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -25,10 +33,11 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from guard import Guard, Limits, Reserved, Scope
+from guard import Guard, Limits, PriceTable, Reserved, Scope
 from guard.budget import window_bounds
+from guard.pricing import MIN_OUTPUT_TOKENS
 from ingress.guard_view import company_limits
-from ingress.submit import QuestSpec, create_quest
+from ingress.submit import FIRST_CALL_INPUT_FLOOR, QuestSpec, create_quest, usd
 from store import Database
 from store import charges as charges_store
 from store import limits as limits_store
@@ -41,6 +50,8 @@ QUEUE = "dramatiq:quests"
 BODIES = "dramatiq:quests.msgs"
 AdminConn = psycopg.Connection[tuple[Any, ...]]
 Response = Any  # what TestClient answers: httpx2's or httpx's, whichever starlette found
+PRICES = PriceTable.load()
+SONNET, HAIKU = "claude-sonnet-5-5", "claude-haiku-5-5"
 
 
 @pytest.fixture
@@ -127,11 +138,25 @@ def seconds_to_reset(window: str) -> float:
     return (window_bounds(window, now)[1] - now).total_seconds()
 
 
-def post(ingress: TestClient, tenant: Tenant, key: str | None = None) -> Response:
+def least(model: str = SONNET) -> int:
+    """The least a quest's first call to ``model`` can cost, as the ingress reckons it."""
+    return PRICES.least_call(model, FIRST_CALL_INPUT_FLOOR)
+
+
+def post(
+    ingress: TestClient,
+    tenant: Tenant,
+    key: str | None = None,
+    *,
+    model: str | None = None,
+    max_usd: str | None = None,
+) -> Response:
     headers = tenant.headers(tenant.member)
     if key:
         headers["Idempotency-Key"] = key
-    return ingress.post(f"/v1/companies/{tenant.id}/quests", json={"goal": "g"}, headers=headers)
+    body = {"goal": "g"} | ({"model": model} if model else {})
+    body |= {"max_usd": max_usd} if max_usd else {}
+    return ingress.post(f"/v1/companies/{tenant.id}/quests", json=body, headers=headers)
 
 
 def assert_refused(resp: Response, window: str) -> dict[str, Any]:
@@ -162,12 +187,13 @@ def no_ledger(scope: Scope) -> tuple[int, int]:
 # -- the guard's rule -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("least", [1, 2_560])
 @pytest.mark.parametrize(("cap", "halt_pct"), [(10_000, 100), (10_000, 90), (999, 50), (7, 33)])
 def test_a_window_is_exhausted_exactly_when_no_call_can_be_reserved_against_it(
-    rds: redis.Redis, cap: int, halt_pct: int
+    rds: redis.Redis, cap: int, halt_pct: int, least: int
 ) -> None:
     """The ingress refuses where a worker's step, with nothing else in flight, would be
-    refused the smallest call and halt."""
+    refused the least call and halt."""
     rds.flushdb()
     guard, company = Guard(rds), uuid.uuid4()
     limits = Limits(
@@ -181,16 +207,53 @@ def test_a_window_is_exhausted_exactly_when_no_call_can_be_reserved_against_it(
     )
     now = datetime.now(UTC)
     line = cap * halt_pct // 100
-    for spent in range(max(0, line - 2), line + 3):
+    around = {*range(line - least - 2, line - least + 3), *range(line - 2, line + 3)}
+    for spent in sorted(n for n in around if n >= 0):
         rds.flushdb()
         scopes = guard.scopes(company, uuid.uuid4(), limits.quest_cap, limits, now)
-        found = guard.exhausted_windows(company, limits, now, ledger=ledger_of(spent))
+        found = guard.exhausted_windows(company, limits, now, ledger=ledger_of(spent), least=least)
         assert not rds.keys("*"), "nothing is rebuilt or reserved"
-        smallest = guard.reserve(company, "k", 1, scopes, limits, ledger=ledger_of(spent))
+        smallest = guard.reserve(company, "k", least, scopes, limits, ledger=ledger_of(spent))
         assert bool(found) == (not isinstance(smallest, Reserved)), (spent, line)
         assert [r.scope.name for r in found] == (["day"] if found else [])
-        # now from the counters the reservation rebuilt (its 1 is reserved, not spent)
-        assert guard.exhausted_windows(company, limits, now, ledger=no_ledger) == found
+        assert all(r.left == max(0, line - spent) for r in found)
+        # now from the counters the reservation rebuilt (what it took is reserved, not spent)
+        again = guard.exhausted_windows(company, limits, now, ledger=no_ledger, least=least)
+        assert again == found
+
+
+def test_the_least_call_is_the_one_a_worker_shrinks_its_call_to_before_it_halts(
+    settings: Settings, rds: redis.Redis
+) -> None:
+    """``PriceTable.least_call`` is the workers' own floor: for any prompt, a step's call fits
+    what is left exactly when the least call does."""
+    from workers.app import step_budget  # the test may import the workers; the ingress not
+    from workers.budget import MIN_OUTPUT_TOKENS as WORKERS_MIN
+    from workers.claude import ClaudeRequest
+
+    assert WORKERS_MIN is MIN_OUTPUT_TOKENS == 256
+    budget = step_budget(settings, rds, PRICES)
+    for model in (SONNET, HAIKU, "claude-opus-5-5"):
+        request = ClaudeRequest(model, 4096, "system", [{"role": "user", "content": "g"}], [])
+        for input_tokens in (0, 27, request.input_bound(), 150_000):
+            floor = PRICES.least_call(model, input_tokens)
+            assert floor == PRICES.worst_case(model, input_tokens, MIN_OUTPUT_TOKENS)
+            assert budget._shrink(request, input_tokens, floor - 1) is None, "it halts"
+            fits = budget._shrink(request, input_tokens, floor)
+            assert fits is not None and fits[1] == floor
+            assert fits[0].max_tokens == MIN_OUTPUT_TOKENS
+        # the ingress bounds the prompt from below, so its least is never above a worker's
+        assert least(model) <= PRICES.least_call(model, request.input_bound())
+        assert least(model) == PRICES.worst_case(model, 0, MIN_OUTPUT_TOKENS)
+
+
+def test_the_ingress_imports_no_worker_code() -> None:
+    code = (
+        "import sys, ingress.app, ingress.submit, guard; "
+        "print([m for m in sys.modules if m == 'workers' or m.startswith('workers.')])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 # -- the refusal -----------------------------------------------------------------------------
@@ -251,15 +314,87 @@ def test_with_both_windows_spent_the_later_reset_is_named(
     assert "daily budget" in body["detail"] and "monthly budget" in body["detail"]
 
 
+def test_a_budget_with_less_left_than_the_least_call_is_429_as_if_spent(
+    ingress: TestClient,
+    db: Database,
+    rds: redis.Redis,
+    settings: Settings,
+    tenant: Tenant,
+    admin_conn: AdminConn,
+) -> None:
+    """The review's case: a $0.01 daily budget with $0.009 spent. A worker would halt the
+    quest at once ("too little is left for another call"), so the submit is refused."""
+    assert settings.default_model == SONNET and least() > 1_000
+    set_limits(db, tenant, daily_budget_micros=10_000)
+    spend(db, rds, settings, tenant, 9_000)
+    rows = quest_rows(admin_conn, tenant)
+
+    body = assert_refused(post(ingress, tenant), "day")
+    assert body["exhausted"] == ["day"]
+    detail = body["detail"]
+    assert "daily budget" in detail and "$0.001 left" in detail, detail
+    assert f"least one call to {SONNET} can cost ({usd(least())})" in detail, detail
+    assert quest_rows(admin_conn, tenant) == rows, "no quest row"
+    assert rds.llen(QUEUE) == 0 and rds.hlen(BODIES) == 0, "nothing on the queue"
+
+    rds.flushdb()  # the same from the ledger, when Redis has lost the counters
+    assert_refused(post(ingress, tenant), "day")
+    assert quest_rows(admin_conn, tenant) == rows
+
+
+def test_a_budget_with_the_least_call_left_is_admitted(
+    ingress: TestClient, db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+) -> None:
+    set_limits(db, tenant, daily_budget_micros=10_000, monthly_budget_micros=20_000)
+    spend(db, rds, settings, tenant, 10_000 - least())
+    ok = post(ingress, tenant)
+    assert ok.status_code == 202, ok.text
+    assert queued_quest_ids(rds) == [ok.json()["quest_id"]]
+
+    set_limits(db, tenant, daily_budget_micros=100_000)  # the month now is the short one
+    spend(db, rds, settings, tenant, 10_000)  # the least call left of the month
+    assert post(ingress, tenant).status_code == 202
+    spend(db, rds, settings, tenant, 1)  # one micro-dollar short
+    body = assert_refused(post(ingress, tenant), "month")
+    assert body["exhausted"] == ["month"] and "monthly budget" in body["detail"]
+
+
+def test_the_least_call_is_the_quests_models(
+    ingress: TestClient, db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+) -> None:
+    """$0.001 left is too little for a call to Sonnet, enough for one to Haiku."""
+    assert least(HAIKU) < 1_000 < least(SONNET)
+    set_limits(db, tenant, daily_budget_micros=10_000)
+    spend(db, rds, settings, tenant, 9_000)
+    assert_refused(post(ingress, tenant, model=SONNET), "day")
+    ok = post(ingress, tenant, model=HAIKU)
+    assert ok.status_code == 202, ok.text
+
+
+def test_an_unpriced_model_is_left_to_the_worker_but_a_spent_budget_is_not(
+    ingress: TestClient, db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+) -> None:
+    """A model without a price has no least call: its first step fails the quest, naming the
+    missing price (as before); a budget at its halt line refuses it all the same."""
+    set_limits(db, tenant, daily_budget_micros=10_000)
+    spend(db, rds, settings, tenant, 9_000)
+    set_limits(db, tenant, daily_budget_micros=10_000, quest_cap_micros=1)
+    ok = post(ingress, tenant, model="claude-unpriced-9")
+    assert ok.status_code == 202, ok.text
+    set_limits(db, tenant, quest_cap_micros=settings.default_limits().quest_cap)
+    spend(db, rds, settings, tenant, 1_000)
+    assert_refused(post(ingress, tenant, model="claude-unpriced-9"), "day")
+
+
 def test_warn_and_slow_tiers_and_money_in_flight_are_admitted_the_halt_line_is_not(
     ingress: TestClient, db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
 ) -> None:
-    set_limits(db, tenant, daily_budget_micros=10_000, warn_pct=50, slow_pct=70, halt_pct=90)
-    spend(db, rds, settings, tenant, 5_000)  # warn
+    set_limits(db, tenant, daily_budget_micros=100_000, warn_pct=50, slow_pct=70, halt_pct=90)
+    spend(db, rds, settings, tenant, 50_000)  # warn
     assert post(ingress, tenant).status_code == 202
-    spend(db, rds, settings, tenant, 3_000)  # slow
+    spend(db, rds, settings, tenant, 20_000)  # slow
     assert post(ingress, tenant).status_code == 202
-    spend(db, rds, settings, tenant, 999)  # 8_999: one micro-dollar under the halt line
+    spend(db, rds, settings, tenant, 20_000 - least())  # exactly the least call left
     assert post(ingress, tenant).status_code == 202
     set_limits(db, tenant, halt_pct=89)  # the line is S2_GUARD_HALT_PCT of the budget
     assert_refused(post(ingress, tenant), "day")
@@ -268,8 +403,9 @@ def test_warn_and_slow_tiers_and_money_in_flight_are_admitted_the_halt_line_is_n
     assert post(ingress, tenant).status_code == 202
     assert len(queued_quest_ids(rds)) == 4
 
-    in_flight()  # 9_000 spent: at the halt line
-    assert_refused(post(ingress, tenant), "day")
+    in_flight()  # settled: one micro-dollar short of the least call
+    body = assert_refused(post(ingress, tenant), "day")
+    assert f"{usd(least() - 1)} left" in body["detail"], body["detail"]
     assert len(queued_quest_ids(rds)) == 4
 
 
@@ -342,13 +478,13 @@ def test_concurrent_submits_as_the_line_is_crossed_are_each_all_or_nothing(
     the crossing is settled every submit is refused, the same Idempotency-Key sent twice at
     once included."""
     set_limits(db, tenant, daily_budget_micros=10_000, quests_per_minute=1_000)
-    spend(db, rds, settings, tenant, 9_000)
+    spend(db, rds, settings, tenant, 10_000 - least())  # the least call left: admitted
     keys = [f"race-{i}-{uuid.uuid4().hex}" for i in range(12)]
     crossed = threading.Event()
 
     def submit(i: int) -> Response:
         if i == len(keys) // 2:
-            spend(db, rds, settings, tenant, 1_000)  # a worker settles the call that crosses
+            spend(db, rds, settings, tenant, 1)  # a worker settles the call that crosses
             crossed.set()
         return post(ingress, tenant, keys[i])
 
@@ -391,6 +527,84 @@ def test_with_redis_down_a_submit_is_still_503_and_creates_nothing(
     assert quest_rows(admin_conn, tenant) == rows
 
 
+# -- the quest's own cap ---------------------------------------------------------------------
+
+
+def assert_cap_refused(resp: Response, *words: str) -> str:
+    assert resp.status_code == 422, resp.text
+    assert "Retry-After" not in resp.headers
+    detail: str = resp.json()["detail"]
+    assert "would halt at its first step" in detail, detail
+    for w in words:
+        assert w in detail, (w, detail)
+    return detail
+
+
+def test_a_max_usd_below_the_least_call_is_422_and_nothing_is_created(
+    ingress: TestClient, rds: redis.Redis, tenant: Tenant, admin_conn: AdminConn
+) -> None:
+    rds.flushdb()
+    rows = quest_rows(admin_conn, tenant)
+    below = usd(least() - 1).removeprefix("$")
+    assert_cap_refused(
+        post(ingress, tenant, max_usd=below),
+        f"max_usd of ${below}",
+        f"least one call to {SONNET} can cost ({usd(least())})",
+        "ask for a larger max_usd",
+    )
+    key = "cap-" + uuid.uuid4().hex  # refused with a key: nothing is kept under it
+    assert_cap_refused(post(ingress, tenant, key, max_usd=below))
+    assert quest_rows(admin_conn, tenant) == rows
+    assert rds.llen(QUEUE) == 0 and rds.hlen(BODIES) == 0
+
+    exact = usd(least()).removeprefix("$")
+    ok = post(ingress, tenant, max_usd=exact)
+    assert ok.status_code == 202, ok.text
+    assert post(ingress, tenant, max_usd=below, model=HAIKU).status_code == 202
+    assert post(ingress, tenant, key, max_usd=exact).status_code == 202
+
+
+def test_the_cap_is_measured_at_its_halt_line(
+    ingress: TestClient, db: Database, rds: redis.Redis, tenant: Tenant
+) -> None:
+    rds.flushdb()
+    set_limits(db, tenant, warn_pct=30, slow_pct=40, halt_pct=50)  # halts at half its cap
+    twice = least() * 2
+    assert_cap_refused(
+        post(ingress, tenant, max_usd=usd(twice - 1).removeprefix("$")), "halted at 50% of it"
+    )
+    ok = post(ingress, tenant, max_usd=usd(twice).removeprefix("$"))
+    assert ok.status_code == 202, ok.text
+
+
+def test_a_company_quest_cap_below_the_least_call_is_422_unless_max_usd_raises_it(
+    ingress: TestClient, db: Database, rds: redis.Redis, tenant: Tenant
+) -> None:
+    rds.flushdb()
+    set_limits(db, tenant, quest_cap_micros=1_000, quest_ceiling_micros=10_000)
+    assert_cap_refused(
+        post(ingress, tenant),
+        "this company's quest cap of $0.001",
+        "when max_usd is not given",
+        "ask for a larger max_usd (at most $0.01)",
+    )
+    ok = post(ingress, tenant, max_usd="0.01")
+    assert ok.status_code == 202, ok.text
+
+    set_limits(db, tenant, quest_ceiling_micros=2_000)
+    assert_cap_refused(post(ingress, tenant), "not even this company's ceiling of $0.002")
+
+
+def test_a_cap_refusal_comes_before_a_budget_refusal(
+    ingress: TestClient, db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+) -> None:
+    """The request itself can never run: 422, not a 429 whose retry would be refused again."""
+    set_limits(db, tenant, daily_budget_micros=10_000)
+    spend(db, rds, settings, tenant, 10_000)
+    assert_cap_refused(post(ingress, tenant, max_usd="0.001"))
+    assert_refused(post(ingress, tenant, max_usd="0.01"), "day")
+
+
 # -- the console command ---------------------------------------------------------------------
 
 
@@ -404,6 +618,29 @@ def test_quest_submit_refuses_a_spent_budget_in_one_line(
     result = run(settings, "quest", "submit", "--company", str(tenant.id), "--goal", "g")
     line = assert_one_line_error(result)
     assert "daily budget" in line and "spent" in line, line
+    assert result.stdout == ""
+    assert quest_rows(admin_conn, tenant) == rows
+    assert rds.llen(QUEUE) == 0
+
+
+def test_quest_submit_refuses_a_cap_below_the_least_call_in_one_line(
+    db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant, admin_conn: AdminConn
+) -> None:
+    rds.flushdb()
+    rows = quest_rows(admin_conn, tenant)
+    result = run(
+        settings,
+        "quest",
+        "submit",
+        "--company",
+        str(tenant.id),
+        "--goal",
+        "g",
+        "--max-usd",
+        "0.001",
+    )
+    line = assert_one_line_error(result)
+    assert "max_usd of $0.001" in line and "first step" in line, line
     assert result.stdout == ""
     assert quest_rows(admin_conn, tenant) == rows
     assert rds.llen(QUEUE) == 0

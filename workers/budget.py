@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from guard import Admissions, Guard, Limits, PriceTable, Refused, Scope, ScopeLevel
 from guard.budget import window_bounds
 from guard.errors import UnpricedModel
+from guard.pricing import MIN_OUTPUT_TOKENS
 from store import TenantTx
 from store import charges as charges_store
 from store import limits as limits_store
@@ -26,7 +27,6 @@ from store.quests import Quest
 from workers.claude import ClaudeRequest
 from workers.errors import QuestFailed, QuestHalted
 
-MIN_OUTPUT_TOKENS = 256
 SLOT_RECHECK_MS = 1_500
 
 
