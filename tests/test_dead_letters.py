@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 import uuid
+from typing import Any
 
 import dramatiq
 import pytest
 import redis
+from dramatiq.broker import MessageProxy
 
 from ingress.submit import QuestSpec, create_quest
-from messages.transport import build_broker
+from messages.transport import NAMESPACE, build_broker
 from store import Database
 from system2.settings import Settings
-from tests.conftest import Stack, Tenant
+from tests.conftest import Stack, Tenant, system2
 from tests.support import OPERATOR, quest_state, submit, wait_finished, wait_for
 from workers.app import worker_broker
-from workers.dead_letters import REASONS
+from workers.dead_letters import REASONS, REASONS_AT, DeadLetters, WorkerBroker
 
 pytestmark = pytest.mark.slow
 
@@ -129,3 +133,161 @@ def test_a_message_out_of_retries_is_dead_lettered_with_its_reason(
     record = json.loads(raw)
     assert record["reason"] == "the provider said no to 7"
     assert (record["queue"], record["actor"]) == ("test-retries", "always_fails")
+
+
+def test_dlq_list_and_replay_take_dead_letters_of_any_shape(stack: Stack, rds: redis.Redis) -> None:
+    """A dead letter is whatever body reached ``<queue>.XQ``: an envelope that is no object,
+    arguments or options of the wrong type, a reason record that is not JSON, an id that is
+    not UTF-8. ``dlq list`` lists them all; ``dlq replay`` sends back a whole one and refuses
+    the others in one line."""
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            system2(*args), env=stack.env(), capture_output=True, text=True, check=False
+        )
+
+    good: dict[str, Any] = {
+        "message_id": str(uuid.uuid4()),
+        "schema_version": 1,
+        "company_id": str(uuid.uuid4()),
+        "actor": {"type": "user", "id": "u"},
+        "issued_at": "2026-11-29T00:00:00Z",
+        "correlation_id": str(uuid.uuid4()),
+        "payload": {"quest_id": str(uuid.uuid4()), "step": 1},
+    }
+
+    def body(**fields: Any) -> bytes:
+        base = {
+            "queue_name": "quests",
+            "actor_name": "quest_step",
+            "args": [good],
+            "kwargs": {},
+            "options": {"redis_message_id": "r", "retries": 1},
+            "message_id": str(uuid.uuid4()),
+            "message_timestamp": 1,
+        }
+        return json.dumps({**base, **fields}).encode()
+
+    shapes: dict[str, tuple[bytes, bytes | None]] = {  # name -> (body, its reason record)
+        "payload a string": (body(args=[{**good, "payload": "not-an-object"}]), None),
+        "payload a list": (body(args=[{**good, "payload": [1]}]), None),
+        "payload null": (body(args=[{**good, "payload": None}]), None),
+        "envelope a string": (body(args=["just text"]), None),
+        "envelope a list": (body(args=[[1, 2]]), None),
+        "args an object": (body(args={"0": good}), None),
+        "args a string": (body(args="abc"), None),
+        "args empty": (body(args=[]), None),
+        "args null": (body(args=None), None),
+        "options a list": (body(options=[1]), None),
+        "options null": (body(options=None), None),
+        "message id a number": (body(message_id=5), None),
+        "not JSON": (b"\x00\xff", None),
+        "a JSON array": (b"[1]", None),
+        "nested too deeply": (b"[" * 5000 + b"]" * 5000, None),
+        "reason not JSON": (body(), b"{not json"),
+        "reason a list": (body(), b"[1]"),
+        "reason fields odd": (body(), json.dumps({"reason": [1], "detail": {}}).encode()),
+    }
+    now = int(time.time() * 1000)
+    rids: dict[str, bytes] = {}
+    for name, (raw, record) in shapes.items():
+        rid = f"dead-{uuid.uuid4()}".encode()
+        rids[name] = rid
+        rds.zadd("dramatiq:quests.XQ", {rid: now})
+        rds.hset("dramatiq:quests.XQ.msgs", rid, raw)
+        if record is not None:
+            rds.hset(REASONS, json.loads(raw)["message_id"], record)
+    invalid = json.loads(shapes["payload a string"][0])
+    reason = {"queue": "quests", "actor": "quest_step", "reason": "invalid_envelope", "at": 1}
+    rds.hset(REASONS, invalid["message_id"], json.dumps({**reason, "detail": "payload: bad"}))
+    odd_id = b"dead-\xff\xfe-" + uuid.uuid4().hex.encode()  # a Redis id that is not UTF-8
+    rds.zadd("dramatiq:quests.XQ", {odd_id: now})
+    rds.hset("dramatiq:quests.XQ.msgs", odd_id, b"whatever")
+
+    listed = cli("dlq", "list")
+    assert listed.returncode == 0, listed.stderr
+    shown = json.loads(listed.stdout)
+    assert len(shown) == len(shapes) + 1
+    assert all(d["queue"] == "quests" and d["reason"] for d in shown)
+    (entry,) = [d for d in shown if d["id"] == invalid["message_id"]]
+    assert (entry["reason"], entry["detail"]) == ("invalid_envelope", "payload: bad")
+    assert (entry["company_id"], entry["quest_id"]) == (good["company_id"], None)
+    assert cli("dlq", "list", "--raw").returncode == 0
+
+    replayed = cli("dlq", "replay", invalid["message_id"])  # kept whole: it can go back
+    assert replayed.returncode == 0, replayed.stderr
+    assert rds.zscore("dramatiq:quests.XQ", rids["payload a string"]) is None
+    assert not rds.hexists(REASONS, invalid["message_id"])
+    back = [json.loads(b) for b in rds.hvals("dramatiq:quests.msgs")]
+    assert [m["args"] for m in back if m["message_id"] == invalid["message_id"]] == [
+        invalid["args"]
+    ]
+
+    for name in ("options a list", "args an object", "args null"):
+        (entry,) = [d for d in shown if d["id"] == json.loads(shapes[name][0])["message_id"]]
+        refused = cli("dlq", "replay", entry["id"])
+        assert refused.returncode == 1, (name, refused.stderr)
+        assert len(refused.stderr.strip().splitlines()) == 1, (name, refused.stderr)
+        assert rds.zscore("dramatiq:quests.XQ", rids[name]) is not None, name
+
+
+def test_reasons_expire_with_their_dead_letters(settings: Settings, rds: redis.Redis) -> None:
+    """Dramatiq drops a dead letter once it is older than the broker's ``dead_message_ttl``;
+    its reason goes too: writing a reason (the consumer's refusal or our middleware's) prunes
+    the reasons older than that, those written before reasons had a time index included. A
+    fresh one stays."""
+    ttl_ms = 2000
+    queue = f"test-expiry-{uuid.uuid4().hex[:8]}"
+    broker = WorkerBroker(url=settings.redis_url, namespace=NAMESPACE, dead_message_ttl=ttl_ms)
+    consumer = broker.consume(queue, prefetch=1, timeout=50)
+    middleware = DeadLetters(rds)
+    written: list[str] = []  # removed at the end, for the tests after this one
+
+    def refused() -> str:
+        """The consumer dead-letters an undecodable entry: its reason is under its Redis id."""
+        rid = f"planted-{uuid.uuid4()}"
+        rds.hset(f"{NAMESPACE}:{queue}.msgs", rid, b"not a message")
+        rds.rpush(f"{NAMESPACE}:{queue}", rid)
+        written.append(rid)
+        assert next(consumer) is None
+        assert rds.hexists(REASONS, rid)
+        return rid
+
+    def failed() -> str:
+        """A message out of retries: our middleware records its reason under its id."""
+        proxy = MessageProxy(raw_message(queue, "gone", 1))
+        proxy.fail()
+        written.append(proxy.message_id)
+        middleware.after_process_message(broker, proxy, exception=RuntimeError("no"))
+        assert rds.hexists(REASONS, proxy.message_id)
+        return proxy.message_id
+
+    def legacy(age_s: float) -> str:
+        """A reason written before reasons were indexed by time: in the hash only."""
+        field = f"legacy-{uuid.uuid4()}"
+        written.append(field)
+        rds.hset(REASONS, field, json.dumps({"reason": "x", "at": time.time() - age_s}))
+        return field
+
+    try:
+        first, old_legacy, fresh_legacy = refused(), legacy(3600), legacy(0)
+        time.sleep(1.2)
+        second = failed()
+        time.sleep(1.2)  # first is past the TTL, second within it
+        third = failed()
+        assert not rds.hexists(REASONS, first), "a reason older than the TTL is pruned"
+        assert not rds.hexists(REASONS, old_legacy), "so is one written before the index"
+        for field in (second, third):
+            assert rds.hexists(REASONS, field), "a fresh reason stays"
+        time.sleep(1.2)  # now second is past it
+        fourth = refused()
+        assert not rds.hexists(REASONS, second) and not rds.hexists(REASONS, fresh_legacy)
+        assert rds.hexists(REASONS, third) and rds.hexists(REASONS, fourth)
+    finally:
+        consumer.close()
+        broker.close()
+        for key in rds.scan_iter(match=f"{NAMESPACE}:*{queue}*"):
+            rds.delete(key)
+        for field in written:
+            rds.hdel(REASONS, field)
+            rds.zrem(REASONS_AT, field)

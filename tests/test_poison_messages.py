@@ -10,28 +10,36 @@ the queue's list (or, for a worker that died holding one, in its acks set).
 from __future__ import annotations
 
 import base64
+import hashlib
+import inspect
 import json
 import signal
 import subprocess
 import time
+import tomllib
 import uuid
 from collections.abc import Iterable
 from functools import partial
+from pathlib import Path
 from typing import Any, cast
 
 import dramatiq
 import pytest
 import redis
+from dramatiq.brokers.redis import _RedisConsumer
+from packaging.requirements import Requirement
 
-from messages.transport import build_broker
+from messages.transport import NAMESPACE, build_broker
 from store import Database
 from store import activity as activity_store
 from store.activity import ActivityFilter
 from system2.procs import free_port
+from system2.settings import Settings
 from tests.conftest import Stack, Tenant, system2
 from tests.support import submit, wait_finished, wait_for
 from tests.test_metrics import scrape, total, worker_ports
-from workers.dead_letters import REASONS
+from workers import dead_letters
+from workers.dead_letters import REASONS, REASONS_AT, WorkerBroker
 from workers.middleware import live_workers
 
 pytestmark = pytest.mark.slow
@@ -53,9 +61,9 @@ def envelope(company_id: uuid.UUID, marker: str, **payload: Any) -> dict[str, An
     }
 
 
-def plant(rds: redis.Redis, queue: str, body: bytes) -> str:
+def plant(rds: redis.Redis, queue: str, body: bytes, rid: str | None = None) -> str:
     """A raw entry on ``queue``, as Dramatiq's Redis broker stores one; returns its id."""
-    rid = f"planted-{uuid.uuid4()}"
+    rid = rid or f"planted-{uuid.uuid4()}"
     rds.hset(f"dramatiq:{queue}.msgs", rid, body)
     rds.rpush(f"dramatiq:{queue}", rid)
     return rid
@@ -71,6 +79,21 @@ def enqueue(redis_url: str, queue: str, actor: str, arg: object) -> str:
     finally:
         broker.close()
     return str(sent.options["redis_message_id"])
+
+
+def dramatiq_body(arg: object, **fields: Any) -> bytes:
+    """The body Dramatiq's Redis broker stores for a ``quest_step`` carrying ``arg`` (any
+    field replaced by ``fields``)."""
+    base = {
+        "queue_name": "quests",
+        "actor_name": "quest_step",
+        "args": [arg],
+        "kwargs": {},
+        "options": {"redis_message_id": f"planted-{uuid.uuid4()}"},
+        "message_id": str(uuid.uuid4()),
+        "message_timestamp": int(time.time() * 1000),
+    }
+    return json.dumps({**base, **fields}).encode()
 
 
 def log_lines(text: str) -> list[dict[str, Any]]:
@@ -300,3 +323,176 @@ def test_what_the_consumer_refuses_and_why() -> None:
     assert isinstance(decode(message(queue_name="quests.DQ"), "quests.DQ"), dramatiq.Message)
     shown = f"{QuietProxy(good)} {QuietProxy(good)!r}"  # what Dramatiq's log lines print
     assert "someone" not in shown and good.message_id in shown
+
+
+# A body nested deeper than any recursive JSON decoder goes: json.loads raises RecursionError.
+NESTED = b"[" * 100_000 + b"]" * 100_000
+HUGE_ID = "m" * (1 << 20)
+
+
+def test_hostile_bodies_are_dead_lettered_and_the_consumer_never_stops(
+    stack: Stack, db: Database, tenant: Tenant, rds: redis.Redis
+) -> None:
+    """Bodies that make a decoder raise something other than a decode error, or that are
+    valid JSON of the wrong shape or size, are dead-lettered like any other bad entry: the
+    entries fetched with them run, none is stranded in an acks set, the consumer thread never
+    restarts."""
+    marker = f"POISON-{uuid.uuid4().hex}"
+    url = stack.settings.redis_url
+    good = envelope(tenant.id, marker)
+    huge = json.dumps({"queue_name": "quests", "pad": marker * ((8 << 20) // len(marker))})
+    bodies: dict[str, tuple[bytes, str]] = {}  # Redis id -> (body, what its detail says)
+
+    def hostile(body: bytes, detail: str, rid: str | None = None) -> None:
+        bodies[plant(rds, "quests", body, rid)] = (body, detail)
+
+    hostile(NESTED, "nested too deeply")  # first: the entries fetched with it are quests
+    quests = [submit(db, url, tenant.id, f"[script:answer] past the nesting {i}") for i in range(4)]
+    hostile(huge.encode(), "missing")
+    rid = f"planted-{uuid.uuid4()}"  # valid JSON after a byte that is not UTF-8
+    hostile(b"\xff" + dramatiq_body(good, options={"redis_message_id": rid}), "not UTF-8", rid)
+    hostile(b"42", "a JSON number")
+    hostile(b"[1, 2]", "a JSON array")
+    hostile(b"null", "a JSON null")
+    hostile(dramatiq_body(good, options={}), "no redis_message_id")
+    rid = f"planted-{uuid.uuid4()}"
+    long_id = dramatiq_body(good, message_id=HUGE_ID, options={"redis_message_id": rid})
+    hostile(long_id, "message_id longer than", rid)
+    hostile(dramatiq_body(good, options={"redis_message_id": HUGE_ID}), "redis_message_id longer")
+    quests += [submit(db, url, tenant.id, f"[script:answer] past the rest {i}") for i in range(2)]
+
+    stack.start_workers(processes=1, threads=2)
+    pids = {w["pid"] for w in live_workers(rds)}
+    for quest in quests:
+        assert wait_finished(db, tenant.id, quest.id, timeout=45).status == "succeeded"
+
+    def dead_ids() -> set[str]:
+        return {
+            bytes(m).decode() for m in cast(list[bytes], rds.zrange("dramatiq:quests.XQ", 0, -1))
+        }
+
+    wait_for(lambda: dead_ids() >= set(bodies), timeout=20)
+    assert dead_ids() == set(bodies), "nothing else was dead-lettered"
+    for rid, (body, detail) in bodies.items():
+        assert held_anywhere(rds, rid, ["quests", "quests.DQ"]) == [], detail
+        record = json.loads(rds.hget(REASONS, rid) or b"{}")
+        assert record["reason"] == "undecodable" and detail in record["detail"], (detail, record)
+        assert record["raw_bytes"] == len(body) and marker not in record["detail"]
+        assert rds.hget("dramatiq:quests.XQ.msgs", rid) == body[:RAW_KEPT]
+    assert not rds.hexists(REASONS, HUGE_ID), "no reason is filed under a megabyte-long id"
+
+    log = stack.procs["workers"].output()
+    assert "Consumer encountered" not in log and "Traceback" not in log
+    assert marker not in log and "m" * 1000 not in log
+    lines = [x for x in log_lines(log) if x.get("event") == REJECTED_LINE]
+    assert sorted(x["redis_message_id"] for x in lines) == sorted(bodies)
+    assert {w["pid"] for w in live_workers(rds)} == pids, "no worker process was replaced"
+
+    listed = cli(stack, "dlq", "list")
+    assert listed.returncode == 0, listed.stderr
+    shown = {d["id"]: d for d in json.loads(listed.stdout)}
+    assert {rid: shown[rid]["reason"] for rid in bodies} == dict.fromkeys(bodies, "undecodable")
+    assert marker not in listed.stdout and "m" * 1000 not in listed.stdout
+
+
+def test_hostile_bodies_get_a_verdict_never_an_exception() -> None:
+    """``inspect`` answers every body with a message or a rejection; it never raises."""
+    from workers.dead_letters import Rejection, envelope_types
+
+    actors = {"quest_step": None, "write_audit": None}
+    good = envelope(uuid.uuid4(), "someone")
+    deep_payload = {
+        **good,
+        "payload": {**good["payload"], "extra": json.loads("[" * 900 + "]" * 900)},
+    }
+    cases = {
+        NESTED: "nested too deeply",
+        b"[" * 100_000: "nested too deeply",
+        b'{"a": ' * 100_000: "nested too deeply",
+        b"42": "a JSON number",
+        b"1e999": "a JSON number",
+        b"null": "a JSON null",
+        b"[1, 2]": "a JSON array",
+        b'"text"': "a JSON string",
+        b"\xff" + dramatiq_body(good): "not UTF-8 text",
+        b"\xef\xbb\xbf" + dramatiq_body(good): "not JSON",  # a byte-order mark
+        dramatiq_body(good, options={}): "no redis_message_id",
+        dramatiq_body(good, options={"redis_message_id": 7}): "no redis_message_id",
+        dramatiq_body(good, message_id=HUGE_ID): "message_id longer than",
+        dramatiq_body(good, options={"redis_message_id": HUGE_ID}): "redis_message_id longer than",
+    }
+    for body, detail in cases.items():
+        found = dead_letters.inspect(body, "quests", actors, envelope_types())
+        assert isinstance(found, Rejection), body[:80]
+        assert detail in found.detail, (body[:80], found)
+        assert "m" * 1000 not in repr(found)
+    # Deep, but within what JSON decodes: a verdict either way, as long as it is one.
+    deep = dead_letters.inspect(dramatiq_body(deep_payload), "quests", actors, envelope_types())
+    assert isinstance(deep, Rejection | dramatiq.Message)
+
+
+def test_an_entry_whose_inspection_raises_is_dead_lettered_and_the_next_delivered(
+    settings: Settings, rds: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever inspecting an entry raises, the consumer dead-letters that entry as
+    ``uninspectable: <exception type>`` and hands over the one fetched after it."""
+    queue = f"test-uninspectable-{uuid.uuid4().hex[:8]}"
+    secret = f"SECRET-{uuid.uuid4().hex}"
+    broker = build_broker(settings.redis_url, broker_class=WorkerBroker)
+    real = dead_letters.inspect
+
+    def inspect_or_fail(data: bytes, *rest: Any) -> Any:
+        if b"boom" in data:
+            raise ZeroDivisionError(secret)
+        return real(data, *rest)
+
+    def noop(n: int) -> None:
+        pass
+
+    boom = plant(rds, queue, b'{"boom": true}')
+    try:
+        actor = dramatiq.actor(noop, broker=broker, queue_name=queue)
+        sent = actor.send(1)
+        monkeypatch.setattr(dead_letters, "inspect", inspect_or_fail)
+        consumer = broker.consume(queue, prefetch=4, timeout=100)
+        delivered = wait_for(lambda: next(consumer), timeout=10)
+        assert delivered.message_id == sent.message_id
+        assert rds.zscore(f"{NAMESPACE}:{queue}.XQ", boom) is not None
+        record = json.loads(rds.hget(REASONS, boom) or b"{}")
+        assert (record["reason"], record["detail"]) == (
+            "undecodable",
+            "uninspectable: ZeroDivisionError",
+        )
+        assert held_anywhere(rds, boom, [queue]) == []
+        consumer.ack(delivered)
+        consumer.close()
+    finally:
+        broker.close()
+        for key in rds.scan_iter(match=f"{NAMESPACE}:*{queue}*"):
+            rds.delete(key)
+        rds.hdel(REASONS, boom)
+        rds.zrem(REASONS_AT, boom)
+
+
+# sha256 of the source of dramatiq's ``_RedisConsumer.__next__`` in dramatiq 2.2.1.
+DRAMATIQ_NEXT_SHA256 = "b8245bc4ab8044d67d72216baca5e5be0d07fccce15c443a5887b6397c9906e1"
+
+
+def test_checked_consumer_re_implements_the_dramatiq_consumer_installed() -> None:
+    """``CheckedConsumer.__next__`` (workers/dead_letters.py) re-implements the private
+    ``_RedisConsumer.__next__`` of dramatiq 2.2: the pin keeps other releases out, and this
+    notices when the installed one is not the code it copied."""
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    (pin,) = [
+        r for d in pyproject["project"]["dependencies"] if (r := Requirement(d)).name == "dramatiq"
+    ]
+    assert dramatiq.__version__ in pin.specifier
+    assert not any(v in pin.specifier for v in ("2.1.0", "2.3.0", "3.0.0")), pin
+    source = inspect.getsource(_RedisConsumer.__next__)
+    assert hashlib.sha256(source.encode()).hexdigest() == DRAMATIQ_NEXT_SHA256, (
+        f"dramatiq {dramatiq.__version__} changed _RedisConsumer.__next__, which "
+        "CheckedConsumer.__next__ in workers/dead_letters.py re-implements: re-check "
+        "CheckedConsumer against the new source (fetching, prefetch, the acks set, None "
+        "bodies, connection errors), then update DRAMATIQ_NEXT_SHA256 and the dramatiq pin "
+        "in pyproject.toml"
+    )

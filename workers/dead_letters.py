@@ -3,6 +3,12 @@
 Dramatiq dead-letters a message (``<queue>.XQ``) when its actor refuses it or its retries run
 out, but keeps no reason; ``DeadLetters`` records one per message for ``system2 dlq``.
 
+Dramatiq drops a dead letter once it is older than the broker's ``dead_message_ttl`` (7 days);
+its reason goes too. Each reason (``REASONS``, a hash) is indexed by the time it was written
+(``REASONS_AT``, a sorted set), and every write of a reason removes up to ``PRUNED`` reasons
+older than the TTL, and indexes a few reasons found without a time (written before the
+index existed), in the same Redis script: bounded work, nothing to schedule.
+
 Some entries never reach an actor. Dramatiq's Redis consumer decodes each fetched body in its
 consumer thread; a body that is not a Dramatiq message raises there, the thread restarts,
 and the entry and every message prefetched with it stay in the worker's acks set until the
@@ -12,10 +18,12 @@ before Dramatiq sees it, and moves a bad one straight to the dead letters (one L
 out of the acks set and the queue's bodies, into ``<queue>.XQ`` with its reason), so it is
 never redelivered, by maintenance or otherwise, and the queue keeps flowing:
 
-- ``undecodable``: not a Dramatiq message of this queue (not UTF-8 JSON, not an object, a
-  field missing or of the wrong type, addressed to another queue). Its body can never be
-  run: the dead letter keeps its first ``RAW_KEPT`` bytes and its length, and the reason is
-  recorded under its Redis id. ``system2 dlq replay`` refuses it.
+- ``undecodable``: not a Dramatiq message of this queue (not UTF-8 JSON, nested too deeply,
+  not an object, a field missing or of the wrong type, an id longer than ``ID_MAX``,
+  addressed to another queue), or a body whose inspection raised anything at all
+  (``uninspectable: <exception type>``: inspecting an entry never stops the consumer). Its
+  body can never be run: the dead letter keeps its first ``RAW_KEPT`` bytes and its length,
+  and the reason is recorded under its Redis id. ``system2 dlq replay`` refuses it.
 - ``invalid_envelope``: a Dramatiq message for one of our actors whose argument is not a
   valid envelope (``messages.open_envelope``). The body is kept whole (a newer schema can be
   replayed once the newer consumer is deployed); the reason is recorded under its message id.
@@ -51,23 +59,69 @@ from workers import metrics
 
 log = structlog.get_logger(__name__)
 
-REASONS = "s2:dlq:reasons"
+REASONS = "s2:dlq:reasons"  # hash: message id (or Redis id) -> the reason record (JSON)
+REASONS_AT = "s2:dlq:reasons:at"  # sorted set: the same fields, by when written (ms)
+REASONS_SCAN = "s2:dlq:reasons:scan"  # where the sweep for fields without a time is
+PRUNED = 100  # reasons past the TTL removed, at most, per reason written
+SWEPT = 20  # fields of REASONS looked at for a missing time, about, per reason written
+DEFAULT_TTL_MS = 7 * 24 * 3600 * 1000  # Dramatiq's dead_message_ttl, for a broker without one
 
 UNDECODABLE = "undecodable"
 INVALID_ENVELOPE = "invalid_envelope"
 UNKNOWN_ACTOR = "unknown_actor"
 
 RAW_KEPT = 4096  # bytes of an undecodable body kept in its dead letter
-ID_MAX = 200  # characters of a message id taken from a body we did not write
+ID_MAX = 200  # characters of an id (message, Redis, actor) a body may carry
 
 
 class PoisonMessage(BadMessage):
     """The message crashed its worker too many times (see ``workers.crashes``)."""
 
 
+# keep_reason(reasons, index, cursor, field, record, now_ms, ttl_ms): records the reason
+# ``field`` -> ``record`` at ``now_ms``; removes up to PRUNED reasons older than ``ttl_ms``,
+# after giving a time to the few fields of one HSCAN step that have none (their record's
+# ``at``, else now).
+_KEEP_REASON = f"""
+local function keep_reason(reasons, index, cursor, field, record, now, ttl)
+    redis.call("hset", reasons, field, record)
+    redis.call("zadd", index, now, field)
+    local step = redis.call("hscan", reasons, redis.call("get", cursor) or "0", "count", {SWEPT})
+    redis.call("set", cursor, step[1])
+    local seen = step[2]
+    for i = 1, #seen, 2 do
+        if not redis.call("zscore", index, seen[i]) then
+            local ok, old = pcall(cjson.decode, seen[i + 1])
+            local at = now
+            if ok and type(old) == "table" and type(old.at) == "number"
+                and old.at > 0 and old.at < 1e11 then
+                at = math.floor(old.at * 1000)
+            end
+            redis.call("zadd", index, at, seen[i])
+        end
+    end
+    local expired = redis.call("zrangebyscore", index, "-inf", "(" .. (now - ttl),
+        "limit", 0, {PRUNED})
+    if #expired > 0 then
+        redis.call("hdel", reasons, unpack(expired))
+        redis.call("zrem", index, unpack(expired))
+    end
+end
+"""
+
+# KEYS: REASONS, REASONS_AT, REASONS_SCAN. ARGV: field, record, time (ms), TTL (ms).
+_RECORD = (
+    _KEEP_REASON
+    + """
+keep_reason(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
+"""
+)
+
+
 class DeadLetters(Middleware):
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
+        self.record = client.register_script(_RECORD)
 
     def after_process_message(
         self,
@@ -79,15 +133,20 @@ class DeadLetters(Middleware):
     ) -> None:
         if exception is None or not message.failed:
             return
+        now = time.time()
         record = {
             "queue": message.queue_name.removesuffix(".DQ"),
             "actor": message.actor_name,
             "reason": str(exception)[:1000] or type(exception).__name__,
             "error": type(exception).__name__,
-            "at": time.time(),
+            "at": now,
         }
+        ttl = getattr(broker, "dead_message_ttl", DEFAULT_TTL_MS)
         try:
-            self.redis.hset(REASONS, message.message_id, json.dumps(record))
+            self.record(
+                keys=[REASONS, REASONS_AT, REASONS_SCAN],
+                args=[message.message_id, json.dumps(record), int(now * 1000), ttl],
+            )
         except redis.RedisError:
             log.warning("dead-letter reason not recorded", message_id=message.message_id)
 
@@ -137,11 +196,30 @@ def inspect(
     actors: set[str] | dict[str, Any],
     envelopes: dict[str, type[Payload]],
 ) -> dramatiq.Message[Any] | Rejection:
-    """The Dramatiq message in ``data`` fetched from ``queue``, or why it must not run."""
+    """The Dramatiq message in ``data`` fetched from ``queue``, or why it must not run.
+    Never raises: a body whose inspection raises is ``uninspectable``."""
+    try:
+        return _inspect(data, queue, actors, envelopes)
+    except Exception as exc:
+        return uninspectable(exc)
+
+
+def uninspectable(exc: Exception) -> Rejection:
+    """The verdict on an entry whose inspection raised ``exc`` (named by its type only: its
+    text may quote the body)."""
+    return Rejection(UNDECODABLE, f"uninspectable: {type(exc).__name__}")
+
+
+def _inspect(
+    data: bytes,
+    queue: str,
+    actors: set[str] | dict[str, Any],
+    envelopes: dict[str, type[Payload]],
+) -> dramatiq.Message[Any] | Rejection:
     message = decode(data, queue)
     if isinstance(message, Rejection):
         return message
-    mid, actor = message.message_id[:ID_MAX], message.actor_name
+    mid, actor = message.message_id, message.actor_name
     redis_id = message.options["redis_message_id"]
     if actor not in actors:
         why = "no actor of that name in this worker"
@@ -163,10 +241,35 @@ def decode(data: bytes, queue: str) -> dramatiq.Message[Any] | Rejection:
     """The Dramatiq message of ``queue`` in ``data``, or why it is not one (``undecodable``)."""
     try:
         fields = dramatiq.get_encoder().decode(data)
-    except Exception:
+    except Exception:  # RecursionError included: a body nested deeper than the decoder goes
         return Rejection(UNDECODABLE, _why_not_decodable(data))
+    problems = not_a_message(fields)
+    if problems:
+        return Rejection(UNDECODABLE, problems)
+    mid, redis_id = fields["message_id"], fields["options"].get("redis_message_id")
+    ids = {"message_id": mid, "redis_message_id": redis_id}
+    if not isinstance(redis_id, str) or len(redis_id) > ID_MAX:
+        redis_id = None
+    too_long = [
+        name for name, value in ids.items() if isinstance(value, str) and len(value) > ID_MAX
+    ]
+    if too_long:
+        why = f"{' and '.join(too_long)} longer than {ID_MAX} characters"
+        return Rejection(UNDECODABLE, why, redis_id=redis_id)
+    if redis_id is None:
+        why = "not a message of the Redis broker: no redis_message_id"
+        return Rejection(UNDECODABLE, why, mid)
+    if fields["queue_name"] != queue:
+        return Rejection(UNDECODABLE, "addressed to another queue", mid, redis_id=redis_id)
+    message: dramatiq.Message[Any] = dramatiq.Message(**{**fields, "args": tuple(fields["args"])})
+    return message
+
+
+def not_a_message(fields: object) -> str | None:
+    """Why decoded ``fields`` are not a Dramatiq message (field names, never values), or
+    None if they are one."""
     if not isinstance(fields, dict):
-        return Rejection(UNDECODABLE, f"a JSON {_json_kind(fields)}, not a Dramatiq message")
+        return f"a JSON {_json_kind(fields)}, not a Dramatiq message"
     missing = [name for name in _FIELDS if name not in fields]
     wrong = [
         name
@@ -182,32 +285,25 @@ def decode(data: bytes, queue: str) -> dramatiq.Message[Any] | Rejection:
         problems.append("wrong type: " + ", ".join(wrong))
     if extra:
         problems.append(f"{extra} unknown field{'s' if extra > 1 else ''}")
-    if problems:
-        return Rejection(UNDECODABLE, "not a Dramatiq message: " + "; ".join(problems))
-    mid = fields["message_id"][:ID_MAX]
-    redis_id = fields["options"].get("redis_message_id")
-    if not isinstance(redis_id, str):
-        why = "not a message of the Redis broker: no redis_message_id"
-        return Rejection(UNDECODABLE, why, mid)
-    if fields["queue_name"] != queue:
-        return Rejection(UNDECODABLE, "addressed to another queue", mid, redis_id=redis_id)
-    message: dramatiq.Message[Any] = dramatiq.Message(**{**fields, "args": tuple(fields["args"])})
-    return message
+    return "not a Dramatiq message: " + "; ".join(problems) if problems else None
 
 
 def _why_not_decodable(data: bytes) -> str:
-    if not data:
-        return "empty"
+    """Why the encoder refused ``data``. Never raises: whatever it meets is an answer."""
+    if not isinstance(data, bytes) or not data:
+        return "empty" if data == b"" else f"a {type(data).__name__}, not bytes"
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return "not UTF-8 text"
-    except AttributeError:
-        return f"a {type(data).__name__}, not bytes"
     try:
         json.loads(text)
+    except RecursionError:
+        return "JSON nested too deeply"
     except ValueError:
         return "not JSON"
+    except Exception as exc:
+        return f"not JSON ({type(exc).__name__})"
     return "not decodable by the message encoder"
 
 
@@ -226,14 +322,17 @@ class QuietProxy(MessageProxy):
         return f"<message {self.message_id} for {self.actor_name} on {self.queue_name}>"
 
 
-# KEYS: acks set, queue bodies, dead-letter zset, dead-letter bodies, reasons hash.
+# KEYS: acks set, queue bodies, dead-letter zset, dead-letter bodies, REASONS, REASONS_AT,
+#       REASONS_SCAN.
 # ARGV: sha1 of the body, the id the body claims ("" if none), bytes to keep (-1: all),
-#       time (ms), reasons field ("" for the entry's Redis id), the reason record.
+#       time (ms), reasons field ("" for the entry's Redis id), the reason record, TTL (ms).
 # Finds the fetched entry holding exactly this body (the id it claims first, else the acks
 # set), takes it off the queue and onto the dead letters in one step; returns its Redis id,
 # or false if this consumer holds no such entry.
-_REJECT = """
-local acks, bodies, xq, xq_bodies, reasons = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+_REJECT = (
+    _KEEP_REASON
+    + """
+local acks, bodies, xq, xq_bodies = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local sha, claimed, keep = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local found, body = false, false
 if claimed ~= "" and redis.call("sismember", acks, claimed) == 1 then
@@ -254,9 +353,10 @@ if keep >= 0 and #body > keep then body = string.sub(body, 1, keep) end
 redis.call("hset", xq_bodies, found, body)
 local field = ARGV[5]
 if field == "" then field = found end
-redis.call("hset", reasons, field, ARGV[6])
+keep_reason(KEYS[5], KEYS[6], KEYS[7], field, ARGV[6], tonumber(ARGV[4]), tonumber(ARGV[7]))
 return found
 """
+)
 
 
 class WorkerBroker(RedisBroker):
@@ -277,12 +377,13 @@ class WorkerBroker(RedisBroker):
         canonical = q_name(queue)
         xq = f"{self.namespace}:{canonical}.XQ"
         undecodable = rejection.reason == UNDECODABLE
+        now = time.time()
         record = {
             "queue": canonical,
             "actor": rejection.actor,
             "reason": rejection.reason,
             "detail": rejection.detail,
-            "at": time.time(),
+            "at": now,
             "raw_bytes": len(data),
         }
         if undecodable:
@@ -294,14 +395,17 @@ class WorkerBroker(RedisBroker):
                 xq,
                 f"{xq}.msgs",
                 REASONS,
+                REASONS_AT,
+                REASONS_SCAN,
             ],
             args=[
                 hashlib.sha1(data).hexdigest(),  # noqa: S324 - matches Redis's sha1hex, not security
                 rejection.redis_id or "",
                 RAW_KEPT if undecodable else -1,
-                int(time.time() * 1000),
+                int(now * 1000),
                 "" if undecodable else (rejection.message_id or ""),
                 json.dumps(record),
+                self.dead_message_ttl,
             ],
         )
         return found.decode() if isinstance(found, bytes) else found or None
@@ -336,7 +440,12 @@ class CheckedConsumer(_RedisConsumer):
                     self.logger.warning("an entry of %r has no body", self.queue_name)
                     continue
                 self.misses = 0
-                verdict = inspect(data, self.queue_name, self.broker.actors, self.broker.envelopes)
+                try:  # inspect never raises; if it ever did, the entry would strand the batch
+                    verdict = inspect(
+                        data, self.queue_name, self.broker.actors, self.broker.envelopes
+                    )
+                except Exception as exc:
+                    verdict = uninspectable(exc)
                 if isinstance(verdict, Rejection):
                     self._reject(data, verdict)
                     continue

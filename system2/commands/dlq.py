@@ -16,7 +16,7 @@ from messages.transport import NAMESPACE, build_broker
 from system2.cli_support import emit, say, settings
 from system2.errors import System2Error
 from workers.crashes import starts_key
-from workers.dead_letters import REASONS, UNDECODABLE
+from workers.dead_letters import REASONS, REASONS_AT, UNDECODABLE, not_a_message
 
 app = typer.Typer(help="Dead-lettered messages: list and replay.", no_args_is_help=True)
 
@@ -27,29 +27,37 @@ def _dead(client: redis.Redis) -> list[dict[str, Any]]:
         xq = f"{NAMESPACE}:{queue}.XQ"
         entries = cast(list[tuple[bytes, float]], client.zrange(xq, 0, -1, withscores=True))
         for raw_id, score in entries:
-            redis_id = raw_id.decode()
-            body = cast(bytes | None, client.hget(f"{xq}.msgs", redis_id))
+            body = cast(bytes | None, client.hget(f"{xq}.msgs", raw_id))
             if body is None:
                 continue
-            dead = _entry(client, redis_id, body)
+            dead = _entry(client, raw_id, body)
             found.append(
                 {
                     "id": dead.pop("id"),
                     "queue": queue,
                     "actor": dead.pop("actor"),
-                    "dead_lettered_at": datetime.fromtimestamp(score / 1000, UTC).isoformat(),
+                    "dead_lettered_at": _when(score),
                     **dead,
-                    "_redis_id": redis_id,
+                    "_redis_id": raw_id,
                     "_body": body,
                 }
             )
-    return sorted(found, key=lambda d: d["dead_lettered_at"])
+    return sorted(found, key=lambda d: d["dead_lettered_at"] or "")
 
 
-def _entry(client: redis.Redis, redis_id: str, body: bytes) -> dict[str, Any]:
+def _when(score: float) -> str | None:
+    try:
+        return datetime.fromtimestamp(score / 1000, UTC).isoformat()
+    except (OverflowError, ValueError, OSError):  # a score no Dramatiq wrote
+        return None
+
+
+def _entry(client: redis.Redis, raw_id: bytes, body: bytes) -> dict[str, Any]:
     """What is known of one dead letter. An entry the consumer refused as undecodable has its
-    reason under its Redis id (it has no message id) and only the start of its body."""
-    record = _record(client.hget(REASONS, redis_id))
+    reason under its Redis id (it has no message id) and only the start of its body. Any
+    body, and any record, is listed: a field of the wrong type is shown as missing."""
+    redis_id = raw_id.decode(errors="backslashreplace")
+    record = _record(client.hget(REASONS, raw_id))
     message = None if record.get("reason") == UNDECODABLE else _message(body)
     if message is None:
         return {
@@ -65,33 +73,36 @@ def _entry(client: redis.Redis, redis_id: str, body: bytes) -> dict[str, Any]:
             "_undecodable": True,
         }
     record = record or _record(client.hget(REASONS, message["message_id"]))
-    envelope = (message.get("args") or [None])[0]
+    args, options = message.get("args"), _dict(message.get("options"))
+    envelope = _dict(args[0] if isinstance(args, list) and args else None)
     return {
         "id": message["message_id"],
         "actor": message.get("actor_name"),
         "reason": record.get("reason", "(not recorded)"),
         **({"detail": record["detail"]} if "detail" in record else {}),
-        "retries": message.get("options", {}).get("retries", 0),
-        "company_id": envelope.get("company_id") if isinstance(envelope, dict) else None,
-        "quest_id": (envelope.get("payload") or {}).get("quest_id")
-        if isinstance(envelope, dict)
-        else None,
+        "retries": options.get("retries", 0),
+        "company_id": envelope.get("company_id"),
+        "quest_id": _dict(envelope.get("payload")).get("quest_id"),
     }
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _record(raw: Any) -> dict[str, Any]:
     try:
         record = json.loads(raw) if raw else {}
-    except ValueError:
+    except Exception:  # not JSON, not UTF-8, nested too deeply: no record
         return {}
-    return record if isinstance(record, dict) else {}
+    return _dict(record)
 
 
 def _message(body: bytes) -> dict[str, Any] | None:
     """The dead letter's Dramatiq message as a dict, or None if its body is not one."""
     try:
         message = json.loads(body)
-    except ValueError:
+    except Exception:  # not JSON, not UTF-8, nested too deeply (a kept start of one)
         return None
     if not isinstance(message, dict) or not isinstance(message.get("message_id"), str):
         return None
@@ -133,10 +144,13 @@ def dlq_replay(message_id: str) -> None:
             f"({dead['detail']}; {dead['raw_bytes']} bytes), so no worker can ever run it"
         )
     try:
-        message = dramatiq.Message.decode(dead["_body"])
-    except dramatiq.DecodeError:
+        fields: Any = dramatiq.get_encoder().decode(dead["_body"])
+        why = not_a_message(fields)
+    except Exception:  # not JSON, not UTF-8, nested too deeply
         why = "its body is not a Dramatiq message"
-        raise System2Error(f"{message_id} cannot be replayed: {why}") from None
+    if why:
+        raise System2Error(f"{message_id} cannot be replayed: {why}")
+    message: dramatiq.Message[Any] = dramatiq.Message(**{**fields, "args": tuple(fields["args"])})
     options = {
         k: v
         for k, v in message.options.items()
@@ -152,6 +166,7 @@ def dlq_replay(message_id: str) -> None:
     pipe.zrem(xq, dead["_redis_id"])
     pipe.hdel(f"{xq}.msgs", dead["_redis_id"])
     pipe.hdel(REASONS, message_id)
+    pipe.zrem(REASONS_AT, message_id)
     pipe.delete(starts_key(message_id))
     pipe.execute()
     say(f"replayed {message_id} onto {dead['queue']}")
