@@ -19,6 +19,7 @@ from messages.notices import announce_cancel
 from store import Database
 from store import activity as activity_store
 from store import charges as charges_store
+from store import limits as limits_store
 from store import notes as notes_store
 from store import quests as quests_store
 from store.activity import ActivityFilter
@@ -90,6 +91,31 @@ def test_a_cancel_stops_a_claude_call_that_has_not_begun_answering(
         lambda: r if "quest.cancelled" in (r := audit_actions(db, tenant, quest.id)) else None
     )
     assert rows.count("claude.call_charged") == 1
+
+
+def test_a_token_count_the_api_is_slow_to_answer_neither_locks_the_quest_nor_delays_a_cancel(
+    stack: Stack, http: httpx.Client, db: Database, tenant: Tenant
+) -> None:
+    """A call that does not fit the budget by its byte bound is counted by the API first: a
+    network call, made outside the step's claim transaction and under its cancel scope. So
+    while the API takes its time, the quest's row is free (the cancel request returns at once)
+    and the cancel cuts the count."""
+    with db.tenant(
+        tenant.id
+    ) as tx:  # the byte bound (~$0.05) does not fit, the count (~$0.02) does
+        limits_store.put(tx, limits_store.LimitOverrides(daily_budget_micros=40_000))
+    stack.start_workers(processes=1)
+    goal = "[script:slow_start] " + "plan the offsite " * 1200  # the API counts it in 30 s
+    quest = submit(db, stack.settings.redis_url, tenant.id, goal)
+    time.sleep(2)  # the step is waiting on the count
+    t0 = time.monotonic()
+    assert cancel(http, tenant, quest.id).status_code == 202
+    assert time.monotonic() - t0 < 2.0, "the cancel request waited on the quest's row"
+    done = wait_finished(db, tenant.id, quest.id, timeout=10)
+    assert time.monotonic() - t0 < 4.0
+    assert done.status == "cancelled"
+    with db.tenant(tenant.id) as tx:
+        assert charges_store.for_quest(tx, quest.id) == [], "no call was made"
 
 
 def test_a_cancel_stops_a_quest_blocked_in_a_claude_call_within_two_seconds(

@@ -8,20 +8,26 @@ Claude at all (a closed port)."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
 import pytest
 import redis
 
+from ingress.submit import QuestSpec, create_quest
+from messages import Envelope, QuestStep
 from messages.notices import quest_stream_key
+from messages.transport import build_broker, to_message
 from store import Database
 from store import activity as activity_store
 from store import charges as charges_store
 from store.activity import ActivityFilter
 from system2.procs import free_port
 from tests.conftest import Stack, Tenant
-from tests.support import submit, wait_finished, wait_for
+from tests.support import OPERATOR, submit, wait_finished, wait_for
+from workers.app import QUEST_STEP_RETRIES
+from workers.waits import WaitClock
 
 pytestmark = pytest.mark.slow
 OUTAGE_MAX_S = 4
@@ -137,3 +143,47 @@ def test_a_brief_outage_is_waited_out_and_the_quest_succeeds(
         charges = charges_store.for_quest(tx, quest.id)
     assert [c.status for c in charges] == ["settled", "settled"]
     assert charges[0].cost_micros == 0 and (charges[1].cost_micros or 0) > 0
+
+
+def test_a_step_out_of_retries_ends_its_quest_instead_of_leaving_it_running(
+    stack: Stack, db: Database, tenant: Tenant
+) -> None:
+    """The backstop under the outage bound: whatever keeps a step waiting (here Claude,
+    unreachable, with a bound far away), its last retry ends the quest with the reason
+    rather than dead-lettering the step and leaving the quest `running` with nothing in
+    flight. The message arrives as its 101st delivery would."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    stack.start_workers(processes=1, S2_CLAUDE_OUTAGE_MAX_S="3600", ANTHROPIC_BASE_URL=closed)
+    with db.tenant(tenant.id) as tx:
+        quest, _ = create_quest(tx, OPERATOR, QuestSpec(goal="hello", model="claude-sonnet-5-5"))
+    envelope = Envelope[QuestStep](
+        message_id=quest.origin_message_id,
+        company_id=tenant.id,
+        actor=OPERATOR,
+        correlation_id=quest.correlation_id,
+        payload=QuestStep(quest_id=quest.id, step=1),
+    )
+    message = to_message(envelope).copy(options={"retries": QUEST_STEP_RETRIES})
+    broker = build_broker(stack.settings.redis_url)
+    try:
+        broker.enqueue(message)
+    finally:
+        broker.close()
+    done = wait_finished(db, tenant.id, quest.id, timeout=30)
+    assert done.status == "failed"
+    assert done.reason.startswith(f"step 1 gave up after {QUEST_STEP_RETRIES} retries: "), (
+        done.reason
+    )
+    assert "Claude unreachable: ConnectError" in done.reason
+
+
+def test_a_wait_is_timed_from_its_first_failure_until_it_is_done(rds: redis.Redis) -> None:
+    """The outage bound counts from the step's first failed call, not from its first charge
+    (a crashed attempt) nor its latest one."""
+    clock = WaitClock(rds, prefix="s2:test-wait")
+    first = clock.waiting_since("q:1", bound_s=10)
+    time.sleep(0.05)
+    assert clock.waiting_since("q:1", bound_s=10) == first
+    assert 0 < rds.ttl("s2:test-wait:q:1") <= 60
+    clock.done("q:1")
+    assert clock.waiting_since("q:1", bound_s=10) > first

@@ -12,14 +12,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-import anthropic
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
 from guard import Admissions, Guard, Limits, PriceTable
 from messages.transport import Publisher, build_broker
-from store import Database
+from store import Database, TenantTx
 from store import activity as activity_store
 from store import charges as charges_store
 from store import limits as limits_store
@@ -31,7 +30,7 @@ from tests.conftest import Stack, Tenant
 from tests.support import ingress_client, quest_state, submit, wait_finished, wait_for
 from tests.test_quest_runner import start
 from workers.app import step_budget
-from workers.budget import Admitted, Delay, StepBudget
+from workers.budget import Admitted, CountFirst, Delay, StepBudget
 from workers.call_loop import CallLoop
 from workers.claude import Claude, ClaudeRequest
 from workers.events import QuestEvents
@@ -233,7 +232,8 @@ def runner(
     claude = Claude(
         loop=call_loop,
         timeout_s=10,
-        client=anthropic.AsyncAnthropic(base_url=offline_claude, api_key="k"),
+        base_url=offline_claude,
+        api_key="k",
     )
     prices = PriceTable.load()
     yield QuestRunner(
@@ -351,11 +351,28 @@ def claude_request(max_tokens: int = 1024) -> ClaudeRequest:
     )
 
 
+def admit(
+    budget: StepBudget,
+    tx: TenantTx,
+    quest: Quest,
+    request: ClaudeRequest,
+    attempts: int,
+    limits: Limits,
+) -> Admitted | Delay | CountFirst:
+    """Step 1's admission as the quest runner makes it: asked to count the prompt first, it
+    counts (outside its claim transaction) and is admitted again with the count."""
+    result = budget.admit(tx, quest, 1, request, attempts, limits)
+    if isinstance(result, CountFirst):
+        counted = budget.count(result.request)
+        result = budget.admit(tx, quest, 1, request, attempts, limits, counted)
+    return result
+
+
 def admit_and_crash(
     budget: StepBudget, db: Database, quest: Quest, request: ClaudeRequest, limits: Limits
 ) -> Any:
     with pytest.raises(Crash), db.tenant(quest.company_id) as tx:
-        admitted = budget.admit(tx, quest, 1, request, 0, limits)
+        admitted = admit(budget, tx, quest, request, 0, limits)
         raise Crash()
     return admitted
 
@@ -371,7 +388,7 @@ def test_a_redelivery_fits_its_call_to_the_smaller_reservation_it_finds(
     assert isinstance(first, Admitted) and first.request.max_tokens == 512, "it shrank its call"
 
     with db.tenant(tenant.id) as tx:  # the redelivery: no ledger row, the same charge key
-        again = budget.admit(tx, quest, 1, claude_request(), 0, limits)
+        again = admit(budget, tx, quest, claude_request(), 0, limits)
     assert isinstance(again, Admitted)
     assert again.charge_key == first.charge_key and again.reserved == first.reserved
     worst = budget.prices.worst_case(
@@ -401,7 +418,7 @@ def test_a_reservation_the_redelivered_call_cannot_fit_is_released_and_made_agai
     assert redis_spend(rds, quest_scope.key) == (0, 0)
 
     with db.tenant(tenant.id) as tx:  # the same key again: released, so not a reservation
-        third = budget.admit(tx, quest, 1, request, 0, limits)
+        third = admit(budget, tx, quest, request, 0, limits)
     assert isinstance(third, Delay)
     with db.tenant(tenant.id) as tx:
         charges = charges_store.for_quest(tx, quest.id)
@@ -410,7 +427,7 @@ def test_a_reservation_the_redelivered_call_cannot_fit_is_released_and_made_agai
     ]
 
     with db.tenant(tenant.id) as tx:  # the next delivery reserves afresh under a new key
-        fourth = budget.admit(tx, quest, 1, request, len(charges), limits)
+        fourth = admit(budget, tx, quest, request, len(charges), limits)
     assert isinstance(fourth, Admitted) and fourth.charge_key != first.charge_key
     assert redis_spend(rds, quest_scope.key) == (0, fourth.reserved)
 
@@ -430,13 +447,13 @@ def test_the_token_count_is_asked_only_when_the_byte_bound_does_not_fit(
     roomy = replace(settings.default_limits(), daily_budget=0, monthly_budget=0)
     quest, _ = small_cap_quest(db, settings, tenant, request, 10)
     with db.tenant(tenant.id) as tx:
-        plenty = budget.admit(tx, quest, 1, request, 0, roomy)
+        plenty = admit(budget, tx, quest, request, 0, roomy)
     assert isinstance(plenty, Admitted) and asked == [], "the bound fitted: no round trip"
 
     quest, tight = small_cap_quest(db, settings, tenant, request, 10 + 1 + 16)
     tight = replace(tight, quest_cap=budget.prices.worst_case(request.model, 27, 1024))
     with db.tenant(tenant.id) as tx:
-        counted = budget.admit(tx, quest, 1, request, 0, tight)
+        counted = admit(budget, tx, quest, request, 0, tight)
     assert asked == [request], "the bound did not fit: counted once"
     assert isinstance(counted, Admitted) and counted.request.max_tokens == 1024
     assert counted.reserved == budget.prices.worst_case(request.model, 27, 1024)

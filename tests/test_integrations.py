@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import anthropic
 import httpx
 import psycopg
 import pytest
@@ -329,7 +328,8 @@ def runner_on(
     claude = Claude(
         loop=call_loop,
         timeout_s=10,
-        client=anthropic.AsyncAnthropic(base_url=claude_url, api_key="k"),
+        base_url=claude_url,
+        api_key="k",
     )
     prices = PriceTable.load()
     tools = integration_tools(s, db, rds, build_vault(s, rds))

@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import anthropic
 import pytest
 import redis
 
@@ -59,7 +58,8 @@ def runner_parts(
     claude = Claude(
         loop=call_loop,
         timeout_s=10,
-        client=anthropic.AsyncAnthropic(base_url=offline_claude, api_key="offline-test"),
+        base_url=offline_claude,
+        api_key="offline-test",
     )
     prices = PriceTable.load()
     parts = {

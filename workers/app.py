@@ -58,8 +58,10 @@ from workers.quest import QuestRunner
 from workers.step import Outcome
 from workers.sweeper import Sweeper
 from workers.tools import Toolbox, builtin_tools
+from workers.waits import WaitClock
 
 log = structlog.get_logger(__name__)
+QUEST_STEP_RETRIES = 100
 
 
 @dataclass
@@ -75,6 +77,8 @@ class Runtime:
     rewrapper: Rewrapper | None
     ender: QuestEnder
     crashes: CrashGuard
+    calls: CallLoop
+    claude: Claude
 
     @classmethod
     def build(cls, settings: Settings, broker: RedisBroker, *, threads: int = 8) -> Runtime:
@@ -88,7 +92,8 @@ class Runtime:
         prices = PriceTable.load()
         watch = CancelWatch(client)
         watch.start()
-        claude = Claude(loop=CallLoop().start(), timeout_s=settings.claude_timeout_s)
+        calls = CallLoop().start()
+        claude = Claude(loop=calls, timeout_s=settings.claude_timeout_s)
         runner = QuestRunner(
             db=db,
             publisher=publisher,
@@ -102,6 +107,7 @@ class Runtime:
             cancels=watch,
             leases=StepLeases(client),
             claude_outage_max=timedelta(seconds=settings.claude_outage_max_s),
+            claude_waits=WaitClock(client, prefix="s2:claude-wait"),
         )
         audit = AuditWriter(db, max_batch=settings.audit_batch_max)
         rewrapper = Rewrapper(db, vault, publisher) if vault else None
@@ -114,9 +120,13 @@ class Runtime:
             idle_s=settings.sweep_idle_s,
         ).start()
         crashes = CrashGuard(CrashCounter(client), Isolation(), settings.max_step_crashes)
-        return cls(settings, db, client, publisher, runner, audit, rewrapper, ender, crashes)
+        return cls(
+            settings, db, client, publisher, runner, audit, rewrapper, ender, crashes, calls, claude
+        )
 
     def close(self) -> None:
+        self.claude.close()
+        self.calls.stop()
         self.db.close()
         self.redis.close()
 
@@ -172,7 +182,17 @@ def declare_actors(broker: RedisBroker, rt: Runtime) -> dict[str, dramatiq.Actor
             raise PoisonMessage(reason)
 
         with rt.crashes.watching(message, poisoned):
-            rt.quests.run(env, holder=str(message.message_id))
+            try:
+                rt.quests.run(env, holder=str(message.message_id))
+            except TryLater as exc:
+                if message.options.get("retries", 0) < QUEST_STEP_RETRIES:
+                    raise
+                # The last retry: end the quest with the reason rather than dead-letter a
+                # step and leave its quest running with nothing in flight.
+                reason = (
+                    f"step {env.payload.step} gave up after {QUEST_STEP_RETRIES} retries: {exc}"
+                )
+                rt.ender.end(env, env.payload.quest_id, lambda _: Outcome("failed", reason=reason))
 
     def write_audit(raw: Any) -> None:
         env = open_envelope(raw, AuditBatch)
@@ -199,7 +219,12 @@ def declare_actors(broker: RedisBroker, rt: Runtime) -> dict[str, dramatiq.Actor
     retrying = {"min_backoff": 500, "max_backoff": 60_000, "throws": (BadMessage,)}
     return {
         "quest_step": _actor(
-            broker, quest_step, QUESTS, max_retries=100, time_limit=600_000, **retrying
+            broker,
+            quest_step,
+            QUESTS,
+            max_retries=QUEST_STEP_RETRIES,
+            time_limit=600_000,
+            **retrying,
         ),
         "cancel_quest": _actor(
             broker, cancel_quest, CONTROL, max_retries=50, time_limit=60_000, **retrying

@@ -38,6 +38,22 @@ class Admitted:
     charge_key: str
     reserved: int
     scopes: list[Scope]
+    attempt: int = 1  # of this step's Claude call, from 1
+
+
+@dataclass(frozen=True)
+class CountFirst:
+    """The call does not fit by its byte bound: count its tokens with the API, outside the
+    claim transaction (a network call must not hold the quest's row), then admit again."""
+
+    request: ClaudeRequest
+
+
+@dataclass(frozen=True)
+class Counted:
+    """The API's count of a request's input tokens, asked once: None if it did not answer."""
+
+    tokens: int | None
 
 
 @dataclass(frozen=True)
@@ -118,27 +134,17 @@ class StepBudget:
         request: ClaudeRequest,
         attempts: int,
         limits: Limits,
-    ) -> Admitted | Delay:
-        """Take the quest's running slot and reserve the call's worst case, or say why not.
+        counted: Counted | None = None,
+    ) -> Admitted | Delay | CountFirst:
+        """Take the quest's running slot and reserve the call's worst case, or say why not
+        (or ask for the API's token count first, when ``counted`` is None and one would help).
 
         Raises ``QuestHalted`` when the money is gone and ``QuestFailed`` for an unpriced model.
         """
         now = datetime.now(UTC)
-        slot = self.admissions.take_slot(
-            quest.company_id,
-            quest.id,
-            limits.max_running_quests,
-            int(time.time() * 1000),
-            self.slot_ttl_ms,
-        )
-        if not slot.ok:  # a slot frees when a quest ends: look again soon, not at its expiry
-            return Delay(
-                min(slot.retry_after_ms, SLOT_RECHECK_MS) + random.randint(0, 500), slot.reason
-            )
-        try:
-            self.prices.price(quest.model)
-        except UnpricedModel as exc:
-            raise QuestFailed(str(exc)) from None
+        waiting = self._take_slot(quest, limits)
+        if waiting is not None:
+            return waiting
         # The byte bound costs nothing; the API's token count (a round trip) is asked only
         # when the bound does not fit, or is above what an earlier delivery reserved.
         input_tokens = request.input_bound()
@@ -160,9 +166,11 @@ class StepBudget:
         too_big = isinstance(result, Refused) or (
             result.duplicate and not result.settled and result.amount < amount
         )
-        counted = self._counted_input(request) if too_big else None
-        if counted is not None and counted < input_tokens:
-            input_tokens = counted
+        tokens = self._by_count(request, counted) if too_big else None
+        if isinstance(tokens, CountFirst):
+            return tokens
+        if tokens is not None and tokens < input_tokens:
+            input_tokens = tokens
             amount = self.prices.worst_case(quest.model, input_tokens, request.max_tokens)
             if isinstance(result, Refused):
                 result = self.guard.reserve(
@@ -189,7 +197,7 @@ class StepBudget:
         charges_store.open_charge(
             tx, quest.id, step, charge_key, quest.model, result.amount, created_at=now
         )
-        return Admitted(request, charge_key, result.amount, scopes)
+        return Admitted(request, charge_key, result.amount, scopes, attempts + 1)
 
     def settle(self, quest: Quest, admitted: Admitted, actual: int, limits: Limits) -> Settlement:
         """Settle the call in Redis (the ledger row is settled by the caller's transaction)."""
@@ -221,11 +229,36 @@ class StepBudget:
     def release(self, quest: Quest) -> None:
         self.admissions.release_slot(quest.company_id, quest.id)
 
-    def _counted_input(self, request: ClaudeRequest) -> int | None:
-        """The API's count of the prompt's tokens, with a margin (it calls its count an
-        estimate); None when there is no counter or it did not answer."""
-        counted = self.count_tokens(request) if self.count_tokens else None
-        return None if counted is None else counted + counted // 10 + 16
+    def _take_slot(self, quest: Quest, limits: Limits) -> Delay | None:
+        """The company's running slot for the quest, or how long to wait for one; a model we
+        cannot price fails the quest."""
+        slot = self.admissions.take_slot(
+            quest.company_id,
+            quest.id,
+            limits.max_running_quests,
+            int(time.time() * 1000),
+            self.slot_ttl_ms,
+        )
+        if not slot.ok:  # a slot frees when a quest ends: look again soon, not at its expiry
+            return Delay(
+                min(slot.retry_after_ms, SLOT_RECHECK_MS) + random.randint(0, 500), slot.reason
+            )
+        try:
+            self.prices.price(quest.model)
+        except UnpricedModel as exc:
+            raise QuestFailed(str(exc)) from None
+        return None
+
+    def _by_count(self, request: ClaudeRequest, counted: Counted | None) -> int | CountFirst | None:
+        """The prompt's tokens as the API counted them (with a margin: it calls its count an
+        estimate), or a request to count them first."""
+        if counted is None:
+            return CountFirst(request) if self.count_tokens else None
+        return None if counted.tokens is None else counted.tokens + counted.tokens // 10 + 16
+
+    def count(self, request: ClaudeRequest) -> Counted:
+        """The API's count of the prompt's tokens (a network call: never in a transaction)."""
+        return Counted(self.count_tokens(request) if self.count_tokens else None)
 
     def _shrink(
         self, request: ClaudeRequest, input_tokens: int, available: int

@@ -35,8 +35,9 @@ class CallLoop:
             self._thread.start()
         return self
 
-    def run(self, call: Coroutine[Any, Any, T]) -> T:
-        """Run ``call`` on the loop and wait for it. If the step's call scope is cancelled
+    def run(self, call: Coroutine[Any, Any, T], *, timeout_s: float | None = None) -> T:
+        """Run ``call`` on the loop and wait for it (at most ``timeout_s``: then the call is
+        cancelled and this raises ``TimeoutError``). If the step's call scope is cancelled
         meanwhile, the call's task is cancelled and this raises
         ``concurrent.futures.CancelledError``."""
         if self._thread is None:
@@ -46,7 +47,11 @@ class CallLoop:
         scope = current_scope()
         if scope is not None:
             scope.track_future(future)
-        return future.result()
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def stop(self) -> None:
         if self._thread is None:

@@ -12,6 +12,8 @@ from how it failed (``Sent``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import time
 from dataclasses import dataclass
@@ -36,6 +38,9 @@ NOT_SENT = (
     httpx2.ProxyError,
 )
 RETRY_AFTER_MAX_MS = 300_000
+# Error types that pass: the status of an error sent mid-stream (an ``error`` event) is 200.
+TRANSIENT = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
+CALL_MAX_S = 600  # the longest a step waits on one call, whatever happens to the loop
 
 
 @dataclass(frozen=True)
@@ -64,15 +69,38 @@ class Sent(StrEnum):
 
 @dataclass
 class Progress:
-    """What a call's stream has reported so far: the prompt's usage (``message_start``) and
-    the output tokens (``message_delta``, cumulative)."""
+    """How far a call got: whether its request left in full (the HTTP stack's trace), and
+    what its stream reported — the prompt's usage (``message_start``), the output tokens
+    (``message_delta``, cumulative), and its end (``message_stop``)."""
 
+    request_sent: bool = False
     input_usage: dict[str, Any] | None = None
     output_tokens: int | None = None
+    stopped: bool = False
 
     @property
     def sent(self) -> Sent:
-        return Sent.partly if self.input_usage is not None else Sent.unanswered
+        if self.input_usage is not None:
+            return Sent.partly
+        return Sent.unanswered if self.request_sent else Sent.nothing
+
+    async def trace(self, event: str, info: dict[str, Any]) -> None:
+        """An httpcore ``trace`` extension: notes when the request's body has left in full
+        (a request cut before that cannot have been processed)."""
+        if event.endswith("send_request_body.complete"):
+            self.request_sent = True
+
+
+_progress: contextvars.ContextVar[Progress | None] = contextvars.ContextVar(
+    "s2_claude_progress", default=None
+)
+
+
+async def _trace_request(request: httpx2.Request) -> None:
+    """The HTTP client's request hook: the call's ``Progress`` traces what is sent."""
+    progress = _progress.get()
+    if progress is not None:
+        request.extensions["trace"] = progress.trace
 
 
 class ClaudeInterrupted(Interrupted):
@@ -104,10 +132,23 @@ class ClaudeRejected(QuestFailed):
     """The API refused the request itself (400, 401, 403, 404, 413…): our request or our
     configuration is wrong, and trying again will not help. ``error_type``: the API's."""
 
-    def __init__(self, message: str, *, status: int, error_type: str) -> None:
+    def __init__(
+        self, message: str, *, status: int, error_type: str, sent: Sent, progress: Progress
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error_type = error_type
+        self.sent = sent
+        self.progress = progress
+
+
+class ClaudeSpendLimit(QuestHalted):
+    """The Anthropic account's spend limit is reached: no call succeeds until it is raised."""
+
+    def __init__(self, *, sent: Sent, progress: Progress) -> None:
+        super().__init__("the Anthropic account's spend limit is reached")
+        self.sent = sent
+        self.progress = progress
 
 
 @dataclass(frozen=True)
@@ -133,12 +174,24 @@ class Claude:
         *,
         loop: CallLoop,
         timeout_s: float,
-        client: anthropic.AsyncAnthropic | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
     ) -> None:
+        """``base_url`` and ``api_key``: the SDK's environment variables when not given."""
         self._loop = loop
-        self._client = (client or anthropic.AsyncAnthropic()).with_options(
-            timeout=timeout_s, max_retries=0
+        self._client = anthropic.AsyncAnthropic(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout_s,
+            max_retries=0,
+            http_client=anthropic.DefaultAsyncHttpxClient(
+                timeout=timeout_s, event_hooks={"request": [_trace_request]}
+            ),
         )
+
+    def close(self) -> None:
+        with contextlib.suppress(RuntimeError, CancelledError):
+            self._loop.run(self._client.close())
 
     def count_input_tokens(self, request: ClaudeRequest, *, timeout_s: float = 5.0) -> int | None:
         """The API's own count of the request's input tokens, or None if it cannot say now."""
@@ -156,9 +209,9 @@ class Claude:
         scope = current_scope()
         progress = Progress()
         if scope is not None and scope.cancelled.is_set():
-            raise ClaudeInterrupted(progress)
+            raise ClaudeInterrupted(progress)  # nothing sent: it costs nothing
         try:
-            return self._loop.run(self._stream(request, progress))
+            return self._loop.run(self._stream(request, progress), timeout_s=CALL_MAX_S)
         except CancelledError:
             raise ClaudeInterrupted(progress) from None
         except Exception as exc:
@@ -176,6 +229,7 @@ class Claude:
         return int(counted.input_tokens)
 
     async def _stream(self, request: ClaudeRequest, progress: Progress) -> ClaudeReply:
+        _progress.set(progress)  # this task's context: the request hook finds it
         async with self._client.messages.stream(
             model=request.model,
             max_tokens=request.max_tokens,
@@ -188,6 +242,14 @@ class Claude:
                     progress.input_usage = event.message.usage.model_dump(exclude_none=True)
                 elif event.type == "message_delta":
                     progress.output_tokens = event.usage.output_tokens
+                elif event.type == "message_stop":
+                    progress.stopped = True
+            if not progress.stopped:  # the connection ended mid-reply: a cut, not a reply
+                raise ClaudeUnavailable(
+                    "Claude's stream ended before message_stop",
+                    sent=progress.sent,
+                    progress=progress,
+                )
             message = await stream.get_final_message()
         body = message.model_dump(mode="json", exclude_none=True)
         return ClaudeReply(
@@ -200,7 +262,11 @@ class Claude:
 
 
 def _classify(exc: Exception, progress: Progress) -> Exception:
-    """What a failed call means for the quest, and how far it got."""
+    """What a failed call means for the quest, and how far it got. Anything not foreseen
+    (an SSE line that does not parse, say) is a failure of the call, not of the step:
+    retried within the outage bound and charged by how far it got."""
+    if isinstance(exc, ClaudeUnavailable):
+        return exc
     if isinstance(exc, anthropic.APIStatusError):
         return _answered(exc, progress)
     if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
@@ -208,7 +274,13 @@ def _classify(exc: Exception, progress: Progress) -> Exception:
         sent = Sent.nothing if isinstance(cause, NOT_SENT) else progress.sent
         name = type(cause or exc).__name__
         return ClaudeUnavailable(f"Claude unreachable: {name}", sent=sent, progress=progress)
-    return exc
+    if isinstance(exc, TimeoutError):
+        return ClaudeUnavailable(
+            f"Claude call ran past {CALL_MAX_S} s", sent=progress.sent, progress=progress
+        )
+    return ClaudeUnavailable(
+        f"Claude call failed: {type(exc).__name__}", sent=progress.sent, progress=progress
+    )
 
 
 def _answered(exc: anthropic.APIStatusError, progress: Progress) -> Exception:
@@ -216,9 +288,9 @@ def _answered(exc: anthropic.APIStatusError, progress: Progress) -> Exception:
     it (then what the stream reported may be billed)."""
     sent = progress.sent if progress.input_usage is not None else Sent.answered
     status, kind = exc.status_code, str(exc.type or "error")
-    if isinstance(exc, anthropic.RateLimitError) and exc.error_code == SPEND_LIMIT:
-        return QuestHalted("the Anthropic account's spend limit is reached")
-    if status in (408, 409, 429) or status >= 500 or kind in ("overloaded_error", "api_error"):
+    if exc.error_code == SPEND_LIMIT:
+        return ClaudeSpendLimit(sent=sent, progress=progress)
+    if status in (408, 409, 429) or status >= 500 or kind in TRANSIENT:
         return ClaudeUnavailable(
             f"Claude answered {status} {kind}; retrying later",
             sent=sent,
@@ -229,6 +301,8 @@ def _answered(exc: anthropic.APIStatusError, progress: Progress) -> Exception:
         f"Claude refused the request ({status} {kind}): {(exc.api_message or '')[:300]}",
         status=status,
         error_type=kind,
+        sent=sent,
+        progress=progress,
     )
 
 

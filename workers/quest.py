@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import structlog
 
@@ -32,7 +34,15 @@ from store import quests as quests_store
 from store.quests import Quest, Step
 from system2 import logs, sentry
 from workers import metrics
-from workers.budget import SCOPE_WORDS, Admitted, Delay, Settlement, StepBudget
+from workers.budget import (
+    SCOPE_WORDS,
+    Admitted,
+    Counted,
+    CountFirst,
+    Delay,
+    Settlement,
+    StepBudget,
+)
 from workers.cancel import CallScope, CancelWatch, Interrupted, calls_in, current_scope
 from workers.claude import (
     Claude,
@@ -40,6 +50,7 @@ from workers.claude import (
     ClaudeRejected,
     ClaudeReply,
     ClaudeRequest,
+    ClaudeSpendLimit,
     ClaudeUnavailable,
     Progress,
     Sent,
@@ -58,6 +69,7 @@ from workers.step import (
     transcript,
 )
 from workers.tools import Toolbox, ToolCall, Tools
+from workers.waits import WaitClock
 
 log = structlog.get_logger(__name__)
 
@@ -87,7 +99,6 @@ class Ready:
     tools: Tools
     admitted: Admitted | None = None
     ended: Outcome | None = None
-    waiting_since: datetime | None = None  # the step's first failed Claude call, if any
 
 
 @dataclass(frozen=True)
@@ -101,7 +112,7 @@ class Resend:
     last: Step
 
 
-Plan = Ready | Skip | Resend | Delay
+Plan = Ready | Skip | Resend | Delay | CountFirst
 
 
 class QuestRunner:
@@ -121,7 +132,10 @@ class QuestRunner:
         leases: StepLeases | None = None,
         stale_claim_after: timedelta = timedelta(minutes=15),
         claude_outage_max: timedelta = timedelta(seconds=300),
+        claude_waits: WaitClock | None = None,
     ) -> None:
+        """``claude_waits``: when each step's Claude outage began; without it a step's wait
+        is bounded from its latest failure only."""
         self.db = db
         self.publisher = publisher
         self.claude = claude
@@ -135,6 +149,7 @@ class QuestRunner:
         self.leases = leases
         self.stale_claim_after = stale_claim_after
         self.claude_outage_max = claude_outage_max
+        self.claude_waits = claude_waits
 
     def run(self, env: Envelope[QuestStep], holder: str) -> None:
         """Run the step under the quest's lease; what it sends goes out once the lease is
@@ -150,6 +165,11 @@ class QuestRunner:
         logs.bind(quest_id=str(env.payload.quest_id), step=env.payload.step)
         with self.db.tenant(env.company_id) as tx:
             plan = self._prepare(tx, env, holder)
+        if isinstance(plan, CountFirst):  # a network call: outside the claim transaction
+            with self._watch_id(env.payload.quest_id) as scope, calls_in(scope):
+                counted = self.budget.count(plan.request)
+            with self.db.tenant(env.company_id) as tx:
+                plan = self._prepare(tx, env, holder, counted)
         if isinstance(plan, Skip):
             metrics.STEPS.labels("skipped").inc()
             log.info("step skipped", reason=plan.reason)
@@ -168,12 +188,16 @@ class QuestRunner:
             )
             metrics.STEPS.labels("delayed").inc()
             log.info("step delayed", delay_ms=plan.ms, reason=plan.reason)
+        elif isinstance(plan, CountFirst):  # an admission given its count never asks again
+            raise RuntimeError("the step's admission asked twice for the token count")
         else:
             self._execute(plan, outbox)
 
     # -- the claim transaction ----------------------------------------------------------------
 
-    def _prepare(self, tx: TenantTx, env: Envelope[QuestStep], holder: str) -> Plan:
+    def _prepare(
+        self, tx: TenantTx, env: Envelope[QuestStep], holder: str, counted: Counted | None = None
+    ) -> Plan:
         n = env.payload.step
         quest = quests_store.get(tx, env.payload.quest_id, for_update=True)
         if quest is None:
@@ -216,21 +240,21 @@ class QuestRunner:
             messages=transcript(quest.goal, [s for s in history if s.step < n]),
             tools=tools.schemas(),
         )
-        earlier = [c.created_at for c in charges if c.step == n]  # each a call that failed
-        attempts = len(earlier)
-        admitted: Admitted | Delay | None = None
+        attempts = sum(1 for c in charges if c.step == n)
+        admitted: Admitted | Delay | CountFirst | None = None
         ended: Outcome | None = None
         try:
-            admitted = self.budget.admit(tx, quest, n, request, attempts, limits)
+            admitted = self.budget.admit(tx, quest, n, request, attempts, limits, counted)
         except QuestFailed as exc:
             ended = Outcome("failed", reason=str(exc))
         except QuestHalted as exc:
             ended = Outcome("halted", reason=str(exc))
-        if isinstance(admitted, Delay):
-            quests_store.touch(tx, quest.id)  # waiting, not lost
+        if isinstance(admitted, Delay | CountFirst):
+            if isinstance(admitted, Delay):
+                quests_store.touch(tx, quest.id)  # waiting, not lost
             return admitted
         quests_store.claim_step(tx, quest.id, n, holder)
-        return Ready(record, limits, history, tools, admitted, ended, min(earlier, default=None))
+        return Ready(record, limits, history, tools, admitted, ended)
 
     # -- the step --------------------------------------------------------------------------
 
@@ -268,13 +292,16 @@ class QuestRunner:
             raise
         self._finish(record, outcome, outbox)
 
+    def _watch(self, quest: Quest) -> contextlib.AbstractContextManager[CallScope]:
+        return self._watch_id(quest.id)
+
     @contextlib.contextmanager
-    def _watch(self, quest: Quest) -> Iterator[CallScope]:
+    def _watch_id(self, quest_id: UUID) -> Iterator[CallScope]:
         """The step's call scope: cut at once if the quest is cancelled while it runs."""
         if self.cancels is None:
-            yield CallScope(quest.id)
+            yield CallScope(quest_id)
             return
-        with self.cancels.watching(quest.id) as scope:
+        with self.cancels.watching(quest_id) as scope:
             yield scope
 
     def _reload(self, quest: Quest) -> Quest:
@@ -314,12 +341,13 @@ class QuestRunner:
         except ClaudeUnavailable as exc:
             metrics.CLAUDE_CALLS.labels(quest.model, "unavailable").inc()
             self._settle_failed(record, admitted, limits, exc.sent, exc.progress)
-            raise self._wait_or_give_up(ready, exc) from None
-        except (QuestFailed, QuestHalted) as exc:
-            result = "refused" if isinstance(exc, QuestFailed) else "halted"
-            metrics.CLAUDE_CALLS.labels(quest.model, result).inc()
-            self._settle_failed(record, admitted, limits, Sent.answered, Progress())
-            if isinstance(exc, ClaudeRejected):  # ours to fix: one event per error type
+            raise self._wait_or_give_up(record, admitted, exc) from None
+        except (ClaudeRejected, ClaudeSpendLimit) as exc:
+            rejected = isinstance(exc, ClaudeRejected)
+            metrics.CLAUDE_CALLS.labels(quest.model, "refused" if rejected else "halted").inc()
+            self._settle_failed(record, admitted, limits, exc.sent, exc.progress)
+            # Ours to fix, or the account's: one event per kind, not one per quest.
+            if isinstance(exc, ClaudeRejected):
                 sentry.report(
                     log,
                     "Claude refused a quest's request",
@@ -328,11 +356,17 @@ class QuestRunner:
                     error_type=exc.error_type,
                     model=quest.model,
                 )
+            else:
+                sentry.report(
+                    log, "the Anthropic spend limit halted a quest", group=("claude-spend-limit",)
+                )
             raise
         except ClaudeInterrupted as exc:  # cut by a cancel
             metrics.CLAUDE_CALLS.labels(quest.model, "cancelled").inc()
             self._settle_failed(record, admitted, limits, exc.progress.sent, exc.progress)
             raise QuestCancelled() from None
+        if self.claude_waits and admitted.attempt > 1:
+            self.claude_waits.done(f"{quest.id}:{record.step}")
         cost = self.prices.cost(quest.model, Usage.from_api(reply.usage))
         metrics.claude_reply(quest.model, reply.usage, cost)
         metrics.spent(quest.model, cost)
@@ -353,19 +387,26 @@ class QuestRunner:
         )
         return reply
 
-    def _wait_or_give_up(self, ready: Ready, exc: ClaudeUnavailable) -> Exception:
-        """Try again after the API's Retry-After (or a backoff), within the outage bound from
-        the step's first failed call; past it, the quest fails ``claude unavailable``."""
-        now = datetime.now(UTC)
-        since = ready.waiting_since or now
-        left_ms = int((since + self.claude_outage_max - now).total_seconds() * 1000)
+    def _wait_or_give_up(
+        self, record: StepRecord, admitted: Admitted, exc: ClaudeUnavailable
+    ) -> Exception:
+        """Try again after the API's Retry-After or a backoff that doubles per attempt,
+        whichever is later, within the outage bound counted from the step's first failed
+        call; past it, the quest fails ``claude unavailable``."""
+        bound_s = self.claude_outage_max.total_seconds()
+        now = time.time()
+        since = (
+            self.claude_waits.waiting_since(f"{record.quest.id}:{record.step}", bound_s=bound_s)
+            if self.claude_waits
+            else now
+        )
+        left_ms = int((since + bound_s - now) * 1000)
         if left_ms <= 0:
-            reason = f"claude unavailable: {exc} (for {int((now - since).total_seconds())} s)"
+            reason = f"claude unavailable: {exc} (for {int(now - since)} s)"
             sentry.report(log, "a quest failed: Claude unavailable", group=("claude-unavailable",))
             return QuestFailed(reason)
-        attempt = int(ready.admitted.charge_key.rsplit(":", 1)[-1]) if ready.admitted else 1
-        backoff = min(60_000, 500 * 2 ** min(attempt - 1, 7)) + random.randint(0, 250)
-        wait = exc.retry_after_ms if exc.retry_after_ms is not None else backoff
+        backoff = min(60_000, 500 * 2 ** min(admitted.attempt - 1, 7)) + random.randint(0, 250)
+        wait = max(exc.retry_after_ms or 0, backoff)
         return ClaudeUnavailable(
             f"{exc}; giving up in {left_ms // 1000} s",
             sent=exc.sent,
@@ -383,12 +424,17 @@ class QuestRunner:
         if sent is Sent.unanswered or progress.input_usage is None:
             return admitted.reserved, "the reservation: sent, never answered"
         output = progress.output_tokens
+        reported = output is not None
         usage = Usage.from_api(
-            {**progress.input_usage, "output_tokens": output or admitted.request.max_tokens}
+            {
+                **progress.input_usage,
+                "output_tokens": output if reported else admitted.request.max_tokens,
+            }
         )
         cost = min(admitted.reserved, self.prices.cost(admitted.request.model, usage))
-        told = "as the stream reported" if output is not None else "the prompt as reported"
-        return cost, f"cut mid-stream: {told}" + ("" if output else ", max_tokens of output")
+        if reported:
+            return cost, "cut mid-stream: as the stream reported"
+        return cost, "cut mid-stream: the prompt as reported, max_tokens of output"
 
     def _settle_failed(
         self, record: StepRecord, admitted: Admitted, limits: Limits, sent: Sent, progress: Progress
@@ -404,9 +450,8 @@ class QuestRunner:
             if actual:
                 quests_store.add_cost(tx, record.quest.id, actual)
         if actual:
-            attempt = admitted.charge_key.rsplit(":", 1)[-1]
             record.audit_event(
-                f"charge:{attempt}",
+                f"charge:{admitted.attempt}",
                 "claude.call_charged",
                 f"quest:{record.quest.id}",
                 rationale=f"a Claude call that did not complete was charged {basis}",

@@ -76,7 +76,8 @@ class Turn:
     tests; ``start_after_s`` delays its first byte, the status line included, as the real API
     does when it is slow to start or reads a long prompt. ``error_mid_stream`` ends a streamed
     reply after ``message_start`` (and the hold) with an ``error`` event of that type, as the
-    real API does when it is overloaded mid-reply. ``stop_sequence`` is what a scripted ``stop_sequence`` stop reports. The
+    real API does when it is overloaded mid-reply; ``cut_mid_stream`` ends it there with no
+    ``message_stop``, as a connection lost mid-reply does. ``stop_sequence`` is what a scripted ``stop_sequence`` stop reports. The
     ``cache_*`` token counts are reported as prompt-cache usage and subtracted from
     ``input_tokens`` (never below 0), as the real API reports them.
     """
@@ -87,6 +88,7 @@ class Turn:
     hold_s: float = 0.0
     start_after_s: float = 0.0
     error_mid_stream: ErrorType | None = None
+    cut_mid_stream: bool = False
     cache_write_5m: int = 0
     cache_write_1h: int = 0
     cache_read: int = 0
@@ -200,6 +202,7 @@ BUILTIN_SCRIPTS: Mapping[str, Script] = MappingProxyType(
         ),
         "slow": _one(Turn(_say("Sorry for the wait: {goal}"), hold_s=30.0)),
         "slow_start": _one(Turn(_say("Sorry for the slow start: {goal}"), start_after_s=30.0)),
+        "cut_mid_stream": _one(Turn(_say("This reply is never finished"), cut_mid_stream=True)),
         "overloaded_mid_stream": _one(
             Turn(_say("This reply is cut short"), error_mid_stream="overloaded_error")
         ),

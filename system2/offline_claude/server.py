@@ -442,6 +442,7 @@ class _Reply:
     usage: dict[str, Any]
     hold_s: float
     error_mid_stream: str | None = None
+    cut_mid_stream: bool = False
 
     def message(self) -> dict[str, Any]:
         return {
@@ -496,6 +497,7 @@ def _reply(call: _Call, turn: Turn, digest: bytes, goal: str, number: int) -> _R
         usage,
         turn.hold_s,
         turn.error_mid_stream,
+        turn.cut_mid_stream,
     )
 
 
@@ -555,6 +557,8 @@ async def _events(reply: _Reply) -> AsyncGenerator[bytes, None]:
         await asyncio.sleep(min(left, _PING_EVERY_S))
         if deadline > loop.time():
             yield _PING
+    if reply.cut_mid_stream:
+        return
     if reply.error_mid_stream is not None:
         error = {"type": reply.error_mid_stream, "message": "Scripted error mid-stream."}
         yield _sse("error", {"type": "error", "error": error})
@@ -624,9 +628,13 @@ def create_app(scripts: Mapping[str, Script] | None = None) -> Starlette:
         return _HeldResponse(response, turn.start_after_s) if turn.start_after_s else response
 
     async def count_tokens(request: Request) -> Response:
+        """Counted as a reply's prompt is; a script whose first turn starts late answers its
+        counts late too (a slow API is slow for both)."""
         prompt = _read_prompt(await _read_body(request))
         payload = {"input_tokens": approx_tokens(prompt.serialized)}
-        return _json_response(200, payload, {"request-id": _request_id()})
+        first = _select(known, _first_user_text(prompt.messages[0])).turn_at(0)
+        late = first.start_after_s if isinstance(first, Turn) else 0.0
+        return _json_response(200, payload, {"request-id": _request_id()}, late)
 
     return Starlette(
         routes=[

@@ -1,0 +1,30 @@
+"""When a step began waiting on something that is down, so that its wait is bounded from the
+first failure and not from its last attempt: one Redis key per wait, set once, expiring well
+after the bound (a wait that outlives Redis starts again: it only waits longer)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import redis
+
+
+class WaitClock:
+    def __init__(self, client: redis.Redis, *, prefix: str) -> None:
+        self.redis = client
+        self.prefix = prefix
+
+    def waiting_since(self, key: str, *, bound_s: float) -> float:
+        """The epoch time this wait began: now if it begins now."""
+        now = time.time()
+        name = f"{self.prefix}:{key}"
+        try:
+            self.redis.set(name, now, nx=True, ex=max(60, int(bound_s * 4)))
+            return float(self.redis.get(name) or now)
+        except redis.RedisError:
+            return now
+
+    def done(self, key: str) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self.redis.delete(f"{self.prefix}:{key}")
