@@ -161,8 +161,9 @@ class Settings(BaseSettings):
     provider_rate_limit_max_s: int = Field(
         300,
         ge=1,
-        description="a quest waits this long in all on a company's rate limit at a provider "
-        "(a 429), then fails",
+        description="a tool call waits at most this long in all, from its first 429, on a "
+        "rate limit at a provider, then its quest fails; the bound is per call, so a quest "
+        "making several calls may wait this long for each",
     )
 
     log_level: str = Field("INFO", description="level of our log lines and the libraries'")

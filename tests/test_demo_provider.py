@@ -545,6 +545,43 @@ def test_faults_can_target_methods_and_the_token_endpoint(demo: Demo) -> None:
     assert demo.refresh(tokens["refresh_token"]).status_code == 200  # not spent by the fault
 
 
+def test_the_token_endpoint_can_rate_limit_and_answer_as_a_proxy_would(demo: Demo) -> None:
+    """A 429 at the token endpoint says when to come back; ``html`` makes a fault's reply
+    the HTML page a proxy in front of a provider sends (same status and headers); neither
+    spends the refresh token, since the request was not performed."""
+    tokens = demo.connect("acme")
+    demo.http.post(
+        "/_faults", json={"status": 429, "paths": ["/oauth/token"], "retry_after_s": 7, "count": 1}
+    )
+    limited = demo.refresh(tokens["refresh_token"])
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "7"
+    assert limited.json()["error"] == "rate_limited"
+
+    rule = demo.http.post(
+        "/_faults",
+        json={"status": 403, "paths": ["/oauth/token"], "html": True, "count": 1},
+    )
+    assert rule.status_code == 201 and rule.json()["html"] is True
+    page = demo.refresh(tokens["refresh_token"])
+    assert page.status_code == 403 and page.headers["content-type"].startswith("text/html")
+    assert page.text.startswith("<html>")
+    with pytest.raises(ValueError):
+        page.json()
+    demo.http.post(
+        "/_faults",
+        json={"status": 503, "paths": ["/oauth/token"], "html": True, "retry_after_s": 4},
+    )
+    busy = demo.refresh(tokens["refresh_token"])
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "4"
+    assert busy.headers["content-type"].startswith("text/html")
+    demo.http.delete("/_faults")
+    assert demo.refresh(tokens["refresh_token"]).status_code == 200  # not spent by the faults
+    for bad in ({"status": 503, "html": "yes"}, {"delay_s": 1, "html": True}):
+        reply = demo.http.post("/_faults", json=bad)
+        assert reply.status_code == 400, bad
+        assert reply.json()["error"] == "invalid_request"
+
+
 def test_a_fault_can_aim_at_one_accounts_tokens_and_say_when_to_come_back(demo: Demo) -> None:
     """Rate limits and refusals are per installation: a rule naming ``accounts`` hits only
     requests bearing those accounts' tokens (refreshed ones too), and a 429 says when the

@@ -37,11 +37,11 @@ from tests.test_integrations import (
 )
 from vault import Secret
 from vault.tokens import REFRESH, unseal
-from workers.errors import QuestFailed, TryLater
+from workers.errors import ProviderUnavailable, QuestFailed, TryLater
 from workers.integrations.breaker import Breaker
 from workers.integrations.provider import ProviderClient
 from workers.integrations.registry import integration_tools
-from workers.tools import ToolCall
+from workers.tools import Tool, ToolCall
 
 pytestmark = pytest.mark.slow
 
@@ -96,10 +96,28 @@ def listed(stack: Stack, company: uuid.UUID) -> dict[str, Any]:
 
 def reconnect_rows(admin_conn: psycopg.Connection[Any], company: uuid.UUID) -> list[Any]:
     return admin_conn.execute(
-        "SELECT actor_type, action, target, rationale, quest_id FROM activity_log "
-        "WHERE company_id = %s AND action = 'integration.needs_reconnect'",
+        "SELECT actor_type, action, target, rationale, quest_id, originating_message_id "
+        "FROM activity_log WHERE company_id = %s AND action = 'integration.needs_reconnect'",
         (company,),
     ).fetchall()
+
+
+def demo_tools(
+    settings: Settings, db: Database, rds: redis.Redis, demo_provider: str, key: str, **update: Any
+) -> dict[str, Tool]:
+    """The demo integration's tools, wired as a worker wires them (``update``: settings)."""
+    s = settings.model_copy(
+        update={"demo_provider_url": demo_provider, "vault_keys": SecretStr(key), **update}
+    )
+    return {t.name: t for t in integration_tools(s, db, rds, build_vault(s, rds))["demo"]}
+
+
+def expire_token(admin_conn: psycopg.Connection[Any], company: uuid.UUID) -> None:
+    admin_conn.execute(
+        "UPDATE integration_credentials SET access_expires_at = now() - interval '1 minute' "
+        "WHERE company_id = %s",
+        (company,),
+    )
 
 
 # -- what counts towards the breaker, and what a 429 says ---------------------------------------
@@ -154,6 +172,67 @@ def test_only_provider_side_failures_count_towards_the_breaker(
                 with pytest.raises(TryLater):
                     client.request("demo", "GET", tasks, token)
             assert breaker.state("demo") == "open"
+    finally:
+        httpx.delete(demo_provider + "/_faults")
+        breaker.reset("demo")
+
+
+def test_one_companys_4xx_during_anothers_outage_do_not_keep_the_breaker_closed(
+    istack: Stack,
+    db: Database,
+    rds: redis.Redis,
+    settings: Settings,
+    key: str,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    demo_provider: str,
+    admin_conn: psycopg.Connection[Any],
+) -> None:
+    """B's calls meet a provider outage (503) while A's calls get 404s and 401s: only a 2xx
+    or 3xx (the provider working) forgets B's failures, so the third one opens the breaker.
+    The tools are wired as in a worker, with both companies' real tokens."""
+    a, b = tenant.id, other_tenant.id
+    connect(istack, tenant)
+    connect(istack, other_tenant)
+    breaker = Breaker(rds)
+    breaker.reset("demo")
+    tools = demo_tools(
+        settings, db, rds, demo_provider, key,
+        breaker_failures=3, provider_retries=0, breaker_open_s=60,
+    )  # fmt: skip
+    quest_a = submit(db, istack.settings.redis_url, a, "set-up")
+    quest_b = submit(db, istack.settings.redis_url, b, "set-up")
+    nowhere = {"id": "tsk_" + "0" * 16, "title": "Not there"}  # no such task: a real 404
+
+    def a_gets_404(use: str) -> None:
+        outcome = tools["demo_update_task"].run(ToolCall(a, quest_a.id, 1, use, nowhere))
+        assert outcome.is_error and "404" in outcome.content, outcome
+
+    def b_fails(use: str) -> ProviderUnavailable:
+        with pytest.raises(ProviderUnavailable) as down:
+            tools["demo_list_tasks"].run(ToolCall(b, quest_b.id, 1, use, {}))
+        return down.value
+
+    add_fault(demo_provider, status=503, accounts=[str(b)], paths=["/api/"])
+    try:
+        b_fails("toolu_b1")
+        a_gets_404("toolu_a1")
+        assert breaker.failure_count("demo") == 1, "A's 404 reset B's failures"
+        b_fails("toolu_b2")
+        a_gets_404("toolu_a2")
+        # A's token is refused, and again after its refresh: two 401s, and A must reconnect.
+        rule = add_fault(demo_provider, status=401, accounts=[str(a)], paths=["/api/"])
+        with pytest.raises(QuestFailed, match="needs reconnecting"):
+            tools["demo_update_task"].run(ToolCall(a, quest_a.id, 1, "toolu_a3", nowhere))
+        assert fault_hits(demo_provider, rule["id"]) == 2
+        assert breaker.failure_count("demo") == 2, "A's 401s reset B's failures"
+        assert breaker.state("demo") == "closed"
+        opened = b_fails("toolu_b3")
+        assert "circuit breaker is open" in str(opened), opened
+        assert breaker.state("demo") == "open"
+        again = b_fails("toolu_b4")  # no call made: the breaker is open for everyone
+        assert again.retry_after_ms is not None and again.retry_after_ms > 50_000
+        assert provider_stats(demo_provider, a)["mutations"] == 0
     finally:
         httpx.delete(demo_provider + "/_faults")
         breaker.reset("demo")
@@ -264,6 +343,91 @@ def test_a_reset_further_away_than_a_quest_waits_fails_that_quest_with_the_reaso
     assert breaker_untouched(rds)
 
 
+# -- the token endpoint's trouble: the step waits; a non-JSON refusal is handled ----------------
+
+
+def test_the_token_endpoints_429_and_5xx_delay_the_step_and_a_proxy_page_is_a_plain_refusal(
+    istack: Stack,
+    db: Database,
+    rds: redis.Redis,
+    settings: Settings,
+    key: str,
+    tenant: Tenant,
+    demo_provider: str,
+    admin_conn: psycopg.Connection[Any],
+) -> None:
+    """A refresh the token endpoint refuses with 429 or 5xx leaves the credential alone and
+    the step waits for the endpoint's reset; a 4xx whose body is an HTML page fails the
+    quest with the status, and nothing of the page."""
+    connect(istack, tenant)
+    expire_token(admin_conn, tenant.id)
+    tools = demo_tools(settings, db, rds, demo_provider, key)
+    create = tools["demo_create_task"]
+    quest = submit(db, istack.settings.redis_url, tenant.id, "set-up")
+    call = ToolCall(tenant.id, quest.id, 1, "toolu_1", {"title": "Renew the lease"})
+    token = ["/oauth/token"]
+    try:
+        rule = add_fault(demo_provider, status=429, paths=token, retry_after_s=7, count=1)
+        with pytest.raises(TryLater) as limited:
+            create.run(call)
+        assert fault_hits(demo_provider, rule["id"]) == -1, "the 429 was met (and used up)"
+        assert type(limited.value).__name__ == "ProviderRateLimited", limited.value
+        assert limited.value.retry_after_ms == 7_000
+        assert "rate-limiting our token requests" in str(limited.value), limited.value
+
+        add_fault(demo_provider, status=503, paths=token, retry_after_s=4, count=1, html=True)
+        with pytest.raises(ProviderUnavailable) as down:
+            create.run(call)
+        assert down.value.retry_after_ms == 4_000, down.value
+        assert "token endpoint answered 503" in str(down.value)
+
+        add_fault(demo_provider, status=403, paths=token, count=1, html=True)
+        other = ToolCall(tenant.id, quest.id, 1, "toolu_2", {"title": "Pay the rent"})
+        with pytest.raises(QuestFailed) as refused:
+            create.run(other)
+        assert "refused to refresh the connection (HTTP 403)" in str(refused.value)
+        assert "<" not in str(refused.value) and "html" not in str(refused.value).lower()
+
+        stats = provider_stats(demo_provider, tenant.id)
+        assert stats["refreshes"] == 0 and stats["mutations"] == 0
+        assert listed(istack, tenant.id)["needs_reconnect"] is False
+        assert reconnect_rows(admin_conn, tenant.id) == []
+        assert breaker_untouched(rds)
+
+        outcome = create.run(call)  # the step's retry, once the endpoint answers again
+        assert not outcome.is_error and outcome.action == "task.created", outcome
+        stats = provider_stats(demo_provider, tenant.id)
+        assert stats["refreshes"] == 1 and stats["mutations"] == 1
+    finally:
+        httpx.delete(demo_provider + "/_faults")
+
+
+def test_a_refresh_storm_the_token_endpoint_rate_limits_delays_the_quests_and_fails_none(
+    istack: Stack,
+    db: Database,
+    rds: redis.Redis,
+    tenant: Tenant,
+    demo_provider: str,
+    admin_conn: psycopg.Connection[Any],
+) -> None:
+    """Worker processes: the token endpoint refuses the refresh twice with 429 (its limit is
+    our client app's), "come back in 3 s"; the quest's step waits twice, then succeeds."""
+    connect(istack, tenant)
+    expire_token(admin_conn, tenant.id)
+    rule = add_fault(demo_provider, status=429, paths=["/oauth/token"], retry_after_s=3, count=2)
+    istack.start_workers(processes=1, S2_BREAKER_FAILURES="1", S2_BREAKER_OPEN_S="60")
+    quest = submit(db, istack.settings.redis_url, tenant.id, "[script:tasks] Order new chairs")
+    done = wait_finished(db, tenant.id, quest.id, timeout=60)
+    assert done.status == "succeeded", done.reason
+    assert fault_hits(demo_provider, rule["id"]) == -1, "both 429s were met"
+    waits = [e for e in quest_events(rds, tenant.id, quest.id) if e["kind"] == "step.waiting"]
+    assert [w["data"]["retry_in_ms"] for w in waits] == [3000, 3000], waits
+    assert all("rate-limiting our token requests" in w["data"]["reason"] for w in waits), waits
+    stats = provider_stats(demo_provider, tenant.id)
+    assert stats["refreshes"] == 1 and stats["mutations"] == 1
+    assert breaker_untouched(rds)
+
+
 # -- 401 after the refresh: this company must reconnect ------------------------------------------
 
 
@@ -314,6 +478,7 @@ def test_a_401_that_survives_the_refresh_marks_that_companys_credential_until_it
     (row,) = reconnect_rows(admin_conn, a)
     assert row[0:3] == ("system", "integration.needs_reconnect", "integration:demo")
     assert row[4] == first.id and "refused its token" in row[3]
+    assert row[5] == first.origin_message_id, "the row names the message that started the quest"
 
     # Until A reconnects, its quests fail at once: no token is sent, no second row written.
     before = provider_requests(demo_provider, a)
@@ -380,13 +545,17 @@ def test_a_refused_refresh_marks_the_credential_once_and_a_put_clears_it(
         t for t in integration_tools(s, db, rds, vault)["demo"] if t.name == "demo_create_task"
     ]
     quest = submit(db, s.redis_url, tenant.id, "set-up")
-    call = ToolCall(tenant.id, quest.id, 1, "toolu_1", {"title": "Renew the lease"})
+    call = ToolCall(
+        tenant.id, quest.id, 1, "toolu_1", {"title": "Renew the lease"},
+        origin_message_id=quest.origin_message_id,
+    )  # fmt: skip
     for _ in range(2):  # the second run is the broker redelivering the step
         with pytest.raises(QuestFailed, match="demo integration needs reconnecting") as failed:
             create.run(call)
         assert "refused to refresh its token (invalid_grant)" in str(failed.value)
         assert refresh not in str(failed.value)
-    assert len(reconnect_rows(admin_conn, tenant.id)) == 1
+    (row,) = reconnect_rows(admin_conn, tenant.id)
+    assert row[4] == quest.id and row[5] == quest.origin_message_id
     assert provider_stats(demo_provider, tenant.id)["mutations"] == 0
     listed_now = ingress.get(f"/v1/companies/{tenant.id}/integrations", headers=tenant.headers())
     assert listed_now.json()[0]["needs_reconnect"] is True
@@ -400,3 +569,36 @@ def test_a_refused_refresh_marks_the_credential_once_and_a_put_clears_it(
     assert put.json()["needs_reconnect"] is False and put.json()["needs_reconnect_reason"] is None
     listed_after = ingress.get(f"/v1/companies/{tenant.id}/integrations", headers=tenant.headers())
     assert listed_after.json()[0]["needs_reconnect"] is False
+
+
+def test_the_reconnect_row_carries_the_message_that_started_the_quest(
+    istack: Stack,
+    db: Database,
+    rds: redis.Redis,
+    settings: Settings,
+    key: str,
+    tenant: Tenant,
+    demo_provider: str,
+    admin_conn: psycopg.Connection[Any],
+) -> None:
+    """Invariant 7: the audit row of a credential marked as needing reconnection (a 401 that
+    survived the refresh) names its actor, action, target, rationale and the originating
+    message: the one that started the quest whose call was refused."""
+    connect(istack, tenant)
+    create = demo_tools(settings, db, rds, demo_provider, key)["demo_create_task"]
+    quest = submit(db, istack.settings.redis_url, tenant.id, "Order new chairs")
+    call = ToolCall(
+        tenant.id, quest.id, 3, "toolu_r", {"title": "Order new chairs"},
+        origin_message_id=quest.origin_message_id,
+    )  # fmt: skip
+    try:
+        add_fault(demo_provider, status=401, accounts=[str(tenant.id)], paths=["/api/"])
+        with pytest.raises(QuestFailed, match="needs reconnecting"):
+            create.run(call)
+    finally:
+        httpx.delete(demo_provider + "/_faults")
+    (row,) = reconnect_rows(admin_conn, tenant.id)
+    assert row[0:3] == ("system", "integration.needs_reconnect", "integration:demo")
+    assert "refused its token even after a refresh" in row[3]
+    assert row[4] == quest.id
+    assert row[5] is not None and row[5] == quest.origin_message_id

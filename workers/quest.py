@@ -528,7 +528,12 @@ class QuestRunner:
                 record.show("tool.finished", tool=block["name"], ok=False)
                 continue
             call = ToolCall(
-                quest.company_id, quest.id, record.step, block["id"], block.get("input") or {}
+                quest.company_id,
+                quest.id,
+                record.step,
+                block["id"],
+                block.get("input") or {},
+                origin_message_id=quest.origin_message_id,
             )
             try:
                 outcome = tool.run(call)

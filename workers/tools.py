@@ -23,6 +23,9 @@ class ToolCall:
     step: int
     tool_use_id: str
     input: Mapping[str, Any]
+    # The message that started the quest: the originating message of any audit row the
+    # tool writes itself (as a credential marked as needing reconnection).
+    origin_message_id: UUID | None = None
 
     @property
     def idempotency_key(self) -> str:

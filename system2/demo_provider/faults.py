@@ -14,7 +14,9 @@ A 429 can say when the limit resets as a real provider does: ``retry_after_s`` (
 in seconds), ``retry_after_date`` (the same as an HTTP date), and ``reset_s`` with
 ``reset_header`` (``X-RateLimit-Reset``, epoch seconds, as GitHub; ``RateLimit-Reset``,
 seconds from now, as the IETF draft). An injected 401 is ``invalid_token`` with its challenge,
-whatever token was sent: the provider refuses the installation, not one token.
+whatever token was sent: the provider refuses the installation, not one token. ``html`` makes
+the reply an HTML page instead of the JSON error, as a proxy or load balancer in front of a
+provider sends (same status and headers), for clients that must not choke on it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
+from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from system2.demo_provider.errors import REALM, ProviderError, error_response, invalid_request
@@ -54,6 +57,7 @@ _FIELDS = {
     "retry_after_date",
     "reset_s",
     "reset_header",
+    "html",
 }
 
 
@@ -70,6 +74,7 @@ class FaultRule:
     retry_after_date: bool = False  # Retry-After as an HTTP date instead of seconds
     reset_s: int | None = None
     reset_header: str = RESET_HEADERS[0]
+    html: bool = False  # the reply is a proxy's HTML page, not the JSON error
     hits: int = 0
 
     def matches(self, method: str, path: str, account: str | None = None) -> bool:
@@ -108,6 +113,7 @@ class FaultRule:
             "retry_after_date": self.retry_after_date,
             "reset_s": self.reset_s,
             "reset_header": self.reset_header,
+            "html": self.html,
             "hits": self.hits,
         }
 
@@ -132,7 +138,7 @@ def _whole(body: dict[str, Any], name: str, least: int) -> int | None:
 
 def parse_rule(body: dict[str, Any], rule_id: int) -> FaultRule:
     """``{"status"?, "delay_s"?, "count"?, "paths"?, "methods"?, "accounts"?,
-    "retry_after_s"?, "retry_after_date"?, "reset_s"?, "reset_header"?}``."""
+    "retry_after_s"?, "retry_after_date"?, "reset_s"?, "reset_header"?, "html"?}``."""
     if unknown := sorted(set(body) - _FIELDS):
         raise invalid_request(f"unknown field(s): {', '.join(unknown)}")
     status = body.get("status")
@@ -154,6 +160,11 @@ def parse_rule(body: dict[str, Any], rule_id: int) -> FaultRule:
     if reset_header not in RESET_HEADERS:
         raise invalid_request(f"reset_header must be one of: {', '.join(RESET_HEADERS)}")
     retry_after_s = _whole(body, "retry_after_s", 0)
+    html = body.get("html", False)
+    if not isinstance(html, bool):
+        raise invalid_request("html must be true or false")
+    if html and status is None:
+        raise invalid_request("html needs a status")
     if retry_after_date and retry_after_s is None:
         raise invalid_request("retry_after_date needs retry_after_s")
     return FaultRule(
@@ -168,6 +179,7 @@ def parse_rule(body: dict[str, Any], rule_id: int) -> FaultRule:
         retry_after_date=retry_after_date,
         reset_s=_whole(body, "reset_s", 0),
         reset_header=reset_header,
+        html=html,
     )
 
 
@@ -263,5 +275,9 @@ class FaultMiddleware:
             return
         code = _ERROR_CODES.get(rule.status, "server_error")
         headers = rule.headers(self.clock())
+        if rule.html:
+            page = f"<html><body><h1>{rule.status}</h1><p>{code}</p></body></html>"
+            await HTMLResponse(page, rule.status, headers)(scope, receive, send)
+            return
         error = ProviderError(rule.status, code, f"injected fault #{rule.id}", headers)
         await error_response(error)(scope, receive, send)

@@ -1,8 +1,9 @@
 """A circuit breaker per provider, shared by every worker through Redis.
 
 ``failures`` failures within ``window_s`` open it for ``open_s``: calls are not made, steps
-wait instead. When it closes again, the next call is the probe; a success forgets the
-failures, another failure opens it again at once.
+wait instead. When it closes again, the next call is the probe; a success (the provider
+working: a 2xx or 3xx answer, never a company's 4xx) forgets the failures, another failure
+opens it again at once.
 """
 
 from __future__ import annotations

@@ -6,9 +6,21 @@ from workers.errors import NotConnected, TryLater
 
 
 class ProviderRateLimited(TryLater):
-    """The provider refused this company's call with 429: the call was not performed. Only
-    this company's step waits (``retry_after_ms``: what the provider said, if it did); the
-    provider's circuit breaker, shared by every company, is not touched."""
+    """The provider refused a call with 429: the call was not performed. Only the step that
+    made it waits (``retry_after_ms``: what the provider said, if it did); the provider's
+    circuit breaker, shared by every company, is not touched. ``limited`` names what the
+    provider is limiting: this company's API calls (its token or installation), or, at the
+    token endpoint, our client app's token requests."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_ms: int | None = None,
+        limited: str = "this company's calls",
+    ) -> None:
+        super().__init__(message, retry_after_ms=retry_after_ms)
+        self.limited = limited
 
 
 class NeedsReconnect(NotConnected):

@@ -3,8 +3,10 @@ errors, and the provider's circuit breaker. When the provider is down the caller
 ``ProviderUnavailable`` and the step waits; it is never dropped.
 
 The breaker is shared by every company, so only the provider's own failures count towards
-it: 5xx, timeouts and connection errors. A 429 is about one company's token or installation
-(its rate limit), so it is not retried here and touches no breaker: the caller gets
+it: 5xx, timeouts and connection errors; and only the provider working (a 2xx or 3xx answer)
+forgets them. A 4xx is about one company's call, token or installation, so it neither counts
+nor resets: one company's 401s and 404s during an outage do not keep the breaker closed for
+everyone. A 429 (that company's rate limit) is not retried here: the caller gets
 ``ProviderRateLimited`` with the provider's reset, and only that company's step waits.
 Other 4xx (401, 403, 404, 422...) are answers, returned to the caller.
 
@@ -89,16 +91,7 @@ class ProviderClient:
                 problem = f"{type(exc).__name__} calling {provider}"
                 metrics.PROVIDER_ERRORS.labels(provider, "transport").inc()
             else:
-                if resp.status_code == 429:  # this company's limit: no breaker, no retry here
-                    metrics.PROVIDER_ERRORS.labels(provider, "http_429").inc()
-                    metrics.PROVIDER_CALLS.labels(provider, "rate_limited").inc()
-                    raise ProviderRateLimited(
-                        f"{provider} is rate-limiting this company's calls",
-                        retry_after_ms=reset_after_ms(resp.headers, time.time()),
-                    )
-                if resp.status_code < 500:
-                    self.breaker.success(provider)
-                    metrics.PROVIDER_CALLS.labels(provider, "answered").inc()
+                if self._answered(provider, resp):
                     return resp
                 problem = f"{provider} answered {resp.status_code}"
                 metrics.PROVIDER_ERRORS.labels(provider, "http_5xx").inc()
@@ -110,3 +103,22 @@ class ProviderClient:
         raise ProviderUnavailable(
             problem, retry_after_ms=self.breaker.open_for_ms(provider) or 2_000
         )
+
+    def _answered(self, provider: str, resp: httpx.Response) -> bool:
+        """Whether ``resp`` is an answer for the caller (below 500); a 429 raises
+        ``ProviderRateLimited``. Only a 2xx or 3xx (the provider working) resets the breaker:
+        a 4xx is about one company's call and neither counts nor resets."""
+        status = resp.status_code
+        if status == 429:  # this company's limit: no breaker, no retry here
+            metrics.PROVIDER_ERRORS.labels(provider, "http_429").inc()
+            metrics.PROVIDER_CALLS.labels(provider, "rate_limited").inc()
+            raise ProviderRateLimited(
+                f"{provider} is rate-limiting this company's calls",
+                retry_after_ms=reset_after_ms(resp.headers, time.time()),
+            )
+        if status >= 500:
+            return False
+        if status < 400:
+            self.breaker.success(provider)
+        metrics.PROVIDER_CALLS.labels(provider, "answered").inc()
+        return True

@@ -59,9 +59,17 @@ class TokenBroker:
         self.skew = skew
 
     def access_token(
-        self, company_id: UUID, integration: str, *, purpose: str, quest_id: UUID | None
+        self,
+        company_id: UUID,
+        integration: str,
+        *,
+        purpose: str,
+        quest_id: UUID | None,
+        origin_message_id: UUID | None = None,
     ) -> tuple[Secret, int]:
-        """A valid access token and the credential version it came from."""
+        """A valid access token and the credential version it came from.
+        ``origin_message_id``: the message that started the quest, for the audit row of a
+        credential marked as needing reconnection."""
         with self.db.tenant(company_id) as tx:
             cred = credentials_store.get(tx, integration)
             if cred is None:
@@ -73,7 +81,12 @@ class TokenBroker:
                 )
                 return self._open(company_id, cred, ACCESS), cred.version
         return self.refreshed_token(
-            company_id, integration, stale_version=cred.version, purpose=purpose, quest_id=quest_id
+            company_id,
+            integration,
+            stale_version=cred.version,
+            purpose=purpose,
+            quest_id=quest_id,
+            origin_message_id=origin_message_id,
         )
 
     def refreshed_token(
@@ -84,8 +97,11 @@ class TokenBroker:
         stale_version: int,
         purpose: str,
         quest_id: UUID | None,
+        origin_message_id: UUID | None = None,
     ) -> tuple[Secret, int]:
-        """A token newer than ``stale_version`` (expired or refused): refresh it, once."""
+        """A token newer than ``stale_version`` (expired or refused): refresh it, once. The
+        provider's trouble at its token endpoint (429, 5xx) leaves the credential as it is:
+        ``ProviderRateLimited`` or ``ProviderUnavailable``, and the step waits."""
         with RedisLock(self.redis, f"s2:lock:credential:{company_id}:{integration}"):
             with self.db.tenant(company_id) as tx:
                 cred = credentials_store.get(tx, integration)
@@ -115,13 +131,14 @@ class TokenBroker:
                     f"{self._title(integration)}'s token expired or was refused, and there is "
                     "no refresh token to renew it",
                     quest_id=quest_id,
+                    origin_message_id=origin_message_id,
                 )
             try:
                 fresh = self.oauth[integration].refresh(refresh)
             except OAuthError as exc:
                 if exc.error != "invalid_grant":  # e.g. our client is refused: not the company's
                     raise NotConnected(
-                        f"{integration} refused to refresh the connection ({_code(exc.error)})"
+                        f"{integration} refused to refresh the connection ({_refusal(exc)})"
                     ) from None
                 raise self.needs_reconnect(
                     company_id,
@@ -129,6 +146,7 @@ class TokenBroker:
                     cred.version,
                     f"{self._title(integration)} refused to refresh its token (invalid_grant)",
                     quest_id=quest_id,
+                    origin_message_id=origin_message_id,
                 ) from None
             sealed = seal(
                 self.vault, company_id=company_id, integration=integration, credential_id=cred.id,
@@ -152,13 +170,16 @@ class TokenBroker:
         why: str,
         *,
         quest_id: UUID | None,
+        origin_message_id: UUID | None = None,
         data: dict[str, Any] | None = None,
     ) -> WorkerError:
         """Mark the credential (still at ``version``) as needing reconnection, with its one
         audit row, and return the error that ends the quest: ``NeedsReconnect``; or
         ``TryLater`` when the credential changed meanwhile (reconnected, or refreshed again by
         another step), so the step tries once more with what is there now. ``why`` holds no
-        token and no provider text."""
+        token and no provider text. The audit row's originating message is
+        ``origin_message_id``: the message that started the quest whose call met the
+        refusal."""
 
         def audit(cred: Credential) -> NewActivity:
             return NewActivity(
@@ -169,7 +190,7 @@ class TokenBroker:
                 action=NEEDS_RECONNECT,
                 target=f"integration:{integration}",
                 rationale=why,
-                originating_message_id=None,
+                originating_message_id=origin_message_id,
                 quest_id=quest_id,
                 payload={"credential_version": cred.version, **(data or {})},
             )
@@ -225,3 +246,9 @@ def _code(text: str) -> str:
     """An OAuth error code, as a word of ours: never the provider's free text."""
     word = text.strip()[:40]
     return word if word.replace("_", "").isalnum() else "an error"
+
+
+def _refusal(exc: OAuthError) -> str:
+    """The status and error code of a refused refresh, e.g. ``HTTP 401 invalid_client``."""
+    code = _code(exc.error) if exc.error else ""
+    return " ".join(part for part in (f"HTTP {exc.status}" if exc.status else "", code) if part)

@@ -8,13 +8,15 @@ nothing recorded. A tool that changes state records its call by idempotency key
 neither calls twice nor, if the worker died mid-call, mutates twice. A provider that stays
 down past the bound fails the quest with the reason; until then the step waits and is retried.
 
-A 429 is this company's rate limit, not the provider's health: the call was not performed
-(its record stays open, so the retry performs it, with the same key), and only this step
-waits, until the provider's reset (``Retry-After`` or a reset header), at least a backoff
-that doubles with each 429 of the same call, and at most ``rate_limit_max_s`` in all; a
-reset further away fails the quest with the reason. A 401 that survives the one refresh marks
-the company's credential as needing reconnection (``TokenBroker.needs_reconnect``) and fails
-the quest with a reason that says so.
+A 429 is this company's rate limit (or, at the token endpoint during a refresh, our client
+app's), not the provider's health: the call was not performed (its record stays open, so the
+retry performs it, with the same key), and only this step waits, until the provider's reset
+(``Retry-After`` or a reset header), at least a backoff that doubles with each 429 of the
+same call. One tool call waits at most ``rate_limit_max_s`` in all, counted from its first
+429 (a quest making several calls may wait that long for each); a reset further away fails
+the quest with the reason. A 401 that survives the one refresh marks the company's
+credential as needing reconnection (``TokenBroker.needs_reconnect``, its audit row carrying
+the call's ``origin_message_id``) and fails the quest with a reason that says so.
 """
 
 from __future__ import annotations
@@ -111,7 +113,11 @@ class ConnectedTool:
         method, url, body, params = request.method, request.url, request.json, request.params
         purpose = f"tool {self.name}"
         token, version = self.tokens.access_token(
-            call.company_id, self.integration.name, purpose=purpose, quest_id=call.quest_id
+            call.company_id,
+            self.integration.name,
+            purpose=purpose,
+            quest_id=call.quest_id,
+            origin_message_id=call.origin_message_id,
         )
         key = call.idempotency_key if self.mutates else None
         resp = self.provider.request(
@@ -124,6 +130,7 @@ class ConnectedTool:
                 stale_version=version,
                 purpose=purpose,
                 quest_id=call.quest_id,
+                origin_message_id=call.origin_message_id,
             )
             resp = self.provider.request(
                 self.integration.name,
@@ -143,6 +150,7 @@ class ConnectedTool:
                     f"{self.integration.title} refused its token even after a refresh "
                     f"(401 {code}); a company admin must connect it again",
                     quest_id=call.quest_id,
+                    origin_message_id=call.origin_message_id,
                     data={"status": 401, "error": code, "tool": self.name},
                 )
         return self.endpoint.render(resp, call.input)
@@ -156,9 +164,9 @@ class ConnectedTool:
     def _wait_for_rate_limit(
         self, call: ToolCall, exc: ProviderRateLimited
     ) -> ProviderRateLimited | QuestFailed:
-        """The step waits until the provider's reset (this company's only); past the bound,
-        or with a reset beyond it, the quest fails. The marker (hash: first 429's time, how
-        many) lapses on its own."""
+        """The step waits until the provider's reset (this company's only); past the bound
+        (for this call, from its first 429), or with a reset beyond it, the quest fails. The
+        marker (hash: first 429's time, how many) lapses on its own."""
         key = self._rate_limit_key(call)
         now = time.time()
         pipe = self.outages.pipeline()
@@ -170,19 +178,20 @@ class ConnectedTool:
         waited = max(0.0, now - float(since or now))
         said = exc.retry_after_ms
         wait = ratelimit.delay_ms(said, int(times), waited_s=waited, max_s=self.rate_limit_max_s)
-        title = self.integration.title
+        title, limited = self.integration.title, exc.limited
         if wait is None:
             if said is not None and said > self.rate_limit_max_s * 1000:
                 why = f"its limit resets in {said / 1000:.0f}s"
             else:
-                why = f"it has refused this company's calls for {waited:.0f}s"
+                why = f"it has refused this call for {waited:.0f}s"
             return QuestFailed(
-                f"{title} is rate-limiting this company: {why} (a quest waits at most "
+                f"{title} is rate-limiting {limited}: {why} (a tool call waits at most "
                 f"{self.rate_limit_max_s}s)"
             )
         return ProviderRateLimited(
-            f"{title} is rate-limiting this company; trying again in {wait / 1000:.0f}s",
+            f"{title} is rate-limiting {limited}; trying again in {wait / 1000:.0f}s",
             retry_after_ms=wait,
+            limited=limited,
         )
 
     def _give_up_after_bound(self, call: ToolCall, exc: ProviderUnavailable) -> None:
