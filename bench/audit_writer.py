@@ -23,8 +23,8 @@ from psycopg.types.json import Jsonb
 from bench.stack import Stack, stack
 from messages import Actor, ActorType, AuditBatch, AuditEvent, Envelope
 from messages.transport import Publisher, build_broker
+from runtime.queue_metrics import read_stats
 from store import Database
-from system2.queue_metrics import read_stats
 from workers.audit import AuditWriter
 
 TED = Actor(type=ActorType.ted, id="ted")

@@ -26,10 +26,10 @@ from ingress.live import LiveEvents
 from ingress.metrics import RequestMetrics
 from ingress.middleware import BearerAuth, BodyLimit, RequestContext
 from messages.transport import Publisher, build_broker
+from runtime import queue_metrics, sentry
+from runtime.settings import Settings
+from runtime.wiring import maybe_vault
 from store import Database, StoreUnavailable
-from system2 import queue_metrics, sentry
-from system2.settings import Settings
-from system2.wiring import maybe_vault
 
 ops = APIRouter(tags=["ops"])
 
@@ -134,7 +134,7 @@ def build(settings: Settings) -> FastAPI:
 
 def from_env() -> FastAPI:
     """uvicorn's factory: settings from the environment, logging configured."""
-    from system2 import logs
+    from runtime import logs
 
     settings = Settings()
     logs.configure(settings)

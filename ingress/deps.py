@@ -13,8 +13,8 @@ from guard import Admissions, Guard
 from ingress.auth import AUTHORIZATION_MAX, Caller, TokenVerifier
 from ingress.middleware import CALLER_STATE
 from messages.transport import Publisher
+from runtime.settings import Settings
 from store import Database
-from system2.settings import Settings
 from vault import Vault
 
 

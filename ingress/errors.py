@@ -12,9 +12,9 @@ from ingress import metrics
 from ingress.live import TooManyStreams
 from ingress.submit import BudgetExhausted, SubmissionRefused, Throttled
 from messages import PublishFailed
+from runtime.catalog import UnknownIntegration
 from store import Conflict, StoreUnavailable
 from store.activity import BadCursor
-from system2.catalog import UnknownIntegration
 from vault import CounterUnavailable, KeyExhausted
 
 RETRY_AFTER_S = 5

@@ -12,11 +12,11 @@ from pydantic import BaseModel
 
 from guard import Admissions, Guard, Limits
 from guard.budget import window_bounds
+from runtime.settings import Settings
 from store import TenantTx
 from store import charges as charges_store
 from store import limits as limits_store
 from store import quests as quests_store
-from system2.settings import Settings
 
 
 class SpendView(BaseModel):

@@ -12,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ingress.schemas import Text
 from messages import Actor, AuditBatch, AuditEvent, Envelope
+from runtime import catalog
+from runtime.catalog import INTEGRATIONS
 from store import TenantTx
 from store import credentials as credentials_store
 from store.credentials import Credential, NewTokens
-from system2 import catalog
-from system2.catalog import INTEGRATIONS
 from vault import Secret, Vault
 from vault.tokens import seal
 

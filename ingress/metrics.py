@@ -7,7 +7,7 @@ uvicorn processes behind one port, and a scrape reaches any one of them; so it s
 ``PROMETHEUS_MULTIPROC_DIR`` to a fresh directory before they start, each process writes its
 counters there, and ``/metrics`` answers the sum over all of them (prometheus-client's
 multiprocess mode). With one process the ordinary registry is served. The queue statistics
-(``system2.queue_metrics``) are read from Redis at scrape time, once, in their own registry.
+(``runtime.queue_metrics``) are read from Redis at scrape time, once, in their own registry.
 """
 
 from __future__ import annotations

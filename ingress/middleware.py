@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingress.auth import TokenVerifier
-from system2 import logs
+from runtime import logs
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 

@@ -16,8 +16,9 @@ from pydantic import ValidationError
 
 from guard.errors import GuardError
 from messages import MessagesError
+from runtime import logs
+from runtime.settings import UnsafeSettings
 from store import StoreError
-from system2 import logs
 from system2.cli_support import say
 from system2.commands import (
     audit,
@@ -32,7 +33,6 @@ from system2.commands import (
     vault,
 )
 from system2.errors import System2Error
-from system2.settings import UnsafeSettings
 from vault import VaultError
 
 app = typer.Typer(

@@ -11,9 +11,9 @@ from uuid import UUID
 import psycopg
 import typer
 
+from runtime.settings import Settings
 from store import Database, TenantTx
 from system2.errors import System2Error
-from system2.settings import Settings
 
 
 def settings() -> Settings:

@@ -32,6 +32,8 @@ from rich.table import Table
 
 from messages import Actor, ActorType, Envelope, QuestEvent
 from messages.notices import StreamReply, company_stream_key
+from runtime.settings import Settings
+from runtime.wiring import vault_keys_configured
 from store import Database
 from store import companies as companies_store
 from store.migrate import migrate
@@ -39,9 +41,7 @@ from store.quests import TERMINAL
 from system2.errors import System2Error
 from system2.oauth_connect import connect_by_oauth
 from system2.procs import Proc, free_port, wait_http, wait_workers
-from system2.settings import Settings
 from system2.tokens import mint
-from system2.wiring import vault_keys_configured
 from vault import new_key_entry
 
 GOALS = (

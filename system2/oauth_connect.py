@@ -16,13 +16,13 @@ import redis
 from ingress.integrations import IntegrationTokens, audit_envelope, connect
 from messages import Actor
 from messages.transport import publisher
+from runtime import catalog
+from runtime.settings import Settings
+from runtime.wiring import build_vault
 from store import Database
 from store.credentials import Credential
-from system2 import catalog
 from system2.cli_support import company_tx
 from system2.errors import System2Error
-from system2.settings import Settings
-from system2.wiring import build_vault
 from workers.integrations.registry import oauth_client
 
 REDIRECT = "http://127.0.0.1/oauth/callback"

@@ -12,12 +12,12 @@ import redis
 
 from messages import Actor, ActorType, Envelope, RewrapCredentials
 from messages.transport import publisher
+from runtime.settings import Settings
+from runtime.wiring import build_vault
 from store import Database
 from store import companies as companies_store
 from store import credentials as credentials_store
 from system2.errors import System2Error
-from system2.settings import Settings
-from system2.wiring import build_vault
 from vault import RedisEncryptionCounter
 
 OPERATOR = Actor(type=ActorType.operator, id="vault")

@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from messages.notices import StreamReply, quest_stream_key
+from runtime.settings import Settings
 from store import Database
 from store import quests as quests_store
 from store.quests import TERMINAL
-from system2.settings import Settings
 
 
 class Board:

@@ -20,11 +20,11 @@ import psycopg
 import pytest
 import redis
 
+from runtime.settings import Settings
 from store import Database
 from store import companies as companies_store
 from system2.procs import Proc, free_port, wait_http, wait_workers
 from system2.scratch import scratch_postgres, scratch_redis
-from system2.settings import Settings
 from system2.tokens import mint
 from workers.call_loop import CallLoop
 from workers.middleware import live_workers

@@ -19,9 +19,9 @@ import httpx
 
 from ingress.submit import QuestSpec, create_quest
 from messages import Actor, ActorType, Envelope, QuestEvent
+from runtime.settings import Settings
 from store import Database
 from system2.procs import Proc, free_port, wait_http
-from system2.settings import Settings
 from tests.conftest import settings_env, system2
 from tests.support import SseParser, sse_events
 from workers.events import QuestEvents

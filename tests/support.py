@@ -21,12 +21,12 @@ from ingress.deps import IngressDeps
 from ingress.submit import QuestSpec, create_quest, enqueue_first_step
 from messages import Actor, ActorType
 from messages.transport import Publisher, build_broker, publisher
+from runtime.settings import Settings
 from store import Database
 from store import activity as activity_store
 from store import quests as quests_store
 from store.activity import NewActivity
 from store.quests import Quest
-from system2.settings import Settings
 
 T = TypeVar("T")
 OPERATOR = Actor(type=ActorType.operator, id="tests")

@@ -24,13 +24,13 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from runtime.settings import Settings
 from store import Database
 from store import activity as activity_store
 from store.activity import NewActivity
 from system2.ops.backup import BackupConfig, backup, manifest_for
 from system2.ops.backup_tools import BackupError, split_password
 from system2.ops.restore import restore, restore_test
-from system2.settings import Settings
 from tests.conftest import Tenant, settings_env
 
 ROOT = Path(__file__).resolve().parent.parent

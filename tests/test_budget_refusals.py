@@ -38,10 +38,10 @@ from guard.budget import window_bounds
 from guard.pricing import MIN_OUTPUT_TOKENS
 from ingress.guard_view import company_limits
 from ingress.submit import FIRST_CALL_INPUT_FLOOR, QuestSpec, create_quest, usd
+from runtime.settings import Settings
 from store import Database
 from store import charges as charges_store
 from store import limits as limits_store
-from system2.settings import Settings
 from tests.conftest import Tenant
 from tests.support import OPERATOR, ingress_client
 from tests.test_cli import assert_one_line_error, run

@@ -17,10 +17,10 @@ import psycopg
 import pytest
 import redis
 
+from runtime.settings import Settings
 from store import Database
 from store import activity as activity_store
 from store.activity import NewActivity
-from system2.settings import Settings
 from tests.conftest import Tenant, settings_env
 from vault import new_key_entry
 

@@ -15,8 +15,8 @@ from dramatiq.broker import MessageProxy
 
 from ingress.submit import QuestSpec, create_quest
 from messages.transport import NAMESPACE, build_broker
+from runtime.settings import Settings
 from store import Database
-from system2.settings import Settings
 from tests.conftest import Stack, Tenant, system2
 from tests.support import OPERATOR, quest_state, submit, wait_finished, wait_for
 from workers.app import worker_broker

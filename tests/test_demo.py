@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from system2.settings import Settings
+from runtime.settings import Settings
 from tests.conftest import settings_env
 
 pytestmark = pytest.mark.slow

@@ -22,8 +22,8 @@ import httpx
 import pytest
 import uvicorn
 
+from runtime.redact import redact_text
 from system2.demo_provider import Provider, create_app, pkce_challenge
-from system2.redact import redact_text
 
 CLIENT_ID = "system2-demo"
 SECRET = "demo-secret"

@@ -11,9 +11,9 @@ import redis
 from typer.testing import CliRunner, Result
 
 from messages.transport import build_broker
+from runtime.catalog import UnknownIntegration
+from runtime.settings import Settings
 from system2 import cli
-from system2.catalog import UnknownIntegration
-from system2.settings import Settings
 from workers.integrations.breaker import Breaker
 
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from runtime.settings import Settings
 from system2 import cli
 from system2.errors import System2Error
 from system2.ops.release import DeployError
-from system2.settings import Settings
 from system2.tokens import mint
 from tests.conftest import JWT_SECRET, Stack, Tenant, running_stack, settings_env
 

@@ -20,11 +20,11 @@ import redis
 from typer.testing import CliRunner, Result
 
 from messages.transport import build_broker
+from runtime.settings import Settings
 from store import Database
 from store import quests as quests_store
 from system2 import cli
 from system2.procs import Proc, free_port, wait_workers
-from system2.settings import Settings
 from tests.conftest import Stack, Tenant, running_stack, serve, system2
 from tests.support import submit, wait_finished, wait_for
 

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from guard import Admissions, Guard, Limits, PriceTable
 from messages.transport import Publisher, build_broker
+from runtime.settings import Settings
 from store import Database, TenantTx
 from store import activity as activity_store
 from store import charges as charges_store
@@ -25,7 +26,6 @@ from store import limits as limits_store
 from store import quests as quests_store
 from store.activity import Activity, ActivityFilter
 from store.quests import Quest
-from system2.settings import Settings
 from tests.conftest import Stack, Tenant
 from tests.support import ingress_client, quest_state, submit, wait_finished, wait_for
 from tests.test_quest_runner import start

@@ -23,8 +23,8 @@ from fastapi.testclient import TestClient
 
 from ingress.submit import QuestSpec, create_quest
 from messages import Actor, ActorType
+from runtime.settings import Settings
 from store import Database
-from system2.settings import Settings
 from system2.tokens import mint
 from tests.conftest import Tenant
 from tests.support import add_activity, ingress_client

@@ -22,8 +22,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from runtime.settings import Settings
 from store import Database
-from system2.settings import Settings
 from system2.tokens import mint
 from tests.conftest import JWT_SECRET, Tenant
 from tests.ingress_server import (

@@ -48,10 +48,10 @@ from redis.asyncio import Redis as AsyncRedis
 from ingress.schemas import MODEL_PATTERN
 from ingress.submit import QuestSpec, create_quest
 from messages import Actor, ActorType
+from runtime.settings import Settings
+from runtime.wiring import build_vault
 from store import Database
-from system2.settings import Settings
 from system2.tokens import mint
-from system2.wiring import build_vault
 from tests.conftest import JWT_SECRET, Tenant
 from tests.support import add_activity, ingress_client
 from vault.keys import new_key_entry

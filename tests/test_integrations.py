@@ -23,14 +23,14 @@ from pydantic import SecretStr
 from guard import PriceTable
 from messages import AuditBatch, open_envelope
 from messages.transport import Publisher, build_broker
+from runtime.settings import Settings
+from runtime.wiring import build_vault
 from store import Database
 from store import activity as activity_store
 from store import credentials as credentials_store
 from store import quests as quests_store
 from store import tool_calls as tool_calls_store
 from store.activity import ActivityFilter
-from system2.settings import Settings
-from system2.wiring import build_vault
 from tests.conftest import Stack, Tenant, serve, settings_env, system2
 from tests.support import ingress_client, provider_faults, submit, wait_finished, wait_for
 from tests.test_provider_routes import TRAVERSALS

@@ -27,8 +27,8 @@ from ingress.live import (
     parse_id,
 )
 from messages.notices import quest_stream_key
+from runtime.settings import Settings
 from store import Database
-from system2.settings import Settings
 from tests.conftest import Tenant
 from tests.ingress_server import open_quest
 from tests.support import ingress_client

@@ -30,8 +30,8 @@ import redis
 from ingress.live import LIVE_SEND_GRACE_S
 from messages import Actor, ActorType, Envelope, QuestEvent
 from messages.notices import quest_stream_key
+from runtime.settings import Settings
 from store import Database
-from system2.settings import Settings
 from tests.conftest import Tenant
 from tests.ingress_server import (
     Server,

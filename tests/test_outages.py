@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from guard import Guard
+from runtime.settings import Settings
 from store import Database
 from store import activity as activity_store
 from store import charges as charges_store
@@ -23,7 +24,6 @@ from store import companies as companies_store
 from store import notes as notes_store
 from store.activity import ActivityFilter
 from store.migrate import migrate
-from system2.settings import Settings
 from tests.conftest import JWT_SECRET, Stack, Tenant
 from tests.servers import PrivatePostgres, PrivateRedis
 from tests.support import submit, wait_for

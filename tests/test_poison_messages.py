@@ -30,11 +30,11 @@ from dramatiq.brokers.redis import _RedisConsumer
 from packaging.requirements import Requirement
 
 from messages.transport import NAMESPACE, build_broker
+from runtime.settings import Settings
 from store import Database
 from store import activity as activity_store
 from store.activity import ActivityFilter
 from system2.procs import free_port
-from system2.settings import Settings
 from tests.conftest import Stack, Tenant, system2
 from tests.support import submit, wait_finished, wait_for
 from tests.test_metrics import scrape, total, worker_ports

@@ -23,9 +23,9 @@ import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from runtime.settings import Settings
+from runtime.wiring import build_vault
 from store import Database
-from system2.settings import Settings
-from system2.wiring import build_vault
 from tests.conftest import Stack, Tenant
 from tests.support import ingress_client, submit, wait_finished, wait_for
 from tests.test_integrations import (

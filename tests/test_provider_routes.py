@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from system2.catalog import DEMO, INTEGRATIONS
+from runtime.catalog import DEMO, INTEGRATIONS
 from workers.integrations import demo
 from workers.integrations.registry import ENDPOINTS
 from workers.integrations.routes import (

@@ -8,8 +8,8 @@ from pathlib import Path
 import typer.main
 from pydantic import AliasChoices
 
+from runtime.settings import Settings
 from system2.cli import app
-from system2.settings import Settings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -18,8 +18,8 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from system2.logs import redact_processor
-from system2.redact import REDACTED, is_secret_key, redact, redact_text
+from runtime.logs import redact_processor
+from runtime.redact import REDACTED, is_secret_key, redact, redact_text
 from vault import MemoryEncryptionCounter, Secret, Vault, describe, new_key_entry, parse_keyring
 
 ENTRY = new_key_entry(datetime.now(UTC))

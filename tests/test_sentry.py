@@ -41,11 +41,11 @@ from pydantic import SecretStr
 from ingress.app import build
 from ingress.deps import CallerDep
 from ingress.integrations import IntegrationTokens, connect
+from runtime import logs
+from runtime.settings import Settings
+from runtime.wiring import build_vault
 from store import Database
 from store import credentials as credentials_store
-from system2 import logs
-from system2.settings import Settings
-from system2.wiring import build_vault
 from tests.conftest import Stack, Tenant
 from tests.sentry_ingest import SentryIngest, exception_types, frames
 from tests.support import submit

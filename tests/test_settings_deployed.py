@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from system2.settings import DEV_JWT_SECRET, Settings, UnsafeSettings
+from runtime.settings import DEV_JWT_SECRET, Settings, UnsafeSettings
 from vault import new_key_entry
 
 SYSTEM2 = Path(sys.executable).parent / "system2"

@@ -13,13 +13,13 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from runtime.settings import Settings
 from store import Database, MigrationError, NoTenantContext, TenantTx
 from store import activity as activity_store
 from store import quests as quests_store
 from store.activity import ActivityFilter, NewActivity
 from store.migrate import migrate
 from store.quests import NewQuest
-from system2.settings import Settings
 from tests.conftest import Tenant
 
 AdminConn = psycopg.Connection[tuple[Any, ...]]

@@ -34,10 +34,10 @@ from messages import (
     open_envelope,
 )
 from messages.transport import Publisher, build_broker
+from runtime import logs, sentry
+from runtime.settings import Settings
+from runtime.wiring import maybe_vault
 from store import Database
-from system2 import logs, sentry
-from system2.settings import Settings
-from system2.wiring import maybe_vault
 from vault import Vault
 from workers import metrics
 from workers.audit import AuditWriter

@@ -16,11 +16,11 @@ import structlog
 
 from messages import AuditBatch, AuditEvent, BadMessage, CancelQuest, Envelope, QuestEvent
 from messages.transport import Publisher
+from runtime import logs
 from store import Database
 from store import charges as charges_store
 from store import quests as quests_store
 from store.quests import Quest
-from system2 import logs
 from workers import metrics
 from workers.budget import StepBudget
 from workers.events import QuestEvents, event_data

@@ -16,7 +16,7 @@ process takes the first free port above the base. Nothing is shared, a dead proc
 go with it, and a restarted pool starts its counters at zero (``rate()`` copes). Scrape
 ``base .. base+processes-1`` on every worker machine and ``sum`` the counters.
 
-The process on the base port also exports the queue statistics (``system2.queue_metrics``)
+The process on the base port also exports the queue statistics (``runtime.queue_metrics``)
 and each provider's circuit-breaker state, read from Redis at scrape time, so a machine
 reports them once.
 """
@@ -36,9 +36,9 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
-from system2 import queue_metrics
-from system2.catalog import INTEGRATIONS
-from system2.settings import Settings
+from runtime import queue_metrics
+from runtime.catalog import INTEGRATIONS
+from runtime.settings import Settings
 from workers.integrations.breaker import Breaker
 
 log = structlog.get_logger(__name__)

@@ -17,7 +17,7 @@ import structlog
 from dramatiq.middleware import Middleware
 
 from messages import BadMessage
-from system2 import logs
+from runtime import logs
 from workers import metrics
 
 log = structlog.get_logger(__name__)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from system2 import logs
-from system2.settings import Settings
+from runtime import logs
+from runtime.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:

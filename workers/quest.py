@@ -26,13 +26,13 @@ import structlog
 from guard import Limits, PriceTable, Usage
 from messages import AuditBatch, AuditEvent, BadMessage, Envelope, QuestStep
 from messages.transport import Publisher
+from runtime import logs, sentry
 from store import Database, TenantTx
 from store import charges as charges_store
 from store import companies as companies_store
 from store import credentials as credentials_store
 from store import quests as quests_store
 from store.quests import Quest, Step
-from system2 import logs, sentry
 from workers import metrics
 from workers.budget import (
     SCOPE_WORDS,

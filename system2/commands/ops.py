@@ -73,8 +73,8 @@ def queues_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Depth of each queue: waiting, in flight, delayed, dead-lettered, oldest waiting age."""
+    from runtime.queue_metrics import read_stats
     from system2.ops.health import queue_row
-    from system2.queue_metrics import read_stats
 
     rows = [queue_row(s) for s in read_stats(_redis())]
     if as_json:
@@ -194,7 +194,7 @@ def probe(
 
 
 def _provider(name: str) -> str:
-    from system2.catalog import integration
+    from runtime.catalog import integration
 
     return integration(name).name
 

@@ -32,7 +32,7 @@ def ingress(
     """Serve the HTTP ingress."""
     import uvicorn
 
-    from system2 import logs
+    from runtime import logs
 
     logs.configure(settings())
     shared = None

@@ -29,7 +29,7 @@ from system2.demo_provider.errors import REALM, ProviderError, invalid_request, 
 ACCESS_PREFIX = "demo_at_"
 REFRESH_PREFIX = "demo_rt_"
 CODE_PREFIX = "demo_ac_"
-"""Opaque tokens are ``PREFIX + 43 base64url chars``; ``system2.redact`` knows the first two."""
+"""Opaque tokens are ``PREFIX + 43 base64url chars``; ``runtime.redact`` knows the first two."""
 
 SCOPES = frozenset({"tasks.read", "tasks.write"})
 CODE_TTL_S = 60.0

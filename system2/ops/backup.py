@@ -37,6 +37,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from runtime.settings import DEPLOYED, ENVIRONMENTS, postgres_tls_problem
 from system2.ops.backup_tools import (
     URL_VARIABLE,
     BackupError,
@@ -50,7 +51,6 @@ from system2.ops.backup_tools import (
     url_params,
 )
 from system2.ops.private_files import private_dir, private_file, write_atomic
-from system2.settings import DEPLOYED, ENVIRONMENTS, postgres_tls_problem
 
 MANIFEST_FORMAT = 1
 STAMP = "%Y%m%dT%H%M%SZ"

@@ -6,7 +6,7 @@ finished one. A group is healthy when, for every queue it should consume, a live
 this host consumes it, and — when that queue has messages waiting — one of them finished a
 message within ``max_idle_s`` (a process that never finished one counts from its start).
 
-Queue figures are ``system2.queue_metrics.read_stats``'s, the same that ``/metrics`` exports.
+Queue figures are ``runtime.queue_metrics.read_stats``'s, the same that ``/metrics`` exports.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from system2.queue_metrics import QueueStats, read_stats
+from runtime.queue_metrics import QueueStats, read_stats
 from workers.middleware import Beacon
 
 

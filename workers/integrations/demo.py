@@ -73,7 +73,7 @@ def _render_deleted(resp: httpx.Response, inp: Mapping[str, Any]) -> ToolOutcome
 
 
 # Every URL is built by workers.integrations.routes from these templates and the tools'
-# schemas in system2.catalog: never by hand here.
+# schemas in runtime.catalog: never by hand here.
 ENDPOINTS: dict[str, Endpoint] = {
     "demo_list_tasks": Endpoint(Route("GET", TASKS, query=("status",)), _render_list),
     "demo_create_task": Endpoint(

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from system2.catalog import IntegrationSpec
+from runtime.catalog import IntegrationSpec
 from vault import Secret
 from workers.errors import ProviderUnavailable
 from workers.integrations.errors import ProviderRateLimited

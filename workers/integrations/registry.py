@@ -9,9 +9,9 @@ import socket
 import httpx
 import redis
 
+from runtime.catalog import INTEGRATIONS, IntegrationSpec
+from runtime.settings import Settings
 from store import Database
-from system2.catalog import INTEGRATIONS, IntegrationSpec
-from system2.settings import Settings
 from vault import Secret, Vault
 from workers.integrations import demo
 from workers.integrations.breaker import Breaker

@@ -3,7 +3,7 @@
 The rule for every integration: a tool never concatenates a URL. It declares a ``Route`` —
 a method, a path template whose variables are whole segments (``/api/v1/tasks/{id}``), and
 which input fields go to the query string and which to the JSON body — and its JSON schema
-(the one Claude sees, in ``system2.catalog``). ``RequestBuilder`` then
+(the one Claude sees, in ``runtime.catalog``). ``RequestBuilder`` then
 
 - at wiring time, refuses a route that does not fit its schema: every field of the schema is
   routed to exactly one place; a path variable is a required string with an anchored

@@ -31,9 +31,9 @@ from typing import Any
 import httpx
 import redis
 
+from runtime.catalog import IntegrationSpec, ToolSpec
 from store import Database
 from store import tool_calls as tool_calls_store
-from system2.catalog import IntegrationSpec, ToolSpec
 from workers.errors import ProviderUnavailable, QuestFailed
 from workers.integrations import ratelimit
 from workers.integrations.errors import ProviderRateLimited

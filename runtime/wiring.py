@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from system2.settings import Settings
+from runtime.settings import Settings
 from vault import RedisEncryptionCounter, Vault, key_source_from_settings
 
 

@@ -21,8 +21,8 @@ from typing import Any
 import sentry_sdk
 import structlog
 
-from system2.redact import redact
-from system2.settings import Settings
+from runtime.redact import redact
+from runtime.settings import Settings
 
 # Keys ProcessorFormatter puts in an event dict for itself; they are not rendered.
 _META = ("_record", "_from_structlog")
@@ -32,7 +32,7 @@ QUIET = ("httpx", "httpx2", "httpcore", "httpcore2", "anthropic", "uvicorn.acces
 
 
 def redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """The structlog processor: every field through ``system2.redact.redact``."""
+    """The structlog processor: every field through ``runtime.redact.redact``."""
     kept = {k: event[k] for k in (*_META, *_OURS) if k in event}
     cleaned: dict[str, Any] = redact({k: v for k, v in event.items() if k not in kept})
     cleaned.update(kept)

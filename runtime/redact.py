@@ -1,7 +1,7 @@
 """One redaction function for log lines and error reports (``redact``).
 
-The structlog processor chain (``system2.logs``) and Sentry's ``before_send`` and
-``before_breadcrumb`` hooks (``system2.sentry``) both call ``redact``, so a secret is caught
+The structlog processor chain (``runtime.logs``) and Sentry's ``before_send`` and
+``before_breadcrumb`` hooks (``runtime.sentry``) both call ``redact``, so a secret is caught
 the same way wherever it would leave the process. It works on a copy, recursively through
 mappings, lists, tuples and sets, and catches a secret two ways.
 

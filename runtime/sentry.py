@@ -13,7 +13,7 @@ messages. So:
   ``data_collection`` option is *not* used — passing it switches the scrubber off;
 - ``before_send`` and ``before_breadcrumb`` pass the whole event or breadcrumb (exception
   values, log messages and their parameters, request headers, cookies and query string,
-  extra, contexts, tags, breadcrumbs, frames) through ``system2.redact.redact``, the same
+  extra, contexts, tags, breadcrumbs, frames) through ``runtime.redact.redact``, the same
   function the log chain uses;
 - only the integrations chosen here run (``auto_enabling_integrations=False``): the
   Anthropic one would report every API error of a call as an unhandled exception, including
@@ -22,7 +22,7 @@ messages. So:
 
 What a developer needs stays: exception type and stack (functions, files, lines), the
 release (``S2_RELEASE``, the deployed commit, else ``system2-workers@<version>``), the
-environment, and as tags the ids ``system2.logs.bind`` put on the log context — company,
+environment, and as tags the ids ``runtime.logs.bind`` put on the log context — company,
 quest, message, correlation and request ids.
 """
 
@@ -40,8 +40,8 @@ from sentry_sdk.integrations import Integration
 from sentry_sdk.integrations.logging import LoggingIntegration, ignore_logger
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 
-from system2.redact import redact, redact_object
-from system2.settings import Settings
+from runtime.redact import redact, redact_object
+from runtime.settings import Settings
 
 Component = Literal["ingress", "worker"]
 
