@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from system2.offline_claude import Failure, Script, Text, Turn, create_app
+from standins.offline_claude import Failure, Script, Text, Turn, create_app
 from system2.procs import free_port
 from workers.call_loop import CallLoop
 from workers.cancel import CallScope, calls_in

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.slow
 
 REFUSING_CLAUDE = """
 import sys, uvicorn
-from system2.offline_claude.server import create_app
-from system2.offline_claude.scripts import Failure, Script
+from standins.offline_claude.server import create_app
+from standins.offline_claude.scripts import Failure, Script
 refusals = {
     "bad_request": ("invalid_request_error", 400),
     "unauthorized": ("authentication_error", 401),

@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 
 from runtime.redact import redact_text
-from system2.demo_provider import Provider, create_app, pkce_challenge
+from standins.demo_provider import Provider, create_app, pkce_challenge
 
 CLIENT_ID = "system2-demo"
 SECRET = "demo-secret"

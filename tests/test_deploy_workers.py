@@ -34,8 +34,8 @@ pytestmark = pytest.mark.slow
 # mid-call, short enough for CI (the built-in [script:slow] holds 30 s).
 HELD_CLAUDE = """
 import sys, uvicorn
-from system2.offline_claude.server import create_app
-from system2.offline_claude.scripts import Script, Text, ToolUse, Turn
+from standins.offline_claude.server import create_app
+from standins.offline_claude.scripts import Script, Text, ToolUse, Turn
 scripts = {
     "held": Script(turns=(Turn((Text("Answered after a while."),), hold_s=2.5),)),
     "held_note": Script(turns=(

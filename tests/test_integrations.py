@@ -536,8 +536,8 @@ def test_a_planted_id_in_each_tool_sends_no_request_and_changes_nothing(
 # A stand-in Claude that plants traversals in the task tools; ``{goal}`` is the real task id.
 PLANTING_CLAUDE = """
 import sys, uvicorn
-from system2.offline_claude.server import create_app
-from system2.offline_claude.scripts import Script, Text, ToolUse, Turn
+from standins.offline_claude.server import create_app
+from standins.offline_claude.scripts import Script, Text, ToolUse, Turn
 planted = ["x/../{goal}", "{goal}#x", "{goal}?status=done", "../../../oauth/token", "..",
            "../../oauth/token", "%2e%2e/oauth", "x/../../oauth/token", "a?b", "a#b", "a%2Fb",
            "{goal}%2F..%2F..%2F..%2Foauth%2Ftoken"]

@@ -23,7 +23,7 @@ from anthropic.types import (
     UserMessageParam,
 )
 
-from system2.offline_claude import Failure, Script, Text, ToolUse, Turn, create_app
+from standins.offline_claude import Failure, Script, Text, ToolUse, Turn, create_app
 
 MODEL = "claude-sonnet-5-5"
 TOOLS: list[anthropic.types.ToolParam] = [

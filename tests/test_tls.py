@@ -73,7 +73,7 @@ def world(tmp_path: Path) -> Iterator[TlsWorld]:
             "-m",
             "uvicorn",
             "--factory",
-            "system2.offline_claude.server:create_app",
+            "standins.offline_claude.server:create_app",
             "--host=127.0.0.1",
             f"--port={port}",
             f"--ssl-certfile={tls.cert}",

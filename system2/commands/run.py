@@ -95,7 +95,7 @@ def offline_claude(
     port: Annotated[int, typer.Option()] = 8765,
 ) -> None:
     """Serve the stand-in Messages API (scripted replies) on loopback."""
-    from system2.offline_claude import serve
+    from standins.offline_claude import serve
 
     serve(host, port)
 
@@ -106,7 +106,7 @@ def demo_provider(
     access_ttl: Annotated[float, typer.Option(help="seconds an access token lives")] = 60.0,
 ) -> None:
     """Serve the demo integration provider (OAuth 2 + a task API) on loopback."""
-    from system2.demo_provider import serve
+    from standins.demo_provider import serve
 
     s = settings()
     serve(

@@ -8,15 +8,15 @@ can be exercised end to end without the internet. ``/_faults``, ``/_stats`` and
 it with ``serve(host, port)`` or mount ``create_app()`` in uvicorn.
 """
 
-from system2.demo_provider.oauth import (
+from standins.demo_provider.oauth import (
     ACCESS_PREFIX,
     CODE_PREFIX,
     REFRESH_PREFIX,
     SCOPES,
     pkce_challenge,
 )
-from system2.demo_provider.server import create_app, serve
-from system2.demo_provider.state import Provider
+from standins.demo_provider.server import create_app, serve
+from standins.demo_provider.state import Provider
 
 __all__ = [
     "ACCESS_PREFIX",

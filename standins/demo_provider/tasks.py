@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from system2.demo_provider.errors import ProviderError, invalid_request
+from standins.demo_provider.errors import ProviderError, invalid_request
 
 STATUSES = ("open", "done")
 _MAX_TITLE = 200

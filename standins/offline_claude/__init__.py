@@ -5,7 +5,7 @@ The demo and the test-suite point the real ``anthropic`` SDK at it
 script per quest with a ``[script:NAME]`` marker in the first user message.
 """
 
-from system2.offline_claude.scripts import (
+from standins.offline_claude.scripts import (
     BUILTIN_SCRIPTS,
     DONE,
     Failure,
@@ -14,7 +14,7 @@ from system2.offline_claude.scripts import (
     ToolUse,
     Turn,
 )
-from system2.offline_claude.server import MARKER, approx_tokens, create_app, serve
+from standins.offline_claude.server import MARKER, approx_tokens, create_app, serve
 
 __all__ = [
     "BUILTIN_SCRIPTS",

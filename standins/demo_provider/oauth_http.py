@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from system2.demo_provider.errors import NO_STORE, ProviderError, invalid_request, oauth_error
-from system2.demo_provider.oauth import parse_scope
-from system2.demo_provider.state import Provider
+from standins.demo_provider.errors import NO_STORE, ProviderError, invalid_request, oauth_error
+from standins.demo_provider.oauth import parse_scope
+from standins.demo_provider.state import Provider
 
 ACCOUNT = re.compile(r"[A-Za-z0-9._@:+-]{1,128}")
 """What a ``login_hint`` may be: company ids, emails and slugs all fit."""

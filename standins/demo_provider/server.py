@@ -18,13 +18,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from system2.demo_provider.errors import ProviderError, error_response, invalid_request
-from system2.demo_provider.faults import FaultMiddleware
-from system2.demo_provider.journal import JournalMiddleware
-from system2.demo_provider.oauth import SCOPES
-from system2.demo_provider.oauth_http import OAuthEndpoints
-from system2.demo_provider.state import Provider
-from system2.demo_provider.tasks_http import TaskEndpoints
+from standins.demo_provider.errors import ProviderError, error_response, invalid_request
+from standins.demo_provider.faults import FaultMiddleware
+from standins.demo_provider.journal import JournalMiddleware
+from standins.demo_provider.oauth import SCOPES
+from standins.demo_provider.oauth_http import OAuthEndpoints
+from standins.demo_provider.state import Provider
+from standins.demo_provider.tasks_http import TaskEndpoints
 
 MAX_BODY_BYTES = 1 << 20
 _HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}

@@ -13,10 +13,10 @@ from typing import Any
 
 from starlette.types import Scope
 
-from system2.demo_provider.faults import FaultBook, FaultRule
-from system2.demo_provider.journal import Journal, entry
-from system2.demo_provider.oauth import Authority
-from system2.demo_provider.tasks import Account, TaskBook
+from standins.demo_provider.faults import FaultBook, FaultRule
+from standins.demo_provider.journal import Journal, entry
+from standins.demo_provider.oauth import Authority
+from standins.demo_provider.tasks import Account, TaskBook
 
 
 class Provider:

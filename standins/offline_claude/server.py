@@ -30,7 +30,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from system2.offline_claude.scripts import BUILTIN_SCRIPTS, Failure, Script, Text, Turn
+from standins.offline_claude.scripts import BUILTIN_SCRIPTS, Failure, Script, Text, Turn
 
 DEFAULT_SCRIPT = "answer"
 MARKER = re.compile(r"\[script:([A-Za-z0-9_.-]+)\]")

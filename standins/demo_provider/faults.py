@@ -31,7 +31,7 @@ from typing import Any
 from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from system2.demo_provider.errors import REALM, ProviderError, error_response, invalid_request
+from standins.demo_provider.errors import REALM, ProviderError, error_response, invalid_request
 
 FAULT_STATUSES = frozenset({401, 403, 429, 500, 502, 503, 504})
 _MAX_DELAY_S = 300.0

@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from system2.demo_provider.errors import REALM, ProviderError, invalid_request
-from system2.demo_provider.oauth import Grant
-from system2.demo_provider.state import Provider
-from system2.demo_provider.tasks import (
+from standins.demo_provider.errors import REALM, ProviderError, invalid_request
+from standins.demo_provider.oauth import Grant
+from standins.demo_provider.state import Provider
+from standins.demo_provider.tasks import (
     STATUSES,
     Account,
     Outcome,

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from system2.demo_provider.errors import REALM, ProviderError, invalid_request, oauth_error
+from standins.demo_provider.errors import REALM, ProviderError, invalid_request, oauth_error
 
 ACCESS_PREFIX = "demo_at_"
 REFRESH_PREFIX = "demo_rt_"
