@@ -18,7 +18,7 @@ import psycopg
 import redis
 
 from bench.stack import Stack, stack, summary
-from ingress.cancel import send_cancel
+from ingress.cancel_request import send_cancel
 from ingress.submit import QuestSpec, create_quest, enqueue_first_step
 from messages import Actor, ActorType
 from messages.transport import Publisher, build_broker

@@ -17,9 +17,9 @@ import psutil
 from runtime.settings import Settings
 from store import Database
 from store import companies as companies_store
+from system2.dev_tokens import mint
 from system2.procs import Proc, free_port, wait_http, wait_workers
 from system2.scratch import scratch_postgres, scratch_redis
-from system2.tokens import mint
 
 BIN = Path(sys.executable).parent
 # The guard still runs every check; its limits are set so no benchmark quest is refused.

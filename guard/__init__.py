@@ -3,10 +3,10 @@ tiers (warn, slow, halt), and per-company rate and concurrency limits — shared
 worker through Redis, rebuilt from Postgres when Redis loses them."""
 
 from guard.admission import Admission, Admissions
-from guard.budget import Guard, Refused, Reserved, Scope, ScopeLevel
 from guard.errors import GuardError, GuardUnavailable, UnpricedModel
 from guard.policy import Limits, Tier
 from guard.pricing import PriceTable, Usage
+from guard.spend import Guard, Refused, Reserved, Scope, ScopeLevel
 
 __all__ = [
     "Admission",

@@ -20,7 +20,7 @@ from guard.errors import UnpricedModel
 MICROS = 1_000_000
 # The fewest output tokens a Claude call is made with: a step whose call does not fit what is
 # left of its quest's cap or its company's budget asks for fewer output tokens, never fewer
-# than these, and is halted when even that does not fit (workers/budget.py).
+# than these, and is halted when even that does not fit (workers/step_budget.py).
 MIN_OUTPUT_TOKENS = 256
 _RATE_FIELDS = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
 

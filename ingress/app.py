@@ -16,15 +16,14 @@ from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 
 from guard import Admissions, Guard
-from ingress import metrics as ingress_metrics
-from ingress import routes_company, routes_quests
+from ingress import http_metrics, routes_company, routes_quests
+from ingress.asgi_middleware import BearerAuth, BodyLimit, RequestContext
 from ingress.auth import TokenVerifier
 from ingress.deps import Deps, IngressDeps
 from ingress.errors import install_error_handlers
+from ingress.http_metrics import RequestMetrics
 from ingress.live import REDIS_CONNECTIONS as LIVE_REDIS_CONNECTIONS
 from ingress.live import LiveEvents
-from ingress.metrics import RequestMetrics
-from ingress.middleware import BearerAuth, BodyLimit, RequestContext
 from messages.transport import Publisher, build_broker
 from runtime import queue_metrics, sentry
 from runtime.settings import Settings
@@ -97,7 +96,7 @@ def readyz(deps: Deps) -> JSONResponse:
 @ops.get("/metrics", include_in_schema=False)
 def metrics() -> Response:
     """Prometheus metrics (route templates, statuses, queue depths: no tenant data)."""
-    return Response(ingress_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    return Response(http_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def build(settings: Settings) -> FastAPI:
@@ -107,7 +106,7 @@ def build(settings: Settings) -> FastAPI:
     db = Database(settings.database_url, min_size=1, max_size=settings.db_pool_max, name="ingress")
     db.open(wait=False)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-    queue_metrics.install(client, ingress_metrics.QUEUES)
+    queue_metrics.install(client, http_metrics.QUEUES)
     deps = IngressDeps(
         settings=settings,
         db=db,

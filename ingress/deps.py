@@ -10,8 +10,8 @@ from fastapi import Depends, Header, Request
 from redis.asyncio import Redis as AsyncRedis
 
 from guard import Admissions, Guard
+from ingress.asgi_middleware import CALLER_STATE
 from ingress.auth import AUTHORIZATION_MAX, Caller, TokenVerifier
-from ingress.middleware import CALLER_STATE
 from messages.transport import Publisher
 from runtime.settings import Settings
 from store import Database

@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from guard import GuardUnavailable
-from ingress import metrics
+from ingress import http_metrics
 from ingress.live import TooManyStreams
 from ingress.submit import BudgetExhausted, SubmissionRefused, Throttled
 from messages import PublishFailed
@@ -47,7 +47,7 @@ REFUSALS: dict[type[Exception], int] = {
 def install_error_handlers(app: FastAPI) -> None:
     async def unavailable(_: Request, exc: Exception) -> JSONResponse:
         what, dependency = next(v for k, v in UNAVAILABLE.items() if isinstance(exc, k))
-        metrics.UNAVAILABLE.labels(dependency).inc()
+        http_metrics.UNAVAILABLE.labels(dependency).inc()
         return JSONResponse(
             {"detail": f"{what} is unavailable; nothing was done, retry later"},
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -60,7 +60,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def throttled(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Throttled)
-        metrics.THROTTLED.inc()
+        http_metrics.THROTTLED.inc()
         body: dict[str, object] = {
             "detail": f"{exc}; nothing was queued, retry later",
             "reason": exc.reason,

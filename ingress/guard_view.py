@@ -11,7 +11,7 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from guard import Admissions, Guard, Limits
-from guard.budget import window_bounds
+from guard.spend import window_bounds
 from runtime.settings import Settings
 from store import TenantTx
 from store import charges as charges_store

@@ -18,7 +18,7 @@ from store import TenantTx
 from store import credentials as credentials_store
 from store.credentials import Credential, NewTokens
 from vault import Secret, Vault
-from vault.tokens import seal
+from vault.sealed_tokens import seal
 
 SCOPE_MAX = 200
 

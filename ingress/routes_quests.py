@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ingress.auth import member_tx
-from ingress.cancel import may_cancel, request_cancel, send_cancel
+from ingress.cancel_request import may_cancel, request_cancel, send_cancel
 from ingress.deps import CallerDep, Deps
 from ingress.guard_view import company_limits
 from ingress.live import ENTRY_ID_PATTERN, LiveEvents, LiveStreamResponse, parse_id, sse_events

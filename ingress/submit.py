@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 from guard import Admissions, Guard, Limits, PriceTable, Refused, Scope, UnpricedModel
-from guard.budget import window_bounds
 from guard.pricing import packaged_prices
+from guard.spend import window_bounds
 from messages import Actor, Envelope, QuestStep
 from messages.errors import PublishFailed
 from messages.transport import Publisher

@@ -38,10 +38,10 @@ from store import Database
 from store import companies as companies_store
 from store.migrate import migrate
 from store.quests import TERMINAL
+from system2.dev_tokens import mint
 from system2.errors import System2Error
 from system2.oauth_connect import connect_by_oauth
 from system2.procs import Proc, free_port, wait_http, wait_workers
-from system2.tokens import mint
 from vault import new_key_entry
 
 GOALS = (

@@ -108,7 +108,7 @@ def wait_workers(
     """Wait until ``count`` worker processes report that they are consuming."""
     import redis
 
-    from workers.middleware import live_workers
+    from workers.dramatiq_middleware import live_workers
 
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + timeout

@@ -23,11 +23,11 @@ import redis
 from runtime.settings import Settings
 from store import Database
 from store import companies as companies_store
+from system2.dev_tokens import mint
 from system2.procs import Proc, free_port, wait_http, wait_workers
 from system2.scratch import scratch_postgres, scratch_redis
-from system2.tokens import mint
 from workers.call_loop import CallLoop
-from workers.middleware import live_workers
+from workers.dramatiq_middleware import live_workers
 
 JWT_SECRET = "test-secret-" + uuid.uuid4().hex
 BIN = Path(sys.executable).parent

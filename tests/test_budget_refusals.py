@@ -34,8 +34,8 @@ import redis
 from fastapi.testclient import TestClient
 
 from guard import Guard, Limits, PriceTable, Reserved, Scope
-from guard.budget import window_bounds
 from guard.pricing import MIN_OUTPUT_TOKENS
+from guard.spend import window_bounds
 from ingress.guard_view import company_limits
 from ingress.submit import FIRST_CALL_INPUT_FLOOR, QuestSpec, create_quest, usd
 from runtime.settings import Settings
@@ -228,8 +228,8 @@ def test_the_least_call_is_the_one_a_worker_shrinks_its_call_to_before_it_halts(
     """``PriceTable.least_call`` is the workers' own floor: for any prompt, a step's call fits
     what is left exactly when the least call does."""
     from workers.app import step_budget  # the test may import the workers; the ingress not
-    from workers.budget import MIN_OUTPUT_TOKENS as WORKERS_MIN
     from workers.claude import ClaudeRequest
+    from workers.step_budget import MIN_OUTPUT_TOKENS as WORKERS_MIN
 
     assert WORKERS_MIN is MIN_OUTPUT_TOKENS == 256
     budget = step_budget(settings, rds, PRICES)

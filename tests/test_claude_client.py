@@ -17,7 +17,7 @@ import uvicorn
 from standins.offline_claude import Failure, Script, Text, Turn, create_app
 from system2.procs import free_port
 from workers.call_loop import CallLoop
-from workers.cancel import CallScope, calls_in
+from workers.call_scope import CallScope, calls_in
 from workers.claude import (
     Claude,
     ClaudeInterrupted,

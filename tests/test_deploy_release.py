@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 
 from runtime.settings import Settings
 from system2 import cli
+from system2.dev_tokens import mint
 from system2.errors import System2Error
 from system2.ops.release import DeployError
-from system2.tokens import mint
 from tests.conftest import JWT_SECRET, Stack, Tenant, running_stack, settings_env
 
 pytestmark = pytest.mark.slow

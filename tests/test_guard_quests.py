@@ -30,11 +30,11 @@ from tests.conftest import Stack, Tenant
 from tests.support import ingress_client, quest_state, submit, wait_finished, wait_for
 from tests.test_quest_runner import start
 from workers.app import step_budget
-from workers.budget import Admitted, CountFirst, Delay, StepBudget
 from workers.call_loop import CallLoop
 from workers.claude import Claude, ClaudeRequest
 from workers.events import QuestEvents
 from workers.quest import QuestRunner
+from workers.step_budget import Admitted, CountFirst, Delay, StepBudget
 from workers.tools import AddNote, Toolbox
 
 pytestmark = pytest.mark.slow

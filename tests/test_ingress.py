@@ -25,7 +25,7 @@ from ingress.submit import QuestSpec, create_quest
 from messages import Actor, ActorType
 from runtime.settings import Settings
 from store import Database
-from system2.tokens import mint
+from system2.dev_tokens import mint
 from tests.conftest import Tenant
 from tests.support import add_activity, ingress_client
 

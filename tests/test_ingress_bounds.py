@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 
 from runtime.settings import Settings
 from store import Database
-from system2.tokens import mint
+from system2.dev_tokens import mint
 from tests.conftest import JWT_SECRET, Tenant
 from tests.ingress_server import (
     Server,

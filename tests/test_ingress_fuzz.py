@@ -51,7 +51,7 @@ from messages import Actor, ActorType
 from runtime.settings import Settings
 from runtime.wiring import build_vault
 from store import Database
-from system2.tokens import mint
+from system2.dev_tokens import mint
 from tests.conftest import JWT_SECRET, Tenant
 from tests.support import add_activity, ingress_client
 from vault.keys import new_key_entry

@@ -36,7 +36,7 @@ from tests.support import ingress_client, provider_faults, submit, wait_finished
 from tests.test_provider_routes import TRAVERSALS
 from tests.test_quest_runner import start
 from vault import Vault, new_key_entry
-from vault.tokens import ACCESS, REFRESH, unseal
+from vault.sealed_tokens import ACCESS, REFRESH, unseal
 from workers.app import step_budget
 from workers.audit import AuditWriter
 from workers.call_loop import CallLoop

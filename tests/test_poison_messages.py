@@ -40,7 +40,7 @@ from tests.support import submit, wait_finished, wait_for
 from tests.test_metrics import scrape, total, worker_ports
 from workers import dead_letters
 from workers.dead_letters import REASONS, REASONS_AT, WorkerBroker
-from workers.middleware import live_workers
+from workers.dramatiq_middleware import live_workers
 
 pytestmark = pytest.mark.slow
 

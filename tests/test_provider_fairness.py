@@ -36,7 +36,7 @@ from tests.test_integrations import (
     run_cli,
 )
 from vault import Secret
-from vault.tokens import REFRESH, unseal
+from vault.sealed_tokens import REFRESH, unseal
 from workers.errors import ProviderUnavailable, QuestFailed, TryLater
 from workers.integrations.breaker import Breaker
 from workers.integrations.provider import ProviderClient

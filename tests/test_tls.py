@@ -21,8 +21,8 @@ import httpx
 import psycopg
 import pytest
 
+from system2.dev_tokens import mint
 from system2.procs import Proc, free_port, wait_http, wait_workers
-from system2.tokens import mint
 from tests.servers import PrivatePostgres, PrivateRedis, Tls
 from tests.support import wait_for
 from vault import new_key_entry

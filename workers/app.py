@@ -39,23 +39,23 @@ from runtime.settings import Settings
 from runtime.wiring import maybe_vault
 from store import Database
 from vault import Vault
-from workers import metrics
+from workers import worker_metrics
 from workers.audit import AuditWriter
-from workers.budget import StepBudget
 from workers.call_loop import CallLoop
-from workers.cancel import CancelWatch
+from workers.call_scope import CancelWatch
 from workers.claude import Claude
 from workers.control import QuestEnder
 from workers.crashes import CrashCounter, CrashGuard, Isolation
 from workers.dead_letters import DeadLetters, PoisonMessage, WorkerBroker
+from workers.dramatiq_middleware import Beacon, LogContext, Metrics
 from workers.errors import TryLater
 from workers.events import QuestEvents
 from workers.integrations.registry import integration_tools
 from workers.lease import StepLeases
 from workers.maintenance import Rewrapper
-from workers.middleware import Beacon, LogContext, Metrics
 from workers.quest import QuestRunner
 from workers.step import Outcome
+from workers.step_budget import StepBudget
 from workers.sweeper import Sweeper
 from workers.tools import Toolbox, builtin_tools
 from workers.waits import WaitClock
@@ -279,5 +279,5 @@ def bootstrap() -> None:
     dramatiq.set_broker(broker)
     rt = Runtime.build(settings, broker, threads=settings.worker_threads)
     declare_actors(broker, rt)
-    metrics.serve(settings, rt.redis)
+    worker_metrics.serve(settings, rt.redis)
     log.info("worker process ready", queues=sorted(broker.get_declared_queues()))

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from workers.cancel import current_scope
+from workers.call_scope import current_scope
 
 T = TypeVar("T")
 

@@ -25,7 +25,7 @@ import anthropic
 import httpx2
 
 from workers.call_loop import CallLoop, CancelledError
-from workers.cancel import Interrupted, current_scope
+from workers.call_scope import Interrupted, current_scope
 from workers.errors import QuestFailed, QuestHalted, TryLater
 
 SPEND_LIMIT = "enforced_spend_limit_reached"

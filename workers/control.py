@@ -21,8 +21,7 @@ from store import Database
 from store import charges as charges_store
 from store import quests as quests_store
 from store.quests import Quest
-from workers import metrics
-from workers.budget import StepBudget
+from workers import worker_metrics
 from workers.events import QuestEvents, event_data
 from workers.step import (
     STALE_CLAIM_AFTER,
@@ -33,6 +32,7 @@ from workers.step import (
     ended_from_row,
     finished_key,
 )
+from workers.step_budget import StepBudget
 
 log = structlog.get_logger(__name__)
 
@@ -105,8 +105,8 @@ class QuestEnder:
                 quests_store.add_cost(tx, quest.id, kept)
             quests_store.finish(tx, quest.id, ending.status, reason=ending.reason)
         self.budget.release(quest)
-        metrics.spent(quest.model, kept)
-        metrics.quest_ended(ending.status, ending.cancel_requested_at)
+        worker_metrics.spent(quest.model, kept)
+        worker_metrics.quest_ended(ending.status, ending.cancel_requested_at)
         self._announce(env, quest, ending)
         return True
 

@@ -55,7 +55,7 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware
 
 from messages import BadMessage, Payload, open_envelope
-from workers import metrics
+from workers import worker_metrics
 
 log = structlog.get_logger(__name__)
 
@@ -471,10 +471,10 @@ class CheckedConsumer(_RedisConsumer):
         if found is None:
             log.warning("a bad message was no longer held", queue=queue, reason=rejection.reason)
             return
-        metrics.REJECTED.labels(queue, rejection.reason).inc()
+        worker_metrics.REJECTED.labels(queue, rejection.reason).inc()
         # One of our actors, or "" (a name from a body we did not write is no label value).
         actor = rejection.actor if rejection.reason == INVALID_ENVELOPE else ""
-        metrics.DEAD_LETTERS.labels(queue, actor or "").inc()
+        worker_metrics.DEAD_LETTERS.labels(queue, actor or "").inc()
         log.error(
             "message dead-lettered before delivery",
             queue=queue,

@@ -18,7 +18,7 @@ from store import Database
 from store import credentials as credentials_store
 from store.credentials import Credential, NewTokens
 from vault import Vault
-from vault.tokens import rewrap
+from vault.sealed_tokens import rewrap
 from workers.errors import TryLater
 
 log = structlog.get_logger(__name__)

@@ -33,17 +33,8 @@ from store import companies as companies_store
 from store import credentials as credentials_store
 from store import quests as quests_store
 from store.quests import Quest, Step
-from workers import metrics
-from workers.budget import (
-    SCOPE_WORDS,
-    Admitted,
-    Counted,
-    CountFirst,
-    Delay,
-    Settlement,
-    StepBudget,
-)
-from workers.cancel import CallScope, CancelWatch, Interrupted, calls_in, current_scope
+from workers import worker_metrics
+from workers.call_scope import CallScope, CancelWatch, Interrupted, calls_in, current_scope
 from workers.claude import (
     Claude,
     ClaudeInterrupted,
@@ -67,6 +58,15 @@ from workers.step import (
     decide,
     tool_result,
     transcript,
+)
+from workers.step_budget import (
+    SCOPE_WORDS,
+    Admitted,
+    Counted,
+    CountFirst,
+    Delay,
+    Settlement,
+    StepBudget,
 )
 from workers.tools import Toolbox, ToolCall, Tools
 from workers.waits import WaitClock
@@ -171,13 +171,13 @@ class QuestRunner:
             with self.db.tenant(env.company_id) as tx:
                 plan = self._prepare(tx, env, holder, counted)
         if isinstance(plan, Skip):
-            metrics.STEPS.labels("skipped").inc()
+            worker_metrics.STEPS.labels("skipped").inc()
             log.info("step skipped", reason=plan.reason)
         elif isinstance(plan, Resend):
             audit = [AuditEvent.model_validate(e) for e in plan.last.events]
             again = not plan.quest.finished and plan.quest.step_claimed == plan.last.step
             outbox.append(lambda: self._send(env, plan.quest, audit, next_step=again))
-            metrics.STEPS.labels("resent").inc()
+            worker_metrics.STEPS.labels("resent").inc()
             log.info("step re-sent")
         elif isinstance(plan, Delay):
             delay = plan.ms
@@ -186,7 +186,7 @@ class QuestRunner:
                     env.follow_up(env.payload, actor=TED), delay_ms=delay
                 )
             )
-            metrics.STEPS.labels("delayed").inc()
+            worker_metrics.STEPS.labels("delayed").inc()
             log.info("step delayed", delay_ms=plan.ms, reason=plan.reason)
         elif isinstance(plan, CountFirst):  # an admission given its count never asks again
             raise RuntimeError("the step's admission asked twice for the token count")
@@ -220,7 +220,7 @@ class QuestRunner:
         kept = self.budget.keep_abandoned(tx, quest, charges, limits)
         if kept:
             quests_store.add_cost(tx, quest.id, kept)
-            metrics.spent(quest.model, kept)
+            worker_metrics.spent(quest.model, kept)
         record = StepRecord(env, quest)
         if quest.cancel_requested_at is not None:  # asked while no worker held the quest
             quests_store.claim_step(tx, quest.id, n, holder)
@@ -339,12 +339,14 @@ class QuestRunner:
         try:
             reply = self.claude.create(admitted.request)
         except ClaudeUnavailable as exc:
-            metrics.CLAUDE_CALLS.labels(quest.model, "unavailable").inc()
+            worker_metrics.CLAUDE_CALLS.labels(quest.model, "unavailable").inc()
             self._settle_failed(record, admitted, limits, exc.sent, exc.progress)
             raise self._wait_or_give_up(record, admitted, exc) from None
         except (ClaudeRejected, ClaudeSpendLimit) as exc:
             rejected = isinstance(exc, ClaudeRejected)
-            metrics.CLAUDE_CALLS.labels(quest.model, "refused" if rejected else "halted").inc()
+            worker_metrics.CLAUDE_CALLS.labels(
+                quest.model, "refused" if rejected else "halted"
+            ).inc()
             self._settle_failed(record, admitted, limits, exc.sent, exc.progress)
             # Ours to fix, or the account's: one event per kind, not one per quest.
             if isinstance(exc, ClaudeRejected):
@@ -362,14 +364,14 @@ class QuestRunner:
                 )
             raise
         except ClaudeInterrupted as exc:  # cut by a cancel
-            metrics.CLAUDE_CALLS.labels(quest.model, "cancelled").inc()
+            worker_metrics.CLAUDE_CALLS.labels(quest.model, "cancelled").inc()
             self._settle_failed(record, admitted, limits, exc.progress.sent, exc.progress)
             raise QuestCancelled() from None
         if self.claude_waits and admitted.attempt > 1:
             self.claude_waits.done(f"{quest.id}:{record.step}")
         cost = self.prices.cost(quest.model, Usage.from_api(reply.usage))
-        metrics.claude_reply(quest.model, reply.usage, cost)
-        metrics.spent(quest.model, cost)
+        worker_metrics.claude_reply(quest.model, reply.usage, cost)
+        worker_metrics.spent(quest.model, cost)
         settlement = self.budget.settle(quest, admitted, cost, limits)
         record.unsaved_reply = (reply, cost, admitted.charge_key)
         self._note_guard(record, settlement, limits)
@@ -441,7 +443,7 @@ class QuestRunner:
     ) -> None:
         actual, basis = self._failed_cost(admitted, sent, progress)
         self.budget.settle(record.quest, admitted, actual, limits)
-        metrics.spent(record.quest.model, actual)
+        worker_metrics.spent(record.quest.model, actual)
         with self.db.tenant(record.quest.company_id) as tx:
             if actual == admitted.reserved and actual:
                 charges_store.keep(tx, admitted.charge_key)
@@ -469,7 +471,7 @@ class QuestRunner:
                 else f"budget:{scope.name}:{scope.window}"
             )
             pct = level.spent * 100 // max(1, scope.cap)
-            metrics.TIER_CROSSINGS.labels(scope.name, level.tier.name).inc()
+            worker_metrics.TIER_CROSSINGS.labels(scope.name, level.tier.name).inc()
             record.audit_event(
                 f"guard:{scope.name}:{level.tier.name}",
                 f"guard.{level.tier.name}",
@@ -589,8 +591,8 @@ class QuestRunner:
         )
         if outcome is not None:
             self.budget.release(quest)
-            metrics.quest_ended(outcome.status, outcome.cancel_requested_at)
-        metrics.STEPS.labels("done").inc()
+            worker_metrics.quest_ended(outcome.status, outcome.cancel_requested_at)
+        worker_metrics.STEPS.labels("done").inc()
         self.events.emit(record.live)
         log.info("step done", outcome=outcome.status if outcome else "continue")
 

@@ -263,7 +263,7 @@ def _smoke_token(env_name: str, token: str | None) -> str:
         raise System2Error(
             "production smoke tests need S2_SMOKE_TOKEN, a Supabase session of the smoke user"
         )
-    from system2.tokens import mint
+    from system2.dev_tokens import mint
 
     s = settings()
     return mint(s.jwt_secret.get_secret_value(), user, ttl_s=900, audience=s.jwt_audience)

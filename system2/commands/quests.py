@@ -88,7 +88,7 @@ def quest_cancel(
     company: CompanyOption = None,
 ) -> None:
     """Cancel a quest, even mid-call; its final state is printed when it had already ended."""
-    from ingress.cancel import request_cancel, send_cancel
+    from ingress.cancel_request import request_cancel, send_cancel
     from messages.transport import publisher
     from store import quests as quests_store
 

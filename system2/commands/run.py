@@ -37,7 +37,7 @@ def ingress(
     logs.configure(settings())
     shared = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # N processes behind one port: their metrics are summed from files (ingress.metrics).
+        # N processes behind one port: their metrics are summed from files (ingress.http_metrics).
         shared = tempfile.mkdtemp(prefix="s2-ingress-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
     try:

@@ -18,7 +18,7 @@ def token_mint(
     ttl: Annotated[int, typer.Option(help="seconds until it expires")] = 900,
 ) -> None:
     """Mint an access token signed with S2_JWT_SECRET (not in production)."""
-    from system2.tokens import mint
+    from system2.dev_tokens import mint
 
     s = settings()
     if s.production():

@@ -1,7 +1,7 @@
 """Is a worker process group consuming — not just alive?
 
 Each worker process writes an expiring beacon ``s2:workers:<host>:<pid>:<rand>`` (see
-``workers.middleware.Beacon``) with its queues, the messages it processed and when it last
+``workers.dramatiq_middleware.Beacon``) with its queues, the messages it processed and when it last
 finished one. A group is healthy when, for every queue it should consume, a live process on
 this host consumes it, and — when that queue has messages waiting — one of them finished a
 message within ``max_idle_s`` (a process that never finished one counts from its start).
@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from runtime.queue_metrics import QueueStats, read_stats
-from workers.middleware import Beacon
+from workers.dramatiq_middleware import Beacon
 
 
 @dataclass(frozen=True)

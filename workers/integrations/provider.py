@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 
 from vault import Secret
-from workers import metrics
-from workers.cancel import Interrupted, current_scope, trace
+from workers import worker_metrics
+from workers.call_scope import Interrupted, current_scope, trace
 from workers.errors import ProviderUnavailable
 from workers.integrations.breaker import Breaker
 from workers.integrations.errors import ProviderRateLimited
@@ -57,11 +57,11 @@ class ProviderClient:
         that URL and nowhere else."""
         scope = current_scope()
         if scope is not None and scope.cancelled.is_set():
-            metrics.PROVIDER_CALLS.labels(provider, "cancelled").inc()
+            worker_metrics.PROVIDER_CALLS.labels(provider, "cancelled").inc()
             raise Interrupted(f"the {provider} call was not made: the quest was cancelled")
         closed_in = self.breaker.open_for_ms(provider)
         if closed_in:
-            metrics.PROVIDER_CALLS.labels(provider, "breaker_open").inc()
+            worker_metrics.PROVIDER_CALLS.labels(provider, "breaker_open").inc()
             raise ProviderUnavailable(
                 f"{provider} is failing; its circuit breaker is open", retry_after_ms=closed_in
             )
@@ -84,22 +84,22 @@ class ProviderClient:
                 )
             except httpx.TransportError as exc:
                 if scope is not None and scope.cancelled.is_set():
-                    metrics.PROVIDER_CALLS.labels(provider, "cancelled").inc()
+                    worker_metrics.PROVIDER_CALLS.labels(provider, "cancelled").inc()
                     raise Interrupted(
                         f"the {provider} call was cut: the quest was cancelled"
                     ) from None
                 problem = f"{type(exc).__name__} calling {provider}"
-                metrics.PROVIDER_ERRORS.labels(provider, "transport").inc()
+                worker_metrics.PROVIDER_ERRORS.labels(provider, "transport").inc()
             else:
                 if self._answered(provider, resp):
                     return resp
                 problem = f"{provider} answered {resp.status_code}"
-                metrics.PROVIDER_ERRORS.labels(provider, "http_5xx").inc()
+                worker_metrics.PROVIDER_ERRORS.labels(provider, "http_5xx").inc()
             if self.breaker.failure(provider):
-                metrics.BREAKER_TRIPS.labels(provider).inc()
+                worker_metrics.BREAKER_TRIPS.labels(provider).inc()
                 problem += "; its circuit breaker is open"
                 break
-        metrics.PROVIDER_CALLS.labels(provider, "unavailable").inc()
+        worker_metrics.PROVIDER_CALLS.labels(provider, "unavailable").inc()
         raise ProviderUnavailable(
             problem, retry_after_ms=self.breaker.open_for_ms(provider) or 2_000
         )
@@ -110,8 +110,8 @@ class ProviderClient:
         a 4xx is about one company's call and neither counts nor resets."""
         status = resp.status_code
         if status == 429:  # this company's limit: no breaker, no retry here
-            metrics.PROVIDER_ERRORS.labels(provider, "http_429").inc()
-            metrics.PROVIDER_CALLS.labels(provider, "rate_limited").inc()
+            worker_metrics.PROVIDER_ERRORS.labels(provider, "http_429").inc()
+            worker_metrics.PROVIDER_CALLS.labels(provider, "rate_limited").inc()
             raise ProviderRateLimited(
                 f"{provider} is rate-limiting this company's calls",
                 retry_after_ms=reset_after_ms(resp.headers, time.time()),
@@ -120,5 +120,5 @@ class ProviderClient:
             return False
         if status < 400:
             self.breaker.success(provider)
-        metrics.PROVIDER_CALLS.labels(provider, "answered").inc()
+        worker_metrics.PROVIDER_CALLS.labels(provider, "answered").inc()
         return True

@@ -17,7 +17,7 @@ from workers.integrations import demo
 from workers.integrations.breaker import Breaker
 from workers.integrations.oauth import OAuthClient
 from workers.integrations.provider import ProviderClient
-from workers.integrations.tokens import TokenBroker
+from workers.integrations.token_broker import TokenBroker
 from workers.integrations.tools import ConnectedTool, Endpoint
 from workers.tools import Tool
 

@@ -39,7 +39,7 @@ from workers.integrations import ratelimit
 from workers.integrations.errors import ProviderRateLimited
 from workers.integrations.provider import ProviderClient
 from workers.integrations.routes import ProviderBase, ProviderRequest, RequestBuilder, Route
-from workers.integrations.tokens import TokenBroker
+from workers.integrations.token_broker import TokenBroker
 from workers.tools import ToolCall, ToolOutcome
 
 # What the provider's answer means, given the (validated) input the request was built from.

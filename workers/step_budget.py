@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from guard import Admissions, Guard, Limits, PriceTable, Refused, Scope, ScopeLevel
-from guard.budget import window_bounds
 from guard.errors import UnpricedModel
 from guard.pricing import MIN_OUTPUT_TOKENS
+from guard.spend import window_bounds
 from store import TenantTx
 from store import charges as charges_store
 from store import limits as limits_store

@@ -28,7 +28,7 @@ from store import credentials as credentials_store
 from store.activity import NewActivity
 from store.credentials import Credential, NewTokens
 from vault import Secret, Vault
-from vault.tokens import ACCESS, REFRESH, seal, unseal
+from vault.sealed_tokens import ACCESS, REFRESH, seal, unseal
 from workers.errors import NotConnected, TryLater, WorkerError
 from workers.integrations.errors import NeedsReconnect
 from workers.integrations.lock import RedisLock

@@ -18,7 +18,7 @@ from dramatiq.middleware import Middleware
 
 from messages import BadMessage
 from runtime import logs
-from workers import metrics
+from workers import worker_metrics
 
 log = structlog.get_logger(__name__)
 
@@ -70,7 +70,7 @@ class Metrics(Middleware):
         self, broker: dramatiq.Broker, message: dramatiq.MessageProxy
     ) -> None:
         self._started[message.message_id] = time.perf_counter()
-        metrics.IN_PROGRESS.labels(_queue(message), message.actor_name).inc()
+        worker_metrics.IN_PROGRESS.labels(_queue(message), message.actor_name).inc()
 
     def after_process_message(
         self,
@@ -83,8 +83,10 @@ class Metrics(Middleware):
         queue, actor = _queue(message), message.actor_name
         started = self._started.pop(message.message_id, None)
         if started is not None:
-            metrics.MESSAGE_SECONDS.labels(queue, actor).observe(time.perf_counter() - started)
-            metrics.IN_PROGRESS.labels(queue, actor).dec()
+            worker_metrics.MESSAGE_SECONDS.labels(queue, actor).observe(
+                time.perf_counter() - started
+            )
+            worker_metrics.IN_PROGRESS.labels(queue, actor).dec()
         if exception is None:
             outcome = "ok"
         elif message.failed:
@@ -93,16 +95,16 @@ class Metrics(Middleware):
             outcome = "retry"
         else:
             outcome = "error"
-        metrics.MESSAGES.labels(queue, actor, outcome).inc()
+        worker_metrics.MESSAGES.labels(queue, actor, outcome).inc()
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         queue, actor = _queue(message), message.actor_name
         if self._started.pop(message.message_id, None) is not None:
-            metrics.IN_PROGRESS.labels(queue, actor).dec()
-        metrics.MESSAGES.labels(queue, actor, "skipped").inc()
+            worker_metrics.IN_PROGRESS.labels(queue, actor).dec()
+        worker_metrics.MESSAGES.labels(queue, actor, "skipped").inc()
 
     def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        metrics.DEAD_LETTERS.labels(_queue(message), message.actor_name).inc()
+        worker_metrics.DEAD_LETTERS.labels(_queue(message), message.actor_name).inc()
 
 
 def _queue(message: dramatiq.MessageProxy) -> str:

@@ -2,7 +2,7 @@
 
 The collectors are module-level (the prometheus-client norm): a worker process imports this
 module once and the code at the instrumented points (``workers.quest``, ``workers.control``,
-``workers.middleware``, ``workers.integrations.provider``) counts into them. They live in the
+``workers.dramatiq_middleware``, ``workers.integrations.provider``) counts into them. They live in the
 process's own default registry.
 
 **One port per worker process.** Dramatiq forks its worker processes from a parent that never
