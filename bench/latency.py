@@ -20,6 +20,7 @@ import redis
 
 from bench.noop_actor import COUNTER, QUEUE
 from bench.stack import BIN, Stack, stack, summary
+from messages.keys import company_stream_key
 from messages.transport import build_broker
 from store import Database
 from system2.procs import Proc
@@ -73,7 +74,7 @@ def quest_latency(s: Stack, n: int) -> list[float]:
     with Database(s.settings.database_url, max_size=2).open() as db:
         company, token = s.company(db)
     r = redis.Redis.from_url(s.settings.redis_url)
-    stream = f"s2:events:{company}"
+    stream = company_stream_key(company)
     url = f"{s.ingress_url}/v1/companies/{company}/quests"
     headers = {"Authorization": f"Bearer {token}"}
     out = []

@@ -13,23 +13,12 @@ from uuid import UUID
 
 import redis
 
-CANCEL_CHANNEL = "s2:cancels"
+from messages.keys import CANCEL_CHANNEL, cancel_flag_key
+
 CANCEL_FLAG_TTL_S = 7 * 86_400
 
 # What XREAD answers (without decode_responses): per stream, its entries as (id, fields).
 StreamReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
-
-
-def company_stream_key(company_id: UUID | str) -> str:
-    return f"s2:events:{company_id}"
-
-
-def quest_stream_key(quest_id: UUID | str) -> str:
-    return f"s2:events:quest:{quest_id}"
-
-
-def cancel_flag_key(quest_id: UUID | str) -> str:
-    return f"s2:cancel:{quest_id}"
 
 
 def announce_cancel(client: redis.Redis, quest_id: UUID) -> None:

@@ -16,8 +16,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from messages.envelope import Envelope
 from messages.errors import PublishFailed
-
-NAMESPACE = "dramatiq"
+from messages.keys import NAMESPACE
 
 
 def build_broker(

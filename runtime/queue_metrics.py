@@ -1,6 +1,7 @@
 """Queue depth, delay, age and dead letters, read from Redis when Prometheus scrapes.
 
-Dramatiq's Redis broker keeps, per queue ``q`` (namespace ``dramatiq``):
+Dramatiq's Redis broker keeps, per queue ``q`` (namespace ``dramatiq``; the builders of these
+names are in ``messages.keys``):
 
 - ``dramatiq:q`` — a list of message ids waiting for a worker (oldest first);
 - ``dramatiq:q.DQ`` — the same for delayed messages (a list too, not a sorted set: a worker
@@ -28,7 +29,15 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
 from messages import QUEUES
-from messages.transport import NAMESPACE
+from messages.keys import (
+    NAMESPACE,
+    acks_key,
+    bodies_key,
+    dead_letters_key,
+    delayed_queue_key,
+    heartbeats_key,
+    queue_key,
+)
 
 
 @dataclass(frozen=True)
@@ -46,12 +55,12 @@ def read_stats(
 ) -> list[QueueStats]:
     """One ``QueueStats`` per queue; raises ``redis.RedisError`` if Redis does not answer."""
     pipe = client.pipeline(transaction=False)
-    pipe.zrange(f"{namespace}:__heartbeats__", 0, -1)
+    pipe.zrange(heartbeats_key(namespace=namespace), 0, -1)
     for q in queues:
-        pipe.llen(f"{namespace}:{q}")
-        pipe.llen(f"{namespace}:{q}.DQ")
-        pipe.zcard(f"{namespace}:{q}.XQ")
-        pipe.lindex(f"{namespace}:{q}", 0)
+        pipe.llen(queue_key(q, namespace=namespace))
+        pipe.llen(delayed_queue_key(q, namespace=namespace))
+        pipe.zcard(dead_letters_key(q, namespace=namespace))
+        pipe.lindex(queue_key(q, namespace=namespace), 0)
     first = pipe.execute()
     workers = [w.decode() if isinstance(w, bytes) else str(w) for w in first[0]]
     per_queue = [first[1 + 4 * i : 5 + 4 * i] for i in range(len(queues))]
@@ -59,10 +68,10 @@ def read_stats(
     pipe = client.pipeline(transaction=False)
     for q, (_, _, _, oldest) in zip(queues, per_queue, strict=True):
         for w in workers:
-            pipe.scard(f"{namespace}:__acks__.{w}.{q}")
-            pipe.scard(f"{namespace}:__acks__.{w}.{q}.DQ")
+            pipe.scard(acks_key(w, q, namespace=namespace))
+            pipe.scard(acks_key(w, f"{q}.DQ", namespace=namespace))
         if oldest:
-            pipe.hget(f"{namespace}:{q}.msgs", oldest)
+            pipe.hget(bodies_key(q, namespace=namespace), oldest)
         else:
             pipe.echo("")
     second = pipe.execute()

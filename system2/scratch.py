@@ -11,6 +11,7 @@ import psycopg
 import redis
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from messages.keys import scratch_lock_key
 from store.migrate import migrate
 from system2.errors import System2Error
 
@@ -47,7 +48,7 @@ def scratch_redis(base_url: str) -> Iterator[str]:
     control = redis.Redis.from_url(base_url)
     token = uuid.uuid4().hex
     for n in range(1, 16):
-        if control.set(f"s2scratch:lock:{n}", token, nx=True, ex=3600):
+        if control.set(scratch_lock_key(n), token, nx=True, ex=3600):
             break
     else:
         raise System2Error("no free Redis database: all 15 scratch locks are held")
@@ -57,8 +58,8 @@ def scratch_redis(base_url: str) -> Iterator[str]:
         yield url
     finally:
         redis.Redis.from_url(url).flushdb()
-        if control.get(f"s2scratch:lock:{n}") == token.encode():
-            control.delete(f"s2scratch:lock:{n}")
+        if control.get(scratch_lock_key(n)) == token.encode():
+            control.delete(scratch_lock_key(n))
         control.close()
 
 

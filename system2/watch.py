@@ -10,7 +10,8 @@ import redis
 from rich.console import Console
 from rich.markup import escape
 
-from messages.notices import StreamReply, quest_stream_key
+from messages.keys import quest_stream_key
+from messages.notices import StreamReply
 from runtime.settings import Settings
 from store import Database
 from store import quests as quests_store

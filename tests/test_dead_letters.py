@@ -14,13 +14,16 @@ import redis
 from dramatiq.broker import MessageProxy
 
 from ingress.submit import QuestSpec, create_quest
-from messages.transport import NAMESPACE, build_broker
+from messages.keys import DEAD_LETTER_REASONS as REASONS
+from messages.keys import DEAD_LETTER_REASONS_AT as REASONS_AT
+from messages.keys import NAMESPACE
+from messages.transport import build_broker
 from runtime.settings import Settings
 from store import Database
 from tests.conftest import Stack, Tenant, system2
 from tests.support import OPERATOR, quest_state, submit, wait_finished, wait_for
 from workers.app import worker_broker
-from workers.dead_letters import REASONS, REASONS_AT, DeadLetters, WorkerBroker
+from workers.dead_letters import DeadLetters, WorkerBroker
 
 pytestmark = pytest.mark.slow
 

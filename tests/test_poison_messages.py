@@ -29,7 +29,10 @@ import redis
 from dramatiq.brokers.redis import _RedisConsumer
 from packaging.requirements import Requirement
 
-from messages.transport import NAMESPACE, build_broker
+from messages.keys import DEAD_LETTER_REASONS as REASONS
+from messages.keys import DEAD_LETTER_REASONS_AT as REASONS_AT
+from messages.keys import NAMESPACE
+from messages.transport import build_broker
 from runtime.settings import Settings
 from store import Database
 from store import activity as activity_store
@@ -39,7 +42,7 @@ from tests.conftest import Stack, Tenant, system2
 from tests.support import submit, wait_finished, wait_for
 from tests.test_metrics import scrape, total, worker_ports
 from workers import dead_letters
-from workers.dead_letters import REASONS, REASONS_AT, WorkerBroker
+from workers.dead_letters import WorkerBroker
 from workers.dramatiq_middleware import live_workers
 
 pytestmark = pytest.mark.slow

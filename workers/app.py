@@ -33,6 +33,7 @@ from messages import (
     RewrapCredentials,
     open_envelope,
 )
+from messages.keys import CLAUDE_WAIT_PREFIX
 from messages.transport import Publisher, build_broker
 from runtime import logs, sentry
 from runtime.settings import Settings
@@ -107,7 +108,7 @@ class Runtime:
             cancels=watch,
             leases=StepLeases(client),
             claude_outage_max=timedelta(seconds=settings.claude_outage_max_s),
-            claude_waits=WaitClock(client, prefix="s2:claude-wait"),
+            claude_waits=WaitClock(client, prefix=CLAUDE_WAIT_PREFIX),
         )
         audit = AuditWriter(db, max_batch=settings.audit_batch_max)
         rewrapper = Rewrapper(db, vault, publisher) if vault else None

@@ -24,12 +24,13 @@ from uuid import UUID
 import redis
 import structlog
 
-from messages.notices import CANCEL_CHANNEL, cancel_flag_key
+from messages.keys import CANCEL_CHANNEL, cancel_flag_key
+from workers.errors import WorkerError
 
 log = structlog.get_logger(__name__)
 
 
-class Interrupted(Exception):
+class Interrupted(WorkerError):
     """A network call was cut because its quest was cancelled."""
 
 

@@ -22,11 +22,9 @@ from typing import Any
 import dramatiq
 import redis
 
+from messages.keys import starts_key
+
 STARTS_TTL_S = 2 * 86_400
-
-
-def starts_key(message_id: str) -> str:
-    return f"s2:starts:{message_id}"
 
 
 class CrashCounter:

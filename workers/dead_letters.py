@@ -4,10 +4,11 @@ Dramatiq dead-letters a message (``<queue>.XQ``) when its actor refuses it or it
 out, but keeps no reason; ``DeadLetters`` records one per message for ``system2 dlq``.
 
 Dramatiq drops a dead letter once it is older than the broker's ``dead_message_ttl`` (7 days);
-its reason goes too. Each reason (``REASONS``, a hash) is indexed by the time it was written
-(``REASONS_AT``, a sorted set), and every write of a reason removes up to ``PRUNED`` reasons
-older than the TTL, and indexes a few reasons found without a time (written before the
-index existed), in the same Redis script: bounded work, nothing to schedule.
+its reason goes too. Each reason (``DEAD_LETTER_REASONS``, a hash) is indexed by the time it
+was written (``DEAD_LETTER_REASONS_AT``, a sorted set; both in ``messages.keys``), and every
+write of a reason removes up to ``PRUNED`` reasons older than the TTL, and indexes a few
+reasons found without a time (written before the index existed), in the same Redis script:
+bounded work, nothing to schedule.
 
 Some entries never reach an actor. Dramatiq's Redis consumer decodes each fetched body in its
 consumer thread; a body that is not a Dramatiq message raises there, the thread restarts,
@@ -55,15 +56,22 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware
 
 from messages import BadMessage, Payload, open_envelope
+from messages.keys import (
+    DEAD_LETTER_REASONS,
+    DEAD_LETTER_REASONS_AT,
+    DEAD_LETTER_REASONS_SCAN,
+    acks_key,
+    bodies_key,
+    dead_bodies_key,
+    dead_letters_key,
+)
 from workers import worker_metrics
+from workers.errors import WorkerError
 
 log = structlog.get_logger(__name__)
 
-REASONS = "s2:dlq:reasons"  # hash: message id (or Redis id) -> the reason record (JSON)
-REASONS_AT = "s2:dlq:reasons:at"  # sorted set: the same fields, by when written (ms)
-REASONS_SCAN = "s2:dlq:reasons:scan"  # where the sweep for fields without a time is
 PRUNED = 100  # reasons past the TTL removed, at most, per reason written
-SWEPT = 20  # fields of REASONS looked at for a missing time, about, per reason written
+SWEPT = 20  # fields of the reasons looked at for a missing time, about, per reason written
 DEFAULT_TTL_MS = 7 * 24 * 3600 * 1000  # Dramatiq's dead_message_ttl, for a broker without one
 
 UNDECODABLE = "undecodable"
@@ -74,7 +82,7 @@ RAW_KEPT = 4096  # bytes of an undecodable body kept in its dead letter
 ID_MAX = 200  # characters of an id (message, Redis, actor) a body may carry
 
 
-class PoisonMessage(BadMessage):
+class PoisonMessage(BadMessage, WorkerError):
     """The message crashed its worker too many times (see ``workers.crashes``)."""
 
 
@@ -109,7 +117,7 @@ local function keep_reason(reasons, index, cursor, field, record, now, ttl)
 end
 """
 
-# KEYS: REASONS, REASONS_AT, REASONS_SCAN. ARGV: field, record, time (ms), TTL (ms).
+# KEYS: DEAD_LETTER_REASONS, _AT, _SCAN. ARGV: field, record, time (ms), TTL (ms).
 _RECORD = (
     _KEEP_REASON
     + """
@@ -144,7 +152,7 @@ class DeadLetters(Middleware):
         ttl = getattr(broker, "dead_message_ttl", DEFAULT_TTL_MS)
         try:
             self.record(
-                keys=[REASONS, REASONS_AT, REASONS_SCAN],
+                keys=[DEAD_LETTER_REASONS, DEAD_LETTER_REASONS_AT, DEAD_LETTER_REASONS_SCAN],
                 args=[message.message_id, json.dumps(record), int(now * 1000), ttl],
             )
         except redis.RedisError:
@@ -322,8 +330,8 @@ class QuietProxy(MessageProxy):
         return f"<message {self.message_id} for {self.actor_name} on {self.queue_name}>"
 
 
-# KEYS: acks set, queue bodies, dead-letter zset, dead-letter bodies, REASONS, REASONS_AT,
-#       REASONS_SCAN.
+# KEYS: acks set, queue bodies, dead-letter zset, dead-letter bodies, DEAD_LETTER_REASONS,
+#       _AT, _SCAN.
 # ARGV: sha1 of the body, the id the body claims ("" if none), bytes to keep (-1: all),
 #       time (ms), reasons field ("" for the entry's Redis id), the reason record, TTL (ms).
 # Finds the fetched entry holding exactly this body (the id it claims first, else the acks
@@ -375,7 +383,6 @@ class WorkerBroker(RedisBroker):
         """Move the entry of ``queue`` this process fetched with body ``data`` to the dead
         letters; returns its Redis id (None if no such entry is held)."""
         canonical = q_name(queue)
-        xq = f"{self.namespace}:{canonical}.XQ"
         undecodable = rejection.reason == UNDECODABLE
         now = time.time()
         record = {
@@ -390,13 +397,13 @@ class WorkerBroker(RedisBroker):
             record["kept_bytes"] = min(len(data), RAW_KEPT)
         found = self.reject_script(
             keys=[
-                f"{self.namespace}:__acks__.{self.broker_id}.{queue}",
-                f"{self.namespace}:{queue}.msgs",
-                xq,
-                f"{xq}.msgs",
-                REASONS,
-                REASONS_AT,
-                REASONS_SCAN,
+                acks_key(self.broker_id, queue, namespace=self.namespace),
+                bodies_key(queue, namespace=self.namespace),
+                dead_letters_key(canonical, namespace=self.namespace),
+                dead_bodies_key(canonical, namespace=self.namespace),
+                DEAD_LETTER_REASONS,
+                DEAD_LETTER_REASONS_AT,
+                DEAD_LETTER_REASONS_SCAN,
             ],
             args=[
                 hashlib.sha1(data).hexdigest(),  # noqa: S324 - matches Redis's sha1hex, not security

@@ -17,6 +17,7 @@ import structlog
 from dramatiq.middleware import Middleware
 
 from messages import BadMessage
+from messages.keys import WORKER_BEACON_PREFIX, worker_beacon_key
 from runtime import logs
 from workers import worker_metrics
 
@@ -118,15 +119,13 @@ class Beacon(Middleware):
     A health check reads these keys; the demo and the tests wait for them before submitting.
     """
 
-    PREFIX = "s2:workers:"
-
     def __init__(self, client: redis.Redis, *, interval: float = 2.0) -> None:
         self._redis = client
         self._interval = interval
         self._processed = 0
         self._last_at = 0.0
         self._stop = threading.Event()
-        self._key = f"{self.PREFIX}{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._key = worker_beacon_key(socket.gethostname(), os.getpid(), uuid.uuid4().hex[:6])
         self._queues: list[str] = []
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
@@ -165,6 +164,6 @@ class Beacon(Middleware):
 
 def live_workers(client: redis.Redis) -> list[dict[str, Any]]:
     """The beacons of worker processes alive now."""
-    keys = list(client.scan_iter(match=f"{Beacon.PREFIX}*", count=500))
+    keys = list(client.scan_iter(match=f"{WORKER_BEACON_PREFIX}*", count=500))
     values = client.mget(keys) if keys else []
     return [json.loads(v) for v in values if v]

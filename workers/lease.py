@@ -16,6 +16,7 @@ from uuid import UUID
 
 import redis
 
+from messages.keys import step_lease_key
 from workers.errors import TryLater
 from workers.integrations.lock import RELEASE
 
@@ -35,7 +36,7 @@ class StepLeases:
     @contextlib.contextmanager
     def hold(self, quest_id: UUID) -> Iterator[None]:
         """Run the block as the quest's only running step, or raise ``TryLater``."""
-        key, owner = f"s2:step-lease:{quest_id}", uuid.uuid4().hex
+        key, owner = step_lease_key(quest_id), uuid.uuid4().hex
         if not self.redis.set(key, owner, nx=True, px=self.ttl_ms):
             wait = max(100, int(self.redis.pttl(key)))
             raise TryLater("another worker is running this quest's step", retry_after_ms=wait)

@@ -18,6 +18,7 @@ import redis
 import structlog
 
 from messages import Actor, ActorType, Envelope, QuestStep
+from messages.keys import SWEEPER_LOCK
 from messages.transport import Publisher
 from store import Database, StoreError
 from store import companies as companies_store
@@ -51,7 +52,7 @@ class Sweeper:
             threading.Event().wait(self.interval_s)
             with contextlib.suppress(redis.RedisError, StoreError):
                 if self.redis.set(
-                    "s2:sweeper", uuid.uuid4().hex, nx=True, ex=max(1, self.interval_s - 1)
+                    SWEEPER_LOCK, uuid.uuid4().hex, nx=True, ex=max(1, self.interval_s - 1)
                 ):
                     self.sweep()
 

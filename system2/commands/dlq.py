@@ -12,11 +12,17 @@ import redis
 import typer
 
 from messages import QUEUES
-from messages.transport import NAMESPACE, build_broker
+from messages.keys import (
+    DEAD_LETTER_REASONS,
+    DEAD_LETTER_REASONS_AT,
+    dead_bodies_key,
+    dead_letters_key,
+    starts_key,
+)
+from messages.transport import build_broker
 from system2.cli_support import emit, say, settings
 from system2.errors import System2Error
-from workers.crashes import starts_key
-from workers.dead_letters import REASONS, REASONS_AT, UNDECODABLE, not_a_message
+from workers.dead_letters import UNDECODABLE, not_a_message
 
 app = typer.Typer(help="Dead-lettered messages: list and replay.", no_args_is_help=True)
 
@@ -24,10 +30,10 @@ app = typer.Typer(help="Dead-lettered messages: list and replay.", no_args_is_he
 def _dead(client: redis.Redis) -> list[dict[str, Any]]:
     found = []
     for queue in QUEUES:
-        xq = f"{NAMESPACE}:{queue}.XQ"
+        xq = dead_letters_key(queue)
         entries = cast(list[tuple[bytes, float]], client.zrange(xq, 0, -1, withscores=True))
         for raw_id, score in entries:
-            body = cast(bytes | None, client.hget(f"{xq}.msgs", raw_id))
+            body = cast(bytes | None, client.hget(dead_bodies_key(queue), raw_id))
             if body is None:
                 continue
             dead = _entry(client, raw_id, body)
@@ -57,7 +63,7 @@ def _entry(client: redis.Redis, raw_id: bytes, body: bytes) -> dict[str, Any]:
     reason under its Redis id (it has no message id) and only the start of its body. Any
     body, and any record, is listed: a field of the wrong type is shown as missing."""
     redis_id = raw_id.decode(errors="backslashreplace")
-    record = _record(client.hget(REASONS, raw_id))
+    record = _record(client.hget(DEAD_LETTER_REASONS, raw_id))
     message = None if record.get("reason") == UNDECODABLE else _message(body)
     if message is None:
         return {
@@ -72,7 +78,7 @@ def _entry(client: redis.Redis, raw_id: bytes, body: bytes) -> dict[str, Any]:
             "kept_bytes": len(body),
             "_undecodable": True,
         }
-    record = record or _record(client.hget(REASONS, message["message_id"]))
+    record = record or _record(client.hget(DEAD_LETTER_REASONS, message["message_id"]))
     args, options = message.get("args"), _dict(message.get("options"))
     envelope = _dict(args[0] if isinstance(args, list) and args else None)
     return {
@@ -161,12 +167,11 @@ def dlq_replay(message_id: str) -> None:
         broker.enqueue(message.copy(queue_name=dead["queue"], options=options))
     finally:
         broker.close()
-    xq = f"{NAMESPACE}:{dead['queue']}.XQ"
     pipe = client.pipeline()
-    pipe.zrem(xq, dead["_redis_id"])
-    pipe.hdel(f"{xq}.msgs", dead["_redis_id"])
-    pipe.hdel(REASONS, message_id)
-    pipe.zrem(REASONS_AT, message_id)
+    pipe.zrem(dead_letters_key(dead["queue"]), dead["_redis_id"])
+    pipe.hdel(dead_bodies_key(dead["queue"]), dead["_redis_id"])
+    pipe.hdel(DEAD_LETTER_REASONS, message_id)
+    pipe.zrem(DEAD_LETTER_REASONS_AT, message_id)
     pipe.delete(starts_key(message_id))
     pipe.execute()
     say(f"replayed {message_id} onto {dead['queue']}")

@@ -1,10 +1,11 @@
 """Is a worker process group consuming — not just alive?
 
 Each worker process writes an expiring beacon ``s2:workers:<host>:<pid>:<rand>`` (see
-``workers.dramatiq_middleware.Beacon``) with its queues, the messages it processed and when it last
-finished one. A group is healthy when, for every queue it should consume, a live process on
-this host consumes it, and — when that queue has messages waiting — one of them finished a
-message within ``max_idle_s`` (a process that never finished one counts from its start).
+``workers.dramatiq_middleware.Beacon``, and ``messages.keys`` for the name) with its queues,
+the messages it processed and when it last finished one. A group is healthy when, for every
+queue it should consume, a live process on this host consumes it, and — when that queue has
+messages waiting — one of them finished a message within ``max_idle_s`` (a process that
+never finished one counts from its start).
 
 Queue figures are ``runtime.queue_metrics.read_stats``'s, the same that ``/metrics`` exports.
 """
@@ -22,8 +23,8 @@ from typing import Any
 
 import redis
 
+from messages.keys import WORKER_BEACON_PREFIX
 from runtime.queue_metrics import QueueStats, read_stats
-from workers.dramatiq_middleware import Beacon
 
 
 @dataclass(frozen=True)
@@ -84,14 +85,14 @@ class Health:
 
 def beacons(client: redis.Redis) -> list[WorkerBeacon]:
     """Every live worker process's beacon."""
-    keys = sorted(client.scan_iter(match=f"{Beacon.PREFIX}*", count=500))
+    keys = sorted(client.scan_iter(match=f"{WORKER_BEACON_PREFIX}*", count=500))
     values = client.mget(keys) if keys else []
     found = []
     for raw_key, value in zip(keys, values, strict=True):
         if not value:
             continue  # expired between SCAN and MGET
         key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-        host = key.removeprefix(Beacon.PREFIX).rsplit(":", 2)[0]
+        host = key.removeprefix(WORKER_BEACON_PREFIX).rsplit(":", 2)[0]
         state = json.loads(value)
         found.append(
             WorkerBeacon(

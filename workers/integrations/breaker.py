@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import redis
 
+from messages.keys import breaker_failures_key, breaker_open_key, breaker_tripped_key
+
 _FAIL = """
 local n = redis.call('incr', KEYS[1])
 if n == 1 then redis.call('pexpire', KEYS[1], ARGV[1]) end
@@ -33,8 +35,11 @@ class Breaker:
         self._fail = client.register_script(_FAIL)
 
     def _keys(self, provider: str) -> list[str]:
-        base = f"s2:breaker:{provider}"
-        return [f"{base}:failures", f"{base}:open", f"{base}:tripped"]
+        return [
+            breaker_failures_key(provider),
+            breaker_open_key(provider),
+            breaker_tripped_key(provider),
+        ]
 
     def open_for_ms(self, provider: str) -> int:
         """0 when calls may go through; else how long the breaker stays open."""

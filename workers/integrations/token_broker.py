@@ -23,6 +23,7 @@ from uuid import UUID
 import redis
 import structlog
 
+from messages.keys import credential_lock_key
 from store import Database
 from store import credentials as credentials_store
 from store.activity import NewActivity
@@ -102,7 +103,7 @@ class TokenBroker:
         """A token newer than ``stale_version`` (expired or refused): refresh it, once. The
         provider's trouble at its token endpoint (429, 5xx) leaves the credential as it is:
         ``ProviderRateLimited`` or ``ProviderUnavailable``, and the step waits."""
-        with RedisLock(self.redis, f"s2:lock:credential:{company_id}:{integration}"):
+        with RedisLock(self.redis, credential_lock_key(company_id, integration)):
             with self.db.tenant(company_id) as tx:
                 cred = credentials_store.get(tx, integration)
                 if cred is None:

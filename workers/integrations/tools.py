@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 import redis
 
+from messages.keys import provider_outage_key, provider_rate_limited_key
 from runtime.catalog import IntegrationSpec, ToolSpec
 from store import Database
 from store import tool_calls as tool_calls_store
@@ -156,10 +157,10 @@ class ConnectedTool:
         return self.endpoint.render(resp, call.input)
 
     def _outage_key(self, call: ToolCall) -> str:
-        return f"s2:outage:{call.company_id}:{call.idempotency_key}"
+        return provider_outage_key(call.company_id, call.idempotency_key)
 
     def _rate_limit_key(self, call: ToolCall) -> str:
-        return f"s2:ratelimited:{call.company_id}:{call.idempotency_key}"
+        return provider_rate_limited_key(call.company_id, call.idempotency_key)
 
     def _wait_for_rate_limit(
         self, call: ToolCall, exc: ProviderRateLimited
