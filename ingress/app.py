@@ -20,7 +20,7 @@ from ingress import http_metrics, routes_company, routes_quests
 from ingress.asgi_middleware import BearerAuth, BodyLimit, RequestContext
 from ingress.auth import TokenVerifier
 from ingress.deps import Deps, IngressDeps
-from ingress.errors import install_error_handlers
+from ingress.error_handlers import install_error_handlers
 from ingress.http_metrics import RequestMetrics
 from ingress.live import REDIS_CONNECTIONS as LIVE_REDIS_CONNECTIONS
 from ingress.live import LiveEvents
@@ -94,9 +94,10 @@ def readyz(deps: Deps) -> JSONResponse:
 
 
 @ops.get("/metrics", include_in_schema=False)
-def metrics() -> Response:
+def metrics(deps: Deps) -> Response:
     """Prometheus metrics (route templates, statuses, queue depths: no tenant data)."""
-    return Response(http_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    shared = deps.settings.prometheus_multiproc_dir
+    return Response(http_metrics.exposition(shared), media_type=CONTENT_TYPE_LATEST)
 
 
 def build(settings: Settings) -> FastAPI:

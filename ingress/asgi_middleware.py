@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingress.auth import TokenVerifier
+from ingress.errors import IngressError
 from runtime import logs
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -78,7 +79,7 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(IngressError):
     """Raised to the app when the request body it reads passes the bound."""
 
 

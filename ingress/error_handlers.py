@@ -1,4 +1,4 @@
-"""How the ingress answers what went wrong: a status, a reason, and never a stack trace."""
+"""How the ingress answers what went wrong (``ingress.errors``): a status, a reason, and never a stack trace."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from fastapi.responses import JSONResponse
 
 from guard import GuardUnavailable
 from ingress import http_metrics
+from ingress.errors import SubmissionRefused, Throttled, VaultUnavailable
 from ingress.live import TooManyStreams
-from ingress.submit import BudgetExhausted, SubmissionRefused, Throttled
+from ingress.submit import BudgetExhausted
 from messages import PublishFailed
 from runtime.catalog import UnknownIntegration
 from store import Conflict, StoreUnavailable
@@ -18,10 +19,6 @@ from store.activity import BadCursor
 from vault import CounterUnavailable, KeyExhausted
 
 RETRY_AFTER_S = 5
-
-
-class VaultUnavailable(Exception):
-    """The ingress has no vault keys, so it cannot store credentials."""
 
 
 # Errors that mean "a dependency is down": 503 with Retry-After, and nothing was done. Each

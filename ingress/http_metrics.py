@@ -3,16 +3,16 @@
 Module-level collectors (the prometheus-client norm). Requests are labelled by route
 *template* (``/v1/companies/{company_id}/quests``), never by the raw path, so no tenant id
 becomes a label and the series stay few. ``system2 ingress --workers N`` (N > 1) runs N
-uvicorn processes behind one port, and a scrape reaches any one of them; so it sets
-``PROMETHEUS_MULTIPROC_DIR`` to a fresh directory before they start, each process writes its
-counters there, and ``/metrics`` answers the sum over all of them (prometheus-client's
-multiprocess mode). With one process the ordinary registry is served. The queue statistics
+uvicorn processes behind one port, and a scrape reaches any one of them; so they start with
+``PROMETHEUS_MULTIPROC_DIR`` set to a fresh directory in their environment, each process
+writes its counters there, and ``/metrics`` answers the sum over all of them
+(prometheus-client's multiprocess mode; ``exposition`` is given the directory from settings).
+With one process the ordinary registry is served. The queue statistics
 (``runtime.queue_metrics``) are read from Redis at scrape time, once, in their own registry.
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
@@ -44,10 +44,9 @@ UNAVAILABLE = Counter(
 QUEUES = CollectorRegistry(auto_describe=True)  # queue statistics, collected at scrape time
 
 
-def exposition() -> bytes:
-    """The text ``/metrics`` answers: this process's (or all processes') metrics and the
-    queue statistics."""
-    shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+def exposition(shared: str | None) -> bytes:
+    """The text ``/metrics`` answers: this process's (or, with ``shared``, the settings'
+    ``PROMETHEUS_MULTIPROC_DIR``, all processes') metrics and the queue statistics."""
     registry = REGISTRY
     if shared:
         registry = CollectorRegistry()

@@ -44,6 +44,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from ingress.errors import IngressError
 from messages.notices import StreamReply
 from store.quests import TERMINAL
 
@@ -87,7 +88,7 @@ def format_id(entry_id: EntryId) -> str:
     return f"{entry_id[0]}-{entry_id[1]}"
 
 
-class TooManyStreams(Exception):
+class TooManyStreams(IngressError):
     """The caller or its company has as many live streams open as it may."""
 
     def __init__(self, reason: str, detail: str, limit: int) -> None:

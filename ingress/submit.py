@@ -20,6 +20,7 @@ from uuid import UUID, uuid4
 from guard import Admissions, Guard, Limits, PriceTable, Refused, Scope, UnpricedModel
 from guard.pricing import packaged_prices
 from guard.spend import window_bounds
+from ingress.errors import SubmissionRefused, Throttled
 from messages import Actor, Envelope, QuestStep
 from messages.errors import PublishFailed
 from messages.transport import Publisher
@@ -53,20 +54,6 @@ class QuestSpec:
 # the least refused is the output part alone. The ingress then never refuses a quest a worker
 # would admit; one whose prompt alone tips its first call over is halted by the worker.
 FIRST_CALL_INPUT_FLOOR = 0
-
-
-class SubmissionRefused(Exception):
-    """The quest may not be created as asked (e.g. a cap above the company's ceiling)."""
-
-
-class Throttled(Exception):
-    """The company may not start a quest now; nothing was created. ``reason`` is the
-    machine-readable word for why (the 429's ``reason``), the message the words for people."""
-
-    def __init__(self, detail: str, retry_after_s: int, reason: str = "throttled") -> None:
-        super().__init__(detail)
-        self.retry_after_s = retry_after_s
-        self.reason = reason
 
 
 WINDOW_WORDS = {"day": "daily", "month": "monthly"}

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.errors import ConfigurationError
+
 
 @dataclass(frozen=True)
 class ToolSpec:
@@ -98,7 +100,7 @@ DEMO = IntegrationSpec(
 INTEGRATIONS: dict[str, IntegrationSpec] = {DEMO.name: DEMO}
 
 
-class UnknownIntegration(ValueError):
+class UnknownIntegration(ConfigurationError):
     """No integration by that name (one line from the CLI, a 404 from the ingress)."""
 
 

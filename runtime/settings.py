@@ -2,23 +2,29 @@
 
 Nothing in the project reads ``os.environ`` for its own configuration except this module;
 the anthropic SDK reads ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL`` itself, as it does
-everywhere else.
+everywhere else, and prometheus-client reads ``PROMETHEUS_MULTIPROC_DIR`` itself at import.
+The operator tools that run away from the application (backups, deploys, smoke tests) have
+small settings objects of their own below, so that a backup host needs none of the
+application's secrets.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from importlib import metadata
-from typing import Literal, Self, get_args
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, get_args
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from guard.policy import Limits
+from runtime.errors import ConfigurationError
 from vault import VaultError, key_source_from_settings
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"  # noqa: S105 - a marked dev default
@@ -31,7 +37,7 @@ MIN_SECRET_BYTES = 32
 TLS_SSLMODES = ("require", "verify-ca", "verify-full")
 
 
-class UnsafeSettings(Exception):
+class UnsafeSettings(ConfigurationError):
     """Staging or production was given a setting that must not reach them. The message names
     each variable and what is wrong with it, never its value. Not a ``ValueError``, so that
     pydantic lets it through as it is rather than wrapping it with the input."""
@@ -189,6 +195,13 @@ class Settings(BaseSettings):
         0, description="a worker process's metrics port is this plus its index (0: no metrics)"
     )
     metrics_host: str = Field("0.0.0.0", description="where worker metrics ports listen")  # noqa: S104
+    prometheus_multiproc_dir: str | None = Field(
+        None,
+        validation_alias="PROMETHEUS_MULTIPROC_DIR",
+        description="where the processes of one ingress write their metrics, summed at "
+        "/metrics; `system2 ingress --workers N` (N > 1) makes one when unset. "
+        "prometheus-client reads it too, at import",
+    )
 
     anthropic_base_url: str | None = Field(
         None,
@@ -339,3 +352,161 @@ DEPLOYED_CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
     _postgres_tls,
     _https,
 )
+
+
+# --- the operator tools' own settings ---------------------------------------------------
+# Read where the tool runs, which need not hold the application's settings: the backup host
+# has the backup's alone. Each variable is named as it is documented (DEPLOY.md), exactly,
+# case and all.
+
+TOOL_CONFIG = SettingsConfigDict(
+    extra="ignore", frozen=True, populate_by_name=True, case_sensitive=True
+)
+BACKUP_ENV = "S2_ENV"
+BACKUP_DATABASE_URL = "S2_BACKUP_DATABASE_URL"
+BACKUP_DIR = "S2_BACKUP_DIR"
+BACKUP_KEEP_DAYS = "S2_BACKUP_KEEP_DAYS"
+
+
+class UnusableToolSetting(ConfigurationError):
+    """An operator tool's setting cannot be used. The message names the variable and what is
+    wrong, in one line, never its value. Not a ``ValueError``, so that pydantic lets it
+    through as it is, the first one found, rather than wrapping it with the input."""
+
+
+def _text(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+class BackupSettings(BaseSettings):
+    """``system2 ops backup``, ``restore-test`` and ``restore``: what to dump, where to, for how
+    long, and the age keys. Checked in this order; the first problem is raised as
+    ``UnusableToolSetting``. The database URL's own checks (that it parses, TLS when deployed)
+    are ``system2.ops.backup``'s, which parses it without ever echoing it."""
+
+    model_config = TOOL_CONFIG
+
+    # S2_ENV checked exactly as ``Settings`` checks it: a typo must not make production a laptop
+    env: Environment = Field("dev", validation_alias=BACKUP_ENV, validate_default=True)
+    database_url: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=BACKUP_DATABASE_URL,
+        validate_default=True,
+        description="a BYPASSRLS or superuser role",
+    )
+    backup_dir: str = Field(
+        "",
+        validation_alias=BACKUP_DIR,
+        validate_default=True,
+        description="where dumps, manifests and reports live",
+    )
+    keep_days: int = Field(
+        30,
+        validation_alias=BACKUP_KEEP_DAYS,
+        validate_default=True,
+        description="dumps older than this are deleted, never the newest",
+    )
+    age_recipients: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        validation_alias="S2_BACKUP_AGE_RECIPIENTS",
+        description="age public keys (age1…), separated by spaces or commas, every new dump "
+        "is encrypted to",
+    )
+    age_identity: Path | None = Field(
+        None,
+        validation_alias="S2_BACKUP_AGE_IDENTITY",
+        description="the age identity (private key) file that decrypts dumps",
+    )
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _known_env(cls, value: Any) -> Any:
+        if value not in ENVIRONMENTS:
+            raise UnusableToolSetting(f"{BACKUP_ENV} must be one of {', '.join(ENVIRONMENTS)}")
+        return value
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_url_set(cls, value: Any) -> Any:
+        if not _text(value):
+            raise UnusableToolSetting(f"set {BACKUP_DATABASE_URL} (a BYPASSRLS or superuser role)")
+        return value
+
+    @field_validator("backup_dir", mode="before")
+    @classmethod
+    def _backup_dir_set(cls, value: Any) -> Any:
+        if not value:
+            raise UnusableToolSetting(f"set {BACKUP_DIR} (where dumps, manifests and reports live)")
+        return value
+
+    @field_validator("keep_days", mode="before")
+    @classmethod
+    def _whole_days(cls, value: Any) -> int:
+        try:
+            days = int(value)
+        except (TypeError, ValueError):
+            raise UnusableToolSetting(
+                f"{BACKUP_KEEP_DAYS} must be a whole number of days"
+            ) from None
+        if days < 1:
+            raise UnusableToolSetting(f"{BACKUP_KEEP_DAYS} must be at least 1")
+        return days
+
+    @field_validator("age_recipients", mode="before")
+    @classmethod
+    def _split_recipients(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(r for r in re.split(r"[\s,]+", value) if r)
+        return value
+
+    @field_validator("age_identity", mode="before")
+    @classmethod
+    def _identity_path(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    def deployed(self) -> bool:
+        """Staging or production: no plain-text dump, and the database reached over TLS."""
+        return self.env in DEPLOYED
+
+
+class ReleaseSettings(BaseSettings):
+    """``system2 ops deploy``, ``promote`` and ``releases``: the Fly.io CLI and its files."""
+
+    model_config = TOOL_CONFIG
+
+    fly_dir: Path = Field(
+        Path("deploy/fly"),
+        validation_alias="S2_FLY_DIR",
+        description="the Fly.io app configs, <environment>.toml",
+    )
+    release_ledger: Path = Field(
+        Path("deploy/state/releases.jsonl"),
+        validation_alias="S2_RELEASE_LEDGER",
+        description="append-only JSON lines, one per deploy: the gate promote reads",
+    )
+    fly: str = Field(
+        "fly",
+        validation_alias="FLY",
+        description="the Fly CLI's executable; the tests give a stand-in that records its arguments",
+    )
+
+
+class SmokeSettings(BaseSettings):
+    """``system2 ops smoke``, ``deploy`` and ``promote``: who the smoke test runs as. Each is
+    checked where it is used, as an option given on the command line takes its place."""
+
+    model_config = TOOL_CONFIG
+
+    token: SecretStr | None = Field(
+        None, validation_alias="S2_SMOKE_TOKEN", description="a session of the smoke user"
+    )
+    user: str | None = Field(
+        None,
+        validation_alias="S2_SMOKE_USER",
+        description="outside production: the smoke user, whose token is minted with S2_JWT_SECRET",
+    )
+    company: str | None = Field(
+        None, validation_alias="S2_SMOKE_COMPANY", description="the smoke company's id"
+    )

@@ -15,9 +15,10 @@ import typer
 from pydantic import ValidationError
 
 from guard.errors import GuardError
+from ingress.errors import IngressError
 from messages import MessagesError
 from runtime import logs
-from runtime.settings import UnsafeSettings
+from runtime.errors import ConfigurationError
 from store import StoreError
 from system2.cli_support import say
 from system2.commands import (
@@ -34,6 +35,7 @@ from system2.commands import (
 )
 from system2.errors import System2Error
 from vault import VaultError
+from workers.errors import WorkerError
 
 app = typer.Typer(
     name="system2",
@@ -72,7 +74,9 @@ def main() -> None:
         sys.exit(1)
     except (
         System2Error,
-        UnsafeSettings,
+        ConfigurationError,
+        IngressError,
+        WorkerError,
         StoreError,
         MessagesError,
         GuardError,

@@ -55,7 +55,7 @@ from workers.integrations.registry import integration_tools
 from workers.lease import StepLeases
 from workers.maintenance import Rewrapper
 from workers.quest import QuestRunner
-from workers.step import Outcome
+from workers.step import STEP_TIME_LIMIT, Outcome
 from workers.step_budget import StepBudget
 from workers.sweeper import Sweeper
 from workers.tools import Toolbox, builtin_tools
@@ -224,7 +224,7 @@ def declare_actors(broker: RedisBroker, rt: Runtime) -> dict[str, dramatiq.Actor
             quest_step,
             QUESTS,
             max_retries=QUEST_STEP_RETRIES,
-            time_limit=600_000,
+            time_limit=int(STEP_TIME_LIMIT.total_seconds() * 1000),
             **retrying,
         ),
         "cancel_quest": _actor(

@@ -23,6 +23,7 @@ from messages import AuditEvent, BadMessage
 from store import Database
 from store import activity as activity_store
 from store.activity import NewActivity
+from workers.errors import WorkerError
 
 
 @dataclass
@@ -148,7 +149,7 @@ class AuditWriter:
             self._staged.add(conn)
 
 
-class WriteInterrupted(Exception):
+class WriteInterrupted(WorkerError):
     """The leader writing this entry's batch was stopped before the batch's outcome was
     known. The message is retried; a row already written is skipped by its key."""
 

@@ -50,6 +50,7 @@ from workers.errors import QuestCancelled, QuestFailed, QuestHalted, TryLater
 from workers.events import QuestEvents, event_data, summarize
 from workers.lease import StepLeases
 from workers.step import (
+    STALE_CLAIM_AFTER,
     TED,
     Decision,
     Outcome,
@@ -130,7 +131,7 @@ class QuestRunner:
         max_steps: int,
         cancels: CancelWatch | None = None,
         leases: StepLeases | None = None,
-        stale_claim_after: timedelta = timedelta(minutes=15),
+        stale_claim_after: timedelta = STALE_CLAIM_AFTER,
         claude_outage_max: timedelta = timedelta(seconds=300),
         claude_waits: WaitClock | None = None,
     ) -> None:

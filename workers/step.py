@@ -15,7 +15,10 @@ from workers.claude import ClaudeReply
 from workers.events import event_data
 
 TED = Actor(type=ActorType.ted, id="ted")
-STALE_CLAIM_AFTER = timedelta(minutes=15)  # longer than any step: its time limit is 10 minutes
+STEP_TIME_LIMIT = timedelta(minutes=10)  # Dramatiq stops a step that runs longer
+# A claim older than this belongs to a step that died without releasing it: longer than any
+# step may run, so a live step's claim is never taken from it.
+STALE_CLAIM_AFTER = STEP_TIME_LIMIT + timedelta(minutes=5)
 
 
 class Decision(StrEnum):

@@ -4,7 +4,6 @@ backups and restore tests, the migration check. DEPLOY.md's runbooks use these."
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ from uuid import UUID
 import redis
 import typer
 
+from runtime.settings import SmokeSettings
 from system2.cli_support import emit, say, settings
 from system2.errors import System2Error
 
@@ -251,10 +251,11 @@ SmokeTimeout = Annotated[float, typer.Option(help="seconds the quest may take")]
 
 
 def _smoke_token(env_name: str, token: str | None) -> str:
-    token = token or os.environ.get("S2_SMOKE_TOKEN")
+    smoke = SmokeSettings()
+    token = token or (smoke.token.get_secret_value() if smoke.token else None)
     if token:
         return token
-    user = os.environ.get("S2_SMOKE_USER")
+    user = smoke.user
     if not user:
         raise System2Error(
             "no smoke token: set S2_SMOKE_TOKEN (or S2_SMOKE_USER outside production)"
@@ -272,7 +273,7 @@ def _smoke_token(env_name: str, token: str | None) -> str:
 def _smoke_company(company: UUID | None) -> UUID:
     if company is not None:
         return company
-    raw = os.environ.get("S2_SMOKE_COMPANY")
+    raw = SmokeSettings().company
     if not raw:
         raise System2Error("no smoke company: pass --company or set S2_SMOKE_COMPANY")
     try:

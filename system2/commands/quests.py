@@ -34,16 +34,10 @@ def quest_submit(
 ) -> None:
     """Submit a quest as an operator; prints the quest id."""
     from guard import Admissions, Guard
+    from ingress.errors import SubmissionRefused, Throttled
     from ingress.guard_view import company_limits
     from ingress.schemas import usd_to_micros
-    from ingress.submit import (
-        Gate,
-        QuestSpec,
-        SubmissionRefused,
-        Throttled,
-        create_quest,
-        enqueue_first_step,
-    )
+    from ingress.submit import Gate, QuestSpec, create_quest, enqueue_first_step
     from messages.transport import publisher
 
     s = settings()

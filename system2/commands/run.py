@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -34,25 +37,51 @@ def ingress(
 
     from runtime import logs
 
-    logs.configure(settings())
-    shared = None
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # N processes behind one port: their metrics are summed from files (ingress.http_metrics).
-        shared = tempfile.mkdtemp(prefix="s2-ingress-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+    s = settings()
+    logs.configure(s)
+    if workers > 1 and not s.prometheus_multiproc_dir:
+        # N processes behind one port: their metrics are summed from files (ingress.http_metrics)
+        # in a directory each must be given before it imports prometheus-client.
+        code = _ingress_with_shared_metrics(host, port, workers)
+        raise typer.Exit(128 - code if code < 0 else code)
+    uvicorn.run(
+        "ingress.app:from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+    )
+
+
+def _ingress_with_shared_metrics(host: str, port: int, workers: int) -> int:
+    """``system2 ingress`` again, as this process's child, with a fresh metrics directory in
+    its environment (this process's own is left as it is). SIGTERM and SIGINT are passed on
+    to it; the directory is removed once it has exited. Its exit code."""
+    shared = tempfile.mkdtemp(prefix="s2-ingress-metrics-")
+    argv = [str(Path(sys.executable).parent / "system2"), "ingress"]
+    argv += ["--host", host, "--port", str(port), "--workers", str(workers)]
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": shared}
+    child: subprocess.Popen[bytes] | None = None
+    early: list[int] = []  # signals that came before the child had started
+
+    def forward(signum: int, _frame: object) -> None:
+        if child is None:
+            early.append(signum)
+        elif child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        uvicorn.run(
-            "ingress.app:from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_config=None,
-            access_log=False,
-        )
+        child = subprocess.Popen(argv, env=env)  # noqa: S603 - our own command
+        for signum in early:
+            child.send_signal(signum)
+        return child.wait()
     finally:
-        if shared:
-            shutil.rmtree(shared, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def worker(

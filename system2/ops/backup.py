@@ -37,7 +37,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from runtime.settings import DEPLOYED, ENVIRONMENTS, postgres_tls_problem
+from runtime.settings import BackupSettings, UnusableToolSetting, postgres_tls_problem
 from system2.ops.backup_tools import (
     URL_VARIABLE,
     BackupError,
@@ -75,37 +75,24 @@ class BackupConfig:
     @classmethod
     def from_env(cls) -> BackupConfig:
         """The backup host holds only the backup's settings, not the application's, so this
-        reads them itself — S2_ENV checked exactly as ``Settings`` checks it, and the
-        database URL as staging and production check theirs."""
-        env = os.environ.get("S2_ENV", "dev")
-        if env not in ENVIRONMENTS:  # a typo must not make production a laptop
-            raise BackupError(f"S2_ENV must be one of {', '.join(ENVIRONMENTS)}")
-        deployed = env in DEPLOYED
-        url = os.environ.get("S2_BACKUP_DATABASE_URL")
-        directory = os.environ.get("S2_BACKUP_DIR")
-        if not url:
-            raise BackupError("set S2_BACKUP_DATABASE_URL (a BYPASSRLS or superuser role)")
-        if not directory:
-            raise BackupError("set S2_BACKUP_DIR (where dumps, manifests and reports live)")
+        reads ``BackupSettings`` — S2_ENV checked exactly as ``Settings`` checks it — and
+        checks the database URL as staging and production check theirs."""
         try:
-            keep = int(os.environ.get("S2_BACKUP_KEEP_DAYS", "30"))
-        except ValueError:
-            raise BackupError("S2_BACKUP_KEEP_DAYS must be a whole number of days") from None
-        if keep < 1:
-            raise BackupError("S2_BACKUP_KEEP_DAYS must be at least 1")
-        recipients = tuple(re.split(r"[\s,]+", os.environ.get("S2_BACKUP_AGE_RECIPIENTS", "")))
-        identity = os.environ.get("S2_BACKUP_AGE_IDENTITY", "").strip()
+            s = BackupSettings()
+        except UnusableToolSetting as exc:  # one line naming the variable, never its value
+            raise BackupError(str(exc)) from None
+        url = s.database_url.get_secret_value()
         url_params(url)  # in every environment: refused naming the variable, never echoed
-        tls = postgres_tls_problem(URL_VARIABLE, url) if deployed else None
+        tls = postgres_tls_problem(URL_VARIABLE, url) if s.deployed() else None
         if tls:
-            raise BackupError(f"S2_ENV={env}: {tls}")
+            raise BackupError(f"S2_ENV={s.env}: {tls}")
         return cls(
             url,
-            Path(directory),
-            keep,
-            age_recipients=tuple(r for r in recipients if r),
-            age_identity=Path(identity) if identity else None,
-            require_encryption=deployed,
+            Path(s.backup_dir),
+            s.keep_days,
+            age_recipients=s.age_recipients,
+            age_identity=s.age_identity,
+            require_encryption=s.deployed(),
         )
 
 

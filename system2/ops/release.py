@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from runtime.settings import ReleaseSettings
 from system2.errors import System2Error
 from system2.ops.smoke import SmokeFailed, SmokeResult
 
@@ -44,11 +45,11 @@ class Environment:
 
 
 def fly_dir() -> Path:
-    return Path(os.environ.get("S2_FLY_DIR", "deploy/fly"))
+    return ReleaseSettings().fly_dir
 
 
 def ledger_path() -> Path:
-    return Path(os.environ.get("S2_RELEASE_LEDGER", "deploy/state/releases.jsonl"))
+    return ReleaseSettings().release_ledger
 
 
 def environment(name: str, *, url: str | None = None) -> Environment:
@@ -65,7 +66,7 @@ def environment(name: str, *, url: str | None = None) -> Environment:
 def fly(*args: str, timeout: float = 1800) -> str:
     """Run the Fly CLI (``$FLY``, default ``fly``); its stdout, or DeployError with its last
     line of output."""
-    binary = os.environ.get("FLY", "fly")
+    binary = ReleaseSettings().fly
     what = "fly " + " ".join(a for a in args[:2] if not a.startswith("-"))
     try:
         done = subprocess.run(  # noqa: S603 - argv built here

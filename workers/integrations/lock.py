@@ -9,13 +9,15 @@ from types import TracebackType
 
 import redis
 
+from workers.errors import WorkerError
+
 # Delete KEYS[1] only if it still holds the owner token ARGV[1].
 RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
 
 
-class LockTimeout(Exception):
+class LockTimeout(WorkerError):
     """Someone else held the lock for longer than we were willing to wait."""
 
 

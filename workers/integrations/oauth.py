@@ -20,7 +20,7 @@ import httpx
 
 from runtime.catalog import IntegrationSpec
 from vault import Secret
-from workers.errors import ProviderUnavailable
+from workers.errors import ProviderUnavailable, WorkerError
 from workers.integrations.errors import ProviderRateLimited
 from workers.integrations.ratelimit import reset_after_ms
 from workers.integrations.routes import ProviderBase
@@ -34,7 +34,7 @@ class TokenSet:
     scopes: list[str]
 
 
-class OAuthError(Exception):
+class OAuthError(WorkerError):
     """The provider refused the grant (``invalid_grant``: the refresh token was revoked or
     reused — the company must connect the integration again). ``error`` is the reply's
     error code ("" when it gave none, or its body was not JSON); ``status`` its HTTP status

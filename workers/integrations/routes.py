@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import httpx
 
+from workers.errors import WorkerError
 from workers.integrations.schema import check_schema, validate
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
@@ -39,11 +40,11 @@ _LITERAL = re.compile(r"[A-Za-z0-9._~-]+")  # RFC 3986 unreserved characters onl
 _DOTS = frozenset({"", ".", ".."})
 
 
-class RouteError(ValueError):
+class RouteError(WorkerError):
     """A route, base URL or schema that cannot be built from safely (a wiring error)."""
 
 
-class UnsafePath(ValueError):
+class UnsafePath(WorkerError):
     """A value that cannot stand as one path segment; the text is for Claude."""
 
 

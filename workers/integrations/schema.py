@@ -19,6 +19,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from workers.errors import WorkerError
+
 _ANNOTATIONS = frozenset({"description", "title"})
 _KEYWORDS: Mapping[str, frozenset[str]] = {
     "object": frozenset({"type", "properties", "required", "additionalProperties"}),
@@ -29,7 +31,7 @@ _KEYWORDS: Mapping[str, frozenset[str]] = {
 }
 
 
-class SchemaError(ValueError):
+class SchemaError(WorkerError):
     """A tool's schema uses JSON Schema this validator does not enforce (a wiring error)."""
 
 
