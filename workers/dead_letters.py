@@ -118,7 +118,7 @@ end
 """
 
 # KEYS: DEAD_LETTER_REASONS, _AT, _SCAN. ARGV: field, record, time (ms), TTL (ms).
-_RECORD = (
+RECORD_SCRIPT = (
     _KEEP_REASON
     + """
 keep_reason(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
@@ -129,7 +129,7 @@ keep_reason(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonu
 class DeadLetters(Middleware):
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self.record = client.register_script(_RECORD)
+        self.record = client.register_script(RECORD_SCRIPT)
 
     def after_process_message(
         self,
@@ -337,7 +337,7 @@ class QuietProxy(MessageProxy):
 # Finds the fetched entry holding exactly this body (the id it claims first, else the acks
 # set), takes it off the queue and onto the dead letters in one step; returns its Redis id,
 # or false if this consumer holds no such entry.
-_REJECT = (
+REJECT_SCRIPT = (
     _KEEP_REASON
     + """
 local acks, bodies, xq, xq_bodies = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -372,7 +372,7 @@ class WorkerBroker(RedisBroker):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
-        self.reject_script = self.client.register_script(_REJECT)
+        self.reject_script = self.client.register_script(REJECT_SCRIPT)
         self.envelopes = envelope_types()
 
     @property

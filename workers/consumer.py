@@ -1,0 +1,412 @@
+"""How a worker process takes messages: many at once on one event loop, none holding a thread.
+
+Dramatiq's own worker gives each message a thread for as long as its actor runs; its
+``AsyncIO`` middleware runs ``async def`` actors on an event loop, but the worker thread that
+took the message still blocks on the coroutine's result (``EventLoopThread.run_coroutine``),
+so a process runs at most as many messages as it has threads, whatever the actors await.
+A quest step waits seconds to minutes on Claude, so that model pays a thread (and the
+connections it holds) per waiting quest.
+
+Here a process runs one consumer per queue, all on one event loop:
+
+- **Fetch under a bound.** Each queue's loop fetches only as many messages as its
+  ``Capacity`` has free slots (``S2_WORKER_IN_FLIGHT`` for quest steps), so messages beyond
+  the bound stay on the queue where another process can take them, never prefetched into
+  this one's memory. An idle queue is polled with backoff up to ``poll_ms``.
+- **Ack after the effects.** A message is acked only after its actor returned (its effects
+  are durable: committed rows, published messages); a failure is retried through the
+  delayed queue with Dramatiq's backoff and ``retries`` count, or dead-lettered with its
+  reason once out of retries or when the actor declares the error final (``throws``). Acks
+  and nacks of many messages share one round trip.
+- **Delayed messages** (``<queue>.DQ``: retries, the slow tier) are held in a heap until
+  their time, then moved to their queue, as Dramatiq does.
+- **Crash safety is Dramatiq's.** Every fetched id sits in this process's acks set until it
+  is settled; if the process dies, another's maintenance puts the ids back once the
+  heartbeat falls silent (``workers.queue_protocol``).
+- **Shutdown hands work back.** ``stop`` ends fetching; steps in flight get ``grace_s`` to
+  finish; what is still running then is cancelled and its messages requeued at once,
+  along with the delayed messages held in memory, without waiting for the heartbeat
+  timeout.
+
+One message's run costs a task and the actor's own state: a step waiting on Claude holds a
+coroutine frame and an open HTTP stream, not a thread nor a pooled connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import heapq
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from dramatiq import Message
+from dramatiq.common import compute_backoff, dq_name, q_name
+
+from workers.errors import TryLater
+from workers.queue_protocol import QueueProtocol
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_MAX_BACKOFF_MS = 7 * 24 * 3600 * 1000  # Dramatiq's cap on a retry's delay
+
+
+@dataclass(frozen=True)
+class ActorSpec:
+    """What runs a message and how its failures are treated (Dramatiq's actor options)."""
+
+    name: str
+    queue: str
+    run: Callable[[Message[Any]], Awaitable[None]]
+    max_retries: int = 20
+    min_backoff_ms: int = 500
+    max_backoff_ms: int = 60_000
+    time_limit_ms: int = 600_000
+    throws: tuple[type[BaseException], ...] = ()
+
+
+class Refusals(Protocol):
+    """Where messages that must not run go: the dead letters, each with its reason."""
+
+    def check(self, data: bytes, queue: str) -> Message[Any] | Any:
+        """The message in ``data``, or a rejection (anything that is not a ``Message``)."""
+
+    async def reject(self, protocol: QueueProtocol, queue: str, data: bytes, why: Any) -> None:
+        """Dead-letter an entry this consumer fetched that is no message it can run."""
+
+    async def record(self, message: Message[Any], exc: BaseException) -> None:
+        """Keep the reason a message is being dead-lettered."""
+
+
+class Capacity:
+    """A bound on messages in flight: taken when a message is fetched, given back when it
+    is settled."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a capacity is at least 1")
+        self.limit = limit
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    @property
+    def free(self) -> int:
+        return self.limit - self.used
+
+    async def wait_free(self) -> int:
+        while self.used >= self.limit:
+            self._freed.clear()
+            await self._freed.wait()
+        return self.free
+
+    def take(self, n: int) -> None:
+        self.used += n
+
+    def give(self, n: int = 1) -> None:
+        self.used -= n
+        self._freed.set()
+
+
+@dataclass(order=True)
+class _Delayed:
+    eta_ms: int
+    redis_id: str = field(compare=False)
+    message: Message[Any] = field(compare=False)
+
+
+class Consumer:
+    """Runs the actors of ``actors`` from their queues until ``stop`` is called."""
+
+    def __init__(
+        self,
+        protocol: QueueProtocol,
+        actors: list[ActorSpec],
+        refusals: Refusals,
+        *,
+        in_flight: dict[str, int],
+        poll_ms: int = 1_000,
+        delay_held: int = 10_000,
+        settle_every_ms: int = 5,
+        grace_s: float = 30.0,
+    ) -> None:
+        self.protocol = protocol
+        self.actors = {a.name: a for a in actors}
+        self.refusals = refusals
+        self.queues = sorted({a.queue for a in actors})
+        self.capacity = {
+            q: Capacity(in_flight.get(q, in_flight.get("*", 1_000))) for q in self.queues
+        }
+        self.poll_ms = poll_ms
+        self.delay_held = delay_held
+        self.settle_every_ms = settle_every_ms
+        self.grace_s = grace_s
+        self.running: dict[str, dict[asyncio.Task[None], str]] = {q: {} for q in self.queues}
+        self._delayed: dict[str, list[_Delayed]] = {dq_name(q): [] for q in self.queues}
+        self._due = asyncio.Event()
+        self._outcomes: list[tuple[str, str, str, asyncio.Future[None]]] = []
+        self._stopping = asyncio.Event()
+
+    # --- the process's lifecycle ----------------------------------------------------------
+
+    def stop(self) -> None:
+        """Take no more messages; ``run`` returns once in-flight work is done or handed back."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self.protocol.start()
+        fetchers: list[asyncio.Task[None]] = []
+        settler = asyncio.create_task(self._settle_loop(), name="settle")
+        try:
+            loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+                ("release delayed", self._release_due),
+                ("heartbeat", self._heartbeat),
+            ]
+            for queue in self.queues:
+                dq = dq_name(queue)
+                loops.append((f"fetch {queue}", functools.partial(self._consume, queue)))
+                loops.append((f"fetch {dq}", functools.partial(self._consume_delayed, dq)))
+            fetchers = [asyncio.create_task(self._forever(*loop), name=loop[0]) for loop in loops]
+            await self._stopping.wait()
+        finally:
+            for task in fetchers:
+                task.cancel()
+            await asyncio.gather(*fetchers, return_exceptions=True)
+            await self._drain()
+            settler.cancel()
+            await asyncio.gather(settler, return_exceptions=True)
+            await self._flush(last=True)
+
+    async def _drain(self) -> None:
+        tasks = [t for running in self.running.values() for t in running]
+        late: set[asyncio.Task[None]] = set()
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.grace_s)
+        cut = {q: [ids[t] for t in late if t in ids] for q, ids in self.running.items()}
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        await self._flush(last=True)
+        for queue, redis_ids in cut.items():
+            if redis_ids:  # cut at the grace's end: back on the queue for another process
+                await self.protocol.requeue(queue, redis_ids)
+                log.info("steps handed back at shutdown", queue=queue, count=len(redis_ids))
+        for dq, held in self._delayed.items():
+            if held:
+                await self.protocol.requeue(dq, [d.redis_id for d in held])
+
+    async def _forever(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run ``loop`` again after any failure (Redis restarting, say), backing off."""
+        failures = 0
+        while True:
+            try:
+                await loop()
+            except Exception as exc:
+                failures, backoff_ms = compute_backoff(failures, max_backoff=self.poll_ms * 5)
+                log.warning("consumer loop failed; restarting", loop=name, error=type(exc).__name__)
+                await asyncio.sleep(backoff_ms / 1000)
+
+    async def _heartbeat(self) -> None:
+        """Say this process lives even while every slot is busy and no fetch is made."""
+        every = max(0.1, self.protocol.heartbeat_timeout_ms / 4000)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.protocol.heartbeat()
+            except Exception as exc:  # Redis away: the fetch loops see it too
+                log.warning("heartbeat failed", error=type(exc).__name__)
+
+    # --- fetching -------------------------------------------------------------------------
+
+    async def _consume(self, queue: str) -> None:
+        capacity = self.capacity[queue]
+        misses = 0
+        while True:
+            free = await capacity.wait_free()
+            capacity.take(free)  # reserve before the await: the fetch may return that many
+            try:
+                bodies = await self.protocol.fetch(queue, min(free, self.protocol.fetch_max))
+            except BaseException:
+                capacity.give(free)
+                raise
+            capacity.give(free - len(bodies))
+            if not bodies:
+                misses, backoff_ms = compute_backoff(misses, max_backoff=self.poll_ms)
+                await asyncio.sleep(backoff_ms / 1000)
+                continue
+            misses = 0
+            for data in bodies:
+                await self._start(queue, data)
+
+    async def _start(self, queue: str, data: bytes) -> None:
+        verdict = self.refusals.check(data, queue)
+        if not isinstance(verdict, Message):
+            self.capacity[queue].give()
+            await self.refusals.reject(self.protocol, queue, data, verdict)
+            return
+        redis_id = verdict.options["redis_message_id"]
+        task = asyncio.create_task(self._handle(queue, redis_id, verdict))
+        self.running[queue][task] = redis_id
+        task.add_done_callback(lambda t: self._done(queue, t))
+
+    def _done(self, queue: str, task: asyncio.Task[None]) -> None:
+        redis_id = self.running[queue].pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error(
+                "a message could not be settled; it stays held until redelivered",
+                queue=queue,
+                redis_message_id=redis_id,
+                error=type(exc).__name__,
+            )
+
+    async def _consume_delayed(self, dq: str) -> None:
+        misses = 0
+        held = self._delayed[dq]
+        while True:
+            room = self.delay_held - len(held)
+            bodies = (
+                await self.protocol.fetch(dq, min(room, self.protocol.fetch_max)) if room else []
+            )
+            for data in bodies:
+                verdict = self.refusals.check(data, dq)
+                if not isinstance(verdict, Message):
+                    await self.refusals.reject(self.protocol, dq, data, verdict)
+                    continue
+                eta = int(verdict.options.get("eta") or 0)
+                heapq.heappush(held, _Delayed(eta, verdict.options["redis_message_id"], verdict))
+            if bodies:
+                self._due.set()
+                misses = 0
+                continue
+            misses, backoff_ms = compute_backoff(misses, max_backoff=self.poll_ms)
+            await asyncio.sleep(backoff_ms / 1000)
+
+    async def _release_due(self) -> None:
+        """Move each delayed message to its queue once its time has come."""
+        while True:
+            now = int(time.time() * 1000)
+            soonest: int | None = None
+            for dq, held in self._delayed.items():
+                while held and held[0].eta_ms <= now:
+                    due = heapq.heappop(held)
+                    await self._requeue_due(dq, due)
+                if held:
+                    soonest = held[0].eta_ms if soonest is None else min(soonest, held[0].eta_ms)
+            self._due.clear()
+            wait = self.poll_ms / 1000 if soonest is None else max(0, soonest - now) / 1000
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that
+            # arrives as the event is set, and this loop would outlive its consumer.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._due.wait()
+
+    async def _requeue_due(self, dq: str, due: _Delayed) -> None:
+        message = due.message
+        options = {k: v for k, v in message.options.items() if k != "eta"}
+        options["redis_message_id"] = _new_redis_id()
+        moved = message.copy(queue_name=q_name(dq), options=options)
+        await self.protocol.enqueue(moved.queue_name, options["redis_message_id"], moved.encode())
+        await self._settle("ack", dq, due.redis_id)
+
+    # --- running one message --------------------------------------------------------------
+
+    async def _handle(self, queue: str, redis_id: str, message: Message[Any]) -> None:
+        try:
+            actor = self.actors.get(message.actor_name)
+            if actor is None:  # refusals.check lets through only our actors; defensive
+                raise LookupError(f"no actor {message.actor_name!r}")
+            try:
+                async with asyncio.timeout(actor.time_limit_ms / 1000):
+                    await actor.run(message)
+            except asyncio.CancelledError:
+                raise
+            except actor.throws as exc:
+                await self._dead_letter(queue, redis_id, message, exc)
+            except Exception as exc:
+                await self._retry(queue, redis_id, message, actor, exc)
+            else:
+                await self._settle("ack", queue, redis_id)
+        finally:
+            self.capacity[queue].give()
+
+    async def _retry(
+        self, queue: str, redis_id: str, message: Message[Any], actor: ActorSpec, exc: Exception
+    ) -> None:
+        retries = int(message.options.get("retries", 0))
+        if retries >= int(message.options.get("max_retries", actor.max_retries)):
+            log.warning("retries exceeded", actor=actor.name, message_id=message.message_id)
+            await self._dead_letter(queue, redis_id, message, exc)
+            return
+        if isinstance(exc, TryLater) and exc.retry_after_ms is not None:
+            delay = exc.retry_after_ms
+        else:
+            cap = min(actor.max_backoff_ms, DEFAULT_MAX_BACKOFF_MS)
+            _, delay = compute_backoff(retries, factor=actor.min_backoff_ms, max_backoff=cap)
+        new_id = _new_redis_id()
+        options = {
+            **message.options,
+            "retries": retries + 1,
+            "redis_message_id": new_id,
+            "eta": int(time.time() * 1000) + delay,
+            "requeue_timestamp": int(time.time() * 1000),
+        }
+        options.pop("traceback", None)
+        again = message.copy(queue_name=dq_name(q_name(queue)), options=options)
+        log.info(
+            "retrying",
+            actor=actor.name,
+            message_id=message.message_id,
+            delay_ms=delay,
+            error=type(exc).__name__,
+        )
+        await self.protocol.enqueue(again.queue_name, new_id, again.encode())
+        await self._settle("ack", queue, redis_id)
+
+    async def _dead_letter(
+        self, queue: str, redis_id: str, message: Message[Any], exc: BaseException
+    ) -> None:
+        await self.refusals.record(message, exc)
+        await self._settle("nack", queue, redis_id)
+
+    # --- settling in batches --------------------------------------------------------------
+
+    async def _settle(self, command: str, queue: str, redis_id: str) -> None:
+        """Ack or nack, batched with others settled within ``settle_every_ms``; returns
+        once Redis has it."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outcomes.append((command, queue, redis_id, done))
+        await done
+
+    async def _settle_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settle_every_ms / 1000)
+            await self._flush()
+
+    async def _flush(self, *, last: bool = False) -> None:
+        batch, self._outcomes = self._outcomes, []
+        if not batch:
+            return
+        try:
+            await self.protocol.settle([(c, q, r) for c, q, r, _ in batch])
+        except Exception as exc:
+            if not last:  # Redis is away: keep the outcomes (and their slots) and try again
+                log.warning("settling failed; retrying", count=len(batch), error=type(exc).__name__)
+                self._outcomes[:0] = batch
+                await asyncio.sleep(min(1.0, self.poll_ms / 1000))
+                return
+            for *_, done in batch:  # the messages stay held: redelivered after the heartbeat
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for *_, done in batch:
+            if not done.done():
+                done.set_result(None)
+
+
+def _new_redis_id() -> str:
+    return str(uuid.uuid4())

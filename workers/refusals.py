@@ -1,0 +1,138 @@
+"""The dead letters, for the event-loop consumer (``workers.consumer``): what a fetched entry
+is (``workers.dead_letters.inspect``), and where it goes with its reason when it must not
+run. The scripts and the reasons' layout are those of ``workers.dead_letters``, so
+``system2 dlq`` reads both alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import dramatiq
+import structlog
+from dramatiq.common import q_name
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from messages.keys import (
+    DEAD_LETTER_REASONS,
+    DEAD_LETTER_REASONS_AT,
+    DEAD_LETTER_REASONS_SCAN,
+    acks_key,
+    bodies_key,
+    dead_bodies_key,
+    dead_letters_key,
+)
+from workers import worker_metrics
+from workers.dead_letters import (
+    DEFAULT_TTL_MS,
+    INVALID_ENVELOPE,
+    RAW_KEPT,
+    RECORD_SCRIPT,
+    REJECT_SCRIPT,
+    UNDECODABLE,
+    Rejection,
+    envelope_types,
+    inspect,
+)
+from workers.queue_protocol import QueueProtocol
+
+log = structlog.get_logger(__name__)
+
+
+class DeadLetterBox:
+    """Checks each fetched entry, and dead-letters with a reason what must not run."""
+
+    def __init__(self, client: Redis, actors: set[str], *, ttl_ms: int = DEFAULT_TTL_MS) -> None:
+        self.actors = actors
+        self.ttl_ms = ttl_ms
+        self.envelopes = envelope_types()
+        self._record = client.register_script(RECORD_SCRIPT)
+        self._reject = client.register_script(REJECT_SCRIPT)
+
+    def check(self, data: bytes, queue: str) -> dramatiq.Message[Any] | Rejection:
+        return inspect(data, queue, self.actors, self.envelopes)
+
+    async def record(self, message: dramatiq.Message[Any], exc: BaseException) -> None:
+        now = time.time()
+        record = {
+            "queue": q_name(message.queue_name),
+            "actor": message.actor_name,
+            "reason": str(exc)[:1000] or type(exc).__name__,
+            "error": type(exc).__name__,
+            "at": now,
+        }
+        try:
+            await self._record(
+                keys=[DEAD_LETTER_REASONS, DEAD_LETTER_REASONS_AT, DEAD_LETTER_REASONS_SCAN],
+                args=[message.message_id, json.dumps(record), int(now * 1000), self.ttl_ms],
+            )
+        except RedisError:
+            log.warning("dead-letter reason not recorded", message_id=message.message_id)
+        worker_metrics.DEAD_LETTERS.labels(record["queue"], message.actor_name).inc()
+
+    async def reject(
+        self, protocol: QueueProtocol, queue: str, data: bytes, why: Rejection
+    ) -> None:
+        canonical = q_name(queue)
+        undecodable = why.reason == UNDECODABLE
+        now = time.time()
+        record: dict[str, Any] = {
+            "queue": canonical,
+            "actor": why.actor,
+            "reason": why.reason,
+            "detail": why.detail,
+            "at": now,
+            "raw_bytes": len(data),
+        }
+        if undecodable:
+            record["kept_bytes"] = min(len(data), RAW_KEPT)
+        ns = protocol.namespace
+        try:
+            found = await self._reject(
+                keys=[
+                    acks_key(protocol.consumer_id, queue, namespace=ns),
+                    bodies_key(queue, namespace=ns),
+                    dead_letters_key(canonical, namespace=ns),
+                    dead_bodies_key(canonical, namespace=ns),
+                    DEAD_LETTER_REASONS,
+                    DEAD_LETTER_REASONS_AT,
+                    DEAD_LETTER_REASONS_SCAN,
+                ],
+                args=[
+                    hashlib.sha1(data).hexdigest(),  # noqa: S324 - Redis's sha1hex, not security
+                    why.redis_id or "",
+                    RAW_KEPT if undecodable else -1,
+                    int(now * 1000),
+                    "" if undecodable else (why.message_id or ""),
+                    json.dumps(record),
+                    self.ttl_ms,
+                ],
+            )
+        except RedisError as exc:  # stays held by this process; back after a restart
+            log.warning(
+                "a bad message could not be dead-lettered",
+                queue=canonical,
+                reason=why.reason,
+                error=type(exc).__name__,
+            )
+            return
+        if not found:
+            log.warning("a bad message was no longer held", queue=canonical, reason=why.reason)
+            return
+        worker_metrics.REJECTED.labels(canonical, why.reason).inc()
+        actor = why.actor if why.reason == INVALID_ENVELOPE else ""
+        worker_metrics.DEAD_LETTERS.labels(canonical, actor or "").inc()
+        log.error(
+            "message dead-lettered before delivery",
+            queue=canonical,
+            reason=why.reason,
+            detail=why.detail,
+            redis_message_id=found.decode() if isinstance(found, bytes) else found,
+            dramatiq_message_id=why.message_id,
+            actor=why.actor,
+            bytes=len(data),
+        )
