@@ -20,7 +20,7 @@ import redis
 
 from bench.noop_actor import COUNTER, QUEUE
 from bench.stack import BIN, Stack, stack, summary
-from messages.keys import company_stream_key
+from messages.redis_keys import company_stream_key
 from messages.transport import build_broker
 from store import Database
 from system2.procs import Proc

@@ -1,4 +1,5 @@
-"""How the ingress answers what went wrong (``ingress.errors``): a status, a reason, and never a stack trace."""
+"""How the ingress answers what went wrong (``ingress.errors``): a status, a reason, and
+never a stack trace."""
 
 from __future__ import annotations
 

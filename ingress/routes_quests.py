@@ -25,7 +25,7 @@ from ingress.schemas import (
 )
 from ingress.submit import Gate, QuestSpec, create_quest, enqueue_first_step
 from messages import Actor, ActorType
-from messages.keys import quest_stream_key
+from messages.redis_keys import quest_stream_key
 from store import TenantTx
 from store import quests as quests_store
 from store.quests import Quest

@@ -1,4 +1,8 @@
-"""The wire contract: every message on a queue or a stream, and how it is published."""
+"""The wire contract: every message on a queue or a stream, and how it is published.
+
+A leaf of the house: it imports only third-party code, never another package of ours
+(``make lint`` checks).
+"""
 
 from messages.envelope import (
     SCHEMA_VERSION,

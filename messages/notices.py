@@ -13,7 +13,7 @@ from uuid import UUID
 
 import redis
 
-from messages.keys import CANCEL_CHANNEL, cancel_flag_key
+from messages.redis_keys import CANCEL_CHANNEL, cancel_flag_key
 
 CANCEL_FLAG_TTL_S = 7 * 86_400
 

@@ -16,7 +16,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from messages.envelope import Envelope
 from messages.errors import PublishFailed
-from messages.keys import NAMESPACE
+from messages.redis_keys import NAMESPACE
 
 
 def build_broker(

@@ -1,6 +1,8 @@
-"""Errors of the runtime layer: the process was configured with something it cannot use."""
+"""Errors of the runtime layer: something the process was configured or asked for that it
+does not have."""
 
 
 class ConfigurationError(Exception):
-    """Base of every error raised by ``runtime``: a setting or a name the deployment gave
-    that cannot be used. The message names what is wrong, never a secret's value."""
+    """Base of every error raised by ``runtime``: a setting that cannot be used, or a name the
+    configuration does not know (an integration the catalog lacks: a 404 at the ingress).
+    The message names what is wrong, never a secret's value."""

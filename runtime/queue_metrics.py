@@ -1,7 +1,7 @@
 """Queue depth, delay, age and dead letters, read from Redis when Prometheus scrapes.
 
 Dramatiq's Redis broker keeps, per queue ``q`` (namespace ``dramatiq``; the builders of these
-names are in ``messages.keys``):
+names are in ``messages.redis_keys``):
 
 - ``dramatiq:q`` — a list of message ids waiting for a worker (oldest first);
 - ``dramatiq:q.DQ`` — the same for delayed messages (a list too, not a sorted set: a worker
@@ -29,7 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
 from messages import QUEUES
-from messages.keys import (
+from messages.redis_keys import (
     NAMESPACE,
     acks_key,
     bodies_key,

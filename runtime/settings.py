@@ -10,6 +10,7 @@ application's secrets.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from decimal import Decimal
@@ -203,6 +204,16 @@ class Settings(BaseSettings):
         "prometheus-client reads it too, at import",
     )
 
+    @field_validator("prometheus_multiproc_dir")
+    @classmethod
+    def _prometheus_own_variable(cls, value: str | None) -> str | None:
+        # prometheus-client reads PROMETHEUS_MULTIPROC_DIR itself, at import. A value from
+        # anywhere else (S2_PROMETHEUS_MULTIPROC_DIR, by the field's name) would point
+        # /metrics at a directory no process writes to.
+        if value and value != os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            raise ValueError("set PROMETHEUS_MULTIPROC_DIR itself, which prometheus-client reads")
+        return value or None
+
     anthropic_base_url: str | None = Field(
         None,
         validation_alias="ANTHROPIC_BASE_URL",
@@ -359,9 +370,9 @@ DEPLOYED_CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
 # has the backup's alone. Each variable is named as it is documented (DEPLOY.md), exactly,
 # case and all.
 
-TOOL_CONFIG = SettingsConfigDict(
-    extra="ignore", frozen=True, populate_by_name=True, case_sensitive=True
-)
+# Each field is read from its documented variable only (no populate_by_name: the field's
+# own name is no second, undocumented variable).
+TOOL_CONFIG = SettingsConfigDict(extra="ignore", frozen=True, case_sensitive=True)
 BACKUP_ENV = "S2_ENV"
 BACKUP_DATABASE_URL = "S2_BACKUP_DATABASE_URL"
 BACKUP_DIR = "S2_BACKUP_DIR"

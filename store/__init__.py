@@ -1,4 +1,8 @@
-"""Postgres: the schema, its migrations, and tenant-scoped access to every row."""
+"""Postgres: the schema, its migrations, and tenant-scoped access to every row.
+
+A leaf of the house: it imports only third-party code, never another package of ours
+(``make lint`` checks).
+"""
 
 from store.db import BatchTx, Database, TenantTx
 from store.errors import (

@@ -31,8 +31,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from messages import Actor, ActorType, Envelope, QuestEvent
-from messages.keys import company_stream_key
 from messages.notices import StreamReply
+from messages.redis_keys import company_stream_key
 from runtime.settings import Settings
 from runtime.wiring import vault_keys_configured
 from store import Database

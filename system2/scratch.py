@@ -11,7 +11,7 @@ import psycopg
 import redis
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from messages.keys import scratch_lock_key
+from messages.redis_keys import scratch_lock_key
 from store.migrate import migrate
 from system2.errors import System2Error
 

@@ -10,8 +10,8 @@ import redis
 from rich.console import Console
 from rich.markup import escape
 
-from messages.keys import quest_stream_key
 from messages.notices import StreamReply
+from messages.redis_keys import quest_stream_key
 from runtime.settings import Settings
 from store import Database
 from store import quests as quests_store

@@ -14,7 +14,7 @@ import dramatiq
 import redis
 from redis.asyncio import Redis
 
-from messages.keys import acks_key, bodies_key, queue_key
+from messages.redis_keys import acks_key, bodies_key, queue_key
 from messages.transport import build_broker
 from workers.consumer import ActorSpec, Consumer
 from workers.queue_protocol import QueueProtocol

@@ -17,7 +17,7 @@ import redis
 
 from ingress.submit import QuestSpec, create_quest
 from messages import Envelope, QuestStep
-from messages.keys import quest_stream_key
+from messages.redis_keys import quest_stream_key
 from messages.transport import build_broker, to_message
 from store import Database
 from store import activity as activity_store

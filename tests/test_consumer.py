@@ -22,7 +22,7 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from messages.keys import (
+from messages.redis_keys import (
     DEAD_LETTER_REASONS,
     dead_letters_key,
     delayed_queue_key,

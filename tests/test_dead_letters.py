@@ -14,9 +14,9 @@ import redis
 from dramatiq.broker import MessageProxy
 
 from ingress.submit import QuestSpec, create_quest
-from messages.keys import DEAD_LETTER_REASONS as REASONS
-from messages.keys import DEAD_LETTER_REASONS_AT as REASONS_AT
-from messages.keys import NAMESPACE
+from messages.redis_keys import DEAD_LETTER_REASONS as REASONS
+from messages.redis_keys import DEAD_LETTER_REASONS_AT as REASONS_AT
+from messages.redis_keys import NAMESPACE
 from messages.transport import build_broker
 from runtime.settings import Settings
 from store import Database

@@ -1,5 +1,8 @@
 """The house's layout: each package's errors descend from its one root, so a caller can
-catch a package's failures with one ``except`` and the CLI can show each as one line."""
+catch a package's failures with one ``except`` and the CLI can show each as one line.
+
+``standins`` is not in the table: each stand-in is a server of its own (the offline Claude,
+the demo provider), with its own errors, answered over HTTP and never raised to our code."""
 
 from __future__ import annotations
 

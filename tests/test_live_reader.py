@@ -26,7 +26,7 @@ from ingress.live import (
     TooManyStreams,
     parse_id,
 )
-from messages.keys import quest_stream_key
+from messages.redis_keys import quest_stream_key
 from runtime.settings import Settings
 from store import Database
 from tests.conftest import Tenant

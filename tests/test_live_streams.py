@@ -29,7 +29,7 @@ import redis
 
 from ingress.live import LIVE_SEND_GRACE_S
 from messages import Actor, ActorType, Envelope, QuestEvent
-from messages.keys import quest_stream_key
+from messages.redis_keys import quest_stream_key
 from runtime.settings import Settings
 from store import Database
 from tests.conftest import Tenant

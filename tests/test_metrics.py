@@ -11,9 +11,12 @@ cancel is timed, a dead-lettered message is counted and shown in its queue.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -136,6 +139,30 @@ def test_an_ingress_of_several_processes_reports_the_requests_of_all(stack: Stac
         assert httpx.get(url + "/readyz").status_code == 200
     for _ in range(5):  # whichever process answers the scrape counts all 30
         assert total(scrape(url + "/metrics"), "s2_http_requests_total", route="/readyz") == 30
+
+
+def test_a_several_process_ingress_stops_on_sigterm_and_removes_its_metrics_dir(
+    stack: Stack,
+) -> None:
+    port = free_port()
+    command = system2("ingress", "--port", str(port), "--workers", "2")
+    env = {k: v for k, v in stack.env().items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        # The command became the ingress itself (same PID: its signals are uvicorn's), with
+        # the metrics directory in its own environment, not in the caller's.
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+        shared = next(e for e in environ if e.startswith(b"PROMETHEUS_MULTIPROC_DIR="))
+        directory = Path(shared.split(b"=", 1)[1].decode())
+        assert directory.is_dir()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert not directory.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_a_cancel_is_counted_with_its_latency(stack: Stack, db: Database, tenant: Tenant) -> None:

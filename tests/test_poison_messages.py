@@ -29,9 +29,9 @@ import redis
 from dramatiq.brokers.redis import _RedisConsumer
 from packaging.requirements import Requirement
 
-from messages.keys import DEAD_LETTER_REASONS as REASONS
-from messages.keys import DEAD_LETTER_REASONS_AT as REASONS_AT
-from messages.keys import NAMESPACE
+from messages.redis_keys import DEAD_LETTER_REASONS as REASONS
+from messages.redis_keys import DEAD_LETTER_REASONS_AT as REASONS_AT
+from messages.redis_keys import NAMESPACE
 from messages.transport import build_broker
 from runtime.settings import Settings
 from store import Database

@@ -1,4 +1,4 @@
-"""Every Redis key is named in ``messages/keys.py``, and its table says what each one is.
+"""Every Redis key is named in ``messages/redis_keys.py``, and its table says what each one is.
 
 An operator reading the table must be able to trust it: every builder there has a row and
 every row a builder that makes exactly the key the row shows, the keys the leaves name
@@ -74,7 +74,7 @@ def pattern(key: str) -> re.Pattern[str]:
 
 
 def builders() -> dict[str, Any]:
-    """Every public name of messages.keys: str constants and the functions defined there."""
+    """Every public name of messages.redis_keys: str constants and the functions defined there."""
     return {
         name: value
         for name, value in vars(keys).items()
@@ -197,7 +197,7 @@ def test_no_module_names_a_redis_key_of_its_own() -> None:
         if path not in allowed
         for line, text in key_literals(path)
     ]
-    assert not found, "Redis key names belong in messages/keys.py:\n" + "\n".join(found)
+    assert not found, "Redis key names belong in messages/redis_keys.py:\n" + "\n".join(found)
 
 
 @pytest.mark.parametrize("literal", ['"s2:cancel:x"', 'f"s2:lock:{a}"', 'f"{ns}:__acks__.{w}"'])

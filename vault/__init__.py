@@ -4,6 +4,9 @@ Keys come from a secrets store (``S2_VAULT_KEYS`` or ``S2_VAULT_KEYS_FILE``), ne
 database. Every ciphertext is binary (a ``bytea`` column), names its format version and key id
 and is bound to its company, integration and credential; plaintext exists only inside
 ``Secret``. Log ``describe(ciphertext)``, never the ciphertext.
+
+A leaf of the house: it imports only third-party code, never another package of ours
+(``make lint`` checks).
 """
 
 from vault.cipher import VERSION, VERSION_BYTE, KeyCipher, associated_data, describe, key_id_of

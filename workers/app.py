@@ -33,7 +33,7 @@ from messages import (
     RewrapCredentials,
     open_envelope,
 )
-from messages.keys import CLAUDE_WAIT_PREFIX
+from messages.redis_keys import CLAUDE_WAIT_PREFIX
 from messages.transport import Publisher, build_broker
 from runtime import logs, sentry
 from runtime.settings import Settings

@@ -24,7 +24,7 @@ from uuid import UUID
 import redis
 import structlog
 
-from messages.keys import CANCEL_CHANNEL, cancel_flag_key
+from messages.redis_keys import CANCEL_CHANNEL, cancel_flag_key
 from workers.errors import WorkerError
 
 log = structlog.get_logger(__name__)

@@ -22,7 +22,7 @@ from typing import Any
 import dramatiq
 import redis
 
-from messages.keys import starts_key
+from messages.redis_keys import starts_key
 
 STARTS_TTL_S = 2 * 86_400
 

@@ -5,7 +5,7 @@ out, but keeps no reason; ``DeadLetters`` records one per message for ``system2 
 
 Dramatiq drops a dead letter once it is older than the broker's ``dead_message_ttl`` (7 days);
 its reason goes too. Each reason (``DEAD_LETTER_REASONS``, a hash) is indexed by the time it
-was written (``DEAD_LETTER_REASONS_AT``, a sorted set; both in ``messages.keys``), and every
+was written (``DEAD_LETTER_REASONS_AT``, a sorted set; both in ``messages.redis_keys``), and every
 write of a reason removes up to ``PRUNED`` reasons older than the TTL, and indexes a few
 reasons found without a time (written before the index existed), in the same Redis script:
 bounded work, nothing to schedule.
@@ -56,7 +56,7 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware
 
 from messages import BadMessage, Payload, open_envelope
-from messages.keys import (
+from messages.redis_keys import (
     DEAD_LETTER_REASONS,
     DEAD_LETTER_REASONS_AT,
     DEAD_LETTER_REASONS_SCAN,

@@ -17,7 +17,7 @@ import structlog
 from dramatiq.middleware import Middleware
 
 from messages import BadMessage
-from messages.keys import WORKER_BEACON_PREFIX, worker_beacon_key
+from messages.redis_keys import WORKER_BEACON_PREFIX, worker_beacon_key
 from runtime import logs
 from workers import worker_metrics
 

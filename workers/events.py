@@ -14,7 +14,7 @@ import redis
 import structlog
 
 from messages import Envelope, QuestEvent
-from messages.keys import company_stream_key, quest_stream_key
+from messages.redis_keys import company_stream_key, quest_stream_key
 
 log = structlog.get_logger(__name__)
 

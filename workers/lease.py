@@ -16,7 +16,7 @@ from uuid import UUID
 
 import redis
 
-from messages.keys import step_lease_key
+from messages.redis_keys import step_lease_key
 from workers.errors import TryLater
 from workers.integrations.lock import RELEASE
 

@@ -3,7 +3,7 @@
 The queues stay Dramatiq's: the ingress publishes with Dramatiq's broker, and every state
 change of a queue goes through Dramatiq's own ``dispatch.lua`` (fetch, ack, nack, requeue,
 enqueue), loaded from the installed package and checked against the hash it was reviewed at,
-so the layout of the keys (``messages.keys``) and the delivery guarantees are Dramatiq's:
+so the layout of the keys (``messages.redis_keys``) and the delivery guarantees are Dramatiq's:
 
 - a fetched message's id sits in this consumer's acks set until it is acked (its body goes),
   nacked (its body moves to ``<queue>.XQ``) or requeued;
@@ -25,7 +25,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from messages.keys import NAMESPACE
+from messages.redis_keys import NAMESPACE
 from workers.errors import WorkerError
 
 # sha256 of the dispatch.lua of dramatiq 2.2.x (pyproject pins dramatiq below 2.3). A newer

@@ -17,7 +17,7 @@ from dramatiq.common import q_name
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from messages.keys import (
+from messages.redis_keys import (
     DEAD_LETTER_REASONS,
     DEAD_LETTER_REASONS_AT,
     DEAD_LETTER_REASONS_SCAN,

@@ -18,7 +18,7 @@ import redis
 import structlog
 
 from messages import Actor, ActorType, Envelope, QuestStep
-from messages.keys import SWEEPER_LOCK
+from messages.redis_keys import SWEEPER_LOCK
 from messages.transport import Publisher
 from store import Database, StoreError
 from store import companies as companies_store

@@ -12,7 +12,7 @@ import redis
 import typer
 
 from messages import QUEUES
-from messages.keys import (
+from messages.redis_keys import (
     DEAD_LETTER_REASONS,
     DEAD_LETTER_REASONS_AT,
     dead_bodies_key,

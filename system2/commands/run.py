@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -31,6 +28,7 @@ def ingress(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8080,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    metrics_dir_owned: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Serve the HTTP ingress."""
     import uvicorn
@@ -40,48 +38,36 @@ def ingress(
     s = settings()
     logs.configure(s)
     if workers > 1 and not s.prometheus_multiproc_dir:
-        # N processes behind one port: their metrics are summed from files (ingress.http_metrics)
-        # in a directory each must be given before it imports prometheus-client.
-        code = _ingress_with_shared_metrics(host, port, workers)
-        raise typer.Exit(128 - code if code < 0 else code)
-    uvicorn.run(
-        "ingress.app:from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=None,
-        access_log=False,
-    )
-
-
-def _ingress_with_shared_metrics(host: str, port: int, workers: int) -> int:
-    """``system2 ingress`` again, as this process's child, with a fresh metrics directory in
-    its environment (this process's own is left as it is). SIGTERM and SIGINT are passed on
-    to it; the directory is removed once it has exited. Its exit code."""
-    shared = tempfile.mkdtemp(prefix="s2-ingress-metrics-")
-    argv = [str(Path(sys.executable).parent / "system2"), "ingress"]
-    argv += ["--host", host, "--port", str(port), "--workers", str(workers)]
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": shared}
-    child: subprocess.Popen[bytes] | None = None
-    early: list[int] = []  # signals that came before the child had started
-
-    def forward(signum: int, _frame: object) -> None:
-        if child is None:
-            early.append(signum)
-        elif child.poll() is None:
-            child.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+        _exec_with_shared_metrics(host, port, workers)
     try:
-        child = subprocess.Popen(argv, env=env)  # noqa: S603 - our own command
-        for signum in early:
-            child.send_signal(signum)
-        return child.wait()
+        uvicorn.run(
+            "ingress.app:from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+        )
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        shutil.rmtree(shared, ignore_errors=True)
+        if metrics_dir_owned and s.prometheus_multiproc_dir:
+            shutil.rmtree(s.prometheus_multiproc_dir, ignore_errors=True)
+
+
+def _exec_with_shared_metrics(host: str, port: int, workers: int) -> NoReturn:
+    """N processes behind one port sum their metrics from files (``ingress.http_metrics``), in
+    a directory each must have in its environment before it imports prometheus-client. This
+    process does not change its own environment: it becomes ``system2 ingress`` again with
+    the directory in the new one's, so its PID and its signals (uvicorn's supervisor: TERM,
+    INT, HUP, TTIN, TTOU) stay the same; the new process removes the directory at exit."""
+    shared = tempfile.mkdtemp(prefix="s2-ingress-metrics-")
+    argv = [sys.executable, "-c", "from system2.cli import main; main()", "ingress"]
+    argv += ["--host", host, "--port", str(port), "--workers", str(workers)]
+    argv += ["--metrics-dir-owned"]
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": shared}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(sys.executable, argv, env)  # noqa: S606 - replaces this process, argv is ours
 
 
 def worker(

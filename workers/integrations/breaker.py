@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import redis
 
-from messages.keys import breaker_failures_key, breaker_open_key, breaker_tripped_key
+from messages.redis_keys import breaker_failures_key, breaker_open_key, breaker_tripped_key
 
 _FAIL = """
 local n = redis.call('incr', KEYS[1])

@@ -23,7 +23,7 @@ from uuid import UUID
 import redis
 import structlog
 
-from messages.keys import credential_lock_key
+from messages.redis_keys import credential_lock_key
 from store import Database
 from store import credentials as credentials_store
 from store.activity import NewActivity

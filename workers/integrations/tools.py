@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import redis
 
-from messages.keys import provider_outage_key, provider_rate_limited_key
+from messages.redis_keys import provider_outage_key, provider_rate_limited_key
 from runtime.catalog import IntegrationSpec, ToolSpec
 from store import Database
 from store import tool_calls as tool_calls_store
