@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from guard import Admissions, Guard, Limits, PriceTable, Refused, Scope, ScopeLevel
+from guard import Admissions, Guard, Limits, PriceTable, Refused, Reserved, Scope, ScopeLevel
 from guard.errors import UnpricedModel
 from guard.pricing import MIN_OUTPUT_TOKENS
 from guard.spend import window_bounds
@@ -70,6 +70,38 @@ class Settlement:
 
     def crossings(self) -> list[ScopeLevel]:
         return [lv for lv in self.levels if lv.crossed]
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A Claude call as admission prices it: the request, the prompt's tokens it assumes (the
+    byte bound or the API's count) and its worst case in micro-USD."""
+
+    request: ClaudeRequest
+    input_tokens: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One attempt at a step's Claude call: where it is recorded and what it is charged to."""
+
+    tx: TenantTx
+    quest: Quest
+    step: int
+    number: int  # of this step's Claude call, from 1
+    limits: Limits
+    at: datetime
+    scopes: list[Scope]
+    charge_key: str
+
+    def ledger(self, scope: Scope) -> tuple[int, int]:
+        """``scope``'s (spent, reserved) from the ledger, for the guard to rebuild its counters
+        when Redis has lost them."""
+        if scope.name == "quest":
+            return charges_store.totals(charges_store.for_quest(self.tx, self.quest.id))
+        start, end = window_bounds(scope.name, self.at)
+        return charges_store.window_totals(self.tx, start, end)
 
 
 class StepBudget:
@@ -147,57 +179,111 @@ class StepBudget:
             return waiting
         # The byte bound costs nothing; the API's token count (a round trip) is asked only
         # when the bound does not fit, or is above what an earlier delivery reserved.
-        input_tokens = request.input_bound()
+        call = self._priced(quest, request, request.input_bound())
+        attempt = self._attempt(tx, quest, step, attempts + 1, limits, now)
+        held = self._reserve(attempt, call.amount)
+        recounted = self._with_counted_tokens(attempt, call, held, counted)
+        if isinstance(recounted, CountFirst):
+            return recounted
+        call, held = recounted
+        if isinstance(held, Refused):
+            fitted = self._fit_to_what_is_left(attempt, call, held)
+        else:
+            fitted = self._reuse_earlier_reservation(attempt, call, held)
+        if isinstance(fitted, Delay):
+            return fitted
+        return self._open_charge(attempt, *fitted)
+
+    # -- admission, step by step ------------------------------------------------------------
+
+    def _priced(self, quest: Quest, request: ClaudeRequest, input_tokens: int) -> _Call:
+        """The call's worst case if its prompt is ``input_tokens`` long."""
         amount = self.prices.worst_case(quest.model, input_tokens, request.max_tokens)
+        return _Call(request, input_tokens, amount)
+
+    def _attempt(
+        self, tx: TenantTx, quest: Quest, step: int, number: int, limits: Limits, at: datetime
+    ) -> _Attempt:
+        """Attempt ``number`` of the step's call: its own charge key, so that a retry is
+        charged apart and a redelivery of this attempt finds its reservation again."""
         scopes = self.guard.scopes(
-            quest.company_id, quest.id, self.quest_cap(quest, limits), limits, now
+            quest.company_id, quest.id, self.quest_cap(quest, limits), limits, at
         )
-        charge_key = f"{quest.id}:{step}:{attempts + 1}"
+        charge_key = f"{quest.id}:{step}:{number}"
+        return _Attempt(tx, quest, step, number, limits, at, scopes, charge_key)
 
-        def ledger(scope: Scope) -> tuple[int, int]:
-            if scope.name == "quest":
-                return charges_store.totals(charges_store.for_quest(tx, quest.id))
-            start, end = window_bounds(scope.name, now)
-            return charges_store.window_totals(tx, start, end)
+    def _reserve(self, attempt: _Attempt, amount: int) -> Reserved | Refused:
+        """Reserve ``amount`` under the attempt's charge key against all its scopes at once."""
+        return self.guard.reserve(
+            attempt.quest.company_id,
+            attempt.charge_key,
+            amount,
+            attempt.scopes,
+            attempt.limits,
+            ledger=attempt.ledger,
+        )
 
-        result = self.guard.reserve(
-            quest.company_id, charge_key, amount, scopes, limits, ledger=ledger
-        )
-        too_big = isinstance(result, Refused) or (
-            result.duplicate and not result.settled and result.amount < amount
-        )
-        tokens = self._by_count(request, counted) if too_big else None
+    def _with_counted_tokens(
+        self, attempt: _Attempt, call: _Call, held: Reserved | Refused, counted: Counted | None
+    ) -> tuple[_Call, Reserved | Refused] | CountFirst:
+        """The byte bound is about four times high: when the call does not fit by it (refused,
+        or above what an earlier delivery reserved), price it by the API's count instead,
+        asking for the count first when it was not given; if it was refused, reserve again."""
+        if not _short_of(held, call.amount):
+            return call, held
+        tokens = self._by_count(call.request, counted)
         if isinstance(tokens, CountFirst):
             return tokens
-        if tokens is not None and tokens < input_tokens:
-            input_tokens = tokens
-            amount = self.prices.worst_case(quest.model, input_tokens, request.max_tokens)
-            if isinstance(result, Refused):
-                result = self.guard.reserve(
-                    quest.company_id, charge_key, amount, scopes, limits, ledger=ledger
-                )
-        if isinstance(result, Refused):
-            smaller = self._shrink(request, input_tokens, result.available)
-            if smaller is None:
-                return self._refusal(result)
-            request, amount = smaller
-            result = self.guard.reserve(
-                quest.company_id, charge_key, amount, scopes, limits, ledger=ledger
-            )
-            if isinstance(result, Refused):
-                return self._refusal(result)
-        elif result.duplicate and (result.settled or result.amount < amount):
-            # An earlier delivery reserved under this key and died before its ledger row was
-            # committed, so its call was never made. It may have shrunk its call: this one
-            # must fit what it reserved, or that reservation is released.
-            smaller = None if result.settled else self._shrink(request, input_tokens, result.amount)
-            if smaller is None:
-                return self._drop(tx, quest, step, charge_key, result.amount, scopes, limits, now)
-            request, amount = smaller
+        if tokens is None or tokens >= call.input_tokens:
+            return call, held
+        call = self._priced(attempt.quest, call.request, tokens)
+        if isinstance(held, Refused):
+            held = self._reserve(attempt, call.amount)
+        return call, held
+
+    def _fit_to_what_is_left(
+        self, attempt: _Attempt, call: _Call, refused: Refused
+    ) -> tuple[_Call, Reserved] | Delay:
+        """Refused: ask for fewer output tokens so the call fits what the scope has left, and
+        reserve that; when even the least call does not fit, wait or halt (``_refusal``)."""
+        smaller = self._smaller(call, refused.available)
+        if smaller is None:
+            return self._refusal(refused)
+        held = self._reserve(attempt, smaller.amount)
+        if isinstance(held, Refused):
+            return self._refusal(held)
+        return smaller, held
+
+    def _reuse_earlier_reservation(
+        self, attempt: _Attempt, call: _Call, held: Reserved
+    ) -> tuple[_Call, Reserved] | Delay:
+        """A duplicate is an earlier delivery's reservation under this charge key; that
+        delivery died before its ledger row was committed, so its call was never made. It may
+        have shrunk its call: this one must fit what it reserved, or that reservation is
+        released (``_drop``). A fresh reservation is used as it is."""
+        if not held.duplicate or (not held.settled and held.amount >= call.amount):
+            return call, held
+        smaller = None if held.settled else self._smaller(call, held.amount)
+        if smaller is None:
+            return self._drop(attempt, held.amount)
+        return smaller, held
+
+    def _open_charge(self, attempt: _Attempt, call: _Call, held: Reserved) -> Admitted:
+        """Write the ledger row, open at the reserved amount, in the claim's transaction: from
+        its commit on, a crash leaves an open charge that the next attempt keeps."""
+        quest = attempt.quest
         charges_store.open_charge(
-            tx, quest.id, step, charge_key, quest.model, result.amount, created_at=now
+            attempt.tx,
+            quest.id,
+            attempt.step,
+            attempt.charge_key,
+            quest.model,
+            held.amount,
+            created_at=attempt.at,
         )
-        return Admitted(request, charge_key, result.amount, scopes, attempts + 1)
+        return Admitted(
+            call.request, attempt.charge_key, held.amount, attempt.scopes, attempt.number
+        )
 
     def settle(self, quest: Quest, admitted: Admitted, actual: int, limits: Limits) -> Settlement:
         """Settle the call in Redis (the ledger row is settled by the caller's transaction)."""
@@ -273,27 +359,28 @@ class StepBudget:
                 return replace(request, max_tokens=max_tokens), amount
         return None
 
-    def _drop(
-        self,
-        tx: TenantTx,
-        quest: Quest,
-        step: int,
-        charge_key: str,
-        reserved: int,
-        scopes: list[Scope],
-        limits: Limits,
-        now: datetime,
-    ) -> Delay:
+    def _smaller(self, call: _Call, available: int) -> _Call | None:
+        """``call`` with fewer output tokens, its worst case within ``available`` (``_shrink``)."""
+        shrunk = self._shrink(call.request, call.input_tokens, available)
+        return None if shrunk is None else _Call(shrunk[0], call.input_tokens, shrunk[1])
+
+    def _drop(self, attempt: _Attempt, reserved: int) -> Delay:
         """Release an earlier delivery's reservation that this call does not fit (its call
         was never made) and record it settled at zero, so that the next delivery reserves
         afresh under a new charge key. Settling twice (a crash before this commits) is a no-op."""
+        quest, key = attempt.quest, attempt.charge_key
         self.guard.settle(
-            quest.company_id, charge_key, amount=reserved, actual=0, scopes=scopes, limits=limits
+            quest.company_id,
+            key,
+            amount=reserved,
+            actual=0,
+            scopes=attempt.scopes,
+            limits=attempt.limits,
         )
         charges_store.open_charge(
-            tx, quest.id, step, charge_key, quest.model, reserved, created_at=now
+            attempt.tx, quest.id, attempt.step, key, quest.model, reserved, created_at=attempt.at
         )
-        charges_store.settle(tx, charge_key, 0, None)
+        charges_store.settle(attempt.tx, key, 0, None)
         return Delay(0, "an earlier delivery's reservation is too small for this call")
 
     def _refusal(self, refused: Refused) -> Delay:
@@ -315,6 +402,14 @@ SCOPE_WORDS = {  # each guard scope in words
     "day": "company's daily budget",
     "month": "company's monthly budget",
 }
+
+
+def _short_of(held: Reserved | Refused, amount: int) -> bool:
+    """The reservation does not cover ``amount``: it was refused, or it is an earlier
+    delivery's, not yet settled, and smaller."""
+    return isinstance(held, Refused) or (
+        held.duplicate and not held.settled and held.amount < amount
+    )
 
 
 def _usd(micros: int) -> str:
