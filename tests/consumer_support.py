@@ -1,10 +1,12 @@
 """A consumer on a scratch queue, for tests that run it in this process or in another one
-(``python -m tests.consumer_support REDIS_URL QUEUE CONSUMER_ID``: holds every message until
-killed, so that a test can kill it with messages in flight)."""
+(``python -m tests.consumer_support hold REDIS_URL QUEUE CONSUMER_ID``: holds every message
+until killed, so that a test can kill it with messages in flight; ``... crash REDIS_URL QUEUE
+IN_FLIGHT``: message 0 takes the process down)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,6 +19,7 @@ from redis.asyncio import Redis
 from messages.redis_keys import acks_key, bodies_key, queue_key
 from messages.transport import build_broker
 from workers.consumer import ActorSpec, Consumer
+from workers.crash_isolation import CrashGuard, Isolation, StartCounter
 from workers.queue_protocol import QueueProtocol
 from workers.refusals import DeadLetterBox
 
@@ -60,6 +63,7 @@ def consumer(
     heartbeat_timeout_ms: int = 60_000,
     maintenance_chance: int = 1_000,
     grace_s: float = 5.0,
+    guard: CrashGuard | None = None,
     **actor_options: Any,
 ) -> Consumer:
     protocol = QueueProtocol(
@@ -68,7 +72,7 @@ def consumer(
         heartbeat_timeout_ms=heartbeat_timeout_ms,
         maintenance_chance=maintenance_chance,
     )
-    spec = ActorSpec(ACTOR, queue, run, **actor_options)
+    spec = ActorSpec(ACTOR, queue, run, crash_guarded=guard is not None, **actor_options)
     return Consumer(
         protocol,
         [spec],
@@ -76,6 +80,7 @@ def consumer(
         in_flight={queue: in_flight},
         poll_ms=100,
         grace_s=grace_s,
+        guard=guard,
     )
 
 
@@ -88,5 +93,34 @@ async def _hold_forever(redis_url: str, queue: str, consumer_id: str) -> None:
     ).run()
 
 
+DONE = "test:consumer:done"
+
+
+async def _crash_on_zero(redis_url: str, queue: str, in_flight: str) -> None:
+    """Message 0 takes the process down; the others take a moment and count themselves."""
+    client = Redis.from_url(redis_url)
+
+    async def job(message: dramatiq.Message[Any]) -> None:
+        if message.args[0] == 0:
+            os._exit(1)
+        await asyncio.sleep(0.3)
+        await client.sadd(f"{DONE}:{queue}", message.args[0])
+
+    limit = int(in_flight)
+    guard = CrashGuard(StartCounter(client), Isolation(limit), bound=2)
+    await consumer(
+        client,
+        queue,
+        job,
+        in_flight=limit,
+        heartbeat_timeout_ms=1_000,
+        maintenance_chance=1_000_000,
+        guard=guard,
+    ).run()
+
+
 if __name__ == "__main__":
-    asyncio.run(_hold_forever(*sys.argv[1:4]))
+    if sys.argv[1] == "hold":
+        asyncio.run(_hold_forever(*sys.argv[2:5]))
+    else:
+        asyncio.run(_crash_on_zero(*sys.argv[2:5]))

@@ -285,7 +285,7 @@ def test_kill_9_with_messages_in_flight_loses_none(redis_url: str, queue: str) -
     publish(redis_url, queue, 300)
     victim = uuid.uuid4().hex
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.consumer_support", redis_url, queue, victim],
+        [sys.executable, "-m", "tests.consumer_support", "hold", redis_url, queue, victim],
         cwd=os.path.dirname(os.path.dirname(__file__)),
     )
     try:

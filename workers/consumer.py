@@ -48,6 +48,8 @@ import structlog
 from dramatiq import Message
 from dramatiq.common import compute_backoff, dq_name, q_name
 
+from workers.crash_isolation import CrashGuard
+from workers.dead_letters import PoisonMessage
 from workers.errors import TryLater
 from workers.queue_protocol import QueueProtocol
 
@@ -68,6 +70,10 @@ class ActorSpec:
     max_backoff_ms: int = 60_000
     time_limit_ms: int = 600_000
     throws: tuple[type[BaseException], ...] = ()
+    # Counted and isolated by the process's CrashGuard (steps that may crash their process).
+    crash_guarded: bool = False
+    # Called before a poison message is dead-lettered (a quest step ends its quest).
+    on_poison: Callable[[Message[Any], int], Awaitable[None]] | None = None
 
 
 class Refusals(Protocol):
@@ -87,22 +93,27 @@ class Capacity:
     """A bound on messages in flight: taken when a message is fetched, given back when it
     is settled."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, ceiling: Callable[[], int] | None = None) -> None:
         if limit < 1:
             raise ValueError("a capacity is at least 1")
         self.limit = limit
         self.used = 0
+        self._ceiling = ceiling
         self._freed = asyncio.Event()
 
     @property
     def free(self) -> int:
-        return self.limit - self.used
+        limit = min(self.limit, self._ceiling()) if self._ceiling else self.limit
+        return max(0, limit - self.used)
 
     async def wait_free(self) -> int:
-        while self.used >= self.limit:
+        while self.free <= 0:
             self._freed.clear()
             await self._freed.wait()
         return self.free
+
+    def changed(self) -> None:
+        self._freed.set()
 
     def take(self, n: int) -> None:
         self.used += n
@@ -133,14 +144,24 @@ class Consumer:
         delay_held: int = 10_000,
         settle_every_ms: int = 5,
         grace_s: float = 30.0,
+        guard: CrashGuard | None = None,
     ) -> None:
         self.protocol = protocol
         self.actors = {a.name: a for a in actors}
         self.refusals = refusals
         self.queues = sorted({a.queue for a in actors})
+        self.guard = guard
+        guarded = {a.queue for a in actors if a.crash_guarded}
+        ceiling = guard.isolation.ceiling if guard is not None else None
         self.capacity = {
-            q: Capacity(in_flight.get(q, in_flight.get("*", 1_000))) for q in self.queues
+            q: Capacity(
+                in_flight.get(q, in_flight.get("*", 1_000)),
+                ceiling=ceiling if q in guarded else None,
+            )
+            for q in self.queues
         }
+        if guard is not None:  # a suspect's group narrows what the guarded queues fetch
+            guard.isolation.on_change = self._isolation_changed
         self.poll_ms = poll_ms
         self.delay_held = delay_held
         self.settle_every_ms = settle_every_ms
@@ -198,6 +219,10 @@ class Consumer:
         for dq, held in self._delayed.items():
             if held:
                 await self.protocol.requeue(dq, [d.redis_id for d in held])
+
+    def _isolation_changed(self) -> None:
+        for capacity in self.capacity.values():
+            capacity.changed()
 
     async def _forever(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run ``loop`` again after any failure (Redis restarting, say), backing off."""
@@ -320,19 +345,39 @@ class Consumer:
             actor = self.actors.get(message.actor_name)
             if actor is None:  # refusals.check lets through only our actors; defensive
                 raise LookupError(f"no actor {message.actor_name!r}")
-            try:
-                async with asyncio.timeout(actor.time_limit_ms / 1000):
-                    await actor.run(message)
-            except asyncio.CancelledError:
-                raise
-            except actor.throws as exc:
-                await self._dead_letter(queue, redis_id, message, exc)
-            except Exception as exc:
-                await self._retry(queue, redis_id, message, actor, exc)
+            if self.guard is None or not actor.crash_guarded:
+                failure = await self._run(actor, message)
             else:
+                async with self.guard.watching(message) as crashes:
+                    if crashes >= self.guard.poison_at():
+                        await self._poisoned(queue, redis_id, message, actor, crashes)
+                        return
+                    failure = await self._run(actor, message)
+            if failure is None:
                 await self._settle("ack", queue, redis_id)
+            elif isinstance(failure, actor.throws):
+                await self._dead_letter(queue, redis_id, message, failure)
+            else:
+                await self._retry(queue, redis_id, message, actor, failure)
         finally:
             self.capacity[queue].give()
+
+    async def _run(self, actor: ActorSpec, message: Message[Any]) -> Exception | None:
+        """The actor's failure, if it failed (a time limit is one); a cancel passes through."""
+        try:
+            async with asyncio.timeout(actor.time_limit_ms / 1000):
+                await actor.run(message)
+        except Exception as exc:
+            return exc
+        return None
+
+    async def _poisoned(
+        self, queue: str, redis_id: str, message: Message[Any], actor: ActorSpec, crashes: int
+    ) -> None:
+        why = PoisonMessage(f"this message crashed its worker {crashes} times")
+        if actor.on_poison is not None:
+            await actor.on_poison(message, crashes)
+        await self._dead_letter(queue, redis_id, message, why)
 
     async def _retry(
         self, queue: str, redis_id: str, message: Message[Any], actor: ActorSpec, exc: Exception

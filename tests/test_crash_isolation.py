@@ -1,0 +1,133 @@
+"""Crash isolation when one process runs many steps: a suspect runs in a group that halves
+with each crash it was in, the poison step is dead-lettered once it crashes alone, and the
+steps that stood beside it run to the end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from redis.asyncio import Redis
+
+from messages.redis_keys import DEAD_LETTER_REASONS, dead_letters_key, starts_key
+from tests.consumer_support import DONE, bodies, consumer, publish
+from workers.crash_isolation import CrashGuard, Isolation, StartCounter
+
+
+@pytest.fixture
+def queue() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def test_groups_halve_with_each_crash_and_alone_comes_after_log2_of_the_limit() -> None:
+    isolation = Isolation(1_000)
+    assert [isolation.group_of(c) for c in (0, 1, 2, 3, 9, 10, 30)] == [
+        1_000,
+        500,
+        250,
+        125,
+        1,
+        1,
+        1,
+    ]
+    assert isolation.alone_from == 8 + 1  # 1000 >> 9 == 1
+    assert CrashGuard(StartCounter(None), isolation, bound=3).poison_at() == 11  # type: ignore[arg-type]
+    one = Isolation(1)  # a process of one step: a suspect is alone from its first crash
+    assert one.alone_from == 1
+    assert CrashGuard(StartCounter(None), one, bound=3).poison_at() == 3  # type: ignore[arg-type]
+
+
+def test_a_suspect_runs_only_in_its_group_and_new_steps_wait_for_it(
+    redis_url: str, queue: str
+) -> None:
+    ids = publish(redis_url, queue, 40)
+    suspect = ids[20]
+    r = redis.Redis.from_url(redis_url)
+    r.set(starts_key(suspect), 3)  # three starts that never ended: 3 crashes
+    running = 0
+    beside_suspect: list[int] = []
+    done: list[str] = []
+    gate = asyncio.Event()
+
+    async def job(message: dramatiq.Message[Any]) -> None:
+        nonlocal running
+        running += 1
+        try:
+            if message.message_id == suspect:
+                for _ in range(10):
+                    beside_suspect.append(running)
+                    await asyncio.sleep(0.05)
+            elif message.args[0] < 20:
+                await gate.wait()  # the first twenty hold their slots until the suspect waits
+            else:
+                await asyncio.sleep(0.05)
+        finally:
+            running -= 1
+        done.append(message.message_id)
+
+    async def main() -> None:
+        client = Redis.from_url(redis_url)
+        guard = CrashGuard(StartCounter(client), Isolation(32), bound=2)
+        c = consumer(client, queue, job, in_flight=32, guard=guard)
+        task = asyncio.create_task(c.run())
+        while guard.isolation.ceiling() == 32:  # the suspect is fetched and narrows the process
+            await asyncio.sleep(0.02)
+        assert guard.isolation.ceiling() == 32 >> 3
+        gate.set()
+        while len(done) < 40:
+            await asyncio.sleep(0.02)
+        c.stop()
+        await task
+
+    asyncio.run(main())
+    assert beside_suspect and max(beside_suspect) <= 32 >> 3
+    assert r.get(starts_key(suspect)) is None  # it survived: its count is gone
+    assert bodies(redis_url, queue) == 0
+
+
+@pytest.mark.slow
+def test_a_poison_step_is_dead_lettered_and_its_neighbours_finish(
+    redis_url: str, queue: str
+) -> None:
+    ids = publish(redis_url, queue, 40)
+    r = redis.Redis.from_url(redis_url)
+    root = os.path.dirname(os.path.dirname(__file__))
+    crashes = 0
+    deadline = time.monotonic() + 120
+
+    def finished() -> bool:  # the poison step dead-lettered (by its Redis id), the rest done
+        return r.zcard(dead_letters_key(queue)) == 1 and r.scard(f"{DONE}:{queue}") == 39
+
+    while not finished():
+        assert time.monotonic() < deadline, "the poison step was not isolated in time"
+        proc = subprocess.Popen(  # one process at a time: each crash is the poison step's
+            [sys.executable, "-m", "tests.consumer_support", "crash", redis_url, queue, "16"],
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            while proc.poll() is None and not finished():
+                assert time.monotonic() < deadline, "the poison step was not isolated in time"
+                time.sleep(0.1)
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+            if proc.wait(30) == 1:
+                crashes += 1
+        time.sleep(1.2)  # past the heartbeat timeout: the next process takes back its messages
+    reason = json.loads(r.hget(DEAD_LETTER_REASONS, ids[0]) or b"{}")
+    assert "crashed its worker" in reason["reason"]
+    assert r.zcard(dead_letters_key(queue)) == 1  # only the poison step
+    assert r.smembers(f"{DONE}:{queue}") == {str(n).encode() for n in range(1, 40)}
+    # 16 >> 4 == 1: alone from its 4th crash, poison at bound (2) crashes alone.
+    assert crashes == 4 + 2 - 1
