@@ -1,8 +1,9 @@
 """Ending a quest from outside its steps: a cancel while no step runs, or a step that keeps
-crashing its worker.
+crashing its worker or runs out of retries.
 
-The quest ends with its reason, calls left open are kept at their reservation, the running
-slot is released, one audit row records who ended it and why, and watchers see it end.
+The quest ends with its reason, calls left open are kept at their reservation, and the
+ending itself (final state, running slot, count, audit row, live event) is
+``workers.ending``'s, as it is for a step that ends its quest.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from uuid import UUID
 
 import structlog
 
-from messages import AuditBatch, AuditEvent, BadMessage, CancelQuest, Envelope, QuestEvent
+from messages import BadMessage, CancelQuest, Envelope
 from messages.transport import Publisher
 from runtime import logs
 from store import Database
@@ -22,16 +23,9 @@ from store import charges as charges_store
 from store import quests as quests_store
 from store.quests import Quest
 from workers import worker_metrics
-from workers.events import QuestEvents, event_data
-from workers.step import (
-    STALE_CLAIM_AFTER,
-    TED,
-    Outcome,
-    cancelled,
-    claim_fresh,
-    ended_from_row,
-    finished_key,
-)
+from workers.ending import Ending, QuestEnding
+from workers.events import QuestEvents
+from workers.step import STALE_CLAIM_AFTER, Outcome, cancelled, claim_fresh, ended_from_row
 from workers.step_budget import StepBudget
 
 log = structlog.get_logger(__name__)
@@ -48,9 +42,8 @@ class QuestEnder:
         stale_claim_after: timedelta = STALE_CLAIM_AFTER,
     ) -> None:
         self.db = db
-        self.publisher = publisher
-        self.events = events
         self.budget = budget
+        self.ending = QuestEnding(publisher, events, budget)
         self.stale_claim_after = stale_claim_after
 
     def cancel(self, env: Envelope[CancelQuest]) -> None:
@@ -79,56 +72,41 @@ class QuestEnder:
 
         A quest that has already ended gets its ending's audit row sent again: if this is a
         redelivery after the send failed, that is the only copy; otherwise the log writer
-        drops it by its key, which is the one the ending step used."""
+        drops it by its key, which is the one the ending step used (``workers.ending``)."""
         logs.bind(quest_id=str(quest_id))
         with self.db.tenant(env.company_id) as tx:
             quest = quests_store.get(tx, quest_id, for_update=True)
             if quest is None:
                 raise BadMessage("no such quest for this company")
-            if quest.finished:
-                self._announce(env, quest, ended_from_row(quest))
-                return False
-            if unless_running and self._step_running(quest):
+            already = quest.finished
+            if already:
+                ending = Ending(env, quest, ended_from_row(quest), quest.steps_done)
+            elif unless_running and self._step_running(quest):
                 log.info("left to the running step", quest_id=str(quest.id))
                 return False
-            if cancel is not None and quest.cancel_requested_at is None:  # e.g. a replayed message
-                quest = (
-                    quests_store.request_cancel(tx, quest.id, by=cancel[0], reason=cancel[1])
-                    or quest
+            else:
+                # not asked for yet: e.g. a replayed message
+                if cancel is not None and quest.cancel_requested_at is None:
+                    quest = (
+                        quests_store.request_cancel(tx, quest.id, by=cancel[0], reason=cancel[1])
+                        or quest
+                    )
+                ending = Ending(env, quest, outcome(quest), quest.steps_done)
+                limits = self.budget.limits(tx)
+                kept = self.budget.keep_abandoned(
+                    tx, quest, charges_store.for_quest(tx, quest.id), limits
                 )
-            ending = outcome(quest)
-            limits = self.budget.limits(tx)
-            kept = self.budget.keep_abandoned(
-                tx, quest, charges_store.for_quest(tx, quest.id), limits
-            )
-            if kept:
-                quests_store.add_cost(tx, quest.id, kept)
-            quests_store.finish(tx, quest.id, ending.status, reason=ending.reason)
-        self.budget.release(quest)
+                if kept:
+                    quests_store.add_cost(tx, quest.id, kept)
+                self.ending.record(tx, ending)
+        # What is sent goes after the commit: a publish is a network call.
+        if already:
+            self.ending.announce(ending)
+            return False
         worker_metrics.spent(quest.model, kept)
-        worker_metrics.quest_ended(ending.status, ending.cancel_requested_at)
-        self._announce(env, quest, ending)
+        self.ending.ended(ending)
+        self.ending.announce(ending)
         return True
-
-    def _announce(self, env: Envelope[Any], quest: Quest, ending: Outcome) -> None:
-        """The ending's audit row and live event."""
-        event = AuditEvent(
-            idempotency_key=finished_key(quest.id, quest.steps_done),
-            actor=ending.by,
-            action=f"quest.{ending.status}",
-            target=f"quest:{quest.id}",
-            rationale=ending.reason,
-            originating_message_id=quest.origin_message_id,
-            quest_id=quest.id,
-        )
-        self.publisher.publish(env.follow_up(AuditBatch(events=[event]), actor=TED))
-        state = QuestEvent(
-            quest_id=quest.id,
-            kind="quest.state",
-            step=quest.steps_done or None,
-            data=event_data(status=ending.status, reason=ending.reason),
-        )
-        self.events.emit([env.follow_up(state, actor=TED)])
 
     def _step_running(self, quest: Quest) -> bool:
         return quest.step_claimed > quest.steps_done and claim_fresh(

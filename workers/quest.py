@@ -46,8 +46,9 @@ from workers.claude import (
     Progress,
     Sent,
 )
+from workers.ending import QuestEnding
 from workers.errors import QuestCancelled, QuestFailed, QuestHalted, TryLater
-from workers.events import QuestEvents, event_data, summarize
+from workers.events import QuestEvents, summarize
 from workers.lease import StepLeases
 from workers.step import (
     STALE_CLAIM_AFTER,
@@ -151,6 +152,7 @@ class QuestRunner:
         self.stale_claim_after = stale_claim_after
         self.claude_outage_max = claude_outage_max
         self.claude_waits = claude_waits
+        self.ending = QuestEnding(publisher, events, budget)
 
     def run(self, env: Envelope[QuestStep], holder: str) -> None:
         """Run the step under the quest's lease; what it sends goes out once the lease is
@@ -559,22 +561,10 @@ class QuestRunner:
     def _finish(
         self, record: StepRecord, outcome: Outcome | None, outbox: list[Callable[[], None]]
     ) -> None:
+        """The step is done; with an ``outcome``, so is the quest (``workers.ending``): its
+        ending goes out with the step's audit events and live events."""
         quest, n = record.quest, record.step
-        if outcome is not None:
-            record.audit_event(
-                "finished",
-                f"quest.{outcome.status}",
-                f"quest:{quest.id}",
-                actor=outcome.by,
-                rationale=outcome.reason,
-                data=event_data(result_chars=len(outcome.result) if outcome.result else None),
-            )
-            record.show(
-                "quest.state",
-                status=outcome.status,
-                reason=outcome.reason,
-                result=summarize(outcome.result) if outcome.result else None,
-            )
+        ending = self.ending.in_step(record, outcome) if outcome is not None else None
         record.show("step.finished")
         events = [e.model_dump(mode="json") for e in record.audit]
         with self.db.tenant(quest.company_id) as tx:
@@ -582,17 +572,14 @@ class QuestRunner:
             quests_store.finish_step(
                 tx, quest.id, n, model=quest.model, tool_results=record.tool_results, events=events
             )
-            if outcome is not None:
-                quests_store.finish(
-                    tx, quest.id, outcome.status, result=outcome.result, reason=outcome.reason
-                )
+            if ending is not None:
+                self.ending.record(tx, ending)
         audit, delay = list(record.audit), record.next_delay_ms
         outbox.append(
-            lambda: self._send(record.env, quest, audit, next_step=outcome is None, delay_ms=delay)
+            lambda: self._send(record.env, quest, audit, next_step=ending is None, delay_ms=delay)
         )
-        if outcome is not None:
-            self.budget.release(quest)
-            worker_metrics.quest_ended(outcome.status, outcome.cancel_requested_at)
+        if ending is not None:
+            self.ending.ended(ending)
         worker_metrics.STEPS.labels("done").inc()
         self.events.emit(record.live)
         log.info("step done", outcome=outcome.status if outcome else "continue")
