@@ -231,6 +231,7 @@ class Consumer:
             try:
                 await loop()
             except Exception as exc:
+                _unless_cancelling(exc)
                 failures, backoff_ms = compute_backoff(failures, max_backoff=self.poll_ms * 5)
                 log.warning("consumer loop failed; restarting", loop=name, error=type(exc).__name__)
                 await asyncio.sleep(backoff_ms / 1000)
@@ -243,6 +244,7 @@ class Consumer:
             try:
                 await self.protocol.heartbeat()
             except Exception as exc:  # Redis away: the fetch loops see it too
+                _unless_cancelling(exc)
                 log.warning("heartbeat failed", error=type(exc).__name__)
 
     # --- fetching -------------------------------------------------------------------------
@@ -439,6 +441,7 @@ class Consumer:
         try:
             await self.protocol.settle([(c, q, r) for c, q, r, _ in batch])
         except Exception as exc:
+            _unless_cancelling(exc)
             if not last:  # Redis is away: keep the outcomes (and their slots) and try again
                 log.warning("settling failed; retrying", count=len(batch), error=type(exc).__name__)
                 self._outcomes[:0] = batch
@@ -455,3 +458,12 @@ class Consumer:
 
 def _new_redis_id() -> str:
     return str(uuid.uuid4())
+
+
+def _unless_cancelling(exc: Exception) -> None:
+    """Re-raise a cancel that a library turned into another error (redis-py raises a
+    connection error when a command is cancelled mid-read): a loop that caught it as a
+    failure and went on would outlive its consumer."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc

@@ -382,39 +382,10 @@ class WorkerBroker(RedisBroker):
     def reject(self, queue: str, data: bytes, rejection: Rejection) -> str | None:
         """Move the entry of ``queue`` this process fetched with body ``data`` to the dead
         letters; returns its Redis id (None if no such entry is held)."""
-        canonical = q_name(queue)
-        undecodable = rejection.reason == UNDECODABLE
-        now = time.time()
-        record = {
-            "queue": canonical,
-            "actor": rejection.actor,
-            "reason": rejection.reason,
-            "detail": rejection.detail,
-            "at": now,
-            "raw_bytes": len(data),
-        }
-        if undecodable:
-            record["kept_bytes"] = min(len(data), RAW_KEPT)
-        found = self.reject_script(
-            keys=[
-                acks_key(self.broker_id, queue, namespace=self.namespace),
-                bodies_key(queue, namespace=self.namespace),
-                dead_letters_key(canonical, namespace=self.namespace),
-                dead_bodies_key(canonical, namespace=self.namespace),
-                DEAD_LETTER_REASONS,
-                DEAD_LETTER_REASONS_AT,
-                DEAD_LETTER_REASONS_SCAN,
-            ],
-            args=[
-                hashlib.sha1(data).hexdigest(),  # noqa: S324 - matches Redis's sha1hex, not security
-                rejection.redis_id or "",
-                RAW_KEPT if undecodable else -1,
-                int(now * 1000),
-                "" if undecodable else (rejection.message_id or ""),
-                json.dumps(record),
-                self.dead_message_ttl,
-            ],
+        keys, args = reject_call(
+            self.broker_id, queue, data, rejection, self.dead_message_ttl, self.namespace
         )
+        found = self.reject_script(keys=keys, args=args)
         return found.decode() if isinstance(found, bytes) else found or None
 
 
@@ -475,20 +446,66 @@ class CheckedConsumer(_RedisConsumer):
                 error=type(exc).__name__,
             )
             return
-        if found is None:
-            log.warning("a bad message was no longer held", queue=queue, reason=rejection.reason)
-            return
-        worker_metrics.REJECTED.labels(queue, rejection.reason).inc()
-        # One of our actors, or "" (a name from a body we did not write is no label value).
-        actor = rejection.actor if rejection.reason == INVALID_ENVELOPE else ""
-        worker_metrics.DEAD_LETTERS.labels(queue, actor or "").inc()
-        log.error(
-            "message dead-lettered before delivery",
-            queue=queue,
-            reason=rejection.reason,
-            detail=rejection.detail,
-            redis_message_id=found,
-            dramatiq_message_id=rejection.message_id,
-            actor=rejection.actor,
-            bytes=len(data),
-        )
+        reported(self.queue_name, data, rejection, found)
+
+
+def reject_call(
+    consumer_id: str, queue: str, data: bytes, rejection: Rejection, ttl_ms: int, namespace: str
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of ``REJECT_SCRIPT`` moving the entry of ``queue`` that
+    ``consumer_id`` fetched with body ``data`` to the dead letters, with its reason."""
+    canonical = q_name(queue)
+    undecodable = rejection.reason == UNDECODABLE
+    now = time.time()
+    record: dict[str, Any] = {
+        "queue": canonical,
+        "actor": rejection.actor,
+        "reason": rejection.reason,
+        "detail": rejection.detail,
+        "at": now,
+        "raw_bytes": len(data),
+    }
+    if undecodable:
+        record["kept_bytes"] = min(len(data), RAW_KEPT)
+    keys = [
+        acks_key(consumer_id, queue, namespace=namespace),
+        bodies_key(queue, namespace=namespace),
+        dead_letters_key(canonical, namespace=namespace),
+        dead_bodies_key(canonical, namespace=namespace),
+        DEAD_LETTER_REASONS,
+        DEAD_LETTER_REASONS_AT,
+        DEAD_LETTER_REASONS_SCAN,
+    ]
+    args: list[Any] = [
+        hashlib.sha1(data).hexdigest(),  # noqa: S324 - matches Redis's sha1hex, not security
+        rejection.redis_id or "",
+        RAW_KEPT if undecodable else -1,
+        int(now * 1000),
+        "" if undecodable else (rejection.message_id or ""),
+        json.dumps(record),
+        ttl_ms,
+    ]
+    return keys, args
+
+
+def reported(queue: str, data: bytes, rejection: Rejection, found: str | bytes | None) -> None:
+    """Count and log a rejection's outcome (``found``: the Redis id dead-lettered, or None
+    when the entry was no longer held). Never the body."""
+    canonical = q_name(queue)
+    if not found:
+        log.warning("a bad message was no longer held", queue=canonical, reason=rejection.reason)
+        return
+    worker_metrics.REJECTED.labels(canonical, rejection.reason).inc()
+    # One of our actors, or "" (a name from a body we did not write is no label value).
+    actor = rejection.actor if rejection.reason == INVALID_ENVELOPE else ""
+    worker_metrics.DEAD_LETTERS.labels(canonical, actor or "").inc()
+    log.error(
+        "message dead-lettered before delivery",
+        queue=canonical,
+        reason=rejection.reason,
+        detail=rejection.detail,
+        redis_message_id=found.decode() if isinstance(found, bytes) else found,
+        dramatiq_message_id=rejection.message_id,
+        actor=rejection.actor,
+        bytes=len(data),
+    )

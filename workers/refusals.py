@@ -6,7 +6,6 @@ run. The scripts and the reasons' layout are those of ``workers.dead_letters``, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from typing import Any
@@ -21,22 +20,17 @@ from messages.redis_keys import (
     DEAD_LETTER_REASONS,
     DEAD_LETTER_REASONS_AT,
     DEAD_LETTER_REASONS_SCAN,
-    acks_key,
-    bodies_key,
-    dead_bodies_key,
-    dead_letters_key,
 )
 from workers import worker_metrics
 from workers.dead_letters import (
     DEFAULT_TTL_MS,
-    INVALID_ENVELOPE,
-    RAW_KEPT,
     RECORD_SCRIPT,
     REJECT_SCRIPT,
-    UNDECODABLE,
     Rejection,
     envelope_types,
     inspect,
+    reject_call,
+    reported,
 )
 from workers.queue_protocol import QueueProtocol
 
@@ -77,62 +71,17 @@ class DeadLetterBox:
     async def reject(
         self, protocol: QueueProtocol, queue: str, data: bytes, why: Rejection
     ) -> None:
-        canonical = q_name(queue)
-        undecodable = why.reason == UNDECODABLE
-        now = time.time()
-        record: dict[str, Any] = {
-            "queue": canonical,
-            "actor": why.actor,
-            "reason": why.reason,
-            "detail": why.detail,
-            "at": now,
-            "raw_bytes": len(data),
-        }
-        if undecodable:
-            record["kept_bytes"] = min(len(data), RAW_KEPT)
-        ns = protocol.namespace
+        keys, args = reject_call(
+            protocol.consumer_id, queue, data, why, self.ttl_ms, protocol.namespace
+        )
         try:
-            found = await self._reject(
-                keys=[
-                    acks_key(protocol.consumer_id, queue, namespace=ns),
-                    bodies_key(queue, namespace=ns),
-                    dead_letters_key(canonical, namespace=ns),
-                    dead_bodies_key(canonical, namespace=ns),
-                    DEAD_LETTER_REASONS,
-                    DEAD_LETTER_REASONS_AT,
-                    DEAD_LETTER_REASONS_SCAN,
-                ],
-                args=[
-                    hashlib.sha1(data).hexdigest(),  # noqa: S324 - Redis's sha1hex, not security
-                    why.redis_id or "",
-                    RAW_KEPT if undecodable else -1,
-                    int(now * 1000),
-                    "" if undecodable else (why.message_id or ""),
-                    json.dumps(record),
-                    self.ttl_ms,
-                ],
-            )
+            found = await self._reject(keys=keys, args=args)
         except RedisError as exc:  # stays held by this process; back after a restart
             log.warning(
                 "a bad message could not be dead-lettered",
-                queue=canonical,
+                queue=q_name(queue),
                 reason=why.reason,
                 error=type(exc).__name__,
             )
             return
-        if not found:
-            log.warning("a bad message was no longer held", queue=canonical, reason=why.reason)
-            return
-        worker_metrics.REJECTED.labels(canonical, why.reason).inc()
-        actor = why.actor if why.reason == INVALID_ENVELOPE else ""
-        worker_metrics.DEAD_LETTERS.labels(canonical, actor or "").inc()
-        log.error(
-            "message dead-lettered before delivery",
-            queue=canonical,
-            reason=why.reason,
-            detail=why.detail,
-            redis_message_id=found.decode() if isinstance(found, bytes) else found,
-            dramatiq_message_id=why.message_id,
-            actor=why.actor,
-            bytes=len(data),
-        )
+        reported(queue, data, why, found)
