@@ -46,6 +46,7 @@ from starlette.types import Receive, Scope, Send
 
 from ingress.errors import IngressError
 from messages.notices import StreamReply
+from runtime.tasks import cancel_and_wait
 from store.quests import TERMINAL
 
 log = structlog.get_logger(__name__)
@@ -149,12 +150,8 @@ class LiveEvents:
         task, self._task = self._task, None
         self._stopping = True
         self._changed.set()
-        while task is not None and not task.done():
-            # A cancel can be lost inside redis-py on Python 3.11 (``asyncio.wait_for``
-            # swallows one that lands as its inner send completes): the flag ends the loop.
-            task.cancel()
-            await asyncio.wait({task}, timeout=1)
         if task is not None:
+            await cancel_and_wait([task])
             with contextlib.suppress(asyncio.CancelledError):
                 task.result()
         for subs in list(self._watched.values()):

@@ -280,6 +280,29 @@ def test_a_graceful_stop_hands_unfinished_messages_back_at_once(redis_url: str, 
     assert bodies(redis_url, queue) == 25
 
 
+def test_a_consumer_cancelled_at_any_moment_ends(redis_url: str, queue: str) -> None:
+    """A cancel that redis-py loses on Python 3.11 (``asyncio.wait_for`` in its send) must
+    not leave a loop running: the process (or ``asyncio.run``) would never end."""
+    publish(redis_url, queue, 50)
+
+    async def fail(message: dramatiq.Message[Any]) -> None:
+        raise RuntimeError("retried through the delayed queue")
+
+    async def cancel_after(delay_s: float) -> bool:
+        c = consumer(Redis.from_url(redis_url), queue, fail, min_backoff_ms=1, grace_s=0.5)
+        task = asyncio.create_task(c.run())
+        await asyncio.sleep(delay_s)
+        task.cancel()
+        await asyncio.wait({task}, timeout=10)
+        leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if leftovers:
+            await asyncio.wait(leftovers, timeout=10)
+        return task.done() and all(t.done() for t in leftovers)
+
+    ended = [asyncio.run(cancel_after(i * 0.003)) for i in range(30)]
+    assert all(ended), f"still running after a cancel: {ended.count(False)} of 30"
+
+
 @pytest.mark.slow
 def test_kill_9_with_messages_in_flight_loses_none(redis_url: str, queue: str) -> None:
     publish(redis_url, queue, 300)

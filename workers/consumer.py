@@ -48,6 +48,7 @@ import structlog
 from dramatiq import Message
 from dramatiq.common import compute_backoff, dq_name, q_name
 
+from runtime.tasks import cancel_and_wait
 from workers.crash_isolation import CrashGuard
 from workers.dead_letters import PoisonMessage
 from workers.errors import TryLater
@@ -194,12 +195,9 @@ class Consumer:
             fetchers = [asyncio.create_task(self._forever(*loop), name=loop[0]) for loop in loops]
             await self._stopping.wait()
         finally:
-            for task in fetchers:
-                task.cancel()
-            await asyncio.gather(*fetchers, return_exceptions=True)
+            await cancel_and_wait(fetchers)
             await self._drain()
-            settler.cancel()
-            await asyncio.gather(settler, return_exceptions=True)
+            await cancel_and_wait([settler])
             await self._flush(last=True)
 
     async def _drain(self) -> None:
@@ -208,9 +206,7 @@ class Consumer:
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=self.grace_s)
         cut = {q: [ids[t] for t in late if t in ids] for q, ids in self.running.items()}
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+        await cancel_and_wait(late)
         await self._flush(last=True)
         for queue, redis_ids in cut.items():
             if redis_ids:  # cut at the grace's end: back on the queue for another process

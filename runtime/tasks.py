@@ -1,0 +1,28 @@
+"""Ending asyncio tasks on Python 3.11, where a cancel can be lost.
+
+``asyncio.wait_for`` on 3.11 returns its inner result and drops a cancel that lands as the
+inner awaitable completes (CPython gh-86296, fixed in 3.12 by rebuilding it on
+``asyncio.timeout``). redis-py wraps every command's send in it whenever a socket timeout
+is set, and its default is 5 s, so a task cancelled while it talks to Redis may go on as if
+nothing happened: a loop outlives its owner and ``asyncio.run`` never returns. A task that
+lost its cancel is cancelled again until it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+RECANCEL_EVERY_S = 0.1
+
+
+async def cancel_and_wait(
+    tasks: Iterable[asyncio.Task[Any]], *, recancel_every_s: float = RECANCEL_EVERY_S
+) -> None:
+    """Cancel ``tasks`` and return once every one has ended (their errors are theirs)."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=recancel_every_s)
