@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 from bench.stack import Stack, stack
 from messages import Actor, ActorType, AuditBatch, AuditEvent, Envelope
 from messages.transport import Publisher, build_broker
+from runtime.loop_thread import LoopThread, StoreRunner
 from runtime.queue_metrics import read_stats
 from store import Database
 from workers.audit import AuditWriter
@@ -81,8 +82,12 @@ def raw_copy(admin_url: str, companies: list[uuid.UUID], evs: list[AuditEvent]) 
 
 
 def writer_direct(s: Stack, companies: list[uuid.UUID], evs: list[AuditEvent], per: int) -> float:
-    db = Database(s.settings.database_url, min_size=8, max_size=10).open()
-    writer = AuditWriter(db)
+    # As in a worker process: the writer's threads hand their batches to the loop that owns
+    # the pool.
+    loop = LoopThread("bench-store").start()
+    db = Database(s.settings.database_url, min_size=8, max_size=10)
+    loop.run(db.open())
+    writer = AuditWriter(StoreRunner(db, loop))
     chunks = [evs[i : i + per] for i in range(0, len(evs), per)]
     threads_n = 8
 
@@ -97,7 +102,8 @@ def writer_direct(s: Stack, companies: list[uuid.UUID], evs: list[AuditEvent], p
     for t in threads:
         t.join()
     rate = len(evs) / (time.perf_counter() - t0)
-    db.close()
+    loop.run(db.close())
+    loop.stop()
     return rate
 
 
@@ -144,8 +150,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=32, help="threads per audit worker process")
     args = ap.parse_args()
     with stack() as s:
-        with Database(s.settings.database_url, max_size=2).open() as db:
-            companies = [s.company(db, f"user{i}")[0] for i in range(10)]
+        companies = [cid for cid, _ in s.companies([f"user{i}" for i in range(10)])]
         raw = raw_copy(s.settings.admin_database_url, companies, events(args.rows, "copy"))
         print(f"raw COPY (no RLS): {raw:,.0f} rows/s")
         direct = writer_direct(s, companies, events(args.rows, "direct"), args.per_message)

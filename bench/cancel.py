@@ -22,15 +22,13 @@ import httpx
 import psycopg
 
 from bench.stack import Stack, stack, summary
-from store import Database
 
 
 def setup(s: Stack) -> tuple[uuid.UUID, str]:
     s.start_claude()
     s.start_workers(2, 8)
     s.start_ingress()
-    with Database(s.settings.database_url, max_size=2).open() as db:
-        return s.company(db)
+    return s.company()
 
 
 def cancels(

@@ -22,7 +22,6 @@ from bench.noop_actor import COUNTER, QUEUE
 from bench.stack import BIN, Stack, stack, summary
 from messages.redis_keys import company_stream_key
 from messages.transport import build_broker
-from store import Database
 from system2.procs import Proc
 
 
@@ -71,8 +70,7 @@ def quest_latency(s: Stack, n: int) -> list[float]:
     s.start_claude()
     s.start_workers(2, 8)
     s.start_ingress()
-    with Database(s.settings.database_url, max_size=2).open() as db:
-        company, token = s.company(db)
+    company, token = s.company()
     r = redis.Redis.from_url(s.settings.redis_url)
     stream = company_stream_key(company)
     url = f"{s.ingress_url}/v1/companies/{company}/quests"

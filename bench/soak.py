@@ -9,6 +9,7 @@ charges. Everything but the first must be 0, and the first must be N (exit code 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import signal
@@ -68,8 +69,7 @@ def soak(s: Stack, quests: int, kill_every: float, deadline_s: float, rate: floa
     provider = s.start("demo-provider", "demo-provider", "--port", str(provider_port))
     wait_http(provider_url + "/", proc=provider)
     s.start_claude()
-    with Database(s.settings.database_url, max_size=2).open() as db:
-        company, _ = s.company(db)
+    company, _ = s.company()
     connect = Proc(
         "connect",
         [str(BIN / "system2"), "integration", "connect", str(company), "demo"],
@@ -87,7 +87,9 @@ def soak(s: Stack, quests: int, kill_every: float, deadline_s: float, rate: floa
     )
     t0 = time.monotonic()
     ids: list[str] = []
-    submitter = threading.Thread(target=submit_all, args=(s, company, quests, rate, ids))
+    submitter = threading.Thread(
+        target=lambda: asyncio.run(submit_all(s, company, quests, rate, ids))
+    )
     submitter.start()
     kills = 0
     with psycopg.connect(s.settings.admin_database_url, autocommit=True) as admin:
@@ -112,23 +114,24 @@ def start_group(s: Stack, name: str, extra: dict[str, str]) -> Proc:
     return s.start(f"workers-{name}", "worker", "--processes", "1", "--threads", "4", **extra)
 
 
-def submit_all(s: Stack, company: uuid.UUID, n: int, rate: float, ids: list[str]) -> None:
+async def submit_all(s: Stack, company: uuid.UUID, n: int, rate: float, ids: list[str]) -> None:
+    """The submitter thread's body, on a loop of its own (``asyncio.run``) with its pool."""
     from ingress.submit import QuestSpec, create_quest, enqueue_first_step
     from messages import Actor, ActorType
     from messages.transport import Publisher, build_broker
 
     actor = Actor(type=ActorType.operator, id="soak")
     broker = build_broker(s.settings.redis_url)
-    with Database(s.settings.database_url, max_size=2).open() as db:
+    async with Database(s.settings.database_url, max_size=2) as db:
         for i in range(n):
-            time.sleep(1 / rate)
-            with db.tenant(company) as tx:
-                quest, _ = create_quest(
+            await asyncio.sleep(1 / rate)
+            async with db.tenant(company) as tx:
+                quest, _ = await create_quest(
                     tx,
                     actor,
                     QuestSpec(goal=f"[script:tasks] soak task {i}", model="claude-sonnet-5-5"),
                 )
-            enqueue_first_step(db, Publisher(broker), quest, actor)
+            await enqueue_first_step(db, Publisher(broker), quest, actor)
             ids.append(str(quest.id))
     broker.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import statistics
 import sys
@@ -88,17 +89,33 @@ class Stack:
             proc=self.start("ingress", "ingress", "--port", str(port)),
         )
 
-    def company(self, db: Database, user: str = "bench-user") -> tuple[uuid.UUID, str]:
-        cid = uuid.uuid4()
-        with db.tenant(cid) as tx:
-            companies_store.create(tx, "Bench Co")
-            companies_store.add_member(tx, user, "admin")
-        return cid, mint(JWT_SECRET, user, ttl_s=3600)
+    def company(self, user: str = "bench-user") -> tuple[uuid.UUID, str]:
+        """A company with ``user`` as its admin, and a token for them."""
+        return self.companies([user])[0]
+
+    def companies(self, users: list[str]) -> list[tuple[uuid.UUID, str]]:
+        """A company per user (its admin), each with a token: made on a pool of their own,
+        opened and closed in one ``asyncio.run``."""
+
+        async def create() -> list[tuple[uuid.UUID, str]]:
+            async with Database(self.settings.database_url, max_size=2) as db:
+                return [await add_company(db, user) for user in users]
+
+        return asyncio.run(create())
 
     def worker_rss_mb(self) -> list[float]:
         """RSS of each worker process (the children of the Dramatiq parent)."""
         parent = psutil.Process(self.procs["workers"].pid)
         return [c.memory_info().rss / 2**20 for c in parent.children(recursive=True)]
+
+
+async def add_company(db: Database, user: str = "bench-user") -> tuple[uuid.UUID, str]:
+    """A company with ``user`` as its admin, and a token for them (on ``db``'s loop)."""
+    cid = uuid.uuid4()
+    async with db.tenant(cid) as tx:
+        await companies_store.create(tx, "Bench Co")
+        await companies_store.add_member(tx, user, "admin")
+    return cid, mint(JWT_SECRET, user, ttl_s=3600)
 
 
 @contextmanager

@@ -20,7 +20,6 @@ import redis
 from bench.noop_actor import COUNTER, QUEUE
 from bench.stack import BIN, Stack, stack
 from messages.transport import build_broker
-from store import Database
 from system2.procs import Proc
 
 
@@ -67,8 +66,7 @@ def quests(s: Stack, n: int, clients: int) -> float:
     s.start_claude()
     s.start_workers(2, 8)
     s.start_ingress()
-    with Database(s.settings.database_url, max_size=2).open() as db:
-        company, token = s.company(db)
+    company, token = s.company()
     headers = {"Authorization": f"Bearer {token}"}
     url = f"{s.ingress_url}/v1/companies/{company}/quests"
     per_client = n // clients

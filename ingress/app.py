@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
+from starlette.concurrency import run_in_threadpool
 
 from guard import Admissions, Guard
 from ingress import http_metrics, routes_company, routes_quests
@@ -47,13 +48,19 @@ def create_app(deps: IngressDeps) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if live is not None:
-            await live.start()  # the one reader of every live stream of this process
+        # The pool belongs to the loop that opens it: the server's, which runs the routes.
+        # Not waited for: the ingress comes up with Postgres down (readyz says so).
+        await deps.db.open(wait=False)
         try:
-            yield
-        finally:
             if live is not None:
-                await live.stop()
+                await live.start()  # the one reader of every live stream of this process
+            try:
+                yield
+            finally:
+                if live is not None:
+                    await live.stop()
+        finally:
+            await deps.db.close()
 
     app = FastAPI(
         title="System2 ingress", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan
@@ -78,14 +85,14 @@ def healthz() -> dict[str, str]:
 
 
 @ops.get("/readyz")
-def readyz(deps: Deps) -> JSONResponse:
+async def readyz(deps: Deps) -> JSONResponse:
     problems = {}
     try:
-        deps.redis.ping()
+        await run_in_threadpool(deps.redis.ping)  # it blocks
     except redis.RedisError as exc:
         problems["redis"] = type(exc).__name__
     try:
-        deps.db.ping()
+        await deps.db.ping()
     except StoreUnavailable as exc:
         problems["postgres"] = str(exc)
     if problems:
@@ -104,8 +111,8 @@ def build(settings: Settings) -> FastAPI:
     """The ingress app wired to real Postgres and Redis, from settings; errors reported to
     Sentry when ``SENTRY_DSN`` is set."""
     sentry.init(settings, component="ingress")
+    # Opened and closed by the app's lifespan, on the server's loop.
     db = Database(settings.database_url, min_size=1, max_size=settings.db_pool_max, name="ingress")
-    db.open(wait=False)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     queue_metrics.install(client, http_metrics.QUEUES)
     deps = IngressDeps(

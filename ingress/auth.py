@@ -6,8 +6,8 @@ path is checked by ``member_tx`` as the first read of the request's transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -71,14 +71,14 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers=_UNAUTHORIZED_HEADERS)
 
 
-@contextmanager
-def member_tx(
+@asynccontextmanager
+async def member_tx(
     db: Database, company_id: UUID, caller: Caller, *, admin: bool = False
-) -> Iterator[tuple[TenantTx, Member]]:
+) -> AsyncIterator[tuple[TenantTx, Member]]:
     """The request's transaction, opened only for a member of ``company_id`` (an admin if
     ``admin``). The membership check is its first read."""
-    with db.tenant(company_id) as tx:
-        role = companies_store.member_role(tx, caller.user_id)
+    async with db.tenant(company_id) as tx:
+        role = await companies_store.member_role(tx, caller.user_id)
         if role is None:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "not a member of this company")
         if admin and role != "admin":

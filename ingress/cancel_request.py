@@ -15,16 +15,17 @@ from store import quests as quests_store
 from store.quests import Quest
 
 
-def request_cancel(tx: TenantTx, quest: Quest, *, by: Actor, reason: str) -> Quest:
+async def request_cancel(tx: TenantTx, quest: Quest, *, by: Actor, reason: str) -> Quest:
     """Record the request on the row (within the caller's transaction)."""
-    updated = quests_store.request_cancel(tx, quest.id, by=by.ref, reason=reason)
+    updated = await quests_store.request_cancel(tx, quest.id, by=by.ref, reason=reason)
     return updated or quest
 
 
 def send_cancel(
     client: redis.Redis, publisher: Publisher, quest: Quest, *, by: Actor, reason: str
 ) -> None:
-    """After the commit: tell the running worker at once, and queue the control message."""
+    """After the commit: tell the running worker at once, and queue the control message.
+    Blocking (Redis): an async caller runs it in a worker thread."""
     announce_cancel(client, quest.id)
     publisher.publish(
         Envelope[CancelQuest](

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from guard import Admissions, Guard, Limits
 from guard.spend import window_bounds
@@ -36,20 +37,23 @@ class GuardView(BaseModel):
     running_quests: list[SpendView]
 
 
-def company_limits(tx: TenantTx, settings: Settings) -> Limits:
-    return replace(settings.default_limits(), **limits_store.get(tx).changes())
+async def company_limits(tx: TenantTx, settings: Settings) -> Limits:
+    return replace(settings.default_limits(), **(await limits_store.get(tx)).changes())
 
 
-def guard_view(tx: TenantTx, settings: Settings, guard: Guard, admissions: Admissions) -> GuardView:
-    limits = company_limits(tx, settings)
+async def guard_view(
+    tx: TenantTx, settings: Settings, guard: Guard, admissions: Admissions
+) -> GuardView:
+    """Read within ``tx``; the guard's Redis reads run in a worker thread (they block)."""
+    limits = await company_limits(tx, settings)
     now = datetime.now(UTC)
     windows = []
     for scope in guard.scopes(tx.company_id, tx.company_id, limits.quest_cap, limits, now)[1:]:
-        found = guard.levels([scope])
+        found = await run_in_threadpool(guard.levels, [scope])
         if found:
             _, spent, reserved = found[0]
         else:  # Redis has nothing (yet): read the ledger
-            spent, reserved = charges_store.window_totals(tx, *window_bounds(scope.name, now))
+            spent, reserved = await charges_store.window_totals(tx, *window_bounds(scope.name, now))
         windows.append(
             SpendView(
                 scope=scope.name,
@@ -61,17 +65,18 @@ def guard_view(tx: TenantTx, settings: Settings, guard: Guard, admissions: Admis
             )
         )
     running = []
-    for quest_id in admissions.running(tx.company_id, int(time.time() * 1000)):
-        quest = quests_store.get(tx, UUID(quest_id))
+    now_ms = int(time.time() * 1000)
+    for quest_id in await run_in_threadpool(admissions.running, tx.company_id, now_ms):
+        quest = await quests_store.get(tx, UUID(quest_id))
         if quest is None:
             continue
         cap = limits.quest_cap_for(quest.max_usd_micros)
         scope = guard.scopes(tx.company_id, quest.id, cap, limits, now)[0]
-        found = guard.levels([scope])
+        found = await run_in_threadpool(guard.levels, [scope])
         spent, reserved = (
             (found[0][1], found[0][2])
             if found
-            else charges_store.totals(charges_store.for_quest(tx, quest.id))
+            else charges_store.totals(await charges_store.for_quest(tx, quest.id))
         )
         running.append(
             SpendView(

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.concurrency import run_in_threadpool
 
 from ingress.schemas import Text
 from messages import Actor, AuditBatch, AuditEvent, Envelope
@@ -91,12 +92,15 @@ def view(cred: Credential) -> IntegrationView:
     )
 
 
-def connect(
+async def connect(
     tx: TenantTx, vault: Vault, integration: str, tokens: IntegrationTokens, *, connected_by: str
 ) -> Credential:
+    """Seal the tokens (in a worker thread: the vault's counter is in Redis) and store them
+    in ``tx``."""
     catalog.integration(integration)  # UnknownIntegration if there is none
     credential_id = uuid4()
-    sealed = seal(
+    sealed = await run_in_threadpool(
+        seal,
         vault,
         company_id=tx.company_id,
         integration=integration,
@@ -104,7 +108,7 @@ def connect(
         access=Secret(tokens.access_token),
         refresh=Secret(tokens.refresh_token) if tokens.refresh_token else None,
     )
-    credentials_store.connect(
+    await credentials_store.connect(
         tx,
         credential_id,
         integration,
@@ -113,7 +117,7 @@ def connect(
         scopes=tokens.scopes,
         connected_by=connected_by,
     )
-    cred = credentials_store.get(tx, integration)
+    cred = await credentials_store.get(tx, integration)
     assert cred is not None
     return cred
 

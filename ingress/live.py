@@ -28,7 +28,7 @@ import logging
 import re
 import weakref
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
@@ -39,7 +39,6 @@ from fastapi import HTTPException
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 from redis.typing import KeyT, StreamIdT
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -267,7 +266,10 @@ def sse(entry_id: str, payload: dict[str, Any], issued_at: str) -> str:
 
 
 async def sse_events(
-    sub: Subscription, request: Request, finished: Callable[[], bool], max_life_s: float
+    sub: Subscription,
+    request: Request,
+    finished: Callable[[], Awaitable[bool]],
+    max_life_s: float,
 ) -> AsyncGenerator[str, None]:
     """The stream's text: its entries as events, keep-alive comments while it is quiet; it
     ends with the quest, at its maximum life, or when the reader ends it. Its slot is given
@@ -311,11 +313,11 @@ async def sse_events(
         sub.close()
 
 
-async def _over(finished: Callable[[], bool]) -> bool:
+async def _over(finished: Callable[[], Awaitable[bool]]) -> bool:
     """Whether the quest has ended — or the caller may no longer see it (a revoked
     membership: 403; the quest gone: 404)."""
     try:
-        return await run_in_threadpool(finished)
+        return await finished()
     except HTTPException:
         return True
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
+from starlette.concurrency import run_in_threadpool
 
 from ingress.auth import Caller, member_tx
 from ingress.deps import CallerDep, Deps, IngressDeps
@@ -33,7 +34,7 @@ IntegrationName = Annotated[str, Path(max_length=41, pattern=r"^[a-z][a-z0-9_]{0
 
 
 @router.put(INTEGRATION_PATH, response_model=IntegrationView, tags=["integrations"])
-def connect_integration(
+async def connect_integration(
     company_id: UUID,
     integration: IntegrationName,
     body: IntegrationTokens,
@@ -43,9 +44,9 @@ def connect_integration(
     """Store the tokens of a completed OAuth flow, encrypted; none of them is echoed back."""
     if deps.vault is None:
         raise VaultUnavailable()
-    with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
-        cred = connect(tx, deps.vault, integration, body, connected_by=f"user:{who.user_id}")
-    _audit(
+    async with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
+        cred = await connect(tx, deps.vault, integration, body, connected_by=f"user:{who.user_id}")
+    await _audit(
         deps,
         company_id,
         who,
@@ -61,46 +62,49 @@ def connect_integration(
     response_model=list[IntegrationView],
     tags=["integrations"],
 )
-def list_integrations(company_id: UUID, who: CallerDep, deps: Deps) -> list[IntegrationView]:
-    with member_tx(deps.db, company_id, who) as (tx, _):
-        return [view(c) for c in credentials_store.all_for_company(tx)]
+async def list_integrations(company_id: UUID, who: CallerDep, deps: Deps) -> list[IntegrationView]:
+    async with member_tx(deps.db, company_id, who) as (tx, _):
+        return [view(c) for c in await credentials_store.all_for_company(tx)]
 
 
 @router.delete(INTEGRATION_PATH, status_code=status.HTTP_204_NO_CONTENT, tags=["integrations"])
-def disconnect_integration(
+async def disconnect_integration(
     company_id: UUID, integration: IntegrationName, who: CallerDep, deps: Deps
 ) -> None:
-    with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
-        if not credentials_store.disconnect(tx, integration):
+    async with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
+        if not await credentials_store.disconnect(tx, integration):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"{integration} is not connected")
-    _audit(deps, company_id, who, "integration.disconnected", f"integration:{integration}", {})
+    await _audit(
+        deps, company_id, who, "integration.disconnected", f"integration:{integration}", {}
+    )
 
 
 @router.get(INTEGRATION_PATH + "/uses", tags=["integrations"])
-def credential_uses(
+async def credential_uses(
     company_id: UUID, integration: IntegrationName, who: CallerDep, deps: Deps
 ) -> list[dict[str, Any]]:
     """Who decrypted the credential, when and why (admins): never the secret itself."""
-    with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
-        return [u.__dict__ for u in credentials_store.uses(tx, integration)]
+    async with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
+        return [u.__dict__ for u in await credentials_store.uses(tx, integration)]
 
 
-def _audit(
+async def _audit(
     deps: IngressDeps, company_id: UUID, who: Caller, action: str, target: str, data: dict[str, Any]
 ) -> None:
     actor = Actor(type=ActorType.user, id=who.user_id)
-    deps.publisher.publish(audit_envelope(company_id, actor, action, target, data))
+    envelope = audit_envelope(company_id, actor, action, target, data)
+    await run_in_threadpool(deps.publisher.publish, envelope)  # it blocks (Redis)
 
 
 @router.get("/v1/companies/{company_id}/guard", response_model=GuardView, tags=["guard"])
-def show_guard(company_id: UUID, who: CallerDep, deps: Deps) -> GuardView:
+async def show_guard(company_id: UUID, who: CallerDep, deps: Deps) -> GuardView:
     """Spend, caps and tier per running quest and per budget window (company admins)."""
-    with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
-        return guard_view(tx, deps.settings, deps.guard, deps.admissions)
+    async with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
+        return await guard_view(tx, deps.settings, deps.guard, deps.admissions)
 
 
 @router.get("/v1/companies/{company_id}/activity", response_model=ActivityPage, tags=["audit"])
-def list_activity(
+async def list_activity(
     company_id: UUID,
     who: CallerDep,
     deps: Deps,
@@ -115,8 +119,8 @@ def list_activity(
     filters = ActivityFilter(
         quest_id=quest_id, actor_id=actor, action=action, since=since, until=until
     )
-    with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
-        rows, next_cursor = activity_store.page(tx, filters, cursor=cursor, limit=limit)
+    async with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
+        rows, next_cursor = await activity_store.page(tx, filters, cursor=cursor, limit=limit)
     return ActivityPage(
         items=[ActivityView.model_validate(r, from_attributes=True) for r in rows],
         next_cursor=next_cursor,

@@ -48,7 +48,7 @@ router = APIRouter(tags=["quests"])
         }
     },
 )
-def submit_quest(
+async def submit_quest(
     company_id: UUID,
     body: QuestSubmit,
     who: CallerDep,
@@ -63,11 +63,13 @@ def submit_quest(
         idempotency_key=idempotency_key or None,
     )
     actor = Actor(type=ActorType.user, id=who.user_id)
-    with member_tx(deps.db, company_id, who) as (tx, _):
-        gate = Gate(deps.admissions, company_limits(tx, deps.settings), deps.guard)
-        quest, publish = create_quest(tx, actor, spec, correlation_id=x_correlation_id, gate=gate)
+    async with member_tx(deps.db, company_id, who) as (tx, _):
+        gate = Gate(deps.admissions, await company_limits(tx, deps.settings), deps.guard)
+        quest, publish = await create_quest(
+            tx, actor, spec, correlation_id=x_correlation_id, gate=gate
+        )
     if publish:
-        enqueue_first_step(deps.db, deps.publisher, quest, actor)
+        await enqueue_first_step(deps.db, deps.publisher, quest, actor)
         log.info("quest submitted", quest_id=str(quest.id), company_id=str(company_id))
     return QuestAccepted(quest_id=quest.id, status=quest.status)
 
@@ -76,9 +78,9 @@ QUEST = "/v1/companies/{company_id}/quests/{quest_id}"
 
 
 @router.get(QUEST, response_model=QuestView)
-def show_quest(company_id: UUID, quest_id: UUID, who: CallerDep, deps: Deps) -> QuestView:
-    with member_tx(deps.db, company_id, who) as (tx, _):
-        return quest_view(tx, _found(quests_store.get(tx, quest_id)))
+async def show_quest(company_id: UUID, quest_id: UUID, who: CallerDep, deps: Deps) -> QuestView:
+    async with member_tx(deps.db, company_id, who) as (tx, _):
+        return await quest_view(tx, _found(await quests_store.get(tx, quest_id)))
 
 
 @router.post(
@@ -87,23 +89,26 @@ def show_quest(company_id: UUID, quest_id: UUID, who: CallerDep, deps: Deps) -> 
     response_model=QuestAccepted,
     responses={200: {"model": QuestView, "description": "the quest had already ended"}},
 )
-def cancel_quest(
+async def cancel_quest(
     company_id: UUID, quest_id: UUID, who: CallerDep, deps: Deps, body: CancelRequest | None = None
 ) -> Any:
     """Stop the quest now, even mid-call. Admins may cancel any quest of the company, a member
     the quests they submitted."""
     reason = body.reason if body else ""
     actor = Actor(type=ActorType.user, id=who.user_id)
-    with member_tx(deps.db, company_id, who) as (tx, member):
-        quest = _found(quests_store.get(tx, quest_id, for_update=True))
+    async with member_tx(deps.db, company_id, who) as (tx, member):
+        quest = _found(await quests_store.get(tx, quest_id, for_update=True))
         if quest.finished:
-            return JSONResponse(quest_view(tx, quest).model_dump(mode="json"), status_code=200)
+            view = await quest_view(tx, quest)
+            return JSONResponse(view.model_dump(mode="json"), status_code=200)
         if not may_cancel(member.role, who.user_id, quest):
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, "only an admin or the quest's submitter may cancel it"
             )
-        quest = request_cancel(tx, quest, by=actor, reason=reason)
-    send_cancel(deps.redis, deps.publisher, quest, by=actor, reason=reason)
+        quest = await request_cancel(tx, quest, by=actor, reason=reason)
+    await run_in_threadpool(  # it blocks (Redis)
+        send_cancel, deps.redis, deps.publisher, quest, by=actor, reason=reason
+    )
     log.info("quest cancel requested", quest_id=str(quest.id))
     return QuestAccepted(quest_id=quest.id, status="cancelling")
 
@@ -132,11 +137,11 @@ async def quest_events(
     ``Last-Event-ID``: nothing is lost or repeated). 429 with ``Retry-After`` when the
     caller or its company has as many streams open as it may."""
 
-    def finished() -> bool:
-        with member_tx(deps.db, company_id, who) as (tx, _):
-            return _found(quests_store.get(tx, quest_id)).finished
+    async def finished() -> bool:
+        async with member_tx(deps.db, company_id, who) as (tx, _):
+            return _found(await quests_store.get(tx, quest_id)).finished
 
-    await run_in_threadpool(finished)  # membership first, and a 404 for another company's quest
+    await finished()  # membership first, and a 404 for another company's quest
     after = last_event_id or "0-0"
     try:
         parse_id(after)
@@ -165,8 +170,8 @@ def _found(quest: Quest | None) -> Quest:
     return quest
 
 
-def quest_view(tx: TenantTx, quest: Quest) -> QuestView:
-    steps = quests_store.steps(tx, quest.id)
+async def quest_view(tx: TenantTx, quest: Quest) -> QuestView:
+    steps = await quests_store.steps(tx, quest.id)
     return QuestView(
         quest_id=quest.id,
         status=quest.status,

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
+import anyio.from_thread
+from starlette.concurrency import run_in_threadpool
+
 from guard import Admissions, Guard, Limits, PriceTable, Refused, Scope, UnpricedModel
 from guard.pricing import packaged_prices
 from guard.spend import window_bounds
@@ -112,7 +115,7 @@ class Gate:
     guard: Guard
     prices: PriceTable = field(default_factory=packaged_prices)
 
-    def check(self, tx: TenantTx, spec: QuestSpec) -> None:
+    async def check(self, tx: TenantTx, spec: QuestSpec) -> None:
         ceiling = self.limits.quest_ceiling
         if spec.max_usd_micros is not None and spec.max_usd_micros > ceiling:
             raise SubmissionRefused(
@@ -121,17 +124,20 @@ class Gate:
         least = self.least_first_call(spec.model)
         if least is not None:
             self.check_quest_cap(spec, least)
-        self.check_budgets(tx, least or 1, spec.model)
+        await self.check_budgets(tx, least or 1, spec.model)
         company_id = tx.company_id
         now_ms = int(time.time() * 1000)
-        running = self.admissions.running(company_id, now_ms)
+        # The guard's Redis calls block: each runs in a worker thread, within ``tx`` still.
+        running = await run_in_threadpool(self.admissions.running, company_id, now_ms)
         if len(running) >= self.limits.max_running_quests:
             raise Throttled(
                 f"{len(running)} quests of this company are running (the limit)",
                 5,
                 "too_many_running_quests",
             )
-        started = self.admissions.start(company_id, self.limits.quests_per_minute, now_ms)
+        started = await run_in_threadpool(
+            self.admissions.start, company_id, self.limits.quests_per_minute, now_ms
+        )
         if not started.ok:
             raise Throttled(started.reason, started.retry_after_s, "too_many_quest_starts")
 
@@ -170,19 +176,28 @@ class Gate:
             f"({usd(least)}): it would halt at its first step; {fix}"
         )
 
-    def check_budgets(self, tx: TenantTx, least: int = 1, model: str = "") -> None:
+    async def check_budgets(self, tx: TenantTx, least: int = 1, model: str = "") -> None:
         """Refuse when a company budget window has less left before its halt line than
         ``least`` (the least a call can cost), read as the workers' guard reads it (its Redis
         counters, the ledger when Redis lost them). An early, honest refusal, not the
         enforcement: a quest admitted just above the line is still held to it by each step's
-        reservation."""
+        reservation.
+
+        The guard's read blocks (Redis), so it runs in a worker thread; a window it must read
+        from the ledger is read back on this loop, in ``tx``, while that thread waits."""
         now = datetime.now(UTC)
 
-        def ledger(scope: Scope) -> tuple[int, int]:
-            return charges_store.window_totals(tx, *window_bounds(scope.name, now))
+        def ledger(scope: Scope) -> tuple[int, int]:  # in the worker thread
+            start, end = window_bounds(scope.name, now)
+            return anyio.from_thread.run(charges_store.window_totals, tx, start, end)
 
-        spent = self.guard.exhausted_windows(
-            tx.company_id, self.limits, now, ledger=ledger, least=least
+        spent = await run_in_threadpool(
+            self.guard.exhausted_windows,
+            tx.company_id,
+            self.limits,
+            now,
+            ledger=ledger,
+            least=least,
         )
         if spent:
             raise BudgetExhausted(spent, now, least=least, model=model)
@@ -194,7 +209,7 @@ def usd(micros: int) -> str:
     return f"${whole:,}.{f'{frac:06d}'.rstrip('0').ljust(2, '0')}"
 
 
-def create_quest(
+async def create_quest(
     tx: TenantTx,
     actor: Actor,
     spec: QuestSpec,
@@ -216,15 +231,19 @@ def create_quest(
         idempotency_key=spec.idempotency_key,
         request_hash=spec.request_hash() if spec.idempotency_key else None,
     )
-    quest, stored_hash, created = quests_store.create(tx, new)
+    quest, stored_hash, created = await quests_store.create(tx, new)
     if not created and stored_hash != new.request_hash:
         raise Conflict("this Idempotency-Key was already used for a different request")
     if created and gate is not None:
-        gate.check(tx, spec)
+        await gate.check(tx, spec)
     return quest, created or quest.needs_first_step
 
 
-def enqueue_first_step(db: Database, publisher: Publisher, quest: Quest, actor: Actor) -> None:
+async def enqueue_first_step(
+    db: Database, publisher: Publisher, quest: Quest, actor: Actor
+) -> None:
+    """Publish the quest's first step (in a worker thread: the publisher blocks), then mark
+    the row as enqueued — or delete it again if the queue did not take the step."""
     envelope = Envelope[QuestStep](
         message_id=quest.origin_message_id,
         company_id=quest.company_id,
@@ -233,10 +252,10 @@ def enqueue_first_step(db: Database, publisher: Publisher, quest: Quest, actor: 
         payload=QuestStep(quest_id=quest.id, step=1),
     )
     try:
-        publisher.publish(envelope)
+        await run_in_threadpool(publisher.publish, envelope)
     except PublishFailed:
-        with db.tenant(quest.company_id) as tx:
-            quests_store.delete_unstarted(tx, quest.id)
+        async with db.tenant(quest.company_id) as tx:
+            await quests_store.delete_unstarted(tx, quest.id)
         raise
-    with db.tenant(quest.company_id) as tx:
-        quests_store.mark_first_step_enqueued(tx, quest.id)
+    async with db.tenant(quest.company_id) as tx:
+        await quests_store.mark_first_step_enqueued(tx, quest.id)

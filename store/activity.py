@@ -77,29 +77,31 @@ _STAGE_TABLE = (
 )
 
 
-def append(tx: TenantTx, rows: Sequence[NewActivity]) -> int:
+async def append(tx: TenantTx, rows: Sequence[NewActivity]) -> int:
     """Insert rows for the transaction's company; returns how many were new (a key seen
     before is skipped)."""
-    create_stage(tx.conn)
-    stage(tx.conn, [(tx.company_id, r) for r in rows])
-    return insert_staged(tx)
+    await create_stage(tx.conn)
+    await stage(tx.conn, [(tx.company_id, r) for r in rows])
+    return await insert_staged(tx)
 
 
-def create_stage(conn: psycopg.Connection[Any]) -> None:
+async def create_stage(conn: psycopg.AsyncConnection[Any]) -> None:
     """Create the connection's staging table; outside a transaction, so it stays."""
-    conn.execute(_STAGE_TABLE)
+    await conn.execute(_STAGE_TABLE)
 
 
-def stage(conn: psycopg.Connection[Any], rows: Sequence[tuple[UUID, NewActivity]]) -> None:
+async def stage(
+    conn: psycopg.AsyncConnection[Any], rows: Sequence[tuple[UUID, NewActivity]]
+) -> None:
     """COPY rows into the connection's staging table (``create_stage`` made it).
 
     COPY is refused on a table under row-level security, so rows go through a temporary
     table (no RLS, gone at commit); ``insert_staged`` then moves them with INSERT ... SELECT,
     which the policy still checks.
     """
-    with conn.cursor().copy(f"COPY audit_stage (company_id, {_STAGED}) FROM STDIN") as copy:
+    async with conn.cursor().copy(f"COPY audit_stage (company_id, {_STAGED}) FROM STDIN") as copy:
         for company_id, r in rows:
-            copy.write_row(
+            await copy.write_row(
                 (
                     company_id,
                     r.occurred_at,
@@ -116,9 +118,9 @@ def stage(conn: psycopg.Connection[Any], rows: Sequence[tuple[UUID, NewActivity]
             )
 
 
-def insert_staged(tx: TenantTx) -> int:
+async def insert_staged(tx: TenantTx) -> int:
     """Move the staged rows of the transaction's company into activity_log."""
-    cur = tx.execute(
+    cur = await tx.execute(
         f"INSERT INTO activity_log (company_id, {_STAGED}) "
         f"SELECT company_id, {_STAGED} FROM audit_stage WHERE company_id = %s "
         "ON CONFLICT (company_id, idempotency_key) DO NOTHING",
@@ -127,7 +129,7 @@ def insert_staged(tx: TenantTx) -> int:
     return cur.rowcount
 
 
-def page(
+async def page(
     tx: TenantTx, filters: ActivityFilter, *, cursor: str | None = None, limit: int = 50
 ) -> tuple[list[Activity], str | None]:
     """Newest first. Returns the rows and the cursor of the next page (None at the end)."""
@@ -148,7 +150,7 @@ def page(
         where.append("(occurred_at, id) < (%s, %s)")
         params.extend([at, last_id])
     params.append(limit + 1)
-    found = tx.rows(
+    found = await tx.rows(
         Activity,
         f"SELECT {_COLUMNS} FROM activity_log WHERE {' AND '.join(where)} "
         "ORDER BY occurred_at DESC, id DESC LIMIT %s",

@@ -32,8 +32,8 @@ class Charge:
         return self.cost_micros if self.cost_micros is not None else self.reserved_micros
 
 
-def for_quest(tx: TenantTx, quest_id: UUID) -> list[Charge]:
-    return tx.rows(
+async def for_quest(tx: TenantTx, quest_id: UUID) -> list[Charge]:
+    return await tx.rows(
         Charge,
         f"SELECT {_COLUMNS} FROM charges WHERE company_id = %s AND quest_id = %s ORDER BY created_at",
         (tx.company_id, quest_id),
@@ -47,9 +47,9 @@ def totals(charges: list[Charge]) -> tuple[int, int]:
     return spent, reserved
 
 
-def window_totals(tx: TenantTx, start: datetime, end: datetime) -> tuple[int, int]:
+async def window_totals(tx: TenantTx, start: datetime, end: datetime) -> tuple[int, int]:
     """(spent, reserved) of the company's charges made in [start, end)."""
-    row = tx.one(
+    row = await tx.one(
         "SELECT coalesce(sum(CASE WHEN status = 'open' THEN 0 ELSE coalesce(cost_micros, reserved_micros) END), 0), "
         "coalesce(sum(CASE WHEN status = 'open' THEN reserved_micros ELSE 0 END), 0) "
         "FROM charges WHERE company_id = %s AND created_at >= %s AND created_at < %s",
@@ -59,7 +59,7 @@ def window_totals(tx: TenantTx, start: datetime, end: datetime) -> tuple[int, in
     return int(row[0]), int(row[1])
 
 
-def open_charge(
+async def open_charge(
     tx: TenantTx,
     quest_id: UUID,
     step: int,
@@ -70,7 +70,7 @@ def open_charge(
     created_at: datetime,
 ) -> None:
     """``created_at`` is the time the guard used to pick the budget windows."""
-    tx.execute(
+    await tx.execute(
         "INSERT INTO charges (company_id, quest_id, charge_key, step, model, reserved_micros, "
         "status, created_at) VALUES (%s, %s, %s, %s, %s, %s, 'open', %s) "
         "ON CONFLICT (company_id, charge_key) DO NOTHING",
@@ -78,9 +78,9 @@ def open_charge(
     )
 
 
-def settle(tx: TenantTx, charge_key: str, cost: int, usage: dict[str, Any] | None) -> bool:
+async def settle(tx: TenantTx, charge_key: str, cost: int, usage: dict[str, Any] | None) -> bool:
     """Record the call's real cost; False if it was already settled or kept."""
-    cur = tx.execute(
+    cur = await tx.execute(
         "UPDATE charges SET status = 'settled', cost_micros = %s, usage = %s, settled_at = now() "
         "WHERE company_id = %s AND charge_key = %s AND status = 'open'",
         (cost, Jsonb(usage) if usage is not None else None, tx.company_id, charge_key),
@@ -88,9 +88,9 @@ def settle(tx: TenantTx, charge_key: str, cost: int, usage: dict[str, Any] | Non
     return cur.rowcount == 1
 
 
-def keep(tx: TenantTx, charge_key: str) -> bool:
+async def keep(tx: TenantTx, charge_key: str) -> bool:
     """The call's outcome is unknown: count its whole reservation as spent."""
-    cur = tx.execute(
+    cur = await tx.execute(
         "UPDATE charges SET status = 'kept', cost_micros = reserved_micros, settled_at = now() "
         "WHERE company_id = %s AND charge_key = %s AND status = 'open'",
         (tx.company_id, charge_key),

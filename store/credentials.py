@@ -64,32 +64,32 @@ class Use:
     used_at: datetime
 
 
-def get(tx: TenantTx, integration: str, *, for_update: bool = False) -> Credential | None:
+async def get(tx: TenantTx, integration: str, *, for_update: bool = False) -> Credential | None:
     lock = " FOR UPDATE" if for_update else ""
-    return tx.first(
+    return await tx.first(
         Credential,
         f"SELECT {_COLUMNS} FROM integration_credentials WHERE company_id = %s AND integration = %s{lock}",
         (tx.company_id, integration),
     )
 
 
-def all_for_company(tx: TenantTx) -> list[Credential]:
-    return tx.rows(
+async def all_for_company(tx: TenantTx) -> list[Credential]:
+    return await tx.rows(
         Credential,
         f"SELECT {_COLUMNS} FROM integration_credentials WHERE company_id = %s ORDER BY integration",
         (tx.company_id,),
     )
 
 
-def integrations(tx: TenantTx) -> set[str]:
+async def integrations(tx: TenantTx) -> set[str]:
     """The names of the integrations the company has connected (no ciphertext is read)."""
-    rows = tx.all(
+    rows = await tx.all(
         "SELECT integration FROM integration_credentials WHERE company_id = %s", (tx.company_id,)
     )
     return {str(name) for (name,) in rows}
 
 
-def connect(
+async def connect(
     tx: TenantTx,
     credential_id: UUID,
     integration: str,
@@ -104,7 +104,7 @@ def connect(
     ``credential_id`` must be the id the ciphertexts are bound to; reconnecting keeps the row's
     id only if the caller passes the existing one. Reconnecting clears a needs-reconnect mark.
     """
-    tx.execute(
+    await tx.execute(
         "INSERT INTO integration_credentials (id, company_id, integration, account, key_id, "
         "access_token, refresh_token, access_expires_at, scopes, connected_by) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
@@ -129,12 +129,12 @@ def connect(
     )
 
 
-def replace_tokens(
+async def replace_tokens(
     tx: TenantTx, credential_id: UUID, expected_version: int, tokens: NewTokens
 ) -> bool:
     """Store refreshed (or re-encrypted) tokens if nobody changed the row since
     ``expected_version``. True if stored."""
-    cur = tx.execute(
+    cur = await tx.execute(
         "UPDATE integration_credentials SET key_id = %s, access_token = %s, refresh_token = %s, "
         "access_expires_at = %s, version = version + 1, updated_at = now() "
         "WHERE company_id = %s AND id = %s AND version = %s",
@@ -151,7 +151,7 @@ def replace_tokens(
     return cur.rowcount == 1
 
 
-def mark_needs_reconnect(
+async def mark_needs_reconnect(
     tx: TenantTx,
     integration: str,
     version: int,
@@ -164,7 +164,7 @@ def mark_needs_reconnect(
     already. The audit row ``audit(credential)`` is written in the same transaction, so the
     mark and its row exist together or not at all; a key seen before writes nothing. Returns
     the credential as marked, or ``None`` if this call changed nothing."""
-    marked = tx.first(
+    marked = await tx.first(
         Credential,
         "UPDATE integration_credentials SET needs_reconnect_at = now(), "
         "needs_reconnect_reason = %s WHERE company_id = %s AND integration = %s "
@@ -172,22 +172,22 @@ def mark_needs_reconnect(
         (reason[:REASON_MAX], tx.company_id, integration, version),
     )
     if marked is not None:
-        append_activity(tx, [audit(marked)])
+        await append_activity(tx, [audit(marked)])
     return marked
 
 
-def disconnect(tx: TenantTx, integration: str) -> bool:
-    cur = tx.execute(
+async def disconnect(tx: TenantTx, integration: str) -> bool:
+    cur = await tx.execute(
         "DELETE FROM integration_credentials WHERE company_id = %s AND integration = %s",
         (tx.company_id, integration),
     )
     return cur.rowcount == 1
 
 
-def record_use(
+async def record_use(
     tx: TenantTx, credential: Credential, *, purpose: str, quest_id: UUID | None, worker: str
 ) -> None:
-    tx.execute(
+    await tx.execute(
         "INSERT INTO credential_uses (company_id, credential_id, integration, key_id, purpose, "
         "quest_id, worker) VALUES (%s, %s, %s, %s, %s, %s, %s)",
         (
@@ -202,10 +202,10 @@ def record_use(
     )
 
 
-def uses(tx: TenantTx, integration: str | None = None, limit: int = 100) -> list[Use]:
+async def uses(tx: TenantTx, integration: str | None = None, limit: int = 100) -> list[Use]:
     where = "company_id = %s" + (" AND integration = %s" if integration else "")
     params: tuple[object, ...] = (tx.company_id, integration) if integration else (tx.company_id,)
-    return tx.rows(
+    return await tx.rows(
         Use,
         "SELECT credential_id, integration, key_id, purpose, quest_id, worker, used_at "
         f"FROM credential_uses WHERE {where} ORDER BY used_at DESC LIMIT %s",
@@ -213,9 +213,9 @@ def uses(tx: TenantTx, integration: str | None = None, limit: int = 100) -> list
     )
 
 
-def under(tx: TenantTx, key_ids: list[str], limit: int) -> list[Credential]:
+async def under(tx: TenantTx, key_ids: list[str], limit: int) -> list[Credential]:
     """Credentials of the company encrypted under one of ``key_ids``."""
-    return tx.rows(
+    return await tx.rows(
         Credential,
         f"SELECT {_COLUMNS} FROM integration_credentials WHERE company_id = %s AND key_id = ANY(%s) "
         "ORDER BY id LIMIT %s",
@@ -223,9 +223,9 @@ def under(tx: TenantTx, key_ids: list[str], limit: int) -> list[Credential]:
     )
 
 
-def key_counts(tx: TenantTx) -> Counter[str]:
+async def key_counts(tx: TenantTx) -> Counter[str]:
     """How many ciphertexts of the company each key id protects."""
-    rows = tx.all(
+    rows = await tx.all(
         "SELECT key_id, count(*) + count(refresh_token) FROM integration_credentials "
         "WHERE company_id = %s GROUP BY key_id",
         (tx.company_id,),

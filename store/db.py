@@ -4,18 +4,23 @@ A tenant is set per *transaction* with ``set_config(..., true)``, never per sess
 pooled connection cannot carry one company's context into the next company's work. Every
 function that reads or writes a tenant's rows takes a ``TenantTx``, which only exists inside
 such a transaction.
+
+One async form, used by the workers and the ingress on their event loops; a transaction
+holds a pooled connection only while it runs, so a step waiting on Claude holds none. The
+pool belongs to the loop that opened it: code without a loop of its own (the CLI, tests)
+runs its work through one (``asyncio.run``, or a runner that owns a loop).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
 from psycopg.rows import TupleRow, class_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool
 
 from store.errors import NoTenantContext, StoreUnavailable
 
@@ -28,32 +33,32 @@ class TenantTx:
 
     __slots__ = ("company_id", "conn")
 
-    def __init__(self, conn: psycopg.Connection[TupleRow], company_id: UUID) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[TupleRow], company_id: UUID) -> None:
         if not isinstance(company_id, UUID):
             raise NoTenantContext("a tenant transaction needs a company id")
         self.conn = conn
         self.company_id = company_id
 
-    def execute(self, sql: str, params: Params = None) -> psycopg.Cursor[TupleRow]:
-        return self.conn.execute(sql, params)
+    async def execute(self, sql: str, params: Params = None) -> psycopg.AsyncCursor[TupleRow]:
+        return await self.conn.execute(sql, params)
 
-    def one(self, sql: str, params: Params = None) -> tuple[Any, ...] | None:
-        return self.execute(sql, params).fetchone()
+    async def one(self, sql: str, params: Params = None) -> tuple[Any, ...] | None:
+        return await (await self.execute(sql, params)).fetchone()
 
-    def all(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
-        return self.execute(sql, params).fetchall()
+    async def all(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
+        return await (await self.execute(sql, params)).fetchall()
 
-    def rows(self, cls: type[T], sql: str, params: Params = None) -> list[T]:
+    async def rows(self, cls: type[T], sql: str, params: Params = None) -> list[T]:
         """Rows as ``cls`` instances, built from the columns by name."""
-        with self.conn.cursor(row_factory=class_row(cls)) as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
+        async with self.conn.cursor(row_factory=class_row(cls)) as cur:
+            await cur.execute(sql, params)
+            return await cur.fetchall()
 
-    def first(self, cls: type[T], sql: str, params: Params = None) -> T | None:
+    async def first(self, cls: type[T], sql: str, params: Params = None) -> T | None:
         """The first row as a ``cls`` instance, or None if there is none."""
-        with self.conn.cursor(row_factory=class_row(cls)) as cur:
-            cur.execute(sql, params)
-            return cur.fetchone()
+        async with self.conn.cursor(row_factory=class_row(cls)) as cur:
+            await cur.execute(sql, params)
+            return await cur.fetchone()
 
 
 class BatchTx:
@@ -63,18 +68,21 @@ class BatchTx:
     being visible at once, since the policies read the setting on every statement.
     """
 
-    def __init__(self, conn: psycopg.Connection[TupleRow]) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
         self.conn = conn
 
-    def tenant(self, company_id: UUID) -> TenantTx:
-        _set_tenant(self.conn, company_id)
+    async def tenant(self, company_id: UUID) -> TenantTx:
+        await _set_tenant(self.conn, company_id)
         return TenantTx(self.conn, company_id)
 
 
-def _set_tenant(conn: psycopg.Connection[TupleRow], company_id: UUID) -> None:
+async def _set_tenant(conn: psycopg.AsyncConnection[TupleRow], company_id: UUID) -> None:
     if not isinstance(company_id, UUID):
         raise NoTenantContext("a tenant transaction needs a company id")
-    conn.execute("SELECT set_config('app.company_id', %s, true)", (str(company_id),))
+    await conn.execute("SELECT set_config('app.company_id', %s, true)", (str(company_id),))
+
+
+Prepare = Callable[[psycopg.AsyncConnection[TupleRow]], Awaitable[None]]
 
 
 class Database:
@@ -90,7 +98,7 @@ class Database:
         timeout: float = 5.0,
     ):
         """``timeout``: how long a caller waits for a connection before ``StoreUnavailable``."""
-        self.pool = ConnectionPool(
+        self.pool = AsyncConnectionPool(
             conninfo,
             min_size=min_size,
             max_size=max_size,
@@ -100,48 +108,52 @@ class Database:
             kwargs={"autocommit": True, "connect_timeout": 5},
         )
 
-    def open(self, *, wait: bool = True, timeout: float = 10.0) -> Database:
-        self.pool.open(wait=wait, timeout=timeout)
+    async def open(self, *, wait: bool = True, timeout: float = 10.0) -> Database:
+        await self.pool.open(wait=wait, timeout=timeout)
         return self
 
-    def close(self) -> None:
-        self.pool.close()
+    async def close(self) -> None:
+        await self.pool.close()
 
-    def __enter__(self) -> Database:
-        return self
+    async def __aenter__(self) -> Database:
+        return await self.open()
 
-    def __exit__(self, *_: object) -> None:
-        self.close()
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
 
-    @contextmanager
-    def tenant(self, company_id: UUID) -> Iterator[TenantTx]:
+    @asynccontextmanager
+    async def tenant(self, company_id: UUID) -> AsyncIterator[TenantTx]:
         """A transaction scoped to ``company_id``; committed when the block ends cleanly."""
-        with self._transaction() as conn:
-            _set_tenant(conn, company_id)
+        async with self._transaction() as conn:
+            await _set_tenant(conn, company_id)
             yield TenantTx(conn, company_id)
 
-    @contextmanager
-    def batch(
-        self, *, prepare: Callable[[psycopg.Connection[TupleRow]], None] | None = None
-    ) -> Iterator[BatchTx]:
+    async def in_tenant(self, company_id: UUID, work: Callable[[TenantTx], Awaitable[T]]) -> T:
+        """``work`` in one transaction scoped to ``company_id`` (for callers that hand a
+        whole transaction to a loop: the CLI, tests)."""
+        async with self.tenant(company_id) as tx:
+            return await work(tx)
+
+    @asynccontextmanager
+    async def batch(self, *, prepare: Prepare | None = None) -> AsyncIterator[BatchTx]:
         """A transaction for several companies in turn. ``prepare`` runs on the connection
         first, outside the transaction (its effects are committed whatever happens next)."""
-        with self._transaction(prepare) as conn:
+        async with self._transaction(prepare) as conn:
             yield BatchTx(conn)
 
-    @contextmanager
-    def _transaction(
-        self, prepare: Callable[[psycopg.Connection[TupleRow]], None] | None = None
-    ) -> Iterator[psycopg.Connection[TupleRow]]:
+    @asynccontextmanager
+    async def _transaction(
+        self, prepare: Prepare | None = None
+    ) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
         try:
-            with self.pool.connection() as conn:
+            async with self.pool.connection() as conn:
                 if prepare is not None:
-                    prepare(conn)
-                with conn.transaction():
+                    await prepare(conn)
+                async with conn.transaction():
                     yield conn
         except psycopg.OperationalError as exc:  # includes the pool's PoolTimeout
             raise StoreUnavailable(f"Postgres is unavailable: {type(exc).__name__}") from exc
 
-    def ping(self) -> None:
-        with self._transaction() as conn:
-            conn.execute("SELECT 1")
+    async def ping(self) -> None:
+        async with self._transaction() as conn:
+            await conn.execute("SELECT 1")

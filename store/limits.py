@@ -27,8 +27,8 @@ class LimitOverrides:
 _COLUMNS = ", ".join(f.name for f in fields(LimitOverrides))
 
 
-def get(tx: TenantTx) -> LimitOverrides:
-    found = tx.first(
+async def get(tx: TenantTx) -> LimitOverrides:
+    found = await tx.first(
         LimitOverrides,
         f"SELECT {_COLUMNS} FROM company_limits WHERE company_id = %s",
         (tx.company_id,),
@@ -36,7 +36,7 @@ def get(tx: TenantTx) -> LimitOverrides:
     return found if found is not None else LimitOverrides()
 
 
-def put(tx: TenantTx, overrides: LimitOverrides) -> None:
+async def put(tx: TenantTx, overrides: LimitOverrides) -> None:
     """Set the given (non-None) overrides, keeping the others."""
     values = {k: v for k, v in asdict(overrides).items() if v is not None}
     if not values:
@@ -44,7 +44,7 @@ def put(tx: TenantTx, overrides: LimitOverrides) -> None:
     cols = ", ".join(values)
     marks = ", ".join(["%s"] * len(values))
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in values)
-    tx.execute(
+    await tx.execute(
         f"INSERT INTO company_limits (company_id, {cols}) VALUES (%s, {marks}) "
         f"ON CONFLICT (company_id) DO UPDATE SET {updates}, updated_at = now()",
         (tx.company_id, *values.values()),

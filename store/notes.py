@@ -17,9 +17,11 @@ class Note:
     created_at: datetime
 
 
-def add(tx: TenantTx, quest_id: UUID | None, text: str, idempotency_key: str) -> tuple[UUID, bool]:
+async def add(
+    tx: TenantTx, quest_id: UUID | None, text: str, idempotency_key: str
+) -> tuple[UUID, bool]:
     """Add a note once per idempotency key; returns its id and whether this call wrote it."""
-    row = tx.one(
+    row = await tx.one(
         "INSERT INTO notes (id, company_id, quest_id, text, idempotency_key) "
         "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (company_id, idempotency_key) DO NOTHING "
         "RETURNING id",
@@ -27,7 +29,7 @@ def add(tx: TenantTx, quest_id: UUID | None, text: str, idempotency_key: str) ->
     )
     if row is not None:
         return row[0], True
-    existing = tx.one(
+    existing = await tx.one(
         "SELECT id FROM notes WHERE company_id = %s AND idempotency_key = %s",
         (tx.company_id, idempotency_key),
     )
@@ -35,8 +37,8 @@ def add(tx: TenantTx, quest_id: UUID | None, text: str, idempotency_key: str) ->
     return existing[0], False
 
 
-def recent(tx: TenantTx, limit: int = 20) -> list[Note]:
-    return tx.rows(
+async def recent(tx: TenantTx, limit: int = 20) -> list[Note]:
+    return await tx.rows(
         Note,
         "SELECT id, quest_id, text, created_at FROM notes WHERE company_id = %s "
         "ORDER BY created_at DESC LIMIT %s",

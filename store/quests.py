@@ -95,12 +95,12 @@ class NewQuest:
     request_hash: str | None = None
 
 
-def create(tx: TenantTx, new: NewQuest) -> tuple[Quest, str | None, bool]:
+async def create(tx: TenantTx, new: NewQuest) -> tuple[Quest, str | None, bool]:
     """Insert a queued quest. With an idempotency key already used, return that quest.
 
     Returns the quest, the stored request hash, and whether this call created it.
     """
-    row = tx.one(
+    row = await tx.one(
         "INSERT INTO quests (id, company_id, goal, model, max_usd_micros, created_by, "
         "correlation_id, origin_message_id, idempotency_key, request_hash) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
@@ -119,59 +119,59 @@ def create(tx: TenantTx, new: NewQuest) -> tuple[Quest, str | None, bool]:
         ),
     )
     if row is not None:
-        quest = get(tx, new.id)
+        quest = await get(tx, new.id)
         assert quest is not None
         return quest, new.request_hash, True
-    existing = tx.one(
+    existing = await tx.one(
         "SELECT id, request_hash FROM quests WHERE company_id = %s AND idempotency_key = %s",
         (tx.company_id, new.idempotency_key),
     )
     assert existing is not None
-    quest = get(tx, existing[0])
+    quest = await get(tx, existing[0])
     assert quest is not None
     return quest, existing[1], False
 
 
-def delete_unstarted(tx: TenantTx, quest_id: UUID) -> None:
+async def delete_unstarted(tx: TenantTx, quest_id: UUID) -> None:
     """Forget a quest whose first step could not be enqueued (the caller was told so)."""
-    tx.execute(
+    await tx.execute(
         "DELETE FROM quests WHERE company_id = %s AND id = %s AND status = 'queued' "
         "AND step_claimed = 0 AND first_step_enqueued_at IS NULL",
         (tx.company_id, quest_id),
     )
 
 
-def mark_first_step_enqueued(tx: TenantTx, quest_id: UUID) -> None:
-    tx.execute(
+async def mark_first_step_enqueued(tx: TenantTx, quest_id: UUID) -> None:
+    await tx.execute(
         "UPDATE quests SET first_step_enqueued_at = now() "
         "WHERE company_id = %s AND id = %s AND first_step_enqueued_at IS NULL",
         (tx.company_id, quest_id),
     )
 
 
-def get(tx: TenantTx, quest_id: UUID, *, for_update: bool = False) -> Quest | None:
+async def get(tx: TenantTx, quest_id: UUID, *, for_update: bool = False) -> Quest | None:
     lock = " FOR UPDATE" if for_update else ""
-    return tx.first(
+    return await tx.first(
         Quest,
         f"SELECT {_QUEST_COLUMNS} FROM quests WHERE company_id = %s AND id = %s{lock}",
         (tx.company_id, quest_id),
     )
 
 
-def request_cancel(tx: TenantTx, quest_id: UUID, *, by: str, reason: str) -> Quest | None:
+async def request_cancel(tx: TenantTx, quest_id: UUID, *, by: str, reason: str) -> Quest | None:
     """Record a cancel request (the first one wins). Returns the quest as it now stands."""
-    tx.execute(
+    await tx.execute(
         "UPDATE quests SET cancel_requested_at = now(), cancel_reason = %s, cancelled_by = %s "
         "WHERE company_id = %s AND id = %s AND cancel_requested_at IS NULL "
         "AND status IN ('queued', 'running')",
         (reason, by, tx.company_id, quest_id),
     )
-    return get(tx, quest_id)
+    return await get(tx, quest_id)
 
 
-def touch(tx: TenantTx, quest_id: UUID) -> None:
+async def touch(tx: TenantTx, quest_id: UUID) -> None:
     """The quest is alive though idle (e.g. put back to wait for a slot)."""
-    tx.execute(
+    await tx.execute(
         "UPDATE quests SET touched_at = now() WHERE company_id = %s AND id = %s",
         (tx.company_id, quest_id),
     )
@@ -185,9 +185,9 @@ class Stuck:
     created_by: str
 
 
-def stuck(tx: TenantTx, idle_s: int, limit: int = 100) -> list[Stuck]:
+async def stuck(tx: TenantTx, idle_s: int, limit: int = 100) -> list[Stuck]:
     """Open quests that made no progress for ``idle_s`` (their next message may be lost)."""
-    return tx.rows(
+    return await tx.rows(
         Stuck,
         "SELECT id, steps_done, correlation_id, created_by FROM quests WHERE company_id = %s "
         "AND status IN ('queued', 'running') AND first_step_enqueued_at IS NOT NULL "
@@ -196,15 +196,15 @@ def stuck(tx: TenantTx, idle_s: int, limit: int = 100) -> list[Stuck]:
     )
 
 
-def company_of(conn: psycopg.Connection[Any], quest_id: UUID) -> UUID | None:
+async def company_of(conn: psycopg.AsyncConnection[Any], quest_id: UUID) -> UUID | None:
     """The company a quest belongs to (for operators' commands given only a quest id)."""
-    row = conn.execute("SELECT quest_company(%s)", (quest_id,)).fetchone()
+    row = await (await conn.execute("SELECT quest_company(%s)", (quest_id,))).fetchone()
     return row[0] if row and row[0] else None
 
 
-def claim_step(tx: TenantTx, quest_id: UUID, step: int, holder: str) -> None:
+async def claim_step(tx: TenantTx, quest_id: UUID, step: int, holder: str) -> None:
     """Record that ``holder`` (a message id) runs ``step`` now; starts a queued quest."""
-    tx.execute(
+    await tx.execute(
         "UPDATE quests SET step_claimed = %s, step_holder = %s, step_claimed_at = now(), "
         "status = 'running', started_at = coalesce(started_at, now()), touched_at = now() "
         "WHERE company_id = %s AND id = %s",
@@ -212,8 +212,8 @@ def claim_step(tx: TenantTx, quest_id: UUID, step: int, holder: str) -> None:
     )
 
 
-def steps(tx: TenantTx, quest_id: UUID) -> list[Step]:
-    return tx.rows(
+async def steps(tx: TenantTx, quest_id: UUID) -> list[Step]:
+    return await tx.rows(
         Step,
         f"SELECT {_STEP_COLUMNS} FROM quest_steps WHERE company_id = %s AND quest_id = %s "
         "ORDER BY step",
@@ -221,7 +221,7 @@ def steps(tx: TenantTx, quest_id: UUID) -> list[Step]:
     )
 
 
-def save_reply(
+async def save_reply(
     tx: TenantTx,
     quest_id: UUID,
     step: int,
@@ -233,7 +233,7 @@ def save_reply(
     cost_usd_micros: int,
 ) -> None:
     """Persist Claude's reply before any tool runs, so a redelivered step resumes from it."""
-    tx.execute(
+    await tx.execute(
         "INSERT INTO quest_steps (company_id, quest_id, step, status, model, stop_reason, content, "
         "usage, cost_usd_micros) VALUES (%s, %s, %s, 'replied', %s, %s, %s, %s, %s) "
         "ON CONFLICT (quest_id, step) DO UPDATE SET status = 'replied', model = EXCLUDED.model, "
@@ -250,22 +250,22 @@ def save_reply(
             cost_usd_micros,
         ),
     )
-    tx.execute(
+    await tx.execute(
         "UPDATE quests SET cost_usd_micros = cost_usd_micros + %s, touched_at = now() "
         "WHERE company_id = %s AND id = %s",
         (cost_usd_micros, tx.company_id, quest_id),
     )
 
 
-def add_cost(tx: TenantTx, quest_id: UUID, micros: int) -> None:
+async def add_cost(tx: TenantTx, quest_id: UUID, micros: int) -> None:
     """Count spend that no stored reply accounts for (a kept reservation)."""
-    tx.execute(
+    await tx.execute(
         "UPDATE quests SET cost_usd_micros = cost_usd_micros + %s WHERE company_id = %s AND id = %s",
         (micros, tx.company_id, quest_id),
     )
 
 
-def finish_step(
+async def finish_step(
     tx: TenantTx,
     quest_id: UUID,
     step: int,
@@ -276,20 +276,20 @@ def finish_step(
 ) -> None:
     """Mark the step done with what it sent. A step that ended before any reply still gets
     a row, so its events can be re-sent on redelivery."""
-    tx.execute(
+    await tx.execute(
         "INSERT INTO quest_steps (company_id, quest_id, step, status, model, tool_results, events, "
         "finished_at) VALUES (%s, %s, %s, 'done', %s, %s, %s, now()) "
         "ON CONFLICT (quest_id, step) DO UPDATE SET status = 'done', "
         "tool_results = EXCLUDED.tool_results, events = EXCLUDED.events, finished_at = now()",
         (tx.company_id, quest_id, step, model, Jsonb(tool_results), Jsonb(events)),
     )
-    tx.execute(
+    await tx.execute(
         "UPDATE quests SET steps_done = %s, touched_at = now() WHERE company_id = %s AND id = %s",
         (step, tx.company_id, quest_id),
     )
 
 
-def finish(
+async def finish(
     tx: TenantTx,
     quest_id: UUID,
     status: str,
@@ -299,7 +299,7 @@ def finish(
 ) -> None:
     if status not in TERMINAL:
         raise ValueError(f"{status} is not a final state")
-    tx.execute(
+    await tx.execute(
         "UPDATE quests SET status = %s, result = %s, reason = %s, finished_at = now() "
         "WHERE company_id = %s AND id = %s AND status IN ('queued', 'running')",
         (status, result, reason, tx.company_id, quest_id),

@@ -22,14 +22,14 @@ class ToolCallRecord:
     started_at: datetime
 
 
-def begin(tx: TenantTx, key: str, quest_id: UUID, step: int, tool: str) -> ToolCallRecord:
+async def begin(tx: TenantTx, key: str, quest_id: UUID, step: int, tool: str) -> ToolCallRecord:
     """Record that the call starts (once); returns the record as it stands."""
-    tx.execute(
+    await tx.execute(
         "INSERT INTO tool_calls (company_id, idempotency_key, quest_id, step, tool, status) "
         "VALUES (%s, %s, %s, %s, %s, 'started') ON CONFLICT (company_id, idempotency_key) DO NOTHING",
         (tx.company_id, key, quest_id, step, tool),
     )
-    found = tx.rows(
+    found = await tx.rows(
         ToolCallRecord,
         "SELECT idempotency_key, tool, status, result, started_at FROM tool_calls "
         "WHERE company_id = %s AND idempotency_key = %s",
@@ -38,8 +38,8 @@ def begin(tx: TenantTx, key: str, quest_id: UUID, step: int, tool: str) -> ToolC
     return found[0]
 
 
-def finish(tx: TenantTx, key: str, result: dict[str, Any]) -> None:
-    tx.execute(
+async def finish(tx: TenantTx, key: str, result: dict[str, Any]) -> None:
+    await tx.execute(
         "UPDATE tool_calls SET status = 'done', result = %s, finished_at = now() "
         "WHERE company_id = %s AND idempotency_key = %s",
         (Jsonb(result), tx.company_id, key),

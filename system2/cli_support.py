@@ -1,10 +1,14 @@
-"""What every ``system2`` command shares: settings, a database connection, output."""
+"""What every ``system2`` command shares: settings, a database connection, output.
+
+A command that uses the store runs its body once with ``asyncio.run``: an ``async def``
+that opens the database with ``app_db`` (one loop, one pool, both gone when it returns).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -20,24 +24,23 @@ def settings() -> Settings:
     return Settings()
 
 
-@contextmanager
-def app_db(s: Settings) -> Iterator[Database]:
+@asynccontextmanager
+async def app_db(s: Settings) -> AsyncIterator[Database]:
+    """The store for one command, opened on the running loop (``asyncio.run``'s)."""
     # Fail fast with the driver's own reason: a pool would retry quietly for its timeout.
+    # (A blocking probe: the command has nothing else to do meanwhile.)
     psycopg.connect(s.database_url, connect_timeout=5).close()
-    db = Database(s.database_url, min_size=1, max_size=2, name="cli").open(timeout=10)
-    try:
-        yield db
-    finally:
-        db.close()
+    async with Database(s.database_url, min_size=1, max_size=2, name="cli") as db:
+        yield db  # opened waiting at most 10 s, closed when the command's body ends
 
 
-@contextmanager
-def company_tx(db: Database, company_id: UUID) -> Iterator[TenantTx]:
+@asynccontextmanager
+async def company_tx(db: Database, company_id: UUID) -> AsyncIterator[TenantTx]:
     """A transaction scoped to ``company_id``; ``System2Error`` if there is no such company."""
     from store import companies as companies_store
 
-    with db.tenant(company_id) as tx:
-        if companies_store.get(tx) is None:
+    async with db.tenant(company_id) as tx:
+        if await companies_store.get(tx) is None:
             raise System2Error(f"no company {company_id}")
         yield tx
 
@@ -54,14 +57,14 @@ def say(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def quest_company(db: Database, quest_id: UUID, company: UUID | None) -> UUID:
+async def quest_company(db: Database, quest_id: UUID, company: UUID | None) -> UUID:
     """The quest's company: as given, or looked up (operators often have only the quest id)."""
     from store import quests as quests_store
 
     if company is not None:
         return company
-    with db.pool.connection() as conn:
-        found = quests_store.company_of(conn, quest_id)
+    async with db.pool.connection() as conn:
+        found = await quests_store.company_of(conn, quest_id)
     if found is None:
         raise System2Error(f"no quest {quest_id}")
     return found

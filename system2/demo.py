@@ -7,10 +7,14 @@ a quest with a tiny USD cap is halted by the guard and a slow one is cancelled m
 every step and action is printed as it happens from the companies' live event streams; at
 the end each company's audit trail is read back from Postgres and cross-tenant attempts are
 refused.
+
+The demo is a sync program (threads, HTTP); its three brief visits to the store each run
+with ``asyncio.run`` on a database of their own, opened and closed within that visit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import tempfile
@@ -37,6 +41,7 @@ from runtime.settings import Settings
 from runtime.wiring import vault_keys_configured
 from store import Database
 from store import companies as companies_store
+from store.credentials import Credential
 from store.migrate import migrate
 from store.quests import TERMINAL
 from system2.dev_tokens import mint
@@ -163,23 +168,31 @@ def _start_processes(settings: Settings, logs: Path) -> tuple[dict[str, Proc], s
 def _make_companies(settings: Settings) -> list[DemoCompany]:
     secret = settings.jwt_secret.get_secret_value()
     made = []
-    with Database(settings.database_url, max_size=2, name="demo").open() as db:
-        for (name, user), color in zip(
-            (("Acme Robotics", "alice"), ("Globex Foods", "bob")), COLORS, strict=True
-        ):
-            cid = uuid.uuid4()
-            with db.tenant(cid) as tx:
-                companies_store.create(tx, name)
-                companies_store.add_member(tx, user, "admin")
-            made.append(DemoCompany(cid, name, user, mint(secret, user), color, []))
-            console.print(f"company [{color}]{name}[/] {cid} with admin [bold]{user}[/]")
+
+    async def create() -> None:
+        async with Database(settings.database_url, max_size=2, name="demo") as db:
+            for (name, user), color in zip(
+                (("Acme Robotics", "alice"), ("Globex Foods", "bob")), COLORS, strict=True
+            ):
+                cid = uuid.uuid4()
+                async with db.tenant(cid) as tx:
+                    await companies_store.create(tx, name)
+                    await companies_store.add_member(tx, user, "admin")
+                made.append(DemoCompany(cid, name, user, mint(secret, user), color, []))
+                console.print(f"company [{color}]{name}[/] {cid} with admin [bold]{user}[/]")
+
+    asyncio.run(create())
     return made
 
 
 def _connect_task_list(settings: Settings, c: DemoCompany) -> None:
-    with Database(settings.database_url, max_size=1, name="demo").open() as db:
-        by = Actor(type=ActorType.user, id=c.user)
-        cred = connect_by_oauth(settings, db, c.id, "demo", by=by)
+    by = Actor(type=ActorType.user, id=c.user)
+
+    async def connect() -> Credential:
+        async with Database(settings.database_url, max_size=1, name="demo") as db:
+            return await connect_by_oauth(settings, db, c.id, "demo", by=by)
+
+    cred = asyncio.run(connect())
     console.print(
         f"[{c.color}]{c.name}[/] connected the demo task list over OAuth; its tokens are "
         f"stored sealed (AES-256-GCM, key [bold]{cred.key_id}[/])"
@@ -390,9 +403,12 @@ def _cross_tenant(http: httpx.Client, companies: list[DemoCompany], settings: Se
 
 
 def _quest_count(settings: Settings, company_id: uuid.UUID) -> int:
-    with (
-        Database(settings.database_url, max_size=1, name="demo").open() as db,
-        db.tenant(company_id) as tx,
-    ):
-        row = tx.one("SELECT count(*) FROM quests WHERE company_id = %s", (company_id,))
+    async def count() -> tuple[Any, ...] | None:
+        async with (
+            Database(settings.database_url, max_size=1, name="demo") as db,
+            db.tenant(company_id) as tx,
+        ):
+            return await tx.one("SELECT count(*) FROM quests WHERE company_id = %s", (company_id,))
+
+    row = asyncio.run(count())
     return int(row[0]) if row else 0

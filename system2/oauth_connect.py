@@ -28,10 +28,12 @@ from workers.integrations.registry import oauth_client
 REDIRECT = "http://127.0.0.1/oauth/callback"
 
 
-def connect_by_oauth(
+async def connect_by_oauth(
     settings: Settings, db: Database, company_id: UUID, integration: str, *, by: Actor
 ) -> Credential:
-    """Store the company's sealed tokens and audit the connection as ``by``."""
+    """Store the company's sealed tokens and audit the connection as ``by``. The provider's
+    calls, the vault and the publisher block: the callers (a command, the demo) have nothing
+    else on their loop."""
     spec = catalog.integration(integration)
     vault = build_vault(settings, redis.Redis.from_url(settings.redis_url))
     with httpx.Client(timeout=10) as http:
@@ -50,8 +52,8 @@ def connect_by_oauth(
         scopes=tokens.scopes,
         account=str(company_id),
     )
-    with company_tx(db, company_id) as tx:
-        cred = connect(tx, vault, integration, body, connected_by=f"{by.type.value}:{by.id}")
+    async with company_tx(db, company_id) as tx:
+        cred = await connect(tx, vault, integration, body, connected_by=f"{by.type.value}:{by.id}")
     with publisher(settings.redis_url) as queue:
         queue.publish(
             audit_envelope(

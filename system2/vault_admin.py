@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import Counter
@@ -23,24 +24,24 @@ from vault import RedisEncryptionCounter
 OPERATOR = Actor(type=ActorType.operator, id="vault")
 
 
-def _company_ids(db: Database) -> list[uuid.UUID]:
-    with db.pool.connection() as conn:
-        return companies_store.all_ids(conn)
+async def _company_ids(db: Database) -> list[uuid.UUID]:
+    async with db.pool.connection() as conn:
+        return await companies_store.all_ids(conn)
 
 
-def ciphertexts_per_key(db: Database) -> Counter[str]:
+async def ciphertexts_per_key(db: Database) -> Counter[str]:
     """How many ciphertexts each key id protects, over every company (a tenant at a time)."""
     total: Counter[str] = Counter()
-    for company_id in _company_ids(db):
-        with db.tenant(company_id) as tx:
-            total.update(credentials_store.key_counts(tx))
+    for company_id in await _company_ids(db):
+        async with db.tenant(company_id) as tx:
+            total.update(await credentials_store.key_counts(tx))
     return total
 
 
-def key_usage(settings: Settings, db: Database, client: redis.Redis) -> dict[str, Any]:
+async def key_usage(settings: Settings, db: Database, client: redis.Redis) -> dict[str, Any]:
     vault = build_vault(settings, client)
     counter = RedisEncryptionCounter(client)
-    used = ciphertexts_per_key(db)
+    used = await ciphertexts_per_key(db)
     now = datetime.now(UTC)
     primary = vault.keyring.primary
     age = primary.age_days(now)
@@ -65,10 +66,10 @@ def key_usage(settings: Settings, db: Database, client: redis.Redis) -> dict[str
     }
 
 
-def queue_rewrap(settings: Settings, db: Database) -> tuple[int, str]:
+async def queue_rewrap(settings: Settings, db: Database) -> tuple[int, str]:
     primary = build_vault(settings, redis.Redis.from_url(settings.redis_url)).keyring.primary.kid
     with publisher(settings.redis_url) as queue:
-        companies = _company_ids(db)
+        companies = await _company_ids(db)
         for company_id in companies:
             queue.publish(
                 Envelope[RewrapCredentials](
@@ -81,7 +82,7 @@ def queue_rewrap(settings: Settings, db: Database) -> tuple[int, str]:
     return len(companies), primary
 
 
-def wait_rewrapped(settings: Settings, db: Database, primary: str, timeout_s: int) -> None:
+async def wait_rewrapped(settings: Settings, db: Database, primary: str, timeout_s: int) -> None:
     """Wait until no ciphertext uses another key of the keyring (ciphertexts under keys the
     keyring lacks cannot be rewrapped; `vault status` lists them)."""
     older = set(build_vault(settings, redis.Redis.from_url(settings.redis_url)).keyring.kids) - {
@@ -89,18 +90,18 @@ def wait_rewrapped(settings: Settings, db: Database, primary: str, timeout_s: in
     }
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        left = sum(n for kid, n in ciphertexts_per_key(db).items() if kid in older)
+        left = sum(n for kid, n in (await ciphertexts_per_key(db)).items() if kid in older)
         if left == 0:
             return
-        time.sleep(0.5)
+        await asyncio.sleep(0.5)
     raise System2Error(f"credentials still use older keys after {timeout_s}s: are workers running?")
 
 
-def check_retire(settings: Settings, db: Database, kid: str) -> None:
+async def check_retire(settings: Settings, db: Database, kid: str) -> None:
     vault = build_vault(settings, redis.Redis.from_url(settings.redis_url))
     if kid == vault.keyring.primary.kid:
         raise System2Error(f"{kid} is the primary key: make another key primary and rewrap first")
-    in_use = ciphertexts_per_key(db).get(kid, 0)
+    in_use = (await ciphertexts_per_key(db)).get(kid, 0)
     if in_use:
         raise System2Error(
             f"{kid} still protects {in_use} ciphertexts: run `system2 vault rewrap --wait` first"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, cast
 from uuid import UUID
@@ -60,17 +61,20 @@ class Board:
         )
 
 
-def watch(settings: Settings, db: Database, company_id: UUID, quest_id: UUID) -> int:
+async def watch(settings: Settings, db: Database, company_id: UUID, quest_id: UUID) -> int:
     """Print the quest's events as they come; 0 once it has ended."""
     console = Console(highlight=False)
     client = redis.Redis.from_url(settings.redis_url)
     key, last, board = quest_stream_key(quest_id), "0", Board()
     quiet = 0
     while True:
-        reply = cast(StreamReply, client.xread({key: last}, block=1000, count=200) or [])
+        # The blocking read in a thread, so that each read is an await: Ctrl-C (asyncio.run
+        # cancels the body) ends the watch there, even while events keep coming.
+        found = await asyncio.to_thread(client.xread, {key: last}, block=1000, count=200)
+        reply = cast(StreamReply, found or [])
         if not reply:
             quiet += 1
-            if quiet % 3 == 0 and _ended(db, company_id, quest_id):
+            if quiet % 3 == 0 and await _ended(db, company_id, quest_id):
                 console.print("[dim](the quest has ended)[/dim]")
                 return 0
             continue
@@ -90,7 +94,7 @@ def watch(settings: Settings, db: Database, company_id: UUID, quest_id: UUID) ->
                     return 0
 
 
-def _ended(db: Database, company_id: UUID, quest_id: UUID) -> bool:
-    with db.tenant(company_id) as tx:
-        quest = quests_store.get(tx, quest_id)
+async def _ended(db: Database, company_id: UUID, quest_id: UUID) -> bool:
+    async with db.tenant(company_id) as tx:
+        quest = await quests_store.get(tx, quest_id)
     return quest is None or quest.finished

@@ -21,11 +21,12 @@ import pytest
 import redis
 
 from runtime.settings import Settings
-from store import Database
+from store import Database, TenantTx
 from store import companies as companies_store
 from system2.dev_tokens import mint
 from system2.procs import Proc, free_port, wait_http, wait_workers
 from system2.scratch import scratch_postgres, scratch_redis
+from tests.support import InTenant
 from workers.call_loop import CallLoop
 from workers.dramatiq_middleware import live_workers
 
@@ -83,10 +84,18 @@ def settings_env(s: Settings, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def db(settings: Settings) -> Iterator[Database]:
-    database = Database(settings.database_url, min_size=1, max_size=4, name="tests").open()
+def db(settings: Settings, call_loop: CallLoop) -> Iterator[Database]:
+    """The store's pool, on the tests' loop (``call_loop``): in-process workers share it."""
+    database = Database(settings.database_url, min_size=1, max_size=4, name="tests")
+    call_loop.run(database.open())
     yield database
-    database.close()
+    call_loop.run(database.close())
+
+
+@pytest.fixture(scope="session")
+def in_tenant(db: Database, call_loop: CallLoop) -> InTenant:
+    """Run ``work(tx)`` in one transaction of a company, from a test (which has no loop)."""
+    return InTenant(db, call_loop)
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +106,8 @@ def admin_conn(settings: Settings) -> Iterator[psycopg.Connection[tuple[object, 
 
 @pytest.fixture(scope="session")
 def call_loop() -> Iterator[CallLoop]:
-    """The event loop a worker process runs its Claude calls on, for in-process runners."""
+    """The event loop a worker process runs its Claude calls and store work on, for
+    in-process runners and the tests' own store work."""
     loop = CallLoop().start()
     yield loop
     loop.stop()
@@ -124,15 +134,18 @@ class Tenant:
 
 
 @pytest.fixture
-def make_tenant(db: Database) -> Callable[[str], Tenant]:
+def make_tenant(in_tenant: InTenant) -> Callable[[str], Tenant]:
     def make(name: str = "Acme") -> Tenant:
         cid = uuid.uuid4()
         suffix = cid.hex[:6]
         tenant = Tenant(cid, admin=f"admin-{suffix}", member=f"member-{suffix}")
-        with db.tenant(cid) as tx:
-            companies_store.create(tx, name)
-            companies_store.add_member(tx, tenant.admin, "admin")
-            companies_store.add_member(tx, tenant.member, "member")
+
+        async def create(tx: TenantTx) -> None:
+            await companies_store.create(tx, name)
+            await companies_store.add_member(tx, tenant.admin, "admin")
+            await companies_store.add_member(tx, tenant.member, "member")
+
+        in_tenant(cid, create)
         return tenant
 
     return make

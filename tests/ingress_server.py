@@ -20,10 +20,9 @@ import httpx
 from ingress.submit import QuestSpec, create_quest
 from messages import Actor, ActorType, Envelope, QuestEvent
 from runtime.settings import Settings
-from store import Database
 from system2.procs import Proc, free_port, wait_http
 from tests.conftest import settings_env, system2
-from tests.support import SseParser, sse_events
+from tests.support import InTenant, SseParser, sse_events
 from workers.events import QuestEvents
 
 
@@ -52,10 +51,12 @@ def ingress_process(settings: Settings, logs: Path, **env: str) -> Iterator[Serv
         proc.stop()
 
 
-def open_quest(db: Database, company_id: uuid.UUID, by: str, goal: str = "Watch me") -> uuid.UUID:
+def open_quest(
+    in_tenant: InTenant, company_id: uuid.UUID, by: str, goal: str = "Watch me"
+) -> uuid.UUID:
     """A quest row as a submit makes it (no worker runs it: it stays open)."""
-    with db.tenant(company_id) as tx:
-        quest, _ = create_quest(tx, Actor(type=ActorType.user, id=by), QuestSpec(goal, "m-1"))
+    actor = Actor(type=ActorType.user, id=by)
+    quest, _ = in_tenant(company_id, lambda tx: create_quest(tx, actor, QuestSpec(goal, "m-1")))
     return quest.id
 
 

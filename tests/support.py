@@ -21,8 +21,9 @@ from ingress.deps import IngressDeps
 from ingress.submit import QuestSpec, create_quest, enqueue_first_step
 from messages import Actor, ActorType
 from messages.transport import Publisher, build_broker, publisher
+from runtime.loop_thread import StoreRunner
 from runtime.settings import Settings
-from store import Database
+from store import Database, TenantTx
 from store import activity as activity_store
 from store import quests as quests_store
 from store.activity import NewActivity
@@ -30,6 +31,11 @@ from store.quests import Quest
 
 T = TypeVar("T")
 OPERATOR = Actor(type=ActorType.operator, id="tests")
+
+
+class InTenant(StoreRunner):
+    """The store from a test, which has no event loop (the ``in_tenant`` fixture):
+    ``in_tenant(company_id, work)`` runs ``work(tx)`` in one transaction of that company."""
 
 
 def wait_for(predicate: Callable[[], T | None], *, timeout: float = 30.0, every: float = 0.05) -> T:
@@ -44,28 +50,35 @@ def wait_for(predicate: Callable[[], T | None], *, timeout: float = 30.0, every:
 
 
 def submit(
-    db: Database, redis_url: str, company_id: uuid.UUID, goal: str, model: str = "claude-sonnet-5-5"
+    in_tenant: InTenant,
+    redis_url: str,
+    company_id: uuid.UUID,
+    goal: str,
+    model: str = "claude-sonnet-5-5",
 ) -> Quest:
     """Submit a quest the way the ingress does (row, then first step on the queue)."""
-    with db.tenant(company_id) as tx:
-        quest, _ = create_quest(tx, OPERATOR, QuestSpec(goal=goal, model=model))
+
+    async def create(tx: TenantTx) -> Quest:
+        quest, _ = await create_quest(tx, OPERATOR, QuestSpec(goal=goal, model=model))
+        return quest
+
+    quest = in_tenant(company_id, create)
     with publisher(redis_url) as queue:
-        enqueue_first_step(db, queue, quest, OPERATOR)
+        in_tenant.run(enqueue_first_step(in_tenant.db, queue, quest, OPERATOR))
     return quest
 
 
-def quest_state(db: Database, company_id: uuid.UUID, quest_id: uuid.UUID) -> Quest:
-    with db.tenant(company_id) as tx:
-        quest = quests_store.get(tx, quest_id)
+def quest_state(in_tenant: InTenant, company_id: uuid.UUID, quest_id: uuid.UUID) -> Quest:
+    quest = in_tenant(company_id, lambda tx: quests_store.get(tx, quest_id))
     assert quest is not None
     return quest
 
 
 def wait_finished(
-    db: Database, company_id: uuid.UUID, quest_id: uuid.UUID, timeout: float = 30.0
+    in_tenant: InTenant, company_id: uuid.UUID, quest_id: uuid.UUID, timeout: float = 30.0
 ) -> Quest:
     return wait_for(
-        lambda: q if (q := quest_state(db, company_id, quest_id)).finished else None,
+        lambda: q if (q := quest_state(in_tenant, company_id, quest_id)).finished else None,
         timeout=timeout,
     )
 
@@ -84,7 +97,6 @@ def provider_faults(provider_url: str, **fault: Any) -> Iterator[None]:
 @contextmanager
 def ingress_client(
     settings: Settings,
-    db: Database,
     client: redis.Redis,
     *,
     broker_url: str | None = None,
@@ -92,12 +104,14 @@ def ingress_client(
     **deps: Any,
 ) -> Iterator[TestClient]:
     """The ingress app in a TestClient, wired as ``ingress.app.build`` wires it but on the
-    given Redis client; ``deps`` adds the optional ones (``vault``, ``aredis``)."""
+    given Redis client; ``deps`` adds the optional ones (``vault``, ``aredis``). The app has
+    a pool of its own, opened by its lifespan on the TestClient's loop (a pool belongs to the
+    loop that opened it: the tests' ``db`` is on another)."""
     broker = build_broker(broker_url or settings.redis_url)
     app = create_app(
         IngressDeps(
             settings=settings,
-            db=db,
+            db=Database(settings.database_url, min_size=1, max_size=4, name="ingress-test"),
             publisher=Publisher(broker),
             redis=client,
             verifier=TokenVerifier(settings.jwt_secret.get_secret_value()),
@@ -113,7 +127,7 @@ def ingress_client(
         broker.close()
 
 
-def add_activity(db: Database, company_id: uuid.UUID, count: int) -> list[int]:
+def add_activity(in_tenant: InTenant, company_id: uuid.UUID, count: int) -> list[int]:
     """``count`` audit rows, in pairs sharing a timestamp (cursors must break the tie); returns
     their ids newest first."""
     base = datetime(2030, 1, 1, tzinfo=UTC)
@@ -132,13 +146,15 @@ def add_activity(db: Database, company_id: uuid.UUID, count: int) -> list[int]:
         )
         for i in range(count)
     ]
-    with db.tenant(company_id) as tx:
-        assert activity_store.append(tx, rows) == count
-        found = tx.all(
+
+    async def add(tx: TenantTx) -> list[tuple[Any, ...]]:
+        assert await activity_store.append(tx, rows) == count
+        return await tx.all(
             "SELECT id FROM activity_log WHERE company_id = %s ORDER BY occurred_at DESC, id DESC",
             (company_id,),
         )
-    return [r[0] for r in found]
+
+    return [r[0] for r in in_tenant(company_id, add)]
 
 
 class SseParser:

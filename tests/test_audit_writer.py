@@ -6,7 +6,9 @@ import contextlib
 import ctypes
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -14,12 +16,13 @@ import pytest
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from messages import Actor, ActorType, AuditEvent, BadMessage
-from store import Database, StoreUnavailable
+from store import Database, StoreUnavailable, TenantTx
 from store import activity as activity_store
 from store.activity import ActivityFilter
 from tests.conftest import Tenant
-from tests.support import wait_for
+from tests.support import InTenant, wait_for
 from workers.audit import AuditWriter, WriteInterrupted, to_row
+from workers.call_loop import CallLoop
 
 TED = Actor(type=ActorType.ted, id="ted")
 
@@ -36,26 +39,27 @@ def event(key: str, action: str = "note.added") -> AuditEvent:
     )
 
 
-def rows(db: Database, tenant: Tenant) -> list[activity_store.Activity]:
-    with db.tenant(tenant.id) as tx:
-        found, _ = activity_store.page(tx, ActivityFilter(), limit=1000)
+def rows(in_tenant: InTenant, tenant: Tenant) -> list[activity_store.Activity]:
+    found, _ = in_tenant(
+        tenant.id, lambda tx: activity_store.page(tx, ActivityFilter(), limit=1000)
+    )
     return found
 
 
-def test_a_redelivered_batch_adds_no_row(db: Database, tenant: Tenant) -> None:
-    writer = AuditWriter(db)
+def test_a_redelivered_batch_adds_no_row(in_tenant: InTenant, tenant: Tenant) -> None:
+    writer = AuditWriter(in_tenant)
     batch = [event(f"q:1:{i}") for i in range(5)]
     writer.write(tenant.id, batch)
     writer.write(tenant.id, batch)
     writer.write(tenant.id, [*batch[2:], event("q:1:new")])
-    keys = sorted(r.idempotency_key for r in rows(db, tenant))
+    keys = sorted(r.idempotency_key for r in rows(in_tenant, tenant))
     assert keys == sorted([f"q:1:{i}" for i in range(5)] + ["q:1:new"])
 
 
 def test_concurrent_writers_group_commit_every_event_once(
-    db: Database, tenant: Tenant, other_tenant: Tenant
+    in_tenant: InTenant, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    writer = AuditWriter(db, max_batch=50)
+    writer = AuditWriter(in_tenant, max_batch=50)
     errors: list[BaseException] = []
 
     def work(n: int) -> None:
@@ -74,12 +78,12 @@ def test_concurrent_writers_group_commit_every_event_once(
         t.join(60)
     assert not errors
     for t in (tenant, other_tenant):
-        keys = [r.idempotency_key for r in rows(db, t)]
+        keys = [r.idempotency_key for r in rows(in_tenant, t)]
         assert len(keys) == len(set(keys)) == 4 * 20
 
 
-def test_an_entry_for_a_missing_company_fails_alone(db: Database, tenant: Tenant) -> None:
-    writer = AuditWriter(db)
+def test_an_entry_for_a_missing_company_fails_alone(in_tenant: InTenant, tenant: Tenant) -> None:
+    writer = AuditWriter(in_tenant)
     ghost = uuid.uuid4()
     failures: list[BaseException] = []
     gate = threading.Barrier(3)
@@ -102,13 +106,15 @@ def test_an_entry_for_a_missing_company_fails_alone(db: Database, tenant: Tenant
         t.join(30)
     assert [type(f) for f in failures] == [BadMessage]
     assert "does not exist" in str(failures[0])
-    assert sorted(r.idempotency_key for r in rows(db, tenant)) == ["good:1", "good:2"]
+    assert sorted(r.idempotency_key for r in rows(in_tenant, tenant)) == ["good:1", "good:2"]
 
 
-def test_rows_keep_actor_rationale_and_originating_message(db: Database, tenant: Tenant) -> None:
+def test_rows_keep_actor_rationale_and_originating_message(
+    in_tenant: InTenant, tenant: Tenant
+) -> None:
     e = event("q:9:toolu_1")
-    AuditWriter(db).write(tenant.id, [e])
-    (row,) = rows(db, tenant)
+    AuditWriter(in_tenant).write(tenant.id, [e])
+    (row,) = rows(in_tenant, tenant)
     assert (row.actor_type, row.actor_id, row.action, row.target) == (
         "ted",
         "ted",
@@ -120,12 +126,12 @@ def test_rows_keep_actor_rationale_and_originating_message(db: Database, tenant:
 
 
 @pytest.mark.parametrize("limit", [1, 3])
-def test_activity_pages_walk_newest_first(db: Database, tenant: Tenant, limit: int) -> None:
-    AuditWriter(db).write(tenant.id, [event(f"p:{i}") for i in range(7)])
+def test_activity_pages_walk_newest_first(in_tenant: InTenant, tenant: Tenant, limit: int) -> None:
+    AuditWriter(in_tenant).write(tenant.id, [event(f"p:{i}") for i in range(7)])
     seen, cursor = [], None
     while True:
-        with db.tenant(tenant.id) as tx:
-            page, cursor = activity_store.page(tx, ActivityFilter(), cursor=cursor, limit=limit)
+        walk = partial(activity_store.page, filters=ActivityFilter(), cursor=cursor, limit=limit)
+        page, cursor = in_tenant(tenant.id, walk)
         seen.extend(page)
         if cursor is None:
             break
@@ -133,10 +139,11 @@ def test_activity_pages_walk_newest_first(db: Database, tenant: Tenant, limit: i
     assert [r.occurred_at for r in seen] == sorted((r.occurred_at for r in seen), reverse=True)
 
 
-def test_postgres_down_fails_a_batch_at_once_not_entry_by_entry() -> None:
+def test_postgres_down_fails_a_batch_at_once_not_entry_by_entry(call_loop: CallLoop) -> None:
     # Nothing listens on port 1: every request for a connection waits out the pool's timeout.
-    down = Database("postgresql://s2_app@127.0.0.1:1/system2", timeout=0.5).open(wait=False)
-    writer = AuditWriter(down)
+    down = Database("postgresql://s2_app@127.0.0.1:1/system2", timeout=0.5)
+    call_loop.run(down.open(wait=False))
+    writer = AuditWriter(InTenant(down, call_loop))
     failures: list[BaseException] = []
 
     def write(key: str) -> None:
@@ -154,7 +161,7 @@ def test_postgres_down_fails_a_batch_at_once_not_entry_by_entry() -> None:
     for t in [first, *rest]:
         t.join(30)
     stats = down.pool.get_stats()
-    down.close()
+    call_loop.run(down.close())
     assert [type(f) for f in failures] == [StoreUnavailable] * 5
     assert stats["requests_num"] == 2, "one wait for the first batch, one for the other four"
 
@@ -204,9 +211,9 @@ class Writes:
 
 
 def test_a_leader_stopped_mid_batch_hands_on_and_later_writes_go_through(
-    db: Database, tenant: Tenant
+    in_tenant: InTenant, tenant: Tenant
 ) -> None:
-    writer = StoppedSecondBatch(db)
+    writer = StoppedSecondBatch(in_tenant)
     writes = Writes(writer, tenant.id)
     writes.start("first")
     wait_for(lambda: writer.batches == 1)
@@ -221,13 +228,29 @@ def test_a_leader_stopped_mid_batch_hands_on_and_later_writes_go_through(
     writes.join()
     assert writes.outcomes["later"] is None
     writer.write(tenant.id, [event("follower")])  # the retry
-    assert sorted(r.idempotency_key for r in rows(db, tenant)) == ["first", "follower", "later"]
+    keys = sorted(r.idempotency_key for r in rows(in_tenant, tenant))
+    assert keys == ["first", "follower", "later"]
+
+
+@contextlib.contextmanager
+def held_open(in_tenant: InTenant, company_id: uuid.UUID) -> Iterator[TenantTx]:
+    """A transaction of the company held open (uncommitted) while the test goes on, on the
+    pool's loop; it ends as the block does: committed, or rolled back by an exception."""
+    transaction = in_tenant.db.tenant(company_id)
+    tx = in_tenant.run(transaction.__aenter__())
+    try:
+        yield tx
+    except BaseException as exc:
+        if not in_tenant.run(transaction.__aexit__(type(exc), exc, exc.__traceback__)):
+            raise
+    else:
+        in_tenant.run(transaction.__aexit__(None, None, None))
 
 
 def test_a_writer_stopped_as_it_is_made_leader_hands_on(
-    db: Database, tenant: Tenant, admin_conn: psycopg.Connection[tuple[object, ...]]
+    in_tenant: InTenant, tenant: Tenant, admin_conn: psycopg.Connection[tuple[object, ...]]
 ) -> None:
-    writer = AuditWriter(db)
+    writer = AuditWriter(in_tenant)
     writes = Writes(writer, tenant.id)
 
     def lock_waits() -> int:
@@ -236,8 +259,8 @@ def test_a_writer_stopped_as_it_is_made_leader_hands_on(
 
     with contextlib.ExitStack() as holding:
         # Another transaction holds the key "held" uncommitted: the leader's insert waits on it.
-        tx = holding.enter_context(db.tenant(tenant.id))
-        activity_store.append(tx, [to_row(event("held"))])
+        tx = holding.enter_context(held_open(in_tenant, tenant.id))
+        in_tenant.run(activity_store.append(tx, [to_row(event("held"))]))
         writes.start("held")
         wait_for(lock_waits)
         stopped = writes.start("stopped")
@@ -254,4 +277,4 @@ def test_a_writer_stopped_as_it_is_made_leader_hands_on(
     writes.join()
     assert writes.outcomes["stopped"] is not None
     assert writes.outcomes["held"] is None and writes.outcomes["next"] is None
-    assert sorted(r.idempotency_key for r in rows(db, tenant)) == ["held", "next"]
+    assert sorted(r.idempotency_key for r in rows(in_tenant, tenant)) == ["held", "next"]

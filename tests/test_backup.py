@@ -25,13 +25,13 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from runtime.settings import Settings
-from store import Database
 from store import activity as activity_store
 from store.activity import NewActivity
 from system2.ops.backup import BackupConfig, backup, manifest_for
 from system2.ops.backup_tools import BackupError, split_password
 from system2.ops.restore import restore, restore_test
 from tests.conftest import Tenant, settings_env
+from tests.support import InTenant
 
 ROOT = Path(__file__).resolve().parent.parent
 AdminConn = psycopg.Connection[tuple[Any, ...]]
@@ -70,7 +70,7 @@ def backup_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def with_audit_rows(db: Database, make_tenant: Callable[[str], Tenant]) -> Tenant:
+def with_audit_rows(in_tenant: InTenant, make_tenant: Callable[[str], Tenant]) -> Tenant:
     tenant = make_tenant("Backed Up Inc")
     rows = [
         NewActivity(
@@ -87,8 +87,7 @@ def with_audit_rows(db: Database, make_tenant: Callable[[str], Tenant]) -> Tenan
         )
         for n in range(5)
     ]
-    with db.tenant(tenant.id) as tx:
-        activity_store.append(tx, rows)
+    in_tenant(tenant.id, lambda tx: activity_store.append(tx, rows))
     return tenant
 
 

@@ -16,6 +16,7 @@ ledger), on the machine's real Redis and Postgres; the ingress runs in-process a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import subprocess
@@ -39,11 +40,11 @@ from guard.spend import window_bounds
 from ingress.guard_view import company_limits
 from ingress.submit import FIRST_CALL_INPUT_FLOOR, QuestSpec, create_quest, usd
 from runtime.settings import Settings
-from store import Database
+from store import TenantTx
 from store import charges as charges_store
 from store import limits as limits_store
 from tests.conftest import Tenant
-from tests.support import OPERATOR, ingress_client
+from tests.support import OPERATOR, InTenant, ingress_client
 from tests.test_cli import assert_one_line_error, run
 
 QUEUE = "dramatiq:quests"
@@ -55,9 +56,9 @@ SONNET, HAIKU = "claude-sonnet-5-5", "claude-haiku-5-5"
 
 
 @pytest.fixture
-def ingress(settings: Settings, db: Database, rds: redis.Redis) -> Iterator[TestClient]:
+def ingress(settings: Settings, rds: redis.Redis) -> Iterator[TestClient]:
     rds.flushdb()
-    with ingress_client(settings, db, rds) as client:
+    with ingress_client(settings, rds) as client:
         yield client
 
 
@@ -70,18 +71,17 @@ def not_at_midnight() -> None:
         time.sleep(left + 1)
 
 
-def set_limits(db: Database, tenant: Tenant, **values: int) -> None:
-    with db.tenant(tenant.id) as tx:
-        limits_store.put(tx, limits_store.LimitOverrides(**values))
+def set_limits(in_tenant: InTenant, tenant: Tenant, **values: int) -> None:
+    overrides = limits_store.LimitOverrides(**values)
+    in_tenant(tenant.id, lambda tx: limits_store.put(tx, overrides))
 
 
-def limits_of(db: Database, settings: Settings, tenant: Tenant) -> Limits:
-    with db.tenant(tenant.id) as tx:
-        return company_limits(tx, settings)
+def limits_of(in_tenant: InTenant, settings: Settings, tenant: Tenant) -> Limits:
+    return in_tenant(tenant.id, lambda tx: company_limits(tx, settings))
 
 
 def spend(
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     settings: Settings,
     tenant: Tenant,
@@ -93,26 +93,37 @@ def spend(
     worker's step charges it. ``settle=False`` leaves it in flight (reserved, not spent) until
     the function returned is called."""
     guard = Guard(rds)
-    limits = limits_of(db, settings, tenant)
+    limits = limits_of(in_tenant, settings, tenant)
     now = datetime.now(UTC)
-    with db.tenant(tenant.id) as tx:
-        quest, _ = create_quest(tx, OPERATOR, QuestSpec(goal="spender", model="claude-sonnet-5-5"))
+
+    async def charge(tx: TenantTx) -> tuple[str, list[Scope]]:
+        quest, _ = await create_quest(
+            tx, OPERATOR, QuestSpec(goal="spender", model="claude-sonnet-5-5")
+        )
         scopes = guard.scopes(tenant.id, quest.id, limits.quest_cap_for(None), limits, now)
         key = f"{quest.id}:1:1"
+        loop = asyncio.get_running_loop()
 
-        def ledger(scope: Scope) -> tuple[int, int]:
+        async def totals(scope: Scope) -> tuple[int, int]:
             if scope.name == "quest":
-                return charges_store.totals(charges_store.for_quest(tx, quest.id))
-            return charges_store.window_totals(tx, *window_bounds(scope.name, now))
+                return charges_store.totals(await charges_store.for_quest(tx, quest.id))
+            return await charges_store.window_totals(tx, *window_bounds(scope.name, now))
 
-        reserved = guard.reserve(tenant.id, key, amount, scopes, limits, ledger=ledger)
+        def ledger(scope: Scope) -> tuple[int, int]:  # from the guard's thread, read on the loop
+            return asyncio.run_coroutine_threadsafe(totals(scope), loop).result()
+
+        reserved = await asyncio.to_thread(
+            guard.reserve, tenant.id, key, amount, scopes, limits, ledger=ledger
+        )
         assert isinstance(reserved, Reserved), reserved
-        charges_store.open_charge(tx, quest.id, 1, key, quest.model, amount, created_at=now)
+        await charges_store.open_charge(tx, quest.id, 1, key, quest.model, amount, created_at=now)
+        return key, scopes
+
+    key, scopes = in_tenant(tenant.id, charge)
 
     def finish() -> None:
         guard.settle(tenant.id, key, amount=amount, actual=amount, scopes=scopes, limits=limits)
-        with db.tenant(tenant.id) as tx:
-            charges_store.settle(tx, key, amount, None)
+        in_tenant(tenant.id, lambda tx: charges_store.settle(tx, key, amount, None))
 
     if settle:
         finish()
@@ -261,15 +272,15 @@ def test_the_ingress_imports_no_worker_code() -> None:
 
 def test_a_spent_daily_budget_is_429_until_midnight_utc_and_nothing_is_created(
     ingress: TestClient,
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     settings: Settings,
     tenant: Tenant,
     other_tenant: Tenant,
     admin_conn: AdminConn,
 ) -> None:
-    set_limits(db, tenant, daily_budget_micros=10_000)
-    spend(db, rds, settings, tenant, 10_000)
+    set_limits(in_tenant, tenant, daily_budget_micros=10_000)
+    spend(in_tenant, rds, settings, tenant, 10_000)
     rows = quest_rows(admin_conn, tenant)
 
     body = assert_refused(post(ingress, tenant), "day")
@@ -286,15 +297,15 @@ def test_a_spent_daily_budget_is_429_until_midnight_utc_and_nothing_is_created(
 
 def test_a_spent_monthly_budget_is_429_until_the_first_of_next_month(
     ingress: TestClient,
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     settings: Settings,
     tenant: Tenant,
     admin_conn: AdminConn,
 ) -> None:
-    set_limits(db, tenant, daily_budget_micros=1_000_000, monthly_budget_micros=20_000)
-    spend(db, rds, settings, tenant, 12_000)
-    spend(db, rds, settings, tenant, 8_000)
+    set_limits(in_tenant, tenant, daily_budget_micros=1_000_000, monthly_budget_micros=20_000)
+    spend(in_tenant, rds, settings, tenant, 12_000)
+    spend(in_tenant, rds, settings, tenant, 8_000)
     rows = quest_rows(admin_conn, tenant)
 
     body = assert_refused(post(ingress, tenant), "month")
@@ -305,10 +316,10 @@ def test_a_spent_monthly_budget_is_429_until_the_first_of_next_month(
 
 
 def test_with_both_windows_spent_the_later_reset_is_named(
-    ingress: TestClient, db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+    ingress: TestClient, in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
 ) -> None:
-    set_limits(db, tenant, daily_budget_micros=10_000, monthly_budget_micros=10_000)
-    spend(db, rds, settings, tenant, 10_000)
+    set_limits(in_tenant, tenant, daily_budget_micros=10_000, monthly_budget_micros=10_000)
+    spend(in_tenant, rds, settings, tenant, 10_000)
     body = assert_refused(post(ingress, tenant), "month")
     assert body["exhausted"] == ["day", "month"]
     assert "daily budget" in body["detail"] and "monthly budget" in body["detail"]
@@ -316,7 +327,7 @@ def test_with_both_windows_spent_the_later_reset_is_named(
 
 def test_a_budget_with_less_left_than_the_least_call_is_429_as_if_spent(
     ingress: TestClient,
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     settings: Settings,
     tenant: Tenant,
@@ -325,8 +336,8 @@ def test_a_budget_with_less_left_than_the_least_call_is_429_as_if_spent(
     """The review's case: a $0.01 daily budget with $0.009 spent. A worker would halt the
     quest at once ("too little is left for another call"), so the submit is refused."""
     assert settings.default_model == SONNET and least() > 1_000
-    set_limits(db, tenant, daily_budget_micros=10_000)
-    spend(db, rds, settings, tenant, 9_000)
+    set_limits(in_tenant, tenant, daily_budget_micros=10_000)
+    spend(in_tenant, rds, settings, tenant, 9_000)
     rows = quest_rows(admin_conn, tenant)
 
     body = assert_refused(post(ingress, tenant), "day")
@@ -343,63 +354,67 @@ def test_a_budget_with_less_left_than_the_least_call_is_429_as_if_spent(
 
 
 def test_a_budget_with_the_least_call_left_is_admitted(
-    ingress: TestClient, db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+    ingress: TestClient, in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
 ) -> None:
-    set_limits(db, tenant, daily_budget_micros=10_000, monthly_budget_micros=20_000)
-    spend(db, rds, settings, tenant, 10_000 - least())
+    set_limits(in_tenant, tenant, daily_budget_micros=10_000, monthly_budget_micros=20_000)
+    spend(in_tenant, rds, settings, tenant, 10_000 - least())
     ok = post(ingress, tenant)
     assert ok.status_code == 202, ok.text
     assert queued_quest_ids(rds) == [ok.json()["quest_id"]]
 
-    set_limits(db, tenant, daily_budget_micros=100_000)  # the month now is the short one
-    spend(db, rds, settings, tenant, 10_000)  # the least call left of the month
+    set_limits(in_tenant, tenant, daily_budget_micros=100_000)  # the month now is the short one
+    spend(in_tenant, rds, settings, tenant, 10_000)  # the least call left of the month
     assert post(ingress, tenant).status_code == 202
-    spend(db, rds, settings, tenant, 1)  # one micro-dollar short
+    spend(in_tenant, rds, settings, tenant, 1)  # one micro-dollar short
     body = assert_refused(post(ingress, tenant), "month")
     assert body["exhausted"] == ["month"] and "monthly budget" in body["detail"]
 
 
 def test_the_least_call_is_the_quests_models(
-    ingress: TestClient, db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+    ingress: TestClient, in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
 ) -> None:
     """$0.001 left is too little for a call to Sonnet, enough for one to Haiku."""
     assert least(HAIKU) < 1_000 < least(SONNET)
-    set_limits(db, tenant, daily_budget_micros=10_000)
-    spend(db, rds, settings, tenant, 9_000)
+    set_limits(in_tenant, tenant, daily_budget_micros=10_000)
+    spend(in_tenant, rds, settings, tenant, 9_000)
     assert_refused(post(ingress, tenant, model=SONNET), "day")
     ok = post(ingress, tenant, model=HAIKU)
     assert ok.status_code == 202, ok.text
 
 
 def test_an_unpriced_model_is_left_to_the_worker_but_a_spent_budget_is_not(
-    ingress: TestClient, db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+    ingress: TestClient, in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
 ) -> None:
     """A model without a price has no least call: its first step fails the quest, naming the
     missing price (as before); a budget at its halt line refuses it all the same."""
-    set_limits(db, tenant, daily_budget_micros=10_000)
-    spend(db, rds, settings, tenant, 9_000)
-    set_limits(db, tenant, daily_budget_micros=10_000, quest_cap_micros=1)
+    set_limits(in_tenant, tenant, daily_budget_micros=10_000)
+    spend(in_tenant, rds, settings, tenant, 9_000)
+    set_limits(in_tenant, tenant, daily_budget_micros=10_000, quest_cap_micros=1)
     ok = post(ingress, tenant, model="claude-unpriced-9")
     assert ok.status_code == 202, ok.text
-    set_limits(db, tenant, quest_cap_micros=settings.default_limits().quest_cap)
-    spend(db, rds, settings, tenant, 1_000)
+    set_limits(in_tenant, tenant, quest_cap_micros=settings.default_limits().quest_cap)
+    spend(in_tenant, rds, settings, tenant, 1_000)
     assert_refused(post(ingress, tenant, model="claude-unpriced-9"), "day")
 
 
 def test_warn_and_slow_tiers_and_money_in_flight_are_admitted_the_halt_line_is_not(
-    ingress: TestClient, db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+    ingress: TestClient, in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
 ) -> None:
-    set_limits(db, tenant, daily_budget_micros=100_000, warn_pct=50, slow_pct=70, halt_pct=90)
-    spend(db, rds, settings, tenant, 50_000)  # warn
+    set_limits(
+        in_tenant, tenant, daily_budget_micros=100_000, warn_pct=50, slow_pct=70, halt_pct=90
+    )
+    spend(in_tenant, rds, settings, tenant, 50_000)  # warn
     assert post(ingress, tenant).status_code == 202
-    spend(db, rds, settings, tenant, 20_000)  # slow
+    spend(in_tenant, rds, settings, tenant, 20_000)  # slow
     assert post(ingress, tenant).status_code == 202
-    spend(db, rds, settings, tenant, 20_000 - least())  # exactly the least call left
+    spend(in_tenant, rds, settings, tenant, 20_000 - least())  # exactly the least call left
     assert post(ingress, tenant).status_code == 202
-    set_limits(db, tenant, halt_pct=89)  # the line is S2_GUARD_HALT_PCT of the budget
+    set_limits(in_tenant, tenant, halt_pct=89)  # the line is S2_GUARD_HALT_PCT of the budget
     assert_refused(post(ingress, tenant), "day")
-    set_limits(db, tenant, halt_pct=90)
-    in_flight = spend(db, rds, settings, tenant, 1, settle=False)  # reserved: may settle lower
+    set_limits(in_tenant, tenant, halt_pct=90)
+    in_flight = spend(
+        in_tenant, rds, settings, tenant, 1, settle=False
+    )  # reserved: may settle lower
     assert post(ingress, tenant).status_code == 202
     assert len(queued_quest_ids(rds)) == 4
 
@@ -411,14 +426,14 @@ def test_warn_and_slow_tiers_and_money_in_flight_are_admitted_the_halt_line_is_n
 
 def test_the_ledger_decides_when_redis_has_lost_the_counters(
     ingress: TestClient,
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     settings: Settings,
     tenant: Tenant,
     admin_conn: AdminConn,
 ) -> None:
-    set_limits(db, tenant, daily_budget_micros=10_000)
-    spend(db, rds, settings, tenant, 10_000)
+    set_limits(in_tenant, tenant, daily_budget_micros=10_000)
+    spend(in_tenant, rds, settings, tenant, 10_000)
     rds.flushdb()  # Redis restarted empty: the budget did not reset
     rows = quest_rows(admin_conn, tenant)
     assert_refused(post(ingress, tenant), "day")
@@ -428,14 +443,14 @@ def test_the_ledger_decides_when_redis_has_lost_the_counters(
 
 def test_a_refused_idempotency_key_creates_the_quest_once_the_day_has_reset(
     ingress: TestClient,
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     settings: Settings,
     tenant: Tenant,
     admin_conn: AdminConn,
 ) -> None:
-    set_limits(db, tenant, daily_budget_micros=10_000, quests_per_minute=1)
-    spend(db, rds, settings, tenant, 10_000)
+    set_limits(in_tenant, tenant, daily_budget_micros=10_000, quests_per_minute=1)
+    spend(in_tenant, rds, settings, tenant, 10_000)
     key = "retry-" + uuid.uuid4().hex
     for _ in range(2):  # a client retrying before the reset is refused the same way
         assert_refused(post(ingress, tenant, key), "day")
@@ -443,7 +458,7 @@ def test_a_refused_idempotency_key_creates_the_quest_once_the_day_has_reset(
 
     # The day ends: its counter and its charges now belong to yesterday.
     now = datetime.now(UTC)
-    today = Guard(rds).window_scopes(tenant.id, limits_of(db, settings, tenant), now)[0].key
+    today = Guard(rds).window_scopes(tenant.id, limits_of(in_tenant, settings, tenant), now)[0].key
     rds.rename(
         today, today.rsplit(":", 1)[0] + ":" + (now - timedelta(days=1)).strftime("%Y-%m-%d")
     )
@@ -468,7 +483,7 @@ def test_a_refused_idempotency_key_creates_the_quest_once_the_day_has_reset(
 
 def test_concurrent_submits_as_the_line_is_crossed_are_each_all_or_nothing(
     ingress: TestClient,
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     settings: Settings,
     tenant: Tenant,
@@ -477,14 +492,14 @@ def test_concurrent_submits_as_the_line_is_crossed_are_each_all_or_nothing(
     """Each answer matches what it left: a 202 one row and one message, a 429 neither. Once
     the crossing is settled every submit is refused, the same Idempotency-Key sent twice at
     once included."""
-    set_limits(db, tenant, daily_budget_micros=10_000, quests_per_minute=1_000)
-    spend(db, rds, settings, tenant, 10_000 - least())  # the least call left: admitted
+    set_limits(in_tenant, tenant, daily_budget_micros=10_000, quests_per_minute=1_000)
+    spend(in_tenant, rds, settings, tenant, 10_000 - least())  # the least call left: admitted
     keys = [f"race-{i}-{uuid.uuid4().hex}" for i in range(12)]
     crossed = threading.Event()
 
     def submit(i: int) -> Response:
         if i == len(keys) // 2:
-            spend(db, rds, settings, tenant, 1)  # a worker settles the call that crosses
+            spend(in_tenant, rds, settings, tenant, 1)  # a worker settles the call that crosses
             crossed.set()
         return post(ingress, tenant, keys[i])
 
@@ -515,12 +530,12 @@ def test_concurrent_submits_as_the_line_is_crossed_are_each_all_or_nothing(
 
 
 def test_with_redis_down_a_submit_is_still_503_and_creates_nothing(
-    settings: Settings, db: Database, tenant: Tenant, admin_conn: AdminConn
+    settings: Settings, in_tenant: InTenant, tenant: Tenant, admin_conn: AdminConn
 ) -> None:
-    set_limits(db, tenant, daily_budget_micros=10_000)
+    set_limits(in_tenant, tenant, daily_budget_micros=10_000)
     down = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
     rows = quest_rows(admin_conn, tenant)
-    with ingress_client(settings, db, down, broker_url="redis://127.0.0.1:1/0") as client:
+    with ingress_client(settings, down, broker_url="redis://127.0.0.1:1/0") as client:
         resp = post(client, tenant, "k-" + uuid.uuid4().hex)
     assert resp.status_code == 503, resp.text
     assert int(resp.headers["Retry-After"]) > 0
@@ -565,10 +580,10 @@ def test_a_max_usd_below_the_least_call_is_422_and_nothing_is_created(
 
 
 def test_the_cap_is_measured_at_its_halt_line(
-    ingress: TestClient, db: Database, rds: redis.Redis, tenant: Tenant
+    ingress: TestClient, in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
 ) -> None:
     rds.flushdb()
-    set_limits(db, tenant, warn_pct=30, slow_pct=40, halt_pct=50)  # halts at half its cap
+    set_limits(in_tenant, tenant, warn_pct=30, slow_pct=40, halt_pct=50)  # halts at half its cap
     twice = least() * 2
     assert_cap_refused(
         post(ingress, tenant, max_usd=usd(twice - 1).removeprefix("$")), "halted at 50% of it"
@@ -578,10 +593,10 @@ def test_the_cap_is_measured_at_its_halt_line(
 
 
 def test_a_company_quest_cap_below_the_least_call_is_422_unless_max_usd_raises_it(
-    ingress: TestClient, db: Database, rds: redis.Redis, tenant: Tenant
+    ingress: TestClient, in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
 ) -> None:
     rds.flushdb()
-    set_limits(db, tenant, quest_cap_micros=1_000, quest_ceiling_micros=10_000)
+    set_limits(in_tenant, tenant, quest_cap_micros=1_000, quest_ceiling_micros=10_000)
     assert_cap_refused(
         post(ingress, tenant),
         "this company's quest cap of $0.001",
@@ -591,16 +606,16 @@ def test_a_company_quest_cap_below_the_least_call_is_422_unless_max_usd_raises_i
     ok = post(ingress, tenant, max_usd="0.01")
     assert ok.status_code == 202, ok.text
 
-    set_limits(db, tenant, quest_ceiling_micros=2_000)
+    set_limits(in_tenant, tenant, quest_ceiling_micros=2_000)
     assert_cap_refused(post(ingress, tenant), "not even this company's ceiling of $0.002")
 
 
 def test_a_cap_refusal_comes_before_a_budget_refusal(
-    ingress: TestClient, db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+    ingress: TestClient, in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
 ) -> None:
     """The request itself can never run: 422, not a 429 whose retry would be refused again."""
-    set_limits(db, tenant, daily_budget_micros=10_000)
-    spend(db, rds, settings, tenant, 10_000)
+    set_limits(in_tenant, tenant, daily_budget_micros=10_000)
+    spend(in_tenant, rds, settings, tenant, 10_000)
     assert_cap_refused(post(ingress, tenant, max_usd="0.001"))
     assert_refused(post(ingress, tenant, max_usd="0.01"), "day")
 
@@ -609,11 +624,11 @@ def test_a_cap_refusal_comes_before_a_budget_refusal(
 
 
 def test_quest_submit_refuses_a_spent_budget_in_one_line(
-    db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant, admin_conn: AdminConn
+    in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant, admin_conn: AdminConn
 ) -> None:
     rds.flushdb()
-    set_limits(db, tenant, daily_budget_micros=10_000)
-    spend(db, rds, settings, tenant, 10_000)
+    set_limits(in_tenant, tenant, daily_budget_micros=10_000)
+    spend(in_tenant, rds, settings, tenant, 10_000)
     rows = quest_rows(admin_conn, tenant)
     result = run(settings, "quest", "submit", "--company", str(tenant.id), "--goal", "g")
     line = assert_one_line_error(result)
@@ -624,7 +639,7 @@ def test_quest_submit_refuses_a_spent_budget_in_one_line(
 
 
 def test_quest_submit_refuses_a_cap_below_the_least_call_in_one_line(
-    db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant, admin_conn: AdminConn
+    in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant, admin_conn: AdminConn
 ) -> None:
     rds.flushdb()
     rows = quest_rows(admin_conn, tenant)

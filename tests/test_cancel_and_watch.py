@@ -3,6 +3,7 @@ the offline Claude holding its reply, the demo provider hanging, Redis and Postg
 
 from __future__ import annotations
 
+import functools
 import os
 import pty
 import select
@@ -16,15 +17,19 @@ import pytest
 import redis
 
 from messages.notices import announce_cancel
-from store import Database
+from store import TenantTx
 from store import activity as activity_store
 from store import charges as charges_store
 from store import limits as limits_store
 from store import notes as notes_store
 from store import quests as quests_store
 from store.activity import ActivityFilter
+from store.charges import Charge
+from store.notes import Note
+from store.quests import Step
 from tests.conftest import Stack, Tenant, system2
 from tests.support import (
+    InTenant,
     provider_faults,
     quest_state,
     sse_events,
@@ -58,85 +63,97 @@ def cancel(
     )
 
 
-def running_step(db: Database, tenant: Tenant, quest_id: Any) -> bool:
-    quest = quest_state(db, tenant.id, quest_id)
+def running_step(in_tenant: InTenant, tenant: Tenant, quest_id: Any) -> bool:
+    quest = quest_state(in_tenant, tenant.id, quest_id)
     return quest.status == "running" and quest.step_claimed > quest.steps_done
 
 
-def audit_actions(db: Database, tenant: Tenant, quest_id: Any) -> list[str]:
-    with db.tenant(tenant.id) as tx:
-        rows, _ = activity_store.page(tx, ActivityFilter(quest_id=quest_id))
+def audit_actions(in_tenant: InTenant, tenant: Tenant, quest_id: Any) -> list[str]:
+    wanted = ActivityFilter(quest_id=quest_id)
+    rows, _ = in_tenant(tenant.id, lambda tx: activity_store.page(tx, wanted))
     return [r.action for r in rows]
 
 
 def test_a_cancel_stops_a_claude_call_that_has_not_begun_answering(
-    stack: Stack, http: httpx.Client, db: Database, tenant: Tenant
+    stack: Stack, http: httpx.Client, in_tenant: InTenant, tenant: Tenant
 ) -> None:
     """The request is sent and the API has not answered a byte (a slow start, a long prompt):
     no socket to shut is known yet, yet the cancel cuts the call at once."""
     stack.start_workers(processes=1)
-    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:slow_start] think first")
-    wait_for(lambda: running_step(db, tenant, quest.id), timeout=20)
+    quest = submit(
+        in_tenant, stack.settings.redis_url, tenant.id, "[script:slow_start] think first"
+    )
+    wait_for(lambda: running_step(in_tenant, tenant, quest.id), timeout=20)
     time.sleep(0.5)  # the call is out; the offline Claude holds its first byte for 30 s
     t0 = time.monotonic()
     assert cancel(http, tenant, quest.id).status_code == 202
-    done = wait_finished(db, tenant.id, quest.id, timeout=10)
+    done = wait_finished(in_tenant, tenant.id, quest.id, timeout=10)
     assert time.monotonic() - t0 < 2.0
     assert done.status == "cancelled"
-    with db.tenant(tenant.id) as tx:
-        (charge,) = charges_store.for_quest(tx, quest.id)
+    (charge,) = in_tenant(tenant.id, lambda tx: charges_store.for_quest(tx, quest.id))
     # Sent, never answered: the API may bill it, so its reservation is kept.
     assert (charge.status, charge.cost_micros) == ("kept", charge.reserved_micros)
     rows = wait_for(
-        lambda: r if "quest.cancelled" in (r := audit_actions(db, tenant, quest.id)) else None
+        lambda: (
+            r if "quest.cancelled" in (r := audit_actions(in_tenant, tenant, quest.id)) else None
+        )
     )
     assert rows.count("claude.call_charged") == 1
 
 
 def test_a_token_count_the_api_is_slow_to_answer_neither_locks_the_quest_nor_delays_a_cancel(
-    stack: Stack, http: httpx.Client, db: Database, tenant: Tenant
+    stack: Stack, http: httpx.Client, in_tenant: InTenant, tenant: Tenant
 ) -> None:
     """A call that does not fit the budget by its byte bound is counted by the API first: a
     network call, made outside the step's claim transaction and under its cancel scope. So
     while the API takes its time, the quest's row is free (the cancel request returns at once)
     and the cancel cuts the count."""
-    with db.tenant(
-        tenant.id
-    ) as tx:  # the byte bound (~$0.05) does not fit, the count (~$0.02) does
-        limits_store.put(tx, limits_store.LimitOverrides(daily_budget_micros=40_000))
+    budget = limits_store.LimitOverrides(daily_budget_micros=40_000)
+    # the byte bound (~$0.05) does not fit, the count (~$0.02) does
+    in_tenant(tenant.id, lambda tx: limits_store.put(tx, budget))
     stack.start_workers(processes=1)
     goal = "[script:slow_start] " + "plan the offsite " * 1200  # the API counts it in 30 s
-    quest = submit(db, stack.settings.redis_url, tenant.id, goal)
+    quest = submit(in_tenant, stack.settings.redis_url, tenant.id, goal)
     time.sleep(2)  # the step is waiting on the count
     t0 = time.monotonic()
     assert cancel(http, tenant, quest.id).status_code == 202
     assert time.monotonic() - t0 < 2.0, "the cancel request waited on the quest's row"
-    done = wait_finished(db, tenant.id, quest.id, timeout=10)
+    done = wait_finished(in_tenant, tenant.id, quest.id, timeout=10)
     assert time.monotonic() - t0 < 4.0
     assert done.status == "cancelled"
-    with db.tenant(tenant.id) as tx:
-        assert charges_store.for_quest(tx, quest.id) == [], "no call was made"
+    assert in_tenant(tenant.id, lambda tx: charges_store.for_quest(tx, quest.id)) == [], (
+        "no call was made"
+    )
 
 
 def test_a_cancel_stops_a_quest_blocked_in_a_claude_call_within_two_seconds(
-    stack: Stack, http: httpx.Client, db: Database, tenant: Tenant
+    stack: Stack, http: httpx.Client, in_tenant: InTenant, tenant: Tenant
 ) -> None:
     stack.start_workers(processes=1)
     quest = submit(
-        db, stack.settings.redis_url, tenant.id, "[script:slow_notes] think hard, then note it"
+        in_tenant,
+        stack.settings.redis_url,
+        tenant.id,
+        "[script:slow_notes] think hard, then note it",
     )
-    wait_for(lambda: running_step(db, tenant, quest.id), timeout=20)
+    wait_for(lambda: running_step(in_tenant, tenant, quest.id), timeout=20)
     time.sleep(0.5)  # well inside the 30 s the offline Claude holds its reply
     t0 = time.monotonic()
     assert cancel(http, tenant, quest.id).status_code == 202
-    done = wait_finished(db, tenant.id, quest.id, timeout=10)
+    done = wait_finished(in_tenant, tenant.id, quest.id, timeout=10)
     assert time.monotonic() - t0 < 2.0
     assert done.status == "cancelled"
     assert done.reason == f"cancelled by user:{tenant.admin}: changed my mind"
-    with db.tenant(tenant.id) as tx:
-        steps = quests_store.steps(tx, quest.id)
-        charges = charges_store.for_quest(tx, quest.id)
-        assert notes_store.recent(tx) == [], "no tool call started"
+
+    async def read(tx: TenantTx) -> tuple[list[Step], list[Charge], list[Note]]:
+        return (
+            await quests_store.steps(tx, quest.id),
+            await charges_store.for_quest(tx, quest.id),
+            await notes_store.recent(tx),
+        )
+
+    steps, charges, notes = in_tenant(tenant.id, read)
+    assert notes == [], "no tool call started"
     assert [s.content for s in steps] == [None] and done.steps_done == 1, "no further step"
     # Cut mid-stream: the prompt as message_start reported it, and all the output it might
     # have produced (the stream reported none) — less than the reservation's byte bound.
@@ -144,27 +161,29 @@ def test_a_cancel_stops_a_quest_blocked_in_a_claude_call_within_two_seconds(
     assert charge.status == "settled"
     assert 0 < charge.cost_micros < charge.reserved_micros
     rows = wait_for(
-        lambda: r if "quest.cancelled" in (r := audit_actions(db, tenant, quest.id)) else None
+        lambda: (
+            r if "quest.cancelled" in (r := audit_actions(in_tenant, tenant, quest.id)) else None
+        )
     )
     assert rows.count("quest.cancelled") == 1
     assert rows.count("claude.call_charged") == 1, "the audit trail says what the cut call cost"
-    with db.tenant(tenant.id) as tx:
-        (row,) = activity_store.page(
-            tx, ActivityFilter(quest_id=quest.id, action="quest.cancelled")
-        )[0]
+    cancelled = ActivityFilter(quest_id=quest.id, action="quest.cancelled")
+    (row,) = in_tenant(tenant.id, lambda tx: activity_store.page(tx, cancelled))[0]
     assert (row.actor_type, row.actor_id) == ("user", tenant.admin)
 
 
 def test_a_cancel_stops_a_quest_waiting_on_a_hung_provider(
-    stack: Stack, http: httpx.Client, db: Database, tenant: Tenant, demo_provider: str
+    stack: Stack, http: httpx.Client, in_tenant: InTenant, tenant: Tenant, demo_provider: str
 ) -> None:
     stack.base_env.update(S2_VAULT_KEYS=fresh_key(), S2_DEMO_PROVIDER_URL=demo_provider)
     connect(stack, tenant)
     with provider_faults(demo_provider, delay_s=30, paths=["/api/"]):
         stack.start_workers(processes=1)
-        quest = submit(db, stack.settings.redis_url, tenant.id, "[script:tasks] book the venue")
+        quest = submit(
+            in_tenant, stack.settings.redis_url, tenant.id, "[script:tasks] book the venue"
+        )
         wait_for(
-            lambda: quest_state(db, tenant.id, quest.id).cost_usd_micros > 0, timeout=20
+            lambda: quest_state(in_tenant, tenant.id, quest.id).cost_usd_micros > 0, timeout=20
         )  # Claude answered
         time.sleep(0.5)  # now the tool call hangs at the provider
         t0 = time.monotonic()
@@ -172,40 +191,44 @@ def test_a_cancel_stops_a_quest_waiting_on_a_hung_provider(
             "not the submitter"
         )
         assert cancel(http, tenant, quest.id).status_code == 202
-        done = wait_finished(db, tenant.id, quest.id, timeout=10)
+        done = wait_finished(in_tenant, tenant.id, quest.id, timeout=10)
         assert time.monotonic() - t0 < 2.0
     assert done.status == "cancelled"
-    assert "task.created" not in audit_actions(db, tenant, quest.id)
+    assert "task.created" not in audit_actions(in_tenant, tenant, quest.id)
 
 
 def test_a_cancel_before_the_first_step_stops_the_quest_before_any_call(
-    stack: Stack, http: httpx.Client, db: Database, tenant: Tenant
+    stack: Stack, http: httpx.Client, in_tenant: InTenant, tenant: Tenant
 ) -> None:
-    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:answer] never mind")
+    quest = submit(in_tenant, stack.settings.redis_url, tenant.id, "[script:answer] never mind")
     assert cancel(http, tenant, quest.id, reason="typo").status_code == 202
     stack.start_workers(processes=1)  # no worker held the quest when the cancel came
-    done = wait_finished(db, tenant.id, quest.id)
+    done = wait_finished(in_tenant, tenant.id, quest.id)
     assert done.status == "cancelled" and done.reason and done.reason.endswith("typo")
-    with db.tenant(tenant.id) as tx:
-        assert charges_store.for_quest(tx, quest.id) == [], "no Claude call"
-        assert all(s.content is None for s in quests_store.steps(tx, quest.id)), "no reply"
+
+    async def read(tx: TenantTx) -> tuple[list[Charge], list[Step]]:
+        return await charges_store.for_quest(tx, quest.id), await quests_store.steps(tx, quest.id)
+
+    charges, steps = in_tenant(tenant.id, read)
+    assert charges == [], "no Claude call"
+    assert all(s.content is None for s in steps), "no reply"
 
 
 def test_cancelling_an_ended_quest_answers_its_final_state(
-    stack: Stack, http: httpx.Client, db: Database, tenant: Tenant, other_tenant: Tenant
+    stack: Stack, http: httpx.Client, in_tenant: InTenant, tenant: Tenant, other_tenant: Tenant
 ) -> None:
     stack.start_workers(processes=1)
-    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:answer] quick")
-    assert wait_finished(db, tenant.id, quest.id).status == "succeeded"
+    quest = submit(in_tenant, stack.settings.redis_url, tenant.id, "[script:answer] quick")
+    assert wait_finished(in_tenant, tenant.id, quest.id).status == "succeeded"
     resp = cancel(http, tenant, quest.id)
     assert resp.status_code == 200 and resp.json()["status"] == "succeeded"
     # another company's quest: 404 whichever way, and nothing changes
     foreign = cancel(http, other_tenant, quest.id)
     assert foreign.status_code == 404
-    running = submit(db, stack.settings.redis_url, tenant.id, "[script:slow] long")
+    running = submit(in_tenant, stack.settings.redis_url, tenant.id, "[script:slow] long")
     assert cancel(http, other_tenant, running.id).status_code == 404
     time.sleep(0.5)
-    assert quest_state(db, tenant.id, running.id).cancel_requested_at is None
+    assert quest_state(in_tenant, tenant.id, running.id).cancel_requested_at is None
 
 
 # -- live events ---------------------------------------------------------------------------------
@@ -236,10 +259,10 @@ def read_sse(
 
 
 def test_an_sse_client_gets_the_events_in_order_and_resumes_after_the_last_it_saw(
-    stack: Stack, http: httpx.Client, db: Database, tenant: Tenant
+    stack: Stack, http: httpx.Client, in_tenant: InTenant, tenant: Tenant
 ) -> None:
     stack.start_workers(processes=1)
-    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:notes] write it down")
+    quest = submit(in_tenant, stack.settings.redis_url, tenant.id, "[script:notes] write it down")
     everything = read_sse(http, tenant, quest.id)  # ends by itself when the quest ends
     kinds = [e["event"] for e in everything]
     assert kinds[0] == "quest.state" and everything[0]["data"]["data"]["status"] == "running"
@@ -260,11 +283,11 @@ def test_an_sse_client_gets_the_events_in_order_and_resumes_after_the_last_it_sa
 
 
 def test_quest_watch_in_a_terminal_follows_the_quest_to_its_end(
-    stack: Stack, db: Database, tenant: Tenant
+    stack: Stack, in_tenant: InTenant, tenant: Tenant
 ) -> None:
     stack.start_workers(processes=1)
     quest = submit(
-        db, stack.settings.redis_url, tenant.id, "[script:notes] remember the launch date"
+        in_tenant, stack.settings.redis_url, tenant.id, "[script:notes] remember the launch date"
     )
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
@@ -305,15 +328,15 @@ def test_quest_watch_in_a_terminal_follows_the_quest_to_its_end(
 
 
 def test_admins_filter_the_audit_trail(
-    stack: Stack, http: httpx.Client, db: Database, tenant: Tenant
+    stack: Stack, http: httpx.Client, in_tenant: InTenant, tenant: Tenant
 ) -> None:
     stack.start_workers(processes=1)
     quests = [
-        submit(db, stack.settings.redis_url, tenant.id, f"[script:notes] note {i}")
+        submit(in_tenant, stack.settings.redis_url, tenant.id, f"[script:notes] note {i}")
         for i in range(2)
     ]
     for q in quests:
-        wait_finished(db, tenant.id, q.id)
+        wait_finished(in_tenant, tenant.id, q.id)
     url = f"/v1/companies/{tenant.id}/activity"
 
     def page(**params: Any) -> dict[str, Any]:
@@ -335,23 +358,29 @@ def test_admins_filter_the_audit_trail(
 
 
 def test_a_worker_process_takes_no_more_steps_than_it_has_threads(
-    stack: Stack, db: Database, tenant: Tenant
+    stack: Stack, in_tenant: InTenant, tenant: Tenant
 ) -> None:
     """Steps that wait 30 s on Claude must not hold others back in one process's prefetch
     while another process has idle threads."""
     stack.start_workers(processes=2, threads=4)
     quests = [
-        submit(db, stack.settings.redis_url, tenant.id, f"[script:slow] think {i}")
+        submit(in_tenant, stack.settings.redis_url, tenant.id, f"[script:slow] think {i}")
         for i in range(8)
     ]
 
     def all_running() -> bool:
-        return all(running_step(db, tenant, q.id) for q in quests)
+        return all(running_step(in_tenant, tenant, q.id) for q in quests)
 
     wait_for(all_running, timeout=10)
     client = redis.Redis.from_url(stack.settings.redis_url)
     for q in quests:  # free the threads so the workers stop at once
-        with db.tenant(tenant.id) as tx:
-            quests_store.request_cancel(tx, q.id, by="operator:tests", reason="measured")
+        in_tenant(
+            tenant.id,
+            functools.partial(
+                quests_store.request_cancel, quest_id=q.id, by="operator:tests", reason="measured"
+            ),
+        )
         announce_cancel(client, q.id)
-    assert all(wait_finished(db, tenant.id, q.id, timeout=10).status == "cancelled" for q in quests)
+    assert all(
+        wait_finished(in_tenant, tenant.id, q.id, timeout=10).status == "cancelled" for q in quests
+    )

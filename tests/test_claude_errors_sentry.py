@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from store import Database
 from tests.conftest import Stack, Tenant, serve
 from tests.sentry_ingest import SentryIngest
-from tests.support import submit, wait_finished, wait_for
+from tests.support import InTenant, submit, wait_finished, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +66,7 @@ def refused(event: dict[str, Any]) -> bool:
 
 def test_each_quest_claude_refuses_is_one_sentry_event_grouped_by_error_type(
     stack: Stack,
-    db: Database,
+    in_tenant: InTenant,
     tenant: Tenant,
     refusing_claude: str,
     sentry_ingest: SentryIngest,
@@ -76,9 +75,11 @@ def test_each_quest_claude_refuses_is_one_sentry_event_grouped_by_error_type(
         processes=1, SENTRY_DSN=sentry_ingest.dsn(), ANTHROPIC_BASE_URL=refusing_claude
     )
     goals = ["bad_request", "bad_request", "unauthorized", "forbidden", "missing"]
-    quests = [submit(db, stack.settings.redis_url, tenant.id, f"[script:{g}] go") for g in goals]
+    quests = [
+        submit(in_tenant, stack.settings.redis_url, tenant.id, f"[script:{g}] go") for g in goals
+    ]
     for goal, quest in zip(goals, quests, strict=True):
-        done = wait_finished(db, tenant.id, quest.id, timeout=60)
+        done = wait_finished(in_tenant, tenant.id, quest.id, timeout=60)
         assert done.status == "failed"
         assert done.reason.startswith("Claude refused the request (4"), done.reason
         assert REFUSALS[goal] in done.reason
@@ -100,13 +101,15 @@ def test_each_quest_claude_refuses_is_one_sentry_event_grouped_by_error_type(
 
 
 def test_a_transient_error_that_passes_reaches_neither_sentry_nor_the_error_log(
-    stack: Stack, db: Database, tenant: Tenant, sentry_ingest: SentryIngest
+    stack: Stack, in_tenant: InTenant, tenant: Tenant, sentry_ingest: SentryIngest
 ) -> None:
     stack.start_workers(processes=1, SENTRY_DSN=sentry_ingest.dsn())
-    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:flaky] go")  # 529, then ok
-    assert wait_finished(db, tenant.id, quest.id, timeout=30).status == "succeeded"
-    marker = submit(db, stack.settings.redis_url, tenant.id, "[script:answer] after it")
-    wait_finished(db, tenant.id, marker.id, timeout=30)
+    quest = submit(
+        in_tenant, stack.settings.redis_url, tenant.id, "[script:flaky] go"
+    )  # 529, then ok
+    assert wait_finished(in_tenant, tenant.id, quest.id, timeout=30).status == "succeeded"
+    marker = submit(in_tenant, stack.settings.redis_url, tenant.id, "[script:answer] after it")
+    wait_finished(in_tenant, tenant.id, marker.id, timeout=30)
     assert sentry_ingest.events() == []
     lines = [json.loads(line) for line in stack.procs["workers"].output().splitlines()]
     assert [line for line in lines if line.get("level") == "error"] == []

@@ -18,10 +18,10 @@ import pytest
 import redis
 
 from runtime.settings import Settings
-from store import Database
 from store import activity as activity_store
 from store.activity import NewActivity
 from tests.conftest import Tenant, settings_env
+from tests.support import InTenant
 from vault import new_key_entry
 
 SYSTEM2 = Path(sys.executable).parent / "system2"
@@ -185,7 +185,7 @@ def test_quest_show_of_another_companys_quest_fails_like_a_missing_one(
 
 
 def test_audit_list_prints_the_trail_as_json(
-    settings: Settings, tenant: Tenant, other_tenant: Tenant, db: Database
+    settings: Settings, tenant: Tenant, other_tenant: Tenant, in_tenant: InTenant
 ) -> None:
     for company, target in ((tenant.id, "note:mine"), (other_tenant.id, "note:theirs")):
         row = NewActivity(
@@ -200,8 +200,7 @@ def test_audit_list_prints_the_trail_as_json(
             quest_id=None,
             payload={"n": 1},
         )
-        with db.tenant(company) as tx:
-            activity_store.append(tx, [row])
+        in_tenant(company, lambda tx, row=row: activity_store.append(tx, [row]))
 
     result = run(settings, "audit", "list", "--company", str(tenant.id))
     assert result.returncode == 0, result.stderr

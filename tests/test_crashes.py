@@ -16,14 +16,13 @@ import httpx
 import pytest
 import redis
 
-from store import Database
 from store import activity as activity_store
 from store import charges as charges_store
 from store import notes as notes_store
 from store.activity import ActivityFilter
 from system2.procs import Proc
 from tests.conftest import Stack, Tenant, system2
-from tests.support import provider_faults, quest_state, submit, wait_finished, wait_for
+from tests.support import InTenant, provider_faults, quest_state, submit, wait_finished, wait_for
 from tests.test_integrations import connect, fresh_key, provider_stats
 from workers.crashes import Isolation
 
@@ -39,25 +38,28 @@ def kill(proc: Proc) -> float:
     return time.monotonic()
 
 
-def charges(db: Database, tenant: Tenant, quest_id: Any) -> list[charges_store.Charge]:
-    with db.tenant(tenant.id) as tx:
-        return charges_store.for_quest(tx, quest_id)
+def charges(in_tenant: InTenant, tenant: Tenant, quest_id: Any) -> list[charges_store.Charge]:
+    return in_tenant(tenant.id, lambda tx: charges_store.for_quest(tx, quest_id))
 
 
-def audit(db: Database, tenant: Tenant, quest_id: Any, action: str) -> list[Any]:
-    with db.tenant(tenant.id) as tx:
-        rows, _ = activity_store.page(tx, ActivityFilter(quest_id=quest_id, action=action))
+def audit(in_tenant: InTenant, tenant: Tenant, quest_id: Any, action: str) -> list[Any]:
+    wanted = ActivityFilter(quest_id=quest_id, action=action)
+    rows, _ = in_tenant(tenant.id, lambda tx: activity_store.page(tx, wanted))
     return rows
 
 
-def redelivered(db: Database, tenant: Tenant, quest_id: Any, seen: int, killed_at: float) -> float:
+def redelivered(
+    in_tenant: InTenant, tenant: Tenant, quest_id: Any, seen: int, killed_at: float
+) -> float:
     """Seconds from the kill to the step running again (a new claim or a new charge)."""
-    before = quest_state(db, tenant.id, quest_id).step_claimed_at
+    before = quest_state(in_tenant, tenant.id, quest_id).step_claimed_at
 
     def again() -> bool:
-        q = quest_state(db, tenant.id, quest_id)
+        q = quest_state(in_tenant, tenant.id, quest_id)
         return (
-            len(charges(db, tenant, quest_id)) > seen or q.step_claimed_at != before or q.finished
+            len(charges(in_tenant, tenant, quest_id)) > seen
+            or q.step_claimed_at != before
+            or q.finished
         )
 
     wait_for(again, timeout=30, every=0.05)
@@ -65,24 +67,29 @@ def redelivered(db: Database, tenant: Tenant, quest_id: Any, seen: int, killed_a
 
 
 def test_killed_during_a_claude_call_the_step_is_redelivered_and_charged_once(
-    stack: Stack, db: Database, tenant: Tenant
+    stack: Stack, in_tenant: InTenant, tenant: Tenant
 ) -> None:
     first = stack.start_workers("first", processes=1, **FAST)
     quest = submit(
-        db, stack.settings.redis_url, tenant.id, "[script:brief_hold_notes] remember the plan"
+        in_tenant,
+        stack.settings.redis_url,
+        tenant.id,
+        "[script:brief_hold_notes] remember the plan",
     )
-    wait_for(lambda: [c.status for c in charges(db, tenant, quest.id)] == ["open"], timeout=20)
+    wait_for(
+        lambda: [c.status for c in charges(in_tenant, tenant, quest.id)] == ["open"], timeout=20
+    )
     killed_at = kill(first)
     stack.start_workers("second", processes=1, **FAST)
-    assert redelivered(db, tenant, quest.id, 1, killed_at) < 15
-    done = wait_finished(db, tenant.id, quest.id, timeout=30)
+    assert redelivered(in_tenant, tenant, quest.id, 1, killed_at) < 15
+    done = wait_finished(in_tenant, tenant.id, quest.id, timeout=30)
     assert done.status == "succeeded"
-    assert [c.status for c in charges(db, tenant, quest.id)] == ["kept", "settled", "settled"]
-    with db.tenant(tenant.id) as tx:
-        assert len(notes_store.recent(tx)) == 1
-    wait_for(lambda: audit(db, tenant, quest.id, "quest.succeeded"))
-    assert len(audit(db, tenant, quest.id, "note.added")) == 1
-    assert len(audit(db, tenant, quest.id, "quest.started")) == 1
+    statuses = [c.status for c in charges(in_tenant, tenant, quest.id)]
+    assert statuses == ["kept", "settled", "settled"]
+    assert len(in_tenant(tenant.id, notes_store.recent)) == 1
+    wait_for(lambda: audit(in_tenant, tenant, quest.id, "quest.succeeded"))
+    assert len(audit(in_tenant, tenant, quest.id, "note.added")) == 1
+    assert len(audit(in_tenant, tenant, quest.id, "quest.started")) == 1
 
 
 @pytest.fixture
@@ -94,60 +101,64 @@ def connected(stack: Stack, tenant: Tenant, demo_provider: str) -> str:
 
 
 def test_killed_during_a_tool_call_the_provider_mutates_once(
-    stack: Stack, db: Database, tenant: Tenant, connected: str
+    stack: Stack, in_tenant: InTenant, tenant: Tenant, connected: str
 ) -> None:
     with provider_faults(connected, delay_s=3, paths=["/api/v1/tasks"], methods=["POST"]):
         first = stack.start_workers("first", processes=1, **FAST)
-        quest = submit(db, stack.settings.redis_url, tenant.id, "[script:tasks] renew the lease")
+        quest = submit(
+            in_tenant, stack.settings.redis_url, tenant.id, "[script:tasks] renew the lease"
+        )
         wait_for(
-            lambda: quest_state(db, tenant.id, quest.id).cost_usd_micros > 0, timeout=20
+            lambda: quest_state(in_tenant, tenant.id, quest.id).cost_usd_micros > 0, timeout=20
         )  # Claude replied
         time.sleep(0.5)  # the tool call is in flight at the provider
         killed_at = kill(first)
     stack.start_workers("second", processes=1, **FAST)
-    assert redelivered(db, tenant, quest.id, 1, killed_at) < 15
-    assert wait_finished(db, tenant.id, quest.id, timeout=30).status == "succeeded"
+    assert redelivered(in_tenant, tenant, quest.id, 1, killed_at) < 15
+    assert wait_finished(in_tenant, tenant.id, quest.id, timeout=30).status == "succeeded"
     assert provider_stats(connected, tenant.id)["mutations"] == 1
-    assert [c.status for c in charges(db, tenant, quest.id)] == ["settled", "settled"], (
+    assert [c.status for c in charges(in_tenant, tenant, quest.id)] == ["settled", "settled"], (
         "Claude not asked again"
     )
-    wait_for(lambda: audit(db, tenant, quest.id, "quest.succeeded"))
-    assert len(audit(db, tenant, quest.id, "task.created")) == 1
+    wait_for(lambda: audit(in_tenant, tenant, quest.id, "quest.succeeded"))
+    assert len(audit(in_tenant, tenant, quest.id, "task.created")) == 1
 
 
 def test_killed_after_a_tool_call_before_the_ack_nothing_repeats(
-    stack: Stack, db: Database, tenant: Tenant, connected: str
+    stack: Stack, in_tenant: InTenant, tenant: Tenant, connected: str
 ) -> None:
     with provider_faults(connected, delay_s=4, paths=["/api/v1/tasks"], methods=["GET"]):
         first = stack.start_workers("first", processes=1, **FAST)
         quest = submit(
-            db, stack.settings.redis_url, tenant.id, "[script:tasks_two_tools] order chairs"
+            in_tenant, stack.settings.redis_url, tenant.id, "[script:tasks_two_tools] order chairs"
         )
         wait_for(lambda: provider_stats(connected, tenant.id)["mutations"] == 1, timeout=20)
         time.sleep(0.5)  # the task is created, the list call hangs, the message is unacked
         killed_at = kill(first)
     stack.start_workers("second", processes=1, **FAST)
-    assert redelivered(db, tenant, quest.id, 1, killed_at) < 15
-    assert wait_finished(db, tenant.id, quest.id, timeout=30).status == "succeeded"
+    assert redelivered(in_tenant, tenant, quest.id, 1, killed_at) < 15
+    assert wait_finished(in_tenant, tenant.id, quest.id, timeout=30).status == "succeeded"
     stats = provider_stats(connected, tenant.id)
     assert stats["mutations"] == 1 and stats["idempotent_replays"] == 0, (
         "the recorded result was reused"
     )
-    wait_for(lambda: audit(db, tenant, quest.id, "quest.succeeded"))
-    assert len(audit(db, tenant, quest.id, "task.created")) == 1
+    wait_for(lambda: audit(in_tenant, tenant, quest.id, "quest.succeeded"))
+    assert len(audit(in_tenant, tenant, quest.id, "task.created")) == 1
 
 
 def test_a_step_that_keeps_killing_its_worker_is_dead_lettered_and_the_rest_goes_on(
-    stack: Stack, db: Database, tenant: Tenant, rds: redis.Redis
+    stack: Stack, in_tenant: InTenant, tenant: Tenant, rds: redis.Redis
 ) -> None:
-    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:brief_hold_notes] the poison")
+    quest = submit(
+        in_tenant, stack.settings.redis_url, tenant.id, "[script:brief_hold_notes] the poison"
+    )
     env = {**FAST, "S2_MAX_STEP_CRASHES": "2"}
     for attempt in range(1, 3):  # two crashes...
         workers = stack.start_workers(f"crash-{attempt}", processes=1, **env)
-        wait_for(lambda n=attempt: len(charges(db, tenant, quest.id)) == n, timeout=30)
+        wait_for(lambda n=attempt: len(charges(in_tenant, tenant, quest.id)) == n, timeout=30)
         kill(workers)
     stack.start_workers("survivor", processes=1, **env)  # ...then the third delivery is refused
-    done = wait_finished(db, tenant.id, quest.id, timeout=30)
+    done = wait_finished(in_tenant, tenant.id, quest.id, timeout=30)
     assert done.status == "failed"
     assert "crashed its worker 2 times" in (done.reason or "")
     dead = wait_for(lambda: rds.zrange("dramatiq:quests.XQ", 0, -1), timeout=10)
@@ -157,31 +168,36 @@ def test_a_step_that_keeps_killing_its_worker_is_dead_lettered_and_the_rest_goes
     )
     (entry,) = json.loads(listed.stdout)
     assert entry["quest_id"] == str(quest.id) and "crashed its worker" in entry["reason"]
-    other = submit(db, stack.settings.redis_url, tenant.id, "[script:answer] business as usual")
-    assert wait_finished(db, tenant.id, other.id).status == "succeeded"
+    other = submit(
+        in_tenant, stack.settings.redis_url, tenant.id, "[script:answer] business as usual"
+    )
+    assert wait_finished(in_tenant, tenant.id, other.id).status == "succeeded"
 
 
 def test_the_steps_beside_a_poison_step_are_not_dead_lettered_with_it(
-    stack: Stack, db: Database, tenant: Tenant, rds: redis.Redis
+    stack: Stack, in_tenant: InTenant, tenant: Tenant, rds: redis.Redis
 ) -> None:
     env = {**FAST, "S2_MAX_STEP_CRASHES": "2"}
     url = stack.settings.redis_url
-    poison = submit(db, url, tenant.id, "[script:brief_hold_notes] the poison")
+    poison = submit(in_tenant, url, tenant.id, "[script:brief_hold_notes] the poison")
     innocents = [
-        submit(db, url, tenant.id, f"[script:brief_hold_notes] bystander {i}") for i in range(3)
+        submit(in_tenant, url, tenant.id, f"[script:brief_hold_notes] bystander {i}")
+        for i in range(3)
     ]
     workers = stack.start_workers("crash-1", processes=1, threads=4, **env)
     # All four are in their Claude call at once when the process dies: each is charged a crash.
-    wait_for(lambda: all(charges(db, tenant, q.id) for q in (poison, *innocents)), timeout=30)
+    wait_for(
+        lambda: all(charges(in_tenant, tenant, q.id) for q in (poison, *innocents)), timeout=30
+    )
     kill(workers)
     # Now each is a suspect and runs alone; the poison's second run dies too, by itself.
     workers = stack.start_workers("crash-2", processes=1, threads=4, **env)
-    wait_for(lambda: len(charges(db, tenant, poison.id)) == 2, timeout=60)
+    wait_for(lambda: len(charges(in_tenant, tenant, poison.id)) == 2, timeout=60)
     kill(workers)
     stack.start_workers("survivor", processes=1, threads=4, **env)
-    assert wait_finished(db, tenant.id, poison.id, timeout=60).status == "failed"
+    assert wait_finished(in_tenant, tenant.id, poison.id, timeout=60).status == "failed"
     for bystander in innocents:
-        assert wait_finished(db, tenant.id, bystander.id, timeout=60).status == "succeeded"
+        assert wait_finished(in_tenant, tenant.id, bystander.id, timeout=60).status == "succeeded"
     assert len(rds.zrange("dramatiq:quests.XQ", 0, -1)) == 1
 
 
@@ -225,7 +241,7 @@ def test_a_suspect_waits_for_the_steps_in_flight_and_holds_new_ones_back() -> No
 
 
 def test_a_dead_letter_replayed_after_the_cause_is_fixed_is_processed(
-    stack: Stack, db: Database, tenant: Tenant, rds: redis.Redis
+    stack: Stack, in_tenant: InTenant, tenant: Tenant, rds: redis.Redis
 ) -> None:
     from messages import Actor, ActorType, AuditBatch, AuditEvent, Envelope
     from messages.transport import Publisher, build_broker
@@ -248,10 +264,10 @@ def test_a_dead_letter_replayed_after_the_cause_is_fixed_is_processed(
     stack.start_workers(processes=1)
     (entry,) = wait_for(lambda: json.loads(_cli(stack, "dlq", "list")) or None, timeout=20)
     assert entry["queue"] == "audit" and "does not exist" in entry["reason"]
-    with db.tenant(missing) as tx:  # the cause, fixed: the company now exists
-        companies_store.create(tx, "Late Co")
+    # the cause, fixed: the company now exists
+    in_tenant(missing, lambda tx: companies_store.create(tx, "Late Co"))
     _cli(stack, "dlq", "replay", entry["id"])
-    wait_for(lambda: [r.action for r in _rows(db, missing)] == ["a"], timeout=20)
+    wait_for(lambda: [r.action for r in _rows(in_tenant, missing)] == ["a"], timeout=20)
     assert json.loads(_cli(stack, "dlq", "list")) == []
 
 
@@ -262,7 +278,6 @@ def _cli(stack: Stack, *args: str) -> str:
     return done.stdout
 
 
-def _rows(db: Database, company_id: uuid.UUID) -> list[Any]:
-    with db.tenant(company_id) as tx:
-        rows, _ = activity_store.page(tx, ActivityFilter())
+def _rows(in_tenant: InTenant, company_id: uuid.UUID) -> list[Any]:
+    rows, _ = in_tenant(company_id, lambda tx: activity_store.page(tx, ActivityFilter()))
     return rows

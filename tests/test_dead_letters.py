@@ -19,9 +19,8 @@ from messages.redis_keys import DEAD_LETTER_REASONS_AT as REASONS_AT
 from messages.redis_keys import NAMESPACE
 from messages.transport import build_broker
 from runtime.settings import Settings
-from store import Database
 from tests.conftest import Stack, Tenant, system2
-from tests.support import OPERATOR, quest_state, submit, wait_finished, wait_for
+from tests.support import OPERATOR, InTenant, quest_state, submit, wait_finished, wait_for
 from workers.app import worker_broker
 from workers.dead_letters import DeadLetters, WorkerBroker
 
@@ -33,10 +32,12 @@ def raw_message(queue: str, actor: str, arg: object) -> dramatiq.Message[object]
 
 
 def test_malformed_messages_are_dead_lettered_with_a_reason(
-    stack: Stack, tenant: Tenant, other_tenant: Tenant, db: Database, rds: redis.Redis
+    stack: Stack, tenant: Tenant, other_tenant: Tenant, in_tenant: InTenant, rds: redis.Redis
 ) -> None:
-    with db.tenant(other_tenant.id) as tx:  # a real quest, never enqueued by its company
-        theirs, _ = create_quest(tx, OPERATOR, QuestSpec(goal="theirs", model="claude-sonnet-5-5"))
+    theirs, _ = in_tenant(  # a real quest, never enqueued by its company
+        other_tenant.id,
+        lambda tx: create_quest(tx, OPERATOR, QuestSpec(goal="theirs", model="claude-sonnet-5-5")),
+    )
     stack.start_workers(processes=1)
     good = {
         "message_id": str(uuid.uuid4()),
@@ -106,11 +107,11 @@ def test_malformed_messages_are_dead_lettered_with_a_reason(
     reasons = rds.hgetall("s2:dlq:reasons")
     assert len(reasons) == len(cases), reasons
     # The stamped company could not see the other's quest, so nothing of it ran.
-    untouched = quest_state(db, other_tenant.id, theirs.id)
+    untouched = quest_state(in_tenant, other_tenant.id, theirs.id)
     assert (untouched.status, untouched.steps_done) == ("queued", 0)
 
-    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:answer] still working?")
-    assert wait_finished(db, tenant.id, quest.id).status == "succeeded"
+    quest = submit(in_tenant, stack.settings.redis_url, tenant.id, "[script:answer] still working?")
+    assert wait_finished(in_tenant, tenant.id, quest.id).status == "succeeded"
 
 
 def test_a_message_out_of_retries_is_dead_lettered_with_its_reason(

@@ -21,12 +21,11 @@ from typer.testing import CliRunner, Result
 
 from messages.transport import build_broker
 from runtime.settings import Settings
-from store import Database
 from store import quests as quests_store
 from system2 import cli
 from system2.procs import Proc, free_port, wait_workers
 from tests.conftest import Stack, Tenant, running_stack, serve, system2
-from tests.support import submit, wait_finished, wait_for
+from tests.support import InTenant, submit, wait_finished, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -69,17 +68,18 @@ def start_worker(stack: Stack, name: str, *args: str, **env: str) -> Proc:
     return proc
 
 
-def claimed_at(db: Database, company: uuid.UUID, quest: uuid.UUID) -> datetime | None:
-    with db.tenant(company) as tx:
-        q = quests_store.get(tx, quest)
+def claimed_at(in_tenant: InTenant, company: uuid.UUID, quest: uuid.UUID) -> datetime | None:
+    q = in_tenant(company, lambda tx: quests_store.get(tx, quest))
     assert q is not None
     return q.step_claimed_at if q.steps_done == 0 else None
 
 
-def in_call(db: Database, company: uuid.UUID, quest: uuid.UUID, after: datetime | None) -> bool:
+def in_call(
+    in_tenant: InTenant, company: uuid.UUID, quest: uuid.UUID, after: datetime | None
+) -> bool:
     """A worker claimed the quest's first step (after ``after``) and has not finished it: it
     is in the held Claude call, which comes right after the claim."""
-    at = claimed_at(db, company, quest)
+    at = claimed_at(in_tenant, company, quest)
     if at is None or (after is not None and at <= after):
         return False
     time.sleep(0.3)
@@ -97,16 +97,18 @@ def sigterm_main_process(proc: Proc) -> tuple[int, float]:
 
 
 def test_sigterm_mid_step_requeues_or_finishes_it_and_exits_0(
-    held_stack: Stack, db: Database, tenant: Tenant
+    held_stack: Stack, in_tenant: InTenant, tenant: Tenant
 ) -> None:
     # 1. Past its shutdown timeout, a worker leaves the step unacknowledged and exits 0.
     first = start_worker(held_stack, "w1", "--worker-shutdown-timeout", "500")
-    quest = submit(db, held_stack.settings.redis_url, tenant.id, "[script:held] stop me twice")
-    wait_for(lambda: in_call(db, tenant.id, quest.id, None), timeout=15)
+    quest = submit(
+        in_tenant, held_stack.settings.redis_url, tenant.id, "[script:held] stop me twice"
+    )
+    wait_for(lambda: in_call(in_tenant, tenant.id, quest.id, None), timeout=15)
     code, took = sigterm_main_process(first)
     assert code == 0, first.output()[-2000:]
     assert took < 5, f"took {took:.1f}s to stop"
-    left = claimed_at(db, tenant.id, quest.id)
+    left = claimed_at(in_tenant, tenant.id, quest.id)
     assert left is not None  # abandoned mid-call: not finished, not lost
 
     # 2. A restarted worker gets the step back once the old one's heartbeat is stale: the
@@ -121,13 +123,13 @@ def test_sigterm_mid_step_requeues_or_finishes_it_and_exits_0(
         maintenance.do_qsize("quests")
     finally:
         maintenance.close()
-    wait_for(lambda: in_call(db, tenant.id, quest.id, left), timeout=20)
+    wait_for(lambda: in_call(in_tenant, tenant.id, quest.id, left), timeout=20)
 
     # 3. ...and, SIGTERMed mid-call within its timeout, finishes the step before exiting 0.
     code, took = sigterm_main_process(second)
     assert code == 0, second.output()[-2000:]
     assert took < 10, f"took {took:.1f}s to stop"
-    done = wait_finished(db, tenant.id, quest.id, timeout=5)
+    done = wait_finished(in_tenant, tenant.id, quest.id, timeout=5)
     assert done.status == "succeeded", done.reason
     assert done.steps_done == 1
     assert held_stack.live_worker_count() == 0  # beacons are removed on a clean stop
@@ -141,7 +143,7 @@ def health(settings: Settings, *args: str) -> Result:
 
 
 def test_health_proves_the_group_is_consuming_and_run_worker_serves_it(
-    held_stack: Stack, db: Database, tenant: Tenant, settings: Settings
+    held_stack: Stack, in_tenant: InTenant, tenant: Tenant, settings: Settings
 ) -> None:
     none = health(settings)
     assert none.exit_code == 1
@@ -177,7 +179,7 @@ def test_health_proves_the_group_is_consuming_and_run_worker_serves_it(
 
     # Alive but not keeping up: its one thread and its prefetch are held, the rest waits.
     for n in range(4):
-        submit(db, settings.redis_url, tenant.id, f"[script:held] backlog {n}")
+        submit(in_tenant, settings.redis_url, tenant.id, f"[script:held] backlog {n}")
     client = redis.Redis.from_url(settings.redis_url)
     wait_for(lambda: client.llen("dramatiq:quests") > 0, timeout=10)
     stuck = health(settings, "--queues", "quests", "--max-idle-s", "1", "--json")

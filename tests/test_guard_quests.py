@@ -19,15 +19,22 @@ from fastapi.testclient import TestClient
 from guard import Admissions, Guard, Limits, PriceTable
 from messages.transport import Publisher, build_broker
 from runtime.settings import Settings
-from store import Database, TenantTx
+from store import TenantTx
 from store import activity as activity_store
 from store import charges as charges_store
 from store import limits as limits_store
 from store import quests as quests_store
 from store.activity import Activity, ActivityFilter
-from store.quests import Quest
+from store.quests import Quest, Step
 from tests.conftest import Stack, Tenant
-from tests.support import ingress_client, quest_state, submit, wait_finished, wait_for
+from tests.support import (
+    InTenant,
+    ingress_client,
+    quest_state,
+    submit,
+    wait_finished,
+    wait_for,
+)
 from tests.test_quest_runner import start
 from workers.app import step_budget
 from workers.call_loop import CallLoop
@@ -40,14 +47,16 @@ from workers.tools import AddNote, Toolbox
 pytestmark = pytest.mark.slow
 
 
-def set_limits(db: Database, tenant: Tenant, **values: int) -> None:
-    with db.tenant(tenant.id) as tx:
-        limits_store.put(tx, limits_store.LimitOverrides(**values))
+def set_limits(in_tenant: InTenant, tenant: Tenant, **values: int) -> None:
+    overrides = limits_store.LimitOverrides(**values)
+    in_tenant(tenant.id, lambda tx: limits_store.put(tx, overrides))
 
 
-def audit_rows(db: Database, tenant: Tenant, quest_id: uuid.UUID | None = None) -> list[Activity]:
-    with db.tenant(tenant.id) as tx:
-        rows, _ = activity_store.page(tx, ActivityFilter(quest_id=quest_id), limit=500)
+def audit_rows(
+    in_tenant: InTenant, tenant: Tenant, quest_id: uuid.UUID | None = None
+) -> list[Activity]:
+    wanted = ActivityFilter(quest_id=quest_id)
+    rows, _ = in_tenant(tenant.id, lambda tx: activity_store.page(tx, wanted, limit=500))
     return rows
 
 
@@ -58,26 +67,30 @@ def live_events(rds: redis.Redis, tenant: Tenant, quest_id: uuid.UUID) -> list[d
 
 
 def test_warn_slow_and_halt_through_a_real_quest(
-    stack: Stack, tenant: Tenant, db: Database, rds: redis.Redis
+    stack: Stack, tenant: Tenant, in_tenant: InTenant, rds: redis.Redis
 ) -> None:
-    set_limits(db, tenant, quest_cap_micros=6_000, warn_pct=20, slow_pct=40, halt_pct=100)
+    set_limits(in_tenant, tenant, quest_cap_micros=6_000, warn_pct=20, slow_pct=40, halt_pct=100)
     stack.start_workers(processes=1, S2_MAX_TOKENS="128", S2_GUARD_SLOW_MIN_MS="1500")
-    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:loop] keep writing notes")
-    done = wait_finished(db, tenant.id, quest.id, timeout=60)
+    quest = submit(
+        in_tenant, stack.settings.redis_url, tenant.id, "[script:loop] keep writing notes"
+    )
+    done = wait_finished(in_tenant, tenant.id, quest.id, timeout=60)
 
     assert done.status == "halted", done.reason
     assert "quest's cap" in (done.reason or "")
     assert 0 < done.cost_usd_micros <= 6_000
-    with db.tenant(tenant.id) as tx:
-        steps = quests_store.steps(tx, quest.id)
-        charges = charges_store.for_quest(tx, quest.id)
+
+    async def steps_and_charges(tx: TenantTx) -> tuple[list[Step], list[charges_store.Charge]]:
+        return await quests_store.steps(tx, quest.id), await charges_store.for_quest(tx, quest.id)
+
+    steps, charges = in_tenant(tenant.id, steps_and_charges)
     replied = [s for s in steps if s.content is not None]
     assert len(charges) == len(replied) >= 3, "no Claude call after the halt"
     assert all(c.status == "settled" for c in charges)
     assert sum(c.cost_micros or 0 for c in charges) == done.cost_usd_micros
 
     def all_audited() -> list[Activity] | None:
-        rows = audit_rows(db, tenant, quest.id)
+        rows = audit_rows(in_tenant, tenant, quest.id)
         return rows if any(r.action == "quest.halted" for r in rows) else None
 
     rows = wait_for(all_audited)
@@ -101,14 +114,16 @@ def test_warn_slow_and_halt_through_a_real_quest(
 
 
 def test_a_company_daily_budget_warns_once_and_halts_the_quest_that_would_pass_it(
-    stack: Stack, tenant: Tenant, db: Database
+    stack: Stack, tenant: Tenant, in_tenant: InTenant
 ) -> None:
-    set_limits(db, tenant, daily_budget_micros=2_500, warn_pct=30, slow_pct=90, halt_pct=100)
+    set_limits(in_tenant, tenant, daily_budget_micros=2_500, warn_pct=30, slow_pct=90, halt_pct=100)
     stack.start_workers(processes=1, S2_MAX_TOKENS="128")
     results = []
     for i in range(5):
-        quest = submit(db, stack.settings.redis_url, tenant.id, f"[script:answer] question {i}")
-        results.append(wait_finished(db, tenant.id, quest.id))
+        quest = submit(
+            in_tenant, stack.settings.redis_url, tenant.id, f"[script:answer] question {i}"
+        )
+        results.append(wait_finished(in_tenant, tenant.id, quest.id))
     statuses = [q.status for q in results]
     assert "halted" in statuses and statuses[0] == "succeeded", statuses
     first_halt = statuses.index("halted")
@@ -118,7 +133,7 @@ def test_a_company_daily_budget_warns_once_and_halts_the_quest_that_would_pass_i
     assert sum(q.cost_usd_micros for q in results) <= 2_500
 
     def window_warnings() -> list[Activity] | None:
-        rows = [r for r in audit_rows(db, tenant) if r.action == "guard.warn"]
+        rows = [r for r in audit_rows(in_tenant, tenant) if r.action == "guard.warn"]
         return rows or None
 
     warnings = wait_for(window_warnings)
@@ -127,15 +142,15 @@ def test_a_company_daily_budget_warns_once_and_halts_the_quest_that_would_pass_i
 
 
 def test_over_the_running_limit_steps_wait_and_are_never_dropped(
-    stack: Stack, tenant: Tenant, db: Database
+    stack: Stack, tenant: Tenant, in_tenant: InTenant
 ) -> None:
     quests = [
-        submit(db, stack.settings.redis_url, tenant.id, f"[script:pause] task {i}")
+        submit(in_tenant, stack.settings.redis_url, tenant.id, f"[script:pause] task {i}")
         for i in range(3)
     ]
-    set_limits(db, tenant, max_running_quests=1)
+    set_limits(in_tenant, tenant, max_running_quests=1)
     stack.start_workers(processes=1, threads=4)
-    done = [wait_finished(db, tenant.id, q.id, timeout=60) for q in quests]
+    done = [wait_finished(in_tenant, tenant.id, q.id, timeout=60) for q in quests]
     assert [q.status for q in done] == ["succeeded"] * 3
     spans = sorted((q.started_at, q.finished_at) for q in done)
     for (_, end), (start_next, _) in itertools.pairwise(spans):
@@ -147,37 +162,39 @@ def test_over_the_running_limit_steps_wait_and_are_never_dropped(
 
 
 @pytest.fixture
-def ingress(settings: Settings, db: Database, rds: redis.Redis) -> Iterator[TestClient]:
+def ingress(settings: Settings, rds: redis.Redis) -> Iterator[TestClient]:
     rds.flushdb()
-    with ingress_client(settings, db, rds) as client:
+    with ingress_client(settings, rds) as client:
         yield client
 
 
-def quest_count(db: Database, tenant: Tenant) -> int:
-    with db.tenant(tenant.id) as tx:
-        row = tx.one("SELECT count(*) FROM quests WHERE company_id = %s", (tenant.id,))
+def quest_count(in_tenant: InTenant, tenant: Tenant) -> int:
+    row = in_tenant(
+        tenant.id,
+        lambda tx: tx.one("SELECT count(*) FROM quests WHERE company_id = %s", (tenant.id,)),
+    )
     return int(row[0]) if row else 0
 
 
 def test_the_ingress_answers_429_over_the_start_rate_and_enqueues_nothing(
-    ingress: TestClient, db: Database, tenant: Tenant, rds: redis.Redis
+    ingress: TestClient, in_tenant: InTenant, tenant: Tenant, rds: redis.Redis
 ) -> None:
-    set_limits(db, tenant, quests_per_minute=2)
+    set_limits(in_tenant, tenant, quests_per_minute=2)
     url = f"/v1/companies/{tenant.id}/quests"
     for _ in range(2):
         assert ingress.post(url, json={"goal": "hi"}, headers=tenant.headers()).status_code == 202
-    queued, rows = rds.llen("dramatiq:quests"), quest_count(db, tenant)
+    queued, rows = rds.llen("dramatiq:quests"), quest_count(in_tenant, tenant)
     over = ingress.post(url, json={"goal": "one too many"}, headers=tenant.headers())
     assert over.status_code == 429
     assert 1 <= int(over.headers["Retry-After"]) <= 60
     assert "quest starts a minute" in over.json()["detail"]
-    assert rds.llen("dramatiq:quests") == queued and quest_count(db, tenant) == rows
+    assert rds.llen("dramatiq:quests") == queued and quest_count(in_tenant, tenant) == rows
 
 
 def test_the_ingress_answers_429_when_the_company_runs_its_limit(
-    ingress: TestClient, db: Database, tenant: Tenant, rds: redis.Redis
+    ingress: TestClient, in_tenant: InTenant, tenant: Tenant, rds: redis.Redis
 ) -> None:
-    set_limits(db, tenant, max_running_quests=2)
+    set_limits(in_tenant, tenant, max_running_quests=2)
     admissions = Admissions(rds)
     now = int(time.time() * 1000)
     for _ in range(2):
@@ -186,13 +203,13 @@ def test_the_ingress_answers_429_when_the_company_runs_its_limit(
         f"/v1/companies/{tenant.id}/quests", json={"goal": "more"}, headers=tenant.headers()
     )
     assert over.status_code == 429 and over.headers["Retry-After"]
-    assert quest_count(db, tenant) == 0
+    assert quest_count(in_tenant, tenant) == 0
 
 
 def test_max_usd_may_not_pass_the_company_ceiling(
-    ingress: TestClient, db: Database, tenant: Tenant
+    ingress: TestClient, in_tenant: InTenant, tenant: Tenant
 ) -> None:
-    set_limits(db, tenant, quest_ceiling_micros=20_000_000)
+    set_limits(in_tenant, tenant, quest_ceiling_micros=20_000_000)
     url = f"/v1/companies/{tenant.id}/quests"
     assert (
         ingress.post(url, json={"goal": "g", "max_usd": "20"}, headers=tenant.headers()).status_code
@@ -221,7 +238,7 @@ def test_guard_status_shows_windows_for_admins_only(ingress: TestClient, tenant:
 
 @pytest.fixture
 def runner(
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     offline_claude: str,
     settings: Settings,
@@ -237,10 +254,10 @@ def runner(
     )
     prices = PriceTable.load()
     yield QuestRunner(
-        db=db,
+        store=in_tenant,
         publisher=Publisher(broker),
         claude=claude,
-        toolbox=Toolbox([AddNote(db)]),
+        toolbox=Toolbox([AddNote(in_tenant)]),
         prices=prices,
         budget=step_budget(settings, rds, prices, claude),
         events=QuestEvents(rds, maxlen=100),
@@ -256,11 +273,11 @@ def redis_spend(rds: redis.Redis, key: str) -> tuple[int, int]:
 
 
 def test_after_redis_loses_the_counters_they_are_rebuilt_and_spend_is_right(
-    runner: QuestRunner, db: Database, rds: redis.Redis, tenant: Tenant
+    runner: QuestRunner, in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
 ) -> None:
-    first = start(db, tenant, "[script:loop] notes")
+    first = start(in_tenant, tenant, "[script:loop] notes")
     runner.run(first, holder="m1")
-    other = start(db, tenant, "[script:answer] another quest, same day")
+    other = start(in_tenant, tenant, "[script:answer] another quest, same day")
     runner.run(other, holder="m2")
     for key in rds.scan_iter(match="s2:g:*"):
         rds.delete(key)  # Redis restarted or flushed: every guard counter is gone
@@ -268,47 +285,47 @@ def test_after_redis_loses_the_counters_they_are_rebuilt_and_spend_is_right(
     second = first.follow_up(first.payload.model_copy(update={"step": 2}))
     runner.run(second, holder="m3")
 
-    quest = quest_state(db, tenant.id, first.payload.quest_id)
+    quest = quest_state(in_tenant, tenant.id, first.payload.quest_id)
     scopes = Guard(rds).scopes(tenant.id, quest.id, 1, runner.budget.defaults, datetime.now(UTC))
     assert redis_spend(rds, scopes[0].key) == (quest.cost_usd_micros, 0), (
         "the quest's spend survived"
     )
-    other_cost = quest_state(db, tenant.id, other.payload.quest_id).cost_usd_micros
+    other_cost = quest_state(in_tenant, tenant.id, other.payload.quest_id).cost_usd_micros
     assert redis_spend(rds, scopes[1].key) == (quest.cost_usd_micros + other_cost, 0), (
         "so did the day's"
     )
 
 
 def test_a_redelivered_step_is_not_charged_twice(
-    runner: QuestRunner, db: Database, tenant: Tenant
+    runner: QuestRunner, in_tenant: InTenant, tenant: Tenant
 ) -> None:
-    env = start(db, tenant, "[script:notes] once")
+    env = start(in_tenant, tenant, "[script:notes] once")
     runner.run(env, holder="m1")
-    cost = quest_state(db, tenant.id, env.payload.quest_id).cost_usd_micros
+    cost = quest_state(in_tenant, tenant.id, env.payload.quest_id).cost_usd_micros
     runner.run(env, holder="m1")  # redelivered after it was done
-    with db.tenant(tenant.id) as tx:
-        charges = charges_store.for_quest(tx, env.payload.quest_id)
+    charges = in_tenant(tenant.id, lambda tx: charges_store.for_quest(tx, env.payload.quest_id))
     assert len(charges) == 1 and charges[0].cost_micros == cost
-    assert quest_state(db, tenant.id, env.payload.quest_id).cost_usd_micros == cost
+    assert quest_state(in_tenant, tenant.id, env.payload.quest_id).cost_usd_micros == cost
 
 
 def test_a_call_whose_worker_died_is_kept_at_its_reservation(
-    runner: QuestRunner, db: Database, rds: redis.Redis, tenant: Tenant
+    runner: QuestRunner, in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
 ) -> None:
-    env = start(db, tenant, "[script:answer] the worker dies during this call")
-    with db.tenant(tenant.id) as tx:  # as if a worker reserved and opened the charge, then died
-        plan = runner._prepare(tx, env, "dead-worker")
+    env = start(in_tenant, tenant, "[script:answer] the worker dies during this call")
+    # as if a worker reserved and opened the charge, then died
+    plan = in_tenant(tenant.id, lambda tx: runner._prepare(tx, env, "dead-worker"))
     assert plan.__class__.__name__ == "Ready"
     reserved = plan.admitted.reserved  # type: ignore[union-attr]
-    with db.tenant(tenant.id) as tx:
-        tx.execute(
+    in_tenant(
+        tenant.id,
+        lambda tx: tx.execute(
             "UPDATE quests SET step_claimed_at = now() - interval '1 hour' WHERE company_id = %s AND id = %s",
             (tenant.id, env.payload.quest_id),
-        )
+        ),
+    )
     runner.run(env, holder="the-redelivery")
-    quest = quest_state(db, tenant.id, env.payload.quest_id)
-    with db.tenant(tenant.id) as tx:
-        charges = charges_store.for_quest(tx, env.payload.quest_id)
+    quest = quest_state(in_tenant, tenant.id, env.payload.quest_id)
+    charges = in_tenant(tenant.id, lambda tx: charges_store.for_quest(tx, env.payload.quest_id))
     assert [c.status for c in charges] == ["kept", "settled"]
     assert quest.status == "succeeded"
     assert quest.cost_usd_micros == reserved + (charges[1].cost_micros or 0)
@@ -322,15 +339,18 @@ class Crash(Exception):
 
 
 def small_cap_quest(
-    db: Database, settings: Settings, tenant: Tenant, request: ClaudeRequest, input_tokens: int
+    in_tenant: InTenant,
+    settings: Settings,
+    tenant: Tenant,
+    request: ClaudeRequest,
+    input_tokens: int,
 ) -> tuple[Quest, Limits]:
     """A quest whose cap fits the call at half its max_tokens, not at all of them."""
     prices = PriceTable.load()
     half = prices.worst_case(request.model, input_tokens, request.max_tokens // 2)
     assert prices.worst_case(request.model, input_tokens, request.max_tokens) > half
-    env = start(db, tenant, "[script:answer] a small cap")
-    with db.tenant(tenant.id) as tx:
-        quest = quests_store.get(tx, env.payload.quest_id)
+    env = start(in_tenant, tenant, "[script:answer] a small cap")
+    quest = in_tenant(tenant.id, lambda tx: quests_store.get(tx, env.payload.quest_id))
     assert quest is not None
     defaults = settings.default_limits()
     return quest, replace(defaults, quest_cap=half, daily_budget=0, monthly_budget=0)
@@ -351,7 +371,7 @@ def claude_request(max_tokens: int = 1024) -> ClaudeRequest:
     )
 
 
-def admit(
+async def admit(
     budget: StepBudget,
     tx: TenantTx,
     quest: Quest,
@@ -361,34 +381,40 @@ def admit(
 ) -> Admitted | Delay | CountFirst:
     """Step 1's admission as the quest runner makes it: asked to count the prompt first, it
     counts (outside its claim transaction) and is admitted again with the count."""
-    result = budget.admit(tx, quest, 1, request, attempts, limits)
+    result = await budget.admit(tx, quest, 1, request, attempts, limits)
     if isinstance(result, CountFirst):
         counted = budget.count(result.request)
-        result = budget.admit(tx, quest, 1, request, attempts, limits, counted)
+        result = await budget.admit(tx, quest, 1, request, attempts, limits, counted)
     return result
 
 
 def admit_and_crash(
-    budget: StepBudget, db: Database, quest: Quest, request: ClaudeRequest, limits: Limits
+    budget: StepBudget, in_tenant: InTenant, quest: Quest, request: ClaudeRequest, limits: Limits
 ) -> Any:
-    with pytest.raises(Crash), db.tenant(quest.company_id) as tx:
-        admitted = admit(budget, tx, quest, request, 0, limits)
+    admitted: list[Admitted | Delay | CountFirst] = []
+
+    async def work(tx: TenantTx) -> None:
+        admitted.append(await admit(budget, tx, quest, request, 0, limits))
         raise Crash()
-    return admitted
+
+    with pytest.raises(Crash):
+        in_tenant(quest.company_id, work)
+    (result,) = admitted
+    return result
 
 
 def test_a_redelivery_fits_its_call_to_the_smaller_reservation_it_finds(
-    db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+    in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
 ) -> None:
     budget = step_budget(settings, rds, PriceTable.load())  # reserves by the byte bound
     quest, limits = small_cap_quest(
-        db, settings, tenant, claude_request(), claude_request().input_bound()
+        in_tenant, settings, tenant, claude_request(), claude_request().input_bound()
     )
-    first = admit_and_crash(budget, db, quest, claude_request(), limits)
+    first = admit_and_crash(budget, in_tenant, quest, claude_request(), limits)
     assert isinstance(first, Admitted) and first.request.max_tokens == 512, "it shrank its call"
 
-    with db.tenant(tenant.id) as tx:  # the redelivery: no ledger row, the same charge key
-        again = admit(budget, tx, quest, claude_request(), 0, limits)
+    # the redelivery: no ledger row, the same charge key
+    again = in_tenant(tenant.id, lambda tx: admit(budget, tx, quest, claude_request(), 0, limits))
     assert isinstance(again, Admitted)
     assert again.charge_key == first.charge_key and again.reserved == first.reserved
     worst = budget.prices.worst_case(
@@ -399,7 +425,7 @@ def test_a_redelivery_fits_its_call_to_the_smaller_reservation_it_finds(
 
 
 def test_a_reservation_the_redelivered_call_cannot_fit_is_released_and_made_again(
-    db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+    in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
 ) -> None:
     # The first delivery counted the prompt's tokens; the redelivery's count fails and it
     # falls back to the byte bound, which no longer fits what the first one reserved.
@@ -408,32 +434,33 @@ def test_a_reservation_the_redelivered_call_cannot_fit_is_released_and_made_agai
     budget.count_tokens = lambda _request: next(counts)
     request = claude_request(max_tokens=512)  # it can shrink to 256 tokens, no further
     assert request.input_bound() > 100
-    quest, limits = small_cap_quest(db, settings, tenant, request, 10 + 1 + 16)
-    first = admit_and_crash(budget, db, quest, request, limits)
+    quest, limits = small_cap_quest(in_tenant, settings, tenant, request, 10 + 1 + 16)
+    first = admit_and_crash(budget, in_tenant, quest, request, limits)
     assert isinstance(first, Admitted) and first.request.max_tokens == 256
     quest_scope = first.scopes[0]
 
-    second = admit_and_crash(budget, db, quest, request, limits)  # released; the worker died
+    second = admit_and_crash(budget, in_tenant, quest, request, limits)  # released; the worker died
     assert isinstance(second, Delay)
     assert redis_spend(rds, quest_scope.key) == (0, 0)
 
-    with db.tenant(tenant.id) as tx:  # the same key again: released, so not a reservation
-        third = admit(budget, tx, quest, request, 0, limits)
+    # the same key again: released, so not a reservation
+    third = in_tenant(tenant.id, lambda tx: admit(budget, tx, quest, request, 0, limits))
     assert isinstance(third, Delay)
-    with db.tenant(tenant.id) as tx:
-        charges = charges_store.for_quest(tx, quest.id)
+    charges = in_tenant(tenant.id, lambda tx: charges_store.for_quest(tx, quest.id))
     assert [(c.charge_key, c.status, c.cost_micros) for c in charges] == [
         (first.charge_key, "settled", 0)
     ]
 
-    with db.tenant(tenant.id) as tx:  # the next delivery reserves afresh under a new key
-        fourth = admit(budget, tx, quest, request, len(charges), limits)
+    # the next delivery reserves afresh under a new key
+    fourth = in_tenant(
+        tenant.id, lambda tx: admit(budget, tx, quest, request, len(charges), limits)
+    )
     assert isinstance(fourth, Admitted) and fourth.charge_key != first.charge_key
     assert redis_spend(rds, quest_scope.key) == (0, fourth.reserved)
 
 
 def test_the_token_count_is_asked_only_when_the_byte_bound_does_not_fit(
-    db: Database, rds: redis.Redis, settings: Settings, tenant: Tenant
+    in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
 ) -> None:
     asked: list[ClaudeRequest] = []
 
@@ -445,15 +472,13 @@ def test_the_token_count_is_asked_only_when_the_byte_bound_does_not_fit(
     budget.count_tokens = count
     request = claude_request()
     roomy = replace(settings.default_limits(), daily_budget=0, monthly_budget=0)
-    quest, _ = small_cap_quest(db, settings, tenant, request, 10)
-    with db.tenant(tenant.id) as tx:
-        plenty = admit(budget, tx, quest, request, 0, roomy)
+    quest, _ = small_cap_quest(in_tenant, settings, tenant, request, 10)
+    plenty = in_tenant(tenant.id, lambda tx: admit(budget, tx, quest, request, 0, roomy))
     assert isinstance(plenty, Admitted) and asked == [], "the bound fitted: no round trip"
 
-    quest, tight = small_cap_quest(db, settings, tenant, request, 10 + 1 + 16)
+    quest, tight = small_cap_quest(in_tenant, settings, tenant, request, 10 + 1 + 16)
     tight = replace(tight, quest_cap=budget.prices.worst_case(request.model, 27, 1024))
-    with db.tenant(tenant.id) as tx:
-        counted = admit(budget, tx, quest, request, 0, tight)
+    counted = in_tenant(tenant.id, lambda tx: admit(budget, tx, quest, request, 0, tight))
     assert asked == [request], "the bound did not fit: counted once"
     assert isinstance(counted, Admitted) and counted.request.max_tokens == 1024
     assert counted.reserved == budget.prices.worst_case(request.model, 27, 1024)

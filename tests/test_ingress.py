@@ -24,10 +24,9 @@ from fastapi.testclient import TestClient
 from ingress.submit import QuestSpec, create_quest
 from messages import Actor, ActorType
 from runtime.settings import Settings
-from store import Database
 from system2.dev_tokens import mint
 from tests.conftest import Tenant
-from tests.support import add_activity, ingress_client
+from tests.support import InTenant, add_activity, ingress_client
 
 QUEUE = "dramatiq:quests"
 BODIES = "dramatiq:quests.msgs"
@@ -35,19 +34,19 @@ AdminConn = psycopg.Connection[tuple[Any, ...]]
 
 
 @contextmanager
-def build_client(settings: Settings, db: Database, broker_url: str) -> Iterator[TestClient]:
+def build_client(settings: Settings, broker_url: str) -> Iterator[TestClient]:
     client_redis = redis.Redis.from_url(settings.redis_url)
     try:
-        with ingress_client(settings, db, client_redis, broker_url=broker_url) as client:
+        with ingress_client(settings, client_redis, broker_url=broker_url) as client:
             yield client
     finally:
         client_redis.close()
 
 
 @pytest.fixture
-def client(settings: Settings, db: Database, rds: redis.Redis) -> Iterator[TestClient]:
+def client(settings: Settings, rds: redis.Redis) -> Iterator[TestClient]:
     rds.flushdb()
-    with build_client(settings, db, settings.redis_url) as test_client:
+    with build_client(settings, settings.redis_url) as test_client:
         yield test_client
 
 
@@ -406,7 +405,11 @@ def test_idempotency_keys_are_per_company(
 
 
 def test_retry_after_a_crash_between_commit_and_publish_queues_the_first_step(
-    client: TestClient, db: Database, settings: Settings, rds: redis.Redis, tenant: Tenant
+    client: TestClient,
+    in_tenant: InTenant,
+    settings: Settings,
+    rds: redis.Redis,
+    tenant: Tenant,
 ) -> None:
     """The ingress died after committing the quest and before publishing its first step.
 
@@ -417,8 +420,8 @@ def test_retry_after_a_crash_between_commit_and_publish_queues_the_first_step(
     goal = "Survive the crash"
     spec = QuestSpec(goal=goal, model=settings.default_model, idempotency_key=key)
     actor = Actor(type=ActorType.user, id=tenant.member)
-    with db.tenant(tenant.id) as tx:  # the first half of a submit, then the process is gone
-        quest, created = create_quest(tx, actor, spec)
+    # the first half of a submit, then the process is gone
+    quest, created = in_tenant(tenant.id, lambda tx: create_quest(tx, actor, spec))
     assert created
     assert_nothing_enqueued(rds)
 
@@ -437,10 +440,10 @@ def test_retry_after_a_crash_between_commit_and_publish_queues_the_first_step(
 
 
 def test_activity_admin_gets_items_member_gets_403(
-    client: TestClient, db: Database, tenant: Tenant, other_tenant: Tenant
+    client: TestClient, in_tenant: InTenant, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    add_activity(db, tenant.id, 3)
-    add_activity(db, other_tenant.id, 2)
+    add_activity(in_tenant, tenant.id, 3)
+    add_activity(in_tenant, other_tenant.id, 2)
     url = f"/v1/companies/{tenant.id}/activity"
 
     resp = client.get(url, headers=tenant.headers(tenant.admin))
@@ -455,9 +458,9 @@ def test_activity_admin_gets_items_member_gets_403(
 
 
 def test_activity_cursor_walks_every_row_newest_first_without_duplicates(
-    client: TestClient, db: Database, tenant: Tenant
+    client: TestClient, in_tenant: InTenant, tenant: Tenant
 ) -> None:
-    expected = add_activity(db, tenant.id, 11)
+    expected = add_activity(in_tenant, tenant.id, 11)
     url = f"/v1/companies/{tenant.id}/activity"
     seen: list[int] = []
     cursor: str | None = None
@@ -497,9 +500,9 @@ def _b64(text: str) -> str:
     ],
 )
 def test_activity_garbage_cursor_is_422(
-    cursor: str, client: TestClient, db: Database, tenant: Tenant
+    cursor: str, client: TestClient, in_tenant: InTenant, tenant: Tenant
 ) -> None:
-    add_activity(db, tenant.id, 2)
+    add_activity(in_tenant, tenant.id, 2)
     resp = client.get(
         f"/v1/companies/{tenant.id}/activity",
         params={"cursor": cursor},
@@ -520,9 +523,9 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     assert ready.json()["status"] == "ready"
 
 
-def test_readyz_is_503_when_redis_is_down(settings: Settings, db: Database) -> None:
+def test_readyz_is_503_when_redis_is_down(settings: Settings) -> None:
     down = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
-    with ingress_client(settings, db, down, broker_url="redis://127.0.0.1:1/0") as client:
+    with ingress_client(settings, down, broker_url="redis://127.0.0.1:1/0") as client:
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
     assert ready.status_code == 503
@@ -542,11 +545,11 @@ def test_openapi_is_served_and_lists_the_quest_routes(client: TestClient) -> Non
 
 
 def test_submit_when_the_queue_is_down_is_503_and_leaves_no_quest(
-    settings: Settings, db: Database, rds: redis.Redis, tenant: Tenant, admin_conn: AdminConn
+    settings: Settings, rds: redis.Redis, tenant: Tenant, admin_conn: AdminConn
 ) -> None:
     rds.flushdb()
     started = time.monotonic()
-    with build_client(settings, db, "redis://127.0.0.1:1/0") as client:
+    with build_client(settings, "redis://127.0.0.1:1/0") as client:
         resp = client.post(
             quests_url(tenant.id),
             json={"goal": "will not be queued"},

@@ -23,7 +23,6 @@ import redis
 from fastapi.testclient import TestClient
 
 from runtime.settings import Settings
-from store import Database
 from system2.dev_tokens import mint
 from tests.conftest import JWT_SECRET, Tenant
 from tests.ingress_server import (
@@ -46,9 +45,9 @@ def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.fixture
-def client(settings: Settings, db: Database, rds: redis.Redis) -> Iterator[TestClient]:
+def client(settings: Settings, rds: redis.Redis) -> Iterator[TestClient]:
     rds.flushdb()
-    with ingress_client(settings, db, rds) as test_client:
+    with ingress_client(settings, rds) as test_client:
         yield test_client
 
 
@@ -158,9 +157,9 @@ def test_a_body_at_the_bound_is_read_and_one_byte_more_is_413(
     assert rds.llen("dramatiq:quests") == 1, "only the first was queued"
 
 
-def test_the_bound_is_a_setting(settings: Settings, db: Database, rds: redis.Redis) -> None:
+def test_the_bound_is_a_setting(settings: Settings, rds: redis.Redis) -> None:
     small = settings.model_copy(update={"max_body_bytes": 1000})
-    with ingress_client(small, db, rds) as client:
+    with ingress_client(small, rds) as client:
         resp = client.post(
             f"/v1/companies/{uuid.uuid4()}/quests/{uuid.uuid4()}/cancel",
             json={"reason": "x" * 1500},  # within the schema's 2000, over the bound

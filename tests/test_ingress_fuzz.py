@@ -50,10 +50,9 @@ from ingress.submit import QuestSpec, create_quest
 from messages import Actor, ActorType
 from runtime.settings import Settings
 from runtime.wiring import build_vault
-from store import Database
 from system2.dev_tokens import mint
 from tests.conftest import JWT_SECRET, Tenant
-from tests.support import add_activity, ingress_client
+from tests.support import InTenant, add_activity, ingress_client
 from vault.keys import new_key_entry
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
@@ -113,7 +112,7 @@ class Ingress:
 
     client: TestClient
     rds: redis.Redis
-    db: Database
+    in_tenant: InTenant
     tenant: Tenant
     other: Tenant
     stranger: str
@@ -127,8 +126,9 @@ class Ingress:
         lengths = pipe.execute()
         rows = {}
         for company in (self.tenant.id, self.other.id):
-            with self.db.tenant(company) as tx:
-                rows[str(company)] = tx.one(ROWS_SQL, {"c": company})
+            rows[str(company)] = self.in_tenant(
+                company, lambda tx, c=company: tx.one(ROWS_SQL, {"c": c})
+            )
         return {
             "queues": dict(
                 zip([f"{k}{m}" for k in QUEUE_KEYS for m in ("", ".msgs")], lengths, strict=True)
@@ -203,39 +203,47 @@ def check(
         assert isinstance(body.get("detail"), str), answer.describe()
 
 
-def quest_in(db: Database, company: uuid.UUID, *, by: str, goal: str) -> uuid.UUID:
+def quest_in(in_tenant: InTenant, company: uuid.UUID, *, by: str, goal: str) -> uuid.UUID:
     """A quest row as a submit makes it (its first step is not queued: no worker runs)."""
-    with db.tenant(company) as tx:
-        quest, _ = create_quest(tx, Actor(type=ActorType.user, id=by), QuestSpec(goal, "m-1"))
+    actor = Actor(type=ActorType.user, id=by)
+    quest, _ = in_tenant(company, lambda tx: create_quest(tx, actor, QuestSpec(goal, "m-1")))
     return quest.id
 
 
 @pytest.fixture
 def ingress(
-    settings: Settings, db: Database, rds: redis.Redis, tenant: Tenant, other_tenant: Tenant
+    settings: Settings,
+    in_tenant: InTenant,
+    rds: redis.Redis,
+    tenant: Tenant,
+    other_tenant: Tenant,
 ) -> Iterator[Ingress]:
     rds.flushdb()
     keys = SecretStr(new_key_entry(datetime.now(UTC)))
     aredis = AsyncRedis.from_url(settings.redis_url)
     vault = build_vault(settings.model_copy(update={"vault_keys": keys}), rds)
     with ingress_client(
-        settings, db, rds, raise_server_exceptions=False, vault=vault, aredis=aredis
+        settings, rds, raise_server_exceptions=False, vault=vault, aredis=aredis
     ) as client:
-        it = Ingress(client, rds, db, tenant, other_tenant, f"stranger-{uuid.uuid4().hex[:8]}")
+        it = Ingress(
+            client, rds, in_tenant, tenant, other_tenant, f"stranger-{uuid.uuid4().hex[:8]}"
+        )
         it.quests = {
-            "member": quest_in(db, tenant.id, by=tenant.member, goal="Plan the offsite"),
-            "admin": quest_in(db, tenant.id, by=tenant.admin, goal="Close the books"),
-            "finished": quest_in(db, tenant.id, by=tenant.member, goal="Done already"),
+            "member": quest_in(in_tenant, tenant.id, by=tenant.member, goal="Plan the offsite"),
+            "admin": quest_in(in_tenant, tenant.id, by=tenant.admin, goal="Close the books"),
+            "finished": quest_in(in_tenant, tenant.id, by=tenant.member, goal="Done already"),
             "theirs": quest_in(
-                db, other_tenant.id, by=other_tenant.member, goal="Globex's secret plan"
+                in_tenant, other_tenant.id, by=other_tenant.member, goal="Globex's secret plan"
             ),
         }
-        with db.tenant(tenant.id) as tx:
-            tx.execute(
+        in_tenant(
+            tenant.id,
+            lambda tx: tx.execute(
                 "UPDATE quests SET status = 'succeeded', finished_at = now(), result = 'ok' "
                 "WHERE company_id = %s AND id = %s",
                 (tenant.id, it.quests["finished"]),
-            )
+            ),
+        )
         for who in (tenant, other_tenant):  # each company has its demo connected
             put = client.put(
                 f"/v1/companies/{who.id}/integrations/demo",
@@ -243,8 +251,8 @@ def ingress(
                 headers=who.headers(who.admin),
             )
             assert put.status_code == 200, put.text
-        add_activity(db, tenant.id, 7)
-        add_activity(db, other_tenant.id, 2)
+        add_activity(in_tenant, tenant.id, 7)
+        add_activity(in_tenant, other_tenant.id, 2)
         yield it
         client.portal.call(aredis.aclose)
 
@@ -993,8 +1001,12 @@ def test_another_companys_quest_is_a_404_like_an_unknown_one_and_is_never_cancel
             ]
             assert [a.status for a in answers] == [404] * 4, [a.describe() for a in answers]
             assert all("Globex" not in a.text for a in answers)
-    with ingress.db.tenant(ingress.other.id) as tx:
-        row = tx.one("SELECT status, cancel_requested_at FROM quests WHERE id = %s", (theirs,))
+    row = ingress.in_tenant(
+        ingress.other.id,
+        lambda tx: tx.one(
+            "SELECT status, cancel_requested_at FROM quests WHERE id = %s", (theirs,)
+        ),
+    )
     assert row == ("queued", None)
     assert ingress.rds.exists(f"s2:cancel:{theirs}") == 0
 

@@ -25,14 +25,20 @@ from messages import AuditBatch, open_envelope
 from messages.transport import Publisher, build_broker
 from runtime.settings import Settings
 from runtime.wiring import build_vault
-from store import Database
 from store import activity as activity_store
 from store import credentials as credentials_store
 from store import quests as quests_store
 from store import tool_calls as tool_calls_store
 from store.activity import ActivityFilter
 from tests.conftest import Stack, Tenant, serve, settings_env, system2
-from tests.support import ingress_client, provider_faults, submit, wait_finished, wait_for
+from tests.support import (
+    InTenant,
+    ingress_client,
+    provider_faults,
+    submit,
+    wait_finished,
+    wait_for,
+)
 from tests.test_provider_routes import TRAVERSALS
 from tests.test_quest_runner import start
 from vault import Vault, new_key_entry
@@ -97,10 +103,8 @@ def vault_for(settings: Settings, rds: redis.Redis, keyring: str) -> Vault:
 
 
 @pytest.fixture
-def ingress(
-    settings: Settings, db: Database, rds: redis.Redis, keys: list[str]
-) -> Iterator[TestClient]:
-    with ingress_client(settings, db, rds, vault=vault_for(settings, rds, keys[0])) as client:
+def ingress(settings: Settings, rds: redis.Redis, keys: list[str]) -> Iterator[TestClient]:
+    with ingress_client(settings, rds, vault=vault_for(settings, rds, keys[0])) as client:
         yield client
 
 
@@ -182,40 +186,38 @@ def test_connecting_stores_ciphertexts_and_echoes_no_token(
 
 
 def test_only_a_company_that_connected_an_integration_gets_its_tools(
-    istack: Stack, db: Database, tenant: Tenant, other_tenant: Tenant, demo_provider: str
+    istack: Stack, in_tenant: InTenant, tenant: Tenant, other_tenant: Tenant, demo_provider: str
 ) -> None:
     connect(istack, tenant)
     istack.start_workers(processes=1)
-    mine = submit(db, istack.settings.redis_url, tenant.id, "[script:tasks] Order new chairs")
-    theirs = submit(
-        db, istack.settings.redis_url, other_tenant.id, "[script:tasks] Order new desks"
+    mine = submit(
+        in_tenant, istack.settings.redis_url, tenant.id, "[script:tasks] Order new chairs"
     )
-    assert wait_finished(db, tenant.id, mine.id).status == "succeeded"
-    assert wait_finished(db, other_tenant.id, theirs.id).status == "succeeded"
+    theirs = submit(
+        in_tenant, istack.settings.redis_url, other_tenant.id, "[script:tasks] Order new desks"
+    )
+    assert wait_finished(in_tenant, tenant.id, mine.id).status == "succeeded"
+    assert wait_finished(in_tenant, other_tenant.id, theirs.id).status == "succeeded"
     assert provider_stats(demo_provider, tenant.id)["mutations"] == 1
     assert provider_stats(demo_provider, other_tenant.id)["mutations"] == 0
 
-    with db.tenant(other_tenant.id) as tx:
-        step = quests_store.steps(tx, theirs.id)[0]
+    step = in_tenant(other_tenant.id, lambda tx: quests_store.steps(tx, theirs.id))[0]
     assert "unknown tool demo_create_task" in json.dumps(step.tool_results)
 
     def created() -> list[Any] | None:
-        with db.tenant(tenant.id) as tx:
-            rows, _ = activity_store.page(
-                tx, ActivityFilter(quest_id=mine.id, action="task.created")
-            )
+        wanted = ActivityFilter(quest_id=mine.id, action="task.created")
+        rows, _ = in_tenant(tenant.id, lambda tx: activity_store.page(tx, wanted))
         return rows or None
 
     (row,) = wait_for(created)
     assert row.rationale and row.target.startswith("demo:task:tsk_")
-    with db.tenant(tenant.id) as tx:
-        uses = credentials_store.uses(tx, "demo")
+    uses = in_tenant(tenant.id, lambda tx: credentials_store.uses(tx, "demo"))
     assert [u.purpose for u in uses] == ["tool demo_create_task"] and uses[0].quest_id == mine.id
 
 
 def test_sixteen_concurrent_steps_on_an_expired_token_refresh_it_once(
     istack: Stack,
-    db: Database,
+    in_tenant: InTenant,
     tenant: Tenant,
     admin_conn: psycopg.Connection[Any],
     demo_provider: str,
@@ -226,22 +228,21 @@ def test_sixteen_concurrent_steps_on_an_expired_token_refresh_it_once(
         (tenant.id,),
     )
     quests = [
-        submit(db, istack.settings.redis_url, tenant.id, f"[script:tasks] task {i}")
+        submit(in_tenant, istack.settings.redis_url, tenant.id, f"[script:tasks] task {i}")
         for i in range(16)
     ]
     istack.start_workers(processes=2, threads=8)
-    done = [wait_finished(db, tenant.id, q.id, timeout=60) for q in quests]
+    done = [wait_finished(in_tenant, tenant.id, q.id, timeout=60) for q in quests]
     assert [q.status for q in done] == ["succeeded"] * 16, [q.reason for q in done]
     stats = provider_stats(demo_provider, tenant.id)
     assert stats["refreshes"] == 1
     assert stats["mutations"] == 16
-    with db.tenant(tenant.id) as tx:
-        cred = credentials_store.get(tx, "demo")
+    cred = in_tenant(tenant.id, lambda tx: credentials_store.get(tx, "demo"))
     assert cred is not None and cred.version == 2 and cred.access_expires_at > datetime.now(UTC)
 
 
 def test_a_provider_that_fails_opens_the_breaker_delays_then_fails_the_quest(
-    istack: Stack, db: Database, tenant: Tenant, demo_provider: str, rds: redis.Redis
+    istack: Stack, in_tenant: InTenant, tenant: Tenant, demo_provider: str, rds: redis.Redis
 ) -> None:
     connect(istack, tenant)
     with provider_faults(demo_provider, status=500, paths=["/api/"]):
@@ -252,8 +253,10 @@ def test_a_provider_that_fails_opens_the_breaker_delays_then_fails_the_quest(
             S2_BREAKER_OPEN_S="1",
             S2_PROVIDER_RETRIES="1",
         )
-        quest = submit(db, istack.settings.redis_url, tenant.id, "[script:tasks] Book the venue")
-        done = wait_finished(db, tenant.id, quest.id, timeout=60)
+        quest = submit(
+            in_tenant, istack.settings.redis_url, tenant.id, "[script:tasks] Book the venue"
+        )
+        done = wait_finished(in_tenant, tenant.id, quest.id, timeout=60)
     assert done.status == "failed"
     assert "Demo task list has been unavailable" in (done.reason or "")
     assert provider_stats(demo_provider, tenant.id)["mutations"] == 0
@@ -264,7 +267,7 @@ def test_a_provider_that_fails_opens_the_breaker_delays_then_fails_the_quest(
 
 
 def test_a_provider_that_times_out_delays_then_fails_the_quest(
-    istack: Stack, db: Database, tenant: Tenant, demo_provider: str
+    istack: Stack, in_tenant: InTenant, tenant: Tenant, demo_provider: str
 ) -> None:
     connect(istack, tenant)
     with provider_faults(demo_provider, delay_s=3, paths=["/api/"]):
@@ -274,8 +277,10 @@ def test_a_provider_that_times_out_delays_then_fails_the_quest(
             S2_PROVIDER_TIMEOUT_S="0.5",
             S2_PROVIDER_RETRIES="0",
         )
-        quest = submit(db, istack.settings.redis_url, tenant.id, "[script:tasks] Book the venue")
-        done = wait_finished(db, tenant.id, quest.id, timeout=60)
+        quest = submit(
+            in_tenant, istack.settings.redis_url, tenant.id, "[script:tasks] Book the venue"
+        )
+        done = wait_finished(in_tenant, tenant.id, quest.id, timeout=60)
     assert done.status == "failed" and "unavailable" in (done.reason or ""), done.reason
 
 
@@ -310,7 +315,7 @@ def create_task_tool(runner: QuestRunner, istack: Stack, tenant: Tenant) -> Conn
 @contextlib.contextmanager
 def runner_on(
     claude_url: str,
-    db: Database,
+    store: InTenant,
     rds: redis.Redis,
     settings: Settings,
     keys: list[str],
@@ -332,12 +337,12 @@ def runner_on(
         api_key="k",
     )
     prices = PriceTable.load()
-    tools = integration_tools(s, db, rds, build_vault(s, rds))
+    tools = integration_tools(s, store, rds, build_vault(s, rds))
     runner = QuestRunner(
-        db=db,
+        store=store,
         publisher=Publisher(broker),
         claude=claude,
-        toolbox=Toolbox([AddNote(db)], tools),
+        toolbox=Toolbox([AddNote(store)], tools),
         prices=prices,
         budget=step_budget(s, rds, prices, claude),
         events=QuestEvents(rds, maxlen=100),
@@ -353,24 +358,24 @@ def runner_on(
 
 @pytest.fixture
 def connected_runner(
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     offline_claude: str,
     settings: Settings,
     keys: list[str],
     demo_provider: str,
 ) -> Iterator[tuple[QuestRunner, Settings]]:
-    with runner_on(offline_claude, db, rds, settings, keys, demo_provider) as parts:
+    with runner_on(offline_claude, in_tenant, rds, settings, keys, demo_provider) as parts:
         yield parts
 
 
-def write_queued_audit(db: Database, rds: redis.Redis) -> None:
+def write_queued_audit(store: InTenant, rds: redis.Redis) -> None:
     """Write every audit batch waiting on the audit queue, as the audit worker would."""
     batches = [
         open_envelope(json.loads(b)["args"][0], AuditBatch)
         for b in rds.hvals("dramatiq:audit.msgs")
     ]
-    writer = AuditWriter(db)
+    writer = AuditWriter(store)
     for batch in batches:
         writer.write(batch.company_id, batch.payload.events)
 
@@ -378,7 +383,7 @@ def write_queued_audit(db: Database, rds: redis.Redis) -> None:
 def test_a_redelivered_mutating_step_mutates_once_and_audits_once(
     connected_runner: tuple[QuestRunner, Settings],
     istack: Stack,
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     tenant: Tenant,
     demo_provider: str,
@@ -387,7 +392,7 @@ def test_a_redelivered_mutating_step_mutates_once_and_audits_once(
     create = create_task_tool(runner, istack, tenant)
     dying = DiesAfterTheCall(create)
     runner.toolbox.integrations["demo"] = [dying]
-    env = start(db, tenant, "[script:tasks] Renew the lease")
+    env = start(in_tenant, tenant, "[script:tasks] Renew the lease")
     with pytest.raises(RuntimeError, match="killed"):
         runner.run(env, holder="m1")
     runner.run(env, holder="m1")  # the broker redelivers the same message
@@ -395,30 +400,30 @@ def test_a_redelivered_mutating_step_mutates_once_and_audits_once(
     stats = provider_stats(demo_provider, tenant.id)
     assert stats["mutations"] == 1, "the provider saw the same Idempotency-Key"
 
-    write_queued_audit(db, rds)
-    with db.tenant(tenant.id) as tx:
-        rows, _ = activity_store.page(
-            tx, ActivityFilter(quest_id=env.payload.quest_id, action="task.created")
-        )
+    write_queued_audit(in_tenant, rds)
+    wanted = ActivityFilter(quest_id=env.payload.quest_id, action="task.created")
+    rows, _ = in_tenant(tenant.id, lambda tx: activity_store.page(tx, wanted))
     assert len(rows) == 1
 
 
 def test_a_mutating_call_is_recorded_done_even_if_redis_fails_after_it(
     connected_runner: tuple[QuestRunner, Settings],
     istack: Stack,
-    db: Database,
+    in_tenant: InTenant,
     tenant: Tenant,
 ) -> None:
     runner, _ = connected_runner
     create = create_task_tool(runner, istack, tenant)
     # The outage marker's Redis stops answering once the provider has done the call.
     create.outages = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
-    env = start(db, tenant, "[script:tasks] Renew the lease")
+    env = start(in_tenant, tenant, "[script:tasks] Renew the lease")
     call = ToolCall(tenant.id, env.payload.quest_id, 1, "toolu_1", {"title": "Renew the lease"})
     outcome = create.run(call)
     assert not outcome.is_error
-    with db.tenant(tenant.id) as tx:
-        record = tool_calls_store.begin(tx, call.idempotency_key, call.quest_id, 1, create.name)
+    record = in_tenant(
+        tenant.id,
+        lambda tx: tool_calls_store.begin(tx, call.idempotency_key, call.quest_id, 1, create.name),
+    )
     assert record.status == "done", "a redelivery will not call the provider again"
 
 
@@ -438,13 +443,13 @@ class DemoTools:
 def demo_tools(
     connected_runner: tuple[QuestRunner, Settings],
     istack: Stack,
-    db: Database,
+    in_tenant: InTenant,
     tenant: Tenant,
 ) -> DemoTools:
     runner, _ = connected_runner
     connect(istack, tenant)
     tools = {t.name: t for t in runner.toolbox.integrations["demo"]}
-    quest_id = start(db, tenant, "[script:tasks] Renew the lease").payload.quest_id
+    quest_id = start(in_tenant, tenant, "[script:tasks] Renew the lease").payload.quest_id
     return DemoTools(tools, tenant.id, quest_id)
 
 
@@ -561,7 +566,7 @@ def planting_claude(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_a_quest_whose_claude_plants_traversals_gets_errors_and_no_audit_row(
     planting_claude: str,
     istack: Stack,
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     settings: Settings,
     keys: list[str],
@@ -569,30 +574,31 @@ def test_a_quest_whose_claude_plants_traversals_gets_errors_and_no_audit_row(
     demo_provider: str,
     admin_conn: psycopg.Connection[Any],
 ) -> None:
-    parts = runner_on(planting_claude, db, rds, settings, keys, demo_provider, max_tokens=4096)
+    parts = runner_on(
+        planting_claude, in_tenant, rds, settings, keys, demo_provider, max_tokens=4096
+    )
     with parts as (runner, _):
         connect(istack, tenant)
         tools = {t.name: t for t in runner.toolbox.integrations["demo"]}
-        setup = start(db, tenant, "set-up").payload.quest_id
+        setup = start(in_tenant, tenant, "set-up").payload.quest_id
         made = tools["demo_create_task"].run(
             ToolCall(tenant.id, setup, 1, "toolu_c", {"title": "Pay the rent"})
         )
         task_id = made.data["task_id"]
-        env = start(db, tenant, f"[script:plant] {task_id}")
+        env = start(in_tenant, tenant, f"[script:plant] {task_id}")
         runner.run(env, holder="m1")
 
     quest_id = env.payload.quest_id
     created = ("POST", "/api/v1/tasks", "/api/v1/tasks")
     assert provider_requests(demo_provider, tenant.id) == [created], "the token went elsewhere"
-    with db.tenant(tenant.id) as tx:
-        (step,) = quests_store.steps(tx, quest_id)
+    (step,) = in_tenant(tenant.id, lambda tx: quests_store.steps(tx, quest_id))
     assert len(step.tool_results) == 24
     for result in step.tool_results:
         assert result.get("is_error") is True, result
         assert " was not called: input.id " in json.dumps(result["content"])
     assert not [e for e in step.events if e["action"].startswith("task.")], step.events
 
-    write_queued_audit(db, rds)
+    write_queued_audit(in_tenant, rds)
     rows = admin_conn.execute(
         "SELECT action, target FROM activity_log WHERE company_id = %s AND quest_id = %s",
         (tenant.id, quest_id),
@@ -609,7 +615,7 @@ def test_a_quest_whose_claude_plants_traversals_gets_errors_and_no_audit_row(
 
 def test_rotation_and_rewrap_beside_running_quests_fail_no_decrypt(
     istack: Stack,
-    db: Database,
+    in_tenant: InTenant,
     tenant: Tenant,
     other_tenant: Tenant,
     keys: list[str],
@@ -621,7 +627,7 @@ def test_rotation_and_rewrap_beside_running_quests_fail_no_decrypt(
         connect(istack, t)
     istack.start_workers("old-workers", processes=1)
     before = [
-        submit(db, istack.settings.redis_url, t.id, f"[script:tasks] before {t.id}")
+        submit(in_tenant, istack.settings.redis_url, t.id, f"[script:tasks] before {t.id}")
         for t in (tenant, other_tenant)
     ]
 
@@ -637,18 +643,18 @@ def test_rotation_and_rewrap_beside_running_quests_fail_no_decrypt(
     istack.start_workers("new-workers", processes=1, S2_VAULT_KEYS=rotated)
     istack.procs.pop("old-workers").stop()
     during = [
-        submit(db, istack.settings.redis_url, t.id, f"[script:tasks] during {t.id}")
+        submit(in_tenant, istack.settings.redis_url, t.id, f"[script:tasks] during {t.id}")
         for t in (tenant, other_tenant)
     ]
     run_cli(istack, "vault", "rewrap", "--wait", "--timeout", "60", S2_VAULT_KEYS=rotated)
     after = [
-        submit(db, istack.settings.redis_url, t.id, f"[script:tasks] after {t.id}")
+        submit(in_tenant, istack.settings.redis_url, t.id, f"[script:tasks] after {t.id}")
         for t in (tenant, other_tenant)
     ]
 
     for q in before + during + after:
         company = tenant.id if str(tenant.id) in q.goal else other_tenant.id
-        done = wait_finished(db, company, q.id, timeout=60)
+        done = wait_finished(in_tenant, company, q.id, timeout=60)
         assert done.status == "succeeded", done.reason
     mine = admin_conn.execute(
         "SELECT key_id FROM integration_credentials WHERE company_id = ANY(%s)",
@@ -665,7 +671,7 @@ def test_rotation_and_rewrap_beside_running_quests_fail_no_decrypt(
 
 def test_planted_tokens_and_keys_never_reach_logs_or_reasons(
     istack: Stack,
-    db: Database,
+    in_tenant: InTenant,
     tenant: Tenant,
     keys: list[str],
     settings: Settings,
@@ -677,14 +683,14 @@ def test_planted_tokens_and_keys_never_reach_logs_or_reasons(
     istack.start_ingress()
     istack.start_workers(processes=1, S2_PROVIDER_OUTAGE_MAX_S="1", S2_PROVIDER_RETRIES="0")
     ok = submit(
-        db, istack.settings.redis_url, tenant.id, "[script:tasks_then_list] plan the offsite"
+        in_tenant, istack.settings.redis_url, tenant.id, "[script:tasks_then_list] plan the offsite"
     )
-    assert wait_finished(db, tenant.id, ok.id).status == "succeeded"
+    assert wait_finished(in_tenant, tenant.id, ok.id).status == "succeeded"
     with provider_faults(demo_provider, status=503, paths=["/api/"]):
         failing = submit(
-            db, istack.settings.redis_url, tenant.id, "[script:tasks] during an outage"
+            in_tenant, istack.settings.redis_url, tenant.id, "[script:tasks] during an outage"
         )
-        failed = wait_finished(db, tenant.id, failing.id, timeout=60)
+        failed = wait_finished(in_tenant, tenant.id, failing.id, timeout=60)
 
     vault = vault_for(settings, rds, keys[0])
     row = admin_conn.execute(

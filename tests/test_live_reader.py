@@ -28,10 +28,9 @@ from ingress.live import (
 )
 from messages.redis_keys import quest_stream_key
 from runtime.settings import Settings
-from store import Database
 from tests.conftest import Tenant
 from tests.ingress_server import open_quest
-from tests.support import ingress_client
+from tests.support import InTenant, ingress_client
 
 
 @pytest.fixture
@@ -61,11 +60,11 @@ async def take(sub: Subscription, count: int | None = None, timeout: float = 10)
 
 
 def test_the_reader_starts_with_the_app_and_stops_with_it(
-    settings: Settings, db: Database, rds: redis.Redis, tenant: Tenant
+    settings: Settings, in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
 ) -> None:
     aredis = AsyncRedis.from_url(settings.redis_url)
-    quest = open_quest(db, tenant.id, tenant.member)
-    with ingress_client(settings, db, rds, aredis=aredis) as client:
+    quest = open_quest(in_tenant, tenant.id, tenant.member)
+    with ingress_client(settings, rds, aredis=aredis) as client:
         live: LiveEvents = client.app.state.live  # type: ignore[attr-defined]
         assert client.portal is not None
         assert live.running

@@ -31,7 +31,6 @@ from ingress.live import LIVE_SEND_GRACE_S
 from messages import Actor, ActorType, Envelope, QuestEvent
 from messages.redis_keys import quest_stream_key
 from runtime.settings import Settings
-from store import Database
 from tests.conftest import Tenant
 from tests.ingress_server import (
     Server,
@@ -42,6 +41,7 @@ from tests.ingress_server import (
     read_events,
     request_head,
 )
+from tests.support import InTenant
 from workers.events import QuestEvents
 
 AdminConn = psycopg.Connection[tuple[Any, ...]]
@@ -96,9 +96,9 @@ USER_CAP = 3
 
 
 def test_a_user_over_the_stream_cap_gets_429_with_retry_after_and_a_closed_stream_frees_a_slot(
-    settings: Settings, logs: Path, db: Database, tenant: Tenant
+    settings: Settings, logs: Path, in_tenant: InTenant, tenant: Tenant
 ) -> None:
-    quest = open_quest(db, tenant.id, tenant.member)
+    quest = open_quest(in_tenant, tenant.id, tenant.member)
     url = events_url(tenant, quest)
     member, admin = tenant.headers(tenant.member), tenant.headers(tenant.admin)
 
@@ -139,7 +139,7 @@ def test_a_user_over_the_stream_cap_gets_429_with_retry_after_and_a_closed_strea
 def test_a_tenant_holding_its_maximum_leaves_another_companys_stream_delivering(
     settings: Settings,
     logs: Path,
-    db: Database,
+    in_tenant: InTenant,
     tenant: Tenant,
     other_tenant: Tenant,
     events: QuestEvents,
@@ -147,8 +147,8 @@ def test_a_tenant_holding_its_maximum_leaves_another_companys_stream_delivering(
     """110 streams of one company (more than the 100 connections the ingress's Redis pool
     used to have, one held per waiting stream), then another company's stream."""
     cap = 110
-    quests = [open_quest(db, tenant.id, tenant.member) for _ in range(10)]
-    theirs = open_quest(db, other_tenant.id, other_tenant.member)
+    quests = [open_quest(in_tenant, tenant.id, tenant.member) for _ in range(10)]
+    theirs = open_quest(in_tenant, other_tenant.id, other_tenant.member)
 
     async def main(server: Server) -> None:
         async with async_client(server) as client:
@@ -194,10 +194,10 @@ def test_a_tenant_holding_its_maximum_leaves_another_companys_stream_delivering(
 
 
 def test_150_streams_in_one_process_use_a_bounded_number_of_redis_connections(
-    settings: Settings, logs: Path, db: Database, tenant: Tenant, events: QuestEvents
+    settings: Settings, logs: Path, in_tenant: InTenant, tenant: Tenant, events: QuestEvents
 ) -> None:
     count, per_quest = 150, 3
-    quests = [open_quest(db, tenant.id, tenant.member) for _ in range(count // per_quest)]
+    quests = [open_quest(in_tenant, tenant.id, tenant.member) for _ in range(count // per_quest)]
 
     async def main(server: Server) -> None:
         async with async_client(server) as client:
@@ -267,9 +267,9 @@ class Emitter(threading.Thread):
 
 
 def test_a_stream_ends_at_its_max_life_and_resumes_from_last_event_id_without_loss_or_duplicates(
-    short_lived: Server, db: Database, tenant: Tenant, events: QuestEvents, rds: redis.Redis
+    short_lived: Server, in_tenant: InTenant, tenant: Tenant, events: QuestEvents, rds: redis.Redis
 ) -> None:
-    quest = open_quest(db, tenant.id, tenant.member)
+    quest = open_quest(in_tenant, tenant.id, tenant.member)
     emitter = Emitter(events, tenant, quest, for_s=7, finish=True)
     emitter.start()
     seen: list[dict[str, Any]] = []
@@ -299,12 +299,12 @@ def test_a_stream_ends_at_its_max_life_and_resumes_from_last_event_id_without_lo
 
 def test_a_revoked_member_stops_streaming_at_the_max_life_and_cannot_resume(
     short_lived: Server,
-    db: Database,
+    in_tenant: InTenant,
     tenant: Tenant,
     events: QuestEvents,
     admin_conn: AdminConn,
 ) -> None:
-    quest = open_quest(db, tenant.id, tenant.member)
+    quest = open_quest(in_tenant, tenant.id, tenant.member)
     emitter = Emitter(events, tenant, quest)  # events keep flowing: no quiet moment
     emitter.start()
     try:
@@ -394,12 +394,12 @@ def drain_to_end(sock: socket.socket, timeout: float) -> str:
 
 
 def test_a_client_that_stops_reading_loses_its_slot_at_the_max_life_and_its_connection_ends(
-    settings: Settings, logs: Path, db: Database, tenant: Tenant, rds: redis.Redis
+    settings: Settings, logs: Path, in_tenant: InTenant, tenant: Tenant, rds: redis.Redis
 ) -> None:
     """Its stream's sends block once every buffer on the way is full; the response is still
     cut at the max life (plus a short grace), giving back the user's only slot while the
     socket stays open — and the connection ends, with a warning logged and no server error."""
-    quest = open_quest(db, tenant.id, tenant.member)
+    quest = open_quest(in_tenant, tenant.id, tenant.member)
     path = events_url(tenant, quest)
     headers = tenant.headers(tenant.member)
     env = {

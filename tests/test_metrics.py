@@ -25,10 +25,9 @@ from dramatiq import Message
 from prometheus_client.parser import text_string_to_metric_families
 
 from messages.transport import build_broker
-from store import Database
 from system2.procs import Proc, free_port, wait_http
 from tests.conftest import Stack, Tenant, system2
-from tests.support import quest_state, submit, wait_finished, wait_for
+from tests.support import InTenant, quest_state, submit, wait_finished, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +60,7 @@ def worker_ports(stack: Stack) -> list[int]:
 
 
 def test_queue_depth_rises_and_falls_and_outcomes_match_the_quests_run(
-    stack: Stack, db: Database, tenant: Tenant
+    stack: Stack, in_tenant: InTenant, tenant: Tenant
 ) -> None:
     ingress = stack.start_ingress()
     goals = [
@@ -96,7 +95,7 @@ def test_queue_depth_rises_and_falls_and_outcomes_match_the_quests_run(
         if depths[-1] == 0:
             break
         time.sleep(0.05)
-    finished = [wait_finished(db, tenant.id, q, timeout=60) for q in quest_ids]
+    finished = [wait_finished(in_tenant, tenant.id, q, timeout=60) for q in quest_ids]
     assert {q.status for q in finished} == {"succeeded"}
 
     after = scrape(f"{ingress}/metrics")
@@ -165,12 +164,14 @@ def test_a_several_process_ingress_stops_on_sigterm_and_removes_its_metrics_dir(
             proc.wait()
 
 
-def test_a_cancel_is_counted_with_its_latency(stack: Stack, db: Database, tenant: Tenant) -> None:
+def test_a_cancel_is_counted_with_its_latency(
+    stack: Stack, in_tenant: InTenant, tenant: Tenant
+) -> None:
     ingress = stack.start_ingress()
     stack.start_workers(processes=1, S2_METRICS_PORT=str(free_port()))
     port = wait_for(lambda: worker_ports(stack))[0]
-    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:slow] take your time")
-    wait_for(lambda: quest_state(db, tenant.id, quest.id).status == "running", timeout=20)
+    quest = submit(in_tenant, stack.settings.redis_url, tenant.id, "[script:slow] take your time")
+    wait_for(lambda: quest_state(in_tenant, tenant.id, quest.id).status == "running", timeout=20)
     time.sleep(0.3)  # the step is waiting on the offline Claude, which holds its reply 30 s
     t0 = time.monotonic()
     resp = httpx.post(
@@ -179,7 +180,7 @@ def test_a_cancel_is_counted_with_its_latency(stack: Stack, db: Database, tenant
         headers=tenant.headers(),
     )
     assert resp.status_code == 202
-    assert wait_finished(db, tenant.id, quest.id, timeout=10).status == "cancelled"
+    assert wait_finished(in_tenant, tenant.id, quest.id, timeout=10).status == "cancelled"
     waited = time.monotonic() - t0
 
     samples = scrape(f"http://127.0.0.1:{port}/metrics")

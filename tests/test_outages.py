@@ -17,7 +17,7 @@ import redis
 
 from guard import Guard
 from runtime.settings import Settings
-from store import Database
+from store import Database, TenantTx
 from store import activity as activity_store
 from store import charges as charges_store
 from store import companies as companies_store
@@ -26,25 +26,31 @@ from store.activity import ActivityFilter
 from store.migrate import migrate
 from tests.conftest import JWT_SECRET, Stack, Tenant
 from tests.servers import PrivatePostgres, PrivateRedis
-from tests.support import submit, wait_for
+from tests.support import InTenant, submit, wait_for
+from workers.call_loop import CallLoop
 
 pytestmark = pytest.mark.slow
 
 
-def make_tenant(db: Database) -> Tenant:
+def make_tenant(store: InTenant) -> Tenant:
     cid = uuid.uuid4()
     tenant = Tenant(cid, admin=f"admin-{cid.hex[:6]}", member=f"member-{cid.hex[:6]}")
-    with db.tenant(cid) as tx:
-        companies_store.create(tx, "Outage Co")
-        companies_store.add_member(tx, tenant.admin, "admin")
+
+    async def create(tx: TenantTx) -> None:
+        await companies_store.create(tx, "Outage Co")
+        await companies_store.add_member(tx, tenant.admin, "admin")
+
+    store(cid, create)
     return tenant
 
 
-def all_finished(db: Database, tenant: Tenant, ids: list[uuid.UUID]) -> list[str] | None:
-    with db.tenant(tenant.id) as tx:
-        rows = tx.all(
+def all_finished(store: InTenant, tenant: Tenant, ids: list[uuid.UUID]) -> list[str] | None:
+    rows = store(
+        tenant.id,
+        lambda tx: tx.all(
             "SELECT status FROM quests WHERE company_id = %s AND id = ANY(%s)", (tenant.id, ids)
-        )
+        ),
+    )
     statuses = [r[0] for r in rows]
     return (
         statuses
@@ -53,9 +59,8 @@ def all_finished(db: Database, tenant: Tenant, ids: list[uuid.UUID]) -> list[str
     )
 
 
-def audited_once(db: Database, tenant: Tenant, ids: list[uuid.UUID]) -> bool:
-    with db.tenant(tenant.id) as tx:
-        rows, _ = activity_store.page(tx, ActivityFilter(), limit=1000)
+def audited_once(store: InTenant, tenant: Tenant, ids: list[uuid.UUID]) -> bool:
+    rows, _ = store(tenant.id, lambda tx: activity_store.page(tx, ActivityFilter(), limit=1000))
     per_quest = {q: sorted(r.action for r in rows if r.quest_id == q) for q in ids}
     return all(
         actions == ["note.added", "quest.started", "quest.succeeded"]
@@ -82,6 +87,7 @@ def test_postgres_down_for_30_s_under_load_loses_nothing_and_writes_nothing_twic
     offline_claude: str,
     tmp_path: Path,
     rds: redis.Redis,
+    call_loop: CallLoop,
 ) -> None:
     rds.flushdb()
     admin, app = private_pg.admin_url("system2"), private_pg.app_url("system2")
@@ -90,25 +96,29 @@ def test_postgres_down_for_30_s_under_load_loses_nothing_and_writes_nothing_twic
         database_url=app, admin_database_url=admin, redis_url=redis_url, jwt_secret=JWT_SECRET
     )  # type: ignore[arg-type]
     stack = Stack(settings, offline_claude, tmp_path, {})
-    db = Database(app, max_size=2).open()
+    store = InTenant(Database(app, max_size=2), call_loop)  # on the private Postgres
+    call_loop.run(store.db.open())
     try:
-        tenant = make_tenant(db)
-        ids = [submit(db, redis_url, tenant.id, f"[script:notes] note {i}").id for i in range(16)]
+        tenant = make_tenant(store)
+        ids = [
+            submit(store, redis_url, tenant.id, f"[script:notes] note {i}").id for i in range(16)
+        ]
         stack.start_workers(processes=2, threads=4)
         time.sleep(1.0)  # some quests are mid-step now
         private_pg.stop("immediate")
         time.sleep(30)
         private_pg.start()
-        db.close()
-        db = Database(app, max_size=2).open()
-        statuses = wait_for(lambda: all_finished(db, tenant, ids), timeout=150, every=0.5)
+        call_loop.run(store.db.close())
+        store = InTenant(Database(app, max_size=2), call_loop)
+        call_loop.run(store.db.open())
+        statuses = wait_for(lambda: all_finished(store, tenant, ids), timeout=150, every=0.5)
         assert statuses == ["succeeded"] * 16
-        with db.tenant(tenant.id) as tx:
-            assert len(notes_store.recent(tx, 50)) == 16, "each note written once"
-        wait_for(lambda: audited_once(db, tenant, ids), timeout=60, every=0.5)
+        notes = store(tenant.id, lambda tx: notes_store.recent(tx, 50))
+        assert len(notes) == 16, "each note written once"
+        wait_for(lambda: audited_once(store, tenant, ids), timeout=60, every=0.5)
     finally:
         stack.stop()
-        db.close()
+        call_loop.run(store.db.close())
 
 
 @pytest.fixture
@@ -124,7 +134,7 @@ def test_redis_restarted_with_aof_resumes_the_work_and_the_ingress_says_503_mean
     settings: Settings,
     offline_claude: str,
     tmp_path: Path,
-    db: Database,
+    in_tenant: InTenant,
 ) -> None:
     s = settings.model_copy(update={"redis_url": private_redis.url})
     stack = Stack(
@@ -134,7 +144,7 @@ def test_redis_restarted_with_aof_resumes_the_work_and_the_ingress_says_503_mean
         {},
         base_env={"S2_SWEEP_INTERVAL_S": "2", "S2_SWEEP_IDLE_S": "10"},
     )
-    tenant = make_tenant(db)
+    tenant = make_tenant(in_tenant)
     try:
         stack.start_workers(processes=2, threads=4)
         url = stack.start_ingress()
@@ -157,18 +167,25 @@ def test_redis_restarted_with_aof_resumes_the_work_and_the_ingress_says_503_mean
         )
         assert during.status_code == 503 and int(during.headers["Retry-After"]) > 0
         assert http.get("/readyz").status_code == 503
-        with db.tenant(tenant.id) as tx:
-            count = tx.one("SELECT count(*) FROM quests WHERE company_id = %s", (tenant.id,))
+        count = in_tenant(
+            tenant.id,
+            lambda tx: tx.one("SELECT count(*) FROM quests WHERE company_id = %s", (tenant.id,)),
+        )
         assert count == (10,), "nothing claimed to be queued"
         time.sleep(3)
         private_redis.start()
 
-        statuses = wait_for(lambda: all_finished(db, tenant, ids), timeout=120, every=0.5)
+        statuses = wait_for(lambda: all_finished(in_tenant, tenant, ids), timeout=120, every=0.5)
         assert statuses == ["succeeded"] * 10
-        with db.tenant(tenant.id) as tx:
-            assert len(notes_store.recent(tx, 50)) == 10
-            ledgers = {q: charges_store.totals(charges_store.for_quest(tx, q))[0] for q in ids}
-        wait_for(lambda: audited_once(db, tenant, ids), timeout=60, every=0.5)
+
+        async def notes_and_ledgers(tx: TenantTx) -> tuple[int, dict[uuid.UUID, int]]:
+            notes = await notes_store.recent(tx, 50)
+            charged = {q: await charges_store.for_quest(tx, q) for q in ids}
+            return len(notes), {q: charges_store.totals(c)[0] for q, c in charged.items()}
+
+        notes, ledgers = in_tenant(tenant.id, notes_and_ledgers)
+        assert notes == 10
+        wait_for(lambda: audited_once(in_tenant, tenant, ids), timeout=60, every=0.5)
         guard = Guard(redis.Redis.from_url(private_redis.url))
         limits = s.default_limits()
         for quest_id, spent in ledgers.items():

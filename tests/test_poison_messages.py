@@ -34,12 +34,11 @@ from messages.redis_keys import DEAD_LETTER_REASONS_AT as REASONS_AT
 from messages.redis_keys import NAMESPACE
 from messages.transport import build_broker
 from runtime.settings import Settings
-from store import Database
 from store import activity as activity_store
 from store.activity import ActivityFilter
 from system2.procs import free_port
 from tests.conftest import Stack, Tenant, system2
-from tests.support import submit, wait_finished, wait_for
+from tests.support import InTenant, submit, wait_finished, wait_for
 from tests.test_metrics import scrape, total, worker_ports
 from workers import dead_letters
 from workers.dead_letters import WorkerBroker
@@ -123,16 +122,14 @@ def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def audited(db: Database, tenant: Tenant, quest_id: uuid.UUID) -> bool:
-    with db.tenant(tenant.id) as tx:
-        rows, _ = activity_store.page(
-            tx, ActivityFilter(quest_id=quest_id, action="quest.succeeded")
-        )
+def audited(in_tenant: InTenant, tenant: Tenant, quest_id: uuid.UUID) -> bool:
+    wanted = ActivityFilter(quest_id=quest_id, action="quest.succeeded")
+    rows, _ = in_tenant(tenant.id, lambda tx: activity_store.page(tx, wanted))
     return bool(rows)
 
 
 def test_bad_entries_are_dead_lettered_on_every_queue_and_the_queues_keep_flowing(
-    stack: Stack, db: Database, tenant: Tenant, rds: redis.Redis
+    stack: Stack, in_tenant: InTenant, tenant: Tenant, rds: redis.Redis
 ) -> None:
     marker = f"POISON-{uuid.uuid4().hex}"
     url = stack.settings.redis_url
@@ -152,16 +149,18 @@ def test_bad_entries_are_dead_lettered_on_every_queue_and_the_queues_keep_flowin
         ("control", "undecodable", plant(rds, "control", marker.encode()), None),
         ("maintenance", "undecodable", plant(rds, "maintenance", b""), None),
     ]
-    quests = [submit(db, url, tenant.id, f"[script:answer] after the poison {i}") for i in range(6)]
+    quests = [
+        submit(in_tenant, url, tenant.id, f"[script:answer] after the poison {i}") for i in range(6)
+    ]
 
     stack.start_workers(processes=2, threads=4, S2_METRICS_PORT=str(free_port()))
     pids = {w["pid"] for w in live_workers(rds)}
     ports = wait_for(lambda: ports if len(ports := worker_ports(stack)) == 2 else None)
 
     for quest in quests:  # the quests queue flows past the bad entries...
-        assert wait_finished(db, tenant.id, quest.id, timeout=45).status == "succeeded"
+        assert wait_finished(in_tenant, tenant.id, quest.id, timeout=45).status == "succeeded"
     for quest in quests:  # ...and so does the audit queue
-        wait_for(partial(audited, db, tenant, quest.id), timeout=20)
+        wait_for(partial(audited, in_tenant, tenant, quest.id), timeout=20)
 
     def dead_ids() -> set[str]:
         return {
@@ -239,7 +238,7 @@ def test_bad_entries_are_dead_lettered_on_every_queue_and_the_queues_keep_flowin
 
 
 def test_a_bad_entry_held_by_a_dead_worker_comes_back_once_and_never_again(
-    stack: Stack, db: Database, tenant: Tenant, rds: redis.Redis
+    stack: Stack, in_tenant: InTenant, tenant: Tenant, rds: redis.Redis
 ) -> None:
     """Dramatiq's maintenance puts a dead worker's unacknowledged entries back on the queue:
     a bad one is then dead-lettered once, and a worker killed after that has nothing of it
@@ -252,8 +251,10 @@ def test_a_bad_entry_held_by_a_dead_worker_comes_back_once_and_never_again(
     rds.zadd("dramatiq:__heartbeats__", {dead_worker: 0})  # silent since 1970
 
     first = stack.start_workers("first", processes=1, threads=2, **FAST)
-    quest = submit(db, stack.settings.redis_url, tenant.id, "[script:answer] behind the poison")
-    assert wait_finished(db, tenant.id, quest.id, timeout=45).status == "succeeded"
+    quest = submit(
+        in_tenant, stack.settings.redis_url, tenant.id, "[script:answer] behind the poison"
+    )
+    assert wait_finished(in_tenant, tenant.id, quest.id, timeout=45).status == "succeeded"
     wait_for(lambda: rds.zscore("dramatiq:quests.XQ", rid) is not None, timeout=20)
     assert held_anywhere(rds, rid, ["quests", "quests.DQ"]) == []
 
@@ -262,8 +263,8 @@ def test_a_bad_entry_held_by_a_dead_worker_comes_back_once_and_never_again(
     first.popen.wait(10)
     second = stack.start_workers("second", processes=1, threads=2, **FAST)
     time.sleep(5 + 2)  # past the heartbeat timeout: the first worker's entries are handed back
-    again = submit(db, stack.settings.redis_url, tenant.id, "[script:answer] still flowing")
-    assert wait_finished(db, tenant.id, again.id, timeout=45).status == "succeeded"
+    again = submit(in_tenant, stack.settings.redis_url, tenant.id, "[script:answer] still flowing")
+    assert wait_finished(in_tenant, tenant.id, again.id, timeout=45).status == "succeeded"
 
     logs = first.output() + second.output()
     assert logs.count(REJECTED_LINE) == 1, "dead-lettered once, never delivered again"
@@ -334,7 +335,7 @@ HUGE_ID = "m" * (1 << 20)
 
 
 def test_hostile_bodies_are_dead_lettered_and_the_consumer_never_stops(
-    stack: Stack, db: Database, tenant: Tenant, rds: redis.Redis
+    stack: Stack, in_tenant: InTenant, tenant: Tenant, rds: redis.Redis
 ) -> None:
     """Bodies that make a decoder raise something other than a decode error, or that are
     valid JSON of the wrong shape or size, are dead-lettered like any other bad entry: the
@@ -350,7 +351,9 @@ def test_hostile_bodies_are_dead_lettered_and_the_consumer_never_stops(
         bodies[plant(rds, "quests", body, rid)] = (body, detail)
 
     hostile(NESTED, "nested too deeply")  # first: the entries fetched with it are quests
-    quests = [submit(db, url, tenant.id, f"[script:answer] past the nesting {i}") for i in range(4)]
+    quests = [
+        submit(in_tenant, url, tenant.id, f"[script:answer] past the nesting {i}") for i in range(4)
+    ]
     hostile(huge.encode(), "missing")
     rid = f"planted-{uuid.uuid4()}"  # valid JSON after a byte that is not UTF-8
     hostile(b"\xff" + dramatiq_body(good, options={"redis_message_id": rid}), "not UTF-8", rid)
@@ -362,12 +365,14 @@ def test_hostile_bodies_are_dead_lettered_and_the_consumer_never_stops(
     long_id = dramatiq_body(good, message_id=HUGE_ID, options={"redis_message_id": rid})
     hostile(long_id, "message_id longer than", rid)
     hostile(dramatiq_body(good, options={"redis_message_id": HUGE_ID}), "redis_message_id longer")
-    quests += [submit(db, url, tenant.id, f"[script:answer] past the rest {i}") for i in range(2)]
+    quests += [
+        submit(in_tenant, url, tenant.id, f"[script:answer] past the rest {i}") for i in range(2)
+    ]
 
     stack.start_workers(processes=1, threads=2)
     pids = {w["pid"] for w in live_workers(rds)}
     for quest in quests:
-        assert wait_finished(db, tenant.id, quest.id, timeout=45).status == "succeeded"
+        assert wait_finished(in_tenant, tenant.id, quest.id, timeout=45).status == "succeeded"
 
     def dead_ids() -> set[str]:
         return {

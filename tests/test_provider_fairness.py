@@ -25,9 +25,8 @@ from pydantic import SecretStr
 
 from runtime.settings import Settings
 from runtime.wiring import build_vault
-from store import Database
 from tests.conftest import Stack, Tenant
-from tests.support import ingress_client, submit, wait_finished, wait_for
+from tests.support import InTenant, ingress_client, submit, wait_finished, wait_for
 from tests.test_integrations import (
     connect,
     fresh_key,
@@ -103,13 +102,18 @@ def reconnect_rows(admin_conn: psycopg.Connection[Any], company: uuid.UUID) -> l
 
 
 def demo_tools(
-    settings: Settings, db: Database, rds: redis.Redis, demo_provider: str, key: str, **update: Any
+    settings: Settings,
+    store: InTenant,
+    rds: redis.Redis,
+    demo_provider: str,
+    key: str,
+    **update: Any,
 ) -> dict[str, Tool]:
     """The demo integration's tools, wired as a worker wires them (``update``: settings)."""
     s = settings.model_copy(
         update={"demo_provider_url": demo_provider, "vault_keys": SecretStr(key), **update}
     )
-    return {t.name: t for t in integration_tools(s, db, rds, build_vault(s, rds))["demo"]}
+    return {t.name: t for t in integration_tools(s, store, rds, build_vault(s, rds))["demo"]}
 
 
 def expire_token(admin_conn: psycopg.Connection[Any], company: uuid.UUID) -> None:
@@ -179,7 +183,7 @@ def test_only_provider_side_failures_count_towards_the_breaker(
 
 def test_one_companys_4xx_during_anothers_outage_do_not_keep_the_breaker_closed(
     istack: Stack,
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     settings: Settings,
     key: str,
@@ -197,11 +201,11 @@ def test_one_companys_4xx_during_anothers_outage_do_not_keep_the_breaker_closed(
     breaker = Breaker(rds)
     breaker.reset("demo")
     tools = demo_tools(
-        settings, db, rds, demo_provider, key,
+        settings, in_tenant, rds, demo_provider, key,
         breaker_failures=3, provider_retries=0, breaker_open_s=60,
     )  # fmt: skip
-    quest_a = submit(db, istack.settings.redis_url, a, "set-up")
-    quest_b = submit(db, istack.settings.redis_url, b, "set-up")
+    quest_a = submit(in_tenant, istack.settings.redis_url, a, "set-up")
+    quest_b = submit(in_tenant, istack.settings.redis_url, b, "set-up")
     nowhere = {"id": "tsk_" + "0" * 16, "title": "Not there"}  # no such task: a real 404
 
     def a_gets_404(use: str) -> None:
@@ -266,7 +270,7 @@ def test_when_a_provider_says_to_come_back() -> None:
 
 def test_one_companys_429s_delay_its_own_step_and_never_open_the_breaker(
     istack: Stack,
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     tenant: Tenant,
     other_tenant: Tenant,
@@ -283,18 +287,18 @@ def test_one_companys_429s_delay_its_own_step_and_never_open_the_breaker(
     # One counted failure would open the breaker, for a minute, for every company.
     istack.start_workers(processes=1, S2_BREAKER_FAILURES="1", S2_BREAKER_OPEN_S="60")
 
-    mine = submit(db, istack.settings.redis_url, a, "[script:tasks] Order new chairs")
+    mine = submit(in_tenant, istack.settings.redis_url, a, "[script:tasks] Order new chairs")
     wait_for(lambda: fault_hits(demo_provider, rule["id"]) >= 1, timeout=30)
     assert breaker_untouched(rds), "a 429 counted towards the provider's breaker"
 
     sent_at = time.monotonic()
-    theirs = submit(db, istack.settings.redis_url, b, "[script:tasks] Order new desks")
-    done_b = wait_finished(db, b, theirs.id, timeout=30)
+    theirs = submit(in_tenant, istack.settings.redis_url, b, "[script:tasks] Order new desks")
+    done_b = wait_finished(in_tenant, b, theirs.id, timeout=30)
     b_took = time.monotonic() - sent_at
     assert done_b.status == "succeeded", done_b.reason
     assert b_took < 8, f"B waited {b_took:.1f}s behind A's rate limit"
 
-    done_a = wait_finished(db, a, mine.id, timeout=60)
+    done_a = wait_finished(in_tenant, a, mine.id, timeout=60)
     a_waited = time.monotonic() - sent_at
     assert done_a.status == "succeeded", done_a.reason
     assert a_waited > 4, "A's step did not wait for the provider's Retry-After"
@@ -318,7 +322,7 @@ def test_one_companys_429s_delay_its_own_step_and_never_open_the_breaker(
 
 def test_a_reset_further_away_than_a_quest_waits_fails_that_quest_with_the_reason(
     istack: Stack,
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     tenant: Tenant,
     demo_provider: str,
@@ -333,8 +337,8 @@ def test_a_reset_further_away_than_a_quest_waits_fails_that_quest_with_the_reaso
         reset_header="X-RateLimit-Reset",
     )
     istack.start_workers(processes=1, S2_BREAKER_FAILURES="1")
-    quest = submit(db, istack.settings.redis_url, tenant.id, "[script:tasks] Book the venue")
-    done = wait_finished(db, tenant.id, quest.id, timeout=30)
+    quest = submit(in_tenant, istack.settings.redis_url, tenant.id, "[script:tasks] Book the venue")
+    done = wait_finished(in_tenant, tenant.id, quest.id, timeout=30)
     assert done.status == "failed"
     assert "Demo task list is rate-limiting this company" in (done.reason or ""), done.reason
     resets = re.search(r"resets in (\d+)s", done.reason or "")
@@ -348,7 +352,7 @@ def test_a_reset_further_away_than_a_quest_waits_fails_that_quest_with_the_reaso
 
 def test_the_token_endpoints_429_and_5xx_delay_the_step_and_a_proxy_page_is_a_plain_refusal(
     istack: Stack,
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     settings: Settings,
     key: str,
@@ -361,9 +365,9 @@ def test_the_token_endpoints_429_and_5xx_delay_the_step_and_a_proxy_page_is_a_pl
     quest with the status, and nothing of the page."""
     connect(istack, tenant)
     expire_token(admin_conn, tenant.id)
-    tools = demo_tools(settings, db, rds, demo_provider, key)
+    tools = demo_tools(settings, in_tenant, rds, demo_provider, key)
     create = tools["demo_create_task"]
-    quest = submit(db, istack.settings.redis_url, tenant.id, "set-up")
+    quest = submit(in_tenant, istack.settings.redis_url, tenant.id, "set-up")
     call = ToolCall(tenant.id, quest.id, 1, "toolu_1", {"title": "Renew the lease"})
     token = ["/oauth/token"]
     try:
@@ -404,7 +408,7 @@ def test_the_token_endpoints_429_and_5xx_delay_the_step_and_a_proxy_page_is_a_pl
 
 def test_a_refresh_storm_the_token_endpoint_rate_limits_delays_the_quests_and_fails_none(
     istack: Stack,
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     tenant: Tenant,
     demo_provider: str,
@@ -416,8 +420,10 @@ def test_a_refresh_storm_the_token_endpoint_rate_limits_delays_the_quests_and_fa
     expire_token(admin_conn, tenant.id)
     rule = add_fault(demo_provider, status=429, paths=["/oauth/token"], retry_after_s=3, count=2)
     istack.start_workers(processes=1, S2_BREAKER_FAILURES="1", S2_BREAKER_OPEN_S="60")
-    quest = submit(db, istack.settings.redis_url, tenant.id, "[script:tasks] Order new chairs")
-    done = wait_finished(db, tenant.id, quest.id, timeout=60)
+    quest = submit(
+        in_tenant, istack.settings.redis_url, tenant.id, "[script:tasks] Order new chairs"
+    )
+    done = wait_finished(in_tenant, tenant.id, quest.id, timeout=60)
     assert done.status == "succeeded", done.reason
     assert fault_hits(demo_provider, rule["id"]) == -1, "both 429s were met"
     waits = [e for e in quest_events(rds, tenant.id, quest.id) if e["kind"] == "step.waiting"]
@@ -432,16 +438,16 @@ def test_a_refresh_storm_the_token_endpoint_rate_limits_delays_the_quests_and_fa
 
 
 @pytest.fixture
-def ingress(settings: Settings, db: Database, rds: redis.Redis, key: str) -> Iterator[TestClient]:
+def ingress(settings: Settings, rds: redis.Redis, key: str) -> Iterator[TestClient]:
     vault = build_vault(settings.model_copy(update={"vault_keys": SecretStr(key)}), rds)
-    with ingress_client(settings, db, rds, vault=vault) as client:
+    with ingress_client(settings, rds, vault=vault) as client:
         yield client
 
 
 def test_a_401_that_survives_the_refresh_marks_that_companys_credential_until_it_reconnects(
     istack: Stack,
     ingress: TestClient,
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     tenant: Tenant,
     other_tenant: Tenant,
@@ -455,8 +461,8 @@ def test_a_401_that_survives_the_refresh_marks_that_companys_credential_until_it
     add_fault(demo_provider, status=401, accounts=[str(a)], paths=["/api/"])
     istack.start_workers(processes=1, S2_BREAKER_FAILURES="1", S2_BREAKER_OPEN_S="60")
 
-    first = submit(db, istack.settings.redis_url, a, "[script:tasks] Order new chairs")
-    failed = wait_finished(db, a, first.id, timeout=30)
+    first = submit(in_tenant, istack.settings.redis_url, a, "[script:tasks] Order new chairs")
+    failed = wait_finished(in_tenant, a, first.id, timeout=30)
     assert failed.status == "failed"
     reason = failed.reason or ""
     assert "demo integration needs reconnecting" in reason, reason
@@ -482,16 +488,16 @@ def test_a_401_that_survives_the_refresh_marks_that_companys_credential_until_it
 
     # Until A reconnects, its quests fail at once: no token is sent, no second row written.
     before = provider_requests(demo_provider, a)
-    again = submit(db, istack.settings.redis_url, a, "[script:tasks] Order new lamps")
-    again_done = wait_finished(db, a, again.id, timeout=30)
+    again = submit(in_tenant, istack.settings.redis_url, a, "[script:tasks] Order new lamps")
+    again_done = wait_finished(in_tenant, a, again.id, timeout=30)
     assert again_done.status == "failed" and "needs reconnecting" in (again_done.reason or "")
     assert provider_requests(demo_provider, a) == before
     assert len(reconnect_rows(admin_conn, a)) == 1
 
     # B, on the same provider, is untouched: no breaker was opened by A's 401s.
-    theirs = submit(db, istack.settings.redis_url, b, "[script:tasks] Order new desks")
+    theirs = submit(in_tenant, istack.settings.redis_url, b, "[script:tasks] Order new desks")
     sent_at = time.monotonic()
-    done_b = wait_finished(db, b, theirs.id, timeout=30)
+    done_b = wait_finished(in_tenant, b, theirs.id, timeout=30)
     assert done_b.status == "succeeded", done_b.reason
     assert time.monotonic() - sent_at < 8
     assert breaker_untouched(rds)
@@ -502,15 +508,15 @@ def test_a_401_that_survives_the_refresh_marks_that_companys_credential_until_it
     connect(istack, tenant)
     assert listed(istack, a)["needs_reconnect"] is False
     assert listed(istack, a)["needs_reconnect_reason"] is None
-    after = submit(db, istack.settings.redis_url, a, "[script:tasks] Order new chairs again")
-    assert wait_finished(db, a, after.id, timeout=30).status == "succeeded"
+    after = submit(in_tenant, istack.settings.redis_url, a, "[script:tasks] Order new chairs again")
+    assert wait_finished(in_tenant, a, after.id, timeout=30).status == "succeeded"
     assert provider_stats(demo_provider, a)["mutations"] == 1
 
 
 def test_a_refused_refresh_marks_the_credential_once_and_a_put_clears_it(
     istack: Stack,
     ingress: TestClient,
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     settings: Settings,
     key: str,
@@ -542,9 +548,11 @@ def test_a_refused_refresh_marks_the_credential_once_and_a_put_clears_it(
     assert revoked.status_code == 200
 
     (create,) = [
-        t for t in integration_tools(s, db, rds, vault)["demo"] if t.name == "demo_create_task"
+        t
+        for t in integration_tools(s, in_tenant, rds, vault)["demo"]
+        if t.name == "demo_create_task"
     ]
-    quest = submit(db, s.redis_url, tenant.id, "set-up")
+    quest = submit(in_tenant, s.redis_url, tenant.id, "set-up")
     call = ToolCall(
         tenant.id, quest.id, 1, "toolu_1", {"title": "Renew the lease"},
         origin_message_id=quest.origin_message_id,
@@ -573,7 +581,7 @@ def test_a_refused_refresh_marks_the_credential_once_and_a_put_clears_it(
 
 def test_the_reconnect_row_carries_the_message_that_started_the_quest(
     istack: Stack,
-    db: Database,
+    in_tenant: InTenant,
     rds: redis.Redis,
     settings: Settings,
     key: str,
@@ -585,8 +593,8 @@ def test_the_reconnect_row_carries_the_message_that_started_the_quest(
     survived the refresh) names its actor, action, target, rationale and the originating
     message: the one that started the quest whose call was refused."""
     connect(istack, tenant)
-    create = demo_tools(settings, db, rds, demo_provider, key)["demo_create_task"]
-    quest = submit(db, istack.settings.redis_url, tenant.id, "Order new chairs")
+    create = demo_tools(settings, in_tenant, rds, demo_provider, key)["demo_create_task"]
+    quest = submit(in_tenant, istack.settings.redis_url, tenant.id, "Order new chairs")
     call = ToolCall(
         tenant.id, quest.id, 3, "toolu_r", {"title": "Order new chairs"},
         origin_message_id=quest.origin_message_id,

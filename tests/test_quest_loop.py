@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from store import Database
 from store import activity as activity_store
 from store import quests as quests_store
 from store.activity import Activity, ActivityFilter
 from tests.conftest import Stack, Tenant
-from tests.support import submit, wait_finished, wait_for
+from tests.support import InTenant, submit, wait_finished, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -26,20 +25,19 @@ CASES = {
 
 
 def test_each_stop_reason_ends_or_continues_the_quest(
-    stack: Stack, tenant: Tenant, db: Database
+    stack: Stack, tenant: Tenant, in_tenant: InTenant
 ) -> None:
     stack.settings = stack.settings.model_copy(update={"max_steps": 3})
     stack.start_workers()
     quests = {
         name: submit(
-            db, stack.settings.redis_url, tenant.id, f"[script:{name}] do the {name} thing"
+            in_tenant, stack.settings.redis_url, tenant.id, f"[script:{name}] do the {name} thing"
         )
         for name in CASES
     }
     for name, (status, stops, reason) in CASES.items():
-        quest = wait_finished(db, tenant.id, quests[name].id)
-        with db.tenant(tenant.id) as tx:
-            steps = quests_store.steps(tx, quest.id)
+        quest = wait_finished(in_tenant, tenant.id, quests[name].id)
+        steps = in_tenant(tenant.id, lambda tx, q=quest: quests_store.steps(tx, q.id))
         assert quest.status == status, (name, quest.reason)
         assert [s.stop_reason for s in steps] == stops, name
         if reason:
@@ -49,8 +47,8 @@ def test_each_stop_reason_ends_or_continues_the_quest(
 
     # The looping quest wrote one note per step, each audited with Claude's rationale.
     def audit_rows() -> list[Activity] | None:
-        with db.tenant(tenant.id) as tx:
-            rows, _ = activity_store.page(tx, ActivityFilter(quest_id=quests["loop"].id), limit=50)
+        wanted = ActivityFilter(quest_id=quests["loop"].id)
+        rows, _ = in_tenant(tenant.id, lambda tx: activity_store.page(tx, wanted, limit=50))
         return rows if len(rows) >= 5 else None
 
     rows = wait_for(audit_rows)
@@ -60,14 +58,15 @@ def test_each_stop_reason_ends_or_continues_the_quest(
 
 
 def test_a_model_without_a_price_is_refused_before_any_call(
-    stack: Stack, tenant: Tenant, db: Database
+    stack: Stack, tenant: Tenant, in_tenant: InTenant
 ) -> None:
     stack.start_workers(processes=1)
-    quest = submit(db, stack.settings.redis_url, tenant.id, "hello", model="claude-unpriced-9")
-    done = wait_finished(db, tenant.id, quest.id)
+    quest = submit(
+        in_tenant, stack.settings.redis_url, tenant.id, "hello", model="claude-unpriced-9"
+    )
+    done = wait_finished(in_tenant, tenant.id, quest.id)
     assert done.status == "failed"
     assert "no price" in (done.reason or "")
     assert done.cost_usd_micros == 0
-    with db.tenant(tenant.id) as tx:
-        steps = quests_store.steps(tx, quest.id)
+    steps = in_tenant(tenant.id, lambda tx: quests_store.steps(tx, quest.id))
     assert [s.content for s in steps] == [None], "no Claude reply was recorded"

@@ -16,11 +16,12 @@ from guard.pricing import PriceTable
 from ingress.submit import QuestSpec, create_quest
 from messages import BadMessage, CancelQuest, Envelope, PublishFailed, QuestStep
 from messages.transport import Publisher, build_broker
-from store import Database
+from store import TenantTx
 from store import notes as notes_store
 from store import quests as quests_store
+from store.quests import Quest
 from tests.conftest import Tenant
-from tests.support import OPERATOR, quest_state
+from tests.support import OPERATOR, InTenant, quest_state
 from workers.app import step_budget
 from workers.call_loop import CallLoop
 from workers.claude import Claude
@@ -38,8 +39,8 @@ class CrashOnce:
     input_schema = AddNote.input_schema
     mutates = True
 
-    def __init__(self, db: Database) -> None:
-        self.inner = AddNote(db)
+    def __init__(self, store: InTenant) -> None:
+        self.inner = AddNote(store)
         self.calls = 0
 
     def run(self, call: ToolCall) -> ToolOutcome:
@@ -51,7 +52,7 @@ class CrashOnce:
 
 @pytest.fixture
 def runner_parts(
-    db: Database, rds: redis.Redis, offline_claude: str, settings: Any, call_loop: CallLoop
+    in_tenant: InTenant, rds: redis.Redis, offline_claude: str, settings: Any, call_loop: CallLoop
 ) -> Iterator[dict[str, Any]]:
     rds.flushdb()
     broker = build_broker(settings.redis_url)
@@ -63,7 +64,7 @@ def runner_parts(
     )
     prices = PriceTable.load()
     parts = {
-        "db": db,
+        "store": in_tenant,
         "publisher": Publisher(broker),
         "claude": claude,
         "prices": prices,
@@ -78,13 +79,16 @@ def runner_parts(
 
 def runner(parts: dict[str, Any], tools: list[Any] | None = None) -> QuestRunner:
     return QuestRunner(
-        toolbox=Toolbox(tools if tools is not None else [AddNote(parts["db"])]), **parts
+        toolbox=Toolbox(tools if tools is not None else [AddNote(parts["store"])]), **parts
     )
 
 
-def start(db: Database, tenant: Tenant, goal: str) -> Envelope[QuestStep]:
-    with db.tenant(tenant.id) as tx:
-        quest, _ = create_quest(tx, OPERATOR, QuestSpec(goal=goal, model="claude-sonnet-5-5"))
+def start(in_tenant: InTenant, tenant: Tenant, goal: str) -> Envelope[QuestStep]:
+    async def create(tx: TenantTx) -> Quest:
+        quest, _ = await create_quest(tx, OPERATOR, QuestSpec(goal=goal, model="claude-sonnet-5-5"))
+        return quest
+
+    quest = in_tenant(tenant.id, create)
     return Envelope[QuestStep](
         message_id=quest.origin_message_id,
         company_id=tenant.id,
@@ -104,29 +108,28 @@ def audit_keys(batches: list[dict[str, Any]]) -> list[str]:
     return sorted(e["idempotency_key"] for b in batches for e in b["payload"]["events"])
 
 
-def notes_count(db: Database, tenant: Tenant) -> int:
-    with db.tenant(tenant.id) as tx:
-        return len(notes_store.recent(tx, 50))
+def notes_count(in_tenant: InTenant, tenant: Tenant) -> int:
+    return len(in_tenant(tenant.id, lambda tx: notes_store.recent(tx, 50)))
 
 
 def test_a_redelivered_done_step_resends_the_same_messages_and_repeats_nothing(
-    runner_parts: dict[str, Any], db: Database, rds: redis.Redis, tenant: Tenant
+    runner_parts: dict[str, Any], in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
 ) -> None:
-    env = start(db, tenant, "[script:notes] remember the launch date")
+    env = start(in_tenant, tenant, "[script:notes] remember the launch date")
     r = runner(runner_parts)
     r.run(env, holder="m1")
-    after_first = quest_state(db, tenant.id, env.payload.quest_id)
+    after_first = quest_state(in_tenant, tenant.id, env.payload.quest_id)
     assert after_first.steps_done == 1 and after_first.status == "running"
-    assert notes_count(db, tenant) == 1
+    assert notes_count(in_tenant, tenant) == 1
     first_audit = queued(rds, "audit")
     assert [q["payload"]["step"] for q in queued(rds, "quests")] == [2]
     rds.flushdb()
 
     r.run(env, holder="m1")  # the broker redelivers the same message
 
-    again = quest_state(db, tenant.id, env.payload.quest_id)
+    again = quest_state(in_tenant, tenant.id, env.payload.quest_id)
     assert again.cost_usd_micros == after_first.cost_usd_micros, "Claude was not called again"
-    assert notes_count(db, tenant) == 1, "the note was not written twice"
+    assert notes_count(in_tenant, tenant) == 1, "the note was not written twice"
     assert audit_keys(queued(rds, "audit")) == audit_keys(first_audit), (
         "the same audit events, same keys"
     )
@@ -134,53 +137,54 @@ def test_a_redelivered_done_step_resends_the_same_messages_and_repeats_nothing(
 
 
 def test_a_duplicate_message_for_a_claimed_step_is_dropped(
-    runner_parts: dict[str, Any], db: Database, rds: redis.Redis, tenant: Tenant
+    runner_parts: dict[str, Any], in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
 ) -> None:
-    env = start(db, tenant, "[script:answer] hello")
-    with db.tenant(tenant.id) as tx:
-        quests_store.claim_step(tx, env.payload.quest_id, 1, "the-other-message")
+    env = start(in_tenant, tenant, "[script:answer] hello")
+    in_tenant(
+        tenant.id,
+        lambda tx: quests_store.claim_step(tx, env.payload.quest_id, 1, "the-other-message"),
+    )
     runner(runner_parts).run(env, holder="a-duplicate")
-    quest = quest_state(db, tenant.id, env.payload.quest_id)
+    quest = quest_state(in_tenant, tenant.id, env.payload.quest_id)
     assert quest.steps_done == 0 and quest.cost_usd_micros == 0
     assert quest.step_holder == "the-other-message"
     assert queued(rds, "quests") == [] and queued(rds, "audit") == []
 
 
 def test_a_step_that_crashed_after_the_reply_resumes_from_it(
-    runner_parts: dict[str, Any], db: Database, rds: redis.Redis, tenant: Tenant
+    runner_parts: dict[str, Any], in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
 ) -> None:
-    env = start(db, tenant, "[script:notes] remember the budget")
-    tool = CrashOnce(db)
+    env = start(in_tenant, tenant, "[script:notes] remember the budget")
+    tool = CrashOnce(in_tenant)
     r = runner(runner_parts, [tool])
     with pytest.raises(RuntimeError, match="mid-tool"):
         r.run(env, holder="m1")
-    crashed = quest_state(db, tenant.id, env.payload.quest_id)
+    crashed = quest_state(in_tenant, tenant.id, env.payload.quest_id)
     assert crashed.cost_usd_micros > 0 and crashed.steps_done == 0
-    with db.tenant(tenant.id) as tx:
-        (step,) = quests_store.steps(tx, crashed.id)
+    (step,) = in_tenant(tenant.id, lambda tx: quests_store.steps(tx, crashed.id))
     assert step.status == "replied" and step.stop_reason == "tool_use"
 
     r.run(env, holder="m1")  # the retry
 
-    resumed = quest_state(db, tenant.id, env.payload.quest_id)
+    resumed = quest_state(in_tenant, tenant.id, env.payload.quest_id)
     assert resumed.cost_usd_micros == crashed.cost_usd_micros, "no second Claude call"
     assert resumed.steps_done == 1 and tool.calls == 2
-    assert notes_count(db, tenant) == 1
+    assert notes_count(in_tenant, tenant) == 1
 
 
 def test_a_quest_of_another_company_is_refused(
-    runner_parts: dict[str, Any], db: Database, tenant: Tenant, other_tenant: Tenant
+    runner_parts: dict[str, Any], in_tenant: InTenant, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    env = start(db, tenant, "[script:answer] mine")
+    env = start(in_tenant, tenant, "[script:answer] mine")
     forged = env.model_copy(update={"company_id": other_tenant.id, "message_id": uuid.uuid4()})
     with pytest.raises(BadMessage, match="no such quest"):
         runner(runner_parts).run(forged, holder="m-forged")
-    assert quest_state(db, tenant.id, env.payload.quest_id).status == "queued"
+    assert quest_state(in_tenant, tenant.id, env.payload.quest_id).status == "queued"
 
 
 def ender(parts: dict[str, Any], publisher: Publisher | None = None) -> QuestEnder:
     return QuestEnder(
-        parts["db"], publisher or parts["publisher"], parts["events"], parts["budget"]
+        parts["store"], publisher or parts["publisher"], parts["events"], parts["budget"]
     )
 
 
@@ -189,14 +193,14 @@ def cancel_message(env: Envelope[QuestStep], reason: str = "not needed") -> Enve
 
 
 def test_a_cancel_whose_audit_send_failed_sends_it_on_redelivery(
-    runner_parts: dict[str, Any], db: Database, rds: redis.Redis, tenant: Tenant
+    runner_parts: dict[str, Any], in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
 ) -> None:
-    env = start(db, tenant, "[script:answer] never started")
+    env = start(in_tenant, tenant, "[script:answer] never started")
     message = cancel_message(env)
     dead_queue = build_broker("redis://127.0.0.1:1/0")  # nothing listens there
     with pytest.raises(PublishFailed):
         ender(runner_parts, Publisher(dead_queue)).cancel(message)
-    assert quest_state(db, tenant.id, env.payload.quest_id).status == "cancelled"
+    assert quest_state(in_tenant, tenant.id, env.payload.quest_id).status == "cancelled"
     assert queued(rds, "audit") == []
 
     ender(runner_parts).cancel(message)  # the broker redelivers the cancel
@@ -208,17 +212,17 @@ def test_a_cancel_whose_audit_send_failed_sends_it_on_redelivery(
 
 
 def test_a_late_cancel_of_a_finished_quest_resends_its_ending_under_the_same_key(
-    runner_parts: dict[str, Any], db: Database, rds: redis.Redis, tenant: Tenant
+    runner_parts: dict[str, Any], in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
 ) -> None:
-    env = start(db, tenant, "[script:answer] quick one")
+    env = start(in_tenant, tenant, "[script:answer] quick one")
     runner(runner_parts).run(env, holder="m1")
-    assert quest_state(db, tenant.id, env.payload.quest_id).status == "succeeded"
+    assert quest_state(in_tenant, tenant.id, env.payload.quest_id).status == "succeeded"
     ending = [k for k in audit_keys(queued(rds, "audit")) if k.endswith(":finished")]
     rds.flushdb()
 
     ender(runner_parts).cancel(cancel_message(env))  # crossed with the last step
 
-    assert quest_state(db, tenant.id, env.payload.quest_id).status == "succeeded"
+    assert quest_state(in_tenant, tenant.id, env.payload.quest_id).status == "succeeded"
     (batch,) = queued(rds, "audit")
     assert [e["action"] for e in batch["payload"]["events"]] == ["quest.succeeded"]
     assert audit_keys([batch]) == ending, "the log writer drops it as a duplicate"

@@ -44,11 +44,11 @@ from ingress.integrations import IntegrationTokens, connect
 from runtime import logs
 from runtime.settings import Settings
 from runtime.wiring import build_vault
-from store import Database
+from store import TenantTx
 from store import credentials as credentials_store
 from tests.conftest import Stack, Tenant
 from tests.sentry_ingest import SentryIngest, exception_types, frames
-from tests.support import submit
+from tests.support import InTenant, submit
 from vault import new_key_entry
 
 pytestmark = pytest.mark.slow
@@ -223,8 +223,7 @@ def test_an_ingress_error_reaches_sentry_with_its_context_and_no_secret(
             },
         )
     assert resp.status_code == 500
-    sentry_sdk.flush(timeout=5)
-    app.state.deps.db.close()
+    sentry_sdk.flush(timeout=5)  # (the app's pool was closed by its lifespan, with the client)
 
     event = sentry_ingest.wait_for_event(lambda e: "RuntimeError" in exception_types(e))
     assert_nothing_leaked(sentry_ingest.raw(), planted)
@@ -305,7 +304,7 @@ class FailingRun:
 @pytest.fixture
 def failing_run(
     stack: Stack,
-    db: Database,
+    in_tenant: InTenant,
     tenant: Tenant,
     settings: Settings,
     rds: redis.Redis,
@@ -320,14 +319,17 @@ def failing_run(
     vault = build_vault(
         settings.model_copy(update={"vault_keys": SecretStr(planted.vault_entry)}), rds
     )
-    with db.tenant(tenant.id) as tx:
-        tokens = IntegrationTokens(
-            access_token=planted.access,
-            refresh_token=planted.refresh,
-            expires_at=datetime.now(UTC) - timedelta(minutes=5),  # the step must refresh it
-        )
-        connect(tx, vault, "demo", tokens, connected_by="user:tests")
-        cred = credentials_store.get(tx, "demo")
+    tokens = IntegrationTokens(
+        access_token=planted.access,
+        refresh_token=planted.refresh,
+        expires_at=datetime.now(UTC) - timedelta(minutes=5),  # the step must refresh it
+    )
+
+    async def connect_demo(tx: TenantTx) -> credentials_store.Credential | None:
+        await connect(tx, vault, "demo", tokens, connected_by="user:tests")
+        return await credentials_store.get(tx, "demo")
+
+    cred = in_tenant(tenant.id, connect_demo)
     assert cred is not None
     planted = _with_ciphertext(planted, cred.access_token)
     release = "commit-" + secrets.token_hex(6)
@@ -343,7 +345,7 @@ def failing_run(
         f"[script:tasks] Rotate the staging credentials (password={planted.password}, "
         f"api key {planted.api_key}, Bearer {planted.bearer})"
     )
-    quest = submit(db, settings.redis_url, tenant.id, goal)
+    quest = submit(in_tenant, settings.redis_url, tenant.id, goal)
     try:
         yield FailingRun(planted, quest.id, tenant.id, release)
     finally:

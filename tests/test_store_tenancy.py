@@ -21,6 +21,7 @@ from store.activity import ActivityFilter, NewActivity
 from store.migrate import migrate
 from store.quests import NewQuest
 from tests.conftest import Tenant
+from tests.support import InTenant
 
 AdminConn = psycopg.Connection[tuple[Any, ...]]
 TENANT_TABLES = {
@@ -38,25 +39,22 @@ TENANT_TABLES = {
 }
 
 
-def new_quest(db: Database, company_id: uuid.UUID, goal: str = "a goal") -> uuid.UUID:
+def new_quest(in_tenant: InTenant, company_id: uuid.UUID, goal: str = "a goal") -> uuid.UUID:
     quest_id = uuid.uuid4()
-    with db.tenant(company_id) as tx:
-        quests_store.create(
-            tx,
-            NewQuest(
-                id=quest_id,
-                goal=goal,
-                model="claude-sonnet-5-5",
-                max_usd_micros=None,
-                created_by="user:test",
-                correlation_id=uuid.uuid4(),
-                origin_message_id=uuid.uuid4(),
-            ),
-        )
+    new = NewQuest(
+        id=quest_id,
+        goal=goal,
+        model="claude-sonnet-5-5",
+        max_usd_micros=None,
+        created_by="user:test",
+        correlation_id=uuid.uuid4(),
+        origin_message_id=uuid.uuid4(),
+    )
+    in_tenant(company_id, lambda tx: quests_store.create(tx, new))
     return quest_id
 
 
-def new_activity(db: Database, company_id: uuid.UUID, count: int = 2) -> None:
+def new_activity(in_tenant: InTenant, company_id: uuid.UUID, count: int = 2) -> None:
     rows = [
         NewActivity(
             idempotency_key=f"k-{uuid.uuid4().hex}",
@@ -72,8 +70,7 @@ def new_activity(db: Database, company_id: uuid.UUID, count: int = 2) -> None:
         )
         for i in range(count)
     ]
-    with db.tenant(company_id) as tx:
-        activity_store.append(tx, rows)
+    in_tenant(company_id, lambda tx: activity_store.append(tx, rows))
 
 
 def app_user(settings: Settings) -> str:
@@ -82,13 +79,13 @@ def app_user(settings: Settings) -> str:
 
 @pytest.fixture
 def two(
-    db: Database, tenant: Tenant, other_tenant: Tenant
+    in_tenant: InTenant, tenant: Tenant, other_tenant: Tenant
 ) -> tuple[Tenant, Tenant, uuid.UUID, uuid.UUID]:
     """Tenants A and B with one quest and some activity each: (A, B, A's quest, B's quest)."""
-    a_quest = new_quest(db, tenant.id, "Acme's plan")
-    b_quest = new_quest(db, other_tenant.id, "Globex's plan")
-    new_activity(db, tenant.id)
-    new_activity(db, other_tenant.id)
+    a_quest = new_quest(in_tenant, tenant.id, "Acme's plan")
+    b_quest = new_quest(in_tenant, other_tenant.id, "Globex's plan")
+    new_activity(in_tenant, tenant.id)
+    new_activity(in_tenant, other_tenant.id)
     return tenant, other_tenant, a_quest, b_quest
 
 
@@ -192,37 +189,43 @@ def test_app_role_is_not_superuser_nor_bypassrls_and_owns_nothing(
 
 
 def test_store_api_under_a_does_not_find_bs_quest(
-    db: Database, two: tuple[Tenant, Tenant, uuid.UUID, uuid.UUID]
+    in_tenant: InTenant, two: tuple[Tenant, Tenant, uuid.UUID, uuid.UUID]
 ) -> None:
     a, b, a_quest, b_quest = two
-    with db.tenant(a.id) as tx:
-        assert quests_store.get(tx, b_quest) is None
-        assert quests_store.steps(tx, b_quest) == []
-        found = quests_store.get(tx, a_quest)
+
+    async def under_a(tx: TenantTx) -> None:
+        assert await quests_store.get(tx, b_quest) is None
+        assert await quests_store.steps(tx, b_quest) == []
+        found = await quests_store.get(tx, a_quest)
         assert found is not None
         assert found.goal == "Acme's plan"
-    with db.tenant(b.id) as tx:
-        found = quests_store.get(tx, b_quest)
-        assert found is not None
-        assert found.goal == "Globex's plan"
+
+    in_tenant(a.id, under_a)
+    found = in_tenant(b.id, lambda tx: quests_store.get(tx, b_quest))
+    assert found is not None
+    assert found.goal == "Globex's plan"
 
 
 def test_store_api_finish_under_a_leaves_bs_quest_alone(
-    db: Database, two: tuple[Tenant, Tenant, uuid.UUID, uuid.UUID]
+    in_tenant: InTenant, two: tuple[Tenant, Tenant, uuid.UUID, uuid.UUID]
 ) -> None:
     a, b, _, b_quest = two
-    with db.tenant(a.id) as tx:
-        quests_store.finish(tx, b_quest, "cancelled", reason="a tried")
-        quests_store.claim_step(tx, b_quest, 1, "a-holder")
-    with db.tenant(b.id) as tx:
-        quest = quests_store.get(tx, b_quest)
+
+    async def under_a(tx: TenantTx) -> None:
+        await quests_store.finish(tx, b_quest, "cancelled", reason="a tried")
+        await quests_store.claim_step(tx, b_quest, 1, "a-holder")
+
+    in_tenant(a.id, under_a)
+    quest = in_tenant(b.id, lambda tx: quests_store.get(tx, b_quest))
     assert quest is not None
     assert quest.status == "queued"
     assert quest.step_holder is None
 
 
 def test_activity_page_under_a_sees_none_of_bs_rows(
-    db: Database, two: tuple[Tenant, Tenant, uuid.UUID, uuid.UUID], admin_conn: AdminConn
+    in_tenant: InTenant,
+    two: tuple[Tenant, Tenant, uuid.UUID, uuid.UUID],
+    admin_conn: AdminConn,
 ) -> None:
     a, b, _, _ = two
     b_ids = {
@@ -232,8 +235,7 @@ def test_activity_page_under_a_sees_none_of_bs_rows(
         ).fetchall()
     }
     assert b_ids
-    with db.tenant(a.id) as tx:
-        rows, _ = activity_store.page(tx, ActivityFilter(), limit=200)
+    rows, _ = in_tenant(a.id, lambda tx: activity_store.page(tx, ActivityFilter(), limit=200))
     assert rows
     assert not {r.id for r in rows} & b_ids
 
@@ -352,47 +354,60 @@ def test_app_role_cannot_switch_off_row_level_security(
 
 
 def test_pooled_connection_used_by_a_then_b_sees_only_b(
-    settings: Settings, two: tuple[Tenant, Tenant, uuid.UUID, uuid.UUID]
+    settings: Settings, in_tenant: InTenant, two: tuple[Tenant, Tenant, uuid.UUID, uuid.UUID]
 ) -> None:
     a, b, a_quest, b_quest = two
-    with Database(settings.database_url, min_size=1, max_size=1, name="one").open() as pool:
-        with pool.tenant(a.id) as tx:
-            pid_a = tx.one("SELECT pg_backend_pid()")
-            assert tx.all("SELECT id FROM quests") == [(a_quest,)]
 
-        with pool.pool.connection() as conn:
-            row = conn.execute(
-                "SELECT pg_backend_pid(), current_setting('app.company_id', true)"
-            ).fetchone()
-            assert row is not None
-            assert (row[0],) == pid_a, "the pool of one must hand back the same connection"
-            assert row[1] in ("", None), "the tenant outlived its transaction"
-            assert conn.execute("SELECT count(*) FROM quests").fetchone() == (0,)
+    async def check() -> None:
+        async with Database(settings.database_url, min_size=1, max_size=1, name="one") as pool:
+            async with pool.tenant(a.id) as tx:
+                pid_a = await tx.one("SELECT pg_backend_pid()")
+                assert await tx.all("SELECT id FROM quests") == [(a_quest,)]
 
-        with pool.tenant(b.id) as tx:
-            assert tx.one("SELECT pg_backend_pid()") == pid_a
-            assert tx.all("SELECT id FROM quests") == [(b_quest,)]
-            assert tx.all("SELECT DISTINCT company_id FROM activity_log") == [(b.id,)]
+            async with pool.pool.connection() as conn:
+                row = await (
+                    await conn.execute(
+                        "SELECT pg_backend_pid(), current_setting('app.company_id', true)"
+                    )
+                ).fetchone()
+                assert row is not None
+                assert (row[0],) == pid_a, "the pool of one must hand back the same connection"
+                assert row[1] in ("", None), "the tenant outlived its transaction"
+                count = await (await conn.execute("SELECT count(*) FROM quests")).fetchone()
+                assert count == (0,)
+
+            async with pool.tenant(b.id) as tx:
+                assert await tx.one("SELECT pg_backend_pid()") == pid_a
+                assert await tx.all("SELECT id FROM quests") == [(b_quest,)]
+                assert await tx.all("SELECT DISTINCT company_id FROM activity_log") == [(b.id,)]
+
+    in_tenant.run(check())
 
 
 def test_tenant_does_not_survive_a_failed_transaction_on_a_pooled_connection(
-    settings: Settings, two: tuple[Tenant, Tenant, uuid.UUID, uuid.UUID]
+    settings: Settings, in_tenant: InTenant, two: tuple[Tenant, Tenant, uuid.UUID, uuid.UUID]
 ) -> None:
     a, b, _, b_quest = two
 
     class Boom(Exception):
         pass
 
-    with Database(settings.database_url, min_size=1, max_size=1, name="one").open() as pool:
-        with pytest.raises(Boom), pool.tenant(a.id) as tx:
-            tx.execute("SELECT 1")
-            raise Boom
-        with pool.pool.connection() as conn:
-            setting = conn.execute("SELECT current_setting('app.company_id', true)").fetchone()
-            assert setting is not None
-            assert setting[0] in ("", None)
-        with pool.tenant(b.id) as tx:
-            assert tx.all("SELECT id FROM quests") == [(b_quest,)]
+    async def check() -> None:
+        async with Database(settings.database_url, min_size=1, max_size=1, name="one") as pool:
+            with pytest.raises(Boom):
+                async with pool.tenant(a.id) as tx:
+                    await tx.execute("SELECT 1")
+                    raise Boom
+            async with pool.pool.connection() as conn:
+                setting = await (
+                    await conn.execute("SELECT current_setting('app.company_id', true)")
+                ).fetchone()
+                assert setting is not None
+                assert setting[0] in ("", None)
+            async with pool.tenant(b.id) as tx:
+                assert await tx.all("SELECT id FROM quests") == [(b_quest,)]
+
+    in_tenant.run(check())
 
 
 # --- the access API refuses to run without a tenant -------------------------------------
@@ -400,23 +415,29 @@ def test_tenant_does_not_survive_a_failed_transaction_on_a_pooled_connection(
 
 @pytest.mark.parametrize("bad", ["not-a-uuid", "", None, 42])
 def test_tenant_tx_without_a_company_uuid_raises(
-    bad: Any, db: Database, app_conn: psycopg.Connection[Any]
+    bad: Any, in_tenant: InTenant, app_conn: psycopg.Connection[Any]
 ) -> None:
     with pytest.raises(NoTenantContext):
         TenantTx(app_conn, bad)
-    with pytest.raises(NoTenantContext), db.tenant(bad):
-        pass
-    with pytest.raises(NoTenantContext), db.batch() as batch:
-        batch.tenant(bad)
+
+    async def enter() -> None:
+        with pytest.raises(NoTenantContext):
+            async with in_tenant.db.tenant(bad):
+                pass
+        with pytest.raises(NoTenantContext):
+            async with in_tenant.db.batch() as batch:
+                await batch.tenant(bad)
+
+    in_tenant.run(enter())
 
 
 # --- the audit trail is append-only -----------------------------------------------------
 
 
 def test_activity_log_is_append_only_for_the_app_role(
-    settings: Settings, tenant: Tenant, db: Database
+    settings: Settings, tenant: Tenant, in_tenant: InTenant
 ) -> None:
-    new_activity(db, tenant.id, 1)
+    new_activity(in_tenant, tenant.id, 1)
     for statement in (
         "UPDATE activity_log SET action = 'rewritten'",
         "DELETE FROM activity_log",
@@ -426,15 +447,14 @@ def test_activity_log_is_append_only_for_the_app_role(
             set_tenant(conn, tenant.id)
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
-    with db.tenant(tenant.id) as tx:
-        rows = tx.all("SELECT action FROM activity_log")
+    rows = in_tenant(tenant.id, lambda tx: tx.all("SELECT action FROM activity_log"))
     assert rows == [("note.added",)]
 
 
 def test_activity_log_is_append_only_even_for_the_owner(
-    admin_conn: AdminConn, tenant: Tenant, db: Database
+    admin_conn: AdminConn, tenant: Tenant, in_tenant: InTenant
 ) -> None:
-    new_activity(db, tenant.id, 1)
+    new_activity(in_tenant, tenant.id, 1)
     with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
         admin_conn.execute(
             "UPDATE activity_log SET action = 'rewritten' WHERE company_id = %s", (tenant.id,)

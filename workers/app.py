@@ -36,6 +36,7 @@ from messages import (
 from messages.redis_keys import CLAUDE_WAIT_PREFIX
 from messages.transport import Publisher, build_broker
 from runtime import logs, sentry
+from runtime.loop_thread import StoreRunner
 from runtime.settings import Settings
 from runtime.wiring import maybe_vault
 from store import Database
@@ -70,7 +71,7 @@ class Runtime:
     """What one worker process holds: pools and clients, built once, passed to the actors."""
 
     settings: Settings
-    db: Database
+    store: StoreRunner
     redis: redis.Redis
     publisher: Publisher
     quests: QuestRunner
@@ -83,8 +84,10 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, broker: RedisBroker, *, threads: int = 8) -> Runtime:
+        calls = CallLoop().start()
         db = Database(settings.database_url, min_size=1, max_size=threads + 2, name="worker")
-        db.open(wait=False)
+        store = StoreRunner(db, calls)  # the pool is the loop's: the step threads use it there
+        store.run(db.open(wait=False))
         client = redis.Redis.from_url(settings.redis_url)
         publisher = Publisher(broker)
         vault = maybe_vault(settings, client)
@@ -93,13 +96,12 @@ class Runtime:
         prices = PriceTable.load()
         watch = CancelWatch(client)
         watch.start()
-        calls = CallLoop().start()
         claude = Claude(loop=calls, timeout_s=settings.claude_timeout_s)
         runner = QuestRunner(
-            db=db,
+            store=store,
             publisher=publisher,
             claude=claude,
-            toolbox=toolbox(settings, db, client, vault),
+            toolbox=toolbox(settings, store, client, vault),
             prices=prices,
             budget=step_budget(settings, client, prices, claude),
             events=QuestEvents(client, maxlen=settings.events_maxlen),
@@ -110,11 +112,11 @@ class Runtime:
             claude_outage_max=timedelta(seconds=settings.claude_outage_max_s),
             claude_waits=WaitClock(client, prefix=CLAUDE_WAIT_PREFIX),
         )
-        audit = AuditWriter(db, max_batch=settings.audit_batch_max)
-        rewrapper = Rewrapper(db, vault, publisher) if vault else None
-        ender = QuestEnder(db, publisher, runner.events, runner.budget)
+        audit = AuditWriter(store, max_batch=settings.audit_batch_max)
+        rewrapper = Rewrapper(store, vault, publisher) if vault else None
+        ender = QuestEnder(store, publisher, runner.events, runner.budget)
         Sweeper(
-            db,
+            store,
             publisher,
             client,
             interval_s=settings.sweep_interval_s,
@@ -122,21 +124,33 @@ class Runtime:
         ).start()
         crashes = CrashGuard(CrashCounter(client), Isolation(), settings.max_step_crashes)
         return cls(
-            settings, db, client, publisher, runner, audit, rewrapper, ender, crashes, calls, claude
+            settings,
+            store,
+            client,
+            publisher,
+            runner,
+            audit,
+            rewrapper,
+            ender,
+            crashes,
+            calls,
+            claude,
         )
 
     def close(self) -> None:
         self.claude.close()
+        self.store.run(self.store.db.close())
         self.calls.stop()
-        self.db.close()
         self.redis.close()
 
 
-def toolbox(settings: Settings, db: Database, client: redis.Redis, vault: Vault | None) -> Toolbox:
+def toolbox(
+    settings: Settings, store: StoreRunner, client: redis.Redis, vault: Vault | None
+) -> Toolbox:
     """Built-in tools, and the integrations' tools when the vault has keys to open credentials."""
     if vault is None:
-        return Toolbox(builtin_tools(db))
-    return Toolbox(builtin_tools(db), integration_tools(settings, db, client, vault))
+        return Toolbox(builtin_tools(store))
+    return Toolbox(builtin_tools(store), integration_tools(settings, store, client, vault))
 
 
 def step_budget(

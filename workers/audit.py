@@ -20,7 +20,7 @@ from uuid import UUID
 import psycopg
 
 from messages import AuditEvent, BadMessage
-from store import Database
+from runtime.loop_thread import StoreRunner
 from store import activity as activity_store
 from store.activity import NewActivity
 from workers.errors import WorkerError
@@ -52,13 +52,14 @@ def to_row(event: AuditEvent) -> NewActivity:
 
 
 class AuditWriter:
-    def __init__(self, db: Database, *, max_batch: int = 500) -> None:
-        self._db = db
+    def __init__(self, store: StoreRunner, *, max_batch: int = 500) -> None:
+        """``store``: this process's pool, through the loop that owns it."""
+        self._store = store
         self._max_batch = max_batch
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._leading = False
-        self._staged: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        self._staged: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
 
     def write(self, company_id: UUID, events: list[AuditEvent]) -> None:
         """Block until ``events`` are committed (or known to be there already)."""
@@ -135,17 +136,21 @@ class AuditWriter:
                 p.error = None
 
     def _commit(self, batch: list[_Pending]) -> None:
+        self._store.run(self._commit_on_loop(batch))
+
+    async def _commit_on_loop(self, batch: list[_Pending]) -> None:
         """One transaction: COPY every row into the staging table, then one INSERT ... SELECT
         per company under that company's tenant context."""
-        with self._db.batch(prepare=self._prepare) as tx:
-            activity_store.stage(tx.conn, [(p.company_id, r) for p in batch for r in p.rows])
-            with tx.conn.pipeline():  # the per-company statements in one round trip
+        async with self._store.db.batch(prepare=self._prepare) as tx:
+            rows = [(p.company_id, r) for p in batch for r in p.rows]
+            await activity_store.stage(tx.conn, rows)
+            async with tx.conn.pipeline():  # the per-company statements in one round trip
                 for company_id in dict.fromkeys(p.company_id for p in batch):
-                    activity_store.insert_staged(tx.tenant(company_id))
+                    await activity_store.insert_staged(await tx.tenant(company_id))
 
-    def _prepare(self, conn: psycopg.Connection[Any]) -> None:
+    async def _prepare(self, conn: psycopg.AsyncConnection[Any]) -> None:
         if conn not in self._staged:
-            activity_store.create_stage(conn)
+            await activity_store.create_stage(conn)
             self._staged.add(conn)
 
 

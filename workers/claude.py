@@ -196,7 +196,7 @@ class Claude:
     def count_input_tokens(self, request: ClaudeRequest, *, timeout_s: float = 5.0) -> int | None:
         """The API's own count of the request's input tokens, or None if it cannot say now."""
         try:
-            return self._loop.run(self._count(request, timeout_s))
+            return self._loop.call(self._count(request, timeout_s))
         except (anthropic.APIError, CancelledError):
             return None
 
@@ -211,7 +211,7 @@ class Claude:
         if scope is not None and scope.cancelled.is_set():
             raise ClaudeInterrupted(progress)  # nothing sent: it costs nothing
         try:
-            return self._loop.run(self._stream(request, progress), timeout_s=CALL_MAX_S)
+            return self._loop.call(self._stream(request, progress), timeout_s=CALL_MAX_S)
         except CancelledError:
             raise ClaudeInterrupted(progress) from None
         except Exception as exc:

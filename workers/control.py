@@ -18,7 +18,8 @@ import structlog
 from messages import BadMessage, CancelQuest, Envelope
 from messages.transport import Publisher
 from runtime import logs
-from store import Database
+from runtime.loop_thread import StoreRunner
+from store import TenantTx
 from store import charges as charges_store
 from store import quests as quests_store
 from store.quests import Quest
@@ -34,14 +35,16 @@ log = structlog.get_logger(__name__)
 class QuestEnder:
     def __init__(
         self,
-        db: Database,
+        store: StoreRunner,
         publisher: Publisher,
         events: QuestEvents,
         budget: StepBudget,
         *,
         stale_claim_after: timedelta = STALE_CLAIM_AFTER,
     ) -> None:
-        self.db = db
+        """``store``: this process's pool, through the loop that owns it (the step threads
+        have none)."""
+        self.store = store
         self.budget = budget
         self.ending = QuestEnding(publisher, events, budget)
         self.stale_claim_after = stale_claim_after
@@ -74,36 +77,40 @@ class QuestEnder:
         redelivery after the send failed, that is the only copy; otherwise the log writer
         drops it by its key, which is the one the ending step used (``workers.ending``)."""
         logs.bind(quest_id=str(quest_id))
-        with self.db.tenant(env.company_id) as tx:
-            quest = quests_store.get(tx, quest_id, for_update=True)
+
+        async def end_in(tx: TenantTx) -> tuple[Ending, bool, int] | None:
+            quest = await quests_store.get(tx, quest_id, for_update=True)
             if quest is None:
                 raise BadMessage("no such quest for this company")
-            already = quest.finished
-            if already:
-                ending = Ending(env, quest, ended_from_row(quest), quest.steps_done)
-            elif unless_running and self._step_running(quest):
+            if quest.finished:
+                return Ending(env, quest, ended_from_row(quest), quest.steps_done), True, 0
+            if unless_running and self._step_running(quest):
                 log.info("left to the running step", quest_id=str(quest.id))
-                return False
-            else:
-                # not asked for yet: e.g. a replayed message
-                if cancel is not None and quest.cancel_requested_at is None:
-                    quest = (
-                        quests_store.request_cancel(tx, quest.id, by=cancel[0], reason=cancel[1])
-                        or quest
-                    )
-                ending = Ending(env, quest, outcome(quest), quest.steps_done)
-                limits = self.budget.limits(tx)
-                kept = self.budget.keep_abandoned(
-                    tx, quest, charges_store.for_quest(tx, quest.id), limits
+                return None
+            # not asked for yet: e.g. a replayed message
+            if cancel is not None and quest.cancel_requested_at is None:
+                asked = await quests_store.request_cancel(
+                    tx, quest.id, by=cancel[0], reason=cancel[1]
                 )
-                if kept:
-                    quests_store.add_cost(tx, quest.id, kept)
-                self.ending.record(tx, ending)
+                quest = asked or quest
+            ending = Ending(env, quest, outcome(quest), quest.steps_done)
+            limits = await self.budget.limits(tx)
+            charges = await charges_store.for_quest(tx, quest.id)
+            kept = await self.budget.keep_abandoned(tx, quest, charges, limits)
+            if kept:
+                await quests_store.add_cost(tx, quest.id, kept)
+            await self.ending.record(tx, ending)
+            return ending, False, kept
+
+        done = self.store(env.company_id, end_in)
+        if done is None:
+            return False
+        ending, already, kept = done
         # What is sent goes after the commit: a publish is a network call.
         if already:
             self.ending.announce(ending)
             return False
-        worker_metrics.spent(quest.model, kept)
+        worker_metrics.spent(ending.quest.model, kept)
         self.ending.ended(ending)
         self.ending.announce(ending)
         return True

@@ -111,10 +111,10 @@ class QuestEnding:
         record.live.append(ending.state())
         return ending
 
-    def record(self, tx: TenantTx, ending: Ending) -> None:
+    async def record(self, tx: TenantTx, ending: Ending) -> None:
         """The quest's final state, in the caller's transaction."""
         outcome = ending.outcome
-        quests_store.finish(
+        await quests_store.finish(
             tx, ending.quest.id, outcome.status, result=outcome.result, reason=outcome.reason
         )
 

@@ -8,13 +8,15 @@ leaves the vault.
 
 from __future__ import annotations
 
+import functools
 from uuid import UUID
 
 import structlog
 
 from messages import Envelope, RewrapCredentials
 from messages.transport import Publisher
-from store import Database
+from runtime.loop_thread import StoreRunner
+from store import TenantTx
 from store import credentials as credentials_store
 from store.credentials import Credential, NewTokens
 from vault import Vault
@@ -25,8 +27,9 @@ log = structlog.get_logger(__name__)
 
 
 class Rewrapper:
-    def __init__(self, db: Database, vault: Vault, publisher: Publisher) -> None:
-        self.db = db
+    def __init__(self, store: StoreRunner, vault: Vault, publisher: Publisher) -> None:
+        """``store``: this process's pool, through the loop that owns it."""
+        self.store = store
         self.vault = vault
         self.publisher = publisher
 
@@ -40,13 +43,13 @@ class Rewrapper:
                 retry_after_ms=30_000,
             )
         older = [kid for kid in self.vault.keyring.kids if kid != primary]
-        with self.db.tenant(env.company_id) as tx:  # a key not in the keyring cannot be opened
-            batch = credentials_store.under(tx, older, env.payload.batch)
+        batch = self.store(  # a key not in the keyring cannot be opened
+            env.company_id, lambda tx: credentials_store.under(tx, older, env.payload.batch)
+        )
         moved = 0
         for cred in batch:
             tokens = self._rewrapped(env.company_id, cred)
-            with self.db.tenant(env.company_id) as tx:
-                moved += credentials_store.replace_tokens(tx, cred.id, cred.version, tokens)
+            moved += self.store(env.company_id, functools.partial(_replace, cred, tokens))
         if len(batch) == env.payload.batch:  # there may be more: the next batch is a new message
             self.publisher.publish(env.follow_up(env.payload))
         log.info("credentials rewrapped", moved=moved, batch=len(batch), key_id=primary)
@@ -64,3 +67,8 @@ class Rewrapper:
         return NewTokens(
             sealed.key_id, sealed.access_token, sealed.refresh_token, cred.access_expires_at
         )
+
+
+async def _replace(cred: Credential, tokens: NewTokens, tx: TenantTx) -> bool:
+    """Store the rewrapped tokens unless a refresh changed the row meanwhile."""
+    return await credentials_store.replace_tokens(tx, cred.id, cred.version, tokens)

@@ -27,7 +27,8 @@ from guard import Limits, PriceTable, Usage
 from messages import AuditBatch, AuditEvent, BadMessage, Envelope, QuestStep
 from messages.transport import Publisher
 from runtime import logs, sentry
-from store import Database, TenantTx
+from runtime.loop_thread import StoreRunner
+from store import TenantTx
 from store import charges as charges_store
 from store import companies as companies_store
 from store import credentials as credentials_store
@@ -121,7 +122,7 @@ class QuestRunner:
     def __init__(
         self,
         *,
-        db: Database,
+        store: StoreRunner,
         publisher: Publisher,
         claude: Claude,
         toolbox: Toolbox,
@@ -137,8 +138,9 @@ class QuestRunner:
         claude_waits: WaitClock | None = None,
     ) -> None:
         """``claude_waits``: when each step's Claude outage began; without it a step's wait
-        is bounded from its latest failure only."""
-        self.db = db
+        is bounded from its latest failure only. ``store``: this process's pool, through the
+        loop that owns it (a step runs in a Dramatiq thread, which has none)."""
+        self.store = store
         self.publisher = publisher
         self.claude = claude
         self.toolbox = toolbox
@@ -166,13 +168,11 @@ class QuestRunner:
 
     def _run(self, env: Envelope[QuestStep], holder: str, outbox: list[Callable[[], None]]) -> None:
         logs.bind(quest_id=str(env.payload.quest_id), step=env.payload.step)
-        with self.db.tenant(env.company_id) as tx:
-            plan = self._prepare(tx, env, holder)
+        plan = self.store(env.company_id, lambda tx: self._prepare(tx, env, holder))
         if isinstance(plan, CountFirst):  # a network call: outside the claim transaction
             with self._watch_id(env.payload.quest_id) as scope, calls_in(scope):
                 counted = self.budget.count(plan.request)
-            with self.db.tenant(env.company_id) as tx:
-                plan = self._prepare(tx, env, holder, counted)
+            plan = self.store(env.company_id, lambda tx: self._prepare(tx, env, holder, counted))
         if isinstance(plan, Skip):
             worker_metrics.STEPS.labels("skipped").inc()
             log.info("step skipped", reason=plan.reason)
@@ -198,11 +198,11 @@ class QuestRunner:
 
     # -- the claim transaction ----------------------------------------------------------------
 
-    def _prepare(
+    async def _prepare(
         self, tx: TenantTx, env: Envelope[QuestStep], holder: str, counted: Counted | None = None
     ) -> Plan:
         n = env.payload.step
-        quest = quests_store.get(tx, env.payload.quest_id, for_update=True)
+        quest = await quests_store.get(tx, env.payload.quest_id, for_update=True)
         if quest is None:
             raise BadMessage("no such quest for this company")
         decision, why = decide(
@@ -215,27 +215,27 @@ class QuestRunner:
         )
         if decision is Decision.drop:
             return Skip(why)
-        history = quests_store.steps(tx, quest.id)
+        history = await quests_store.steps(tx, quest.id)
         if decision is Decision.resend:
             return Resend(quest, history[-1])
-        limits = self.budget.limits(tx)
-        charges = charges_store.for_quest(tx, quest.id)
-        kept = self.budget.keep_abandoned(tx, quest, charges, limits)
+        limits = await self.budget.limits(tx)
+        charges = await charges_store.for_quest(tx, quest.id)
+        kept = await self.budget.keep_abandoned(tx, quest, charges, limits)
         if kept:
-            quests_store.add_cost(tx, quest.id, kept)
+            await quests_store.add_cost(tx, quest.id, kept)
             worker_metrics.spent(quest.model, kept)
         record = StepRecord(env, quest)
         if quest.cancel_requested_at is not None:  # asked while no worker held the quest
-            quests_store.claim_step(tx, quest.id, n, holder)
+            await quests_store.claim_step(tx, quest.id, n, holder)
             return Ready(
                 record, limits, history, self.toolbox.for_company(set()), ended=cancelled(quest)
             )
-        tools = self.toolbox.for_company(credentials_store.integrations(tx))
+        tools = self.toolbox.for_company(await credentials_store.integrations(tx))
         current = history[-1] if history and history[-1].step == n else None
         if current is not None and current.content is not None:  # the reply is stored: resume
-            quests_store.claim_step(tx, quest.id, n, holder)
+            await quests_store.claim_step(tx, quest.id, n, holder)
             return Ready(record, limits, history, tools)
-        company = companies_store.get(tx)
+        company = await companies_store.get(tx)
         request = ClaudeRequest(
             model=quest.model,
             max_tokens=self.max_tokens,
@@ -247,16 +247,16 @@ class QuestRunner:
         admitted: Admitted | Delay | CountFirst | None = None
         ended: Outcome | None = None
         try:
-            admitted = self.budget.admit(tx, quest, n, request, attempts, limits, counted)
+            admitted = await self.budget.admit(tx, quest, n, request, attempts, limits, counted)
         except QuestFailed as exc:
             ended = Outcome("failed", reason=str(exc))
         except QuestHalted as exc:
             ended = Outcome("halted", reason=str(exc))
         if isinstance(admitted, Delay | CountFirst):
             if isinstance(admitted, Delay):
-                quests_store.touch(tx, quest.id)  # waiting, not lost
+                await quests_store.touch(tx, quest.id)  # waiting, not lost
             return admitted
-        quests_store.claim_step(tx, quest.id, n, holder)
+        await quests_store.claim_step(tx, quest.id, n, holder)
         return Ready(record, limits, history, tools, admitted, ended)
 
     # -- the step --------------------------------------------------------------------------
@@ -308,8 +308,7 @@ class QuestRunner:
             yield scope
 
     def _reload(self, quest: Quest) -> Quest:
-        with self.db.tenant(quest.company_id) as tx:
-            return quests_store.get(tx, quest.id) or quest
+        return self.store(quest.company_id, lambda tx: quests_store.get(tx, quest.id)) or quest
 
     def _advance(self, ready: Ready) -> Outcome | None:
         record, n = ready.record, ready.record.step
@@ -322,8 +321,8 @@ class QuestRunner:
             reply = self._call(ready, ready.admitted)
         stop = reply.stop_reason
         if stop == "tool_use":
-            with self.db.tenant(record.quest.company_id) as tx:
-                self._save_reply(tx, record)  # before any tool runs: a retry resumes from it
+            # before any tool runs: a retry resumes from it
+            self.store(record.quest.company_id, lambda tx: self._save_reply(tx, record))
             record.tool_results = self._run_tools(record, reply, ready.tools)
         if stop in SUCCEED:
             return Outcome("succeeded", result=reply.text)
@@ -447,13 +446,16 @@ class QuestRunner:
         actual, basis = self._failed_cost(admitted, sent, progress)
         self.budget.settle(record.quest, admitted, actual, limits)
         worker_metrics.spent(record.quest.model, actual)
-        with self.db.tenant(record.quest.company_id) as tx:
+
+        async def charge(tx: TenantTx) -> None:
             if actual == admitted.reserved and actual:
-                charges_store.keep(tx, admitted.charge_key)
+                await charges_store.keep(tx, admitted.charge_key)
             else:
-                charges_store.settle(tx, admitted.charge_key, actual, progress.input_usage)
+                await charges_store.settle(tx, admitted.charge_key, actual, progress.input_usage)
             if actual:
-                quests_store.add_cost(tx, record.quest.id, actual)
+                await quests_store.add_cost(tx, record.quest.id, actual)
+
+        self.store(record.quest.company_id, charge)
         if actual:
             record.audit_event(
                 f"charge:{admitted.attempt}",
@@ -497,11 +499,11 @@ class QuestRunner:
         if record.next_delay_ms:  # only a scope in the slow tier or past it delays
             record.show("guard.slowed", delay_ms=record.next_delay_ms)
 
-    def _save_reply(self, tx: TenantTx, record: StepRecord) -> None:
+    async def _save_reply(self, tx: TenantTx, record: StepRecord) -> None:
         if record.unsaved_reply is None:
             return
         reply, cost, charge_key = record.unsaved_reply
-        quests_store.save_reply(
+        await quests_store.save_reply(
             tx,
             record.quest.id,
             record.step,
@@ -512,7 +514,7 @@ class QuestRunner:
             cost_usd_micros=cost,
         )
         if charge_key is not None:
-            charges_store.settle(tx, charge_key, cost, reply.usage)
+            await charges_store.settle(tx, charge_key, cost, reply.usage)
         record.unsaved_reply = None
 
     def _run_tools(
@@ -567,13 +569,16 @@ class QuestRunner:
         ending = self.ending.in_step(record, outcome) if outcome is not None else None
         record.show("step.finished")
         events = [e.model_dump(mode="json") for e in record.audit]
-        with self.db.tenant(quest.company_id) as tx:
-            self._save_reply(tx, record)
-            quests_store.finish_step(
+
+        async def finish(tx: TenantTx) -> None:
+            await self._save_reply(tx, record)
+            await quests_store.finish_step(
                 tx, quest.id, n, model=quest.model, tool_results=record.tool_results, events=events
             )
             if ending is not None:
-                self.ending.record(tx, ending)
+                await self.ending.record(tx, ending)
+
+        self.store(quest.company_id, finish)
         audit, delay = list(record.audit), record.next_delay_ms
         outbox.append(
             lambda: self._send(record.env, quest, audit, next_step=ending is None, delay_ms=delay)

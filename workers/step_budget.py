@@ -9,11 +9,14 @@ and the ledger second: a crash in between leaves the ledger *open*, which the ne
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from guard import Admissions, Guard, Limits, PriceTable, Refused, Reserved, Scope, ScopeLevel
 from guard.errors import UnpricedModel
@@ -28,6 +31,21 @@ from workers.claude import ClaudeRequest
 from workers.errors import QuestFailed, QuestHalted
 
 SLOT_RECHECK_MS = 1_500
+T = TypeVar("T")
+
+
+async def _off_loop(work: Callable[[], T]) -> T:
+    """A call to the guard, whose client is still blocking: in a thread, so the loop (and
+    the transaction's connection, which the ledger may need meanwhile) stays free."""
+    return await asyncio.to_thread(work)
+
+
+def _blocking(
+    ledger: Callable[[Scope], Coroutine[Any, Any, tuple[int, int]]],
+) -> Callable[[Scope], tuple[int, int]]:
+    """The ledger for the guard's thread: read on the loop, in the claim's transaction."""
+    loop = asyncio.get_running_loop()
+    return lambda scope: asyncio.run_coroutine_threadsafe(ledger(scope), loop).result()
 
 
 @dataclass(frozen=True)
@@ -95,13 +113,13 @@ class _Attempt:
     scopes: list[Scope]
     charge_key: str
 
-    def ledger(self, scope: Scope) -> tuple[int, int]:
+    async def ledger(self, scope: Scope) -> tuple[int, int]:
         """``scope``'s (spent, reserved) from the ledger, for the guard to rebuild its counters
         when Redis has lost them."""
         if scope.name == "quest":
-            return charges_store.totals(charges_store.for_quest(self.tx, self.quest.id))
+            return charges_store.totals(await charges_store.for_quest(self.tx, self.quest.id))
         start, end = window_bounds(scope.name, self.at)
-        return charges_store.window_totals(self.tx, start, end)
+        return await charges_store.window_totals(self.tx, start, end)
 
 
 class StepBudget:
@@ -128,13 +146,13 @@ class StepBudget:
         self.slow_min_ms = slow_min_ms
         self.slow_max_ms = slow_max_ms
 
-    def limits(self, tx: TenantTx) -> Limits:
-        return replace(self.defaults, **limits_store.get(tx).changes())
+    async def limits(self, tx: TenantTx) -> Limits:
+        return replace(self.defaults, **(await limits_store.get(tx)).changes())
 
     def quest_cap(self, quest: Quest, limits: Limits) -> int:
         return limits.quest_cap_for(quest.max_usd_micros)
 
-    def keep_abandoned(
+    async def keep_abandoned(
         self, tx: TenantTx, quest: Quest, charges: list[Charge], limits: Limits
     ) -> int:
         """Calls whose outcome never came back (their worker died): count their whole
@@ -146,19 +164,22 @@ class StepBudget:
             scopes = self.guard.scopes(
                 quest.company_id, quest.id, self.quest_cap(quest, limits), limits, c.created_at
             )
-            self.guard.settle(
-                quest.company_id,
-                c.charge_key,
-                amount=c.reserved_micros,
-                actual=c.reserved_micros,
-                scopes=scopes,
-                limits=limits,
+            await _off_loop(
+                functools.partial(
+                    self.guard.settle,
+                    quest.company_id,
+                    c.charge_key,
+                    amount=c.reserved_micros,
+                    actual=c.reserved_micros,
+                    scopes=scopes,
+                    limits=limits,
+                )
             )
-            if charges_store.keep(tx, c.charge_key):
+            if await charges_store.keep(tx, c.charge_key):
                 kept += c.reserved_micros
         return kept
 
-    def admit(
+    async def admit(
         self,
         tx: TenantTx,
         quest: Quest,
@@ -174,25 +195,25 @@ class StepBudget:
         Raises ``QuestHalted`` when the money is gone and ``QuestFailed`` for an unpriced model.
         """
         now = datetime.now(UTC)
-        waiting = self._take_slot(quest, limits)
+        waiting = await _off_loop(lambda: self._take_slot(quest, limits))
         if waiting is not None:
             return waiting
         # The byte bound costs nothing; the API's token count (a round trip) is asked only
         # when the bound does not fit, or is above what an earlier delivery reserved.
         call = self._priced(quest, request, request.input_bound())
         attempt = self._attempt(tx, quest, step, attempts + 1, limits, now)
-        held = self._reserve(attempt, call.amount)
-        recounted = self._with_counted_tokens(attempt, call, held, counted)
+        held = await self._reserve(attempt, call.amount)
+        recounted = await self._with_counted_tokens(attempt, call, held, counted)
         if isinstance(recounted, CountFirst):
             return recounted
         call, held = recounted
         if isinstance(held, Refused):
-            fitted = self._fit_to_what_is_left(attempt, call, held)
+            fitted = await self._fit_to_what_is_left(attempt, call, held)
         else:
-            fitted = self._reuse_earlier_reservation(attempt, call, held)
+            fitted = await self._reuse_earlier_reservation(attempt, call, held)
         if isinstance(fitted, Delay):
             return fitted
-        return self._open_charge(attempt, *fitted)
+        return await self._open_charge(attempt, *fitted)
 
     # -- admission, step by step ------------------------------------------------------------
 
@@ -212,18 +233,21 @@ class StepBudget:
         charge_key = f"{quest.id}:{step}:{number}"
         return _Attempt(tx, quest, step, number, limits, at, scopes, charge_key)
 
-    def _reserve(self, attempt: _Attempt, amount: int) -> Reserved | Refused:
+    async def _reserve(self, attempt: _Attempt, amount: int) -> Reserved | Refused:
         """Reserve ``amount`` under the attempt's charge key against all its scopes at once."""
-        return self.guard.reserve(
-            attempt.quest.company_id,
-            attempt.charge_key,
-            amount,
-            attempt.scopes,
-            attempt.limits,
-            ledger=attempt.ledger,
+        ledger = _blocking(attempt.ledger)
+        return await _off_loop(
+            lambda: self.guard.reserve(
+                attempt.quest.company_id,
+                attempt.charge_key,
+                amount,
+                attempt.scopes,
+                attempt.limits,
+                ledger=ledger,
+            )
         )
 
-    def _with_counted_tokens(
+    async def _with_counted_tokens(
         self, attempt: _Attempt, call: _Call, held: Reserved | Refused, counted: Counted | None
     ) -> tuple[_Call, Reserved | Refused] | CountFirst:
         """The byte bound is about four times high: when the call does not fit by it (refused,
@@ -238,10 +262,10 @@ class StepBudget:
             return call, held
         call = self._priced(attempt.quest, call.request, tokens)
         if isinstance(held, Refused):
-            held = self._reserve(attempt, call.amount)
+            held = await self._reserve(attempt, call.amount)
         return call, held
 
-    def _fit_to_what_is_left(
+    async def _fit_to_what_is_left(
         self, attempt: _Attempt, call: _Call, refused: Refused
     ) -> tuple[_Call, Reserved] | Delay:
         """Refused: ask for fewer output tokens so the call fits what the scope has left, and
@@ -249,12 +273,12 @@ class StepBudget:
         smaller = self._smaller(call, refused.available)
         if smaller is None:
             return self._refusal(refused)
-        held = self._reserve(attempt, smaller.amount)
+        held = await self._reserve(attempt, smaller.amount)
         if isinstance(held, Refused):
             return self._refusal(held)
         return smaller, held
 
-    def _reuse_earlier_reservation(
+    async def _reuse_earlier_reservation(
         self, attempt: _Attempt, call: _Call, held: Reserved
     ) -> tuple[_Call, Reserved] | Delay:
         """A duplicate is an earlier delivery's reservation under this charge key; that
@@ -265,14 +289,14 @@ class StepBudget:
             return call, held
         smaller = None if held.settled else self._smaller(call, held.amount)
         if smaller is None:
-            return self._drop(attempt, held.amount)
+            return await self._drop(attempt, held.amount)
         return smaller, held
 
-    def _open_charge(self, attempt: _Attempt, call: _Call, held: Reserved) -> Admitted:
+    async def _open_charge(self, attempt: _Attempt, call: _Call, held: Reserved) -> Admitted:
         """Write the ledger row, open at the reserved amount, in the claim's transaction: from
         its commit on, a crash leaves an open charge that the next attempt keeps."""
         quest = attempt.quest
-        charges_store.open_charge(
+        await charges_store.open_charge(
             attempt.tx,
             quest.id,
             attempt.step,
@@ -364,23 +388,25 @@ class StepBudget:
         shrunk = self._shrink(call.request, call.input_tokens, available)
         return None if shrunk is None else _Call(shrunk[0], call.input_tokens, shrunk[1])
 
-    def _drop(self, attempt: _Attempt, reserved: int) -> Delay:
+    async def _drop(self, attempt: _Attempt, reserved: int) -> Delay:
         """Release an earlier delivery's reservation that this call does not fit (its call
         was never made) and record it settled at zero, so that the next delivery reserves
         afresh under a new charge key. Settling twice (a crash before this commits) is a no-op."""
         quest, key = attempt.quest, attempt.charge_key
-        self.guard.settle(
-            quest.company_id,
-            key,
-            amount=reserved,
-            actual=0,
-            scopes=attempt.scopes,
-            limits=attempt.limits,
+        await _off_loop(
+            lambda: self.guard.settle(
+                quest.company_id,
+                key,
+                amount=reserved,
+                actual=0,
+                scopes=attempt.scopes,
+                limits=attempt.limits,
+            )
         )
-        charges_store.open_charge(
+        await charges_store.open_charge(
             attempt.tx, quest.id, attempt.step, key, quest.model, reserved, created_at=attempt.at
         )
-        charges_store.settle(attempt.tx, key, 0, None)
+        await charges_store.settle(attempt.tx, key, 0, None)
         return Delay(0, "an earlier delivery's reservation is too small for this call")
 
     def _refusal(self, refused: Refused) -> Delay:

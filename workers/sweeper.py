@@ -20,7 +20,8 @@ import structlog
 from messages import Actor, ActorType, Envelope, QuestStep
 from messages.redis_keys import SWEEPER_LOCK
 from messages.transport import Publisher
-from store import Database, StoreError
+from runtime.loop_thread import StoreRunner
+from store import StoreError, TenantTx
 from store import companies as companies_store
 from store import quests as quests_store
 
@@ -31,14 +32,14 @@ SWEEPER = Actor(type=ActorType.system, id="sweeper")
 class Sweeper:
     def __init__(
         self,
-        db: Database,
+        store: StoreRunner,
         publisher: Publisher,
         client: redis.Redis,
         *,
         interval_s: int,
         idle_s: int,
     ) -> None:
-        self.db = db
+        self.store = store
         self.publisher = publisher
         self.redis = client
         self.interval_s = interval_s
@@ -58,14 +59,10 @@ class Sweeper:
 
     def sweep(self) -> int:
         """Publish the next step of every stuck quest; returns how many."""
-        with self.db.pool.connection() as conn:
-            companies = companies_store.all_ids(conn)
+        companies = self.store.run(self._company_ids())
         sent = 0
         for company_id in companies:
-            with self.db.tenant(company_id) as tx:
-                stuck = quests_store.stuck(tx, self.idle_s)
-                for quest in stuck:
-                    quests_store.touch(tx, quest.id)  # once per idle period, not every sweep
+            stuck = self.store(company_id, self._take_stuck)
             for quest in stuck:
                 envelope = Envelope[QuestStep](
                     company_id=company_id,
@@ -81,3 +78,13 @@ class Sweeper:
                     step=quest.steps_done + 1,
                 )
         return sent
+
+    async def _company_ids(self) -> list[uuid.UUID]:
+        async with self.store.db.pool.connection() as conn:
+            return await companies_store.all_ids(conn)
+
+    async def _take_stuck(self, tx: TenantTx) -> list[quests_store.Stuck]:
+        stuck = await quests_store.stuck(tx, self.idle_s)
+        for quest in stuck:
+            await quests_store.touch(tx, quest.id)  # once per idle period, not every sweep
+        return stuck

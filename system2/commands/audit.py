@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -26,11 +27,16 @@ def audit_list(
 ) -> None:
     """The company's audit trail, newest first, as JSON (filter, then page with --cursor)."""
     from store import activity as activity_store
-    from store.activity import ActivityFilter
+    from store.activity import Activity, ActivityFilter
 
     filters = ActivityFilter(
         quest_id=quest, actor_id=actor, action=action, since=since, until=until
     )
-    with app_db(settings()) as db, db.tenant(company) as tx:
-        rows, next_cursor = activity_store.page(tx, filters, cursor=cursor, limit=limit)
+    s = settings()
+
+    async def page() -> tuple[list[Activity], str | None]:
+        async with app_db(s) as db, db.tenant(company) as tx:
+            return await activity_store.page(tx, filters, cursor=cursor, limit=limit)
+
+    rows, next_cursor = asyncio.run(page())
     emit({"items": [r.__dict__ for r in rows], "next_cursor": next_cursor})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 from uuid import UUID
 
@@ -20,8 +21,13 @@ def company_create(name: str) -> None:
     from uuid import uuid4
 
     cid = uuid4()
-    with app_db(settings()) as db, db.tenant(cid) as tx:
-        companies_store.create(tx, name)
+    s = settings()
+
+    async def create() -> None:
+        async with app_db(s) as db, db.tenant(cid) as tx:
+            await companies_store.create(tx, name)
+
+    asyncio.run(create())
     emit(cid)
 
 
@@ -34,6 +40,11 @@ def company_add_member(
     """Add a user to a company (or change their role)."""
     if role not in companies_store.ROLES:
         raise System2Error(f"role must be one of {', '.join(companies_store.ROLES)}")
-    with app_db(settings()) as db, company_tx(db, company_id) as tx:
-        companies_store.add_member(tx, user_id, role)
+    s = settings()
+
+    async def add() -> None:
+        async with app_db(s) as db, company_tx(db, company_id) as tx:
+            await companies_store.add_member(tx, user_id, role)
+
+    asyncio.run(add())
     say(f"{user_id} is now {role} of {company_id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 from uuid import UUID
 
@@ -18,13 +19,16 @@ app = typer.Typer(help="The guard: spend, caps, budgets and limits.", no_args_is
 def guard_status(company: Annotated[UUID, typer.Option(help="company id")]) -> None:
     """Spend, caps and tier per running quest and per budget window (JSON)."""
     from guard import Admissions, Guard
-    from ingress.guard_view import guard_view
+    from ingress.guard_view import GuardView, guard_view
 
     s = settings()
     client = redis.Redis.from_url(s.redis_url)
-    with app_db(s) as db, company_tx(db, company) as tx:
-        view = guard_view(tx, s, Guard(client), Admissions(client))
-    emit(view.model_dump(mode="json"))
+
+    async def read() -> GuardView:
+        async with app_db(s) as db, company_tx(db, company) as tx:
+            return await guard_view(tx, s, Guard(client), Admissions(client))
+
+    emit(asyncio.run(read()).model_dump(mode="json"))
 
 
 @app.command("set")
@@ -65,10 +69,14 @@ def guard_set(
         max_running_quests=running,
     )
     s = settings()
-    with app_db(s) as db, company_tx(db, company) as tx:
-        try:
-            replace(company_limits(tx, s), **overrides.changes())  # validates the result
-        except ValueError as exc:
-            raise System2Error(str(exc)) from None
-        limits_store.put(tx, overrides)
-        emit(company_limits(tx, s).__dict__)
+
+    async def put() -> None:
+        async with app_db(s) as db, company_tx(db, company) as tx:
+            try:
+                replace(await company_limits(tx, s), **overrides.changes())  # validates it
+            except ValueError as exc:
+                raise System2Error(str(exc)) from None
+            await limits_store.put(tx, overrides)
+            emit((await company_limits(tx, s)).__dict__)
+
+    asyncio.run(put())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 from uuid import UUID
 
@@ -17,13 +18,17 @@ def integration_connect(company_id: UUID, integration: str) -> None:
     """Run the provider's OAuth code flow for the company and store the tokens; prints the
     credential id. (For the demo provider, which approves at once.)"""
     from messages import Actor, ActorType
+    from store.credentials import Credential
     from system2.oauth_connect import connect_by_oauth
 
     s = settings()
-    with app_db(s) as db:
-        by = Actor(type=ActorType.operator, id="cli")
-        cred = connect_by_oauth(s, db, company_id, integration, by=by)
-    emit(cred.id)
+    by = Actor(type=ActorType.operator, id="cli")
+
+    async def run() -> Credential:
+        async with app_db(s) as db:
+            return await connect_by_oauth(s, db, company_id, integration, by=by)
+
+    emit(asyncio.run(run()).id)
 
 
 @app.command("list")
@@ -33,6 +38,12 @@ def integration_list(company: Annotated[UUID, typer.Option(help="company id")]) 
     company connects it again (system2 integration connect, or the ingress's PUT)."""
     from ingress.integrations import view
     from store import credentials as credentials_store
+    from store.credentials import Credential
 
-    with app_db(settings()) as db, db.tenant(company) as tx:
-        emit([view(c).model_dump(mode="json") for c in credentials_store.all_for_company(tx)])
+    s = settings()
+
+    async def listed() -> list[Credential]:
+        async with app_db(s) as db, db.tenant(company) as tx:
+            return await credentials_store.all_for_company(tx)
+
+    emit([view(c).model_dump(mode="json") for c in asyncio.run(listed())])

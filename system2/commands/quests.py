@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 from uuid import UUID
 
@@ -39,6 +40,7 @@ def quest_submit(
     from ingress.schemas import usd_to_micros
     from ingress.submit import Gate, QuestSpec, create_quest, enqueue_first_step
     from messages.transport import publisher
+    from store.quests import Quest
 
     s = settings()
     try:
@@ -47,18 +49,22 @@ def quest_submit(
         raise System2Error(f"--max-usd {exc}") from None
     spec = QuestSpec(goal, model or s.default_model, cap, idempotency_key)
     actor = Actor(type=ActorType.operator, id=operator)
-    with app_db(s) as db:
-        with company_tx(db, company) as tx:
-            client = redis.Redis.from_url(s.redis_url)
-            gate = Gate(Admissions(client), company_limits(tx, s), Guard(client))
-            try:
-                quest, publish = create_quest(tx, actor, spec, gate=gate)
-            except (Throttled, SubmissionRefused) as exc:
-                raise System2Error(str(exc)) from None
-        if publish:
-            with publisher(s.redis_url) as queue:
-                enqueue_first_step(db, queue, quest, actor)
-    emit(quest.id)
+
+    async def submit() -> Quest:
+        async with app_db(s) as db:
+            async with company_tx(db, company) as tx:
+                client = redis.Redis.from_url(s.redis_url)
+                gate = Gate(Admissions(client), await company_limits(tx, s), Guard(client))
+                try:
+                    quest, publish = await create_quest(tx, actor, spec, gate=gate)
+                except (Throttled, SubmissionRefused) as exc:
+                    raise System2Error(str(exc)) from None
+            if publish:
+                with publisher(s.redis_url) as queue:
+                    await enqueue_first_step(db, queue, quest, actor)
+        return quest
+
+    emit(asyncio.run(submit()).id)
 
 
 @app.command("show")
@@ -67,11 +73,16 @@ def quest_show(quest_id: UUID, company: CompanyOption = None) -> None:
     from ingress.routes_quests import quest_view
     from store import quests as quests_store
 
-    with app_db(settings()) as db, db.tenant(quest_company(db, quest_id, company)) as tx:
-        quest = quests_store.get(tx, quest_id)
-        if quest is None:
-            raise System2Error(f"no quest {quest_id} in company {company}")
-        emit(quest_view(tx, quest).model_dump(mode="json"))
+    s = settings()
+
+    async def show() -> None:
+        async with app_db(s) as db, db.tenant(await quest_company(db, quest_id, company)) as tx:
+            quest = await quests_store.get(tx, quest_id)
+            if quest is None:
+                raise System2Error(f"no quest {quest_id} in company {company}")
+            emit((await quest_view(tx, quest)).model_dump(mode="json"))
+
+    asyncio.run(show())
 
 
 @app.command("cancel")
@@ -88,19 +99,25 @@ def quest_cancel(
 
     s = settings()
     by = Actor(type=ActorType.operator, id=operator)
-    with app_db(s) as db:
-        with db.tenant(quest_company(db, quest_id, company)) as tx:
-            quest = quests_store.get(tx, quest_id, for_update=True)
-            if quest is None:
-                raise System2Error(f"no quest {quest_id}")
-            if not quest.finished:
-                quest = request_cancel(tx, quest, by=by, reason=reason)
-        if quest.finished:
-            say(f"quest {quest_id} had already ended: {quest.status}")
-            return
-        with publisher(s.redis_url) as queue:
-            send_cancel(redis.Redis.from_url(s.redis_url), queue, quest, by=by, reason=reason)
-    say(f"cancelling quest {quest_id}")
+
+    async def cancel() -> bool:
+        """True if the cancel was sent; False if the quest had already ended."""
+        async with app_db(s) as db:
+            async with db.tenant(await quest_company(db, quest_id, company)) as tx:
+                quest = await quests_store.get(tx, quest_id, for_update=True)
+                if quest is None:
+                    raise System2Error(f"no quest {quest_id}")
+                if not quest.finished:
+                    quest = await request_cancel(tx, quest, by=by, reason=reason)
+            if quest.finished:
+                say(f"quest {quest_id} had already ended: {quest.status}")
+                return False
+            with publisher(s.redis_url) as queue:
+                send_cancel(redis.Redis.from_url(s.redis_url), queue, quest, by=by, reason=reason)
+        return True
+
+    if asyncio.run(cancel()):
+        say(f"cancelling quest {quest_id}")
 
 
 @app.command("watch")
@@ -110,7 +127,9 @@ def quest_watch(quest_id: UUID, company: CompanyOption = None) -> None:
     from system2.watch import watch
 
     s = settings()
-    with app_db(s) as db:
-        company_id = quest_company(db, quest_id, company)
-        code = watch(s, db, company_id, quest_id)
-    raise typer.Exit(code)
+
+    async def follow() -> int:
+        async with app_db(s) as db:
+            return await watch(s, db, await quest_company(db, quest_id, company), quest_id)
+
+    raise typer.Exit(asyncio.run(follow()))

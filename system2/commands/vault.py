@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+from typing import Annotated, Any
 
 import redis
 import typer
@@ -30,8 +31,12 @@ def vault_status() -> None:
     from system2.vault_admin import key_usage
 
     s = settings()
-    with app_db(s) as db:
-        emit(key_usage(s, db, redis.Redis.from_url(s.redis_url)))
+
+    async def usage() -> dict[str, Any]:
+        async with app_db(s) as db:
+            return await key_usage(s, db, redis.Redis.from_url(s.redis_url))
+
+    emit(asyncio.run(usage()))
 
 
 @app.command("rewrap")
@@ -44,12 +49,16 @@ def vault_rewrap(
     from system2.vault_admin import queue_rewrap, wait_rewrapped
 
     s = settings()
-    with app_db(s) as db:
-        queued, primary = queue_rewrap(s, db)
-        say(f"rewrap under {primary} queued for {queued} companies")
-        if wait:
-            wait_rewrapped(s, db, primary, timeout)
-            say(f"every credential is under {primary}")
+
+    async def rewrap() -> None:
+        async with app_db(s) as db:
+            queued, primary = await queue_rewrap(s, db)
+            say(f"rewrap under {primary} queued for {queued} companies")
+            if wait:
+                await wait_rewrapped(s, db, primary, timeout)
+                say(f"every credential is under {primary}")
+
+    asyncio.run(rewrap())
 
 
 @app.command("retire")
@@ -58,6 +67,10 @@ def vault_retire(kid: str) -> None:
     from system2.vault_admin import check_retire
 
     s = settings()
-    with app_db(s) as db:
-        check_retire(s, db, kid)
+
+    async def check() -> None:
+        async with app_db(s) as db:
+            await check_retire(s, db, kid)
+
+    asyncio.run(check())
     say(f"{kid} protects no credential: remove it from S2_VAULT_KEYS, then restart the processes")

@@ -10,8 +10,8 @@ import httpx
 import redis
 
 from runtime.catalog import INTEGRATIONS, IntegrationSpec
+from runtime.loop_thread import StoreRunner
 from runtime.settings import Settings
-from store import Database
 from vault import Secret, Vault
 from workers.integrations import demo
 from workers.integrations.breaker import Breaker
@@ -41,7 +41,7 @@ def oauth_client(settings: Settings, spec: IntegrationSpec, http: httpx.Client) 
 
 
 def integration_tools(
-    settings: Settings, db: Database, client: redis.Redis, vault: Vault
+    settings: Settings, store: StoreRunner, client: redis.Redis, vault: Vault
 ) -> dict[str, list[Tool]]:
     """Each integration's tools, ready to run for any company that connected it."""
     http = httpx.Client(
@@ -60,7 +60,7 @@ def integration_tools(
     )
     provider = ProviderClient(http, breaker, retries=settings.provider_retries)
     tokens = TokenBroker(
-        db,
+        store,
         vault,
         client,
         {name: oauth_client(settings, spec, http) for name, spec in INTEGRATIONS.items()},
@@ -74,7 +74,7 @@ def integration_tools(
                 tool,
                 ENDPOINTS[name][tool.name],
                 base_url=base_url(settings, spec),
-                db=db,
+                store=store,
                 tokens=tokens,
                 provider=provider,
                 outages=client,

@@ -24,7 +24,8 @@ import redis
 import structlog
 
 from messages.redis_keys import credential_lock_key
-from store import Database
+from runtime.loop_thread import StoreRunner
+from store import TenantTx
 from store import credentials as credentials_store
 from store.activity import NewActivity
 from store.credentials import Credential, NewTokens
@@ -44,7 +45,7 @@ AUDIT_ACTOR = "integrations"  # a system actor: the workers' integration code
 class TokenBroker:
     def __init__(
         self,
-        db: Database,
+        store: StoreRunner,
         vault: Vault,
         client: redis.Redis,
         oauth: Mapping[str, OAuthClient],
@@ -52,7 +53,7 @@ class TokenBroker:
         worker: str,
         skew: timedelta = timedelta(seconds=30),
     ) -> None:
-        self.db = db
+        self.store = store
         self.vault = vault
         self.redis = client
         self.oauth = oauth
@@ -71,16 +72,19 @@ class TokenBroker:
         """A valid access token and the credential version it came from.
         ``origin_message_id``: the message that started the quest, for the audit row of a
         credential marked as needing reconnection."""
-        with self.db.tenant(company_id) as tx:
-            cred = credentials_store.get(tx, integration)
-            if cred is None:
-                raise NotConnected(f"the company has not connected {integration}")
-            _still_connected(cred)
-            if not self._expired(cred):
-                credentials_store.record_use(
-                    tx, cred, purpose=purpose, quest_id=quest_id, worker=self.worker
-                )
-                return self._open(company_id, cred, ACCESS), cred.version
+
+        async def current(tx: TenantTx) -> tuple[Credential, tuple[Secret, int] | None]:
+            cred = await self._connected(tx, integration)
+            if self._expired(cred):
+                return cred, None
+            await credentials_store.record_use(
+                tx, cred, purpose=purpose, quest_id=quest_id, worker=self.worker
+            )
+            return cred, (self._open(company_id, cred, ACCESS), cred.version)
+
+        cred, token = self.store(company_id, current)
+        if token is not None:
+            return token
         return self.refreshed_token(
             company_id,
             integration,
@@ -104,26 +108,32 @@ class TokenBroker:
         provider's trouble at its token endpoint (429, 5xx) leaves the credential as it is:
         ``ProviderRateLimited`` or ``ProviderUnavailable``, and the step waits."""
         with RedisLock(self.redis, credential_lock_key(company_id, integration)):
-            with self.db.tenant(company_id) as tx:
-                cred = credentials_store.get(tx, integration)
-                if cred is None:
-                    raise NotConnected(f"the company has not connected {integration}")
-                _still_connected(cred)
+
+            async def under_lock(tx: TenantTx) -> tuple[Credential, Secret | None, bool]:
+                """The credential; its access token if refreshed meanwhile (True), else its
+                refresh token (False), or None when it has none."""
+                cred = await self._connected(tx, integration)
                 if cred.version != stale_version and not self._expired(cred):
-                    credentials_store.record_use(
+                    await credentials_store.record_use(
                         tx, cred, purpose=purpose, quest_id=quest_id, worker=self.worker
                     )
-                    return self._open(company_id, cred, ACCESS), cred.version  # refreshed meanwhile
-                refresh: Secret | None = None
-                if cred.refresh_token is not None:
-                    credentials_store.record_use(
-                        tx,
-                        cred,
-                        purpose=f"refresh for {purpose}",
-                        quest_id=quest_id,
-                        worker=self.worker,
-                    )
-                    refresh = self._open(company_id, cred, REFRESH)
+                    return cred, self._open(company_id, cred, ACCESS), True
+                if cred.refresh_token is None:
+                    return cred, None, False
+                await credentials_store.record_use(
+                    tx,
+                    cred,
+                    purpose=f"refresh for {purpose}",
+                    quest_id=quest_id,
+                    worker=self.worker,
+                )
+                return cred, self._open(company_id, cred, REFRESH), False
+
+            cred, secret, refreshed_meanwhile = self.store(company_id, under_lock)
+            if refreshed_meanwhile:
+                assert secret is not None
+                return secret, cred.version
+            refresh = secret
             if refresh is None:
                 raise self.needs_reconnect(
                     company_id,
@@ -153,11 +163,13 @@ class TokenBroker:
                 self.vault, company_id=company_id, integration=integration, credential_id=cred.id,
                 access=fresh.access, refresh=fresh.refresh or refresh,
             )  # fmt: skip
-            with self.db.tenant(company_id) as tx:
-                stored = credentials_store.replace_tokens(
-                    tx, cred.id, cred.version,
-                    NewTokens(sealed.key_id, sealed.access_token, sealed.refresh_token, fresh.expires_at),
-                )  # fmt: skip
+            tokens = NewTokens(
+                sealed.key_id, sealed.access_token, sealed.refresh_token, fresh.expires_at
+            )
+            stored = self.store(
+                company_id,
+                lambda tx: credentials_store.replace_tokens(tx, cred.id, cred.version, tokens),
+            )
             if not stored:  # the row changed under the lock: only a reconnect does that
                 raise NotConnected(f"{integration} was reconnected during a refresh; try again")
             log.info("credential refreshed", integration=integration, credential_id=str(cred.id))
@@ -196,11 +208,13 @@ class TokenBroker:
                 payload={"credential_version": cred.version, **(data or {})},
             )
 
-        with self.db.tenant(company_id) as tx:
-            marked = credentials_store.mark_needs_reconnect(
+        async def mark(tx: TenantTx) -> tuple[Credential | None, Credential | None]:
+            marked = await credentials_store.mark_needs_reconnect(
                 tx, integration, version, why, audit=audit
             )
-            current = marked or credentials_store.get(tx, integration)
+            return marked, marked or await credentials_store.get(tx, integration)
+
+        marked, current = self.store(company_id, mark)
         if marked is not None:
             log.warning(
                 "credential needs reconnecting",
@@ -217,6 +231,13 @@ class TokenBroker:
             f"the {integration} credential changed during the call; trying again with it",
             retry_after_ms=1_000,
         )
+
+    async def _connected(self, tx: TenantTx, integration: str) -> Credential:
+        cred = await credentials_store.get(tx, integration)
+        if cred is None:
+            raise NotConnected(f"the company has not connected {integration}")
+        _still_connected(cred)
+        return cred
 
     def _title(self, integration: str) -> str:
         client = self.oauth.get(integration)

@@ -33,7 +33,7 @@ import redis
 
 from messages.redis_keys import provider_outage_key, provider_rate_limited_key
 from runtime.catalog import IntegrationSpec, ToolSpec
-from store import Database
+from runtime.loop_thread import StoreRunner
 from store import tool_calls as tool_calls_store
 from workers.errors import ProviderUnavailable, QuestFailed
 from workers.integrations import ratelimit
@@ -63,7 +63,7 @@ class ConnectedTool:
         endpoint: Endpoint,
         *,
         base_url: str,
-        db: Database,
+        store: StoreRunner,
         tokens: TokenBroker,
         provider: ProviderClient,
         outages: redis.Redis,
@@ -78,7 +78,7 @@ class ConnectedTool:
         self.input_schema = spec.input_schema
         self.mutates = spec.mutates
         self.requests = RequestBuilder(ProviderBase(base_url), spec.input_schema, endpoint.route)
-        self.db = db
+        self.store = store
         self.tokens = tokens
         self.provider = provider
         self.outages = outages
@@ -90,10 +90,12 @@ class ConnectedTool:
         if isinstance(built, str):  # refused: no token, no call, no record, no audit row
             return ToolOutcome(f"{self.name} was not called: {built}", is_error=True)
         if self.mutates:
-            with self.db.tenant(call.company_id) as tx:
-                record = tool_calls_store.begin(
+            record = self.store(
+                call.company_id,
+                lambda tx: tool_calls_store.begin(
                     tx, call.idempotency_key, call.quest_id, call.step, self.name
-                )
+                ),
+            )
             if record.status == "done" and record.result is not None:
                 return ToolOutcome(**record.result)  # done before this redelivery: nothing again
         try:
@@ -104,8 +106,10 @@ class ConnectedTool:
         except ProviderRateLimited as exc:  # not performed: the record stays open for the retry
             raise self._wait_for_rate_limit(call, exc) from None
         if self.mutates:
-            with self.db.tenant(call.company_id) as tx:
-                tool_calls_store.finish(tx, call.idempotency_key, outcome.__dict__)
+            self.store(
+                call.company_id,
+                lambda tx: tool_calls_store.finish(tx, call.idempotency_key, outcome.__dict__),
+            )
         with contextlib.suppress(redis.RedisError):  # the call is done: the markers only lapse
             self.outages.delete(self._outage_key(call), self._rate_limit_key(call))
         return outcome
