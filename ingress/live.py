@@ -217,14 +217,13 @@ class LiveEvents:
             # A changed set of keys is read at once; otherwise wait (briefly) for entries.
             block = None if self._changed.is_set() else READ_BLOCK_MS
             self._changed.clear()
-            streams: dict[KeyT, StreamIdT] = {
-                key: format_id(min(s.last for s in subs)) for key, subs in self._watched.items()
-            }
-            if not streams:
+            read_from = {key: min(s.last for s in subs) for key, subs in self._watched.items()}
+            if not read_from:
                 continue
+            streams: dict[KeyT, StreamIdT] = {k: format_id(v) for k, v in read_from.items()}
             try:
                 reply = await self._client.xread(streams, count=READ_COUNT, block=block)
-                self._deliver(cast(StreamReply, reply or []))
+                self._deliver(cast(StreamReply, reply or []), read_from)
                 failures = 0
             except (RedisError, OSError) as exc:  # Redis down or restarting: retry, streams wait
                 failures += 1
@@ -235,7 +234,11 @@ class LiveEvents:
                 log.exception("live events: reader failed")
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
 
-    def _deliver(self, reply: StreamReply) -> None:
+    def _deliver(self, reply: StreamReply, read_from: dict[str, EntryId]) -> None:
+        """Hand each entry to the streams this read covered. A stream opened while the read
+        waited, from further back than it read (a client resuming with ``Last-Event-ID``), is
+        left for the next read, which starts from it: given these entries now, it would skip
+        the ones between."""
         for raw_key, raw_entries in reply:
             key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
             entries = [
@@ -243,7 +246,10 @@ class LiveEvents:
                 for entry_id, fields in raw_entries
                 for text in [entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)]
             ]
+            start = read_from.get(key)
             for sub in list(self._watched.get(key, ())):
+                if start is None or sub.last < start:
+                    continue
                 for entry_id, text, fields in entries:
                     if entry_id <= sub.last:
                         continue  # a stream further on than the slowest of this key's

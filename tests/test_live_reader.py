@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import pytest
 import redis
@@ -45,6 +46,17 @@ def add_entries(rds: redis.Redis, key: str, count: int) -> list[str]:
     for i in range(count):
         pipe.xadd(key, {"e": f'{{"n": {i}}}'})
     return [i.decode() for i in pipe.execute()]
+
+
+@asynccontextmanager
+async def reading(settings: Settings) -> AsyncIterator[LiveEvents]:
+    """A started reader on the session's Redis, stopped when the block ends."""
+    live = LiveEvents(AsyncRedis.from_url(settings.redis_url), max_per_user=5, max_per_company=5)
+    await live.start()
+    try:
+        yield live
+    finally:
+        await live.stop()
 
 
 async def take(sub: Subscription, count: int | None = None, timeout: float = 10) -> list[str]:
@@ -107,6 +119,27 @@ def test_caps_are_counted_per_user_and_per_company_and_given_back() -> None:
     asyncio.run(main())
 
 
+def test_a_stream_resuming_from_further_back_while_the_reader_waits_loses_nothing(
+    settings: Settings, rds: redis.Redis, key: str
+) -> None:
+    """A client whose stream ended at its maximum life with an event queued but unsent
+    resumes from before that event while the reader is blocked reading after it: the
+    entries in between must reach the resumed stream, not only the ones after."""
+    company = uuid.uuid4()
+
+    async def main() -> None:
+        async with reading(settings) as live:
+            first = add_entries(rds, key, 3)
+            ahead = live.open(user_id="a", company_id=company, key=key, after=first[-1])
+            await asyncio.sleep(0.3)  # the reader now blocks reading after first[-1]
+            resumed = live.open(user_id="b", company_id=company, key=key, after=first[0])
+            later = add_entries(rds, key, 2)  # wakes the blocked read
+            assert await take(resumed, 4) == first[1:] + later
+            assert await take(ahead, 2) == later
+
+    asyncio.run(main())
+
+
 def test_a_slow_client_is_cut_off_and_resumes_without_loss_while_a_fast_one_gets_everything(
     settings: Settings, rds: redis.Redis, key: str
 ) -> None:
@@ -114,17 +147,13 @@ def test_a_slow_client_is_cut_off_and_resumes_without_loss_while_a_fast_one_gets
     company = uuid.uuid4()
 
     async def main() -> None:
-        live = LiveEvents(
-            AsyncRedis.from_url(settings.redis_url), max_per_user=5, max_per_company=5
-        )
-        await live.start()
-        try:
+        async with reading(settings) as live:
             slow = live.open(user_id="slow", company_id=company, key=key, after="0-0")
             fast = live.open(user_id="fast", company_id=company, key=key, after="0-0")
-            reading = asyncio.create_task(take(fast, total))
+            fast_read = asyncio.create_task(take(fast, total))
             await asyncio.sleep(0.5)
             ids = add_entries(rds, key, total)
-            assert await reading == ids
+            assert await fast_read == ids
 
             cut = await take(slow)  # what was queued for it, then the end mark
             assert slow.ended == "the client reads too slowly"
@@ -136,8 +165,6 @@ def test_a_slow_client_is_cut_off_and_resumes_without_loss_while_a_fast_one_gets
             more = add_entries(rds, key, 3)
             assert await take(fast, 3) == more
             assert await take(resumed, 3) == more
-        finally:
-            await live.stop()
         assert not live.running
         assert fast.queue.get_nowait() is None, "stopping ends every open stream"
 
