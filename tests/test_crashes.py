@@ -197,7 +197,8 @@ def test_the_steps_beside_a_poison_step_are_not_dead_lettered_with_it(
     stack.start_workers("survivor", processes=1, threads=4, **env)
     assert wait_finished(in_tenant, tenant.id, poison.id, timeout=60).status == "failed"
     for bystander in innocents:
-        assert wait_finished(in_tenant, tenant.id, bystander.id, timeout=60).status == "succeeded"
+        done = wait_finished(in_tenant, tenant.id, bystander.id, timeout=60)
+        assert done.status == "succeeded", done.reason
     assert len(rds.zrange("dramatiq:quests.XQ", 0, -1)) == 1
 
 
