@@ -14,14 +14,24 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+UNWIND_GRACE_S = 2.0
 RECANCEL_EVERY_S = 0.1
 
 
 async def cancel_and_wait(
-    tasks: Iterable[asyncio.Task[Any]], *, recancel_every_s: float = RECANCEL_EVERY_S
+    tasks: Iterable[asyncio.Task[Any]],
+    *,
+    grace_s: float = UNWIND_GRACE_S,
+    recancel_every_s: float = RECANCEL_EVERY_S,
 ) -> None:
-    """Cancel ``tasks`` and return once every one has ended (their errors are theirs)."""
+    """Cancel ``tasks`` and return once every one has ended (their errors are theirs). A
+    task gets ``grace_s`` to unwind from the first cancel — its cleanup may await, e.g. a
+    Redis round trip that takes back a count — before it is cancelled again, and again."""
     pending = {task for task in tasks if not task.done()}
+    for task in pending:
+        task.cancel()
+    if pending:
+        _, pending = await asyncio.wait(pending, timeout=grace_s)
     while pending:
         for task in pending:
             task.cancel()

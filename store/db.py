@@ -145,12 +145,19 @@ class Database:
     async def _transaction(
         self, prepare: Prepare | None = None
     ) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
+        async with self.connection() as conn:
+            if prepare is not None:
+                await prepare(conn)
+            async with conn.transaction():
+                yield conn
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
+        """A pooled connection with no tenant set (autocommit), for the owner's functions
+        that list across tenants (``companies.all_ids``, ``quests.company_of``)."""
         try:
             async with self.pool.connection() as conn:
-                if prepare is not None:
-                    await prepare(conn)
-                async with conn.transaction():
-                    yield conn
+                yield conn
         except psycopg.OperationalError as exc:  # includes the pool's PoolTimeout
             raise StoreUnavailable(f"Postgres is unavailable: {type(exc).__name__}") from exc
 

@@ -63,7 +63,7 @@ async def quest_company(db: Database, quest_id: UUID, company: UUID | None) -> U
 
     if company is not None:
         return company
-    async with db.pool.connection() as conn:
+    async with db.connection() as conn:
         found = await quests_store.company_of(conn, quest_id)
     if found is None:
         raise System2Error(f"no quest {quest_id}")

@@ -25,7 +25,7 @@ OPERATOR = Actor(type=ActorType.operator, id="vault")
 
 
 async def _company_ids(db: Database) -> list[uuid.UUID]:
-    async with db.pool.connection() as conn:
+    async with db.connection() as conn:
         return await companies_store.all_ids(conn)
 
 

@@ -34,15 +34,11 @@ class CallLoop(LoopThread):
         is cancelled meanwhile, the call's task is cancelled and this raises
         ``concurrent.futures.CancelledError``. (Store work goes through ``run``: a cancel
         does not cut a transaction half way.)"""
-        future = self.submit(call)
+        submitted = self.submit(call)
         scope = current_scope()
         if scope is not None:
-            scope.track_future(future)
-        try:
-            return future.result(timeout_s)
-        except TimeoutError:
-            future.cancel()
-            raise
+            scope.track_future(submitted.future)
+        return self.wait(submitted, timeout_s)
 
 
 CancelledError = concurrent.futures.CancelledError

@@ -80,7 +80,7 @@ class Sweeper:
         return sent
 
     async def _company_ids(self) -> list[uuid.UUID]:
-        async with self.store.db.pool.connection() as conn:
+        async with self.store.db.connection() as conn:
             return await companies_store.all_ids(conn)
 
     async def _take_stuck(self, tx: TenantTx) -> list[quests_store.Stuck]:
