@@ -9,26 +9,27 @@ from importlib import resources
 from typing import Any
 
 import redis
+from redis.asyncio import Redis
 
 from guard.errors import GuardUnavailable
 
 
 class LuaScript:
-    def __init__(self, client: redis.Redis, name: str) -> None:
+    def __init__(self, client: Redis, name: str) -> None:
         self.client = client
         self.source = (
             resources.files("guard").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
         )
         self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
 
-    def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run it; a Redis failure becomes ``GuardUnavailable`` (no call is made uncounted)."""
         with unavailable_on_redis_error():
             try:
-                return self.client.evalsha(self.sha, len(keys), *keys, *args)
+                return await self.client.evalsha(self.sha, len(keys), *keys, *args)
             except redis.exceptions.NoScriptError:
-                self.client.script_load(self.source)
-                return self.client.evalsha(self.sha, len(keys), *keys, *args)
+                await self.client.script_load(self.source)
+                return await self.client.evalsha(self.sha, len(keys), *keys, *args)
 
 
 @contextmanager

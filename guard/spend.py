@@ -10,13 +10,13 @@ Redis did.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-import redis
+from redis.asyncio import Redis
 
 from guard.errors import GuardUnavailable
 from guard.policy import Limits, Tier
@@ -77,7 +77,7 @@ class ScopeLevel:
 
 class Guard:
     def __init__(
-        self, client: redis.Redis, *, prefix: str = "s2:g", reservation_ttl_s: int = 3 * DAY_S
+        self, client: Redis, *, prefix: str = "s2:g", reservation_ttl_s: int = 3 * DAY_S
     ) -> None:
         self.redis = client
         self.prefix = prefix
@@ -119,7 +119,7 @@ class Guard:
 
     # -- reserve and settle -----------------------------------------------------------------
 
-    def reserve(
+    async def reserve(
         self,
         company_id: UUID,
         charge_key: str,
@@ -127,7 +127,7 @@ class Guard:
         scopes: Sequence[Scope],
         limits: Limits,
         *,
-        ledger: Callable[[Scope], tuple[int, int]],
+        ledger: Callable[[Scope], Awaitable[tuple[int, int]]],
     ) -> Reserved | Refused:
         """Reserve ``amount`` against every scope at once, or refuse without reserving.
 
@@ -140,7 +140,7 @@ class Guard:
         keys = [self.reservation_key(company_id, charge_key), *(s.key for s in scopes)]
         by_name = {s.name: s for s in scopes}
         for _ in range(len(scopes) + 1):
-            reply = self._reserve(keys, args)
+            reply = await self._reserve(keys, args)
             status = _text(reply[0])
             if status == "ok":
                 return Reserved(amount)
@@ -150,13 +150,13 @@ class Guard:
                 )
             scope = by_name[_text(reply[1])]
             if status == "missing":
-                self.rebuild(scope, *ledger(scope), limits)
+                await self.rebuild(scope, *(await ledger(scope)), limits)
                 continue
             spent, reserved, cap = int(reply[2]), int(reply[3]), int(reply[4])
             return Refused(scope, spent, reserved, cap * limits.halt_pct // 100)
         raise GuardUnavailable("the guard's counters keep disappearing; is Redis evicting keys?")
 
-    def settle(
+    async def settle(
         self,
         company_id: UUID,
         charge_key: str,
@@ -180,7 +180,7 @@ class Guard:
             limits.halt_pct,
             self.reservation_ttl_s,
         ]
-        reply = self._settle(keys, args)
+        reply = await self._settle(keys, args)
         if _text(reply[0]) == "noop":
             return []
         by_key = {s.key: s for s in scopes}
@@ -193,19 +193,21 @@ class Guard:
             )
         return levels
 
-    def rebuild(self, scope: Scope, spent: int, reserved: int, limits: Limits) -> bool:
+    async def rebuild(self, scope: Scope, spent: int, reserved: int, limits: Limits) -> bool:
         """Recreate a scope's counters from the ledger unless they exist. True if it did."""
         tier = limits.tier_of(spent, scope.cap)
-        done = self._rebuild([scope.key], [spent, reserved, scope.cap, int(tier), scope.ttl_s])
+        done = await self._rebuild(
+            [scope.key], [spent, reserved, scope.cap, int(tier), scope.ttl_s]
+        )
         return bool(done)
 
-    def exhausted_windows(
+    async def exhausted_windows(
         self,
         company_id: UUID,
         limits: Limits,
         at: datetime,
         *,
-        ledger: Callable[[Scope], tuple[int, int]],
+        ledger: Callable[[Scope], Awaitable[tuple[int, int]]],
         least: int = 1,
     ) -> list[Refused]:
         """The company's budget windows at ``at`` whose spent money alone leaves less than
@@ -220,22 +222,22 @@ class Guard:
         reserved. Lower tiers (warn, slow) and money merely reserved are not refusals here.
         """
         windows = [s for s in self.window_scopes(company_id, limits, at) if s.cap > 0]
-        held = {s.key: (spent, reserved) for s, spent, reserved in self.levels(windows)}
+        held = {s.key: (spent, reserved) for s, spent, reserved in await self.levels(windows)}
         found = []
         for scope in windows:
-            spent, reserved = held[scope.key] if scope.key in held else ledger(scope)
+            spent, reserved = held[scope.key] if scope.key in held else await ledger(scope)
             refused = Refused(scope, spent, reserved, scope.cap * limits.halt_pct // 100)
             if refused.left < max(1, least):
                 found.append(refused)
         return found
 
-    def levels(self, scopes: Sequence[Scope]) -> list[tuple[Scope, int, int]]:
+    async def levels(self, scopes: Sequence[Scope]) -> list[tuple[Scope, int, int]]:
         """(scope, spent, reserved) of each scope that Redis has, for status displays."""
-        pipe = self.redis.pipeline(transaction=False)
-        for s in scopes:
-            pipe.hmget(s.key, "spent", "reserved")
         with unavailable_on_redis_error():
-            replies = pipe.execute()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for s in scopes:
+                    pipe.hmget(s.key, "spent", "reserved")
+                replies = await pipe.execute()
         return [
             (s, int(r[0] or 0), int(r[1] or 0))
             for s, r in zip(scopes, replies, strict=True)

@@ -28,7 +28,7 @@ from ingress.live import LiveEvents
 from messages.transport import Publisher, build_broker
 from runtime import queue_metrics, sentry
 from runtime.settings import Settings
-from runtime.wiring import maybe_vault
+from runtime.wiring import async_redis, maybe_vault
 from store import Database, StoreUnavailable
 
 ops = APIRouter(tags=["ops"])
@@ -61,6 +61,7 @@ def create_app(deps: IngressDeps) -> FastAPI:
                     await live.stop()
         finally:
             await deps.db.close()
+            await deps.guard.redis.aclose()  # the guard's and the admissions' client
 
     app = FastAPI(
         title="System2 ingress", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan
@@ -114,6 +115,8 @@ def build(settings: Settings) -> FastAPI:
     # Opened and closed by the app's lifespan, on the server's loop.
     db = Database(settings.database_url, min_size=1, max_size=settings.db_pool_max, name="ingress")
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    # The guard is read within a request's transaction: as many connections as the Postgres pool.
+    guard_redis = async_redis(settings, connections=settings.db_pool_max)
     queue_metrics.install(client, http_metrics.QUEUES)
     deps = IngressDeps(
         settings=settings,
@@ -123,8 +126,8 @@ def build(settings: Settings) -> FastAPI:
         verifier=TokenVerifier(
             settings.jwt_secret.get_secret_value(), audience=settings.jwt_audience
         ),
-        admissions=Admissions(client),
-        guard=Guard(client),
+        admissions=Admissions(guard_redis),
+        guard=Guard(guard_redis),
         vault=maybe_vault(settings, client),
         aredis=AsyncRedis.from_pool(
             BlockingConnectionPool.from_url(

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from guard import Admissions, Guard, Limits
 from guard.spend import window_bounds
@@ -44,12 +43,12 @@ async def company_limits(tx: TenantTx, settings: Settings) -> Limits:
 async def guard_view(
     tx: TenantTx, settings: Settings, guard: Guard, admissions: Admissions
 ) -> GuardView:
-    """Read within ``tx``; the guard's Redis reads run in a worker thread (they block)."""
+    """Read within ``tx``."""
     limits = await company_limits(tx, settings)
     now = datetime.now(UTC)
     windows = []
     for scope in guard.scopes(tx.company_id, tx.company_id, limits.quest_cap, limits, now)[1:]:
-        found = await run_in_threadpool(guard.levels, [scope])
+        found = await guard.levels([scope])
         if found:
             _, spent, reserved = found[0]
         else:  # Redis has nothing (yet): read the ledger
@@ -66,13 +65,13 @@ async def guard_view(
         )
     running = []
     now_ms = int(time.time() * 1000)
-    for quest_id in await run_in_threadpool(admissions.running, tx.company_id, now_ms):
+    for quest_id in await admissions.running(tx.company_id, now_ms):
         quest = await quests_store.get(tx, UUID(quest_id))
         if quest is None:
             continue
         cap = limits.quest_cap_for(quest.max_usd_micros)
         scope = guard.scopes(tx.company_id, quest.id, cap, limits, now)[0]
-        found = await run_in_threadpool(guard.levels, [scope])
+        found = await guard.levels([scope])
         spent, reserved = (
             (found[0][1], found[0][2])
             if found

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
-import anyio.from_thread
 from starlette.concurrency import run_in_threadpool
 
 from guard import Admissions, Guard, Limits, PriceTable, Refused, Scope, UnpricedModel
@@ -127,17 +126,14 @@ class Gate:
         await self.check_budgets(tx, least or 1, spec.model)
         company_id = tx.company_id
         now_ms = int(time.time() * 1000)
-        # The guard's Redis calls block: each runs in a worker thread, within ``tx`` still.
-        running = await run_in_threadpool(self.admissions.running, company_id, now_ms)
+        running = await self.admissions.running(company_id, now_ms)
         if len(running) >= self.limits.max_running_quests:
             raise Throttled(
                 f"{len(running)} quests of this company are running (the limit)",
                 5,
                 "too_many_running_quests",
             )
-        started = await run_in_threadpool(
-            self.admissions.start, company_id, self.limits.quests_per_minute, now_ms
-        )
+        started = await self.admissions.start(company_id, self.limits.quests_per_minute, now_ms)
         if not started.ok:
             raise Throttled(started.reason, started.retry_after_s, "too_many_quest_starts")
 
@@ -181,23 +177,14 @@ class Gate:
         ``least`` (the least a call can cost), read as the workers' guard reads it (its Redis
         counters, the ledger when Redis lost them). An early, honest refusal, not the
         enforcement: a quest admitted just above the line is still held to it by each step's
-        reservation.
-
-        The guard's read blocks (Redis), so it runs in a worker thread; a window it must read
-        from the ledger is read back on this loop, in ``tx``, while that thread waits."""
+        reservation."""
         now = datetime.now(UTC)
 
-        def ledger(scope: Scope) -> tuple[int, int]:  # in the worker thread
-            start, end = window_bounds(scope.name, now)
-            return anyio.from_thread.run(charges_store.window_totals, tx, start, end)
+        async def ledger(scope: Scope) -> tuple[int, int]:
+            return await charges_store.window_totals(tx, *window_bounds(scope.name, now))
 
-        spent = await run_in_threadpool(
-            self.guard.exhausted_windows,
-            tx.company_id,
-            self.limits,
-            now,
-            ledger=ledger,
-            least=least,
+        spent = await self.guard.exhausted_windows(
+            tx.company_id, self.limits, now, ledger=ledger, least=least
         )
         if spent:
             raise BudgetExhausted(spent, now, least=least, model=model)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import redis
+from redis.asyncio import BlockingConnectionPool
+from redis.asyncio import Redis as AsyncRedis
 
 from runtime.settings import Settings
 from vault import RedisEncryptionCounter, Vault, key_source_from_settings
@@ -30,3 +32,14 @@ def build_vault(settings: Settings, client: redis.Redis) -> Vault:
 def maybe_vault(settings: Settings, client: redis.Redis) -> Vault | None:
     """The vault, or None when no keys are configured (integrations are then unavailable)."""
     return build_vault(settings, client) if vault_keys_configured(settings) else None
+
+
+def async_redis(settings: Settings, *, connections: int) -> AsyncRedis:
+    """A redis.asyncio client of at most ``connections`` connections: a caller beyond them
+    waits for one (up to 5 s) rather than failing at once, as redis-py's default pool does.
+    Its connections belong to the loop that first uses them: one client per loop."""
+    return AsyncRedis.from_pool(
+        BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=connections, timeout=5, socket_connect_timeout=2
+        )
+    )

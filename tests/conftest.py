@@ -19,8 +19,10 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 from runtime.settings import Settings
+from runtime.wiring import async_redis
 from store import Database, TenantTx
 from store import companies as companies_store
 from system2.dev_tokens import mint
@@ -90,6 +92,16 @@ def db(settings: Settings, call_loop: CallLoop) -> Iterator[Database]:
     call_loop.run(database.open())
     yield database
     call_loop.run(database.close())
+
+
+@pytest.fixture
+def guard_redis(settings: Settings, call_loop: CallLoop) -> Iterator[AsyncRedis]:
+    """The guard's async Redis client, used on the tests' loop (``call_loop``), as a worker
+    process uses its own on its call loop: pass it to ``step_budget``, ``Guard``,
+    ``Admissions``, and run their coroutines with ``in_tenant.run``."""
+    client = async_redis(settings, connections=8)
+    yield client
+    call_loop.run(client.aclose())
 
 
 @pytest.fixture(scope="session")

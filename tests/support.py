@@ -23,6 +23,7 @@ from messages import Actor, ActorType
 from messages.transport import Publisher, build_broker, publisher
 from runtime.loop_thread import StoreRunner
 from runtime.settings import Settings
+from runtime.wiring import async_redis
 from store import Database, TenantTx
 from store import activity as activity_store
 from store import quests as quests_store
@@ -100,6 +101,7 @@ def ingress_client(
     client: redis.Redis,
     *,
     broker_url: str | None = None,
+    guard_url: str | None = None,
     raise_server_exceptions: bool = True,
     **deps: Any,
 ) -> Iterator[TestClient]:
@@ -108,6 +110,8 @@ def ingress_client(
     a pool of its own, opened by its lifespan on the TestClient's loop (a pool belongs to the
     loop that opened it: the tests' ``db`` is on another)."""
     broker = build_broker(broker_url or settings.redis_url)
+    guard_settings = settings.model_copy(update={"redis_url": guard_url or settings.redis_url})
+    guard_redis = async_redis(guard_settings, connections=4)  # on the TestClient's loop
     app = create_app(
         IngressDeps(
             settings=settings,
@@ -115,8 +119,8 @@ def ingress_client(
             publisher=Publisher(broker),
             redis=client,
             verifier=TokenVerifier(settings.jwt_secret.get_secret_value()),
-            admissions=Admissions(client),
-            guard=Guard(client),
+            admissions=Admissions(guard_redis),
+            guard=Guard(guard_redis),  # closed by the app's lifespan
             **deps,
         )
     )

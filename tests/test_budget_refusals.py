@@ -16,7 +16,6 @@ ledger), on the machine's real Redis and Postgres; the ingress runs in-process a
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import subprocess
@@ -24,7 +23,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +32,7 @@ import psycopg
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from redis.asyncio import Redis as AsyncRedis
 
 from guard import Guard, Limits, PriceTable, Reserved, Scope
 from guard.pricing import MIN_OUTPUT_TOKENS
@@ -46,6 +46,8 @@ from store import limits as limits_store
 from tests.conftest import Tenant
 from tests.support import OPERATOR, InTenant, ingress_client
 from tests.test_cli import assert_one_line_error, run
+
+DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 
 QUEUE = "dramatiq:quests"
 BODIES = "dramatiq:quests.msgs"
@@ -82,7 +84,7 @@ def limits_of(in_tenant: InTenant, settings: Settings, tenant: Tenant) -> Limits
 
 def spend(
     in_tenant: InTenant,
-    rds: redis.Redis,
+    guard_redis: AsyncRedis,
     settings: Settings,
     tenant: Tenant,
     amount: int,
@@ -92,7 +94,7 @@ def spend(
     """One Claude call of ``amount`` micro-USD charged to a quest of the company, as a
     worker's step charges it. ``settle=False`` leaves it in flight (reserved, not spent) until
     the function returned is called."""
-    guard = Guard(rds)
+    guard = Guard(guard_redis)
     limits = limits_of(in_tenant, settings, tenant)
     now = datetime.now(UTC)
 
@@ -102,19 +104,13 @@ def spend(
         )
         scopes = guard.scopes(tenant.id, quest.id, limits.quest_cap_for(None), limits, now)
         key = f"{quest.id}:1:1"
-        loop = asyncio.get_running_loop()
 
-        async def totals(scope: Scope) -> tuple[int, int]:
+        async def ledger(scope: Scope) -> tuple[int, int]:  # read in this transaction
             if scope.name == "quest":
                 return charges_store.totals(await charges_store.for_quest(tx, quest.id))
             return await charges_store.window_totals(tx, *window_bounds(scope.name, now))
 
-        def ledger(scope: Scope) -> tuple[int, int]:  # from the guard's thread, read on the loop
-            return asyncio.run_coroutine_threadsafe(totals(scope), loop).result()
-
-        reserved = await asyncio.to_thread(
-            guard.reserve, tenant.id, key, amount, scopes, limits, ledger=ledger
-        )
+        reserved = await guard.reserve(tenant.id, key, amount, scopes, limits, ledger=ledger)
         assert isinstance(reserved, Reserved), reserved
         await charges_store.open_charge(tx, quest.id, 1, key, quest.model, amount, created_at=now)
         return key, scopes
@@ -122,7 +118,9 @@ def spend(
     key, scopes = in_tenant(tenant.id, charge)
 
     def finish() -> None:
-        guard.settle(tenant.id, key, amount=amount, actual=amount, scopes=scopes, limits=limits)
+        in_tenant.run(
+            guard.settle(tenant.id, key, amount=amount, actual=amount, scopes=scopes, limits=limits)
+        )
         in_tenant(tenant.id, lambda tx: charges_store.settle(tx, key, amount, None))
 
     if settle:
@@ -186,12 +184,16 @@ def assert_refused(resp: Response, window: str) -> dict[str, Any]:
     return body
 
 
-def ledger_of(spent: int) -> Callable[[Scope], tuple[int, int]]:
+def ledger_of(spent: int) -> Callable[[Scope], Awaitable[tuple[int, int]]]:
     """A ledger in which every scope has ``spent`` settled and nothing open."""
-    return lambda _: (spent, 0)
+
+    async def ledger(_: Scope) -> tuple[int, int]:
+        return spent, 0
+
+    return ledger
 
 
-def no_ledger(scope: Scope) -> tuple[int, int]:
+async def no_ledger(scope: Scope) -> tuple[int, int]:
     raise AssertionError(f"the ledger was read for {scope.name} although Redis has it")
 
 
@@ -201,12 +203,17 @@ def no_ledger(scope: Scope) -> tuple[int, int]:
 @pytest.mark.parametrize("least", [1, 2_560])
 @pytest.mark.parametrize(("cap", "halt_pct"), [(10_000, 100), (10_000, 90), (999, 50), (7, 33)])
 def test_a_window_is_exhausted_exactly_when_no_call_can_be_reserved_against_it(
-    rds: redis.Redis, cap: int, halt_pct: int, least: int
+    rds: redis.Redis,
+    guard_redis: AsyncRedis,
+    in_tenant: InTenant,
+    cap: int,
+    halt_pct: int,
+    least: int,
 ) -> None:
     """The ingress refuses where a worker's step, with nothing else in flight, would be
     refused the least call and halt."""
     rds.flushdb()
-    guard, company = Guard(rds), uuid.uuid4()
+    guard, company = Guard(guard_redis), uuid.uuid4()
     limits = Limits(
         quest_cap=10**9,
         quest_ceiling=10**9,
@@ -222,19 +229,25 @@ def test_a_window_is_exhausted_exactly_when_no_call_can_be_reserved_against_it(
     for spent in sorted(n for n in around if n >= 0):
         rds.flushdb()
         scopes = guard.scopes(company, uuid.uuid4(), limits.quest_cap, limits, now)
-        found = guard.exhausted_windows(company, limits, now, ledger=ledger_of(spent), least=least)
+        found = in_tenant.run(
+            guard.exhausted_windows(company, limits, now, ledger=ledger_of(spent), least=least)
+        )
         assert not rds.keys("*"), "nothing is rebuilt or reserved"
-        smallest = guard.reserve(company, "k", least, scopes, limits, ledger=ledger_of(spent))
+        smallest = in_tenant.run(
+            guard.reserve(company, "k", least, scopes, limits, ledger=ledger_of(spent))
+        )
         assert bool(found) == (not isinstance(smallest, Reserved)), (spent, line)
         assert [r.scope.name for r in found] == (["day"] if found else [])
         assert all(r.left == max(0, line - spent) for r in found)
         # now from the counters the reservation rebuilt (what it took is reserved, not spent)
-        again = guard.exhausted_windows(company, limits, now, ledger=no_ledger, least=least)
+        again = in_tenant.run(
+            guard.exhausted_windows(company, limits, now, ledger=no_ledger, least=least)
+        )
         assert again == found
 
 
 def test_the_least_call_is_the_one_a_worker_shrinks_its_call_to_before_it_halts(
-    settings: Settings, rds: redis.Redis
+    settings: Settings, guard_redis: AsyncRedis
 ) -> None:
     """``PriceTable.least_call`` is the workers' own floor: for any prompt, a step's call fits
     what is left exactly when the least call does."""
@@ -243,7 +256,7 @@ def test_the_least_call_is_the_one_a_worker_shrinks_its_call_to_before_it_halts(
     from workers.step_budget import MIN_OUTPUT_TOKENS as WORKERS_MIN
 
     assert WORKERS_MIN is MIN_OUTPUT_TOKENS == 256
-    budget = step_budget(settings, rds, PRICES)
+    budget = step_budget(settings, guard_redis, PRICES)
     for model in (SONNET, HAIKU, "claude-opus-5-5"):
         request = ClaudeRequest(model, 4096, "system", [{"role": "user", "content": "g"}], [])
         for input_tokens in (0, 27, request.input_bound(), 150_000):
@@ -274,13 +287,14 @@ def test_a_spent_daily_budget_is_429_until_midnight_utc_and_nothing_is_created(
     ingress: TestClient,
     in_tenant: InTenant,
     rds: redis.Redis,
+    guard_redis: AsyncRedis,
     settings: Settings,
     tenant: Tenant,
     other_tenant: Tenant,
     admin_conn: AdminConn,
 ) -> None:
     set_limits(in_tenant, tenant, daily_budget_micros=10_000)
-    spend(in_tenant, rds, settings, tenant, 10_000)
+    spend(in_tenant, guard_redis, settings, tenant, 10_000)
     rows = quest_rows(admin_conn, tenant)
 
     body = assert_refused(post(ingress, tenant), "day")
@@ -299,13 +313,14 @@ def test_a_spent_monthly_budget_is_429_until_the_first_of_next_month(
     ingress: TestClient,
     in_tenant: InTenant,
     rds: redis.Redis,
+    guard_redis: AsyncRedis,
     settings: Settings,
     tenant: Tenant,
     admin_conn: AdminConn,
 ) -> None:
     set_limits(in_tenant, tenant, daily_budget_micros=1_000_000, monthly_budget_micros=20_000)
-    spend(in_tenant, rds, settings, tenant, 12_000)
-    spend(in_tenant, rds, settings, tenant, 8_000)
+    spend(in_tenant, guard_redis, settings, tenant, 12_000)
+    spend(in_tenant, guard_redis, settings, tenant, 8_000)
     rows = quest_rows(admin_conn, tenant)
 
     body = assert_refused(post(ingress, tenant), "month")
@@ -316,10 +331,14 @@ def test_a_spent_monthly_budget_is_429_until_the_first_of_next_month(
 
 
 def test_with_both_windows_spent_the_later_reset_is_named(
-    ingress: TestClient, in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
+    ingress: TestClient,
+    in_tenant: InTenant,
+    guard_redis: AsyncRedis,
+    settings: Settings,
+    tenant: Tenant,
 ) -> None:
     set_limits(in_tenant, tenant, daily_budget_micros=10_000, monthly_budget_micros=10_000)
-    spend(in_tenant, rds, settings, tenant, 10_000)
+    spend(in_tenant, guard_redis, settings, tenant, 10_000)
     body = assert_refused(post(ingress, tenant), "month")
     assert body["exhausted"] == ["day", "month"]
     assert "daily budget" in body["detail"] and "monthly budget" in body["detail"]
@@ -329,6 +348,7 @@ def test_a_budget_with_less_left_than_the_least_call_is_429_as_if_spent(
     ingress: TestClient,
     in_tenant: InTenant,
     rds: redis.Redis,
+    guard_redis: AsyncRedis,
     settings: Settings,
     tenant: Tenant,
     admin_conn: AdminConn,
@@ -337,7 +357,7 @@ def test_a_budget_with_less_left_than_the_least_call_is_429_as_if_spent(
     quest at once ("too little is left for another call"), so the submit is refused."""
     assert settings.default_model == SONNET and least() > 1_000
     set_limits(in_tenant, tenant, daily_budget_micros=10_000)
-    spend(in_tenant, rds, settings, tenant, 9_000)
+    spend(in_tenant, guard_redis, settings, tenant, 9_000)
     rows = quest_rows(admin_conn, tenant)
 
     body = assert_refused(post(ingress, tenant), "day")
@@ -354,66 +374,84 @@ def test_a_budget_with_less_left_than_the_least_call_is_429_as_if_spent(
 
 
 def test_a_budget_with_the_least_call_left_is_admitted(
-    ingress: TestClient, in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
+    ingress: TestClient,
+    in_tenant: InTenant,
+    rds: redis.Redis,
+    guard_redis: AsyncRedis,
+    settings: Settings,
+    tenant: Tenant,
 ) -> None:
     set_limits(in_tenant, tenant, daily_budget_micros=10_000, monthly_budget_micros=20_000)
-    spend(in_tenant, rds, settings, tenant, 10_000 - least())
+    spend(in_tenant, guard_redis, settings, tenant, 10_000 - least())
     ok = post(ingress, tenant)
     assert ok.status_code == 202, ok.text
     assert queued_quest_ids(rds) == [ok.json()["quest_id"]]
 
     set_limits(in_tenant, tenant, daily_budget_micros=100_000)  # the month now is the short one
-    spend(in_tenant, rds, settings, tenant, 10_000)  # the least call left of the month
+    spend(in_tenant, guard_redis, settings, tenant, 10_000)  # the least call left of the month
     assert post(ingress, tenant).status_code == 202
-    spend(in_tenant, rds, settings, tenant, 1)  # one micro-dollar short
+    spend(in_tenant, guard_redis, settings, tenant, 1)  # one micro-dollar short
     body = assert_refused(post(ingress, tenant), "month")
     assert body["exhausted"] == ["month"] and "monthly budget" in body["detail"]
 
 
 def test_the_least_call_is_the_quests_models(
-    ingress: TestClient, in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
+    ingress: TestClient,
+    in_tenant: InTenant,
+    guard_redis: AsyncRedis,
+    settings: Settings,
+    tenant: Tenant,
 ) -> None:
     """$0.001 left is too little for a call to Sonnet, enough for one to Haiku."""
     assert least(HAIKU) < 1_000 < least(SONNET)
     set_limits(in_tenant, tenant, daily_budget_micros=10_000)
-    spend(in_tenant, rds, settings, tenant, 9_000)
+    spend(in_tenant, guard_redis, settings, tenant, 9_000)
     assert_refused(post(ingress, tenant, model=SONNET), "day")
     ok = post(ingress, tenant, model=HAIKU)
     assert ok.status_code == 202, ok.text
 
 
 def test_an_unpriced_model_is_left_to_the_worker_but_a_spent_budget_is_not(
-    ingress: TestClient, in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
+    ingress: TestClient,
+    in_tenant: InTenant,
+    guard_redis: AsyncRedis,
+    settings: Settings,
+    tenant: Tenant,
 ) -> None:
     """A model without a price has no least call: its first step fails the quest, naming the
     missing price (as before); a budget at its halt line refuses it all the same."""
     set_limits(in_tenant, tenant, daily_budget_micros=10_000)
-    spend(in_tenant, rds, settings, tenant, 9_000)
+    spend(in_tenant, guard_redis, settings, tenant, 9_000)
     set_limits(in_tenant, tenant, daily_budget_micros=10_000, quest_cap_micros=1)
     ok = post(ingress, tenant, model="claude-unpriced-9")
     assert ok.status_code == 202, ok.text
     set_limits(in_tenant, tenant, quest_cap_micros=settings.default_limits().quest_cap)
-    spend(in_tenant, rds, settings, tenant, 1_000)
+    spend(in_tenant, guard_redis, settings, tenant, 1_000)
     assert_refused(post(ingress, tenant, model="claude-unpriced-9"), "day")
 
 
 def test_warn_and_slow_tiers_and_money_in_flight_are_admitted_the_halt_line_is_not(
-    ingress: TestClient, in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
+    ingress: TestClient,
+    in_tenant: InTenant,
+    rds: redis.Redis,
+    guard_redis: AsyncRedis,
+    settings: Settings,
+    tenant: Tenant,
 ) -> None:
     set_limits(
         in_tenant, tenant, daily_budget_micros=100_000, warn_pct=50, slow_pct=70, halt_pct=90
     )
-    spend(in_tenant, rds, settings, tenant, 50_000)  # warn
+    spend(in_tenant, guard_redis, settings, tenant, 50_000)  # warn
     assert post(ingress, tenant).status_code == 202
-    spend(in_tenant, rds, settings, tenant, 20_000)  # slow
+    spend(in_tenant, guard_redis, settings, tenant, 20_000)  # slow
     assert post(ingress, tenant).status_code == 202
-    spend(in_tenant, rds, settings, tenant, 20_000 - least())  # exactly the least call left
+    spend(in_tenant, guard_redis, settings, tenant, 20_000 - least())  # exactly the least call left
     assert post(ingress, tenant).status_code == 202
     set_limits(in_tenant, tenant, halt_pct=89)  # the line is S2_GUARD_HALT_PCT of the budget
     assert_refused(post(ingress, tenant), "day")
     set_limits(in_tenant, tenant, halt_pct=90)
     in_flight = spend(
-        in_tenant, rds, settings, tenant, 1, settle=False
+        in_tenant, guard_redis, settings, tenant, 1, settle=False
     )  # reserved: may settle lower
     assert post(ingress, tenant).status_code == 202
     assert len(queued_quest_ids(rds)) == 4
@@ -428,12 +466,13 @@ def test_the_ledger_decides_when_redis_has_lost_the_counters(
     ingress: TestClient,
     in_tenant: InTenant,
     rds: redis.Redis,
+    guard_redis: AsyncRedis,
     settings: Settings,
     tenant: Tenant,
     admin_conn: AdminConn,
 ) -> None:
     set_limits(in_tenant, tenant, daily_budget_micros=10_000)
-    spend(in_tenant, rds, settings, tenant, 10_000)
+    spend(in_tenant, guard_redis, settings, tenant, 10_000)
     rds.flushdb()  # Redis restarted empty: the budget did not reset
     rows = quest_rows(admin_conn, tenant)
     assert_refused(post(ingress, tenant), "day")
@@ -445,12 +484,13 @@ def test_a_refused_idempotency_key_creates_the_quest_once_the_day_has_reset(
     ingress: TestClient,
     in_tenant: InTenant,
     rds: redis.Redis,
+    guard_redis: AsyncRedis,
     settings: Settings,
     tenant: Tenant,
     admin_conn: AdminConn,
 ) -> None:
     set_limits(in_tenant, tenant, daily_budget_micros=10_000, quests_per_minute=1)
-    spend(in_tenant, rds, settings, tenant, 10_000)
+    spend(in_tenant, guard_redis, settings, tenant, 10_000)
     key = "retry-" + uuid.uuid4().hex
     for _ in range(2):  # a client retrying before the reset is refused the same way
         assert_refused(post(ingress, tenant, key), "day")
@@ -458,7 +498,8 @@ def test_a_refused_idempotency_key_creates_the_quest_once_the_day_has_reset(
 
     # The day ends: its counter and its charges now belong to yesterday.
     now = datetime.now(UTC)
-    today = Guard(rds).window_scopes(tenant.id, limits_of(in_tenant, settings, tenant), now)[0].key
+    limits = limits_of(in_tenant, settings, tenant)
+    today = Guard(guard_redis).window_scopes(tenant.id, limits, now)[0].key
     rds.rename(
         today, today.rsplit(":", 1)[0] + ":" + (now - timedelta(days=1)).strftime("%Y-%m-%d")
     )
@@ -485,6 +526,7 @@ def test_concurrent_submits_as_the_line_is_crossed_are_each_all_or_nothing(
     ingress: TestClient,
     in_tenant: InTenant,
     rds: redis.Redis,
+    guard_redis: AsyncRedis,
     settings: Settings,
     tenant: Tenant,
     admin_conn: AdminConn,
@@ -493,13 +535,15 @@ def test_concurrent_submits_as_the_line_is_crossed_are_each_all_or_nothing(
     the crossing is settled every submit is refused, the same Idempotency-Key sent twice at
     once included."""
     set_limits(in_tenant, tenant, daily_budget_micros=10_000, quests_per_minute=1_000)
-    spend(in_tenant, rds, settings, tenant, 10_000 - least())  # the least call left: admitted
+    # the least call left: admitted
+    spend(in_tenant, guard_redis, settings, tenant, 10_000 - least())
     keys = [f"race-{i}-{uuid.uuid4().hex}" for i in range(12)]
     crossed = threading.Event()
 
     def submit(i: int) -> Response:
         if i == len(keys) // 2:
-            spend(in_tenant, rds, settings, tenant, 1)  # a worker settles the call that crosses
+            # a worker settles the call that crosses
+            spend(in_tenant, guard_redis, settings, tenant, 1)
             crossed.set()
         return post(ingress, tenant, keys[i])
 
@@ -533,9 +577,9 @@ def test_with_redis_down_a_submit_is_still_503_and_creates_nothing(
     settings: Settings, in_tenant: InTenant, tenant: Tenant, admin_conn: AdminConn
 ) -> None:
     set_limits(in_tenant, tenant, daily_budget_micros=10_000)
-    down = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    down = redis.Redis.from_url(DOWN, socket_connect_timeout=1)
     rows = quest_rows(admin_conn, tenant)
-    with ingress_client(settings, down, broker_url="redis://127.0.0.1:1/0") as client:
+    with ingress_client(settings, down, broker_url=DOWN, guard_url=DOWN) as client:
         resp = post(client, tenant, "k-" + uuid.uuid4().hex)
     assert resp.status_code == 503, resp.text
     assert int(resp.headers["Retry-After"]) > 0
@@ -611,11 +655,15 @@ def test_a_company_quest_cap_below_the_least_call_is_422_unless_max_usd_raises_i
 
 
 def test_a_cap_refusal_comes_before_a_budget_refusal(
-    ingress: TestClient, in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
+    ingress: TestClient,
+    in_tenant: InTenant,
+    guard_redis: AsyncRedis,
+    settings: Settings,
+    tenant: Tenant,
 ) -> None:
     """The request itself can never run: 422, not a 429 whose retry would be refused again."""
     set_limits(in_tenant, tenant, daily_budget_micros=10_000)
-    spend(in_tenant, rds, settings, tenant, 10_000)
+    spend(in_tenant, guard_redis, settings, tenant, 10_000)
     assert_cap_refused(post(ingress, tenant, max_usd="0.001"))
     assert_refused(post(ingress, tenant, max_usd="0.01"), "day")
 
@@ -624,11 +672,16 @@ def test_a_cap_refusal_comes_before_a_budget_refusal(
 
 
 def test_quest_submit_refuses_a_spent_budget_in_one_line(
-    in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant, admin_conn: AdminConn
+    in_tenant: InTenant,
+    rds: redis.Redis,
+    guard_redis: AsyncRedis,
+    settings: Settings,
+    tenant: Tenant,
+    admin_conn: AdminConn,
 ) -> None:
     rds.flushdb()
     set_limits(in_tenant, tenant, daily_budget_micros=10_000)
-    spend(in_tenant, rds, settings, tenant, 10_000)
+    spend(in_tenant, guard_redis, settings, tenant, 10_000)
     rows = quest_rows(admin_conn, tenant)
     result = run(settings, "quest", "submit", "--company", str(tenant.id), "--goal", "g")
     line = assert_one_line_error(result)

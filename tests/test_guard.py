@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import random
 import threading
@@ -12,6 +13,7 @@ import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from redis.asyncio import Redis
 
 from guard import (
     Admissions,
@@ -20,6 +22,7 @@ from guard import (
     PriceTable,
     Refused,
     Reserved,
+    Scope,
     Tier,
     UnpricedModel,
     Usage,
@@ -109,162 +112,202 @@ def test_the_worst_case_is_never_below_the_real_cost(
 
 
 # -- reserve and settle -----------------------------------------------------------------------
+# A redis.asyncio client is bound to the loop it first connects on, so each test opens its own
+# inside the coroutine it runs with asyncio.run, and closes it there (``async with``).
 
 
 @pytest.fixture
-def guard(rds: redis.Redis) -> Guard:
+def url(rds: redis.Redis, redis_url: str) -> str:
+    """The session's scratch Redis database, emptied."""
     rds.flushdb()
-    return Guard(rds)
+    return redis_url
 
 
-def fresh_ledger(_scope: object) -> tuple[int, int]:
+async def fresh_ledger(_scope: object) -> tuple[int, int]:
     return 0, 0
 
 
-def test_a_reservation_that_does_not_fit_is_not_made(guard: Guard) -> None:
-    company, quest, lim = uuid.uuid4(), uuid.uuid4(), limits()
-    scopes = guard.scopes(company, quest, 10_000, lim, NOW)
-    assert guard.reserve(company, "q:1:1", 6_000, scopes, lim, ledger=fresh_ledger) == Reserved(
-        6_000
-    )
-    refused = guard.reserve(company, "q:2:1", 6_000, scopes, lim, ledger=fresh_ledger)
-    assert isinstance(refused, Refused)
-    assert (refused.scope.name, refused.spent, refused.reserved, refused.limit) == (
-        "quest",
-        0,
-        6_000,
-        10_000,
-    )
-    assert not refused.exhausted
-    assert [(s.name, spent, reserved) for s, spent, reserved in guard.levels(scopes)] == [
-        ("quest", 0, 6_000),
-        ("day", 0, 6_000),
-        ("month", 0, 6_000),
-    ]
+def test_a_reservation_that_does_not_fit_is_not_made(url: str) -> None:
+    async def main() -> None:
+        async with Redis.from_url(url) as client:
+            guard = Guard(client)
+            company, quest, lim = uuid.uuid4(), uuid.uuid4(), limits()
+            scopes = guard.scopes(company, quest, 10_000, lim, NOW)
+            assert await guard.reserve(
+                company, "q:1:1", 6_000, scopes, lim, ledger=fresh_ledger
+            ) == Reserved(6_000)
+            refused = await guard.reserve(company, "q:2:1", 6_000, scopes, lim, ledger=fresh_ledger)
+            assert isinstance(refused, Refused)
+            assert (refused.scope.name, refused.spent, refused.reserved, refused.limit) == (
+                "quest",
+                0,
+                6_000,
+                10_000,
+            )
+            assert not refused.exhausted
+            assert [
+                (s.name, spent, reserved) for s, spent, reserved in await guard.levels(scopes)
+            ] == [
+                ("quest", 0, 6_000),
+                ("day", 0, 6_000),
+                ("month", 0, 6_000),
+            ]
+
+    asyncio.run(main())
 
 
-def test_reserving_or_settling_twice_counts_once(guard: Guard) -> None:
-    company, quest, lim = uuid.uuid4(), uuid.uuid4(), limits()
-    scopes = guard.scopes(company, quest, 10_000, lim, NOW)
-    guard.reserve(company, "q:1:1", 3_000, scopes, lim, ledger=fresh_ledger)
-    again = guard.reserve(company, "q:1:1", 3_000, scopes, lim, ledger=fresh_ledger)
-    assert again == Reserved(3_000, duplicate=True)
-    first = guard.settle(company, "q:1:1", amount=3_000, actual=1_234, scopes=scopes, limits=lim)
-    second = guard.settle(company, "q:1:1", amount=3_000, actual=1_234, scopes=scopes, limits=lim)
-    assert [lv.spent for lv in first] == [1_234, 1_234, 1_234] and second == []
-    assert [(spent, reserved) for _, spent, reserved in guard.levels(scopes)] == [(1_234, 0)] * 3
+def test_reserving_or_settling_twice_counts_once(url: str) -> None:
+    async def main() -> None:
+        async with Redis.from_url(url) as client:
+            guard = Guard(client)
+            company, quest, lim = uuid.uuid4(), uuid.uuid4(), limits()
+            scopes = guard.scopes(company, quest, 10_000, lim, NOW)
+            await guard.reserve(company, "q:1:1", 3_000, scopes, lim, ledger=fresh_ledger)
+            again = await guard.reserve(company, "q:1:1", 3_000, scopes, lim, ledger=fresh_ledger)
+            assert again == Reserved(3_000, duplicate=True)
+            first = await guard.settle(
+                company, "q:1:1", amount=3_000, actual=1_234, scopes=scopes, limits=lim
+            )
+            second = await guard.settle(
+                company, "q:1:1", amount=3_000, actual=1_234, scopes=scopes, limits=lim
+            )
+            assert [lv.spent for lv in first] == [1_234, 1_234, 1_234] and second == []
+            assert [(spent, reserved) for _, spent, reserved in await guard.levels(scopes)] == [
+                (1_234, 0)
+            ] * 3
+
+    asyncio.run(main())
 
 
-def test_each_tier_is_crossed_once(guard: Guard) -> None:
-    company, quest, lim = uuid.uuid4(), uuid.uuid4(), limits()
-    scopes = guard.scopes(company, quest, 10_000, lim, NOW)
-    crossings = []
-    for i in range(10):
-        guard.reserve(company, f"q:{i}:1", 1_000, scopes, lim, ledger=fresh_ledger)
-        for lv in guard.settle(
-            company, f"q:{i}:1", amount=1_000, actual=1_000, scopes=scopes, limits=lim
-        ):
-            if lv.crossed and lv.scope.name == "quest":
-                crossings.append((i, lv.tier))
-    # 5,000 spent is 50 % (warn), 8,000 is 80 % (slow), 10,000 is 100 % (halt)
-    assert crossings == [(4, Tier.warn), (7, Tier.slow), (9, Tier.halt)]
-    refused = guard.reserve(company, "q:10:1", 1, scopes, lim, ledger=fresh_ledger)
-    assert isinstance(refused, Refused) and refused.exhausted
+def test_each_tier_is_crossed_once(url: str) -> None:
+    async def main() -> None:
+        async with Redis.from_url(url) as client:
+            guard = Guard(client)
+            company, quest, lim = uuid.uuid4(), uuid.uuid4(), limits()
+            scopes = guard.scopes(company, quest, 10_000, lim, NOW)
+            crossings = []
+            for i in range(10):
+                await guard.reserve(company, f"q:{i}:1", 1_000, scopes, lim, ledger=fresh_ledger)
+                for lv in await guard.settle(
+                    company, f"q:{i}:1", amount=1_000, actual=1_000, scopes=scopes, limits=lim
+                ):
+                    if lv.crossed and lv.scope.name == "quest":
+                        crossings.append((i, lv.tier))
+            # 5,000 spent is 50 % (warn), 8,000 is 80 % (slow), 10,000 is 100 % (halt)
+            assert crossings == [(4, Tier.warn), (7, Tier.slow), (9, Tier.halt)]
+            refused = await guard.reserve(company, "q:10:1", 1, scopes, lim, ledger=fresh_ledger)
+            assert isinstance(refused, Refused) and refused.exhausted
+
+    asyncio.run(main())
 
 
 def test_missing_counters_are_rebuilt_from_the_ledger_before_reserving(
-    guard: Guard, rds: redis.Redis
+    url: str, rds: redis.Redis
 ) -> None:
-    company, quest, lim = uuid.uuid4(), uuid.uuid4(), limits()
-    scopes = guard.scopes(company, quest, 10_000, lim, NOW)
     asked = []
 
-    def ledger(scope: object) -> tuple[int, int]:
+    async def ledger(scope: object) -> tuple[int, int]:
         asked.append(scope.name)  # type: ignore[attr-defined]
         return {"quest": (7_000, 1_000), "day": (40_000, 1_000), "month": (90_000, 1_000)}[
             scope.name
         ]  # type: ignore[attr-defined]
 
-    refused = guard.reserve(company, "q:3:1", 2_500, scopes, lim, ledger=ledger)
-    assert sorted(asked) == ["day", "month", "quest"]
-    assert isinstance(refused, Refused) and refused.scope.name == "quest"
-    assert (refused.spent, refused.reserved) == (7_000, 1_000)
-    assert guard.reserve(company, "q:3:2", 2_000, scopes, lim, ledger=ledger) == Reserved(2_000)
-    assert len(asked) == 3, "rebuilt once"
-    # the rebuild remembers the tier already reached, so it is not reported again
-    assert int(rds.hget(scopes[0].key, "tier") or 0) == Tier.warn
+    async def main() -> None:
+        async with Redis.from_url(url) as client:
+            guard = Guard(client)
+            company, quest, lim = uuid.uuid4(), uuid.uuid4(), limits()
+            scopes = guard.scopes(company, quest, 10_000, lim, NOW)
+            refused = await guard.reserve(company, "q:3:1", 2_500, scopes, lim, ledger=ledger)
+            assert sorted(asked) == ["day", "month", "quest"]
+            assert isinstance(refused, Refused) and refused.scope.name == "quest"
+            assert (refused.spent, refused.reserved) == (7_000, 1_000)
+            assert await guard.reserve(
+                company, "q:3:2", 2_000, scopes, lim, ledger=ledger
+            ) == Reserved(2_000)
+            assert len(asked) == 3, "rebuilt once"
+            # the rebuild remembers the tier already reached, so it is not reported again
+            assert int(rds.hget(scopes[0].key, "tier") or 0) == Tier.warn
+
+    asyncio.run(main())
 
 
 def test_a_settlement_after_redis_lost_the_reservation_uses_the_rebuilt_counters(
-    guard: Guard, rds: redis.Redis
+    url: str, rds: redis.Redis
 ) -> None:
-    company, quest, lim = uuid.uuid4(), uuid.uuid4(), limits()
-    scopes = guard.scopes(company, quest, 10_000, lim, NOW)
-    guard.reserve(company, "q:1:1", 3_000, scopes, lim, ledger=fresh_ledger)
-    rds.flushdb()  # Redis restarted without its data, the call still in flight
-    for s in scopes:  # a rebuild from the ledger, where the call is still open
-        guard.rebuild(s, 0, 3_000, lim)
-    levels = guard.settle(company, "q:1:1", amount=3_000, actual=2_000, scopes=scopes, limits=lim)
-    assert [lv.spent for lv in levels] == [2_000] * 3
-    assert [(spent, reserved) for _, spent, reserved in guard.levels(scopes)] == [(2_000, 0)] * 3
+    async def main() -> None:
+        async with Redis.from_url(url) as client:
+            guard = Guard(client)
+            company, quest, lim = uuid.uuid4(), uuid.uuid4(), limits()
+            scopes = guard.scopes(company, quest, 10_000, lim, NOW)
+            await guard.reserve(company, "q:1:1", 3_000, scopes, lim, ledger=fresh_ledger)
+            rds.flushdb()  # Redis restarted without its data, the call still in flight
+            for s in scopes:  # a rebuild from the ledger, where the call is still open
+                await guard.rebuild(s, 0, 3_000, lim)
+            levels = await guard.settle(
+                company, "q:1:1", amount=3_000, actual=2_000, scopes=scopes, limits=lim
+            )
+            assert [lv.spent for lv in levels] == [2_000] * 3
+            assert [(spent, reserved) for _, spent, reserved in await guard.levels(scopes)] == [
+                (2_000, 0)
+            ] * 3
+
+    asyncio.run(main())
 
 
 # -- the race ------------------------------------------------------------------------------------
+# Four processes and a thread of this one race for one quest's cap, each on its own event loop
+# and its own client, each loop running 8 reservations at once: every racer's Lua scripts
+# reach Redis on separate connections, interleaved, as different workers' would.
 
 CAP = 50_000
 AMOUNT = 7_000  # at most 7 reservations fit
 
 
+async def _race(url: str, company: str, quest: str, tag: str, n: int) -> list[tuple[str, int, int]]:
+    """Reserve and settle ``n`` calls concurrently against one small cap; say what happened."""
+    lim = limits(quest_cap=CAP, quest_ceiling=CAP)
+    async with Redis.from_url(url) as client:
+        guard = Guard(client)
+        scopes = guard.scopes(uuid.UUID(company), uuid.UUID(quest), CAP, lim, NOW)
+        gate = asyncio.Barrier(n)
+
+        async def one(i: int) -> tuple[str, int, int]:
+            key = f"{tag}:{i}"
+            await gate.wait()
+            got = await guard.reserve(
+                uuid.UUID(company), key, AMOUNT, scopes, lim, ledger=fresh_ledger
+            )
+            if isinstance(got, Reserved):
+                actual = random.randint(AMOUNT // 2, AMOUNT)
+                settled = await guard.settle(
+                    uuid.UUID(company), key, amount=AMOUNT, actual=actual, scopes=scopes, limits=lim
+                )
+                again = await guard.settle(
+                    uuid.UUID(company), key, amount=AMOUNT, actual=actual, scopes=scopes, limits=lim
+                )
+                return (key, actual, len(settled) + 10 * len(again))
+            return (key, 0, -1)
+
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
 def _racer(
     url: str, company: str, quest: str, tag: str, n: int, out: multiprocessing.Queue[object]
 ) -> None:
-    """Reserve and settle ``n`` calls in threads against one small cap; report what happened."""
-    guard = Guard(redis.Redis.from_url(url))
-    lim = limits(quest_cap=CAP, quest_ceiling=CAP)
-    scopes = guard.scopes(uuid.UUID(company), uuid.UUID(quest), CAP, lim, NOW)
-    results: list[tuple[str, int, int]] = []
-    lock = threading.Lock()
-    gate = threading.Barrier(n)
-
-    def one(i: int) -> None:
-        key = f"{tag}:{i}"
-        gate.wait()
-        got = guard.reserve(uuid.UUID(company), key, AMOUNT, scopes, lim, ledger=fresh_ledger)
-        if isinstance(got, Reserved):
-            actual = random.randint(AMOUNT // 2, AMOUNT)
-            settled = guard.settle(
-                uuid.UUID(company), key, amount=AMOUNT, actual=actual, scopes=scopes, limits=lim
-            )
-            again = guard.settle(
-                uuid.UUID(company), key, amount=AMOUNT, actual=actual, scopes=scopes, limits=lim
-            )
-            with lock:
-                results.append((key, actual, len(settled) + 10 * len(again)))
-        else:
-            with lock:
-                results.append((key, 0, -1))
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    out.put(results)
+    """One racer, on an event loop of its own (in a process or a thread); report to ``out``."""
+    out.put(asyncio.run(_race(url, company, quest, tag, n)))
 
 
-def test_concurrent_reservations_never_pass_the_cap(
-    guard: Guard, rds: redis.Redis, redis_url: str
-) -> None:
+def test_concurrent_reservations_never_pass_the_cap(url: str) -> None:
     company, quest = str(uuid.uuid4()), str(uuid.uuid4())
     ctx = multiprocessing.get_context("fork")
     out: multiprocessing.Queue[object] = ctx.Queue()
     procs = [
-        ctx.Process(target=_racer, args=(redis_url, company, quest, f"p{p}", 8, out))
-        for p in range(4)
+        ctx.Process(target=_racer, args=(url, company, quest, f"p{p}", 8, out)) for p in range(4)
     ]
     for p in procs:
         p.start()
-    here = threading.Thread(target=_racer, args=(redis_url, company, quest, "main", 8, out))
+    here = threading.Thread(target=_racer, args=(url, company, quest, "main", 8, out))
     here.start()
     results = [r for _ in range(5) for r in out.get(timeout=60)]  # type: ignore[union-attr]
     here.join()
@@ -276,8 +319,14 @@ def test_concurrent_reservations_never_pass_the_cap(
     assert 0 < len(won) < len(results), "some calls fit, the others were refused"
     assert all(r[2] == 3 for r in won), "each settled exactly once (3 scopes, then a no-op)"
     lim = limits(quest_cap=CAP, quest_ceiling=CAP)
-    scopes = guard.scopes(uuid.UUID(company), uuid.UUID(quest), CAP, lim, NOW)
-    (_, spent, reserved), *_ = guard.levels(scopes)
+
+    async def levels() -> list[tuple[Scope, int, int]]:
+        async with Redis.from_url(url) as client:
+            guard = Guard(client)
+            scopes = guard.scopes(uuid.UUID(company), uuid.UUID(quest), CAP, lim, NOW)
+            return await guard.levels(scopes)
+
+    (_, spent, reserved), *_ = asyncio.run(levels())
     assert reserved == 0, "no reservation left behind"
     assert spent == sum(r[1] for r in won) <= CAP
 
@@ -307,33 +356,43 @@ def test_the_slow_delay_grows_as_spend_nears_the_cap() -> None:
     assert growing == sorted(growing) and len(set(growing)) == len(growing)
 
 
-def test_quest_starts_per_minute(rds: redis.Redis) -> None:
-    rds.flushdb()
-    admissions, company = Admissions(rds), uuid.uuid4()
-    minute = 1_700_000_040_000 - 1_700_000_040_000 % 60_000
-    assert [admissions.start(company, 3, minute + 1_000).ok for _ in range(4)] == [
-        True,
-        True,
-        True,
-        False,
-    ]
-    refused = admissions.start(company, 3, minute + 45_000)
-    assert not refused.ok and refused.retry_after_s == 15
-    assert admissions.start(company, 3, minute + 60_000).ok, "a new minute, a new window"
+def test_quest_starts_per_minute(url: str) -> None:
+    async def main() -> None:
+        async with Redis.from_url(url) as client:
+            admissions, company = Admissions(client), uuid.uuid4()
+            minute = 1_700_000_040_000 - 1_700_000_040_000 % 60_000
+            assert [(await admissions.start(company, 3, minute + 1_000)).ok for _ in range(4)] == [
+                True,
+                True,
+                True,
+                False,
+            ]
+            refused = await admissions.start(company, 3, minute + 45_000)
+            assert not refused.ok and refused.retry_after_s == 15
+            assert (await admissions.start(company, 3, minute + 60_000)).ok, (
+                "a new minute, a new window"
+            )
+
+    asyncio.run(main())
 
 
-def test_running_slots_are_limited_refreshed_and_reclaimed(rds: redis.Redis) -> None:
-    rds.flushdb()
-    admissions, company = Admissions(rds), uuid.uuid4()
-    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    t = 1_000_000
-    assert admissions.take_slot(company, a, 2, t, 10_000).ok
-    assert admissions.take_slot(company, b, 2, t, 10_000).ok
-    full = admissions.take_slot(company, c, 2, t + 1_000, 10_000)
-    assert not full.ok and full.retry_after_ms == 9_000
-    assert admissions.take_slot(company, a, 2, t + 5_000, 10_000).ok, "a holder refreshes its slot"
-    # b's worker died: its slot lapses and c gets it
-    assert admissions.take_slot(company, c, 2, t + 10_001, 10_000).ok
-    assert sorted(admissions.running(company, t + 10_001)) == sorted([str(a), str(c)])
-    admissions.release_slot(company, a)
-    assert admissions.running(company, t + 10_001) == [str(c)]
+def test_running_slots_are_limited_refreshed_and_reclaimed(url: str) -> None:
+    async def main() -> None:
+        async with Redis.from_url(url) as client:
+            admissions, company = Admissions(client), uuid.uuid4()
+            a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+            t = 1_000_000
+            assert (await admissions.take_slot(company, a, 2, t, 10_000)).ok
+            assert (await admissions.take_slot(company, b, 2, t, 10_000)).ok
+            full = await admissions.take_slot(company, c, 2, t + 1_000, 10_000)
+            assert not full.ok and full.retry_after_ms == 9_000
+            assert (await admissions.take_slot(company, a, 2, t + 5_000, 10_000)).ok, (
+                "a holder refreshes its slot"
+            )
+            # b's worker died: its slot lapses and c gets it
+            assert (await admissions.take_slot(company, c, 2, t + 10_001, 10_000)).ok
+            assert sorted(await admissions.running(company, t + 10_001)) == sorted([str(a), str(c)])
+            await admissions.release_slot(company, a)
+            assert await admissions.running(company, t + 10_001) == [str(c)]
+
+    asyncio.run(main())

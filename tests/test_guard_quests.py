@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from redis.asyncio import Redis as AsyncRedis
 
 from guard import Admissions, Guard, Limits, PriceTable
 from messages.transport import Publisher, build_broker
@@ -192,13 +193,13 @@ def test_the_ingress_answers_429_over_the_start_rate_and_enqueues_nothing(
 
 
 def test_the_ingress_answers_429_when_the_company_runs_its_limit(
-    ingress: TestClient, in_tenant: InTenant, tenant: Tenant, rds: redis.Redis
+    ingress: TestClient, in_tenant: InTenant, tenant: Tenant, guard_redis: AsyncRedis
 ) -> None:
     set_limits(in_tenant, tenant, max_running_quests=2)
-    admissions = Admissions(rds)
+    admissions = Admissions(guard_redis)
     now = int(time.time() * 1000)
     for _ in range(2):
-        assert admissions.take_slot(tenant.id, uuid.uuid4(), 2, now, 60_000).ok
+        assert in_tenant.run(admissions.take_slot(tenant.id, uuid.uuid4(), 2, now, 60_000)).ok
     over = ingress.post(
         f"/v1/companies/{tenant.id}/quests", json={"goal": "more"}, headers=tenant.headers()
     )
@@ -240,6 +241,7 @@ def test_guard_status_shows_windows_for_admins_only(ingress: TestClient, tenant:
 def runner(
     in_tenant: InTenant,
     rds: redis.Redis,
+    guard_redis: AsyncRedis,
     offline_claude: str,
     settings: Settings,
     call_loop: CallLoop,
@@ -259,7 +261,7 @@ def runner(
         claude=claude,
         toolbox=Toolbox([AddNote(in_tenant)]),
         prices=prices,
-        budget=step_budget(settings, rds, prices, claude),
+        budget=step_budget(settings, guard_redis, prices, claude),
         events=QuestEvents(rds, maxlen=100),
         max_tokens=256,
         max_steps=10,
@@ -273,7 +275,11 @@ def redis_spend(rds: redis.Redis, key: str) -> tuple[int, int]:
 
 
 def test_after_redis_loses_the_counters_they_are_rebuilt_and_spend_is_right(
-    runner: QuestRunner, in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
+    runner: QuestRunner,
+    in_tenant: InTenant,
+    rds: redis.Redis,
+    guard_redis: AsyncRedis,
+    tenant: Tenant,
 ) -> None:
     first = start(in_tenant, tenant, "[script:loop] notes")
     runner.run(first, holder="m1")
@@ -286,7 +292,9 @@ def test_after_redis_loses_the_counters_they_are_rebuilt_and_spend_is_right(
     runner.run(second, holder="m3")
 
     quest = quest_state(in_tenant, tenant.id, first.payload.quest_id)
-    scopes = Guard(rds).scopes(tenant.id, quest.id, 1, runner.budget.defaults, datetime.now(UTC))
+    scopes = Guard(guard_redis).scopes(
+        tenant.id, quest.id, 1, runner.budget.defaults, datetime.now(UTC)
+    )
     assert redis_spend(rds, scopes[0].key) == (quest.cost_usd_micros, 0), (
         "the quest's spend survived"
     )
@@ -404,9 +412,9 @@ def admit_and_crash(
 
 
 def test_a_redelivery_fits_its_call_to_the_smaller_reservation_it_finds(
-    in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
+    in_tenant: InTenant, guard_redis: AsyncRedis, settings: Settings, tenant: Tenant
 ) -> None:
-    budget = step_budget(settings, rds, PriceTable.load())  # reserves by the byte bound
+    budget = step_budget(settings, guard_redis, PriceTable.load())  # reserves by the byte bound
     quest, limits = small_cap_quest(
         in_tenant, settings, tenant, claude_request(), claude_request().input_bound()
     )
@@ -425,12 +433,16 @@ def test_a_redelivery_fits_its_call_to_the_smaller_reservation_it_finds(
 
 
 def test_a_reservation_the_redelivered_call_cannot_fit_is_released_and_made_again(
-    in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
+    in_tenant: InTenant,
+    rds: redis.Redis,
+    guard_redis: AsyncRedis,
+    settings: Settings,
+    tenant: Tenant,
 ) -> None:
     # The first delivery counted the prompt's tokens; the redelivery's count fails and it
     # falls back to the byte bound, which no longer fits what the first one reserved.
     counts = iter([10, None, 10, 10])
-    budget = step_budget(settings, rds, PriceTable.load())
+    budget = step_budget(settings, guard_redis, PriceTable.load())
     budget.count_tokens = lambda _request: next(counts)
     request = claude_request(max_tokens=512)  # it can shrink to 256 tokens, no further
     assert request.input_bound() > 100
@@ -460,7 +472,7 @@ def test_a_reservation_the_redelivered_call_cannot_fit_is_released_and_made_agai
 
 
 def test_the_token_count_is_asked_only_when_the_byte_bound_does_not_fit(
-    in_tenant: InTenant, rds: redis.Redis, settings: Settings, tenant: Tenant
+    in_tenant: InTenant, guard_redis: AsyncRedis, settings: Settings, tenant: Tenant
 ) -> None:
     asked: list[ClaudeRequest] = []
 
@@ -468,7 +480,7 @@ def test_the_token_count_is_asked_only_when_the_byte_bound_does_not_fit(
         asked.append(request)
         return 10
 
-    budget = step_budget(settings, rds, PriceTable.load())
+    budget = step_budget(settings, guard_redis, PriceTable.load())
     budget.count_tokens = count
     request = claude_request()
     roomy = replace(settings.default_limits(), daily_budget=0, monthly_budget=0)

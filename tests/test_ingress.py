@@ -28,6 +28,8 @@ from system2.dev_tokens import mint
 from tests.conftest import Tenant
 from tests.support import InTenant, add_activity, ingress_client
 
+DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
 QUEUE = "dramatiq:quests"
 BODIES = "dramatiq:quests.msgs"
 AdminConn = psycopg.Connection[tuple[Any, ...]]
@@ -524,8 +526,8 @@ def test_healthz_and_readyz(client: TestClient) -> None:
 
 
 def test_readyz_is_503_when_redis_is_down(settings: Settings) -> None:
-    down = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
-    with ingress_client(settings, down, broker_url="redis://127.0.0.1:1/0") as client:
+    down = redis.Redis.from_url(DOWN, socket_connect_timeout=1)
+    with ingress_client(settings, down, broker_url=DOWN, guard_url=DOWN) as client:
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
     assert ready.status_code == 503

@@ -24,7 +24,7 @@ from guard import PriceTable
 from messages import AuditBatch, open_envelope
 from messages.transport import Publisher, build_broker
 from runtime.settings import Settings
-from runtime.wiring import build_vault
+from runtime.wiring import async_redis, build_vault
 from store import activity as activity_store
 from store import credentials as credentials_store
 from store import quests as quests_store
@@ -337,6 +337,7 @@ def runner_on(
         api_key="k",
     )
     prices = PriceTable.load()
+    guard_redis = async_redis(s, connections=8)  # used on the store's loop, as the budget's
     tools = integration_tools(s, store, rds, build_vault(s, rds))
     runner = QuestRunner(
         store=store,
@@ -344,7 +345,7 @@ def runner_on(
         claude=claude,
         toolbox=Toolbox([AddNote(store)], tools),
         prices=prices,
-        budget=step_budget(s, rds, prices, claude),
+        budget=step_budget(s, guard_redis, prices, claude),
         events=QuestEvents(rds, maxlen=100),
         max_tokens=max_tokens,
         max_steps=10,
@@ -354,6 +355,7 @@ def runner_on(
     finally:
         broker.close()
         call_loop.stop()
+        store.run(guard_redis.aclose())
 
 
 @pytest.fixture

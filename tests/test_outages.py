@@ -5,6 +5,7 @@ Each test starts its own server on loopback and stops it by PID."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
-from guard import Guard
+from guard import Guard, Scope
 from runtime.settings import Settings
 from store import Database, TenantTx
 from store import activity as activity_store
@@ -186,14 +188,19 @@ def test_redis_restarted_with_aof_resumes_the_work_and_the_ingress_says_503_mean
         notes, ledgers = in_tenant(tenant.id, notes_and_ledgers)
         assert notes == 10
         wait_for(lambda: audited_once(in_tenant, tenant, ids), timeout=60, every=0.5)
-        guard = Guard(redis.Redis.from_url(private_redis.url))
         limits = s.default_limits()
+
+        async def levels(quest_id: uuid.UUID) -> list[tuple[Scope, int, int]]:
+            async with AsyncRedis.from_url(private_redis.url) as client:
+                guard = Guard(client)
+                (scope, *_) = guard.scopes(
+                    tenant.id, quest_id, limits.quest_cap, limits, datetime.now(UTC)
+                )
+                return await guard.levels([scope])
+
         for quest_id, spent in ledgers.items():
-            (scope, *_) = guard.scopes(
-                tenant.id, quest_id, limits.quest_cap, limits, datetime.now(UTC)
-            )
-            levels = guard.levels([scope])
-            assert levels and levels[0][1] >= spent, (
+            found = asyncio.run(levels(quest_id))
+            assert found and found[0][1] >= spent, (
                 "the guard's count survived the restart (never below)"
             )
     finally:

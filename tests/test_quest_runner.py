@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 from guard.pricing import PriceTable
 from ingress.submit import QuestSpec, create_quest
@@ -52,7 +53,12 @@ class CrashOnce:
 
 @pytest.fixture
 def runner_parts(
-    in_tenant: InTenant, rds: redis.Redis, offline_claude: str, settings: Any, call_loop: CallLoop
+    in_tenant: InTenant,
+    rds: redis.Redis,
+    guard_redis: AsyncRedis,
+    offline_claude: str,
+    settings: Any,
+    call_loop: CallLoop,
 ) -> Iterator[dict[str, Any]]:
     rds.flushdb()
     broker = build_broker(settings.redis_url)
@@ -68,7 +74,7 @@ def runner_parts(
         "publisher": Publisher(broker),
         "claude": claude,
         "prices": prices,
-        "budget": step_budget(settings, rds, prices, claude),
+        "budget": step_budget(settings, guard_redis, prices, claude),
         "events": QuestEvents(rds, maxlen=1000),
         "max_tokens": 512,
         "max_steps": 5,

@@ -8,6 +8,7 @@ themselves (guard, vault) are made as their rows say, and no module names a key 
 from __future__ import annotations
 
 import ast
+import asyncio
 import inspect
 import re
 from collections.abc import Callable
@@ -138,13 +139,13 @@ def leaf_keys() -> dict[str, list[str]]:
         def __init__(self) -> None:
             self.keys: list[str] = []
 
-        def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
             self.keys.extend(keys_and_args[:numkeys])
             return 1
 
     recorder = Recorder()
     admissions = Admissions(recorder)
-    admissions.start(company, 60, 0)
+    asyncio.run(admissions.start(company, 60, 0))
     guard = Guard(client)
     return {
         "guard/spend.py": [

@@ -18,6 +18,7 @@ import redis
 import structlog
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage, Retries
+from redis.asyncio import Redis as AsyncRedis
 
 from guard import Admissions, Guard, PriceTable
 from messages import (
@@ -38,7 +39,7 @@ from messages.transport import Publisher, build_broker
 from runtime import logs, sentry
 from runtime.loop_thread import StoreRunner
 from runtime.settings import Settings
-from runtime.wiring import maybe_vault
+from runtime.wiring import async_redis, maybe_vault
 from store import Database
 from vault import Vault
 from workers import worker_metrics
@@ -81,6 +82,7 @@ class Runtime:
     crashes: CrashGuard
     calls: CallLoop
     claude: Claude
+    guard_redis: AsyncRedis
 
     @classmethod
     def build(cls, settings: Settings, broker: RedisBroker, *, threads: int = 8) -> Runtime:
@@ -89,6 +91,7 @@ class Runtime:
         store = StoreRunner(db, calls)  # the pool is the loop's: the step threads use it there
         store.run(db.open(wait=False))
         client = redis.Redis.from_url(settings.redis_url)
+        guard_redis = async_redis(settings, connections=threads + 2)  # used on the call loop
         publisher = Publisher(broker)
         vault = maybe_vault(settings, client)
         if vault is None:
@@ -103,7 +106,7 @@ class Runtime:
             claude=claude,
             toolbox=toolbox(settings, store, client, vault),
             prices=prices,
-            budget=step_budget(settings, client, prices, claude),
+            budget=step_budget(settings, guard_redis, prices, claude),
             events=QuestEvents(client, maxlen=settings.events_maxlen),
             max_tokens=settings.max_tokens,
             max_steps=settings.max_steps,
@@ -135,11 +138,13 @@ class Runtime:
             crashes,
             calls,
             claude,
+            guard_redis,
         )
 
     def close(self) -> None:
         self.claude.close()
         self.store.run(self.store.db.close())
+        self.store.run(self.guard_redis.aclose())
         self.calls.stop()
         self.redis.close()
 
@@ -154,8 +159,9 @@ def toolbox(
 
 
 def step_budget(
-    settings: Settings, client: redis.Redis, prices: PriceTable, claude: Claude | None = None
+    settings: Settings, client: AsyncRedis, prices: PriceTable, claude: Claude | None = None
 ) -> StepBudget:
+    """``client``: the guard's, on the loop the budget's coroutines run on."""
     return StepBudget(
         Guard(client),
         Admissions(client),

@@ -111,7 +111,7 @@ class QuestEnder:
             self.ending.announce(ending)
             return False
         worker_metrics.spent(ending.quest.model, kept)
-        self.ending.ended(ending)
+        self.store.run(self.ending.ended(ending))
         self.ending.announce(ending)
         return True
 

@@ -118,9 +118,9 @@ class QuestEnding:
             tx, ending.quest.id, outcome.status, result=outcome.result, reason=outcome.reason
         )
 
-    def ended(self, ending: Ending) -> None:
+    async def ended(self, ending: Ending) -> None:
         """After the commit: the company's running slot is released and the ending counted."""
-        self.budget.release(ending.quest)
+        await self.budget.release(ending.quest)
         worker_metrics.quest_ended(ending.outcome.status, ending.outcome.cancel_requested_at)
 
     def announce(self, ending: Ending) -> None:

@@ -374,7 +374,7 @@ class QuestRunner:
         cost = self.prices.cost(quest.model, Usage.from_api(reply.usage))
         worker_metrics.claude_reply(quest.model, reply.usage, cost)
         worker_metrics.spent(quest.model, cost)
-        settlement = self.budget.settle(quest, admitted, cost, limits)
+        settlement = self.store.run(self.budget.settle(quest, admitted, cost, limits))
         record.unsaved_reply = (reply, cost, admitted.charge_key)
         self._note_guard(record, settlement, limits)
         record.show(
@@ -444,7 +444,7 @@ class QuestRunner:
         self, record: StepRecord, admitted: Admitted, limits: Limits, sent: Sent, progress: Progress
     ) -> None:
         actual, basis = self._failed_cost(admitted, sent, progress)
-        self.budget.settle(record.quest, admitted, actual, limits)
+        self.store.run(self.budget.settle(record.quest, admitted, actual, limits))
         worker_metrics.spent(record.quest.model, actual)
 
         async def charge(tx: TenantTx) -> None:
@@ -584,7 +584,7 @@ class QuestRunner:
             lambda: self._send(record.env, quest, audit, next_step=ending is None, delay_ms=delay)
         )
         if ending is not None:
-            self.ending.ended(ending)
+            self.store.run(self.ending.ended(ending))
         worker_metrics.STEPS.labels("done").inc()
         self.events.emit(record.live)
         log.info("step done", outcome=outcome.status if outcome else "continue")

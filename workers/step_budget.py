@@ -9,14 +9,11 @@ and the ledger second: a crash in between leaves the ledger *open*, which the ne
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
 
 from guard import Admissions, Guard, Limits, PriceTable, Refused, Reserved, Scope, ScopeLevel
 from guard.errors import UnpricedModel
@@ -31,21 +28,6 @@ from workers.claude import ClaudeRequest
 from workers.errors import QuestFailed, QuestHalted
 
 SLOT_RECHECK_MS = 1_500
-T = TypeVar("T")
-
-
-async def _off_loop(work: Callable[[], T]) -> T:
-    """A call to the guard, whose client is still blocking: in a thread, so the loop (and
-    the transaction's connection, which the ledger may need meanwhile) stays free."""
-    return await asyncio.to_thread(work)
-
-
-def _blocking(
-    ledger: Callable[[Scope], Coroutine[Any, Any, tuple[int, int]]],
-) -> Callable[[Scope], tuple[int, int]]:
-    """The ledger for the guard's thread: read on the loop, in the claim's transaction."""
-    loop = asyncio.get_running_loop()
-    return lambda scope: asyncio.run_coroutine_threadsafe(ledger(scope), loop).result()
 
 
 @dataclass(frozen=True)
@@ -164,16 +146,13 @@ class StepBudget:
             scopes = self.guard.scopes(
                 quest.company_id, quest.id, self.quest_cap(quest, limits), limits, c.created_at
             )
-            await _off_loop(
-                functools.partial(
-                    self.guard.settle,
-                    quest.company_id,
-                    c.charge_key,
-                    amount=c.reserved_micros,
-                    actual=c.reserved_micros,
-                    scopes=scopes,
-                    limits=limits,
-                )
+            await self.guard.settle(
+                quest.company_id,
+                c.charge_key,
+                amount=c.reserved_micros,
+                actual=c.reserved_micros,
+                scopes=scopes,
+                limits=limits,
             )
             if await charges_store.keep(tx, c.charge_key):
                 kept += c.reserved_micros
@@ -195,7 +174,7 @@ class StepBudget:
         Raises ``QuestHalted`` when the money is gone and ``QuestFailed`` for an unpriced model.
         """
         now = datetime.now(UTC)
-        waiting = await _off_loop(lambda: self._take_slot(quest, limits))
+        waiting = await self._take_slot(quest, limits)
         if waiting is not None:
             return waiting
         # The byte bound costs nothing; the API's token count (a round trip) is asked only
@@ -235,16 +214,13 @@ class StepBudget:
 
     async def _reserve(self, attempt: _Attempt, amount: int) -> Reserved | Refused:
         """Reserve ``amount`` under the attempt's charge key against all its scopes at once."""
-        ledger = _blocking(attempt.ledger)
-        return await _off_loop(
-            lambda: self.guard.reserve(
-                attempt.quest.company_id,
-                attempt.charge_key,
-                amount,
-                attempt.scopes,
-                attempt.limits,
-                ledger=ledger,
-            )
+        return await self.guard.reserve(
+            attempt.quest.company_id,
+            attempt.charge_key,
+            amount,
+            attempt.scopes,
+            attempt.limits,
+            ledger=attempt.ledger,
         )
 
     async def _with_counted_tokens(
@@ -309,9 +285,11 @@ class StepBudget:
             call.request, attempt.charge_key, held.amount, attempt.scopes, attempt.number
         )
 
-    def settle(self, quest: Quest, admitted: Admitted, actual: int, limits: Limits) -> Settlement:
+    async def settle(
+        self, quest: Quest, admitted: Admitted, actual: int, limits: Limits
+    ) -> Settlement:
         """Settle the call in Redis (the ledger row is settled by the caller's transaction)."""
-        levels = self.guard.settle(
+        levels = await self.guard.settle(
             quest.company_id,
             admitted.charge_key,
             amount=admitted.reserved,
@@ -336,13 +314,13 @@ class StepBudget:
             default=0,
         )
 
-    def release(self, quest: Quest) -> None:
-        self.admissions.release_slot(quest.company_id, quest.id)
+    async def release(self, quest: Quest) -> None:
+        await self.admissions.release_slot(quest.company_id, quest.id)
 
-    def _take_slot(self, quest: Quest, limits: Limits) -> Delay | None:
+    async def _take_slot(self, quest: Quest, limits: Limits) -> Delay | None:
         """The company's running slot for the quest, or how long to wait for one; a model we
         cannot price fails the quest."""
-        slot = self.admissions.take_slot(
+        slot = await self.admissions.take_slot(
             quest.company_id,
             quest.id,
             limits.max_running_quests,
@@ -393,15 +371,13 @@ class StepBudget:
         was never made) and record it settled at zero, so that the next delivery reserves
         afresh under a new charge key. Settling twice (a crash before this commits) is a no-op."""
         quest, key = attempt.quest, attempt.charge_key
-        await _off_loop(
-            lambda: self.guard.settle(
-                quest.company_id,
-                key,
-                amount=reserved,
-                actual=0,
-                scopes=attempt.scopes,
-                limits=attempt.limits,
-            )
+        await self.guard.settle(
+            quest.company_id,
+            key,
+            amount=reserved,
+            actual=0,
+            scopes=attempt.scopes,
+            limits=attempt.limits,
         )
         await charges_store.open_charge(
             attempt.tx, quest.id, attempt.step, key, quest.model, reserved, created_at=attempt.at

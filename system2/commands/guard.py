@@ -6,8 +6,8 @@ import asyncio
 from typing import Annotated
 from uuid import UUID
 
-import redis
 import typer
+from redis.asyncio import Redis as AsyncRedis
 
 from system2.cli_support import app_db, company_tx, emit, settings
 from system2.errors import System2Error
@@ -22,10 +22,13 @@ def guard_status(company: Annotated[UUID, typer.Option(help="company id")]) -> N
     from ingress.guard_view import GuardView, guard_view
 
     s = settings()
-    client = redis.Redis.from_url(s.redis_url)
 
     async def read() -> GuardView:
-        async with app_db(s) as db, company_tx(db, company) as tx:
+        async with (
+            AsyncRedis.from_url(s.redis_url) as client,
+            app_db(s) as db,
+            company_tx(db, company) as tx,
+        ):
             return await guard_view(tx, s, Guard(client), Admissions(client))
 
     emit(asyncio.run(read()).model_dump(mode="json"))

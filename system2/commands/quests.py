@@ -8,6 +8,7 @@ from uuid import UUID
 
 import redis
 import typer
+from redis.asyncio import Redis as AsyncRedis
 
 from messages import Actor, ActorType
 from system2.cli_support import (
@@ -52,8 +53,7 @@ def quest_submit(
 
     async def submit() -> Quest:
         async with app_db(s) as db:
-            async with company_tx(db, company) as tx:
-                client = redis.Redis.from_url(s.redis_url)
+            async with company_tx(db, company) as tx, AsyncRedis.from_url(s.redis_url) as client:
                 gate = Gate(Admissions(client), await company_limits(tx, s), Guard(client))
                 try:
                     quest, publish = await create_quest(tx, actor, spec, gate=gate)
