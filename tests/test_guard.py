@@ -7,6 +7,8 @@ import multiprocessing
 import random
 import threading
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 
 import pytest
@@ -43,6 +45,15 @@ def limits(**kw: int) -> Limits:
 
 
 # -- money ------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def a_quest(url: str) -> AsyncIterator[tuple[Guard, uuid.UUID, list[Scope], Limits]]:
+    """A guard on its own client, and the scopes of a new quest (cap 10,000) of a new company."""
+    async with Redis.from_url(url) as client:
+        guard = Guard(client)
+        company, lim = uuid.uuid4(), limits()
+        yield guard, company, guard.scopes(company, uuid.uuid4(), 10_000, lim, NOW), lim
 
 
 def test_cache_writes_and_reads_are_priced_from_a_recorded_usage() -> None:
@@ -129,10 +140,7 @@ async def fresh_ledger(_scope: object) -> tuple[int, int]:
 
 def test_a_reservation_that_does_not_fit_is_not_made(url: str) -> None:
     async def main() -> None:
-        async with Redis.from_url(url) as client:
-            guard = Guard(client)
-            company, quest, lim = uuid.uuid4(), uuid.uuid4(), limits()
-            scopes = guard.scopes(company, quest, 10_000, lim, NOW)
+        async with a_quest(url) as (guard, company, scopes, lim):
             assert await guard.reserve(
                 company, "q:1:1", 6_000, scopes, lim, ledger=fresh_ledger
             ) == Reserved(6_000)
@@ -158,10 +166,7 @@ def test_a_reservation_that_does_not_fit_is_not_made(url: str) -> None:
 
 def test_reserving_or_settling_twice_counts_once(url: str) -> None:
     async def main() -> None:
-        async with Redis.from_url(url) as client:
-            guard = Guard(client)
-            company, quest, lim = uuid.uuid4(), uuid.uuid4(), limits()
-            scopes = guard.scopes(company, quest, 10_000, lim, NOW)
+        async with a_quest(url) as (guard, company, scopes, lim):
             await guard.reserve(company, "q:1:1", 3_000, scopes, lim, ledger=fresh_ledger)
             again = await guard.reserve(company, "q:1:1", 3_000, scopes, lim, ledger=fresh_ledger)
             assert again == Reserved(3_000, duplicate=True)
@@ -181,10 +186,7 @@ def test_reserving_or_settling_twice_counts_once(url: str) -> None:
 
 def test_each_tier_is_crossed_once(url: str) -> None:
     async def main() -> None:
-        async with Redis.from_url(url) as client:
-            guard = Guard(client)
-            company, quest, lim = uuid.uuid4(), uuid.uuid4(), limits()
-            scopes = guard.scopes(company, quest, 10_000, lim, NOW)
+        async with a_quest(url) as (guard, company, scopes, lim):
             crossings = []
             for i in range(10):
                 await guard.reserve(company, f"q:{i}:1", 1_000, scopes, lim, ledger=fresh_ledger)
@@ -213,10 +215,7 @@ def test_missing_counters_are_rebuilt_from_the_ledger_before_reserving(
         ]  # type: ignore[attr-defined]
 
     async def main() -> None:
-        async with Redis.from_url(url) as client:
-            guard = Guard(client)
-            company, quest, lim = uuid.uuid4(), uuid.uuid4(), limits()
-            scopes = guard.scopes(company, quest, 10_000, lim, NOW)
+        async with a_quest(url) as (guard, company, scopes, lim):
             refused = await guard.reserve(company, "q:3:1", 2_500, scopes, lim, ledger=ledger)
             assert sorted(asked) == ["day", "month", "quest"]
             assert isinstance(refused, Refused) and refused.scope.name == "quest"
@@ -235,10 +234,7 @@ def test_a_settlement_after_redis_lost_the_reservation_uses_the_rebuilt_counters
     url: str, rds: redis.Redis
 ) -> None:
     async def main() -> None:
-        async with Redis.from_url(url) as client:
-            guard = Guard(client)
-            company, quest, lim = uuid.uuid4(), uuid.uuid4(), limits()
-            scopes = guard.scopes(company, quest, 10_000, lim, NOW)
+        async with a_quest(url) as (guard, company, scopes, lim):
             await guard.reserve(company, "q:1:1", 3_000, scopes, lim, ledger=fresh_ledger)
             rds.flushdb()  # Redis restarted without its data, the call still in flight
             for s in scopes:  # a rebuild from the ledger, where the call is still open
