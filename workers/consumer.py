@@ -57,6 +57,7 @@ from workers.queue_protocol import QueueProtocol
 log = structlog.get_logger(__name__)
 
 DEFAULT_MAX_BACKOFF_MS = 7 * 24 * 3600 * 1000  # Dramatiq's cap on a retry's delay
+LOOP_GRACE_S = 0.2  # the fetch and settle loops have no cleanup to let finish
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,7 @@ class Consumer:
 
     async def run(self) -> None:
         await self.protocol.start()
+        _raise_if_cancelled()  # a cancel redis-py lost in that call (see runtime.tasks)
         fetchers: list[asyncio.Task[None]] = []
         settler = asyncio.create_task(self._settle_loop(), name="settle")
         try:
@@ -195,9 +197,9 @@ class Consumer:
             fetchers = [asyncio.create_task(self._forever(*loop), name=loop[0]) for loop in loops]
             await self._stopping.wait()
         finally:
-            await cancel_and_wait(fetchers)
+            await cancel_and_wait(fetchers, grace_s=LOOP_GRACE_S)
             await self._drain()
-            await cancel_and_wait([settler])
+            await cancel_and_wait([settler], grace_s=LOOP_GRACE_S)
             await self._flush(last=True)
 
     async def _drain(self) -> None:
@@ -456,10 +458,15 @@ def _new_redis_id() -> str:
     return str(uuid.uuid4())
 
 
+def _raise_if_cancelled() -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _unless_cancelling(exc: Exception) -> None:
     """Re-raise a cancel that a library turned into another error (redis-py raises a
     connection error when a command is cancelled mid-read): a loop that caught it as a
     failure and went on would outlive its consumer."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
+    if (task := asyncio.current_task()) is not None and task.cancelling():
         raise asyncio.CancelledError from exc
