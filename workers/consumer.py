@@ -229,7 +229,7 @@ class Consumer:
             try:
                 await loop()
             except Exception as exc:
-                _unless_cancelling(exc)
+                _raise_if_cancelled(exc)
                 failures, backoff_ms = compute_backoff(failures, max_backoff=self.poll_ms * 5)
                 log.warning("consumer loop failed; restarting", loop=name, error=type(exc).__name__)
                 await asyncio.sleep(backoff_ms / 1000)
@@ -242,7 +242,7 @@ class Consumer:
             try:
                 await self.protocol.heartbeat()
             except Exception as exc:  # Redis away: the fetch loops see it too
-                _unless_cancelling(exc)
+                _raise_if_cancelled(exc)
                 log.warning("heartbeat failed", error=type(exc).__name__)
 
     # --- fetching -------------------------------------------------------------------------
@@ -439,7 +439,7 @@ class Consumer:
         try:
             await self.protocol.settle([(c, q, r) for c, q, r, _ in batch])
         except Exception as exc:
-            _unless_cancelling(exc)
+            _raise_if_cancelled(exc)
             if not last:  # Redis is away: keep the outcomes (and their slots) and try again
                 log.warning("settling failed; retrying", count=len(batch), error=type(exc).__name__)
                 self._outcomes[:0] = batch
@@ -458,15 +458,9 @@ def _new_redis_id() -> str:
     return str(uuid.uuid4())
 
 
-def _raise_if_cancelled() -> None:
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-def _unless_cancelling(exc: Exception) -> None:
-    """Re-raise a cancel that a library turned into another error (redis-py raises a
-    connection error when a command is cancelled mid-read): a loop that caught it as a
-    failure and went on would outlive its consumer."""
+def _raise_if_cancelled(cause: Exception | None = None) -> None:
+    """Re-raise a cancel that a library lost (see ``runtime.tasks``) or turned into another
+    error, ``cause`` (redis-py raises a connection error when a command is cancelled
+    mid-read): a loop that went on would outlive its consumer."""
     if (task := asyncio.current_task()) is not None and task.cancelling():
-        raise asyncio.CancelledError from exc
+        raise asyncio.CancelledError from cause
