@@ -7,6 +7,10 @@ before the cancel request to the moment the quest reads `cancelled` in Postgres 
 2 ms). Beside it, the same cancels' latency as Postgres itself recorded it
 (cancel_requested_at -> finished_at).
 
+Under load: the same cancels with one worker process holding ``--load`` other steps in flight
+(1,000 in all with the wave, the process's default bound), each waiting on Claude's first
+byte: a cancel must not queue behind them.
+
 Events: SSE clients follow quests as they run; each event's latency runs from its XADD (the
 stream entry id is the Redis server's clock, in ms) to its arrival at the client.
 """
@@ -14,6 +18,7 @@ stream entry id is the Redis server's clock, in ms) to its arrival at the client
 from __future__ import annotations
 
 import argparse
+import asyncio
 import threading
 import time
 import uuid
@@ -26,7 +31,7 @@ from bench.stack import Stack, stack, summary
 
 def setup(s: Stack) -> tuple[uuid.UUID, str]:
     s.start_claude()
-    s.start_workers(2, 8)
+    s.start_workers(2)
     s.start_ingress()
     return s.company()
 
@@ -102,6 +107,49 @@ def _wait(
     return seen
 
 
+def hold_load(s: Stack, company: uuid.UUID, token: str, count: int) -> None:
+    """``count`` quests whose Claude call holds its first byte 30 s, all in their call."""
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def submit() -> list[str]:
+        gate = asyncio.Semaphore(32)
+        async with httpx.AsyncClient(base_url=s.ingress_url, timeout=30) as http:
+
+            async def one() -> str:
+                async with gate:
+                    resp = await http.post(
+                        f"/v1/companies/{company}/quests",
+                        json={"goal": "[script:slow_start] the load"},
+                        headers=headers,
+                    )
+                    return str(resp.json()["quest_id"])
+
+            return await asyncio.gather(*(one() for _ in range(count)))
+
+    ids = asyncio.run(submit())
+    with psycopg.connect(s.settings.admin_database_url, autocommit=True) as admin:
+        _wait(admin, ids, "status = 'running' AND step_claimed > steps_done")
+
+
+def loaded(args: argparse.Namespace) -> None:
+    with stack() as s:
+        s.start_claude()
+        s.start_workers(1)
+        s.start_ingress()
+        company, token = s.company()
+        for script, case in (
+            ("slow_start", "before its first response byte"),
+            ("slow", "mid-stream"),
+        ):
+            hold_load(s, company, token, args.load)
+            client_ms, db_ms = cancels(s, company, token, args.cancels // 2, args.wave, script)
+            print(
+                f"cancel with {args.load + args.wave} steps in flight in one process, its Claude "
+                f"call {case} (ms): {summary(client_ms)}  (target p99 <= 250)"
+            )
+            print(f"  as Postgres recorded them (ms): {summary(db_ms)}")
+
+
 def event_latency(s: Stack, company: uuid.UUID, token: str, quests: int) -> list[float]:
     headers = {"Authorization": f"Bearer {token}"}
     lat: list[float] = []
@@ -138,6 +186,7 @@ def main() -> None:
     ap.add_argument("--cancels", type=int, default=120)
     ap.add_argument("--wave", type=int, default=12, help="quests blocked and cancelled at once")
     ap.add_argument("--quests", type=int, default=40, help="quests followed over SSE")
+    ap.add_argument("--load", type=int, default=988, help="other steps in flight, under load")
     args = ap.parse_args()
     with stack() as s:
         company, token = setup(s)
@@ -156,6 +205,7 @@ def main() -> None:
             )
         lat = event_latency(s, company, token, args.quests)
         print(f"live event, XADD -> SSE client (ms): {summary(lat)}  (target p99 <= 100)")
+    loaded(args)
 
 
 if __name__ == "__main__":

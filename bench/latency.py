@@ -68,7 +68,7 @@ def raw_latency(s: Stack, n: int, poll_ms: int) -> list[float]:
 
 def quest_latency(s: Stack, n: int) -> list[float]:
     s.start_claude()
-    s.start_workers(2, 8)
+    s.start_workers(2)
     s.start_ingress()
     company, token = s.company()
     r = redis.Redis.from_url(s.settings.redis_url)

@@ -29,7 +29,7 @@ from system2.procs import Proc, wait_workers
 
 
 def group(s: Stack, name: str) -> Proc:
-    proc = s.start(name, "worker", "--processes", "1", "--threads", "4")
+    proc = s.start(name, "worker", "--processes", "1")
     return proc
 
 

@@ -111,7 +111,7 @@ def soak(s: Stack, quests: int, kill_every: float, deadline_s: float, rate: floa
 
 
 def start_group(s: Stack, name: str, extra: dict[str, str]) -> Proc:
-    return s.start(f"workers-{name}", "worker", "--processes", "1", "--threads", "4", **extra)
+    return s.start(f"workers-{name}", "worker", "--processes", "1", **extra)
 
 
 async def submit_all(s: Stack, company: uuid.UUID, n: int, rate: float, ids: list[str]) -> None:

@@ -73,8 +73,8 @@ class Stack:
             proc=self.start("offline-claude", "offline-claude", "--port", str(port)),
         )
 
-    def start_workers(self, processes: int, threads: int, *queues: str) -> Proc:
-        args = ["worker", "--processes", str(processes), "--threads", str(threads)]
+    def start_workers(self, processes: int, *queues: str) -> Proc:
+        args = ["worker", "--processes", str(processes)]
         if queues:
             args += ["--queues", *queues]
         proc = self.start("workers", *args)
@@ -104,7 +104,7 @@ class Stack:
         return asyncio.run(create())
 
     def worker_rss_mb(self) -> list[float]:
-        """RSS of each worker process (the children of the Dramatiq parent)."""
+        """RSS of each worker process (the children of the group's parent)."""
         parent = psutil.Process(self.procs["workers"].pid)
         return [c.memory_info().rss / 2**20 for c in parent.children(recursive=True)]
 

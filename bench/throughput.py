@@ -64,7 +64,7 @@ def raw_dramatiq(s: Stack, n: int) -> float:
 
 def quests(s: Stack, n: int, clients: int) -> float:
     s.start_claude()
-    s.start_workers(2, 8)
+    s.start_workers(2)
     s.start_ingress()
     company, token = s.company()
     headers = {"Authorization": f"Bearer {token}"}

@@ -1,5 +1,5 @@
 """An event loop in a thread of its own, for code that has no loop but must use an async
-resource (the store's pool, an async client): the worker's step threads, the CLI, tests.
+resource (the store's pool, an async client): the CLI's commands, tests.
 
 The resource belongs to this loop (open it through ``run``); any thread hands it work with
 ``run`` and waits for the result. Started and stopped by its owner, never on construction.
@@ -100,7 +100,7 @@ class Submitted(Generic[T]):
 
 
 class StoreRunner:
-    """The store from code that has no event loop (a Dramatiq step thread, a test): each
+    """The store from code that has no event loop (a CLI command, a test): each
     call is one transaction of one company, run on the loop that owns the pool."""
 
     def __init__(self, db: Database, loop: LoopThread) -> None:

@@ -112,8 +112,40 @@ class Settings(BaseSettings):
     max_step_crashes: int = Field(
         3, description="a step that crashes its worker this often is dead-lettered"
     )
-    worker_threads: int = Field(
-        8, ge=1, description="threads per worker process; `system2 worker --threads` sets it"
+    worker_in_flight: int = Field(
+        1_000,
+        ge=1,
+        description="quest steps one worker process runs at once (`system2 worker --in-flight`); "
+        "beyond it messages stay on the queue",
+    )
+    worker_index: int | None = Field(
+        None,
+        ge=0,
+        description="this process's index in its worker group (set by `system2 worker` for each "
+        "process it starts; picks its metrics port)",
+    )
+    worker_control_in_flight: int = Field(
+        100, ge=1, description="cancels and maintenance messages one worker process runs at once"
+    )
+    worker_audit_in_flight: int = Field(
+        1_000,
+        ge=1,
+        description="audit messages one worker process writes at once (committed in batches)",
+    )
+    worker_db_pool_max: int = Field(
+        10,
+        ge=2,
+        description="Postgres connections one worker process holds at most; processes x this "
+        "must stay within what the database or its pooler allows",
+    )
+    worker_redis_connections: int = Field(
+        40, ge=8, description="Redis connections one worker process holds at most"
+    )
+    shutdown_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="on SIGTERM a worker process lets its steps finish this long, then hands "
+        "the rest back to the queue",
     )
     worker_poll_ms: int = Field(
         100, description="idle poll of an empty queue (Dramatiq's backoff cap)"
@@ -121,7 +153,9 @@ class Settings(BaseSettings):
     events_maxlen: int = Field(
         10_000, description="approximate length kept per company event stream"
     )
-    audit_batch_max: int = 500
+    audit_batch_max: int = Field(
+        1_000, ge=1, description="audit rows the log writer commits in one transaction at most"
+    )
 
     guard_quest_cap_usd: Decimal = Field(Decimal("5"), description="a quest's default cap")
     guard_quest_ceiling_usd: Decimal = Field(

@@ -11,8 +11,12 @@ lost its cancel is cancelled again until it ends.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
 
 UNWIND_GRACE_S = 2.0
 RECANCEL_EVERY_S = 0.1
@@ -36,3 +40,21 @@ async def cancel_and_wait(
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=recancel_every_s)
+
+
+async def supervised(
+    name: str, run: Callable[[], Awaitable[None]], *, backoff_max_s: float = 30.0
+) -> None:
+    """Run ``run`` until cancelled, starting it again after any failure (backing off), so a
+    process's background work outlives a bug or an outage that ends one run of it."""
+    failures = 0
+    while True:
+        try:
+            await run()
+            failures = 0
+        except Exception as exc:
+            if (task := asyncio.current_task()) is not None and task.cancelling():
+                raise asyncio.CancelledError from exc  # a cancel a library turned into an error
+            failures += 1
+            log.error("background task failed; restarting it", task=name, error=type(exc).__name__)
+        await asyncio.sleep(min(backoff_max_s, 0.5 * 2 ** min(failures, 6)))

@@ -34,12 +34,17 @@ def maybe_vault(settings: Settings, client: redis.Redis) -> Vault | None:
     return build_vault(settings, client) if vault_keys_configured(settings) else None
 
 
-def async_redis(settings: Settings, *, connections: int) -> AsyncRedis:
+def async_redis(settings: Settings, *, connections: int, name: str | None = None) -> AsyncRedis:
     """A redis.asyncio client of at most ``connections`` connections: a caller beyond them
     waits for one (up to 5 s) rather than failing at once, as redis-py's default pool does.
-    Its connections belong to the loop that first uses them: one client per loop."""
+    Its connections belong to the loop that first uses them: one client per loop. ``name``:
+    what ``CLIENT LIST`` calls them (``system2-<name>``)."""
     return AsyncRedis.from_pool(
         BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=connections, timeout=5, socket_connect_timeout=2
+            settings.redis_url,
+            max_connections=connections,
+            timeout=5,
+            socket_connect_timeout=2,
+            client_name=f"system2-{name}" if name else None,
         )
     )

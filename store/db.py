@@ -105,7 +105,12 @@ class Database:
             open=False,
             name=name,
             timeout=timeout,
-            kwargs={"autocommit": True, "connect_timeout": 5},
+            # application_name: who holds each connection, in pg_stat_activity
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": 5,
+                "application_name": f"system2-{name}",
+            },
         )
 
     async def open(self, *, wait: bool = True, timeout: float = 10.0) -> Database:

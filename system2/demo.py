@@ -136,7 +136,7 @@ def _start_processes(settings: Settings, logs: Path) -> tuple[dict[str, Proc], s
     commands = {
         "demo-provider": ["demo-provider", "--port", provider_port],
         "offline-claude": ["offline-claude", "--port", str(claude_port)],
-        "workers": ["worker", "--processes", "2", "--threads", "4"],
+        "workers": ["worker", "--processes", "2"],
         "ingress": ["ingress", "--port", str(ingress_port)],
     }
     procs = {

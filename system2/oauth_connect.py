@@ -32,15 +32,15 @@ async def connect_by_oauth(
     settings: Settings, db: Database, company_id: UUID, integration: str, *, by: Actor
 ) -> Credential:
     """Store the company's sealed tokens and audit the connection as ``by``. The provider's
-    calls, the vault and the publisher block: the callers (a command, the demo) have nothing
-    else on their loop."""
+    calls are awaited; the vault (its encryption counter) and the publisher block: the
+    callers (a command, the demo) have nothing else on their loop."""
     spec = catalog.integration(integration)
     vault = build_vault(settings, redis.Redis.from_url(settings.redis_url))
-    with httpx.Client(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=10, follow_redirects=False) as http:
         oauth = oauth_client(settings, spec, http)
         try:
-            code = oauth.authorize(str(company_id), REDIRECT, secrets.token_urlsafe(16))
-            tokens = oauth.exchange_code(code, REDIRECT)
+            code = await oauth.authorize(str(company_id), REDIRECT, secrets.token_urlsafe(16))
+            tokens = await oauth.exchange_code(code, REDIRECT)
         except httpx.HTTPError as exc:
             raise System2Error(
                 f"cannot reach {spec.title} at {settings.demo_provider_url}: {type(exc).__name__}"

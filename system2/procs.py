@@ -105,10 +105,21 @@ def wait_http(url: str, *, timeout: float = 20.0, proc: Proc | None = None) -> N
 def wait_workers(
     redis_url: str, count: int, *, timeout: float = 30.0, proc: Proc | None = None
 ) -> None:
-    """Wait until ``count`` worker processes report that they are consuming."""
+    """Wait until ``count`` worker processes report that they are consuming: of ``proc``'s
+    group when it is given (a killed process's beacon lingers a few seconds), else any."""
     import redis
 
-    from workers.dramatiq_middleware import live_workers
+    from system2.ops.health import children_of
+    from workers.beacon import live_workers
+
+    def ours(pids: set[int]) -> set[int]:
+        found, todo = set(pids), list(pids)
+        while todo:
+            for child in children_of(todo.pop()):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+        return found
 
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + timeout
@@ -116,7 +127,11 @@ def wait_workers(
         while time.monotonic() < deadline:
             if proc is not None and not proc.alive():
                 raise RuntimeError(f"{proc.name} exited early:\n{proc.output()[-3000:]}")
-            if len(live_workers(client)) >= count:
+            beacons = live_workers(client)
+            if proc is not None:
+                group = ours({proc.pid})
+                beacons = [b for b in beacons if b.get("pid") in group]
+            if len(beacons) >= count:
                 return
             time.sleep(0.1)
     finally:

@@ -21,6 +21,7 @@ import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
+from runtime.loop_thread import LoopThread
 from runtime.settings import Settings
 from runtime.wiring import async_redis
 from store import Database, TenantTx
@@ -29,8 +30,7 @@ from system2.dev_tokens import mint
 from system2.procs import Proc, free_port, wait_http, wait_workers
 from system2.scratch import scratch_postgres, scratch_redis
 from tests.support import InTenant
-from workers.call_loop import CallLoop
-from workers.dramatiq_middleware import live_workers
+from workers.beacon import live_workers
 
 JWT_SECRET = "test-secret-" + uuid.uuid4().hex
 BIN = Path(sys.executable).parent
@@ -86,7 +86,7 @@ def settings_env(s: Settings, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def db(settings: Settings, call_loop: CallLoop) -> Iterator[Database]:
+def db(settings: Settings, call_loop: LoopThread) -> Iterator[Database]:
     """The store's pool, on the tests' loop (``call_loop``): in-process workers share it."""
     database = Database(settings.database_url, min_size=1, max_size=4, name="tests")
     call_loop.run(database.open())
@@ -95,7 +95,7 @@ def db(settings: Settings, call_loop: CallLoop) -> Iterator[Database]:
 
 
 @pytest.fixture
-def guard_redis(settings: Settings, call_loop: CallLoop) -> Iterator[AsyncRedis]:
+def guard_redis(settings: Settings, call_loop: LoopThread) -> Iterator[AsyncRedis]:
     """The guard's async Redis client, used on the tests' loop (``call_loop``), as a worker
     process uses its own on its call loop: pass it to ``step_budget``, ``Guard``,
     ``Admissions``, and run their coroutines with ``in_tenant.run``."""
@@ -105,7 +105,7 @@ def guard_redis(settings: Settings, call_loop: CallLoop) -> Iterator[AsyncRedis]
 
 
 @pytest.fixture(scope="session")
-def in_tenant(db: Database, call_loop: CallLoop) -> InTenant:
+def in_tenant(db: Database, call_loop: LoopThread) -> InTenant:
     """Run ``work(tx)`` in one transaction of a company, from a test (which has no loop)."""
     return InTenant(db, call_loop)
 
@@ -117,10 +117,11 @@ def admin_conn(settings: Settings) -> Iterator[psycopg.Connection[tuple[object, 
 
 
 @pytest.fixture(scope="session")
-def call_loop() -> Iterator[CallLoop]:
-    """The event loop a worker process runs its Claude calls and store work on, for
-    in-process runners and the tests' own store work."""
-    loop = CallLoop().start()
+def call_loop() -> Iterator[LoopThread]:
+    """An event loop in a thread, where the tests run in-process workers' coroutines (as a
+    worker process runs them on its loop) and their own store work."""
+    loop = LoopThread(name="tests-loop")
+    loop.start()
     yield loop
     loop.stop()
 
@@ -223,12 +224,19 @@ class Stack:
         return settings_env(self.settings, **{**claude, **self.base_env, **extra})
 
     def start_workers(
-        self, name: str = "workers", *, processes: int = 2, threads: int = 4, **extra: str
+        self,
+        name: str = "workers",
+        *,
+        processes: int = 2,
+        in_flight: int | None = None,
+        **extra: str,
     ) -> Proc:
-        argv = system2("worker", "--processes", str(processes), "--threads", str(threads))
+        argv = system2("worker", "--processes", str(processes))
+        if in_flight is not None:
+            argv += ["--in-flight", str(in_flight)]
         proc = Proc(name, argv, env=self.env(**extra), log_path=self.logs / f"{name}.log").start()
         self.procs[name] = proc
-        wait_workers(self.settings.redis_url, self.live_worker_count() + processes, proc=proc)
+        wait_workers(self.settings.redis_url, processes, proc=proc)
         return proc
 
     def live_worker_count(self) -> int:

@@ -19,6 +19,7 @@ import httpx
 
 from ingress.submit import QuestSpec, create_quest
 from messages import Actor, ActorType, Envelope, QuestEvent
+from runtime.loop_thread import LoopThread
 from runtime.settings import Settings
 from system2.procs import Proc, free_port, wait_http
 from tests.conftest import settings_env, system2
@@ -60,8 +61,17 @@ def open_quest(
     return quest.id
 
 
+@dataclass
+class WorkerEvents:
+    """A worker's publisher of live events, used from the test's threads: its coroutines run
+    on the tests' loop (``call_loop``), where its Redis client belongs."""
+
+    events: QuestEvents
+    loop: LoopThread
+
+
 def emit(
-    events: QuestEvents,
+    events: WorkerEvents,
     company_id: uuid.UUID,
     quest_id: uuid.UUID,
     kind: str = "note",
@@ -74,7 +84,7 @@ def emit(
         correlation_id=uuid.uuid4(),
         payload=QuestEvent(quest_id=quest_id, kind=kind, step=1, data=data),
     )
-    events.emit([envelope])
+    events.loop.run(events.events.emit([envelope]))
 
 
 # --- raw HTTP/1.1 ------------------------------------------------------------------------

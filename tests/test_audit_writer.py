@@ -1,30 +1,35 @@
-"""The audit log writer on real Postgres: batches, exactly once, one bad entry fails alone."""
+"""The audit log writer on real Postgres: batches, exactly once, one bad entry fails alone.
+
+Writers run as tasks on one event loop, as the consumer runs audit messages: each scenario
+is one coroutine driven on the tests' loop (``call_loop``), with many writes at once through
+``asyncio.gather`` or tasks of its own.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import ctypes
-import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-import psycopg
 import pytest
-from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from messages import Actor, ActorType, AuditEvent, BadMessage
-from store import Database, StoreUnavailable, TenantTx
+from runtime.loop_thread import LoopThread
+from runtime.settings import Settings
+from store import BatchTx, Database, StoreUnavailable
 from store import activity as activity_store
 from store.activity import ActivityFilter
+from store.db import Prepare
 from tests.conftest import Tenant
-from tests.support import InTenant, wait_for
+from tests.support import InTenant
 from workers.audit import AuditWriter, WriteInterrupted, to_row
-from workers.call_loop import CallLoop
 
 TED = Actor(type=ActorType.ted, id="ted")
+SCENARIO_TIMEOUT_S = 30
 
 
 def event(key: str, action: str = "note.added") -> AuditEvent:
@@ -46,74 +51,177 @@ def rows(in_tenant: InTenant, tenant: Tenant) -> list[activity_store.Activity]:
     return found
 
 
-def test_a_redelivered_batch_adds_no_row(in_tenant: InTenant, tenant: Tenant) -> None:
-    writer = AuditWriter(in_tenant)
+def keys(in_tenant: InTenant, tenant: Tenant) -> list[str]:
+    return sorted(r.idempotency_key for r in rows(in_tenant, tenant))
+
+
+@pytest.fixture
+def writers(db: Database, call_loop: LoopThread) -> Iterator[Callable[..., AuditWriter]]:
+    """Make writers on ``db`` (or another pool); each is closed when the test ends."""
+    made: list[AuditWriter] = []
+
+    def make(on: Database = db, **kw: Any) -> AuditWriter:
+        made.append(AuditWriter(on, **kw))
+        return made[-1]
+
+    yield make
+    for writer in made:
+        call_loop.run(writer.close())
+
+
+class CountedBatches(Database):
+    """The app's pool, counting the batch transactions opened on it."""
+
+    batches = 0
+
+    @contextlib.asynccontextmanager
+    async def batch(self, *, prepare: Prepare | None = None) -> AsyncIterator[BatchTx]:
+        self.batches += 1
+        async with super().batch(prepare=prepare) as tx:
+            yield tx
+
+
+@pytest.fixture
+def counted_db(settings: Settings, call_loop: LoopThread) -> Iterator[CountedBatches]:
+    database = CountedBatches(settings.database_url, min_size=1, max_size=2, name="counted")
+    call_loop.run(database.open())
+    yield database
+    call_loop.run(database.close())
+
+
+@contextlib.asynccontextmanager
+async def key_held(db: Database, company_id: uuid.UUID, key: str) -> AsyncIterator[None]:
+    """``key`` inserted for the company by a transaction held open while the block runs,
+    then rolled back: a batch that writes the same key waits on it until then, and holds
+    that key afterwards only if the batch itself committed."""
+    async with db.connection() as conn, conn.transaction(force_rollback=True):
+        tx = await BatchTx(conn).tenant(company_id)
+        await activity_store.append(tx, [to_row(event(key))])
+        yield
+
+
+async def until_inserts_wait(db: Database, count: int) -> None:
+    """Return once ``count`` sessions of this database wait on a lock (writers' inserts)."""
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock'"
+    )
+    while True:
+        async with db.connection() as conn:
+            row = await (await conn.execute(sql)).fetchone()
+        if row and row[0] >= count:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def stuck_batches(
+    writer: AuditWriter, db: Database, company_id: uuid.UUID, flushers: int, *extra: str
+) -> list[asyncio.Task[None]]:
+    """Writes that keep every flusher of ``writer`` committing, each batch waiting on the
+    key "held" (inside ``key_held``); the first batch also holds the keys ``extra``."""
+    writes: list[asyncio.Task[None]] = []
+    for n in range(flushers):
+        keys = ["held", *extra] if n == 0 else ["held"]
+        writes.append(asyncio.create_task(writer.write(company_id, [event(k) for k in keys])))
+        await until_inserts_wait(db, n + 1)
+    return writes
+
+
+def run(call_loop: LoopThread, scenario: Any) -> Any:
+    """A scenario on the tests' loop: all its writers share that loop, as in a worker."""
+    return call_loop.run(scenario, timeout_s=SCENARIO_TIMEOUT_S)
+
+
+def test_a_redelivered_batch_adds_no_row(
+    writers: Callable[..., AuditWriter], call_loop: LoopThread, in_tenant: InTenant, tenant: Tenant
+) -> None:
+    writer = writers()
     batch = [event(f"q:1:{i}") for i in range(5)]
-    writer.write(tenant.id, batch)
-    writer.write(tenant.id, batch)
-    writer.write(tenant.id, [*batch[2:], event("q:1:new")])
-    keys = sorted(r.idempotency_key for r in rows(in_tenant, tenant))
-    assert keys == sorted([f"q:1:{i}" for i in range(5)] + ["q:1:new"])
+    run(call_loop, writer.write(tenant.id, batch))
+    run(call_loop, writer.write(tenant.id, batch))
+    run(call_loop, writer.write(tenant.id, [*batch[2:], event("q:1:new")]))
+    assert keys(in_tenant, tenant) == sorted([f"q:1:{i}" for i in range(5)] + ["q:1:new"])
 
 
 def test_concurrent_writers_group_commit_every_event_once(
-    in_tenant: InTenant, tenant: Tenant, other_tenant: Tenant
+    writers: Callable[..., AuditWriter],
+    call_loop: LoopThread,
+    in_tenant: InTenant,
+    tenant: Tenant,
+    other_tenant: Tenant,
 ) -> None:
-    writer = AuditWriter(in_tenant, max_batch=50)
-    errors: list[BaseException] = []
+    writer = writers(max_batch=50)
 
-    def work(n: int) -> None:
+    async def work(n: int) -> None:
         target = tenant if (n // 2) % 2 else other_tenant
-        try:
-            for i in range(20):
-                # every key is written by two threads: duplicates across concurrent batches
-                writer.write(target.id, [event(f"k:{n // 2}:{i}")])
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(20):
+            # every key is written by two writers: duplicates across concurrent batches
+            await writer.write(target.id, [event(f"k:{n // 2}:{i}")])
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors
+    async def scenario() -> None:
+        await asyncio.gather(*(work(n) for n in range(16)))
+
+    run(call_loop, scenario())
     for t in (tenant, other_tenant):
-        keys = [r.idempotency_key for r in rows(in_tenant, t)]
-        assert len(keys) == len(set(keys)) == 4 * 20
+        found = [r.idempotency_key for r in rows(in_tenant, t)]
+        assert len(found) == len(set(found)) == 4 * 20
 
 
-def test_an_entry_for_a_missing_company_fails_alone(in_tenant: InTenant, tenant: Tenant) -> None:
-    writer = AuditWriter(in_tenant)
+def test_five_hundred_concurrent_writes_commit_in_a_few_transactions(
+    writers: Callable[..., AuditWriter],
+    counted_db: CountedBatches,
+    call_loop: LoopThread,
+    in_tenant: InTenant,
+    tenant: Tenant,
+    other_tenant: Tenant,
+) -> None:
+    writer = writers(counted_db)
+
+    async def write(n: int) -> None:
+        await asyncio.sleep(n % 10 / 1000)  # they arrive over 10 ms, as fetched messages do
+        target = tenant if n % 2 else other_tenant
+        await writer.write(target.id, [event(f"many:{n}")])
+
+    async def scenario() -> None:
+        await asyncio.gather(*(write(n) for n in range(500)))
+
+    run(call_loop, scenario())
+    assert len(keys(in_tenant, tenant)) == len(keys(in_tenant, other_tenant)) == 250
+    assert counted_db.batches <= 25, f"{counted_db.batches} transactions for 500 writes"
+
+
+def test_an_entry_for_a_missing_company_fails_alone(
+    writers: Callable[..., AuditWriter],
+    counted_db: CountedBatches,
+    call_loop: LoopThread,
+    in_tenant: InTenant,
+    tenant: Tenant,
+) -> None:
+    writer = writers(counted_db)
     ghost = uuid.uuid4()
-    failures: list[BaseException] = []
-    gate = threading.Barrier(3)
+    companies = [tenant.id] * 10 + [ghost] + [tenant.id] * 10
 
-    def write(company: uuid.UUID, key: str) -> None:
-        gate.wait()
-        try:
-            writer.write(company, [event(key)])
-        except BaseException as exc:
-            failures.append(exc)
+    async def scenario() -> Sequence[BaseException | None]:
+        return await asyncio.gather(
+            *(writer.write(c, [event(f"entry:{i}")]) for i, c in enumerate(companies)),
+            return_exceptions=True,
+        )
 
-    threads = [
-        threading.Thread(target=write, args=(tenant.id, "good:1")),
-        threading.Thread(target=write, args=(ghost, "ghost:1")),
-        threading.Thread(target=write, args=(tenant.id, "good:2")),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    outcomes = run(call_loop, scenario())
+    failures = [o for o in outcomes if o is not None]
     assert [type(f) for f in failures] == [BadMessage]
+    assert outcomes[10] is failures[0]
     assert "does not exist" in str(failures[0])
-    assert sorted(r.idempotency_key for r in rows(in_tenant, tenant)) == ["good:1", "good:2"]
+    assert keys(in_tenant, tenant) == sorted(f"entry:{i}" for i in range(21) if i != 10)
+    # One batch, then halves down to the bad entry: not one transaction per entry.
+    assert counted_db.batches <= 11
 
 
 def test_rows_keep_actor_rationale_and_originating_message(
-    in_tenant: InTenant, tenant: Tenant
+    writers: Callable[..., AuditWriter], call_loop: LoopThread, in_tenant: InTenant, tenant: Tenant
 ) -> None:
     e = event("q:9:toolu_1")
-    AuditWriter(in_tenant).write(tenant.id, [e])
+    run(call_loop, writers().write(tenant.id, [e]))
     (row,) = rows(in_tenant, tenant)
     assert (row.actor_type, row.actor_id, row.action, row.target) == (
         "ted",
@@ -126,8 +234,14 @@ def test_rows_keep_actor_rationale_and_originating_message(
 
 
 @pytest.mark.parametrize("limit", [1, 3])
-def test_activity_pages_walk_newest_first(in_tenant: InTenant, tenant: Tenant, limit: int) -> None:
-    AuditWriter(in_tenant).write(tenant.id, [event(f"p:{i}") for i in range(7)])
+def test_activity_pages_walk_newest_first(
+    writers: Callable[..., AuditWriter],
+    call_loop: LoopThread,
+    in_tenant: InTenant,
+    tenant: Tenant,
+    limit: int,
+) -> None:
+    run(call_loop, writers().write(tenant.id, [event(f"p:{i}") for i in range(7)]))
     seen, cursor = [], None
     while True:
         walk = partial(activity_store.page, filters=ActivityFilter(), cursor=cursor, limit=limit)
@@ -139,142 +253,132 @@ def test_activity_pages_walk_newest_first(in_tenant: InTenant, tenant: Tenant, l
     assert [r.occurred_at for r in seen] == sorted((r.occurred_at for r in seen), reverse=True)
 
 
-def test_postgres_down_fails_a_batch_at_once_not_entry_by_entry(call_loop: CallLoop) -> None:
+@pytest.mark.parametrize("flushers", [1, 2])
+def test_postgres_down_fails_a_batch_at_once_not_entry_by_entry(
+    writers: Callable[..., AuditWriter], call_loop: LoopThread, flushers: int
+) -> None:
     # Nothing listens on port 1: every request for a connection waits out the pool's timeout.
     down = Database("postgresql://s2_app@127.0.0.1:1/system2", timeout=0.5)
     call_loop.run(down.open(wait=False))
-    writer = AuditWriter(InTenant(down, call_loop))
-    failures: list[BaseException] = []
+    writer = writers(down, flushers=flushers)
 
-    def write(key: str) -> None:
-        try:
-            writer.write(uuid.uuid4(), [event(key)])
-        except BaseException as exc:
-            failures.append(exc)
+    async def scenario() -> Sequence[BaseException | None]:
+        first = asyncio.create_task(writer.write(uuid.uuid4(), [event("down:0")]))
+        while not down.pool.get_stats().get("requests_num"):
+            await asyncio.sleep(0.01)
+        # they queue while the first one's batch waits for a connection (with a second
+        # flusher, it takes them all at once)
+        rest = [writer.write(uuid.uuid4(), [event(f"down:{i}")]) for i in range(1, 5)]
+        return await asyncio.gather(first, *rest, return_exceptions=True)
 
-    first = threading.Thread(target=write, args=("down:0",))
-    first.start()
-    wait_for(lambda: down.pool.get_stats().get("requests_num"))
-    rest = [threading.Thread(target=write, args=(f"down:{i}",)) for i in range(1, 5)]
-    for t in rest:  # they queue while the first one's batch waits for a connection
-        t.start()
-    for t in [first, *rest]:
-        t.join(30)
-    stats = down.pool.get_stats()
-    call_loop.run(down.close())
-    assert [type(f) for f in failures] == [StoreUnavailable] * 5
+    try:
+        outcomes = run(call_loop, scenario())
+        stats = down.pool.get_stats()
+    finally:
+        call_loop.run(down.close())
+    assert [type(o) for o in outcomes] == [StoreUnavailable] * 5
     assert stats["requests_num"] == 2, "one wait for the first batch, one for the other four"
 
 
-class StoppedSecondBatch(AuditWriter):
-    """A writer whose second batch is stopped the way Dramatiq's time limit stops a thread
-    (an exception that is no ``Exception``). The first waits until two writers queue behind it,
-    so the second batch holds both. Every other batch is committed for real."""
-
-    batches = 0
-
-    def _commit(self, batch: list[Any]) -> None:
-        self.batches += 1
-        if self.batches == 1:
-            wait_for(lambda: len(self._queue) == 2)
-        if self.batches == 2:
-            raise TimeLimitExceeded()
-        super()._commit(batch)
-
-
-class Writes:
-    """Writers on their own threads, and what each write came to."""
-
-    def __init__(self, writer: AuditWriter, company_id: uuid.UUID) -> None:
-        self.writer = writer
-        self.company_id = company_id
-        self.outcomes: dict[str, BaseException | None] = {}
-        self.threads: dict[str, threading.Thread] = {}
-
-    def start(self, key: str) -> threading.Thread:
-        def write() -> None:
-            try:
-                self.writer.write(self.company_id, [event(key)])
-                self.outcomes[key] = None
-            except BaseException as exc:
-                self.outcomes[key] = exc
-
-        self.threads[key] = t = threading.Thread(target=write, daemon=True)
-        t.start()
-        return t
-
-    def join(self) -> None:
-        for t in self.threads.values():
-            t.join(10)
-        stuck = [key for key, t in self.threads.items() if t.is_alive()]
-        assert not stuck, f"left waiting forever: {stuck}"
-
-
-def test_a_leader_stopped_mid_batch_hands_on_and_later_writes_go_through(
-    in_tenant: InTenant, tenant: Tenant
+def test_a_cancelled_writer_leaves_without_blocking_the_others(
+    writers: Callable[..., AuditWriter],
+    db: Database,
+    call_loop: LoopThread,
+    in_tenant: InTenant,
+    tenant: Tenant,
 ) -> None:
-    writer = StoppedSecondBatch(in_tenant)
-    writes = Writes(writer, tenant.id)
-    writes.start("first")
-    wait_for(lambda: writer.batches == 1)
-    writes.start("leader")  # leads the second batch, once the first is committed
-    wait_for(lambda: len(writer._queue) == 1)
-    writes.start("follower")
-    writes.join()
-    assert isinstance(writes.outcomes["leader"], TimeLimitExceeded)
-    assert isinstance(writes.outcomes["follower"], WriteInterrupted), "it is retried"
-    assert writes.outcomes["first"] is None
-    writes.start("later")
-    writes.join()
-    assert writes.outcomes["later"] is None
-    writer.write(tenant.id, [event("follower")])  # the retry
-    keys = sorted(r.idempotency_key for r in rows(in_tenant, tenant))
-    assert keys == ["first", "follower", "later"]
+    writer = writers(flushers=2)
+
+    async def scenario() -> Sequence[BaseException | None]:
+        async with key_held(db, tenant.id, "held"):
+            # both flushers commit batches that wait on the lock; "left", "next" queue
+            in_commit, other = await stuck_batches(writer, db, tenant.id, 2, "in a batch")
+            left = asyncio.create_task(writer.write(tenant.id, [event("left")]))
+            after = asyncio.create_task(writer.write(tenant.id, [event("next")]))
+            await asyncio.sleep(0)
+            in_commit.cancel()  # its time limit, say, while its batch commits
+            left.cancel()  # while it is queued
+            await asyncio.sleep(0.1)
+        return await asyncio.gather(in_commit, other, left, after, return_exceptions=True)
+
+    in_commit, other, left, after = run(call_loop, scenario())
+    assert isinstance(in_commit, asyncio.CancelledError)
+    assert isinstance(left, asyncio.CancelledError)
+    assert other is None and after is None
+    # The batch the cancelled writer was in went on ("in a batch" is there; the key's holder
+    # rolled back): a cut writer does not cut the commit others wait on. "left" was dropped
+    # before any batch took it.
+    assert keys(in_tenant, tenant) == ["held", "in a batch", "next"]
 
 
-@contextlib.contextmanager
-def held_open(in_tenant: InTenant, company_id: uuid.UUID) -> Iterator[TenantTx]:
-    """A transaction of the company held open (uncommitted) while the test goes on, on the
-    pool's loop; it ends as the block does: committed, or rolled back by an exception."""
-    transaction = in_tenant.db.tenant(company_id)
-    tx = in_tenant.run(transaction.__aenter__())
-    try:
-        yield tx
-    except BaseException as exc:
-        if not in_tenant.run(transaction.__aexit__(type(exc), exc, exc.__traceback__)):
-            raise
-    else:
-        in_tenant.run(transaction.__aexit__(None, None, None))
-
-
-def test_a_writer_stopped_as_it_is_made_leader_hands_on(
-    in_tenant: InTenant, tenant: Tenant, admin_conn: psycopg.Connection[tuple[object, ...]]
+@pytest.mark.parametrize("flushers", [1, 2])
+def test_flushers_cut_mid_batch_leave_no_writer_waiting_and_later_writes_go_through(
+    writers: Callable[..., AuditWriter],
+    db: Database,
+    call_loop: LoopThread,
+    in_tenant: InTenant,
+    tenant: Tenant,
+    flushers: int,
 ) -> None:
-    writer = AuditWriter(in_tenant)
-    writes = Writes(writer, tenant.id)
+    writer = writers(flushers=flushers)
 
-    def lock_waits() -> int:
-        row = admin_conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()
-        return int(str(row[0])) if row else 0
+    async def scenario() -> Sequence[BaseException | None]:
+        async with key_held(db, tenant.id, "held"):
+            stuck = await stuck_batches(writer, db, tenant.id, flushers, "in a batch")
+            queued = asyncio.create_task(writer.write(tenant.id, [event("queued")]))
+            await asyncio.sleep(0)
+            cut = [t for t in asyncio.all_tasks() if t.get_name() == "audit writer"]
+            assert len(cut) == flushers
+            for flusher in cut:
+                flusher.cancel()  # as the loop's end cancels every task
+            return await asyncio.gather(*stuck, queued, return_exceptions=True)
 
-    with contextlib.ExitStack() as holding:
-        # Another transaction holds the key "held" uncommitted: the leader's insert waits on it.
-        tx = holding.enter_context(held_open(in_tenant, tenant.id))
-        in_tenant.run(activity_store.append(tx, [to_row(event("held"))]))
-        writes.start("held")
-        wait_for(lock_waits)
-        stopped = writes.start("stopped")
-        wait_for(lambda: len(writer._queue) == 1)
-        writes.start("next")
-        wait_for(lambda: len(writer._queue) == 2)
-        # What Dramatiq's time limit does to a thread that runs too long: the exception is
-        # raised as soon as the thread runs again, i.e. when it is woken to lead.
-        assert stopped.ident is not None
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(
-            ctypes.c_ulong(stopped.ident), ctypes.py_object(TimeLimitExceeded)
-        )
-        holding.pop_all().close()  # roll the holding transaction back: "held" commits
-    writes.join()
-    assert writes.outcomes["stopped"] is not None
-    assert writes.outcomes["held"] is None and writes.outcomes["next"] is None
-    assert sorted(r.idempotency_key for r in rows(in_tenant, tenant)) == ["held", "next"]
+    outcomes = run(call_loop, scenario())
+    assert [type(o) for o in outcomes] == [WriteInterrupted] * (flushers + 1), "all retried"
+    run(call_loop, writer.write(tenant.id, [event("later")]))
+    assert keys(in_tenant, tenant) == ["later"], "the cut batches were rolled back"
+    retries = [event("held"), event("in a batch"), event("queued")]
+    run(call_loop, writer.write(tenant.id, retries))
+    assert keys(in_tenant, tenant) == ["held", "in a batch", "later", "queued"]
+
+
+def test_close_commits_what_is_queued_then_refuses_writes(
+    writers: Callable[..., AuditWriter], call_loop: LoopThread, in_tenant: InTenant, tenant: Tenant
+) -> None:
+    writer = writers()
+
+    async def scenario() -> None:
+        queued = asyncio.gather(*(writer.write(tenant.id, [event(f"c:{i}")]) for i in range(3)))
+        await asyncio.sleep(0)
+        await writer.close()
+        await queued
+        with pytest.raises(WriteInterrupted):
+            await writer.write(tenant.id, [event("after close")])
+
+    run(call_loop, scenario())
+    assert keys(in_tenant, tenant) == ["c:0", "c:1", "c:2"]
+
+
+@pytest.mark.parametrize("flushers", [1, 2])
+def test_close_cuts_stuck_batches_after_its_grace(
+    writers: Callable[..., AuditWriter],
+    db: Database,
+    call_loop: LoopThread,
+    in_tenant: InTenant,
+    tenant: Tenant,
+    flushers: int,
+) -> None:
+    writer = writers(flushers=flushers)
+
+    async def scenario() -> tuple[float, Sequence[BaseException | None]]:
+        async with key_held(db, tenant.id, "held"):
+            stuck = await stuck_batches(writer, db, tenant.id, flushers)
+            started = asyncio.get_running_loop().time()
+            await writer.close(grace_s=0.2)
+            took = asyncio.get_running_loop().time() - started
+            return took, await asyncio.gather(*stuck, return_exceptions=True)
+
+    took, outcomes = run(call_loop, scenario())
+    assert took < 3
+    assert [type(o) for o in outcomes] == [WriteInterrupted] * flushers
+    assert keys(in_tenant, tenant) == []

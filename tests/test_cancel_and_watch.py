@@ -357,12 +357,12 @@ def test_admins_filter_the_audit_trail(
     assert http.get(url, headers=tenant.headers(tenant.member)).status_code == 403
 
 
-def test_a_worker_process_takes_no_more_steps_than_it_has_threads(
+def test_a_worker_process_takes_no_more_steps_than_its_in_flight_bound(
     stack: Stack, in_tenant: InTenant, tenant: Tenant
 ) -> None:
-    """Steps that wait 30 s on Claude must not hold others back in one process's prefetch
-    while another process has idle threads."""
-    stack.start_workers(processes=2, threads=4)
+    """Steps that wait 30 s on Claude must not hold others back in one process's memory
+    while another process has room: each takes at most its bound, the rest stays queued."""
+    stack.start_workers(processes=2, in_flight=4)
     quests = [
         submit(in_tenant, stack.settings.redis_url, tenant.id, f"[script:slow] think {i}")
         for i in range(8)
@@ -373,7 +373,7 @@ def test_a_worker_process_takes_no_more_steps_than_it_has_threads(
 
     wait_for(all_running, timeout=10)
     client = redis.Redis.from_url(stack.settings.redis_url)
-    for q in quests:  # free the threads so the workers stop at once
+    for q in quests:  # end the waits so the workers stop at once
         in_tenant(
             tenant.id,
             functools.partial(

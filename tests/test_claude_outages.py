@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 from ingress.submit import QuestSpec, create_quest
 from messages import Envelope, QuestStep
 from messages.redis_keys import quest_stream_key
 from messages.transport import build_broker, to_message
+from runtime.loop_thread import LoopThread
 from store import TenantTx
 from store import activity as activity_store
 from store import charges as charges_store
@@ -182,13 +184,15 @@ def test_a_step_out_of_retries_ends_its_quest_instead_of_leaving_it_running(
     assert "Claude unreachable: ConnectError" in done.reason
 
 
-def test_a_wait_is_timed_from_its_first_failure_until_it_is_done(rds: redis.Redis) -> None:
+def test_a_wait_is_timed_from_its_first_failure_until_it_is_done(
+    rds: redis.Redis, guard_redis: AsyncRedis, call_loop: LoopThread
+) -> None:
     """The outage bound counts from the step's first failed call, not from its first charge
     (a crashed attempt) nor its latest one."""
-    clock = WaitClock(rds, prefix="s2:test-wait")
-    first = clock.waiting_since("q:1", bound_s=10)
+    clock = WaitClock(guard_redis, prefix="s2:test-wait")
+    first = call_loop.run(clock.waiting_since("q:1", bound_s=10))
     time.sleep(0.05)
-    assert clock.waiting_since("q:1", bound_s=10) == first
+    assert call_loop.run(clock.waiting_since("q:1", bound_s=10)) == first
     assert 0 < rds.ttl("s2:test-wait:q:1") <= 60
-    clock.done("q:1")
-    assert clock.waiting_since("q:1", bound_s=10) > first
+    call_loop.run(clock.done("q:1"))
+    assert call_loop.run(clock.waiting_since("q:1", bound_s=10)) > first

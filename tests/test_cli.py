@@ -319,7 +319,7 @@ def test_help_lists_every_command(settings: Settings) -> None:
         ("quest", ("submit", "show")),
         ("audit", ("list",)),
         ("ingress", ("--host", "--port")),
-        ("worker", ("--processes", "--threads", "--queues")),
+        ("worker", ("--processes", "--in-flight", "--queues")),
         ("offline-claude", ("--port",)),
     ],
 )

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from messages.redis_keys import DEAD_LETTER_REASONS, dead_letters_key, starts_key
 from tests.consumer_support import DONE, bodies, consumer, publish
 from workers.crash_isolation import CrashGuard, Isolation, StartCounter
+from workers.errors import NotStarted
 
 
 @pytest.fixture
@@ -91,6 +92,41 @@ def test_a_suspect_runs_only_in_its_group_and_new_steps_wait_for_it(
     asyncio.run(main())
     assert beside_suspect and max(beside_suspect) <= 32 >> 3
     assert r.get(starts_key(suspect)) is None  # it survived: its count is gone
+    assert bodies(redis_url, queue) == 0
+
+
+def test_a_step_that_could_not_start_keeps_its_crashes(redis_url: str, queue: str) -> None:
+    """A step redelivered after a crash into its quest's lease (the dead process's lease has
+    not lapsed yet) does not begin: its start is taken back and the crash it was in still
+    counts, rather than being forgotten as if it had run and survived."""
+    (suspect,) = publish(redis_url, queue, 1)
+    r = redis.Redis.from_url(redis_url)
+    r.set(starts_key(suspect), 1)  # one start that never ended: 1 crash
+    seen: list[int] = []  # the process's ceiling while the step runs: its group, as a suspect
+    guard: CrashGuard | None = None
+
+    async def job(message: dramatiq.Message[Any]) -> None:
+        assert guard is not None
+        seen.append(guard.isolation.ceiling())
+        if len(seen) == 1:
+            raise NotStarted("another worker is running this quest's step", retry_after_ms=50)
+
+    async def main() -> None:
+        nonlocal guard
+        client = Redis.from_url(redis_url)
+        guard = CrashGuard(StartCounter(client), Isolation(8), bound=2)
+        c = consumer(client, queue, job, in_flight=8, guard=guard)
+        task = asyncio.create_task(c.run())
+        while len(seen) < 2:
+            await asyncio.sleep(0.02)
+        c.stop()
+        await task
+
+    asyncio.run(main())
+    # Both runs are a suspect's of one crash (a group of 8 >> 1): the first one's start was
+    # taken back, so the retry still knows the crash.
+    assert seen == [4, 4]
+    assert r.get(starts_key(suspect)) is None  # the second ran and survived
     assert bodies(redis_url, queue) == 0
 
 

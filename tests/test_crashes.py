@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from typing import Any
@@ -24,7 +23,6 @@ from system2.procs import Proc
 from tests.conftest import Stack, Tenant, system2
 from tests.support import InTenant, provider_faults, quest_state, submit, wait_finished, wait_for
 from tests.test_integrations import connect, fresh_key, provider_stats
-from workers.crashes import Isolation
 
 pytestmark = pytest.mark.slow
 FAST = {"S2_BROKER_HEARTBEAT_MS": "5000", "S2_BROKER_MAINTENANCE_CHANCE": "1000000"}
@@ -152,7 +150,14 @@ def test_a_step_that_keeps_killing_its_worker_is_dead_lettered_and_the_rest_goes
     quest = submit(
         in_tenant, stack.settings.redis_url, tenant.id, "[script:brief_hold_notes] the poison"
     )
-    env = {**FAST, "S2_MAX_STEP_CRASHES": "2"}
+    # One step at a time (and one audit batch): a suspect runs alone after its first crash,
+    # so its second makes it poison (workers.crash_isolation).
+    env = {
+        **FAST,
+        "S2_MAX_STEP_CRASHES": "2",
+        "S2_WORKER_IN_FLIGHT": "1",
+        "S2_WORKER_AUDIT_IN_FLIGHT": "1",
+    }
     for attempt in range(1, 3):  # two crashes...
         workers = stack.start_workers(f"crash-{attempt}", processes=1, **env)
         wait_for(lambda n=attempt: len(charges(in_tenant, tenant, quest.id)) == n, timeout=30)
@@ -177,68 +182,47 @@ def test_a_step_that_keeps_killing_its_worker_is_dead_lettered_and_the_rest_goes
 def test_the_steps_beside_a_poison_step_are_not_dead_lettered_with_it(
     stack: Stack, in_tenant: InTenant, tenant: Tenant, rds: redis.Redis
 ) -> None:
-    env = {**FAST, "S2_MAX_STEP_CRASHES": "2"}
+    """Four steps in flight when the process dies are each charged a crash; the suspects'
+    group halves with each crash, until the poison step crashes alone and is dead-lettered,
+    and the bystanders, alone, succeed."""
+    # 4 quest steps and 4 audit batches at once: a group of 8, alone from 3 crashes, poison
+    # at the second crash alone (S2_MAX_STEP_CRASHES=2): 4 crashes.
+    env = {
+        **FAST,
+        "S2_MAX_STEP_CRASHES": "2",
+        "S2_WORKER_IN_FLIGHT": "4",
+        "S2_WORKER_AUDIT_IN_FLIGHT": "4",
+    }
     url = stack.settings.redis_url
     poison = submit(in_tenant, url, tenant.id, "[script:brief_hold_notes] the poison")
     innocents = [
         submit(in_tenant, url, tenant.id, f"[script:brief_hold_notes] bystander {i}")
         for i in range(3)
     ]
-    workers = stack.start_workers("crash-1", processes=1, threads=4, **env)
+    workers = stack.start_workers("crash-1", processes=1, **env)
     # All four are in their Claude call at once when the process dies: each is charged a crash.
     wait_for(
         lambda: all(charges(in_tenant, tenant, q.id) for q in (poison, *innocents)), timeout=30
     )
     kill(workers)
-    # Now each is a suspect and runs alone; the poison's second run dies too, by itself.
-    workers = stack.start_workers("crash-2", processes=1, threads=4, **env)
-    wait_for(lambda: len(charges(in_tenant, tenant, poison.id)) == 2, timeout=60)
-    kill(workers)
-    stack.start_workers("survivor", processes=1, threads=4, **env)
-    assert wait_finished(in_tenant, tenant.id, poison.id, timeout=60).status == "failed"
+    for attempt in range(2, 6):  # each time the poison is in its call again, it crashes
+        workers = stack.start_workers(f"crash-{attempt}", processes=1, **env)
+        wait_for(
+            lambda n=attempt: (
+                len(charges(in_tenant, tenant, poison.id)) >= n
+                or quest_state(in_tenant, tenant.id, poison.id).finished
+            ),
+            timeout=60,
+        )
+        if quest_state(in_tenant, tenant.id, poison.id).finished:
+            break
+        kill(workers)
+    done = wait_finished(in_tenant, tenant.id, poison.id, timeout=60)
+    assert done.status == "failed" and "crashed its worker 4 times" in (done.reason or "")
     for bystander in innocents:
-        done = wait_finished(in_tenant, tenant.id, bystander.id, timeout=60)
-        assert done.status == "succeeded", done.reason
+        ended = wait_finished(in_tenant, tenant.id, bystander.id, timeout=60)
+        assert ended.status == "succeeded", ended.reason
     assert len(rds.zrange("dramatiq:quests.XQ", 0, -1)) == 1
-
-
-def test_a_suspect_waits_for_the_steps_in_flight_and_holds_new_ones_back() -> None:
-    isolation = Isolation()
-    order: list[str] = []
-    first_in, let_first_go, suspect_waiting = (threading.Event() for _ in range(3))
-
-    def first() -> None:
-        with isolation.beside_others():
-            first_in.set()
-            let_first_go.wait(10)
-            order.append("first done")
-
-    def suspect() -> None:
-        suspect_waiting.set()
-        with isolation.alone():
-            order.append("suspect ran")
-            time.sleep(0.2)
-            order.append("suspect done")
-
-    def latecomer() -> None:
-        with isolation.beside_others():
-            order.append("latecomer ran")
-
-    threads = [threading.Thread(target=first)]
-    threads[0].start()
-    assert first_in.wait(10)
-    threads.append(threading.Thread(target=suspect))
-    threads[1].start()
-    assert suspect_waiting.wait(10)
-    time.sleep(0.2)  # the suspect is queued behind the first step
-    threads.append(threading.Thread(target=latecomer))
-    threads[2].start()
-    time.sleep(0.2)
-    assert order == [], "nobody may start while a suspect waits"
-    let_first_go.set()
-    for t in threads:
-        t.join(10)
-    assert order == ["first done", "suspect ran", "suspect done", "latecomer ran"]
 
 
 def test_a_dead_letter_replayed_after_the_cause_is_fixed_is_processed(

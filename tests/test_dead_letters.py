@@ -11,20 +11,25 @@ from typing import Any
 import dramatiq
 import pytest
 import redis
-from dramatiq.broker import MessageProxy
+from redis.asyncio import Redis as AsyncRedis
 
 from ingress.submit import QuestSpec, create_quest
 from messages.redis_keys import DEAD_LETTER_REASONS as REASONS
 from messages.redis_keys import DEAD_LETTER_REASONS_AT as REASONS_AT
 from messages.redis_keys import NAMESPACE
 from messages.transport import build_broker
+from runtime.loop_thread import LoopThread
 from runtime.settings import Settings
 from tests.conftest import Stack, Tenant, system2
 from tests.support import OPERATOR, InTenant, quest_state, submit, wait_finished, wait_for
-from workers.app import worker_broker
-from workers.dead_letters import DeadLetters, WorkerBroker
+from workers.queue_protocol import QueueProtocol
+from workers.refusals import DeadLetterBox
 
 pytestmark = pytest.mark.slow
+
+
+async def _async_client(url: str) -> AsyncRedis:
+    return AsyncRedis.from_url(url)
 
 
 def raw_message(queue: str, actor: str, arg: object) -> dramatiq.Message[object]:
@@ -112,31 +117,6 @@ def test_malformed_messages_are_dead_lettered_with_a_reason(
 
     quest = submit(in_tenant, stack.settings.redis_url, tenant.id, "[script:answer] still working?")
     assert wait_finished(in_tenant, tenant.id, quest.id).status == "succeeded"
-
-
-def test_a_message_out_of_retries_is_dead_lettered_with_its_reason(
-    settings: Settings, rds: redis.Redis
-) -> None:
-    """Our middleware sees Dramatiq's verdict: the reason is kept for ``system2 dlq``."""
-    broker = worker_broker(settings)
-
-    def always_fails(n: int) -> None:
-        raise RuntimeError(f"the provider said no to {n}")
-
-    actor = dramatiq.actor(
-        always_fails, broker=broker, queue_name="test-retries", max_retries=1, min_backoff=10
-    )
-    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
-    worker.start()
-    try:
-        sent = actor.send(7)
-        raw = wait_for(lambda: rds.hget(REASONS, sent.message_id), timeout=20)
-    finally:
-        worker.stop()
-        broker.close()
-    record = json.loads(raw)
-    assert record["reason"] == "the provider said no to 7"
-    assert (record["queue"], record["actor"]) == ("test-retries", "always_fails")
 
 
 def test_dlq_list_and_replay_take_dead_letters_of_any_shape(stack: Stack, rds: redis.Redis) -> None:
@@ -235,16 +215,18 @@ def test_dlq_list_and_replay_take_dead_letters_of_any_shape(stack: Stack, rds: r
         assert rds.zscore("dramatiq:quests.XQ", rids[name]) is not None, name
 
 
-def test_reasons_expire_with_their_dead_letters(settings: Settings, rds: redis.Redis) -> None:
-    """Dramatiq drops a dead letter once it is older than the broker's ``dead_message_ttl``;
-    its reason goes too: writing a reason (the consumer's refusal or our middleware's) prunes
-    the reasons older than that, those written before reasons had a time index included. A
-    fresh one stays."""
+def test_reasons_expire_with_their_dead_letters(
+    settings: Settings, rds: redis.Redis, call_loop: LoopThread
+) -> None:
+    """Dramatiq drops a dead letter once it is older than its ``dead_message_ttl``; its
+    reason goes too: writing a reason (the consumer's refusal of an entry, or a message
+    dead-lettered after its retries) prunes the reasons older than that, those written before
+    reasons had a time index included. A fresh one stays."""
     ttl_ms = 2000
     queue = f"test-expiry-{uuid.uuid4().hex[:8]}"
-    broker = WorkerBroker(url=settings.redis_url, namespace=NAMESPACE, dead_message_ttl=ttl_ms)
-    consumer = broker.consume(queue, prefetch=1, timeout=50)
-    middleware = DeadLetters(rds)
+    client = call_loop.run(_async_client(settings.redis_url))
+    protocol = QueueProtocol(client, f"test-{uuid.uuid4().hex[:8]}", heartbeat_timeout_ms=60_000)
+    box = DeadLetterBox(client, {"quest_step"}, ttl_ms=ttl_ms)
     written: list[str] = []  # removed at the end, for the tests after this one
 
     def refused() -> str:
@@ -253,18 +235,25 @@ def test_reasons_expire_with_their_dead_letters(settings: Settings, rds: redis.R
         rds.hset(f"{NAMESPACE}:{queue}.msgs", rid, b"not a message")
         rds.rpush(f"{NAMESPACE}:{queue}", rid)
         written.append(rid)
-        assert next(consumer) is None
+
+        async def fetch_and_refuse() -> None:
+            await protocol.start()
+            (body,) = await protocol.fetch(queue, 1)
+            verdict = box.check(body, queue)
+            assert not isinstance(verdict, dramatiq.Message)
+            await box.reject(protocol, queue, body, verdict)
+
+        call_loop.run(fetch_and_refuse())
         assert rds.hexists(REASONS, rid)
         return rid
 
     def failed() -> str:
-        """A message out of retries: our middleware records its reason under its id."""
-        proxy = MessageProxy(raw_message(queue, "gone", 1))
-        proxy.fail()
-        written.append(proxy.message_id)
-        middleware.after_process_message(broker, proxy, exception=RuntimeError("no"))
-        assert rds.hexists(REASONS, proxy.message_id)
-        return proxy.message_id
+        """A message out of retries: the consumer records its reason under its id."""
+        message = raw_message(queue, "gone", 1)
+        written.append(message.message_id)
+        call_loop.run(box.record(message, RuntimeError("no")))
+        assert rds.hexists(REASONS, message.message_id)
+        return message.message_id
 
     def legacy(age_s: float) -> str:
         """A reason written before reasons were indexed by time: in the hash only."""
@@ -288,8 +277,7 @@ def test_reasons_expire_with_their_dead_letters(settings: Settings, rds: redis.R
         assert not rds.hexists(REASONS, second) and not rds.hexists(REASONS, fresh_legacy)
         assert rds.hexists(REASONS, third) and rds.hexists(REASONS, fourth)
     finally:
-        consumer.close()
-        broker.close()
+        call_loop.run(client.aclose())
         for key in rds.scan_iter(match=f"{NAMESPACE}:*{queue}*"):
             rds.delete(key)
         for field in written:

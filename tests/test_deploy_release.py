@@ -93,7 +93,7 @@ def live(
 ) -> Iterator[Stack]:
     """Workers and an ingress for the whole module (starting them costs seconds)."""
     with running_stack(settings, offline_claude, tmp_path_factory.mktemp("release")) as stack:
-        stack.start_workers(processes=1, threads=4)
+        stack.start_workers(processes=1)
         stack.start_ingress()
         yield stack
 

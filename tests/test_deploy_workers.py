@@ -19,7 +19,7 @@ import pytest
 import redis
 from typer.testing import CliRunner, Result
 
-from messages.transport import build_broker
+from messages.redis_keys import queue_key
 from runtime.settings import Settings
 from store import quests as quests_store
 from system2 import cli
@@ -61,10 +61,10 @@ def held_stack(settings: Settings, held_claude: str, tmp_path: Path) -> Iterator
 
 
 def start_worker(stack: Stack, name: str, *args: str, **env: str) -> Proc:
-    argv = system2("worker", "--processes", "1", "--threads", "2", *args)
+    argv = system2("worker", "--processes", "1", *args)
     proc = Proc(name, argv, env=stack.env(**env), log_path=stack.logs / f"{name}.log").start()
     stack.procs[name] = proc
-    wait_workers(stack.settings.redis_url, stack.live_worker_count() + 1, proc=proc)
+    wait_workers(stack.settings.redis_url, 1, proc=proc)
     return proc
 
 
@@ -96,11 +96,12 @@ def sigterm_main_process(proc: Proc) -> tuple[int, float]:
     return code, time.monotonic() - t0
 
 
-def test_sigterm_mid_step_requeues_or_finishes_it_and_exits_0(
+def test_sigterm_mid_step_hands_it_back_or_finishes_it_and_exits_0(
     held_stack: Stack, in_tenant: InTenant, tenant: Tenant
 ) -> None:
-    # 1. Past its shutdown timeout, a worker leaves the step unacknowledged and exits 0.
-    first = start_worker(held_stack, "w1", "--worker-shutdown-timeout", "500")
+    # 1. Past its shutdown grace, a worker cuts the step, puts its message back at the head of
+    # the queue at once (not after the heartbeat timeout) and exits 0.
+    first = start_worker(held_stack, "w1", S2_SHUTDOWN_GRACE_S="0.5")
     quest = submit(
         in_tenant, held_stack.settings.redis_url, tenant.id, "[script:held] stop me twice"
     )
@@ -109,23 +110,14 @@ def test_sigterm_mid_step_requeues_or_finishes_it_and_exits_0(
     assert code == 0, first.output()[-2000:]
     assert took < 5, f"took {took:.1f}s to stop"
     left = claimed_at(in_tenant, tenant.id, quest.id)
-    assert left is not None  # abandoned mid-call: not finished, not lost
+    assert left is not None  # cut mid-call: not finished, not lost
+    rds = redis.Redis.from_url(held_stack.settings.redis_url)
+    assert rds.llen(queue_key("quests")) == 1, "handed back to the queue"
 
-    # 2. A restarted worker gets the step back once the old one's heartbeat is stale: the
-    # broker's maintenance requeues a dead worker's unacknowledged messages. It runs on a
-    # fraction of broker calls (DEPLOY.md, Scaling); one call here makes it run now.
-    second = start_worker(held_stack, "w2", "--worker-shutdown-timeout", "20000")
-    time.sleep(1.2)
-    maintenance = build_broker(
-        held_stack.settings.redis_url, heartbeat_timeout_ms=1000, maintenance_chance=1_000_000
-    )
-    try:
-        maintenance.do_qsize("quests")
-    finally:
-        maintenance.close()
-    wait_for(lambda: in_call(in_tenant, tenant.id, quest.id, left), timeout=20)
-
-    # 3. ...and, SIGTERMed mid-call within its timeout, finishes the step before exiting 0.
+    # 2. The next worker takes it at once and, SIGTERMed mid-call within its grace, finishes
+    # the step before exiting 0.
+    second = start_worker(held_stack, "w2", S2_SHUTDOWN_GRACE_S="20")
+    wait_for(lambda: in_call(in_tenant, tenant.id, quest.id, left), timeout=10)
     code, took = sigterm_main_process(second)
     assert code == 0, second.output()[-2000:]
     assert took < 10, f"took {took:.1f}s to stop"
@@ -155,7 +147,7 @@ def test_health_proves_the_group_is_consuming_and_run_worker_serves_it(
     port = free_port()
     argv = system2(
         "ops", "run-worker", "--health-port", str(port), "--health-host", "127.0.0.1",
-        "--max-idle-s", "1", "--processes", "1", "--threads", "1", "--queues", "quests", "control",
+        "--max-idle-s", "1", "--processes", "1", "--in-flight", "1", "--queues", "quests", "control",
     )  # fmt: skip
     proc = Proc("run-worker", argv, env=held_stack.env(), log_path=held_stack.logs / "rw.log")
     held_stack.procs["run-worker"] = proc.start()
@@ -177,7 +169,7 @@ def test_health_proves_the_group_is_consuming_and_run_worker_serves_it(
     assert audit.exit_code == 1
     assert "no worker process on host" in audit.stderr and "consumes queue audit" in audit.stderr
 
-    # Alive but not keeping up: its one thread and its prefetch are held, the rest waits.
+    # Alive but not keeping up: its one slot is held, the rest waits on the queue.
     for n in range(4):
         submit(in_tenant, settings.redis_url, tenant.id, f"[script:held] backlog {n}")
     client = redis.Redis.from_url(settings.redis_url)

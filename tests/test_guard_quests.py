@@ -18,7 +18,6 @@ from fastapi.testclient import TestClient
 from redis.asyncio import Redis as AsyncRedis
 
 from guard import Admissions, Guard, Limits, PriceTable
-from messages.transport import Publisher, build_broker
 from runtime.settings import Settings
 from store import TenantTx
 from store import activity as activity_store
@@ -37,13 +36,10 @@ from tests.support import (
     wait_for,
 )
 from tests.test_quest_runner import start
+from tests.worker_support import InProcess, in_process_worker
 from workers.app import step_budget
-from workers.call_loop import CallLoop
-from workers.claude import Claude, ClaudeRequest
-from workers.events import QuestEvents
-from workers.quest import QuestRunner
+from workers.claude import ClaudeRequest
 from workers.step_budget import Admitted, CountFirst, Delay, StepBudget
-from workers.tools import AddNote, Toolbox
 
 pytestmark = pytest.mark.slow
 
@@ -150,7 +146,7 @@ def test_over_the_running_limit_steps_wait_and_are_never_dropped(
         for i in range(3)
     ]
     set_limits(in_tenant, tenant, max_running_quests=1)
-    stack.start_workers(processes=1, threads=4)
+    stack.start_workers(processes=1)
     done = [wait_finished(in_tenant, tenant.id, q.id, timeout=60) for q in quests]
     assert [q.status for q in done] == ["succeeded"] * 3
     spans = sorted((q.started_at, q.finished_at) for q in done)
@@ -238,35 +234,18 @@ def test_guard_status_shows_windows_for_admins_only(ingress: TestClient, tenant:
 
 
 @pytest.fixture
-def runner(
+def worker(
     in_tenant: InTenant,
     rds: redis.Redis,
     guard_redis: AsyncRedis,
     offline_claude: str,
     settings: Settings,
-    call_loop: CallLoop,
-) -> Iterator[QuestRunner]:
+) -> Iterator[InProcess]:
     rds.flushdb()
-    broker = build_broker(settings.redis_url)
-    claude = Claude(
-        loop=call_loop,
-        timeout_s=10,
-        base_url=offline_claude,
-        api_key="k",
-    )
-    prices = PriceTable.load()
-    yield QuestRunner(
-        store=in_tenant,
-        publisher=Publisher(broker),
-        claude=claude,
-        toolbox=Toolbox([AddNote(in_tenant)]),
-        prices=prices,
-        budget=step_budget(settings, guard_redis, prices, claude),
-        events=QuestEvents(rds, maxlen=100),
-        max_tokens=256,
-        max_steps=10,
-    )
-    broker.close()
+    with in_process_worker(
+        in_tenant, guard_redis, settings, offline_claude, max_tokens=256, max_steps=10
+    ) as w:
+        yield w
 
 
 def redis_spend(rds: redis.Redis, key: str) -> tuple[int, int]:
@@ -275,25 +254,25 @@ def redis_spend(rds: redis.Redis, key: str) -> tuple[int, int]:
 
 
 def test_after_redis_loses_the_counters_they_are_rebuilt_and_spend_is_right(
-    runner: QuestRunner,
+    worker: InProcess,
     in_tenant: InTenant,
     rds: redis.Redis,
     guard_redis: AsyncRedis,
     tenant: Tenant,
 ) -> None:
     first = start(in_tenant, tenant, "[script:loop] notes")
-    runner.run(first, holder="m1")
+    worker.step(first, holder="m1")
     other = start(in_tenant, tenant, "[script:answer] another quest, same day")
-    runner.run(other, holder="m2")
+    worker.step(other, holder="m2")
     for key in rds.scan_iter(match="s2:g:*"):
         rds.delete(key)  # Redis restarted or flushed: every guard counter is gone
 
     second = first.follow_up(first.payload.model_copy(update={"step": 2}))
-    runner.run(second, holder="m3")
+    worker.step(second, holder="m3")
 
     quest = quest_state(in_tenant, tenant.id, first.payload.quest_id)
     scopes = Guard(guard_redis).scopes(
-        tenant.id, quest.id, 1, runner.budget.defaults, datetime.now(UTC)
+        tenant.id, quest.id, 1, worker.runner.budget.defaults, datetime.now(UTC)
     )
     assert redis_spend(rds, scopes[0].key) == (quest.cost_usd_micros, 0), (
         "the quest's spend survived"
@@ -305,23 +284,23 @@ def test_after_redis_loses_the_counters_they_are_rebuilt_and_spend_is_right(
 
 
 def test_a_redelivered_step_is_not_charged_twice(
-    runner: QuestRunner, in_tenant: InTenant, tenant: Tenant
+    worker: InProcess, in_tenant: InTenant, tenant: Tenant
 ) -> None:
     env = start(in_tenant, tenant, "[script:notes] once")
-    runner.run(env, holder="m1")
+    worker.step(env, holder="m1")
     cost = quest_state(in_tenant, tenant.id, env.payload.quest_id).cost_usd_micros
-    runner.run(env, holder="m1")  # redelivered after it was done
+    worker.step(env, holder="m1")  # redelivered after it was done
     charges = in_tenant(tenant.id, lambda tx: charges_store.for_quest(tx, env.payload.quest_id))
     assert len(charges) == 1 and charges[0].cost_micros == cost
     assert quest_state(in_tenant, tenant.id, env.payload.quest_id).cost_usd_micros == cost
 
 
 def test_a_call_whose_worker_died_is_kept_at_its_reservation(
-    runner: QuestRunner, in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
+    worker: InProcess, in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
 ) -> None:
     env = start(in_tenant, tenant, "[script:answer] the worker dies during this call")
     # as if a worker reserved and opened the charge, then died
-    plan = in_tenant(tenant.id, lambda tx: runner._prepare(tx, env, "dead-worker"))
+    plan = in_tenant(tenant.id, lambda tx: worker.runner._prepare(tx, env, "dead-worker"))
     assert plan.__class__.__name__ == "Ready"
     reserved = plan.admitted.reserved  # type: ignore[union-attr]
     in_tenant(
@@ -331,7 +310,7 @@ def test_a_call_whose_worker_died_is_kept_at_its_reservation(
             (tenant.id, env.payload.quest_id),
         ),
     )
-    runner.run(env, holder="the-redelivery")
+    worker.step(env, holder="the-redelivery")
     quest = quest_state(in_tenant, tenant.id, env.payload.quest_id)
     charges = in_tenant(tenant.id, lambda tx: charges_store.for_quest(tx, env.payload.quest_id))
     assert [c.status for c in charges] == ["kept", "settled"]
@@ -391,7 +370,7 @@ async def admit(
     counts (outside its claim transaction) and is admitted again with the count."""
     result = await budget.admit(tx, quest, 1, request, attempts, limits)
     if isinstance(result, CountFirst):
-        counted = budget.count(result.request)
+        counted = await budget.count(result.request)
         result = await budget.admit(tx, quest, 1, request, attempts, limits, counted)
     return result
 
@@ -443,7 +422,11 @@ def test_a_reservation_the_redelivered_call_cannot_fit_is_released_and_made_agai
     # falls back to the byte bound, which no longer fits what the first one reserved.
     counts = iter([10, None, 10, 10])
     budget = step_budget(settings, guard_redis, PriceTable.load())
-    budget.count_tokens = lambda _request: next(counts)
+
+    async def count_next(_request: ClaudeRequest) -> int | None:
+        return next(counts)
+
+    budget.count_tokens = count_next
     request = claude_request(max_tokens=512)  # it can shrink to 256 tokens, no further
     assert request.input_bound() > 100
     quest, limits = small_cap_quest(in_tenant, settings, tenant, request, 10 + 1 + 16)
@@ -476,7 +459,7 @@ def test_the_token_count_is_asked_only_when_the_byte_bound_does_not_fit(
 ) -> None:
     asked: list[ClaudeRequest] = []
 
-    def count(request: ClaudeRequest) -> int:
+    async def count(request: ClaudeRequest) -> int:
         asked.append(request)
         return 10
 

@@ -3,10 +3,12 @@ tokens, a task API honouring Idempotency-Key), the vault, worker processes, Post
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,12 +21,13 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
+from redis.asyncio import Redis as AsyncRedis
 
-from guard import PriceTable
 from messages import AuditBatch, open_envelope
-from messages.transport import Publisher, build_broker
+from runtime.loop_thread import LoopThread
 from runtime.settings import Settings
 from runtime.wiring import async_redis, build_vault
+from store import Database
 from store import activity as activity_store
 from store import credentials as credentials_store
 from store import quests as quests_store
@@ -41,17 +44,14 @@ from tests.support import (
 )
 from tests.test_provider_routes import TRAVERSALS
 from tests.test_quest_runner import start
+from tests.worker_support import InProcess, in_process_worker
 from vault import Vault, new_key_entry
 from vault.sealed_tokens import ACCESS, REFRESH, unseal
-from workers.app import step_budget
 from workers.audit import AuditWriter
-from workers.call_loop import CallLoop
-from workers.claude import Claude
-from workers.events import QuestEvents
-from workers.integrations.registry import integration_tools
+from workers.integrations.lock import LockTimeout, RedisLock
+from workers.integrations.registry import integration_tools, provider_http
 from workers.integrations.tools import ConnectedTool
-from workers.quest import QuestRunner
-from workers.tools import AddNote, Tool, Toolbox, ToolCall, ToolOutcome
+from workers.tools import Tool, ToolCall, ToolOutcome
 
 pytestmark = pytest.mark.slow
 
@@ -97,6 +97,86 @@ def provider_stats(url: str, account: uuid.UUID) -> dict[str, Any]:
 
 def vault_for(settings: Settings, rds: redis.Redis, keyring: str) -> Vault:
     return build_vault(settings.model_copy(update={"vault_keys": SecretStr(keyring)}), rds)
+
+
+@dataclass(frozen=True)
+class WorkerClients:
+    """What a worker process wires its integrations with, for the tests' loop: the store's
+    pool, a redis.asyncio client and the provider client (``provider_http``)."""
+
+    loop: LoopThread
+    db: Database
+    redis: AsyncRedis
+    http: httpx.AsyncClient
+
+    def tools(self, settings: Settings, vault: Vault) -> dict[str, Tool]:
+        """The demo integration's tools, wired as a worker wires them."""
+        wired = integration_tools(settings, self.db, self.redis, vault, self.http)
+        return {t.name: t for t in wired["demo"]}
+
+    def run(self, tool: Tool, call: ToolCall) -> ToolOutcome:
+        """Run ``tool`` on the loop, as a step does, and wait for its outcome."""
+        return self.loop.run(tool.run(call))
+
+
+@contextlib.contextmanager
+def worker_clients(settings: Settings, loop: LoopThread, db: Database) -> Iterator[WorkerClients]:
+    """A worker's clients on ``loop`` (their pools bind to the loop that first uses them),
+    closed there when the block ends."""
+    clients = WorkerClients(loop, db, async_redis(settings, connections=8), provider_http(settings))
+    try:
+        yield clients
+    finally:
+        loop.run(clients.http.aclose())
+        loop.run(clients.redis.aclose())
+
+
+@pytest.fixture
+def clients(settings: Settings, call_loop: LoopThread, db: Database) -> Iterator[WorkerClients]:
+    with worker_clients(settings, call_loop, db) as made:
+        yield made
+
+
+# -- the refresh lock --------------------------------------------------------------------------
+
+
+def test_a_lock_held_by_a_cancelled_step_is_released_and_its_waiter_goes_on(
+    clients: WorkerClients,
+) -> None:
+    """A step cancelled while it refreshes a token lets go of the credential's lock on its
+    way out: the next step waiting for it goes on at once, not after the lock's 15 s
+    lifetime. One that waits longer than it is willing to gets ``LockTimeout``."""
+    key = f"s2:lock:credential:{uuid.uuid4()}:demo"
+
+    async def cancel_the_holder() -> tuple[bool, bool, float, int]:
+        holding = asyncio.Event()
+
+        async def holder() -> None:
+            async with RedisLock(clients.redis, key):
+                holding.set()
+                await asyncio.sleep(30)
+
+        async def waiter() -> bool:
+            async with RedisLock(clients.redis, key, wait_s=5) as lock:
+                return lock.waited
+
+        held = asyncio.create_task(holder())
+        await holding.wait()
+        with pytest.raises(LockTimeout):
+            async with RedisLock(clients.redis, key, wait_s=0.2):
+                pass
+        waiting = asyncio.create_task(waiter())
+        await asyncio.sleep(0.1)
+        held.cancel()
+        cut_at = time.monotonic()
+        waited = await waiting
+        took = time.monotonic() - cut_at
+        return held.cancelled(), waited, took, int(await clients.redis.exists(key))
+
+    cancelled, waited, took, left = clients.loop.run(cancel_the_holder())
+    assert cancelled and waited
+    assert took < 1, f"the waiter took the lock {took:.1f}s after the cancel"
+    assert left == 0, "the waiter released it too"
 
 
 # -- connecting over HTTP -----------------------------------------------------------------------
@@ -231,7 +311,7 @@ def test_sixteen_concurrent_steps_on_an_expired_token_refresh_it_once(
         submit(in_tenant, istack.settings.redis_url, tenant.id, f"[script:tasks] task {i}")
         for i in range(16)
     ]
-    istack.start_workers(processes=2, threads=8)
+    istack.start_workers(processes=2)
     done = [wait_finished(in_tenant, tenant.id, q.id, timeout=60) for q in quests]
     assert [q.status for q in done] == ["succeeded"] * 16, [q.reason for q in done]
     stats = provider_stats(demo_provider, tenant.id)
@@ -296,18 +376,19 @@ class DiesAfterTheCall:
         self.input_schema, self.mutates = inner.input_schema, inner.mutates
         self.calls = 0
 
-    def run(self, call: ToolCall) -> ToolOutcome:
+    async def run(self, call: ToolCall) -> ToolOutcome:
         self.calls += 1
-        outcome = self.inner.run(call)
+        outcome = await self.inner.run(call)
         if self.calls == 1:
             raise RuntimeError("killed after the provider call")
         return outcome
 
 
-def create_task_tool(runner: QuestRunner, istack: Stack, tenant: Tenant) -> ConnectedTool:
+def create_task_tool(worker: InProcess, istack: Stack, tenant: Tenant) -> ConnectedTool:
     """The company connects the demo integration; the runner's tool that creates a task."""
     connect(istack, tenant)
-    (create,) = [t for t in runner.toolbox.integrations["demo"] if t.name == "demo_create_task"]
+    toolbox = worker.runner.toolbox
+    (create,) = [t for t in toolbox.integrations["demo"] if t.name == "demo_create_task"]
     assert isinstance(create, ConnectedTool)
     return create
 
@@ -322,40 +403,19 @@ def runner_on(
     demo_provider: str,
     *,
     max_tokens: int = 256,
-) -> Iterator[tuple[QuestRunner, Settings]]:
+) -> Iterator[tuple[InProcess, Settings]]:
     """A quest runner in-process with the integrations' real tools, on the given Claude."""
     rds.flushdb()
     s = settings.model_copy(
         update={"demo_provider_url": demo_provider, "vault_keys": SecretStr(keys[0])}
     )
-    broker = build_broker(s.redis_url)
-    call_loop = CallLoop().start()
-    claude = Claude(
-        loop=call_loop,
-        timeout_s=10,
-        base_url=claude_url,
-        api_key="k",
-    )
-    prices = PriceTable.load()
-    guard_redis = async_redis(s, connections=8)  # used on the store's loop, as the budget's
-    tools = integration_tools(s, store, rds, build_vault(s, rds))
-    runner = QuestRunner(
-        store=store,
-        publisher=Publisher(broker),
-        claude=claude,
-        toolbox=Toolbox([AddNote(store)], tools),
-        prices=prices,
-        budget=step_budget(s, guard_redis, prices, claude),
-        events=QuestEvents(rds, maxlen=100),
-        max_tokens=max_tokens,
-        max_steps=10,
-    )
-    try:
-        yield runner, s
-    finally:
-        broker.close()
-        call_loop.stop()
-        store.run(guard_redis.aclose())
+    with worker_clients(s, store.loop, store.db) as clients:
+        tools = integration_tools(s, clients.db, clients.redis, build_vault(s, rds), clients.http)
+        with in_process_worker(
+            store, clients.redis, s, claude_url, integrations=tools, max_tokens=max_tokens,
+            max_steps=10,
+        ) as worker:  # fmt: skip
+            yield worker, s
 
 
 @pytest.fixture
@@ -366,7 +426,7 @@ def connected_runner(
     settings: Settings,
     keys: list[str],
     demo_provider: str,
-) -> Iterator[tuple[QuestRunner, Settings]]:
+) -> Iterator[tuple[InProcess, Settings]]:
     with runner_on(offline_claude, in_tenant, rds, settings, keys, demo_provider) as parts:
         yield parts
 
@@ -377,27 +437,28 @@ def write_queued_audit(store: InTenant, rds: redis.Redis) -> None:
         open_envelope(json.loads(b)["args"][0], AuditBatch)
         for b in rds.hvals("dramatiq:audit.msgs")
     ]
-    writer = AuditWriter(store)
+    writer = AuditWriter(store.db)
     for batch in batches:
-        writer.write(batch.company_id, batch.payload.events)
+        store.run(writer.write(batch.company_id, batch.payload.events))
+    store.run(writer.close())
 
 
 def test_a_redelivered_mutating_step_mutates_once_and_audits_once(
-    connected_runner: tuple[QuestRunner, Settings],
+    connected_runner: tuple[InProcess, Settings],
     istack: Stack,
     in_tenant: InTenant,
     rds: redis.Redis,
     tenant: Tenant,
     demo_provider: str,
 ) -> None:
-    runner, _ = connected_runner
-    create = create_task_tool(runner, istack, tenant)
+    worker, _ = connected_runner
+    create = create_task_tool(worker, istack, tenant)
     dying = DiesAfterTheCall(create)
-    runner.toolbox.integrations["demo"] = [dying]
+    worker.runner.toolbox.integrations["demo"] = [dying]
     env = start(in_tenant, tenant, "[script:tasks] Renew the lease")
     with pytest.raises(RuntimeError, match="killed"):
-        runner.run(env, holder="m1")
-    runner.run(env, holder="m1")  # the broker redelivers the same message
+        worker.step(env, holder="m1")
+    worker.step(env, holder="m1")  # the broker redelivers the same message
     assert dying.calls == 2
     stats = provider_stats(demo_provider, tenant.id)
     assert stats["mutations"] == 1, "the provider saw the same Idempotency-Key"
@@ -409,18 +470,18 @@ def test_a_redelivered_mutating_step_mutates_once_and_audits_once(
 
 
 def test_a_mutating_call_is_recorded_done_even_if_redis_fails_after_it(
-    connected_runner: tuple[QuestRunner, Settings],
+    connected_runner: tuple[InProcess, Settings],
     istack: Stack,
     in_tenant: InTenant,
     tenant: Tenant,
 ) -> None:
-    runner, _ = connected_runner
-    create = create_task_tool(runner, istack, tenant)
+    worker, _ = connected_runner
+    create = create_task_tool(worker, istack, tenant)
     # The outage marker's Redis stops answering once the provider has done the call.
-    create.outages = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    create.outages = AsyncRedis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
     env = start(in_tenant, tenant, "[script:tasks] Renew the lease")
     call = ToolCall(tenant.id, env.payload.quest_id, 1, "toolu_1", {"title": "Renew the lease"})
-    outcome = create.run(call)
+    outcome = in_tenant.run(create.run(call))
     assert not outcome.is_error
     record = in_tenant(
         tenant.id,
@@ -433,26 +494,28 @@ def test_a_mutating_call_is_recorded_done_even_if_redis_fails_after_it(
 class DemoTools:
     """The demo integration's tools, connected for a company, each run in one started quest."""
 
+    store: InTenant
     tools: dict[str, Tool]
     company_id: uuid.UUID
     quest_id: uuid.UUID
 
     def __call__(self, name: str, use: str, **inp: Any) -> ToolOutcome:
-        return self.tools[name].run(ToolCall(self.company_id, self.quest_id, 1, use, inp))
+        call = ToolCall(self.company_id, self.quest_id, 1, use, inp)
+        return self.store.run(self.tools[name].run(call))
 
 
 @pytest.fixture
 def demo_tools(
-    connected_runner: tuple[QuestRunner, Settings],
+    connected_runner: tuple[InProcess, Settings],
     istack: Stack,
     in_tenant: InTenant,
     tenant: Tenant,
 ) -> DemoTools:
-    runner, _ = connected_runner
+    worker, _ = connected_runner
     connect(istack, tenant)
-    tools = {t.name: t for t in runner.toolbox.integrations["demo"]}
+    tools = {t.name: t for t in worker.runner.toolbox.integrations["demo"]}
     quest_id = start(in_tenant, tenant, "[script:tasks] Renew the lease").payload.quest_id
-    return DemoTools(tools, tenant.id, quest_id)
+    return DemoTools(in_tenant, tools, tenant.id, quest_id)
 
 
 def test_the_demo_tools_create_update_list_and_delete_a_task(demo_tools: DemoTools) -> None:
@@ -579,16 +642,18 @@ def test_a_quest_whose_claude_plants_traversals_gets_errors_and_no_audit_row(
     parts = runner_on(
         planting_claude, in_tenant, rds, settings, keys, demo_provider, max_tokens=4096
     )
-    with parts as (runner, _):
+    with parts as (worker, _):
         connect(istack, tenant)
-        tools = {t.name: t for t in runner.toolbox.integrations["demo"]}
+        tools = {t.name: t for t in worker.runner.toolbox.integrations["demo"]}
         setup = start(in_tenant, tenant, "set-up").payload.quest_id
-        made = tools["demo_create_task"].run(
-            ToolCall(tenant.id, setup, 1, "toolu_c", {"title": "Pay the rent"})
+        made = in_tenant.run(
+            tools["demo_create_task"].run(
+                ToolCall(tenant.id, setup, 1, "toolu_c", {"title": "Pay the rent"})
+            )
         )
         task_id = made.data["task_id"]
         env = start(in_tenant, tenant, f"[script:plant] {task_id}")
-        runner.run(env, holder="m1")
+        worker.step(env, holder="m1")
 
     quest_id = env.payload.quest_id
     created = ("POST", "/api/v1/tasks", "/api/v1/tasks")

@@ -26,15 +26,18 @@ import psutil  # type: ignore[import-untyped]
 import psycopg
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 from ingress.live import LIVE_SEND_GRACE_S
 from messages import Actor, ActorType, Envelope, QuestEvent
 from messages.redis_keys import quest_stream_key
+from runtime.loop_thread import LoopThread
 from runtime.settings import Settings
 from tests.conftest import Tenant
 from tests.ingress_server import (
     Server,
     SseStream,
+    WorkerEvents,
     emit,
     ingress_process,
     open_quest,
@@ -49,8 +52,8 @@ StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 @pytest.fixture
-def events(rds: redis.Redis) -> QuestEvents:
-    return QuestEvents(rds, maxlen=10_000)
+def events(guard_redis: AsyncRedis, call_loop: LoopThread) -> WorkerEvents:
+    return WorkerEvents(QuestEvents(guard_redis, maxlen=10_000), call_loop)
 
 
 @pytest.fixture
@@ -142,7 +145,7 @@ def test_a_tenant_holding_its_maximum_leaves_another_companys_stream_delivering(
     in_tenant: InTenant,
     tenant: Tenant,
     other_tenant: Tenant,
-    events: QuestEvents,
+    events: WorkerEvents,
 ) -> None:
     """110 streams of one company (more than the 100 connections the ingress's Redis pool
     used to have, one held per waiting stream), then another company's stream."""
@@ -194,7 +197,7 @@ def test_a_tenant_holding_its_maximum_leaves_another_companys_stream_delivering(
 
 
 def test_150_streams_in_one_process_use_a_bounded_number_of_redis_connections(
-    settings: Settings, logs: Path, in_tenant: InTenant, tenant: Tenant, events: QuestEvents
+    settings: Settings, logs: Path, in_tenant: InTenant, tenant: Tenant, events: WorkerEvents
 ) -> None:
     count, per_quest = 150, 3
     quests = [open_quest(in_tenant, tenant.id, tenant.member) for _ in range(count // per_quest)]
@@ -243,7 +246,7 @@ class Emitter(threading.Thread):
 
     def __init__(
         self,
-        events: QuestEvents,
+        events: WorkerEvents,
         tenant: Tenant,
         quest: uuid.UUID,
         *,
@@ -267,7 +270,7 @@ class Emitter(threading.Thread):
 
 
 def test_a_stream_ends_at_its_max_life_and_resumes_from_last_event_id_without_loss_or_duplicates(
-    short_lived: Server, in_tenant: InTenant, tenant: Tenant, events: QuestEvents, rds: redis.Redis
+    short_lived: Server, in_tenant: InTenant, tenant: Tenant, events: WorkerEvents, rds: redis.Redis
 ) -> None:
     quest = open_quest(in_tenant, tenant.id, tenant.member)
     emitter = Emitter(events, tenant, quest, for_s=7, finish=True)
@@ -301,7 +304,7 @@ def test_a_revoked_member_stops_streaming_at_the_max_life_and_cannot_resume(
     short_lived: Server,
     in_tenant: InTenant,
     tenant: Tenant,
-    events: QuestEvents,
+    events: WorkerEvents,
     admin_conn: AdminConn,
 ) -> None:
     quest = open_quest(in_tenant, tenant.id, tenant.member)

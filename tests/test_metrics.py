@@ -85,7 +85,7 @@ def test_queue_depth_rises_and_falls_and_outcomes_match_the_quests_run(
     assert total(queued, "s2_http_requests_total", route=SUBMIT_ROUTE, status="202") == QUESTS
     assert total(queued, "s2_ingress_submits_total", status="202") == QUESTS
 
-    stack.start_workers(processes=2, threads=4, S2_METRICS_PORT=str(free_port()))
+    stack.start_workers(processes=2, S2_METRICS_PORT=str(free_port()))
     ports = wait_for(lambda: ports if len(ports := worker_ports(stack)) == 2 else None)
     depths, seen_by_workers = [], []
     for _ in range(200):  # while the batch runs: the depth falls as workers take the quests

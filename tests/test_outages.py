@@ -18,6 +18,7 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from guard import Guard, Scope
+from runtime.loop_thread import LoopThread
 from runtime.settings import Settings
 from store import Database, TenantTx
 from store import activity as activity_store
@@ -29,7 +30,6 @@ from store.migrate import migrate
 from tests.conftest import JWT_SECRET, Stack, Tenant
 from tests.servers import PrivatePostgres, PrivateRedis
 from tests.support import InTenant, submit, wait_for
-from workers.call_loop import CallLoop
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,7 @@ def test_postgres_down_for_30_s_under_load_loses_nothing_and_writes_nothing_twic
     offline_claude: str,
     tmp_path: Path,
     rds: redis.Redis,
-    call_loop: CallLoop,
+    call_loop: LoopThread,
 ) -> None:
     rds.flushdb()
     admin, app = private_pg.admin_url("system2"), private_pg.app_url("system2")
@@ -105,7 +105,7 @@ def test_postgres_down_for_30_s_under_load_loses_nothing_and_writes_nothing_twic
         ids = [
             submit(store, redis_url, tenant.id, f"[script:notes] note {i}").id for i in range(16)
         ]
-        stack.start_workers(processes=2, threads=4)
+        stack.start_workers(processes=2)
         time.sleep(1.0)  # some quests are mid-step now
         private_pg.stop("immediate")
         time.sleep(30)
@@ -148,7 +148,7 @@ def test_redis_restarted_with_aof_resumes_the_work_and_the_ingress_says_503_mean
     )
     tenant = make_tenant(in_tenant)
     try:
-        stack.start_workers(processes=2, threads=4)
+        stack.start_workers(processes=2)
         url = stack.start_ingress()
         http = httpx.Client(base_url=url, timeout=10)
         submit_url = f"/v1/companies/{tenant.id}/quests"

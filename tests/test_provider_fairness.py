@@ -9,6 +9,8 @@ worker processes, Postgres, Redis, the CLI and the ingress routes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import time
@@ -23,23 +25,33 @@ import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from runtime.loop_thread import LoopThread
 from runtime.settings import Settings
 from runtime.wiring import build_vault
+from store import Database
 from tests.conftest import Stack, Tenant
-from tests.support import InTenant, ingress_client, submit, wait_finished, wait_for
+from tests.support import (
+    InTenant,
+    ingress_client,
+    provider_faults,
+    submit,
+    wait_finished,
+    wait_for,
+)
 from tests.test_integrations import (
+    WorkerClients,
     connect,
     fresh_key,
     provider_requests,
     provider_stats,
     run_cli,
+    worker_clients,
 )
 from vault import Secret
 from vault.sealed_tokens import REFRESH, unseal
 from workers.errors import ProviderUnavailable, QuestFailed, TryLater
-from workers.integrations.breaker import Breaker
+from workers.integrations.breaker import AsyncBreaker, Breaker
 from workers.integrations.provider import ProviderClient
-from workers.integrations.registry import integration_tools
 from workers.tools import Tool, ToolCall
 
 pytestmark = pytest.mark.slow
@@ -50,6 +62,13 @@ BREAKER = "s2:breaker:demo"
 @pytest.fixture
 def key() -> str:
     return fresh_key()
+
+
+@pytest.fixture
+def clients(settings: Settings, call_loop: LoopThread, db: Database) -> Iterator[WorkerClients]:
+    """A worker's clients on the tests' loop: the integrations' objects run there."""
+    with worker_clients(settings, call_loop, db) as made:
+        yield made
 
 
 @pytest.fixture
@@ -103,7 +122,7 @@ def reconnect_rows(admin_conn: psycopg.Connection[Any], company: uuid.UUID) -> l
 
 def demo_tools(
     settings: Settings,
-    store: InTenant,
+    clients: WorkerClients,
     rds: redis.Redis,
     demo_provider: str,
     key: str,
@@ -113,7 +132,7 @@ def demo_tools(
     s = settings.model_copy(
         update={"demo_provider_url": demo_provider, "vault_keys": SecretStr(key), **update}
     )
-    return {t.name: t for t in integration_tools(s, store, rds, build_vault(s, rds))["demo"]}
+    return clients.tools(s, build_vault(s, rds))
 
 
 def expire_token(admin_conn: psycopg.Connection[Any], company: uuid.UUID) -> None:
@@ -128,54 +147,108 @@ def expire_token(admin_conn: psycopg.Connection[Any], company: uuid.UUID) -> Non
 
 
 def test_only_provider_side_failures_count_towards_the_breaker(
-    demo_provider: str, rds: redis.Redis
+    demo_provider: str, rds: redis.Redis, clients: WorkerClients
 ) -> None:
     """The provider client on its own against the demo provider: 4xx answers are returned and
     counted as nothing; a 429 is not retried, counts as nothing and says when to come back;
     5xx still count and open the breaker."""
     httpx.delete(demo_provider + "/_faults")
     rds.delete(f"{BREAKER}:open", f"{BREAKER}:failures", f"{BREAKER}:tripped")
-    breaker = Breaker(rds, failures=2, window_s=30, open_s=30)
+    breaker = Breaker(rds)  # the operators' view of the breaker the client counts into
+    counted = AsyncBreaker(clients.redis, failures=2, window_s=30, open_s=30)
+    client = ProviderClient(clients.http, counted, retries=1, backoff_s=0.01)
     tasks = httpx.URL(demo_provider + "/api/v1/tasks")
     token = Secret("demo_at_" + "x" * 43)  # not one the provider issued: a real 401
+
+    def request(method: str, url: httpx.URL, **kw: Any) -> httpx.Response:
+        return clients.loop.run(client.request("demo", method, url, token, **kw))
+
     try:
-        with httpx.Client(timeout=5) as http:
-            client = ProviderClient(http, breaker, retries=1, backoff_s=0.01)
-            assert client.request("demo", "GET", tasks, token).status_code == 401
-            add_fault(demo_provider, status=403, count=1, paths=["/api/"])
-            assert client.request("demo", "GET", tasks, token).status_code == 403
-            add_fault(demo_provider, status=401, count=1, paths=["/api/"])
-            assert client.request("demo", "GET", tasks, token).status_code == 401
-            nowhere = httpx.URL(demo_provider + "/api/v1/nothing")
-            assert client.request("demo", "GET", nowhere, token).status_code == 404
-            assert breaker.failure_count("demo") == 0 and breaker.state("demo") == "closed"
+        assert request("GET", tasks).status_code == 401
+        add_fault(demo_provider, status=403, count=1, paths=["/api/"])
+        assert request("GET", tasks).status_code == 403
+        add_fault(demo_provider, status=401, count=1, paths=["/api/"])
+        assert request("GET", tasks).status_code == 401
+        nowhere = httpx.URL(demo_provider + "/api/v1/nothing")
+        assert request("GET", nowhere).status_code == 404
+        assert breaker.failure_count("demo") == 0 and breaker.state("demo") == "closed"
 
-            said: list[tuple[dict[str, Any], int | None, int | None]] = [
-                ({"retry_after_s": 7}, 7_000, 7_000),
-                ({"retry_after_s": 7, "retry_after_date": True}, 5_000, 8_000),
-                ({"reset_s": 9, "reset_header": "X-RateLimit-Reset"}, 7_000, 10_000),
-                ({"reset_s": 4, "reset_header": "RateLimit-Reset"}, 4_000, 4_000),
-                ({}, None, None),
-            ]
-            for when, least, most in said:
-                rule = add_fault(demo_provider, status=429, paths=["/api/"], **when)
-                with pytest.raises(TryLater) as limited:
-                    client.request("demo", "POST", tasks, token, json={"title": "t"})
-                assert fault_hits(demo_provider, rule["id"]) == 1, "a 429 is not retried here"
-                httpx.delete(demo_provider + "/_faults")
-                assert type(limited.value).__name__ == "ProviderRateLimited", limited.value
-                wait = limited.value.retry_after_ms
-                if least is None:
-                    assert wait is None
-                else:
-                    assert wait is not None and least <= wait <= (most or least), (when, wait)
-            assert breaker.failure_count("demo") == 0 and breaker.state("demo") == "closed"
+        said: list[tuple[dict[str, Any], int | None, int | None]] = [
+            ({"retry_after_s": 7}, 7_000, 7_000),
+            ({"retry_after_s": 7, "retry_after_date": True}, 5_000, 8_000),
+            ({"reset_s": 9, "reset_header": "X-RateLimit-Reset"}, 7_000, 10_000),
+            ({"reset_s": 4, "reset_header": "RateLimit-Reset"}, 4_000, 4_000),
+            ({}, None, None),
+        ]
+        for when, least, most in said:
+            rule = add_fault(demo_provider, status=429, paths=["/api/"], **when)
+            with pytest.raises(TryLater) as limited:
+                request("POST", tasks, json={"title": "t"})
+            assert fault_hits(demo_provider, rule["id"]) == 1, "a 429 is not retried here"
+            httpx.delete(demo_provider + "/_faults")
+            assert type(limited.value).__name__ == "ProviderRateLimited", limited.value
+            wait = limited.value.retry_after_ms
+            if least is None:
+                assert wait is None
+            else:
+                assert wait is not None and least <= wait <= (most or least), (when, wait)
+        assert breaker.failure_count("demo") == 0 and breaker.state("demo") == "closed"
 
-            add_fault(demo_provider, status=503, paths=["/api/"])
-            for _ in range(2):
-                with pytest.raises(TryLater):
-                    client.request("demo", "GET", tasks, token)
-            assert breaker.state("demo") == "open"
+        add_fault(demo_provider, status=503, paths=["/api/"])
+        for _ in range(2):
+            with pytest.raises(TryLater):
+                request("GET", tasks)
+        assert breaker.state("demo") == "open"
+    finally:
+        httpx.delete(demo_provider + "/_faults")
+        breaker.reset("demo")
+
+
+def test_a_cancelled_call_and_a_full_pool_count_towards_nothing(
+    demo_provider: str, rds: redis.Redis, clients: WorkerClients
+) -> None:
+    """A quest's cancel cancels its step's task: the call hanging on the provider ends at
+    once with the cancel (not swallowed, not turned into an error), and counts as no failure.
+    A call that finds every connection of the pool busy waits as for an outage, without
+    counting against the provider either: the congestion is ours."""
+    httpx.delete(demo_provider + "/_faults")
+    breaker = Breaker(rds)
+    breaker.reset("demo")
+    counted = AsyncBreaker(clients.redis, failures=1)  # any counted failure would open it
+    tasks = httpx.URL(demo_provider + "/api/v1/tasks")
+    token = Secret("demo_at_" + "x" * 43)
+
+    async def cut_after(seconds: float) -> tuple[bool, float]:
+        client = ProviderClient(clients.http, counted, retries=0)
+        call = asyncio.create_task(client.request("demo", "GET", tasks, token))
+        await asyncio.sleep(seconds)
+        call.cancel()
+        cut_at = time.monotonic()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+        return call.cancelled(), time.monotonic() - cut_at
+
+    async def two_at_once_on_one_connection() -> list[BaseException | httpx.Response]:
+        limits = httpx.Limits(max_connections=1)
+        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(5, pool=0.2)) as http:
+            client = ProviderClient(http, counted, retries=0)
+            calls = [client.request("demo", "GET", tasks, token) for _ in range(2)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    try:
+        with provider_faults(demo_provider, delay_s=3, paths=["/api/"]):
+            cancelled, took = clients.loop.run(cut_after(0.3))
+        assert cancelled, "the cancel reached the caller as a cancel"
+        assert took < 0.25, f"the call took {took:.2f}s to stop"
+        assert breaker.failure_count("demo") == 0 and breaker.state("demo") == "closed"
+
+        with provider_faults(demo_provider, delay_s=1, paths=["/api/"]):
+            first, second = clients.loop.run(two_at_once_on_one_connection())
+        assert isinstance(first, httpx.Response) and first.status_code == 401, first
+        assert isinstance(second, ProviderUnavailable), second
+        assert "every connection to providers is busy" in str(second)
+        assert second.retry_after_ms is not None and second.retry_after_ms > 0
+        assert breaker.failure_count("demo") == 0 and breaker.state("demo") == "closed"
     finally:
         httpx.delete(demo_provider + "/_faults")
         breaker.reset("demo")
@@ -184,6 +257,7 @@ def test_only_provider_side_failures_count_towards_the_breaker(
 def test_one_companys_4xx_during_anothers_outage_do_not_keep_the_breaker_closed(
     istack: Stack,
     in_tenant: InTenant,
+    clients: WorkerClients,
     rds: redis.Redis,
     settings: Settings,
     key: str,
@@ -201,7 +275,7 @@ def test_one_companys_4xx_during_anothers_outage_do_not_keep_the_breaker_closed(
     breaker = Breaker(rds)
     breaker.reset("demo")
     tools = demo_tools(
-        settings, in_tenant, rds, demo_provider, key,
+        settings, clients, rds, demo_provider, key,
         breaker_failures=3, provider_retries=0, breaker_open_s=60,
     )  # fmt: skip
     quest_a = submit(in_tenant, istack.settings.redis_url, a, "set-up")
@@ -209,12 +283,12 @@ def test_one_companys_4xx_during_anothers_outage_do_not_keep_the_breaker_closed(
     nowhere = {"id": "tsk_" + "0" * 16, "title": "Not there"}  # no such task: a real 404
 
     def a_gets_404(use: str) -> None:
-        outcome = tools["demo_update_task"].run(ToolCall(a, quest_a.id, 1, use, nowhere))
+        outcome = clients.run(tools["demo_update_task"], ToolCall(a, quest_a.id, 1, use, nowhere))
         assert outcome.is_error and "404" in outcome.content, outcome
 
     def b_fails(use: str) -> ProviderUnavailable:
         with pytest.raises(ProviderUnavailable) as down:
-            tools["demo_list_tasks"].run(ToolCall(b, quest_b.id, 1, use, {}))
+            clients.run(tools["demo_list_tasks"], ToolCall(b, quest_b.id, 1, use, {}))
         return down.value
 
     add_fault(demo_provider, status=503, accounts=[str(b)], paths=["/api/"])
@@ -227,7 +301,7 @@ def test_one_companys_4xx_during_anothers_outage_do_not_keep_the_breaker_closed(
         # A's token is refused, and again after its refresh: two 401s, and A must reconnect.
         rule = add_fault(demo_provider, status=401, accounts=[str(a)], paths=["/api/"])
         with pytest.raises(QuestFailed, match="needs reconnecting"):
-            tools["demo_update_task"].run(ToolCall(a, quest_a.id, 1, "toolu_a3", nowhere))
+            clients.run(tools["demo_update_task"], ToolCall(a, quest_a.id, 1, "toolu_a3", nowhere))
         assert fault_hits(demo_provider, rule["id"]) == 2
         assert breaker.failure_count("demo") == 2, "A's 401s reset B's failures"
         assert breaker.state("demo") == "closed"
@@ -353,6 +427,7 @@ def test_a_reset_further_away_than_a_quest_waits_fails_that_quest_with_the_reaso
 def test_the_token_endpoints_429_and_5xx_delay_the_step_and_a_proxy_page_is_a_plain_refusal(
     istack: Stack,
     in_tenant: InTenant,
+    clients: WorkerClients,
     rds: redis.Redis,
     settings: Settings,
     key: str,
@@ -365,7 +440,7 @@ def test_the_token_endpoints_429_and_5xx_delay_the_step_and_a_proxy_page_is_a_pl
     quest with the status, and nothing of the page."""
     connect(istack, tenant)
     expire_token(admin_conn, tenant.id)
-    tools = demo_tools(settings, in_tenant, rds, demo_provider, key)
+    tools = demo_tools(settings, clients, rds, demo_provider, key)
     create = tools["demo_create_task"]
     quest = submit(in_tenant, istack.settings.redis_url, tenant.id, "set-up")
     call = ToolCall(tenant.id, quest.id, 1, "toolu_1", {"title": "Renew the lease"})
@@ -373,7 +448,7 @@ def test_the_token_endpoints_429_and_5xx_delay_the_step_and_a_proxy_page_is_a_pl
     try:
         rule = add_fault(demo_provider, status=429, paths=token, retry_after_s=7, count=1)
         with pytest.raises(TryLater) as limited:
-            create.run(call)
+            clients.run(create, call)
         assert fault_hits(demo_provider, rule["id"]) == -1, "the 429 was met (and used up)"
         assert type(limited.value).__name__ == "ProviderRateLimited", limited.value
         assert limited.value.retry_after_ms == 7_000
@@ -381,14 +456,14 @@ def test_the_token_endpoints_429_and_5xx_delay_the_step_and_a_proxy_page_is_a_pl
 
         add_fault(demo_provider, status=503, paths=token, retry_after_s=4, count=1, html=True)
         with pytest.raises(ProviderUnavailable) as down:
-            create.run(call)
+            clients.run(create, call)
         assert down.value.retry_after_ms == 4_000, down.value
         assert "token endpoint answered 503" in str(down.value)
 
         add_fault(demo_provider, status=403, paths=token, count=1, html=True)
         other = ToolCall(tenant.id, quest.id, 1, "toolu_2", {"title": "Pay the rent"})
         with pytest.raises(QuestFailed) as refused:
-            create.run(other)
+            clients.run(create, other)
         assert "refused to refresh the connection (HTTP 403)" in str(refused.value)
         assert "<" not in str(refused.value) and "html" not in str(refused.value).lower()
 
@@ -398,7 +473,7 @@ def test_the_token_endpoints_429_and_5xx_delay_the_step_and_a_proxy_page_is_a_pl
         assert reconnect_rows(admin_conn, tenant.id) == []
         assert breaker_untouched(rds)
 
-        outcome = create.run(call)  # the step's retry, once the endpoint answers again
+        outcome = clients.run(create, call)  # the step's retry, once the endpoint answers again
         assert not outcome.is_error and outcome.action == "task.created", outcome
         stats = provider_stats(demo_provider, tenant.id)
         assert stats["refreshes"] == 1 and stats["mutations"] == 1
@@ -517,6 +592,7 @@ def test_a_refused_refresh_marks_the_credential_once_and_a_put_clears_it(
     istack: Stack,
     ingress: TestClient,
     in_tenant: InTenant,
+    clients: WorkerClients,
     rds: redis.Redis,
     settings: Settings,
     key: str,
@@ -547,11 +623,7 @@ def test_a_refused_refresh_marks_the_credential_once_and_a_put_clears_it(
     )
     assert revoked.status_code == 200
 
-    (create,) = [
-        t
-        for t in integration_tools(s, in_tenant, rds, vault)["demo"]
-        if t.name == "demo_create_task"
-    ]
+    create = clients.tools(s, vault)["demo_create_task"]
     quest = submit(in_tenant, s.redis_url, tenant.id, "set-up")
     call = ToolCall(
         tenant.id, quest.id, 1, "toolu_1", {"title": "Renew the lease"},
@@ -559,7 +631,7 @@ def test_a_refused_refresh_marks_the_credential_once_and_a_put_clears_it(
     )  # fmt: skip
     for _ in range(2):  # the second run is the broker redelivering the step
         with pytest.raises(QuestFailed, match="demo integration needs reconnecting") as failed:
-            create.run(call)
+            clients.run(create, call)
         assert "refused to refresh its token (invalid_grant)" in str(failed.value)
         assert refresh not in str(failed.value)
     (row,) = reconnect_rows(admin_conn, tenant.id)
@@ -582,6 +654,7 @@ def test_a_refused_refresh_marks_the_credential_once_and_a_put_clears_it(
 def test_the_reconnect_row_carries_the_message_that_started_the_quest(
     istack: Stack,
     in_tenant: InTenant,
+    clients: WorkerClients,
     rds: redis.Redis,
     settings: Settings,
     key: str,
@@ -593,7 +666,7 @@ def test_the_reconnect_row_carries_the_message_that_started_the_quest(
     survived the refresh) names its actor, action, target, rationale and the originating
     message: the one that started the quest whose call was refused."""
     connect(istack, tenant)
-    create = demo_tools(settings, in_tenant, rds, demo_provider, key)["demo_create_task"]
+    create = demo_tools(settings, clients, rds, demo_provider, key)["demo_create_task"]
     quest = submit(in_tenant, istack.settings.redis_url, tenant.id, "Order new chairs")
     call = ToolCall(
         tenant.id, quest.id, 3, "toolu_r", {"title": "Order new chairs"},
@@ -602,7 +675,7 @@ def test_the_reconnect_row_carries_the_message_that_started_the_quest(
     try:
         add_fault(demo_provider, status=401, accounts=[str(tenant.id)], paths=["/api/"])
         with pytest.raises(QuestFailed, match="needs reconnecting"):
-            create.run(call)
+            clients.run(create, call)
     finally:
         httpx.delete(demo_provider + "/_faults")
     (row,) = reconnect_rows(admin_conn, tenant.id)

@@ -13,23 +13,18 @@ import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from guard.pricing import PriceTable
 from ingress.submit import QuestSpec, create_quest
 from messages import BadMessage, CancelQuest, Envelope, PublishFailed, QuestStep
-from messages.transport import Publisher, build_broker
-from store import TenantTx
+from runtime.settings import Settings
+from store import Database, TenantTx
 from store import notes as notes_store
 from store import quests as quests_store
 from store.quests import Quest
 from tests.conftest import Tenant
 from tests.support import OPERATOR, InTenant, quest_state
-from workers.app import step_budget
-from workers.call_loop import CallLoop
-from workers.claude import Claude
+from tests.worker_support import InProcess, in_process_worker, publisher_on
 from workers.control import QuestEnder
-from workers.events import QuestEvents
-from workers.quest import QuestRunner
-from workers.tools import AddNote, Toolbox, ToolCall, ToolOutcome
+from workers.tools import AddNote, ToolCall, ToolOutcome
 
 
 class CrashOnce:
@@ -40,53 +35,32 @@ class CrashOnce:
     input_schema = AddNote.input_schema
     mutates = True
 
-    def __init__(self, store: InTenant) -> None:
-        self.inner = AddNote(store)
+    def __init__(self, db: Database) -> None:
+        self.inner = AddNote(db)
         self.calls = 0
 
-    def run(self, call: ToolCall) -> ToolOutcome:
+    async def run(self, call: ToolCall) -> ToolOutcome:
         self.calls += 1
         if self.calls == 1:
             raise RuntimeError("worker died mid-tool")
-        return self.inner.run(call)
+        return await self.inner.run(call)
 
 
 @pytest.fixture
-def runner_parts(
+def worker(
     in_tenant: InTenant,
     rds: redis.Redis,
     guard_redis: AsyncRedis,
     offline_claude: str,
-    settings: Any,
-    call_loop: CallLoop,
-) -> Iterator[dict[str, Any]]:
+    settings: Settings,
+) -> Iterator[InProcess]:
     rds.flushdb()
-    broker = build_broker(settings.redis_url)
-    claude = Claude(
-        loop=call_loop,
-        timeout_s=10,
-        base_url=offline_claude,
-        api_key="offline-test",
-    )
-    prices = PriceTable.load()
-    parts = {
-        "store": in_tenant,
-        "publisher": Publisher(broker),
-        "claude": claude,
-        "prices": prices,
-        "budget": step_budget(settings, guard_redis, prices, claude),
-        "events": QuestEvents(rds, maxlen=1000),
-        "max_tokens": 512,
-        "max_steps": 5,
-    }
-    yield parts
-    broker.close()
+    with in_process_worker(in_tenant, guard_redis, settings, offline_claude) as w:
+        yield w
 
 
-def runner(parts: dict[str, Any], tools: list[Any] | None = None) -> QuestRunner:
-    return QuestRunner(
-        toolbox=Toolbox(tools if tools is not None else [AddNote(parts["store"])]), **parts
-    )
+async def _client(url: str) -> AsyncRedis:
+    return AsyncRedis.from_url(url)
 
 
 def start(in_tenant: InTenant, tenant: Tenant, goal: str) -> Envelope[QuestStep]:
@@ -119,11 +93,10 @@ def notes_count(in_tenant: InTenant, tenant: Tenant) -> int:
 
 
 def test_a_redelivered_done_step_resends_the_same_messages_and_repeats_nothing(
-    runner_parts: dict[str, Any], in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
+    worker: InProcess, in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
 ) -> None:
     env = start(in_tenant, tenant, "[script:notes] remember the launch date")
-    r = runner(runner_parts)
-    r.run(env, holder="m1")
+    worker.step(env, holder="m1")
     after_first = quest_state(in_tenant, tenant.id, env.payload.quest_id)
     assert after_first.steps_done == 1 and after_first.status == "running"
     assert notes_count(in_tenant, tenant) == 1
@@ -131,7 +104,7 @@ def test_a_redelivered_done_step_resends_the_same_messages_and_repeats_nothing(
     assert [q["payload"]["step"] for q in queued(rds, "quests")] == [2]
     rds.flushdb()
 
-    r.run(env, holder="m1")  # the broker redelivers the same message
+    worker.step(env, holder="m1")  # the broker redelivers the same message
 
     again = quest_state(in_tenant, tenant.id, env.payload.quest_id)
     assert again.cost_usd_micros == after_first.cost_usd_micros, "Claude was not called again"
@@ -143,14 +116,14 @@ def test_a_redelivered_done_step_resends_the_same_messages_and_repeats_nothing(
 
 
 def test_a_duplicate_message_for_a_claimed_step_is_dropped(
-    runner_parts: dict[str, Any], in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
+    worker: InProcess, in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
 ) -> None:
     env = start(in_tenant, tenant, "[script:answer] hello")
     in_tenant(
         tenant.id,
         lambda tx: quests_store.claim_step(tx, env.payload.quest_id, 1, "the-other-message"),
     )
-    runner(runner_parts).run(env, holder="a-duplicate")
+    worker.step(env, holder="a-duplicate")
     quest = quest_state(in_tenant, tenant.id, env.payload.quest_id)
     assert quest.steps_done == 0 and quest.cost_usd_micros == 0
     assert quest.step_holder == "the-other-message"
@@ -158,19 +131,25 @@ def test_a_duplicate_message_for_a_claimed_step_is_dropped(
 
 
 def test_a_step_that_crashed_after_the_reply_resumes_from_it(
-    runner_parts: dict[str, Any], in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
+    worker: InProcess,
+    in_tenant: InTenant,
+    guard_redis: AsyncRedis,
+    settings: Settings,
+    offline_claude: str,
+    tenant: Tenant,
 ) -> None:
     env = start(in_tenant, tenant, "[script:notes] remember the budget")
-    tool = CrashOnce(in_tenant)
-    r = runner(runner_parts, [tool])
-    with pytest.raises(RuntimeError, match="mid-tool"):
-        r.run(env, holder="m1")
-    crashed = quest_state(in_tenant, tenant.id, env.payload.quest_id)
-    assert crashed.cost_usd_micros > 0 and crashed.steps_done == 0
-    (step,) = in_tenant(tenant.id, lambda tx: quests_store.steps(tx, crashed.id))
-    assert step.status == "replied" and step.stop_reason == "tool_use"
+    tool = CrashOnce(in_tenant.db)
+    parts = (in_tenant, guard_redis, settings, offline_claude)
+    with in_process_worker(*parts, tools=lambda _: [tool]) as crashing:
+        with pytest.raises(RuntimeError, match="mid-tool"):
+            crashing.step(env, holder="m1")
+        crashed = quest_state(in_tenant, tenant.id, env.payload.quest_id)
+        assert crashed.cost_usd_micros > 0 and crashed.steps_done == 0
+        (step,) = in_tenant(tenant.id, lambda tx: quests_store.steps(tx, crashed.id))
+        assert step.status == "replied" and step.stop_reason == "tool_use"
 
-    r.run(env, holder="m1")  # the retry
+        crashing.step(env, holder="m1")  # the retry
 
     resumed = quest_state(in_tenant, tenant.id, env.payload.quest_id)
     assert resumed.cost_usd_micros == crashed.cost_usd_micros, "no second Claude call"
@@ -179,19 +158,13 @@ def test_a_step_that_crashed_after_the_reply_resumes_from_it(
 
 
 def test_a_quest_of_another_company_is_refused(
-    runner_parts: dict[str, Any], in_tenant: InTenant, tenant: Tenant, other_tenant: Tenant
+    worker: InProcess, in_tenant: InTenant, tenant: Tenant, other_tenant: Tenant
 ) -> None:
     env = start(in_tenant, tenant, "[script:answer] mine")
     forged = env.model_copy(update={"company_id": other_tenant.id, "message_id": uuid.uuid4()})
     with pytest.raises(BadMessage, match="no such quest"):
-        runner(runner_parts).run(forged, holder="m-forged")
+        worker.step(forged, holder="m-forged")
     assert quest_state(in_tenant, tenant.id, env.payload.quest_id).status == "queued"
-
-
-def ender(parts: dict[str, Any], publisher: Publisher | None = None) -> QuestEnder:
-    return QuestEnder(
-        parts["store"], publisher or parts["publisher"], parts["events"], parts["budget"]
-    )
 
 
 def cancel_message(env: Envelope[QuestStep], reason: str = "not needed") -> Envelope[CancelQuest]:
@@ -199,17 +172,20 @@ def cancel_message(env: Envelope[QuestStep], reason: str = "not needed") -> Enve
 
 
 def test_a_cancel_whose_audit_send_failed_sends_it_on_redelivery(
-    runner_parts: dict[str, Any], in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
+    worker: InProcess, in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
 ) -> None:
     env = start(in_tenant, tenant, "[script:answer] never started")
     message = cancel_message(env)
-    dead_queue = build_broker("redis://127.0.0.1:1/0")  # nothing listens there
+    nowhere = in_tenant.run(_client("redis://127.0.0.1:1/0"))  # nothing listens there
+    broken = QuestEnder(
+        in_tenant.db, publisher_on(nowhere), worker.runner.events, worker.runner.budget
+    )
     with pytest.raises(PublishFailed):
-        ender(runner_parts, Publisher(dead_queue)).cancel(message)
+        in_tenant.run(broken.cancel(message))
     assert quest_state(in_tenant, tenant.id, env.payload.quest_id).status == "cancelled"
     assert queued(rds, "audit") == []
 
-    ender(runner_parts).cancel(message)  # the broker redelivers the cancel
+    worker.cancel(message)  # the broker redelivers the cancel
 
     (batch,) = queued(rds, "audit")
     (event,) = batch["payload"]["events"]
@@ -218,15 +194,15 @@ def test_a_cancel_whose_audit_send_failed_sends_it_on_redelivery(
 
 
 def test_a_late_cancel_of_a_finished_quest_resends_its_ending_under_the_same_key(
-    runner_parts: dict[str, Any], in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
+    worker: InProcess, in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
 ) -> None:
     env = start(in_tenant, tenant, "[script:answer] quick one")
-    runner(runner_parts).run(env, holder="m1")
+    worker.step(env, holder="m1")
     assert quest_state(in_tenant, tenant.id, env.payload.quest_id).status == "succeeded"
     ending = [k for k in audit_keys(queued(rds, "audit")) if k.endswith(":finished")]
     rds.flushdb()
 
-    ender(runner_parts).cancel(cancel_message(env))  # crossed with the last step
+    worker.cancel(cancel_message(env))  # crossed with the last step
 
     assert quest_state(in_tenant, tenant.id, env.payload.quest_id).status == "succeeded"
     (batch,) = queued(rds, "audit")

@@ -187,7 +187,7 @@ def system2(args: list[str], **env: str | None) -> subprocess.CompletedProcess[s
     "command",
     [
         ["ingress", "--port", "1"],  # port 1: were it to start, it could not listen
-        ["worker", "--processes", "1", "--threads", "1"],
+        ["worker", "--processes", "1"],
         ["migrate"],
         ["ops", "run-worker", "--health-port", "1", "--processes", "1"],
     ],

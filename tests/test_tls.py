@@ -119,7 +119,7 @@ def test_a_quest_runs_in_production_mode_over_tls_everywhere(world: TlsWorld) ->
     company = run(world, "company", "create", "Acme").strip().splitlines()[-1]
     run(world, "company", "add-member", company, "ada", "--role", "admin")
 
-    workers = world.system2("workers", "worker", "--processes", "1", "--threads", "2").start()
+    workers = world.system2("workers", "worker", "--processes", "1").start()
     ingress_port = free_port()
     ingress = world.system2("ingress", "ingress", "--port", str(ingress_port)).start()
     try:

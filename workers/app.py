@@ -1,24 +1,39 @@
-"""Worker start-up: settings, then the broker, then the process's resources, then the actors.
+"""One worker process: settings, then the process's resources, then its actors on the
+consumer (``workers.consumer``), all on one event loop, with the process's background work
+(cancel watching, step leases, the sweeper, the beacon, the loop-lag gauge) as supervised
+tasks beside it.
 
-Dramatiq's CLI calls ``bootstrap`` in each worker process (``dramatiq workers.app:bootstrap``);
-nothing happens at import time. The actors are thin: open the envelope (a bad one is
-dead-lettered with its reason, never retried), bind the log context, hand over.
+``python -m workers.app`` is what ``workers.fleet`` starts in each process; nothing happens at
+import time. The actors are thin: open the envelope (a bad one is dead-lettered with its
+reason, never retried), bind the log context, hand over.
+
+What a process holds, whatever it runs: one Postgres pool (``S2_WORKER_DB_POOL_MAX``
+connections), one Redis pool (``S2_WORKER_REDIS_CONNECTIONS``), one HTTP client per
+service. A step takes a pooled connection only for a transaction or a round trip, never
+across a Claude or provider call, so the pools are sized by how many of those run at the
+same instant, not by the steps in flight.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import functools
-from collections.abc import Callable
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import dramatiq
+import httpx
 import redis
 import structlog
-from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import CurrentMessage, Retries
-from redis.asyncio import Redis as AsyncRedis
+from dramatiq import Message
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
 
 from guard import Admissions, Guard, PriceTable
 from messages import (
@@ -26,6 +41,7 @@ from messages import (
     CONTROL,
     MAINTENANCE,
     QUESTS,
+    QUEUES,
     AuditBatch,
     BadMessage,
     CancelQuest,
@@ -35,28 +51,29 @@ from messages import (
     open_envelope,
 )
 from messages.redis_keys import CLAUDE_WAIT_PREFIX
-from messages.transport import Publisher, build_broker
 from runtime import logs, sentry
-from runtime.loop_thread import StoreRunner
 from runtime.settings import Settings
+from runtime.tasks import cancel_and_wait, supervised
 from runtime.wiring import async_redis, maybe_vault
 from store import Database
 from vault import Vault
 from workers import worker_metrics
 from workers.audit import AuditWriter
-from workers.call_loop import CallLoop
+from workers.beacon import Beacon
 from workers.call_scope import CancelWatch
 from workers.claude import Claude
+from workers.consumer import ActorSpec, Consumer
 from workers.control import QuestEnder
-from workers.crashes import CrashCounter, CrashGuard, Isolation
-from workers.dead_letters import DeadLetters, PoisonMessage, WorkerBroker
-from workers.dramatiq_middleware import Beacon, LogContext, Metrics
+from workers.crash_isolation import CrashGuard, Isolation, StartCounter
 from workers.errors import TryLater
 from workers.events import QuestEvents
-from workers.integrations.registry import integration_tools
+from workers.integrations.registry import integration_tools, provider_http
 from workers.lease import StepLeases
 from workers.maintenance import Rewrapper
+from workers.publisher import QueuePublisher
 from workers.quest import QuestRunner
+from workers.queue_protocol import QueueProtocol
+from workers.refusals import DeadLetterBox
 from workers.step import STEP_TIME_LIMIT, Outcome
 from workers.step_budget import StepBudget
 from workers.sweeper import Sweeper
@@ -72,96 +89,117 @@ class Runtime:
     """What one worker process holds: pools and clients, built once, passed to the actors."""
 
     settings: Settings
-    store: StoreRunner
-    redis: redis.Redis
-    publisher: Publisher
+    db: Database
+    redis: Redis
+    protocol: QueueProtocol
     quests: QuestRunner
+    ender: QuestEnder
     audit: AuditWriter
     rewrapper: Rewrapper | None
-    ender: QuestEnder
-    crashes: CrashGuard
-    calls: CallLoop
+    cancels: CancelWatch
+    leases: StepLeases
+    sweeper: Sweeper
     claude: Claude
-    guard_redis: AsyncRedis
+    http: httpx.AsyncClient
+    counter_redis: SyncRedis  # the vault's encryption counter and the metrics (sync)
 
     @classmethod
-    def build(cls, settings: Settings, broker: RedisBroker, *, threads: int = 8) -> Runtime:
-        calls = CallLoop().start()
-        db = Database(settings.database_url, min_size=1, max_size=threads + 2, name="worker")
-        store = StoreRunner(db, calls)  # the pool is the loop's: the step threads use it there
-        store.run(db.open(wait=False))
-        client = redis.Redis.from_url(settings.redis_url)
-        guard_redis = async_redis(settings, connections=threads + 2)  # used on the call loop
-        publisher = Publisher(broker)
-        vault = maybe_vault(settings, client)
+    async def open(cls, settings: Settings) -> Runtime:
+        db = Database(
+            settings.database_url, min_size=1, max_size=settings.worker_db_pool_max, name="worker"
+        )
+        await db.open(wait=False)
+        client = async_redis(settings, connections=settings.worker_redis_connections, name="worker")
+        protocol = QueueProtocol(
+            client,
+            f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            heartbeat_timeout_ms=settings.broker_heartbeat_ms,
+            maintenance_chance=settings.broker_maintenance_chance,
+        )
+        publisher = QueuePublisher(protocol)
+        counter_redis = redis.Redis.from_url(settings.redis_url, client_name="system2-worker")
+        vault = maybe_vault(settings, counter_redis)
         if vault is None:
             log.warning("no vault keys (S2_VAULT_KEYS): integrations are unavailable to quests")
+        http = provider_http(settings)
         prices = PriceTable.load()
-        watch = CancelWatch(client)
-        watch.start()
-        claude = Claude(loop=calls, timeout_s=settings.claude_timeout_s)
-        runner = QuestRunner(
-            store=store,
+        claude = Claude(timeout_s=settings.claude_timeout_s)
+        cancels = CancelWatch(client)
+        leases = StepLeases(client)
+        events = QuestEvents(client, maxlen=settings.events_maxlen)
+        budget = step_budget(settings, client, prices, claude)
+        quests = QuestRunner(
+            db=db,
             publisher=publisher,
             claude=claude,
-            toolbox=toolbox(settings, store, client, vault),
+            toolbox=toolbox(settings, db, client, vault, http),
             prices=prices,
-            budget=step_budget(settings, guard_redis, prices, claude),
-            events=QuestEvents(client, maxlen=settings.events_maxlen),
+            budget=budget,
+            events=events,
             max_tokens=settings.max_tokens,
             max_steps=settings.max_steps,
-            cancels=watch,
-            leases=StepLeases(client),
+            cancels=cancels,
+            leases=leases,
             claude_outage_max=timedelta(seconds=settings.claude_outage_max_s),
             claude_waits=WaitClock(client, prefix=CLAUDE_WAIT_PREFIX),
         )
-        audit = AuditWriter(store, max_batch=settings.audit_batch_max)
-        rewrapper = Rewrapper(store, vault, publisher) if vault else None
-        ender = QuestEnder(store, publisher, runner.events, runner.budget)
-        Sweeper(
-            store,
-            publisher,
-            client,
-            interval_s=settings.sweep_interval_s,
-            idle_s=settings.sweep_idle_s,
-        ).start()
-        crashes = CrashGuard(CrashCounter(client), Isolation(), settings.max_step_crashes)
         return cls(
-            settings,
-            store,
-            client,
-            publisher,
-            runner,
-            audit,
-            rewrapper,
-            ender,
-            crashes,
-            calls,
-            claude,
-            guard_redis,
+            settings=settings,
+            db=db,
+            redis=client,
+            protocol=protocol,
+            quests=quests,
+            ender=QuestEnder(db, publisher, events, budget),
+            audit=AuditWriter(db, max_batch=settings.audit_batch_max),
+            rewrapper=Rewrapper(db, vault, publisher) if vault else None,
+            cancels=cancels,
+            leases=leases,
+            sweeper=Sweeper(
+                db,
+                publisher,
+                client,
+                interval_s=settings.sweep_interval_s,
+                idle_s=settings.sweep_idle_s,
+            ),
+            claude=claude,
+            http=http,
+            counter_redis=counter_redis,
         )
 
-    def close(self) -> None:
-        self.claude.close()
-        self.store.run(self.store.db.close())
-        self.store.run(self.guard_redis.aclose())
-        self.calls.stop()
-        self.redis.close()
+    def background(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        """The process's own work beside its messages, each run as a supervised task."""
+        return {
+            "cancel watch": self.cancels.run,
+            "step leases": self.leases.run,
+            "sweeper": self.sweeper.run,
+            "loop lag": worker_metrics.watch_loop_lag,
+        }
+
+    async def close(self) -> None:
+        await self.audit.close()
+        await self.claude.close()
+        await self.http.aclose()
+        await self.db.close()
+        await self.redis.aclose()
+        self.counter_redis.close()
 
 
 def toolbox(
-    settings: Settings, store: StoreRunner, client: redis.Redis, vault: Vault | None
+    settings: Settings,
+    db: Database,
+    client: Redis,
+    vault: Vault | None,
+    http: httpx.AsyncClient,
 ) -> Toolbox:
     """Built-in tools, and the integrations' tools when the vault has keys to open credentials."""
     if vault is None:
-        return Toolbox(builtin_tools(store))
-    return Toolbox(builtin_tools(store), integration_tools(settings, store, client, vault))
+        return Toolbox(builtin_tools(db))
+    return Toolbox(builtin_tools(db), integration_tools(settings, db, client, vault, http))
 
 
 def step_budget(
-    settings: Settings, client: AsyncRedis, prices: PriceTable, claude: Claude | None = None
+    settings: Settings, client: Redis, prices: PriceTable, claude: Claude | None = None
 ) -> StepBudget:
-    """``client``: the guard's, on the loop the budget's coroutines run on."""
     return StepBudget(
         Guard(client),
         Admissions(client),
@@ -174,131 +212,161 @@ def step_budget(
     )
 
 
-def worker_broker(settings: Settings) -> RedisBroker:
-    broker = build_broker(
-        settings.redis_url,
-        heartbeat_timeout_ms=settings.broker_heartbeat_ms,
-        maintenance_chance=settings.broker_maintenance_chance,
-        broker_class=WorkerBroker,  # dead-letters what no actor can run, before Dramatiq sees it
-    )
-    client = redis.Redis.from_url(settings.redis_url)
-    broker.add_middleware(CurrentMessage())
-    # Dramatiq runs the after-hooks last-added first; placed before Retries, these run after
-    # it has decided, so ``message.failed`` says whether the message was dead-lettered.
-    for middleware in (DeadLetters(client), LogContext(), Metrics()):
-        broker.add_middleware(middleware, before=Retries)
-    broker.add_middleware(Beacon(client))
-    return broker
+def actors(rt: Runtime) -> list[ActorSpec]:
+    """Every actor a worker process runs, with its queue and its failure policy."""
 
-
-def declare_actors(broker: RedisBroker, rt: Runtime) -> dict[str, dramatiq.Actor[Any, Any]]:
-    def quest_step(raw: Any) -> None:
-        env = open_envelope(raw, QuestStep)
-        _bind(env)
-        message = _current_message()
-
-        def poisoned(crashes: int) -> None:
-            reason = f"step {env.payload.step} crashed its worker {crashes} times; the step was dead-lettered"
-            rt.ender.end(env, env.payload.quest_id, lambda _: Outcome("failed", reason=reason))
-            raise PoisonMessage(reason)
-
-        with rt.crashes.watching(message, poisoned):
-            try:
-                rt.quests.run(env, holder=str(message.message_id))
-            except TryLater as exc:
-                if message.options.get("retries", 0) < QUEST_STEP_RETRIES:
-                    raise
-                # The last retry: end the quest with the reason rather than dead-letter a
-                # step and leave its quest running with nothing in flight.
-                reason = (
-                    f"step {env.payload.step} gave up after {QUEST_STEP_RETRIES} retries: {exc}"
-                )
-                rt.ender.end(env, env.payload.quest_id, lambda _: Outcome("failed", reason=reason))
-
-    def write_audit(raw: Any) -> None:
-        env = open_envelope(raw, AuditBatch)
-        _bind(env)
-
-        def poisoned(crashes: int) -> None:
-            raise PoisonMessage(f"this audit batch crashed its worker {crashes} times")
-
-        with rt.crashes.watching(_current_message(), poisoned):
-            rt.audit.write(env.company_id, env.payload.events)
-
-    def cancel_quest(raw: Any) -> None:
-        env = open_envelope(raw, CancelQuest)
-        _bind(env)
-        rt.ender.cancel(env)
-
-    def rewrap_credentials(raw: Any) -> None:
-        env = open_envelope(raw, RewrapCredentials)
-        _bind(env)
-        if rt.rewrapper is None:
-            raise dramatiq.Retry("this worker has no vault keys (S2_VAULT_KEYS)", delay=60_000)
-        rt.rewrapper.run(env)
-
-    retrying = {"min_backoff": 500, "max_backoff": 60_000, "throws": (BadMessage,)}
-    return {
-        "quest_step": _actor(
-            broker,
-            quest_step,
-            QUESTS,
-            max_retries=QUEST_STEP_RETRIES,
-            time_limit=int(STEP_TIME_LIMIT.total_seconds() * 1000),
-            **retrying,
-        ),
-        "cancel_quest": _actor(
-            broker, cancel_quest, CONTROL, max_retries=50, time_limit=60_000, **retrying
-        ),
-        "rewrap_credentials": _actor(
-            broker, rewrap_credentials, MAINTENANCE, max_retries=50, time_limit=600_000, **retrying
-        ),
-        "write_audit": _actor(
-            broker, write_audit, AUDIT, max_retries=50, time_limit=120_000, **retrying
-        ),
-    }
-
-
-def _actor(
-    broker: RedisBroker, fn: Callable[[Any], None], queue: str, **options: Any
-) -> dramatiq.Actor[Any, Any]:
-    """``fn`` as an actor; a dependency that asks to be tried later (``TryLater``) gets the
-    message retried by the broker after the delay it named."""
-
-    @functools.wraps(fn)
-    def run(raw: Any) -> None:
+    async def quest_step(message: Message[Any]) -> None:
+        env = _opened(message, QuestStep)
         try:
-            fn(raw)
+            await rt.quests.run(env, holder=str(message.message_id))
         except TryLater as exc:
-            raise dramatiq.Retry(str(exc), delay=exc.retry_after_ms) from exc
+            if message.options.get("retries", 0) < QUEST_STEP_RETRIES:
+                raise
+            # The last retry: end the quest with the reason rather than dead-letter a step
+            # and leave its quest running with nothing in flight.
+            reason = f"step {env.payload.step} gave up after {QUEST_STEP_RETRIES} retries: {exc}"
+            await _fail(env, reason)
 
-    declare = dramatiq.actor(broker=broker, queue_name=queue, actor_name=fn.__name__, **options)
-    return declare(run)
+    async def quest_step_poisoned(message: Message[Any], crashes: int) -> None:
+        env = _opened(message, QuestStep)
+        await _fail(
+            env,
+            f"step {env.payload.step} crashed its worker {crashes} times; "
+            "the step was dead-lettered",
+        )
+
+    async def _fail(env: Envelope[QuestStep], reason: str) -> None:
+        await rt.ender.end(env, env.payload.quest_id, lambda _: Outcome("failed", reason=reason))
+
+    async def write_audit(message: Message[Any]) -> None:
+        env = _opened(message, AuditBatch)
+        await rt.audit.write(env.company_id, env.payload.events)
+
+    async def cancel_quest(message: Message[Any]) -> None:
+        await rt.ender.cancel(_opened(message, CancelQuest))
+
+    async def rewrap_credentials(message: Message[Any]) -> None:
+        env = _opened(message, RewrapCredentials)
+        if rt.rewrapper is None:
+            raise TryLater("this worker has no vault keys (S2_VAULT_KEYS)", retry_after_ms=60_000)
+        await rt.rewrapper.run(env)
+
+    policy: dict[str, Any] = {"min_backoff_ms": 500, "max_backoff_ms": 60_000}
+    policy["throws"] = (BadMessage,)
+    return [
+        ActorSpec(
+            "quest_step",
+            QUESTS,
+            quest_step,
+            max_retries=QUEST_STEP_RETRIES,
+            time_limit_ms=int(STEP_TIME_LIMIT.total_seconds() * 1000),
+            crash_guarded=True,
+            on_poison=quest_step_poisoned,
+            **policy,
+        ),
+        ActorSpec(
+            "cancel_quest", CONTROL, cancel_quest, max_retries=50, time_limit_ms=60_000, **policy
+        ),
+        ActorSpec(
+            "rewrap_credentials",
+            MAINTENANCE,
+            rewrap_credentials,
+            max_retries=50,
+            time_limit_ms=600_000,
+            **policy,
+        ),
+        ActorSpec(
+            "write_audit",
+            AUDIT,
+            write_audit,
+            max_retries=50,
+            time_limit_ms=120_000,
+            crash_guarded=True,
+            **policy,
+        ),
+    ]
 
 
-def _bind(env: Envelope[Any]) -> None:
+def _opened(message: Message[Any], payload: type[Any]) -> Envelope[Any]:
+    env = open_envelope(message.args[0] if message.args else None, payload)
     logs.bind(
         company_id=str(env.company_id),
         message_id=str(env.message_id),
         correlation_id=str(env.correlation_id),
     )
+    return env
 
 
-def _current_message() -> dramatiq.Message[Any]:
-    message = CurrentMessage.get_current_message()
-    if message is None:
-        raise RuntimeError("the CurrentMessage middleware is not installed")
-    return message
+def in_flight(settings: Settings) -> dict[str, int]:
+    return {
+        QUESTS: settings.worker_in_flight,
+        CONTROL: settings.worker_control_in_flight,
+        MAINTENANCE: settings.worker_control_in_flight,
+        AUDIT: settings.worker_audit_in_flight,
+    }
 
 
-def bootstrap() -> None:
-    """Dramatiq's entry point in each worker process."""
+async def serve(settings: Settings, queues: list[str]) -> None:
+    """Consume ``queues`` until SIGTERM or SIGINT, then hand back what is left."""
+    rt = await Runtime.open(settings)
+    specs = [a for a in actors(rt) if a.queue in queues]
+    limits = in_flight(settings)
+    guarded = sum(limits[a.queue] for a in specs if a.crash_guarded)
+    crashes = CrashGuard(
+        StartCounter(rt.redis), Isolation(max(1, guarded)), settings.max_step_crashes
+    )
+    consumer = Consumer(
+        rt.protocol,
+        specs,
+        DeadLetterBox(rt.redis, {a.name for a in actors(rt)}),
+        in_flight=limits,
+        poll_ms=settings.worker_poll_ms,
+        grace_s=settings.shutdown_grace_s,
+        guard=crashes,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, consumer.stop)
+    beacon = Beacon(rt.redis, [a.queue for a in specs], consumer.activity)
+    work = {**rt.background(), "beacon": beacon.run}
+    if settings.worker_index is not None:  # under workers.fleet: stop if the parent is gone
+        work["parent watch"] = functools.partial(_stop_when_orphaned, consumer, os.getppid())
+    tasks = [asyncio.create_task(supervised(name, run), name=name) for name, run in work.items()]
+    log.info("worker process ready", queues=sorted({a.queue for a in specs}), in_flight=limits)
+    try:
+        await consumer.run()
+    finally:
+        await cancel_and_wait(tasks)
+        await rt.close()
+    log.info("worker process stopped")
+
+
+async def _stop_when_orphaned(consumer: Consumer, parent: int) -> None:
+    """A child whose group's parent died (``kill -9`` of the parent) hands its work back and
+    stops, rather than run on unsupervised."""
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.warning("the worker group's parent is gone; stopping")
+    consumer.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m workers.app [--queues Q ...]``: one worker process."""
+    parser = argparse.ArgumentParser(prog="workers.app")
+    parser.add_argument("--queues", nargs="*", default=list(QUEUES))
+    args = parser.parse_args(argv)
     settings = Settings()
     logs.configure(settings)
-    sentry.init(settings, component="worker")  # before the broker: it patches Broker.__init__
-    broker = worker_broker(settings)
-    dramatiq.set_broker(broker)
-    rt = Runtime.build(settings, broker, threads=settings.worker_threads)
-    declare_actors(broker, rt)
-    worker_metrics.serve(settings, rt.redis)
-    log.info("worker process ready", queues=sorted(broker.get_declared_queues()))
+    sentry.init(settings, component="worker")
+    unknown = sorted(set(args.queues) - set(QUEUES))
+    if unknown:
+        print(f"error: no such queue: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    metrics_redis = redis.Redis.from_url(settings.redis_url, client_name="system2-worker")
+    worker_metrics.serve(settings, metrics_redis)
+    asyncio.run(serve(settings, args.queues))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,15 +4,16 @@ The SDK reads ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL`` itself, so the sa
 talks to the offline Claude in the demo and tests and to Anthropic in production. The reply
 is kept as the API's own JSON, which is what the transcript stores and sends back.
 
-Calls are the async SDK's, run on the process's ``CallLoop`` so that a cancel can cut one at
-any point (see ``workers.call_loop``). The SDK does not retry (``max_retries=0``): the step
+Calls are the async SDK's, awaited on the worker's event loop: a quest's cancel cancels the
+task of its call (``workers.call_scope``), which closes the connection at any point. The SDK
+does not retry (``max_retries=0``): the step
 does, each attempt under its own charge key, so that what an attempt may have cost is known
 from how it failed (``Sent``).
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import contextvars
 import json
 import time
@@ -24,8 +25,6 @@ from typing import Any
 import anthropic
 import httpx2
 
-from workers.call_loop import CallLoop, CancelledError
-from workers.call_scope import Interrupted, current_scope
 from workers.errors import QuestFailed, QuestHalted, TryLater
 
 SPEND_LIMIT = "enforced_spend_limit_reached"
@@ -40,7 +39,7 @@ NOT_SENT = (
 RETRY_AFTER_MAX_MS = 300_000
 # Error types that pass: the status of an error sent mid-stream (an ``error`` event) is 200.
 TRANSIENT = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
-CALL_MAX_S = 600  # the longest a step waits on one call, whatever happens to the loop
+CALL_MAX_S = 600  # the longest a step waits on one call, whatever the stream does
 
 
 @dataclass(frozen=True)
@@ -103,14 +102,6 @@ async def _trace_request(request: httpx2.Request) -> None:
         request.extensions["trace"] = progress.trace
 
 
-class ClaudeInterrupted(Interrupted):
-    """The call was cut because the quest was cancelled."""
-
-    def __init__(self, progress: Progress) -> None:
-        super().__init__("the Claude call was cut: the quest was cancelled")
-        self.progress = progress
-
-
 class ClaudeUnavailable(TryLater):
     """Claude could not be used now; the step tries again (``retry_after_ms`` if the API said
     when). ``sent`` and ``progress``: how far the call got."""
@@ -170,15 +161,9 @@ class ClaudeReply:
 
 class Claude:
     def __init__(
-        self,
-        *,
-        loop: CallLoop,
-        timeout_s: float,
-        base_url: str | None = None,
-        api_key: str | None = None,
+        self, *, timeout_s: float, base_url: str | None = None, api_key: str | None = None
     ) -> None:
         """``base_url`` and ``api_key``: the SDK's environment variables when not given."""
-        self._loop = loop
         self._client = anthropic.AsyncAnthropic(
             base_url=base_url,
             api_key=api_key,
@@ -189,34 +174,29 @@ class Claude:
             ),
         )
 
-    def close(self) -> None:
-        with contextlib.suppress(RuntimeError, CancelledError):
-            self._loop.run(self._client.close())
+    async def close(self) -> None:
+        await self._client.close()
 
-    def count_input_tokens(self, request: ClaudeRequest, *, timeout_s: float = 5.0) -> int | None:
+    async def count_input_tokens(
+        self, request: ClaudeRequest, *, timeout_s: float = 5.0
+    ) -> int | None:
         """The API's own count of the request's input tokens, or None if it cannot say now."""
         try:
-            return self._loop.call(self._count(request, timeout_s))
-        except (anthropic.APIError, CancelledError):
+            async with asyncio.timeout(timeout_s):
+                return await self._count(request, timeout_s)
+        except (anthropic.APIError, TimeoutError):
             return None
 
-    def create(self, request: ClaudeRequest) -> ClaudeReply:
-        """One call, streamed; a cancel cuts it wherever it is.
+    async def create(self, request: ClaudeRequest, progress: Progress) -> ClaudeReply:
+        """One call, streamed; ``progress`` says how far it got if it fails or is cut.
 
         Failures become ``ClaudeUnavailable`` (worth retrying), ``QuestHalted`` (the account's
-        spend limit), ``ClaudeRejected`` (the request itself is wrong) or
-        ``ClaudeInterrupted`` (the quest was cancelled during the call)."""
-        scope = current_scope()
-        progress = Progress()
-        if scope is not None and scope.cancelled.is_set():
-            raise ClaudeInterrupted(progress)  # nothing sent: it costs nothing
+        spend limit) or ``ClaudeRejected`` (the request itself is wrong); a cancel of the
+        calling task passes through."""
         try:
-            return self._loop.call(self._stream(request, progress), timeout_s=CALL_MAX_S)
-        except CancelledError:
-            raise ClaudeInterrupted(progress) from None
+            async with asyncio.timeout(CALL_MAX_S):
+                return await self._stream(request, progress)
         except Exception as exc:
-            if scope is not None and scope.cancelled.is_set():
-                raise ClaudeInterrupted(progress) from None
             raise _classify(exc, progress) from None
 
     async def _count(self, request: ClaudeRequest, timeout_s: float) -> int:

@@ -44,14 +44,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import sentry_sdk
 import structlog
 from dramatiq import Message
 from dramatiq.common import compute_backoff, dq_name, q_name
 
+from runtime import logs
 from runtime.tasks import cancel_and_wait
+from workers import worker_metrics
 from workers.crash_isolation import CrashGuard
 from workers.dead_letters import PoisonMessage
-from workers.errors import TryLater
+from workers.errors import NotStarted, TryLater
 from workers.queue_protocol import QueueProtocol
 
 log = structlog.get_logger(__name__)
@@ -173,6 +176,16 @@ class Consumer:
         self._due = asyncio.Event()
         self._outcomes: list[tuple[str, str, str, asyncio.Future[None]]] = []
         self._stopping = asyncio.Event()
+        self.processed = 0
+        self.last_message_at = 0.0
+
+    def activity(self) -> dict[str, Any]:
+        """What the process's beacon tells: messages done, the last one's time, in flight."""
+        return {
+            "processed": self.processed,
+            "last_message_at": self.last_message_at,
+            "in_flight": {q: len(tasks) for q, tasks in self.running.items()},
+        }
 
     # --- the process's lifecycle ----------------------------------------------------------
 
@@ -341,6 +354,16 @@ class Consumer:
     # --- running one message --------------------------------------------------------------
 
     async def _handle(self, queue: str, redis_id: str, message: Message[Any]) -> None:
+        # Each message's log context and Sentry tags are its own: structlog's live in the
+        # task's context; Sentry's scope is an object the tasks would share, so it is forked.
+        with sentry_sdk.isolation_scope():
+            await self._handle_isolated(queue, redis_id, message)
+
+    async def _handle_isolated(self, queue: str, redis_id: str, message: Message[Any]) -> None:
+        logs.bind(message_id=message.message_id, actor=message.actor_name)
+        in_progress = worker_metrics.IN_PROGRESS.labels(q_name(queue), message.actor_name)
+        in_progress.inc()
+        started = time.monotonic()
         try:
             actor = self.actors.get(message.actor_name)
             if actor is None:  # refusals.check lets through only our actors; defensive
@@ -348,11 +371,14 @@ class Consumer:
             if self.guard is None or not actor.crash_guarded:
                 failure = await self._run(actor, message)
             else:
-                async with self.guard.watching(message) as crashes:
-                    if crashes >= self.guard.poison_at():
-                        await self._poisoned(queue, redis_id, message, actor, crashes)
+                async with self.guard.watching(message) as run:
+                    if run.crashes >= self.guard.poison_at():
+                        await self._poisoned(queue, redis_id, message, actor, run.crashes)
                         return
                     failure = await self._run(actor, message)
+                    if isinstance(failure, NotStarted):
+                        run.not_started()
+            self._count(actor, failure, time.monotonic() - started)
             if failure is None:
                 await self._settle("ack", queue, redis_id)
             elif isinstance(failure, actor.throws):
@@ -360,7 +386,29 @@ class Consumer:
             else:
                 await self._retry(queue, redis_id, message, actor, failure)
         finally:
+            in_progress.dec()
             self.capacity[queue].give()
+
+    def _count(self, actor: ActorSpec, failure: Exception | None, took_s: float) -> None:
+        self.processed += 1
+        self.last_message_at = time.time()
+        if failure is None:
+            result = "ok"
+        elif isinstance(failure, actor.throws):
+            result = "dead"
+        else:
+            result = "retry" if isinstance(failure, TryLater) else "error"
+        worker_metrics.MESSAGES.labels(actor.queue, actor.name, result).inc()
+        worker_metrics.MESSAGE_SECONDS.labels(actor.queue, actor.name).observe(took_s)
+        if failure is None:
+            return
+        fields = {"error": type(failure).__name__, "reason": str(failure)[:1000]}
+        if result == "dead":
+            log.error("message dead-lettered", **fields)
+        else:
+            if result == "error":  # not foreseen: a bug or an outage of ours, with its stack
+                sentry_sdk.capture_exception(failure)
+            log.warning("step will be retried", **fields)
 
     async def _run(self, actor: ActorSpec, message: Message[Any]) -> Exception | None:
         """The actor's failure, if it failed (a time limit is one); a cancel passes through."""

@@ -16,16 +16,15 @@ from uuid import UUID
 import structlog
 
 from messages import BadMessage, CancelQuest, Envelope
-from messages.transport import Publisher
 from runtime import logs
-from runtime.loop_thread import StoreRunner
-from store import TenantTx
+from store import Database, TenantTx
 from store import charges as charges_store
 from store import quests as quests_store
 from store.quests import Quest
 from workers import worker_metrics
 from workers.ending import Ending, QuestEnding
 from workers.events import QuestEvents
+from workers.publisher import QueuePublisher
 from workers.step import STALE_CLAIM_AFTER, Outcome, cancelled, claim_fresh, ended_from_row
 from workers.step_budget import StepBudget
 
@@ -35,24 +34,22 @@ log = structlog.get_logger(__name__)
 class QuestEnder:
     def __init__(
         self,
-        store: StoreRunner,
-        publisher: Publisher,
+        db: Database,
+        publisher: QueuePublisher,
         events: QuestEvents,
         budget: StepBudget,
         *,
         stale_claim_after: timedelta = STALE_CLAIM_AFTER,
     ) -> None:
-        """``store``: this process's pool, through the loop that owns it (the step threads
-        have none)."""
-        self.store = store
+        self.db = db
         self.budget = budget
         self.ending = QuestEnding(publisher, events, budget)
         self.stale_claim_after = stale_claim_after
 
-    def cancel(self, env: Envelope[CancelQuest]) -> None:
+    async def cancel(self, env: Envelope[CancelQuest]) -> None:
         """A cancel on the control queue. A running step stops itself (its calls are cut);
         a quest that is queued or between steps is ended here."""
-        ended = self.end(
+        ended = await self.end(
             env,
             env.payload.quest_id,
             cancelled,
@@ -62,7 +59,7 @@ class QuestEnder:
         if ended:
             log.info("quest cancelled", quest_id=str(env.payload.quest_id))
 
-    def end(
+    async def end(
         self,
         env: Envelope[Any],
         quest_id: UUID,
@@ -102,17 +99,17 @@ class QuestEnder:
             await self.ending.record(tx, ending)
             return ending, False, kept
 
-        done = self.store(env.company_id, end_in)
+        done = await self.db.in_tenant(env.company_id, end_in)
         if done is None:
             return False
         ending, already, kept = done
         # What is sent goes after the commit: a publish is a network call.
         if already:
-            self.ending.announce(ending)
+            await self.ending.announce(ending)
             return False
         worker_metrics.spent(ending.quest.model, kept)
-        self.store.run(self.ending.ended(ending))
-        self.ending.announce(ending)
+        await self.ending.ended(ending)
+        await self.ending.announce(ending)
         return True
 
     def _step_running(self, quest: Quest) -> bool:

@@ -28,6 +28,7 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
@@ -56,7 +57,9 @@ class StartCounter:
                 starts = int((await pipe.execute())[0])
         except RedisError:
             return 0
-        return max(0, starts - 1 - int(message.options.get("retries", 0)))
+        # A start that ended in a success or a handled failure deleted the key (``survived``):
+        # every earlier start still counted ended with its process gone.
+        return max(0, starts - 1)
 
     async def unstart(self, message: dramatiq.Message[Any]) -> None:
         """Take back a start counted before the message could run (or handed back)."""
@@ -159,31 +162,54 @@ class CrashGuard:
         return self.isolation.alone_from + self.bound - 1
 
     @asynccontextmanager
-    async def watching(self, message: dramatiq.Message[Any]) -> AsyncIterator[int]:
+    async def watching(self, message: dramatiq.Message[Any]) -> AsyncIterator[GuardedRun]:
         """Run the block in the message's group; yields its crash count (the caller
         dead-letters it at ``poison_at()`` instead of running it). A block that ends survived
-        (the caller catches the actor's failure inside it); one cut by a cancel (a shutdown
-        handing the message back) takes its start back."""
-        crashes = await self.counter.start(message)  # one round trip on the common path
-        if crashes >= self.poison_at():
-            yield crashes
+        (the caller catches the actor's failure inside it) unless it says the message never
+        began (``GuardedRun.not_started``); one cut by a cancel (a shutdown handing the message
+        back) takes its start back too."""
+        run = GuardedRun(await self.counter.start(message))  # one round trip, commonly
+        if run.crashes >= self.poison_at():
+            yield run
             return
-        if not crashes and self.isolation.enter_if_free():
+        if not run.crashes and self.isolation.enter_if_free():
             try:
-                yield crashes
+                yield run
             except asyncio.CancelledError:
                 await self.counter.unstart(message)
                 raise
             finally:
                 await self.isolation.leave()
-            await self.counter.survived(message)
+            await self._ended(message, run)
             return
         await self.counter.unstart(message)  # it has to wait: a start counts once it runs
-        async with self.isolation.in_group(crashes) if crashes else self.isolation.beside_others():
+        group = self.isolation.in_group(run.crashes)
+        async with group if run.crashes else self.isolation.beside_others():
             await self.counter.start(message)
             try:
-                yield crashes
+                yield run
             except asyncio.CancelledError:
                 await self.counter.unstart(message)
                 raise
-        await self.counter.survived(message)
+        await self._ended(message, run)
+
+    async def _ended(self, message: dramatiq.Message[Any], run: GuardedRun) -> None:
+        if run.started:
+            await self.counter.survived(message)
+        else:
+            await self.counter.unstart(message)
+
+
+@dataclass
+class GuardedRun:
+    """One start of a message under the guard: its crash count so far, and whether it
+    began at all. A message that could not begin (its quest's step runs elsewhere, say) has
+    its start taken back, so its crashes still count when it runs: if it were counted as
+    having survived, a step redelivered after a crash into its quest's lease would forget
+    the crash."""
+
+    crashes: int
+    started: bool = True
+
+    def not_started(self) -> None:
+        self.started = False

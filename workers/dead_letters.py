@@ -1,7 +1,8 @@
 """Dead letters and why each one died.
 
-Dramatiq dead-letters a message (``<queue>.XQ``) when its actor refuses it or its retries run
-out, but keeps no reason; ``DeadLetters`` records one per message for ``system2 dlq``.
+A message is dead-lettered (``<queue>.XQ``, Dramatiq's layout) when its actor refuses it or
+its retries run out; Dramatiq keeps no reason, so the consumer records one per message for
+``system2 dlq`` (``workers.refusals.DeadLetterBox``, with the scripts here).
 
 Dramatiq drops a dead letter once it is older than the broker's ``dead_message_ttl`` (7 days);
 its reason goes too. Each reason (``DEAD_LETTER_REASONS``, a hash) is indexed by the time it
@@ -10,14 +11,12 @@ write of a reason removes up to ``PRUNED`` reasons older than the TTL, and index
 reasons found without a time (written before the index existed), in the same Redis script:
 bounded work, nothing to schedule.
 
-Some entries never reach an actor. Dramatiq's Redis consumer decodes each fetched body in its
-consumer thread; a body that is not a Dramatiq message raises there, the thread restarts,
-and the entry and every message prefetched with it stay in the worker's acks set until the
-process dies, when Dramatiq's maintenance puts them back on the queue for the next worker to
-choke on. ``WorkerBroker`` is a ``RedisBroker`` whose consumer checks every fetched entry
-before Dramatiq sees it, and moves a bad one straight to the dead letters (one Lua script:
-out of the acks set and the queue's bodies, into ``<queue>.XQ`` with its reason), so it is
-never redelivered, by maintenance or otherwise, and the queue keeps flowing:
+Some entries never reach an actor: a body that is not a Dramatiq message, or not one we can
+run, would sit in a consumer's acks set until its process died and then be redelivered to the
+next one to choke on. The consumer checks every fetched entry (``inspect``) before any actor
+sees it, and moves a bad one straight to the dead letters (one Lua script: out of the acks
+set and the queue's bodies, into ``<queue>.XQ`` with its reason), so it is never
+redelivered, by maintenance or otherwise, and the queue keeps flowing:
 
 - ``undecodable``: not a Dramatiq message of this queue (not UTF-8 JSON, nested too deeply,
   not an object, a field missing or of the wrong type, an id longer than ``ID_MAX``,
@@ -33,9 +32,7 @@ never redelivered, by maintenance or otherwise, and the queue keeps flowing:
 
 Each is counted (``s2_messages_rejected_total{queue, reason}``, and in
 ``s2_messages_dead_lettered_total``) and logged once, with its ids, queue and size, never
-its body. The consumer also hands Dramatiq messages whose text
-form is ``actor(message <id>)``: Dramatiq's own log lines (a failed or skipped message)
-would otherwise print the whole envelope.
+its body.
 """
 
 from __future__ import annotations
@@ -47,13 +44,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
-import redis
 import structlog
-from dramatiq.broker import MessageProxy
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff, q_name
-from dramatiq.errors import ConnectionClosed
-from dramatiq.middleware import Middleware
+from dramatiq.common import q_name
 
 from messages import BadMessage, Payload, open_envelope
 from messages.redis_keys import (
@@ -83,7 +75,7 @@ ID_MAX = 200  # characters of an id (message, Redis, actor) a body may carry
 
 
 class PoisonMessage(BadMessage, WorkerError):
-    """The message crashed its worker too many times (see ``workers.crashes``)."""
+    """The message crashed its worker too many times (see ``workers.crash_isolation``)."""
 
 
 # keep_reason(reasons, index, cursor, field, record, now_ms, ttl_ms): records the reason
@@ -124,39 +116,6 @@ RECORD_SCRIPT = (
 keep_reason(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
 """
 )
-
-
-class DeadLetters(Middleware):
-    def __init__(self, client: redis.Redis) -> None:
-        self.redis = client
-        self.record = client.register_script(RECORD_SCRIPT)
-
-    def after_process_message(
-        self,
-        broker: dramatiq.Broker,
-        message: dramatiq.MessageProxy,
-        *,
-        result: Any = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        if exception is None or not message.failed:
-            return
-        now = time.time()
-        record = {
-            "queue": message.queue_name.removesuffix(".DQ"),
-            "actor": message.actor_name,
-            "reason": str(exception)[:1000] or type(exception).__name__,
-            "error": type(exception).__name__,
-            "at": now,
-        }
-        ttl = getattr(broker, "dead_message_ttl", DEFAULT_TTL_MS)
-        try:
-            self.record(
-                keys=[DEAD_LETTER_REASONS, DEAD_LETTER_REASONS_AT, DEAD_LETTER_REASONS_SCAN],
-                args=[message.message_id, json.dumps(record), int(now * 1000), ttl],
-            )
-        except redis.RedisError:
-            log.warning("dead-letter reason not recorded", message_id=message.message_id)
 
 
 # --- entries that never reach an actor --------------------------------------------------
@@ -320,16 +279,6 @@ def _json_kind(value: object) -> str:
     return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
-class QuietProxy(MessageProxy):
-    """A fetched message whose text form names it without its arguments (the envelope)."""
-
-    def __str__(self) -> str:
-        return f"{self.actor_name}(message {self.message_id})"
-
-    def __repr__(self) -> str:
-        return f"<message {self.message_id} for {self.actor_name} on {self.queue_name}>"
-
-
 # KEYS: acks set, queue bodies, dead-letter zset, dead-letter bodies, DEAD_LETTER_REASONS,
 #       _AT, _SCAN.
 # ARGV: sha1 of the body, the id the body claims ("" if none), bytes to keep (-1: all),
@@ -365,88 +314,6 @@ keep_reason(KEYS[5], KEYS[6], KEYS[7], field, ARGV[6], tonumber(ARGV[4]), tonumb
 return found
 """
 )
-
-
-class WorkerBroker(RedisBroker):
-    """The workers' Redis broker: its consumers dead-letter what no actor can run."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
-        self.reject_script = self.client.register_script(REJECT_SCRIPT)
-        self.envelopes = envelope_types()
-
-    @property
-    def consumer_class(self) -> type[_RedisConsumer]:
-        return CheckedConsumer
-
-    def reject(self, queue: str, data: bytes, rejection: Rejection) -> str | None:
-        """Move the entry of ``queue`` this process fetched with body ``data`` to the dead
-        letters; returns its Redis id (None if no such entry is held)."""
-        keys, args = reject_call(
-            self.broker_id, queue, data, rejection, self.dead_message_ttl, self.namespace
-        )
-        found = self.reject_script(keys=keys, args=args)
-        return found.decode() if isinstance(found, bytes) else found or None
-
-
-class CheckedConsumer(_RedisConsumer):
-    """Dramatiq's Redis consumer, but a fetched entry is checked (``inspect``) before it is
-    handed over, and a bad one is dead-lettered instead of raising in the consumer thread."""
-
-    broker: WorkerBroker
-
-    def __next__(self) -> MessageProxy | None:
-        try:
-            while True:
-                try:
-                    data = self.message_cache.pop(0)
-                except IndexError:
-                    # Fewer messages outstanding than we may prefetch: fetch up to that many.
-                    messages = []
-                    if self.outstanding_message_count < self.prefetch:
-                        self.message_cache = messages = self.broker.do_fetch(
-                            self.queue_name, self.prefetch - self.outstanding_message_count
-                        )
-                    if not messages:  # nothing: long-poll, backing off up to the idle timeout
-                        self.misses, backoff_ms = compute_backoff(
-                            self.misses, max_backoff=self.timeout
-                        )
-                        time.sleep(backoff_ms / 1000)
-                        return None
-                    continue
-                if data is None:  # an id whose body is gone (see Dramatiq's #266)
-                    self.logger.warning("an entry of %r has no body", self.queue_name)
-                    continue
-                self.misses = 0
-                try:  # inspect never raises; if it ever did, the entry would strand the batch
-                    verdict = inspect(
-                        data, self.queue_name, self.broker.actors, self.broker.envelopes
-                    )
-                except Exception as exc:
-                    verdict = uninspectable(exc)
-                if isinstance(verdict, Rejection):
-                    self._reject(data, verdict)
-                    continue
-                self.queued_message_ids.add(verdict.message_id)
-                return QuietProxy(verdict)
-        except redis.ConnectionError as e:
-            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
-
-    def _reject(self, data: bytes, rejection: Rejection) -> None:
-        queue = q_name(self.queue_name)
-        try:
-            found = self.broker.reject(self.queue_name, data, rejection)
-        except redis.ConnectionError:
-            raise
-        except redis.RedisError as exc:  # stays held by this process; back after a restart
-            log.warning(
-                "a bad message could not be dead-lettered",
-                queue=queue,
-                reason=rejection.reason,
-                error=type(exc).__name__,
-            )
-            return
-        reported(self.queue_name, data, rejection, found)
 
 
 def reject_call(

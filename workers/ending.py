@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from messages import AuditBatch, AuditEvent, Envelope, QuestEvent
-from messages.transport import Publisher
 from store import TenantTx
 from store import quests as quests_store
 from store.quests import Quest
 from workers import worker_metrics
 from workers.events import QuestEvents, event_data, summarize
+from workers.publisher import QueuePublisher
 from workers.step import TED, Outcome, StepRecord, finished_key
 from workers.step_budget import StepBudget
 
@@ -97,7 +97,7 @@ class QuestEnding:
     """Ends quests: the state transition, the running slot, the count, the audit row and the
     live event of each ending, for the step runner and the control path alike."""
 
-    def __init__(self, publisher: Publisher, events: QuestEvents, budget: StepBudget) -> None:
+    def __init__(self, publisher: QueuePublisher, events: QuestEvents, budget: StepBudget) -> None:
         self.publisher = publisher
         self.events = events
         self.budget = budget
@@ -123,9 +123,9 @@ class QuestEnding:
         await self.budget.release(ending.quest)
         worker_metrics.quest_ended(ending.outcome.status, ending.outcome.cancel_requested_at)
 
-    def announce(self, ending: Ending) -> None:
+    async def announce(self, ending: Ending) -> None:
         """An ending from outside the steps goes out on its own: its audit row, then its live
         event. Never inside a transaction: both are network calls."""
         batch = AuditBatch(events=[ending.audit_row()])
-        self.publisher.publish(ending.env.follow_up(batch, actor=TED))
-        self.events.emit([ending.state()])
+        await self.publisher.publish(ending.env.follow_up(batch, actor=TED))
+        await self.events.emit([ending.state()])

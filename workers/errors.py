@@ -22,6 +22,12 @@ class TryLater(WorkerError):
         self.retry_after_ms = retry_after_ms
 
 
+class NotStarted(TryLater):
+    """The message could not begin its work now (its quest's step is running elsewhere): it
+    is tried again later, and this start is not counted as one that ended
+    (``workers.crash_isolation``)."""
+
+
 class ProviderUnavailable(TryLater):
     """An integration's provider failed (timeouts, 5xx, its breaker is open)."""
 

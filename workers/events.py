@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import redis
 import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from messages import Envelope, QuestEvent
 from messages.redis_keys import company_stream_key, quest_stream_key
@@ -24,11 +25,11 @@ QUEST_STREAM_TTL_S = 7 * 86_400
 
 
 class QuestEvents:
-    def __init__(self, client: redis.Redis, *, maxlen: int) -> None:
+    def __init__(self, client: Redis, *, maxlen: int) -> None:
         self._redis = client
         self._maxlen = maxlen
 
-    def emit(self, envelopes: Sequence[Envelope[QuestEvent]]) -> None:
+    async def emit(self, envelopes: Sequence[Envelope[QuestEvent]]) -> None:
         if not envelopes:
             return
         try:
@@ -40,8 +41,8 @@ class QuestEvents:
                 quest_key = quest_stream_key(env.payload.quest_id)
                 pipe.xadd(quest_key, entry, maxlen=QUEST_STREAM_MAXLEN, approximate=True)
                 pipe.expire(quest_key, QUEST_STREAM_TTL_S)
-            pipe.execute()
-        except redis.RedisError as exc:
+            await pipe.execute()
+        except RedisError as exc:
             log.warning(
                 "quest events not published", error=type(exc).__name__, count=len(envelopes)
             )

@@ -14,26 +14,24 @@ from uuid import UUID
 import structlog
 
 from messages import Envelope, RewrapCredentials
-from messages.transport import Publisher
-from runtime.loop_thread import StoreRunner
-from store import TenantTx
+from store import Database, TenantTx
 from store import credentials as credentials_store
 from store.credentials import Credential, NewTokens
 from vault import Vault
 from vault.sealed_tokens import rewrap
 from workers.errors import TryLater
+from workers.publisher import QueuePublisher
 
 log = structlog.get_logger(__name__)
 
 
 class Rewrapper:
-    def __init__(self, store: StoreRunner, vault: Vault, publisher: Publisher) -> None:
-        """``store``: this process's pool, through the loop that owns it."""
-        self.store = store
+    def __init__(self, db: Database, vault: Vault, publisher: QueuePublisher) -> None:
+        self.db = db
         self.vault = vault
         self.publisher = publisher
 
-    def run(self, env: Envelope[RewrapCredentials]) -> int:
+    async def run(self, env: Envelope[RewrapCredentials]) -> int:
         """Rewrap one batch; returns how many credentials moved to the primary key."""
         wanted, primary = env.payload.primary_kid, self.vault.keyring.primary.kid
         if primary != wanted:
@@ -43,15 +41,17 @@ class Rewrapper:
                 retry_after_ms=30_000,
             )
         older = [kid for kid in self.vault.keyring.kids if kid != primary]
-        batch = self.store(  # a key not in the keyring cannot be opened
+        batch = await self.db.in_tenant(  # a key not in the keyring cannot be opened
             env.company_id, lambda tx: credentials_store.under(tx, older, env.payload.batch)
         )
         moved = 0
         for cred in batch:
             tokens = self._rewrapped(env.company_id, cred)
-            moved += self.store(env.company_id, functools.partial(_replace, cred, tokens))
+            moved += await self.db.in_tenant(
+                env.company_id, functools.partial(_replace, cred, tokens)
+            )
         if len(batch) == env.payload.batch:  # there may be more: the next batch is a new message
-            self.publisher.publish(env.follow_up(env.payload))
+            await self.publisher.publish(env.follow_up(env.payload))
         log.info("credentials rewrapped", moved=moved, batch=len(batch), key_id=primary)
         return moved
 

@@ -5,9 +5,11 @@ the message means, keep the charges of calls that never came back, take the comp
 running slot and reserve the call's worst case with the guard, and claim the step. Then one
 Claude call (unless a redelivered step already has its reply), settled at its real cost;
 the tools it asked for; the step persisted with the audit events it produced; and the next
-step enqueued (later, in the slow tier) or the quest finished. No worker thread is held
-between steps or sleeps in one. A redelivery that finds the step done re-sends exactly what
-it sent instead of redoing anything.
+step enqueued (later, in the slow tier) or the quest finished. A step is a coroutine on the
+worker's event loop: while it waits on Claude or a provider it holds no thread and no pooled
+connection, only its frame and the call's HTTP stream. Nothing waits between steps or sleeps
+in one. A redelivery that finds the step done re-sends exactly what it sent instead of
+redoing anything.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,20 +27,17 @@ import structlog
 
 from guard import Limits, PriceTable, Usage
 from messages import AuditBatch, AuditEvent, BadMessage, Envelope, QuestStep
-from messages.transport import Publisher
 from runtime import logs, sentry
-from runtime.loop_thread import StoreRunner
-from store import TenantTx
+from store import Database, TenantTx
 from store import charges as charges_store
 from store import companies as companies_store
 from store import credentials as credentials_store
 from store import quests as quests_store
 from store.quests import Quest, Step
 from workers import worker_metrics
-from workers.call_scope import CallScope, CancelWatch, Interrupted, calls_in, current_scope
+from workers.call_scope import CallScope, CancelWatch, Interrupted
 from workers.claude import (
     Claude,
-    ClaudeInterrupted,
     ClaudeRejected,
     ClaudeReply,
     ClaudeRequest,
@@ -51,6 +50,7 @@ from workers.ending import QuestEnding
 from workers.errors import QuestCancelled, QuestFailed, QuestHalted, TryLater
 from workers.events import QuestEvents, summarize
 from workers.lease import StepLeases
+from workers.publisher import QueuePublisher
 from workers.step import (
     STALE_CLAIM_AFTER,
     TED,
@@ -116,14 +116,15 @@ class Resend:
 
 
 Plan = Ready | Skip | Resend | Delay | CountFirst
+Outbox = list[Callable[[], Awaitable[None]]]
 
 
 class QuestRunner:
     def __init__(
         self,
         *,
-        store: StoreRunner,
-        publisher: Publisher,
+        db: Database,
+        publisher: QueuePublisher,
         claude: Claude,
         toolbox: Toolbox,
         prices: PriceTable,
@@ -138,9 +139,8 @@ class QuestRunner:
         claude_waits: WaitClock | None = None,
     ) -> None:
         """``claude_waits``: when each step's Claude outage began; without it a step's wait
-        is bounded from its latest failure only. ``store``: this process's pool, through the
-        loop that owns it (a step runs in a Dramatiq thread, which has none)."""
-        self.store = store
+        is bounded from its latest failure only."""
+        self.db = db
         self.publisher = publisher
         self.claude = claude
         self.toolbox = toolbox
@@ -156,30 +156,36 @@ class QuestRunner:
         self.claude_waits = claude_waits
         self.ending = QuestEnding(publisher, events, budget)
 
-    def run(self, env: Envelope[QuestStep], holder: str) -> None:
+    async def run(self, env: Envelope[QuestStep], holder: str) -> None:
         """Run the step under the quest's lease; what it sends goes out once the lease is
         released, so the next step is never turned away by this one's lease."""
-        outbox: list[Callable[[], None]] = []
+        outbox: Outbox = []
         lease = self.leases.hold(env.payload.quest_id) if self.leases else contextlib.nullcontext()
-        with lease:
-            self._run(env, holder, outbox)
+        async with lease:
+            await self._run(env, holder, outbox)
         for send in outbox:
-            send()
+            await send()
 
-    def _run(self, env: Envelope[QuestStep], holder: str, outbox: list[Callable[[], None]]) -> None:
+    async def _run(self, env: Envelope[QuestStep], holder: str, outbox: Outbox) -> None:
         logs.bind(quest_id=str(env.payload.quest_id), step=env.payload.step)
-        plan = self.store(env.company_id, lambda tx: self._prepare(tx, env, holder))
+        plan = await self.db.in_tenant(env.company_id, lambda tx: self._prepare(tx, env, holder))
         if isinstance(plan, CountFirst):  # a network call: outside the claim transaction
-            with self._watch_id(env.payload.quest_id) as scope, calls_in(scope):
-                counted = self.budget.count(plan.request)
-            plan = self.store(env.company_id, lambda tx: self._prepare(tx, env, holder, counted))
+            async with self._watch(env.payload.quest_id) as scope:
+                try:
+                    counted = await scope.cut(self.budget.count(plan.request))
+                except Interrupted:  # cancelled: the claim below sees it and ends the quest
+                    counted = Counted(None)
+            plan = await self.db.in_tenant(
+                env.company_id, lambda tx: self._prepare(tx, env, holder, counted)
+            )
         if isinstance(plan, Skip):
             worker_metrics.STEPS.labels("skipped").inc()
             log.info("step skipped", reason=plan.reason)
         elif isinstance(plan, Resend):
             audit = [AuditEvent.model_validate(e) for e in plan.last.events]
             again = not plan.quest.finished and plan.quest.step_claimed == plan.last.step
-            outbox.append(lambda: self._send(env, plan.quest, audit, next_step=again))
+            resend = plan.quest
+            outbox.append(lambda: self._send(env, resend, audit, next_step=again))
             worker_metrics.STEPS.labels("resent").inc()
             log.info("step re-sent")
         elif isinstance(plan, Delay):
@@ -194,7 +200,7 @@ class QuestRunner:
         elif isinstance(plan, CountFirst):  # an admission given its count never asks again
             raise RuntimeError("the step's admission asked twice for the token count")
         else:
-            self._execute(plan, outbox)
+            await self._execute(plan, outbox)
 
     # -- the claim transaction ----------------------------------------------------------------
 
@@ -261,7 +267,7 @@ class QuestRunner:
 
     # -- the step --------------------------------------------------------------------------
 
-    def _execute(self, ready: Ready, outbox: list[Callable[[], None]]) -> None:
+    async def _execute(self, ready: Ready, outbox: Outbox) -> None:
         record, quest = ready.record, ready.record.quest
         if record.step == 1:
             record.show("quest.state", status="running")
@@ -274,43 +280,41 @@ class QuestRunner:
         record.show(
             "step.started", reserved_usd_micros=ready.admitted.reserved if ready.admitted else None
         )
-        self.events.emit(record.live)
+        await self.events.emit(record.live)
         record.live.clear()
         try:
-            with self._watch(quest) as scope, calls_in(scope):
-                outcome = ready.ended or self._advance(ready)
+            async with self._watch(quest.id) as scope:
+                outcome = ready.ended or await self._advance(ready, scope)
         except QuestCancelled:
-            outcome = cancelled(self._reload(quest))
+            outcome = cancelled(await self._reload(quest))
         except QuestFailed as exc:
             outcome = Outcome("failed", reason=str(exc))
         except QuestHalted as exc:
             outcome = Outcome("halted", reason=str(exc))
         except TryLater as exc:  # the step keeps its claim; the broker retries this message
             record.show("step.waiting", reason=str(exc), retry_in_ms=exc.retry_after_ms)
-            self.events.emit(record.live)
+            await self.events.emit(record.live)
             if record.audit:  # what this attempt did and charged (sent again when it succeeds)
-                self.publisher.publish(
+                await self.publisher.publish(
                     record.env.follow_up(AuditBatch(events=list(record.audit)), actor=TED)
                 )
             raise
-        self._finish(record, outcome, outbox)
+        await self._finish(record, outcome, outbox)
 
-    def _watch(self, quest: Quest) -> contextlib.AbstractContextManager[CallScope]:
-        return self._watch_id(quest.id)
-
-    @contextlib.contextmanager
-    def _watch_id(self, quest_id: UUID) -> Iterator[CallScope]:
-        """The step's call scope: cut at once if the quest is cancelled while it runs."""
+    @contextlib.asynccontextmanager
+    async def _watch(self, quest_id: UUID) -> AsyncIterator[CallScope]:
+        """The step's call scope: its calls are cut at once if the quest is cancelled."""
         if self.cancels is None:
             yield CallScope(quest_id)
             return
-        with self.cancels.watching(quest_id) as scope:
+        async with self.cancels.watching(quest_id) as scope:
             yield scope
 
-    def _reload(self, quest: Quest) -> Quest:
-        return self.store(quest.company_id, lambda tx: quests_store.get(tx, quest.id)) or quest
+    async def _reload(self, quest: Quest) -> Quest:
+        found = await self.db.in_tenant(quest.company_id, lambda tx: quests_store.get(tx, quest.id))
+        return found or quest
 
-    def _advance(self, ready: Ready) -> Outcome | None:
+    async def _advance(self, ready: Ready, scope: CallScope) -> Outcome | None:
         record, n = ready.record, ready.record.step
         if ready.admitted is None:
             current = ready.history[-1]
@@ -318,12 +322,14 @@ class QuestRunner:
                 "", current.model, current.content or [], current.stop_reason, current.usage or {}
             )
         else:
-            reply = self._call(ready, ready.admitted)
+            reply = await self._call(ready, ready.admitted, scope)
         stop = reply.stop_reason
         if stop == "tool_use":
             # before any tool runs: a retry resumes from it
-            self.store(record.quest.company_id, lambda tx: self._save_reply(tx, record))
-            record.tool_results = self._run_tools(record, reply, ready.tools)
+            await self.db.in_tenant(
+                record.quest.company_id, lambda tx: self._save_reply(tx, record)
+            )
+            record.tool_results = await self._run_tools(record, reply, ready.tools, scope)
         if stop in SUCCEED:
             return Outcome("succeeded", result=reply.text)
         if stop in CONTINUE:
@@ -334,22 +340,24 @@ class QuestRunner:
             "failed", reason=FAIL_REASONS.get(stop or "", f"unexpected stop reason {stop!r}")
         )
 
-    def _call(self, ready: Ready, admitted: Admitted) -> ClaudeReply:
+    async def _call(self, ready: Ready, admitted: Admitted, scope: CallScope) -> ClaudeReply:
         """One Claude call, settled in the guard at once: at its real cost; for a call that
         failed, at what it may have cost (``_failed_cost``)."""
         record, limits, quest = ready.record, ready.limits, ready.record.quest
+        progress = Progress()
         try:
-            reply = self.claude.create(admitted.request)
+            with worker_metrics.waiting("claude"):
+                reply = await scope.cut(self.claude.create(admitted.request, progress))
         except ClaudeUnavailable as exc:
             worker_metrics.CLAUDE_CALLS.labels(quest.model, "unavailable").inc()
-            self._settle_failed(record, admitted, limits, exc.sent, exc.progress)
-            raise self._wait_or_give_up(record, admitted, exc) from None
+            await self._settle_failed(record, admitted, limits, exc.sent, exc.progress)
+            raise await self._wait_or_give_up(record, admitted, exc) from None
         except (ClaudeRejected, ClaudeSpendLimit) as exc:
             rejected = isinstance(exc, ClaudeRejected)
             worker_metrics.CLAUDE_CALLS.labels(
                 quest.model, "refused" if rejected else "halted"
             ).inc()
-            self._settle_failed(record, admitted, limits, exc.sent, exc.progress)
+            await self._settle_failed(record, admitted, limits, exc.sent, exc.progress)
             # Ours to fix, or the account's: one event per kind, not one per quest.
             if isinstance(exc, ClaudeRejected):
                 sentry.report(
@@ -365,16 +373,16 @@ class QuestRunner:
                     log, "the Anthropic spend limit halted a quest", group=("claude-spend-limit",)
                 )
             raise
-        except ClaudeInterrupted as exc:  # cut by a cancel
+        except Interrupted:  # cut by a cancel
             worker_metrics.CLAUDE_CALLS.labels(quest.model, "cancelled").inc()
-            self._settle_failed(record, admitted, limits, exc.progress.sent, exc.progress)
+            await self._settle_failed(record, admitted, limits, progress.sent, progress)
             raise QuestCancelled() from None
         if self.claude_waits and admitted.attempt > 1:
-            self.claude_waits.done(f"{quest.id}:{record.step}")
+            await self.claude_waits.done(f"{quest.id}:{record.step}")
         cost = self.prices.cost(quest.model, Usage.from_api(reply.usage))
         worker_metrics.claude_reply(quest.model, reply.usage, cost)
         worker_metrics.spent(quest.model, cost)
-        settlement = self.store.run(self.budget.settle(quest, admitted, cost, limits))
+        settlement = await self.budget.settle(quest, admitted, cost, limits)
         record.unsaved_reply = (reply, cost, admitted.charge_key)
         self._note_guard(record, settlement, limits)
         record.show(
@@ -391,7 +399,7 @@ class QuestRunner:
         )
         return reply
 
-    def _wait_or_give_up(
+    async def _wait_or_give_up(
         self, record: StepRecord, admitted: Admitted, exc: ClaudeUnavailable
     ) -> Exception:
         """Try again after the API's Retry-After or a backoff that doubles per attempt,
@@ -400,7 +408,9 @@ class QuestRunner:
         bound_s = self.claude_outage_max.total_seconds()
         now = time.time()
         since = (
-            self.claude_waits.waiting_since(f"{record.quest.id}:{record.step}", bound_s=bound_s)
+            await self.claude_waits.waiting_since(
+                f"{record.quest.id}:{record.step}", bound_s=bound_s
+            )
             if self.claude_waits
             else now
         )
@@ -440,11 +450,11 @@ class QuestRunner:
             return cost, "cut mid-stream: as the stream reported"
         return cost, "cut mid-stream: the prompt as reported, max_tokens of output"
 
-    def _settle_failed(
+    async def _settle_failed(
         self, record: StepRecord, admitted: Admitted, limits: Limits, sent: Sent, progress: Progress
     ) -> None:
         actual, basis = self._failed_cost(admitted, sent, progress)
-        self.store.run(self.budget.settle(record.quest, admitted, actual, limits))
+        await self.budget.settle(record.quest, admitted, actual, limits)
         worker_metrics.spent(record.quest.model, actual)
 
         async def charge(tx: TenantTx) -> None:
@@ -455,7 +465,7 @@ class QuestRunner:
             if actual:
                 await quests_store.add_cost(tx, record.quest.id, actual)
 
-        self.store(record.quest.company_id, charge)
+        await self.db.in_tenant(record.quest.company_id, charge)
         if actual:
             record.audit_event(
                 f"charge:{admitted.attempt}",
@@ -517,18 +527,17 @@ class QuestRunner:
             await charges_store.settle(tx, charge_key, cost, reply.usage)
         record.unsaved_reply = None
 
-    def _run_tools(
-        self, record: StepRecord, reply: ClaudeReply, tools: Tools
+    async def _run_tools(
+        self, record: StepRecord, reply: ClaudeReply, tools: Tools, scope: CallScope
     ) -> list[dict[str, Any]]:
         quest = record.quest
         results = []
-        scope = current_scope()
         for block in reply.tool_uses:
-            if scope is not None and scope.cancelled.is_set():
+            if scope.cancelled.is_set():
                 raise QuestCancelled()  # no tool call starts after a cancel
             tool = tools.get(block["name"])
             record.show("tool.called", tool=block["name"], tool_use_id=block["id"])
-            self.events.emit(record.live)
+            await self.events.emit(record.live)
             record.live.clear()
             if tool is None:
                 results.append(tool_result(block["id"], f"unknown tool {block['name']}", True))
@@ -543,7 +552,8 @@ class QuestRunner:
                 origin_message_id=quest.origin_message_id,
             )
             try:
-                outcome = tool.run(call)
+                with worker_metrics.waiting("provider"):
+                    outcome = await scope.cut(tool.run(call))
             except Interrupted:
                 raise QuestCancelled() from None
             results.append(tool_result(block["id"], outcome.content, outcome.is_error))
@@ -560,9 +570,7 @@ class QuestRunner:
                 )
         return results
 
-    def _finish(
-        self, record: StepRecord, outcome: Outcome | None, outbox: list[Callable[[], None]]
-    ) -> None:
+    async def _finish(self, record: StepRecord, outcome: Outcome | None, outbox: Outbox) -> None:
         """The step is done; with an ``outcome``, so is the quest (``workers.ending``): its
         ending goes out with the step's audit events and live events."""
         quest, n = record.quest, record.step
@@ -578,18 +586,18 @@ class QuestRunner:
             if ending is not None:
                 await self.ending.record(tx, ending)
 
-        self.store(quest.company_id, finish)
+        await self.db.in_tenant(quest.company_id, finish)
         audit, delay = list(record.audit), record.next_delay_ms
         outbox.append(
             lambda: self._send(record.env, quest, audit, next_step=ending is None, delay_ms=delay)
         )
         if ending is not None:
-            self.store.run(self.ending.ended(ending))
+            await self.ending.ended(ending)
         worker_metrics.STEPS.labels("done").inc()
-        self.events.emit(record.live)
+        await self.events.emit(record.live)
         log.info("step done", outcome=outcome.status if outcome else "continue")
 
-    def _send(
+    async def _send(
         self,
         env: Envelope[QuestStep],
         quest: Quest,
@@ -599,7 +607,7 @@ class QuestRunner:
         delay_ms: int = 0,
     ) -> None:
         if audit:
-            self.publisher.publish(env.follow_up(AuditBatch(events=audit), actor=TED))
+            await self.publisher.publish(env.follow_up(AuditBatch(events=audit), actor=TED))
         if next_step:
             step = QuestStep(quest_id=quest.id, step=env.payload.step + 1)
-            self.publisher.publish(env.follow_up(step, actor=TED), delay_ms=delay_ms or None)
+            await self.publisher.publish(env.follow_up(step, actor=TED), delay_ms=delay_ms or None)

@@ -31,6 +31,7 @@ from workers.dead_letters import (
     inspect,
     reject_call,
     reported,
+    uninspectable,
 )
 from workers.queue_protocol import QueueProtocol
 
@@ -48,7 +49,12 @@ class DeadLetterBox:
         self._reject = client.register_script(REJECT_SCRIPT)
 
     def check(self, data: bytes, queue: str) -> dramatiq.Message[Any] | Rejection:
-        return inspect(data, queue, self.actors, self.envelopes)
+        """The message, or why not. Never raises: an entry whose inspection raised anything
+        at all is dead-lettered as uninspectable, never left to stop the fetch loop."""
+        try:
+            return inspect(data, queue, self.actors, self.envelopes)
+        except Exception as exc:
+            return uninspectable(exc)
 
     async def record(self, message: dramatiq.Message[Any], exc: BaseException) -> None:
         now = time.time()

@@ -15,7 +15,7 @@ from workers.claude import ClaudeReply
 from workers.events import event_data
 
 TED = Actor(type=ActorType.ted, id="ted")
-STEP_TIME_LIMIT = timedelta(minutes=10)  # Dramatiq stops a step that runs longer
+STEP_TIME_LIMIT = timedelta(minutes=10)  # the consumer stops a step that runs longer
 # A claim older than this belongs to a step that died without releasing it: longer than any
 # step may run, so a live step's claim is never taken from it.
 STALE_CLAIM_AFTER = STEP_TIME_LIMIT + timedelta(minutes=5)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -115,7 +115,7 @@ class StepBudget:
         slot_ttl_ms: int,
         slow_min_ms: int,
         slow_max_ms: int,
-        count_tokens: Callable[[ClaudeRequest], int | None] | None = None,
+        count_tokens: Callable[[ClaudeRequest], Awaitable[int | None]] | None = None,
     ) -> None:
         """``count_tokens``: the API's count of a request's input tokens; without it (or when
         it fails) the reservation uses a byte bound, which is safe but about four times high."""
@@ -344,9 +344,9 @@ class StepBudget:
             return CountFirst(request) if self.count_tokens else None
         return None if counted.tokens is None else counted.tokens + counted.tokens // 10 + 16
 
-    def count(self, request: ClaudeRequest) -> Counted:
+    async def count(self, request: ClaudeRequest) -> Counted:
         """The API's count of the prompt's tokens (a network call: never in a transaction)."""
-        return Counted(self.count_tokens(request) if self.count_tokens else None)
+        return Counted(await self.count_tokens(request) if self.count_tokens else None)
 
     def _shrink(
         self, request: ClaudeRequest, input_tokens: int, available: int

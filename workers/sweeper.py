@@ -10,20 +10,20 @@ safe: the step's claim and lease keep it from running twice.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import threading
 import uuid
 
-import redis
 import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from messages import Actor, ActorType, Envelope, QuestStep
 from messages.redis_keys import SWEEPER_LOCK
-from messages.transport import Publisher
-from runtime.loop_thread import StoreRunner
-from store import StoreError, TenantTx
+from store import Database, StoreError, TenantTx
 from store import companies as companies_store
 from store import quests as quests_store
+from workers.publisher import QueuePublisher
 
 log = structlog.get_logger(__name__)
 SWEEPER = Actor(type=ActorType.system, id="sweeper")
@@ -32,37 +32,36 @@ SWEEPER = Actor(type=ActorType.system, id="sweeper")
 class Sweeper:
     def __init__(
         self,
-        store: StoreRunner,
-        publisher: Publisher,
-        client: redis.Redis,
+        db: Database,
+        publisher: QueuePublisher,
+        client: Redis,
         *,
         interval_s: int,
         idle_s: int,
     ) -> None:
-        self.store = store
+        self.db = db
         self.publisher = publisher
         self.redis = client
         self.interval_s = interval_s
         self.idle_s = idle_s
 
-    def start(self) -> None:
-        threading.Thread(target=self._forever, name="s2-sweeper", daemon=True).start()
-
-    def _forever(self) -> None:
+    async def run(self) -> None:
+        """Sweep every ``interval`` while this process holds the sweeper's lock, until
+        cancelled (one of the worker process's supervised tasks)."""
         while True:
-            threading.Event().wait(self.interval_s)
-            with contextlib.suppress(redis.RedisError, StoreError):
-                if self.redis.set(
+            await asyncio.sleep(self.interval_s)
+            with contextlib.suppress(RedisError, StoreError):
+                if await self.redis.set(
                     SWEEPER_LOCK, uuid.uuid4().hex, nx=True, ex=max(1, self.interval_s - 1)
                 ):
-                    self.sweep()
+                    await self.sweep()
 
-    def sweep(self) -> int:
+    async def sweep(self) -> int:
         """Publish the next step of every stuck quest; returns how many."""
-        companies = self.store.run(self._company_ids())
+        companies = await self._company_ids()
         sent = 0
         for company_id in companies:
-            stuck = self.store(company_id, self._take_stuck)
+            stuck = await self.db.in_tenant(company_id, self._take_stuck)
             for quest in stuck:
                 envelope = Envelope[QuestStep](
                     company_id=company_id,
@@ -70,7 +69,7 @@ class Sweeper:
                     correlation_id=quest.correlation_id,
                     payload=QuestStep(quest_id=quest.id, step=quest.steps_done + 1),
                 )
-                self.publisher.publish(envelope)
+                await self.publisher.publish(envelope)
                 sent += 1
                 log.warning(
                     "stuck quest's next step sent again",
@@ -80,7 +79,7 @@ class Sweeper:
         return sent
 
     async def _company_ids(self) -> list[uuid.UUID]:
-        async with self.store.db.connection() as conn:
+        async with self.db.connection() as conn:
             return await companies_store.all_ids(conn)
 
     async def _take_stuck(self, tx: TenantTx) -> list[quests_store.Stuck]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
 
-from runtime.loop_thread import StoreRunner
+from store import Database
 from store import notes as notes_store
 
 
@@ -49,7 +49,7 @@ class Tool(Protocol):
     input_schema: dict[str, Any]
     mutates: bool
 
-    def run(self, call: ToolCall) -> ToolOutcome: ...
+    async def run(self, call: ToolCall) -> ToolOutcome: ...
 
 
 class Tools:
@@ -95,14 +95,14 @@ class AddNote:
     }
     mutates = True
 
-    def __init__(self, store: StoreRunner) -> None:
-        self._store = store
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
-    def run(self, call: ToolCall) -> ToolOutcome:
+    async def run(self, call: ToolCall) -> ToolOutcome:
         text = call.input.get("text")
         if not isinstance(text, str) or not text.strip():
             return ToolOutcome("add_note needs a non-empty 'text'", is_error=True)
-        note_id, _ = self._store(
+        note_id, _ = await self._db.in_tenant(
             call.company_id,
             lambda tx: notes_store.add(tx, call.quest_id, text[:10000], call.idempotency_key),
         )
@@ -125,17 +125,17 @@ class ListNotes:
     }
     mutates = False
 
-    def __init__(self, store: StoreRunner) -> None:
-        self._store = store
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
-    def run(self, call: ToolCall) -> ToolOutcome:
+    async def run(self, call: ToolCall) -> ToolOutcome:
         limit = call.input.get("limit", 10)
         limit = limit if isinstance(limit, int) and 1 <= limit <= 50 else 10
-        found = self._store(call.company_id, lambda tx: notes_store.recent(tx, limit))
+        found = await self._db.in_tenant(call.company_id, lambda tx: notes_store.recent(tx, limit))
         if not found:
             return ToolOutcome("the notebook is empty")
         return ToolOutcome("\n".join(f"- {n.text}" for n in found))
 
 
-def builtin_tools(store: StoreRunner) -> list[Tool]:
-    return [AddNote(store), ListNotes(store)]
+def builtin_tools(db: Database) -> list[Tool]:
+    return [AddNote(db), ListNotes(db)]

@@ -7,24 +7,28 @@ from __future__ import annotations
 import contextlib
 import time
 
-import redis
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 
 class WaitClock:
-    def __init__(self, client: redis.Redis, *, prefix: str) -> None:
+    def __init__(self, client: Redis, *, prefix: str) -> None:
         self.redis = client
         self.prefix = prefix
 
-    def waiting_since(self, key: str, *, bound_s: float) -> float:
+    async def waiting_since(self, key: str, *, bound_s: float) -> float:
         """The epoch time this wait began: now if it begins now."""
         now = time.time()
         name = f"{self.prefix}:{key}"
         try:
-            self.redis.set(name, now, nx=True, ex=max(60, int(bound_s * 4)))
-            return float(self.redis.get(name) or now)
-        except redis.RedisError:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(name, now, nx=True, ex=max(60, int(bound_s * 4)))
+                pipe.get(name)
+                _, since = await pipe.execute()
+            return float(since or now)
+        except RedisError:
             return now
 
-    def done(self, key: str) -> None:
-        with contextlib.suppress(redis.RedisError):
-            self.redis.delete(f"{self.prefix}:{key}")
+    async def done(self, key: str) -> None:
+        with contextlib.suppress(RedisError):
+            await self.redis.delete(f"{self.prefix}:{key}")

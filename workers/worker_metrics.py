@@ -2,17 +2,16 @@
 
 The collectors are module-level (the prometheus-client norm): a worker process imports this
 module once and the code at the instrumented points (``workers.quest``, ``workers.control``,
-``workers.dramatiq_middleware``, ``workers.integrations.provider``) counts into them. They live in the
+``workers.consumer``, ``workers.integrations.provider``) counts into them. They live in the
 process's own default registry.
 
-**One port per worker process.** Dramatiq forks its worker processes from a parent that never
-imports our code, and each child builds everything in ``bootstrap``. Prometheus's
-multiprocess mode would need ``PROMETHEUS_MULTIPROC_DIR`` set before the first import of
-``prometheus_client`` in every process, a directory wiped at every start (stale files of dead
-pids are summed in), and a separate exposition process. Instead each process serves its own
-registry on ``S2_METRICS_PORT + i``: ``i`` is the process's index among Dramatiq's workers
-(its documented multiprocessing name is ``Process-<i+1>``), and if that port is taken the
-process takes the first free port above the base. Nothing is shared, a dead process's series
+**One port per worker process.** Prometheus's multiprocess mode would need
+``PROMETHEUS_MULTIPROC_DIR`` set before the first import of ``prometheus_client`` in every
+process, a directory wiped at every start (stale files of dead pids are summed in), and a
+separate exposition process. Instead each process serves its own registry on
+``S2_METRICS_PORT + i``: ``i`` is the process's index in its group (``S2_WORKER_INDEX``, set
+by ``workers.fleet``), and if that port is taken the process takes the first free port
+above the base. Nothing is shared, a dead process's series
 go with it, and a restarted pool starts its counters at zero (``rate()`` copes). Scrape
 ``base .. base+processes-1`` on every worker machine and ``sum`` the counters.
 
@@ -23,9 +22,9 @@ reports them once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
-import multiprocessing
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -118,12 +117,42 @@ DEAD_LETTERS = Counter(
     "the entry named none of ours)",
     ["queue", "actor"],
 )
+WAITING = Gauge(
+    "s2_steps_waiting",
+    "Quest steps waiting now on a network call, by what they wait on: claude, provider",
+    ["on"],
+)
+LOOP_LAG = Gauge(
+    "s2_event_loop_lag_seconds",
+    "How late the worker process's event loop last woke a timer that was due (CPU-bound "
+    "work on the loop delays every step)",
+)
 REJECTED = Counter(
     "s2_messages_rejected",
     "Queue entries dead-lettered by the consumer before any actor saw them, by queue and "
     "reason: undecodable (not a Dramatiq message), invalid_envelope, unknown_actor",
     ["queue", "reason"],
 )
+
+
+@contextlib.contextmanager
+def waiting(on: str) -> Iterator[None]:
+    """Count a step as waiting on ``on`` (claude, provider) for the block."""
+    gauge = WAITING.labels(on)
+    gauge.inc()
+    try:
+        yield
+    finally:
+        gauge.dec()
+
+
+async def watch_loop_lag(every_s: float = 1.0) -> None:
+    """Measure how late the loop wakes a timer, until cancelled (a supervised task)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + every_s
+        await asyncio.sleep(every_s)
+        LOOP_LAG.set(max(0.0, loop.time() - due))
 
 
 def claude_reply(model: str, usage: dict[str, Any], cost: int) -> None:
@@ -177,18 +206,12 @@ class BreakerCollector(Collector):
         yield family
 
 
-def process_index() -> int:
-    """This process's index among Dramatiq's worker processes (0 outside a pool)."""
-    m = re.fullmatch(r"Process-(\d+)", multiprocessing.current_process().name)
-    return int(m.group(1)) - 1 if m else 0
-
-
 def serve(settings: Settings, client: redis.Redis) -> int | None:
     """Serve this process's metrics; returns the port, or None when ``S2_METRICS_PORT`` is 0."""
     base = settings.metrics_port
     if not base:
         return None
-    preferred = base + process_index()
+    preferred = base + (settings.worker_index or 0)
     for port in [preferred, *(p for p in range(base, base + PORTS_TRIED) if p != preferred)]:
         try:
             start_http_server(port, addr=settings.metrics_host)

@@ -73,32 +73,28 @@ def _exec_with_shared_metrics(host: str, port: int, workers: int) -> NoReturn:
 def worker(
     ctx: typer.Context,
     processes: Annotated[int, typer.Option(help="worker processes")] = 2,
-    threads: Annotated[int, typer.Option(help="threads per process")] = 8,
+    in_flight: Annotated[
+        int | None,
+        typer.Option(help="quest steps each process runs at once (S2_WORKER_IN_FLIGHT)"),
+    ] = None,
     queues: Annotated[
-        list[str] | None, typer.Option(help="queues to consume (default: all)")
+        list[str] | None,
+        typer.Option(help="queues to consume (default: all): --queues quests control ..."),
     ] = None,
 ) -> None:
-    """Run Dramatiq workers (extra options pass through to dramatiq)."""
+    """Run worker processes: each runs up to --in-flight quest steps at once on one event loop."""
     s = settings()
-    argv = [
-        sys.executable,
-        "-m",
-        "workers.pool",  # Dramatiq's CLI, its parent process logging through structlog
-        "workers.app:bootstrap",
-        "--processes",
-        str(processes),
-        "--threads",
-        str(threads),
-    ]
+    extra = list(ctx.args)  # `--queues quests control`: the words after the first queue
+    if any(word.startswith("-") for word in extra) or (extra and not queues):
+        raise typer.BadParameter(f"unexpected {' '.join(extra)}")
+    argv = [sys.executable, "-m", "workers.fleet", "--processes", str(processes)]
     if queues:
-        argv += ["--queues", *queues]
-    argv += list(ctx.args)
+        argv += ["--queues", *queues, *extra]
     env = dict(os.environ)
-    env["dramatiq_worker_timeout"] = str(s.worker_poll_ms)
-    # A process takes no more messages than it has threads: a step may wait 30 s on Claude,
-    # and messages prefetched behind it would wait too while other processes sit idle.
-    env.setdefault("dramatiq_queue_prefetch", str(threads))
-    env["S2_WORKER_THREADS"] = str(threads)
+    if in_flight is not None:
+        if in_flight < 1:
+            raise typer.BadParameter("must be at least 1", param_hint="--in-flight")
+        env["S2_WORKER_IN_FLIGHT"] = str(in_flight)
     if s.log_format == "auto" and not s.deployed() and sys.stderr.isatty():
         env["S2_LOG_FORMAT"] = "console"  # the worker processes log through a pipe, not a TTY
     sys.stdout.flush()

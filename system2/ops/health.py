@@ -1,7 +1,7 @@
 """Is a worker process group consuming — not just alive?
 
 Each worker process writes an expiring beacon ``s2:workers:<host>:<pid>:<rand>`` (see
-``workers.dramatiq_middleware.Beacon``, and ``messages.redis_keys`` for the name) with its queues,
+``workers.beacon.Beacon``, and ``messages.redis_keys`` for the name) with its queues,
 the messages it processed and when it last finished one. A group is healthy when, for every
 queue it should consume, a live process on this host consumes it, and — when that queue has
 messages waiting — one of them finished a message within ``max_idle_s`` (a process that

@@ -6,6 +6,10 @@ limit, usually per client app, so a refresh storm meets it for every company) be
 the reset the provider's headers give, so the step waits as it does for an API call. Any
 other non-200 is ``OAuthError`` with the status and the RFC 6749 §5.2 error code if the body
 has one; a body that is not JSON (a proxy's HTML page) is never parsed or echoed.
+
+Its calls are awaited on the caller's ``httpx.AsyncClient`` (the worker's shared one, which
+never follows a redirect, so the client secret and a refresh token go to the token endpoint
+and nowhere else); a step's cancel cancels the request and httpx closes its connection.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ def _error_code(body: dict[str, Any]) -> str:
 class OAuthClient:
     def __init__(
         self,
-        http: httpx.Client,
+        http: httpx.AsyncClient,
         spec: IntegrationSpec,
         *,
         base_url: str,
@@ -81,9 +85,9 @@ class OAuthClient:
         self.client_id = client_id
         self.client_secret = client_secret
 
-    def authorize(self, account: str, redirect_uri: str, state: str) -> str:
+    async def authorize(self, account: str, redirect_uri: str, state: str) -> str:
         """Run the authorization step (the demo provider approves at once) and return the code."""
-        resp = self.http.get(
+        resp = await self.http.get(
             self.base.url(self.spec.authorize_path),
             params={
                 "response_type": "code",
@@ -94,6 +98,7 @@ class OAuthClient:
                 "login_hint": account,
             },
             headers={"Accept": "application/json"},
+            follow_redirects=False,
         )
         self._provider_trouble(resp, "authorization endpoint")
         body = _json_object(resp)
@@ -105,20 +110,23 @@ class OAuthClient:
             raise OAuthError("no code in the reply", status=resp.status_code)
         return str(body["code"])
 
-    def exchange_code(self, code: str, redirect_uri: str) -> TokenSet:
-        return self._token(
+    async def exchange_code(self, code: str, redirect_uri: str) -> TokenSet:
+        return await self._token(
             {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
         )
 
-    def refresh(self, refresh_token: Secret) -> TokenSet:
-        return self._token({"grant_type": "refresh_token", "refresh_token": refresh_token.reveal()})
+    async def refresh(self, refresh_token: Secret) -> TokenSet:
+        return await self._token(
+            {"grant_type": "refresh_token", "refresh_token": refresh_token.reveal()}
+        )
 
-    def _token(self, form: dict[str, str]) -> TokenSet:
+    async def _token(self, form: dict[str, str]) -> TokenSet:
         try:
-            resp = self.http.post(
+            resp = await self.http.post(
                 self.base.url(self.spec.token_path),
                 data=form,
                 auth=(self.client_id, self.client_secret.reveal()),
+                follow_redirects=False,
             )
         except httpx.TransportError as exc:
             raise ProviderUnavailable(

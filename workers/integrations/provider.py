@@ -10,36 +10,61 @@ everyone. A 429 (that company's rate limit) is not retried here: the caller gets
 ``ProviderRateLimited`` with the provider's reset, and only that company's step waits.
 Other 4xx (401, 403, 404, 422...) are answers, returned to the caller.
 
-Each request opens its own connection (no keep-alive) and registers its socket with the
-step's call scope, so a cancel can cut a call that hangs before the provider answers.
+Calls are awaited on the worker's one ``httpx.AsyncClient`` (keep-alive on, its pool bounded:
+``workers.integrations.registry.provider_http``), so a call that waits on a provider costs a
+suspended task, not a thread. A quest's cancel cancels the step's task: the request is
+abandoned wherever it is (connecting, sent, mid-body) and httpx closes its connection; a
+cancelled call counts towards nothing. Waiting for one of the pool's connections is our own
+congestion, not the provider's failure: it is not counted towards the breaker either.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from vault import Secret
 from workers import worker_metrics
-from workers.call_scope import Interrupted, current_scope, trace
 from workers.errors import ProviderUnavailable
-from workers.integrations.breaker import Breaker
+from workers.integrations.breaker import AsyncBreaker
 from workers.integrations.errors import ProviderRateLimited
 from workers.integrations.ratelimit import reset_after_ms
+
+BUSY_RETRY_MS = 1_000  # every connection of the pool was busy: try again soon
+UNAVAILABLE_RETRY_MS = 2_000  # failed, the breaker still closed
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One logical call, as each attempt sends it."""
+
+    provider: str
+    method: str
+    url: httpx.URL
+    headers: dict[str, str] = field(repr=False)  # the Authorization header: never in a repr
+    json: dict[str, Any] | None
+    params: dict[str, str] | None
 
 
 class ProviderClient:
     def __init__(
-        self, http: httpx.Client, breaker: Breaker, *, retries: int = 2, backoff_s: float = 0.25
+        self,
+        http: httpx.AsyncClient,
+        breaker: AsyncBreaker,
+        *,
+        retries: int = 2,
+        backoff_s: float = 0.25,
     ) -> None:
         self.http = http
         self.breaker = breaker
         self.retries = retries
         self.backoff_s = backoff_s
 
-    def request(
+    async def request(
         self,
         provider: str,
         method: str,
@@ -55,59 +80,70 @@ class ProviderClient:
         reported as ``ProviderUnavailable``. ``url`` comes from
         ``workers.integrations.routes``; a redirect is never followed, so the token goes to
         that URL and nowhere else."""
-        scope = current_scope()
-        if scope is not None and scope.cancelled.is_set():
-            worker_metrics.PROVIDER_CALLS.labels(provider, "cancelled").inc()
-            raise Interrupted(f"the {provider} call was not made: the quest was cancelled")
-        closed_in = self.breaker.open_for_ms(provider)
-        if closed_in:
+        breaker = await self.breaker.read(provider)
+        if breaker.open_for_ms:
             worker_metrics.PROVIDER_CALLS.labels(provider, "breaker_open").inc()
             raise ProviderUnavailable(
-                f"{provider} is failing; its circuit breaker is open", retry_after_ms=closed_in
+                f"{provider} is failing; its circuit breaker is open",
+                retry_after_ms=breaker.open_for_ms,
             )
         headers = {"Authorization": f"Bearer {token.reveal()}"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
+        try:
+            call = _Call(provider, method, url, headers, json, params)
+            return await self._attempts(call, counting=breaker.counting)
+        except asyncio.CancelledError:
+            worker_metrics.PROVIDER_CALLS.labels(provider, "cancelled").inc()
+            raise
+
+    async def _attempts(self, call: _Call, *, counting: bool) -> httpx.Response:
+        """The first attempt and up to ``retries`` more, backing off, while the provider
+        fails and its breaker stays closed. ``counting``: the breaker holds failures (or a
+        trip) that an answer must forget; each failure here adds one."""
+        provider = call.provider
         problem = ""
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
-                resp = self.http.request(
-                    method,
-                    url,
-                    headers=headers,
-                    json=json,
-                    params=params,
+                resp = await self.http.request(
+                    call.method,
+                    call.url,
+                    headers=call.headers,
+                    json=call.json,
+                    params=call.params,
                     follow_redirects=False,
-                    extensions={"trace": trace},
                 )
+            except httpx.PoolTimeout:
+                worker_metrics.PROVIDER_CALLS.labels(provider, "busy").inc()
+                raise ProviderUnavailable(
+                    f"every connection to providers is busy; {provider} was not called",
+                    retry_after_ms=BUSY_RETRY_MS,
+                ) from None
             except httpx.TransportError as exc:
-                if scope is not None and scope.cancelled.is_set():
-                    worker_metrics.PROVIDER_CALLS.labels(provider, "cancelled").inc()
-                    raise Interrupted(
-                        f"the {provider} call was cut: the quest was cancelled"
-                    ) from None
                 problem = f"{type(exc).__name__} calling {provider}"
                 worker_metrics.PROVIDER_ERRORS.labels(provider, "transport").inc()
             else:
-                if self._answered(provider, resp):
+                if await self._answered(provider, resp, forget=counting):
                     return resp
                 problem = f"{provider} answered {resp.status_code}"
                 worker_metrics.PROVIDER_ERRORS.labels(provider, "http_5xx").inc()
-            if self.breaker.failure(provider):
+            counting = True
+            if await self.breaker.failure(provider):
                 worker_metrics.BREAKER_TRIPS.labels(provider).inc()
                 problem += "; its circuit breaker is open"
                 break
         worker_metrics.PROVIDER_CALLS.labels(provider, "unavailable").inc()
         raise ProviderUnavailable(
-            problem, retry_after_ms=self.breaker.open_for_ms(provider) or 2_000
+            problem, retry_after_ms=await self.breaker.open_for_ms(provider) or UNAVAILABLE_RETRY_MS
         )
 
-    def _answered(self, provider: str, resp: httpx.Response) -> bool:
+    async def _answered(self, provider: str, resp: httpx.Response, *, forget: bool) -> bool:
         """Whether ``resp`` is an answer for the caller (below 500); a 429 raises
-        ``ProviderRateLimited``. Only a 2xx or 3xx (the provider working) resets the breaker:
-        a 4xx is about one company's call and neither counts nor resets."""
+        ``ProviderRateLimited``. Only a 2xx or 3xx (the provider working) resets the breaker
+        (when it has anything to ``forget``: otherwise no round trip); a 4xx is about one
+        company's call and neither counts nor resets."""
         status = resp.status_code
         if status == 429:  # this company's limit: no breaker, no retry here
             worker_metrics.PROVIDER_ERRORS.labels(provider, "http_429").inc()
@@ -118,7 +154,7 @@ class ProviderClient:
             )
         if status >= 500:
             return False
-        if status < 400:
-            self.breaker.success(provider)
+        if status < 400 and forget:
+            await self.breaker.success(provider)
         worker_metrics.PROVIDER_CALLS.labels(provider, "answered").inc()
         return True

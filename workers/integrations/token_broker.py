@@ -11,6 +11,14 @@ refresh, its refresh token refused (``invalid_grant``), or an expired token with
 token — is marked as needing reconnection, with one audit row, and every call on it fails
 its quest with ``NeedsReconnect`` (no token decrypted, no request sent) until the company
 connects the integration again.
+
+On the worker's event loop: each read or write of the credential is one short transaction
+(``Database.in_tenant``), and none is open across the provider's token endpoint or while a
+step waits for the lock (an ``async with`` on Redis, sleeping between tries). Opening a token
+is CPU work in memory (AES-GCM, microseconds). Sealing a refreshed one may ask the vault's
+shared encryption counter for a new block of counts, a sync Redis call, about once per
+block of encryptions (see ``vault.vault``); it is left on the loop: a round trip that rare
+costs less than a thread hop on every refresh.
 """
 
 from __future__ import annotations
@@ -20,12 +28,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-import redis
+import redis.asyncio
 import structlog
 
 from messages.redis_keys import credential_lock_key
-from runtime.loop_thread import StoreRunner
-from store import TenantTx
+from store import Database, TenantTx
 from store import credentials as credentials_store
 from store.activity import NewActivity
 from store.credentials import Credential, NewTokens
@@ -45,22 +52,22 @@ AUDIT_ACTOR = "integrations"  # a system actor: the workers' integration code
 class TokenBroker:
     def __init__(
         self,
-        store: StoreRunner,
+        db: Database,
         vault: Vault,
-        client: redis.Redis,
+        client: redis.asyncio.Redis,
         oauth: Mapping[str, OAuthClient],
         *,
         worker: str,
         skew: timedelta = timedelta(seconds=30),
     ) -> None:
-        self.store = store
+        self.db = db
         self.vault = vault
         self.redis = client
         self.oauth = oauth
         self.worker = worker
         self.skew = skew
 
-    def access_token(
+    async def access_token(
         self,
         company_id: UUID,
         integration: str,
@@ -82,10 +89,10 @@ class TokenBroker:
             )
             return cred, (self._open(company_id, cred, ACCESS), cred.version)
 
-        cred, token = self.store(company_id, current)
+        cred, token = await self.db.in_tenant(company_id, current)
         if token is not None:
             return token
-        return self.refreshed_token(
+        return await self.refreshed_token(
             company_id,
             integration,
             stale_version=cred.version,
@@ -94,7 +101,7 @@ class TokenBroker:
             origin_message_id=origin_message_id,
         )
 
-    def refreshed_token(
+    async def refreshed_token(
         self,
         company_id: UUID,
         integration: str,
@@ -107,7 +114,7 @@ class TokenBroker:
         """A token newer than ``stale_version`` (expired or refused): refresh it, once. The
         provider's trouble at its token endpoint (429, 5xx) leaves the credential as it is:
         ``ProviderRateLimited`` or ``ProviderUnavailable``, and the step waits."""
-        with RedisLock(self.redis, credential_lock_key(company_id, integration)):
+        async with RedisLock(self.redis, credential_lock_key(company_id, integration)):
 
             async def under_lock(tx: TenantTx) -> tuple[Credential, Secret | None, bool]:
                 """The credential; its access token if refreshed meanwhile (True), else its
@@ -129,13 +136,13 @@ class TokenBroker:
                 )
                 return cred, self._open(company_id, cred, REFRESH), False
 
-            cred, secret, refreshed_meanwhile = self.store(company_id, under_lock)
+            cred, secret, refreshed_meanwhile = await self.db.in_tenant(company_id, under_lock)
             if refreshed_meanwhile:
                 assert secret is not None
                 return secret, cred.version
             refresh = secret
             if refresh is None:
-                raise self.needs_reconnect(
+                raise await self.needs_reconnect(
                     company_id,
                     integration,
                     cred.version,
@@ -145,13 +152,13 @@ class TokenBroker:
                     origin_message_id=origin_message_id,
                 )
             try:
-                fresh = self.oauth[integration].refresh(refresh)
+                fresh = await self.oauth[integration].refresh(refresh)
             except OAuthError as exc:
                 if exc.error != "invalid_grant":  # e.g. our client is refused: not the company's
                     raise NotConnected(
                         f"{integration} refused to refresh the connection ({_refusal(exc)})"
                     ) from None
-                raise self.needs_reconnect(
+                raise await self.needs_reconnect(
                     company_id,
                     integration,
                     cred.version,
@@ -166,7 +173,7 @@ class TokenBroker:
             tokens = NewTokens(
                 sealed.key_id, sealed.access_token, sealed.refresh_token, fresh.expires_at
             )
-            stored = self.store(
+            stored = await self.db.in_tenant(
                 company_id,
                 lambda tx: credentials_store.replace_tokens(tx, cred.id, cred.version, tokens),
             )
@@ -175,7 +182,7 @@ class TokenBroker:
             log.info("credential refreshed", integration=integration, credential_id=str(cred.id))
             return fresh.access, cred.version + 1
 
-    def needs_reconnect(
+    async def needs_reconnect(
         self,
         company_id: UUID,
         integration: str,
@@ -214,7 +221,7 @@ class TokenBroker:
             )
             return marked, marked or await credentials_store.get(tx, integration)
 
-        marked, current = self.store(company_id, mark)
+        marked, current = await self.db.in_tenant(company_id, mark)
         if marked is not None:
             log.warning(
                 "credential needs reconnecting",

@@ -17,6 +17,12 @@ same call. One tool call waits at most ``rate_limit_max_s`` in all, counted from
 the quest with the reason. A 401 that survives the one refresh marks the company's
 credential as needing reconnection (``TokenBroker.needs_reconnect``, its audit row carrying
 the call's ``origin_message_id``) and fails the quest with a reason that says so.
+
+``run`` is awaited on the worker's event loop. Its Postgres work is short transactions (the
+call's record opened, then closed), none held across the provider call; its Redis markers
+(when the call first met an outage or a 429) each take one pipelined round trip. A quest's
+cancel cancels the step's task wherever it is: a mutating call cut after the provider
+performed it leaves its record open, so any later run sends the same Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ from typing import Any
 
 import httpx
 import redis
+import redis.asyncio
 
 from messages.redis_keys import provider_outage_key, provider_rate_limited_key
 from runtime.catalog import IntegrationSpec, ToolSpec
-from runtime.loop_thread import StoreRunner
+from store import Database
 from store import tool_calls as tool_calls_store
 from workers.errors import ProviderUnavailable, QuestFailed
 from workers.integrations import ratelimit
@@ -63,10 +70,10 @@ class ConnectedTool:
         endpoint: Endpoint,
         *,
         base_url: str,
-        store: StoreRunner,
+        db: Database,
         tokens: TokenBroker,
         provider: ProviderClient,
-        outages: redis.Redis,
+        outages: redis.asyncio.Redis,
         outage_max_s: int,
         rate_limit_max_s: int = 300,
     ) -> None:
@@ -78,19 +85,19 @@ class ConnectedTool:
         self.input_schema = spec.input_schema
         self.mutates = spec.mutates
         self.requests = RequestBuilder(ProviderBase(base_url), spec.input_schema, endpoint.route)
-        self.store = store
+        self.db = db
         self.tokens = tokens
         self.provider = provider
         self.outages = outages
         self.outage_max_s = outage_max_s
         self.rate_limit_max_s = rate_limit_max_s
 
-    def run(self, call: ToolCall) -> ToolOutcome:
+    async def run(self, call: ToolCall) -> ToolOutcome:
         built = self.requests.build(call.input)
         if isinstance(built, str):  # refused: no token, no call, no record, no audit row
             return ToolOutcome(f"{self.name} was not called: {built}", is_error=True)
         if self.mutates:
-            record = self.store(
+            record = await self.db.in_tenant(
                 call.company_id,
                 lambda tx: tool_calls_store.begin(
                     tx, call.idempotency_key, call.quest_id, call.step, self.name
@@ -99,25 +106,25 @@ class ConnectedTool:
             if record.status == "done" and record.result is not None:
                 return ToolOutcome(**record.result)  # done before this redelivery: nothing again
         try:
-            outcome = self._call(call, built)
+            outcome = await self._call(call, built)
         except ProviderUnavailable as exc:
-            self._give_up_after_bound(call, exc)
+            await self._give_up_after_bound(call, exc)
             raise
         except ProviderRateLimited as exc:  # not performed: the record stays open for the retry
-            raise self._wait_for_rate_limit(call, exc) from None
+            raise await self._wait_for_rate_limit(call, exc) from None
         if self.mutates:
-            self.store(
+            await self.db.in_tenant(
                 call.company_id,
                 lambda tx: tool_calls_store.finish(tx, call.idempotency_key, outcome.__dict__),
             )
         with contextlib.suppress(redis.RedisError):  # the call is done: the markers only lapse
-            self.outages.delete(self._outage_key(call), self._rate_limit_key(call))
+            await self.outages.delete(self._outage_key(call), self._rate_limit_key(call))
         return outcome
 
-    def _call(self, call: ToolCall, request: ProviderRequest) -> ToolOutcome:
+    async def _call(self, call: ToolCall, request: ProviderRequest) -> ToolOutcome:
         method, url, body, params = request.method, request.url, request.json, request.params
         purpose = f"tool {self.name}"
-        token, version = self.tokens.access_token(
+        token, version = await self.tokens.access_token(
             call.company_id,
             self.integration.name,
             purpose=purpose,
@@ -125,11 +132,11 @@ class ConnectedTool:
             origin_message_id=call.origin_message_id,
         )
         key = call.idempotency_key if self.mutates else None
-        resp = self.provider.request(
+        resp = await self.provider.request(
             self.integration.name, method, url, token, json=body, params=params, idempotency_key=key
         )
         if resp.status_code == 401:  # revoked or expired early: refresh once and try again
-            token, version = self.tokens.refreshed_token(
+            token, version = await self.tokens.refreshed_token(
                 call.company_id,
                 self.integration.name,
                 stale_version=version,
@@ -137,7 +144,7 @@ class ConnectedTool:
                 quest_id=call.quest_id,
                 origin_message_id=call.origin_message_id,
             )
-            resp = self.provider.request(
+            resp = await self.provider.request(
                 self.integration.name,
                 method,
                 url,
@@ -148,7 +155,7 @@ class ConnectedTool:
             )
             if resp.status_code == 401:  # refused again, freshly refreshed: the company must act
                 code = _error_code(resp)
-                raise self.tokens.needs_reconnect(
+                raise await self.tokens.needs_reconnect(
                     call.company_id,
                     self.integration.name,
                     version,
@@ -166,7 +173,7 @@ class ConnectedTool:
     def _rate_limit_key(self, call: ToolCall) -> str:
         return provider_rate_limited_key(call.company_id, call.idempotency_key)
 
-    def _wait_for_rate_limit(
+    async def _wait_for_rate_limit(
         self, call: ToolCall, exc: ProviderRateLimited
     ) -> ProviderRateLimited | QuestFailed:
         """The step waits until the provider's reset (this company's only); past the bound
@@ -179,7 +186,7 @@ class ConnectedTool:
         pipe.hincrby(key, "times", 1)
         pipe.hget(key, "since")
         pipe.expire(key, self.rate_limit_max_s * 4)
-        _, times, since, _ = pipe.execute()
+        _, times, since, _ = await pipe.execute()
         waited = max(0.0, now - float(since or now))
         said = exc.retry_after_ms
         wait = ratelimit.delay_ms(said, int(times), waited_s=waited, max_s=self.rate_limit_max_s)
@@ -199,12 +206,16 @@ class ConnectedTool:
             limited=limited,
         )
 
-    def _give_up_after_bound(self, call: ToolCall, exc: ProviderUnavailable) -> None:
-        """Remember when this call first met the outage; past the bound, fail the quest."""
+    async def _give_up_after_bound(self, call: ToolCall, exc: ProviderUnavailable) -> None:
+        """Remember when this call first met the outage; past the bound, fail the quest.
+        One round trip: the marker set if absent, and read."""
         key = self._outage_key(call)
         now = time.time()
-        self.outages.set(key, now, nx=True, ex=self.outage_max_s * 4)
-        since = float(self.outages.get(key) or now)
+        pipe = self.outages.pipeline()
+        pipe.set(key, now, nx=True, ex=self.outage_max_s * 4)
+        pipe.get(key)
+        _, since_text = await pipe.execute()
+        since = float(since_text or now)
         if now - since >= self.outage_max_s:
             raise QuestFailed(
                 f"{self.integration.title} has been unavailable for {now - since:.0f}s "

@@ -1,0 +1,108 @@
+"""``system2 worker``: a group of worker processes (``python -m workers.app``) on one machine.
+
+The parent holds no queue work: it starts ``processes`` children, each told its index
+(``S2_WORKER_INDEX``, which picks its metrics port), restarts a child that dies while the
+group runs (``kill -9``, out of memory: its messages come back to the queue after the
+heartbeat timeout), and on SIGTERM or SIGINT passes the signal on and waits for every child
+to hand back its work. A child that fails within ``STARTUP_S`` of its start (settings
+refused, say) stops the group with its exit code: restarting it would only fail again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from messages import QUEUES
+from runtime import logs
+from runtime.settings import Settings
+
+log = structlog.get_logger(__name__)
+STARTUP_S = 5.0
+RESTART_DELAY_S = 1.0
+
+
+@dataclass
+class Child:
+    index: int
+    proc: subprocess.Popen[bytes]
+    started: float
+
+
+class Fleet:
+    def __init__(self, processes: int, child_args: list[str]) -> None:
+        self.processes = processes
+        self.child_args = child_args
+        self.children: list[Child] = []
+        self.stopping = False
+
+    def start(self, index: int) -> Child:
+        env = {**os.environ, "S2_WORKER_INDEX": str(index)}
+        argv = [sys.executable, "-m", "workers.app", *self.child_args]
+        proc = subprocess.Popen(argv, env=env)  # noqa: S603 - our own module, our own args
+        log.info("worker process started", index=index, pid=proc.pid)
+        return Child(index, proc, time.monotonic())
+
+    def stop(self, signum: int, _frame: Any = None) -> None:
+        self.stopping = True
+        for child in self.children:
+            if child.proc.poll() is None:
+                child.proc.send_signal(signum)
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.stop)
+        self.children = [self.start(i) for i in range(self.processes)]
+        code = 0
+        while self.children:
+            time.sleep(0.2)
+            for child in list(self.children):
+                status = child.proc.poll()
+                if status is None:
+                    continue
+                self.children.remove(child)
+                if self.stopping:
+                    code = code or _exit_code(status)
+                    continue
+                if status != 0 and time.monotonic() - child.started < STARTUP_S:
+                    log.error("worker process failed at start", index=child.index, code=status)
+                    self.stop(signal.SIGTERM)
+                    code = _exit_code(status)
+                    continue
+                log.error("worker process died; starting another", index=child.index, code=status)
+                time.sleep(RESTART_DELAY_S)
+                self.children.append(self.start(child.index))
+        return code
+
+
+def _exit_code(status: int) -> int:
+    return 128 - status if status < 0 else status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="system2 worker")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--queues", nargs="*")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.queues or []) - set(QUEUES))
+    if unknown:
+        print(
+            f"error: no such queue: {', '.join(unknown)} (queues: {', '.join(QUEUES)})",
+            file=sys.stderr,
+        )
+        return 2
+    logs.configure(Settings())
+    child_args = ["--queues", *args.queues] if args.queues else []
+    return Fleet(max(1, args.processes), child_args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
