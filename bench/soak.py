@@ -1,7 +1,9 @@
 """Soak: quests that use the demo integration's tools while workers are killed and restarted.
 
 Two worker groups (one process each) run N quests that each create a task at the demo
-provider; every few seconds one group is killed with SIGKILL and started again. At the end
+provider; every few seconds one group is killed with SIGKILL and started again. With
+``--provider-hold 8 --rate 125`` about a thousand steps are in flight, each waiting on the
+provider mid-mutation, when a process is killed. At the end
 it prints quests completed / lost / duplicated mutations / duplicated audit rows / double
 charges. Everything but the first must be 0, and the first must be N (exit code 1 if not).
 """
@@ -61,7 +63,14 @@ class Figures:
         )
 
 
-def soak(s: Stack, quests: int, kill_every: float, deadline_s: float, rate: float) -> Figures:
+def soak(
+    s: Stack,
+    quests: int,
+    kill_every: float,
+    deadline_s: float,
+    rate: float,
+    provider_hold_s: float = 0.3,
+) -> Figures:
     provider_port = free_port()
     provider_url = f"http://127.0.0.1:{provider_port}"
     key = new_key_entry(datetime.now(UTC))
@@ -80,10 +89,11 @@ def soak(s: Stack, quests: int, kill_every: float, deadline_s: float, rate: floa
 
     groups = {name: start_group(s, name, extra) for name in ("a", "b")}
     wait_workers(s.settings.redis_url, 2, timeout=60)
-    # Each task creation waits a little at the provider, so kills land mid-call too.
+    # Each task creation waits at the provider, so kills land mid-call too; a long wait and a
+    # high rate keep many steps in flight in each process (rate x hold).
     httpx.post(
         provider_url + "/_faults",
-        json={"delay_s": 0.3, "paths": ["/api/v1/tasks"], "methods": ["POST"]},
+        json={"delay_s": provider_hold_s, "paths": ["/api/v1/tasks"], "methods": ["POST"]},
     )
     t0 = time.monotonic()
     ids: list[str] = []
@@ -198,9 +208,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kill-every", type=float, default=4.0, help="seconds between kills")
     ap.add_argument("--deadline", type=float, default=280.0, help="seconds before giving up")
     ap.add_argument("--rate", type=float, default=1.0, help="quests submitted per second")
+    ap.add_argument(
+        "--provider-hold",
+        type=float,
+        default=0.3,
+        help="seconds each task creation waits at the provider (1,000 in flight: "
+        "--quests 2000 --rate 125 --provider-hold 8)",
+    )
     args = ap.parse_args(argv)
     with stack() as s:
-        figures = soak(s, args.quests, args.kill_every, args.deadline, args.rate)
+        figures = soak(
+            s, args.quests, args.kill_every, args.deadline, args.rate, args.provider_hold
+        )
         logs = Path(s.logs)
     print(
         f"quests {figures.quests}: completed {figures.completed} / lost {figures.lost} / duplicated mutations "

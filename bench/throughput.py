@@ -1,5 +1,6 @@
 """Trivial one-step quests per second through ingress -> workers -> audit log, beside raw
-Dramatiq no-op throughput on the same Redis, both with 2 processes x 8 threads.
+Dramatiq no-op throughput on the same Redis: our 2 worker processes (each one event loop)
+beside Dramatiq's own worker, 2 processes x 8 threads.
 
 Both sides include their producer: quests are submitted over HTTP by 16 concurrent clients
 (each with a valid token, to one ingress process); no-op messages are sent by one process.
@@ -112,7 +113,7 @@ def quests(s: Stack, n: int, clients: int) -> float:
     sampling.set()
     print(f"  submitted {total} in {submitted:.2f}s ({total / submitted:.0f}/s over HTTP)")
     print(f"  CPU per quest, during the run: {cpu_per_quest(cpu_before, cpu_after, total)}")
-    print(f"  peak RSS of a worker process (8 threads): {peak_rss[0]:.0f} MB (target <= 200)")
+    print(f"  peak RSS of a worker process: {peak_rss[0]:.0f} MB (target <= 200)")
     return total / elapsed
 
 

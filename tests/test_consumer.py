@@ -280,6 +280,41 @@ def test_a_graceful_stop_hands_unfinished_messages_back_at_once(redis_url: str, 
     assert bodies(redis_url, queue) == 25
 
 
+def test_a_second_stop_ends_the_grace_at_once(redis_url: str, queue: str) -> None:
+    """A signal to the whole process group reaches a worker twice (from its parent and
+    directly): the second hands back what runs without waiting out the grace."""
+    publish(redis_url, queue, 5)
+    consumer_id = uuid.uuid4().hex
+    started: list[int] = []
+
+    async def held_long(message: dramatiq.Message[Any]) -> None:
+        started.append(message.args[0])
+        await asyncio.sleep(60)
+
+    async def main() -> float:
+        c = consumer(
+            Redis.from_url(redis_url),
+            queue,
+            held_long,
+            in_flight=5,
+            consumer_id=consumer_id,
+            grace_s=30.0,
+        )
+        task = asyncio.create_task(c.run())
+        await until(lambda: len(started) == 5)
+        c.stop()
+        await asyncio.sleep(0.5)
+        assert not task.done(), "the first stop waits for the grace"
+        t0 = time.monotonic()
+        c.stop()
+        await asyncio.wait_for(task, 10)
+        return time.monotonic() - t0
+
+    took = asyncio.run(main())
+    assert took < 5, f"{took:.1f}s after the second stop"
+    assert held(redis_url, queue, consumer_id) == 0 and waiting(redis_url, queue) == 5
+
+
 def test_a_consumer_cancelled_at_any_moment_ends(redis_url: str, queue: str) -> None:
     """A cancel that redis-py loses on Python 3.11 (``asyncio.wait_for`` in its send) must
     not leave a loop running: the process (or ``asyncio.run``) would never end."""

@@ -105,8 +105,14 @@ class Runtime:
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
+        # A burst of steps queues for the pool's few connections: a step waits its turn (up
+        # to 30 s) rather than fail and be retried.
         db = Database(
-            settings.database_url, min_size=1, max_size=settings.worker_db_pool_max, name="worker"
+            settings.database_url,
+            min_size=1,
+            max_size=settings.worker_db_pool_max,
+            name="worker",
+            timeout=30.0,
         )
         await db.open(wait=False)
         client = async_redis(settings, connections=settings.worker_redis_connections, name="worker")
@@ -123,7 +129,7 @@ class Runtime:
             log.warning("no vault keys (S2_VAULT_KEYS): integrations are unavailable to quests")
         http = provider_http(settings)
         prices = PriceTable.load()
-        claude = Claude(timeout_s=settings.claude_timeout_s)
+        claude = Claude(timeout_s=settings.claude_timeout_s, in_flight=settings.worker_in_flight)
         cancels = CancelWatch(client)
         leases = StepLeases(client)
         events = QuestEvents(client, maxlen=settings.events_maxlen)

@@ -24,9 +24,9 @@ Here a process runs one consumer per queue, all on one event loop:
   is settled; if the process dies, another's maintenance puts the ids back once the
   heartbeat falls silent (``workers.queue_protocol``).
 - **Shutdown hands work back.** ``stop`` ends fetching; steps in flight get ``grace_s`` to
-  finish; what is still running then is cancelled and its messages requeued at once,
-  along with the delayed messages held in memory, without waiting for the heartbeat
-  timeout.
+  finish (a second ``stop`` ends the grace at once); what is still running then is
+  cancelled and its messages requeued at once, along with the delayed messages held in
+  memory, without waiting for the heartbeat timeout.
 
 One message's run costs a task and the actor's own state: a step waiting on Claude holds a
 coroutine frame and an open HTTP stream, not a thread nor a pooled connection.
@@ -49,8 +49,11 @@ import structlog
 from dramatiq import Message
 from dramatiq.common import compute_backoff, dq_name, q_name
 
+from guard.errors import GuardUnavailable
+from messages.errors import PublishFailed
 from runtime import logs
 from runtime.tasks import cancel_and_wait
+from store.errors import StoreUnavailable
 from workers import worker_metrics
 from workers.crash_isolation import CrashGuard
 from workers.dead_letters import PoisonMessage
@@ -176,6 +179,7 @@ class Consumer:
         self._due = asyncio.Event()
         self._outcomes: list[tuple[str, str, str, asyncio.Future[None]]] = []
         self._stopping = asyncio.Event()
+        self._hurry = asyncio.Event()
         self.processed = 0
         self.last_message_at = 0.0
 
@@ -190,7 +194,10 @@ class Consumer:
     # --- the process's lifecycle ----------------------------------------------------------
 
     def stop(self) -> None:
-        """Take no more messages; ``run`` returns once in-flight work is done or handed back."""
+        """Take no more messages; ``run`` returns once in-flight work is done or handed back.
+        A second call cuts the grace short: what still runs is handed back at once."""
+        if self._stopping.is_set():
+            self._hurry.set()
         self._stopping.set()
 
     async def run(self) -> None:
@@ -217,9 +224,9 @@ class Consumer:
 
     async def _drain(self) -> None:
         tasks = [t for running in self.running.values() for t in running]
-        late: set[asyncio.Task[None]] = set()
         if tasks:
-            _, late = await asyncio.wait(tasks, timeout=self.grace_s)
+            await self._until_done_or_hurried(tasks)
+        late = {t for t in tasks if not t.done()}
         cut = {q: [ids[t] for t in late if t in ids] for q, ids in self.running.items()}
         await cancel_and_wait(late)
         await self._flush(last=True)
@@ -230,6 +237,17 @@ class Consumer:
         for dq, held in self._delayed.items():
             if held:
                 await self.protocol.requeue(dq, [d.redis_id for d in held])
+
+    async def _until_done_or_hurried(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Wait for ``tasks`` for the grace at most, or until ``stop`` is called again."""
+        finished = asyncio.ensure_future(asyncio.wait(tasks))
+        hurried = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait(
+                {finished, hurried}, timeout=self.grace_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            await cancel_and_wait([finished, hurried], grace_s=LOOP_GRACE_S)
 
     def _isolation_changed(self) -> None:
         for capacity in self.capacity.values():
@@ -406,7 +424,7 @@ class Consumer:
         if result == "dead":
             log.error("message dead-lettered", **fields)
         else:
-            if result == "error":  # not foreseen: a bug or an outage of ours, with its stack
+            if result == "error" and _reportable(failure):  # a bug of ours, with its stack
                 sentry_sdk.capture_exception(failure)
             log.warning("step will be retried", **fields)
 
@@ -500,6 +518,15 @@ class Consumer:
         for *_, done in batch:
             if not done.done():
                 done.set_result(None)
+
+
+# A dependency that is down or saturated: retried, counted and logged, never one Sentry event
+# per message (an outage would be thousands of them).
+OUTAGES = (StoreUnavailable, GuardUnavailable, PublishFailed)
+
+
+def _reportable(failure: Exception) -> bool:
+    return sentry_sdk.get_client().is_active() and not isinstance(failure, OUTAGES)
 
 
 def _new_redis_id() -> str:
