@@ -1,7 +1,8 @@
 """The broker and the publisher: how a message gets onto a queue.
 
-The broker is built here, from explicit arguments, in one place at start-up. The ingress
-uses it only to publish; the workers add their middleware and declare actors on it.
+The broker is built here, from explicit arguments, in one place at start-up. The ingress and
+the operators' tools use it only to publish; the workers publish from their event loop
+through the same queue script (``workers.publisher``).
 """
 
 from __future__ import annotations

@@ -1,14 +1,13 @@
 """Error reports to Sentry, redacted before they leave the process.
 
 ``init`` starts sentry-sdk when ``SENTRY_DSN`` is set (the ingress calls it from ``build``,
-each worker process from ``bootstrap``, before the broker exists: the Dramatiq integration
-patches ``Broker.__init__``). The SDK's own scrubber is not enough (see FIELD-NOTES): it
+each worker process from ``workers.app.main``; the worker's consumer reports a message's
+unforeseen failure itself, in the message's own scope). The SDK's own scrubber is not enough (see FIELD-NOTES): it
 matches keys exactly, and never looks at exception messages, tags, contexts or breadcrumb
 messages. So:
 
 - ``send_default_pii=False``, ``include_local_variables=False`` (frame locals are never
-  sent), ``max_request_body_size="never"`` (no request bodies, and no Dramatiq message
-  bodies: that integration honours the same option);
+  sent), ``max_request_body_size="never"`` (no request bodies);
 - the SDK's ``EventScrubber`` stays on, recursive, with our key list added; the newer
   ``data_collection`` option is *not* used — passing it switches the scrubber off;
 - ``before_send`` and ``before_breadcrumb`` pass the whole event or breadcrumb (exception
@@ -75,7 +74,7 @@ EXTRA_DENYLIST = [
     "set-cookie",
 ]
 # Loggers whose errors another integration already reports, with more context.
-DUPLICATE_LOGGERS = ("dramatiq.worker.WorkerThread", "uvicorn.error")
+DUPLICATE_LOGGERS = ("uvicorn.error",)
 
 
 def init(settings: Settings, *, component: Component) -> bool:
@@ -131,12 +130,11 @@ def _ingress_integrations() -> list[Integration]:
 
 
 def _worker_integrations() -> list[Integration]:
-    """Dramatiq, and breadcrumbs of HTTP calls: httpx (providers), httpx2 (the anthropic SDK)."""
-    from sentry_sdk.integrations.dramatiq import DramatiqIntegration
+    """Breadcrumbs of HTTP calls: httpx (providers), httpx2 (the anthropic SDK)."""
     from sentry_sdk.integrations.httpx import HttpxIntegration
     from sentry_sdk.integrations.httpx2 import Httpx2Integration
 
-    return [DramatiqIntegration(), HttpxIntegration(), Httpx2Integration()]
+    return [HttpxIntegration(), Httpx2Integration()]
 
 
 def _opaque(value: object) -> object:

@@ -167,3 +167,28 @@ def test_a_cancel_while_the_api_holds_its_first_byte_cuts_the_call_at_once(
 def test_an_unforeseen_failure_is_a_failure_of_the_call_not_of_the_step() -> None:
     failure = _classify(json.JSONDecodeError("bad SSE data", "x", 0), Progress(request_sent=True))
     assert isinstance(failure, ClaudeUnavailable) and failure.sent is Sent.unanswered
+
+
+def test_a_call_that_ends_in_an_error_when_cut_is_still_a_cut(call_loop: LoopThread) -> None:
+    """redis-py raises a connection error when a command is cut mid-read: a tool call cut
+    by its quest's cancel must end the step as cancelled, not be retried as an outage."""
+
+    async def cut_mid_command() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise ConnectionError("Connection closed by server.") from None
+
+    async def call() -> None:
+        scope = CallScope(uuid.uuid4())
+        asyncio.get_running_loop().call_later(0.1, scope.cancel)
+        with pytest.raises(Interrupted):
+            await scope.cut(cut_mid_command())
+        with pytest.raises(ConnectionError):  # not cancelled: an error is the call's own
+            await CallScope(uuid.uuid4()).cut(_fails())
+
+    call_loop.run(call())
+
+
+async def _fails() -> None:
+    raise ConnectionError("refused")

@@ -101,7 +101,7 @@ class Runtime:
     sweeper: Sweeper
     claude: Claude
     http: httpx.AsyncClient
-    counter_redis: SyncRedis  # the vault's encryption counter and the metrics (sync)
+    counter_redis: SyncRedis  # the vault's encryption counter (sync: a call per block of them)
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -123,7 +123,12 @@ class Runtime:
             maintenance_chance=settings.broker_maintenance_chance,
         )
         publisher = QueuePublisher(protocol)
-        counter_redis = redis.Redis.from_url(settings.redis_url, client_name="system2-worker")
+        counter_redis = redis.Redis.from_url(  # sync, on the loop: bounded by its timeouts
+            settings.redis_url,
+            client_name="system2-worker",
+            socket_timeout=2,
+            socket_connect_timeout=2,
+        )
         vault = maybe_vault(settings, counter_redis)
         if vault is None:
             log.warning("no vault keys (S2_VAULT_KEYS): integrations are unavailable to quests")
@@ -175,7 +180,8 @@ class Runtime:
     def background(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """The process's own work beside its messages, each run as a supervised task."""
         return {
-            "cancel watch": self.cancels.run,
+            "cancel notices": self.cancels.listen,
+            "cancel flags": self.cancels.poll,
             "step leases": self.leases.run,
             "sweeper": self.sweeper.run,
             "loop lag": worker_metrics.watch_loop_lag,

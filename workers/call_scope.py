@@ -7,8 +7,8 @@ work is never run that way: a cancel does not cut a transaction half way, and th
 the cancel at its next boundary.
 
 Cancels arrive by Redis pub/sub; a flag key, checked when a step starts and every second
-while it runs, catches any notice the subscription missed. ``CancelWatch.run`` is one of the
-worker process's supervised tasks.
+while it runs, catches any notice the subscription missed. ``CancelWatch.listen`` and
+``CancelWatch.poll`` are two of the worker process's supervised tasks.
 """
 
 from __future__ import annotations
@@ -57,10 +57,12 @@ class CallScope:
         self._calls.add(task)
         try:
             return await task
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, Exception) as exc:
+            # A cut call may end in an error rather than a cancel (redis-py raises a connection
+            # error when cut mid-command): while the quest is cancelled, either is the cut.
             step = asyncio.current_task()
             if self.cancelled.is_set() and step is not None and not step.cancelling():
-                raise Interrupted("the call was cut: the quest was cancelled") from None
+                raise Interrupted("the call was cut: the quest was cancelled") from exc
             raise
         finally:
             self._calls.discard(task)
@@ -107,35 +109,26 @@ class CancelWatch:
         if scopes:
             log.info("cancel reached a running step", quest_id=str(qid))
 
-    async def run(self) -> None:
-        """Listen and poll until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._listen())
-            group.create_task(self._poll())
+    async def listen(self) -> None:
+        """Cut the scopes of each quest a notice names, until cancelled (a supervised task,
+        restarted when Redis goes away)."""
+        async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(CANCEL_CHANNEL)
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    data = message.get("data")
+                    self.cancel(data.decode() if isinstance(data, bytes) else str(data))
 
-    async def _listen(self) -> None:
-        while True:
-            try:
-                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(CANCEL_CHANNEL)
-                    while True:
-                        message = await pubsub.get_message(timeout=1.0)
-                        if message is not None:
-                            data = message.get("data")
-                            self.cancel(data.decode() if isinstance(data, bytes) else str(data))
-            except RedisError:
-                await asyncio.sleep(1.0)  # Redis went away: subscribe again
-
-    async def _poll(self) -> None:
+    async def poll(self) -> None:
+        """Every ``poll_s``, cut the scopes of quests whose cancel flag is set: the notices a
+        subscription missed (a supervised task)."""
         while True:
             await asyncio.sleep(self.poll_s)
             quests = list(self._scopes)
             if not quests:
                 continue
-            try:
-                flags = await self.redis.mget([cancel_flag_key(q) for q in quests])
-            except RedisError:
-                continue
+            flags = await self.redis.mget([cancel_flag_key(q) for q in quests])
             for quest_id, flag in zip(quests, flags, strict=True):
                 if flag:
                     self.cancel(quest_id)

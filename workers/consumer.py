@@ -48,6 +48,7 @@ import sentry_sdk
 import structlog
 from dramatiq import Message
 from dramatiq.common import compute_backoff, dq_name, q_name
+from redis.exceptions import RedisError
 
 from guard.errors import GuardUnavailable
 from messages.errors import PublishFailed
@@ -522,7 +523,7 @@ class Consumer:
 
 # A dependency that is down or saturated: retried, counted and logged, never one Sentry event
 # per message (an outage would be thousands of them).
-OUTAGES = (StoreUnavailable, GuardUnavailable, PublishFailed)
+OUTAGES = (StoreUnavailable, GuardUnavailable, PublishFailed, RedisError)
 
 
 def _reportable(failure: Exception) -> bool:

@@ -43,6 +43,8 @@ class Fleet:
         self.child_args = child_args
         self.children: list[Child] = []
         self.stopping = False
+        self.signum: int = signal.SIGTERM
+        self.signalled: set[int] = set()  # each child is passed the stop signal once
 
     def start(self, index: int) -> Child:
         env = {**os.environ, "S2_WORKER_INDEX": str(index)}
@@ -53,9 +55,14 @@ class Fleet:
 
     def stop(self, signum: int, _frame: Any = None) -> None:
         self.stopping = True
+        self.signum = signum
         for child in self.children:
-            if child.proc.poll() is None:
-                child.proc.send_signal(signum)
+            self._pass_on(child)
+
+    def _pass_on(self, child: Child) -> None:
+        if child.proc.poll() is None and child.proc.pid not in self.signalled:
+            child.proc.send_signal(self.signum)
+            self.signalled.add(child.proc.pid)
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -64,6 +71,9 @@ class Fleet:
         code = 0
         while self.children:
             time.sleep(0.2)
+            if self.stopping:  # children started while the stop signal came in get it too
+                for child in self.children:
+                    self._pass_on(child)
             for child in list(self.children):
                 status = child.proc.poll()
                 if status is None:
@@ -79,7 +89,8 @@ class Fleet:
                     continue
                 log.error("worker process died; starting another", index=child.index, code=status)
                 time.sleep(RESTART_DELAY_S)
-                self.children.append(self.start(child.index))
+                if not self.stopping:
+                    self.children.append(self.start(child.index))
         return code
 
 
