@@ -7,7 +7,7 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -35,11 +35,11 @@ from tests.support import (
     wait_finished,
     wait_for,
 )
-from tests.test_quest_runner import start
+from tests.test_quest_runner import cancel_message, start
 from tests.worker_support import InProcess, in_process_worker
 from workers.app import step_budget
 from workers.claude import ClaudeRequest
-from workers.step_budget import Admitted, CountFirst, Delay, StepBudget
+from workers.step_budget import Admitted, CountFirst, Delay, Ledger, StepBudget
 
 pytestmark = pytest.mark.slow
 
@@ -300,7 +300,7 @@ def test_a_call_whose_worker_died_is_kept_at_its_reservation(
 ) -> None:
     env = start(in_tenant, tenant, "[script:answer] the worker dies during this call")
     # as if a worker reserved and opened the charge, then died
-    plan = in_tenant(tenant.id, lambda tx: worker.runner._prepare(tx, env, "dead-worker"))
+    plan = in_tenant.run(worker.runner._plan(env, "dead-worker"))
     assert plan.__class__.__name__ == "Ready"
     reserved = plan.admitted.reserved  # type: ignore[union-attr]
     in_tenant(
@@ -319,10 +319,6 @@ def test_a_call_whose_worker_died_is_kept_at_its_reservation(
 
 
 # -- a redelivery that finds an earlier delivery's reservation -------------------------------
-
-
-class Crash(Exception):
-    """The worker died before the claim transaction committed."""
 
 
 def small_cap_quest(
@@ -358,36 +354,33 @@ def claude_request(max_tokens: int = 1024) -> ClaudeRequest:
     )
 
 
-async def admit(
+def admit(
     budget: StepBudget,
-    tx: TenantTx,
+    in_tenant: InTenant,
     quest: Quest,
     request: ClaudeRequest,
     attempts: int,
     limits: Limits,
 ) -> Admitted | Delay | CountFirst:
-    """Step 1's admission as the quest runner makes it: asked to count the prompt first, it
-    counts (outside its claim transaction) and is admitted again with the count."""
-    result = await budget.admit(tx, quest, 1, request, attempts, limits)
-    if isinstance(result, CountFirst):
-        counted = await budget.count(result.request)
-        result = await budget.admit(tx, quest, 1, request, attempts, limits, counted)
-    return result
+    """Step 1's admission as the quest runner makes it, with no transaction open: asked to
+    count the prompt first, it counts and is admitted again with the count."""
+
+    async def admission() -> Admitted | Delay | CountFirst:
+        ledger = Ledger(in_tenant.db, quest)
+        result = await budget.admit(ledger, 1, request, attempts, limits)
+        if isinstance(result, CountFirst):
+            counted = await budget.count(result.request)
+            result = await budget.admit(ledger, 1, request, attempts, limits, counted)
+        return result
+
+    return in_tenant.run(admission())
 
 
 def admit_and_crash(
     budget: StepBudget, in_tenant: InTenant, quest: Quest, request: ClaudeRequest, limits: Limits
-) -> Any:
-    admitted: list[Admitted | Delay | CountFirst] = []
-
-    async def work(tx: TenantTx) -> None:
-        admitted.append(await admit(budget, tx, quest, request, 0, limits))
-        raise Crash()
-
-    with pytest.raises(Crash):
-        in_tenant(quest.company_id, work)
-    (result,) = admitted
-    return result
+) -> Admitted | Delay | CountFirst:
+    """Admitted, and the worker dies before its claim commits: nothing in the ledger."""
+    return admit(budget, in_tenant, quest, request, 0, limits)
 
 
 def test_a_redelivery_fits_its_call_to_the_smaller_reservation_it_finds(
@@ -401,7 +394,7 @@ def test_a_redelivery_fits_its_call_to_the_smaller_reservation_it_finds(
     assert isinstance(first, Admitted) and first.request.max_tokens == 512, "it shrank its call"
 
     # the redelivery: no ledger row, the same charge key
-    again = in_tenant(tenant.id, lambda tx: admit(budget, tx, quest, claude_request(), 0, limits))
+    again = admit(budget, in_tenant, quest, claude_request(), 0, limits)
     assert isinstance(again, Admitted)
     assert again.charge_key == first.charge_key and again.reserved == first.reserved
     worst = budget.prices.worst_case(
@@ -439,7 +432,7 @@ def test_a_reservation_the_redelivered_call_cannot_fit_is_released_and_made_agai
     assert redis_spend(rds, quest_scope.key) == (0, 0)
 
     # the same key again: released, so not a reservation
-    third = in_tenant(tenant.id, lambda tx: admit(budget, tx, quest, request, 0, limits))
+    third = admit(budget, in_tenant, quest, request, 0, limits)
     assert isinstance(third, Delay)
     charges = in_tenant(tenant.id, lambda tx: charges_store.for_quest(tx, quest.id))
     assert [(c.charge_key, c.status, c.cost_micros) for c in charges] == [
@@ -447,9 +440,7 @@ def test_a_reservation_the_redelivered_call_cannot_fit_is_released_and_made_agai
     ]
 
     # the next delivery reserves afresh under a new key
-    fourth = in_tenant(
-        tenant.id, lambda tx: admit(budget, tx, quest, request, len(charges), limits)
-    )
+    fourth = admit(budget, in_tenant, quest, request, len(charges), limits)
     assert isinstance(fourth, Admitted) and fourth.charge_key != first.charge_key
     assert redis_spend(rds, quest_scope.key) == (0, fourth.reserved)
 
@@ -468,12 +459,76 @@ def test_the_token_count_is_asked_only_when_the_byte_bound_does_not_fit(
     request = claude_request()
     roomy = replace(settings.default_limits(), daily_budget=0, monthly_budget=0)
     quest, _ = small_cap_quest(in_tenant, settings, tenant, request, 10)
-    plenty = in_tenant(tenant.id, lambda tx: admit(budget, tx, quest, request, 0, roomy))
+    plenty = admit(budget, in_tenant, quest, request, 0, roomy)
     assert isinstance(plenty, Admitted) and asked == [], "the bound fitted: no round trip"
 
     quest, tight = small_cap_quest(in_tenant, settings, tenant, request, 10 + 1 + 16)
     tight = replace(tight, quest_cap=budget.prices.worst_case(request.model, 27, 1024))
-    counted = in_tenant(tenant.id, lambda tx: admit(budget, tx, quest, request, 0, tight))
+    counted = admit(budget, in_tenant, quest, request, 0, tight)
     assert asked == [request], "the bound did not fit: counted once"
     assert isinstance(counted, Admitted) and counted.request.max_tokens == 1024
     assert counted.reserved == budget.prices.worst_case(request.model, 27, 1024)
+
+
+def meanwhile(
+    budget: StepBudget, what: Callable[[], Awaitable[object]], *, before: bool
+) -> list[object]:
+    """``budget.admit`` with ``what`` done once around the first admission (before or after
+    it, while the step holds no lock); the admissions made."""
+    admit = budget.admit
+    admitted: list[object] = []
+
+    async def admit_with(*args: Any, **kw: Any) -> Any:
+        first = not admitted
+        if first and before:
+            await what()
+        admitted.append(await admit(*args, **kw))
+        if first and not before:
+            await what()
+        return admitted[-1]
+
+    budget.admit = admit_with  # type: ignore[method-assign]
+    return admitted
+
+
+def test_a_cancel_during_admission_waits_on_no_lock_and_the_reservation_is_withdrawn(
+    worker: InProcess, in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
+) -> None:
+    env = start(in_tenant, tenant, "[script:answer] cancelled while the guard admits it")
+
+    async def ask_to_cancel() -> object:  # its UPDATE commits while the step holds a reservation
+        return await in_tenant.db.in_tenant(
+            tenant.id,
+            lambda tx: quests_store.request_cancel(
+                tx, env.payload.quest_id, by="operator:test", reason="not now"
+            ),
+        )
+
+    admitted = meanwhile(worker.runner.budget, ask_to_cancel, before=False)
+    worker.step(env, holder="m1")
+    assert quest_state(in_tenant, tenant.id, env.payload.quest_id).status == "cancelled"
+    (first,) = admitted  # looked again, saw the cancel: nothing more to admit
+    assert isinstance(first, Admitted)
+    charges = in_tenant(tenant.id, lambda tx: charges_store.for_quest(tx, env.payload.quest_id))
+    assert [(c.charge_key, c.status, c.cost_micros) for c in charges] == [
+        (first.charge_key, "settled", 0)
+    ], "the reservation was withdrawn and its key spent"
+    assert all(redis_spend(rds, s.key) == (0, 0) for s in first.scopes)
+
+
+def test_a_quest_cancelled_and_ended_while_its_step_is_admitted_keeps_no_slot_or_reservation(
+    worker: InProcess, in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
+) -> None:
+    env = start(in_tenant, tenant, "[script:answer] ended before the guard took its slot")
+
+    async def end_it() -> None:  # no step holds the quest yet: the cancel ends it at once
+        await worker.ender.cancel(cancel_message(env, "not now"))
+
+    admitted = meanwhile(worker.runner.budget, end_it, before=True)
+    worker.step(env, holder="m1")
+    assert quest_state(in_tenant, tenant.id, env.payload.quest_id).status == "cancelled"
+    (first,) = admitted
+    assert isinstance(first, Admitted)
+    slots = rds.zrange(worker.runner.budget.admissions.slots_key(tenant.id), 0, -1)
+    assert slots == [], "no running slot held"
+    assert all(redis_spend(rds, s.key) == (0, 0) for s in first.scopes)

@@ -15,11 +15,13 @@ from uuid import UUID
 
 import structlog
 
+from guard import Limits
 from messages import BadMessage, CancelQuest, Envelope
 from runtime import logs
 from store import Database, TenantTx
 from store import charges as charges_store
 from store import quests as quests_store
+from store.charges import Charge
 from store.quests import Quest
 from workers import worker_metrics
 from workers.ending import Ending, QuestEnding
@@ -74,13 +76,15 @@ class QuestEnder:
         redelivery after the send failed, that is the only copy; otherwise the log writer
         drops it by its key, which is the one the ending step used (``workers.ending``)."""
         logs.bind(quest_id=str(quest_id))
+        company = env.company_id
+        await self._keep_abandoned(company, quest_id, unless_running=unless_running)
 
-        async def end_in(tx: TenantTx) -> tuple[Ending, bool, int] | None:
+        async def end_in(tx: TenantTx) -> tuple[Ending, bool] | None:
             quest = await quests_store.get(tx, quest_id, for_update=True)
             if quest is None:
                 raise BadMessage("no such quest for this company")
             if quest.finished:
-                return Ending(env, quest, ended_from_row(quest), quest.steps_done), True, 0
+                return Ending(env, quest, ended_from_row(quest), quest.steps_done), True
             if unless_running and self._step_running(quest):
                 log.info("left to the running step", quest_id=str(quest.id))
                 return None
@@ -91,26 +95,38 @@ class QuestEnder:
                 )
                 quest = asked or quest
             ending = Ending(env, quest, outcome(quest), quest.steps_done)
-            limits = await self.budget.limits(tx)
-            charges = await charges_store.for_quest(tx, quest.id)
-            kept = await self.budget.keep_abandoned(tx, quest, charges, limits)
-            if kept:
-                await quests_store.add_cost(tx, quest.id, kept)
             await self.ending.record(tx, ending)
-            return ending, False, kept
+            return ending, False
 
-        done = await self.db.in_tenant(env.company_id, end_in)
+        done = await self.db.in_tenant(company, end_in)
         if done is None:
             return False
-        ending, already, kept = done
+        ending, already = done
         # What is sent goes after the commit: a publish is a network call.
         if already:
             await self.ending.announce(ending)
             return False
-        worker_metrics.spent(ending.quest.model, kept)
         await self.ending.ended(ending)
         await self.ending.announce(ending)
         return True
+
+    async def _keep_abandoned(self, company: UUID, quest_id: UUID, *, unless_running: bool) -> None:
+        """Before the ending's transaction (the guard is Redis: no row lock waits on it), keep
+        the calls left open by steps that died, unless a live step may still settle them."""
+
+        async def look(tx: TenantTx) -> tuple[Quest, Limits, list[Charge]] | None:
+            quest = await quests_store.get(tx, quest_id)
+            if quest is None or quest.finished:
+                return None
+            if unless_running and self._step_running(quest):
+                return None
+            return quest, await self.budget.limits(tx), await charges_store.for_quest(tx, quest.id)
+
+        found = await self.db.in_tenant(company, look)
+        if found is not None:
+            quest, limits, charges = found
+            kept = await self.budget.keep_abandoned(self.db, quest, charges, limits)
+            worker_metrics.spent(quest.model, kept)
 
     def _step_running(self, quest: Quest) -> bool:
         return quest.step_claimed > quest.steps_done and claim_fresh(

@@ -1,8 +1,9 @@
 """A quest advances one step per message.
 
-Each step: set the tenant from the envelope; in one transaction load the quest, decide what
-the message means, keep the charges of calls that never came back, take the company's
-running slot and reserve the call's worst case with the guard, and claim the step. Then one
+Each step: set the tenant from the envelope; in one transaction look at the quest and decide
+what the message means; outside any transaction keep the charges of calls that never came
+back, take the company's running slot and reserve the call's worst case with the guard; then
+claim the step under the quest's row lock, in a transaction that makes no network call. Then one
 Claude call (unless a redelivered step already has its reply), settled at its real cost;
 the tools it asked for; the step persisted with the audit events it produced; and the next
 step enqueued (later, in the slow tier) or the quest finished. A step is a coroutine on the
@@ -33,6 +34,7 @@ from store import charges as charges_store
 from store import companies as companies_store
 from store import credentials as credentials_store
 from store import quests as quests_store
+from store.charges import Charge
 from store.quests import Quest, Step
 from workers import worker_metrics
 from workers.call_scope import CallScope, CancelWatch, Interrupted
@@ -68,6 +70,7 @@ from workers.step_budget import (
     Counted,
     CountFirst,
     Delay,
+    Ledger,
     Settlement,
     StepBudget,
 )
@@ -115,8 +118,28 @@ class Resend:
     last: Step
 
 
-Plan = Ready | Skip | Resend | Delay | CountFirst
+@dataclass(frozen=True)
+class Look:
+    """What a step found, read without a lock. ``request``: the Claude call to admit (None
+    when there is none: a cancel was asked, or the reply is stored)."""
+
+    quest: Quest
+    history: list[Step]
+    limits: Limits
+    charges: list[Charge]
+    tools: Tools
+    request: ClaudeRequest | None
+
+
+@dataclass(frozen=True)
+class Moved:
+    """The quest changed between the look and the claim (a cancel came, say): look again."""
+
+
+Plan = Ready | Skip | Resend | Delay
+Admission = Admitted | Delay | Outcome | None  # an Outcome: the quest ends instead
 Outbox = list[Callable[[], Awaitable[None]]]
+CLAIM_TRIES = 3
 
 
 class QuestRunner:
@@ -168,16 +191,7 @@ class QuestRunner:
 
     async def _run(self, env: Envelope[QuestStep], holder: str, outbox: Outbox) -> None:
         logs.bind(quest_id=str(env.payload.quest_id), step=env.payload.step)
-        plan = await self.db.in_tenant(env.company_id, lambda tx: self._prepare(tx, env, holder))
-        if isinstance(plan, CountFirst):  # a network call: outside the claim transaction
-            async with self._watch(env.payload.quest_id) as scope:
-                try:
-                    counted = await scope.cut(self.budget.count(plan.request))
-                except Interrupted:  # cancelled: the claim below sees it and ends the quest
-                    counted = Counted(None)
-            plan = await self.db.in_tenant(
-                env.company_id, lambda tx: self._prepare(tx, env, holder, counted)
-            )
+        plan = await self._plan(env, holder)
         if isinstance(plan, Skip):
             worker_metrics.STEPS.labels("skipped").inc()
             log.info("step skipped", reason=plan.reason)
@@ -197,18 +211,53 @@ class QuestRunner:
             )
             worker_metrics.STEPS.labels("delayed").inc()
             log.info("step delayed", delay_ms=plan.ms, reason=plan.reason)
-        elif isinstance(plan, CountFirst):  # an admission given its count never asks again
-            raise RuntimeError("the step's admission asked twice for the token count")
         else:
             await self._execute(plan, outbox)
 
-    # -- the claim transaction ----------------------------------------------------------------
+    # -- the claim: look, admit, claim --------------------------------------------------------
 
-    async def _prepare(
-        self, tx: TenantTx, env: Envelope[QuestStep], holder: str, counted: Counted | None = None
-    ) -> Plan:
+    async def _plan(self, env: Envelope[QuestStep], holder: str) -> Plan:
+        """Look at the quest (one transaction, no lock), admit its call with the guard (Redis,
+        and the API's token count if needed: no transaction open), then claim the step under
+        the quest's row lock if the quest has not moved meanwhile. No lock waits on Redis or
+        on the network, so a cancel's UPDATE never waits on a step's admission."""
+        for _ in range(CLAIM_TRIES):
+            plan = await self._try_plan(env, holder)
+            if not isinstance(plan, Moved):
+                return plan
+        raise TryLater("the quest kept changing while its step was claimed", retry_after_ms=1_000)
+
+    async def _try_plan(self, env: Envelope[QuestStep], holder: str) -> Plan | Moved:
+        company, n = env.company_id, env.payload.step
+        look = await self.db.in_tenant(company, lambda tx: self._look(tx, env, holder))
+        if isinstance(look, Skip | Resend):
+            return look
+        kept = await self.budget.keep_abandoned(self.db, look.quest, look.charges, look.limits)
+        worker_metrics.spent(look.quest.model, kept)
+        ledger = Ledger(self.db, look.quest)
+        admission = await self._admit(look, ledger, n)
+        plan = await self.db.in_tenant(
+            company, lambda tx: self._claim(tx, env, holder, look, admission)
+        )
+        if isinstance(plan, Moved):
+            await self._give_back(ledger, n, admission, look.limits)
+        return plan
+
+    async def _give_back(
+        self, ledger: Ledger, n: int, admission: Admission, limits: Limits
+    ) -> None:
+        """The claim did not happen: release the call's reservation, and the running slot
+        (a cancel that ended the quest meanwhile released it before this step took it; a
+        quest that goes on takes it again on the next look)."""
+        if isinstance(admission, Admitted):
+            await self.budget.withdraw(ledger, n, admission, limits)
+        await self.budget.release(ledger.quest)
+
+    async def _look(
+        self, tx: TenantTx, env: Envelope[QuestStep], holder: str
+    ) -> Look | Skip | Resend:
         n = env.payload.step
-        quest = await quests_store.get(tx, env.payload.quest_id, for_update=True)
+        quest = await quests_store.get(tx, env.payload.quest_id)
         if quest is None:
             raise BadMessage("no such quest for this company")
         decision, why = decide(
@@ -226,21 +275,12 @@ class QuestRunner:
             return Resend(quest, history[-1])
         limits = await self.budget.limits(tx)
         charges = await charges_store.for_quest(tx, quest.id)
-        kept = await self.budget.keep_abandoned(tx, quest, charges, limits)
-        if kept:
-            await quests_store.add_cost(tx, quest.id, kept)
-            worker_metrics.spent(quest.model, kept)
-        record = StepRecord(env, quest)
         if quest.cancel_requested_at is not None:  # asked while no worker held the quest
-            await quests_store.claim_step(tx, quest.id, n, holder)
-            return Ready(
-                record, limits, history, self.toolbox.for_company(set()), ended=cancelled(quest)
-            )
+            return Look(quest, history, limits, charges, self.toolbox.for_company(set()), None)
         tools = self.toolbox.for_company(await credentials_store.integrations(tx))
         current = history[-1] if history and history[-1].step == n else None
         if current is not None and current.content is not None:  # the reply is stored: resume
-            await quests_store.claim_step(tx, quest.id, n, holder)
-            return Ready(record, limits, history, tools)
+            return Look(quest, history, limits, charges, tools, None)
         company = await companies_store.get(tx)
         request = ClaudeRequest(
             model=quest.model,
@@ -249,21 +289,56 @@ class QuestRunner:
             messages=transcript(quest.goal, [s for s in history if s.step < n]),
             tools=tools.schemas(),
         )
-        attempts = sum(1 for c in charges if c.step == n)
-        admitted: Admitted | Delay | CountFirst | None = None
-        ended: Outcome | None = None
+        return Look(quest, history, limits, charges, tools, request)
+
+    async def _admit(self, look: Look, ledger: Ledger, n: int) -> Admission:
+        """The running slot and the call's reservation, or a delay, or the quest's end (its
+        money is gone, or its model cannot be priced)."""
+        if look.request is None:
+            return None
+        attempts = sum(1 for c in look.charges if c.step == n)
         try:
-            admitted = await self.budget.admit(tx, quest, n, request, attempts, limits, counted)
+            admitted = await self.budget.admit(ledger, n, look.request, attempts, look.limits)
+            if isinstance(admitted, CountFirst):
+                counted = await self._count(look.quest.id, admitted.request)
+                admitted = await self.budget.admit(
+                    ledger, n, look.request, attempts, look.limits, counted
+                )
         except QuestFailed as exc:
-            ended = Outcome("failed", reason=str(exc))
+            return Outcome("failed", reason=str(exc))
         except QuestHalted as exc:
-            ended = Outcome("halted", reason=str(exc))
-        if isinstance(admitted, Delay | CountFirst):
-            if isinstance(admitted, Delay):
-                await quests_store.touch(tx, quest.id)  # waiting, not lost
-            return admitted
+            return Outcome("halted", reason=str(exc))
+        if isinstance(admitted, CountFirst):  # an admission given its count never asks again
+            raise RuntimeError("the step's admission asked twice for the token count")
+        return admitted
+
+    async def _count(self, quest_id: UUID, request: ClaudeRequest) -> Counted:
+        async with self._watch(quest_id) as scope:
+            try:
+                return await scope.cut(self.budget.count(request))
+            except Interrupted:  # cancelled: the claim sees it and ends the quest
+                return Counted(None)
+
+    async def _claim(
+        self, tx: TenantTx, env: Envelope[QuestStep], holder: str, look: Look, admission: Admission
+    ) -> Plan | Moved:
+        n = env.payload.step
+        quest = await quests_store.get(tx, look.quest.id, for_update=True)
+        if quest is None:
+            raise BadMessage("no such quest for this company")
+        if _claim_state(quest) != _claim_state(look.quest):
+            return Moved()
+        if isinstance(admission, Delay):
+            await quests_store.touch(tx, quest.id)  # waiting, not lost
+            return admission
+        if isinstance(admission, Admitted):
+            await self.budget.open_charge(tx, quest, n, admission)
         await quests_store.claim_step(tx, quest.id, n, holder)
-        return Ready(record, limits, history, tools, admitted, ended)
+        admitted = admission if isinstance(admission, Admitted) else None
+        ended = admission if isinstance(admission, Outcome) else None
+        if quest.cancel_requested_at is not None:
+            ended = cancelled(quest)
+        return Ready(StepRecord(env, quest), look.limits, look.history, look.tools, admitted, ended)
 
     # -- the step --------------------------------------------------------------------------
 
@@ -611,3 +686,16 @@ class QuestRunner:
         if next_step:
             step = QuestStep(quest_id=quest.id, step=env.payload.step + 1)
             await self.publisher.publish(env.follow_up(step, actor=TED), delay_ms=delay_ms or None)
+
+
+def _claim_state(quest: Quest) -> tuple[object, ...]:
+    """What a step's claim depends on: it changes when the quest moves on, is claimed, or is
+    asked to cancel."""
+    return (
+        quest.status,
+        quest.steps_done,
+        quest.step_claimed,
+        quest.step_holder,
+        quest.step_claimed_at,
+        quest.cancel_requested_at,
+    )

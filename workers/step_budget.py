@@ -1,10 +1,11 @@
 """A step's dealings with the guard: admit it, reserve its Claude call, settle it after.
 
-Order matters for money. The reservation is made in Redis before the ledger row is written
-in the same transaction as the step's claim; a crash in between leaves a reservation that
-the redelivered step finds again by its charge key. After the call, Redis is settled first
-and the ledger second: a crash in between leaves the ledger *open*, which the next attempt
-*keeps* at the reserved amount — an over-count, never an under-count.
+Order matters for money. The reservation is made in Redis, outside any transaction (no row
+lock waits on Redis), before the ledger row is written in the transaction that claims the
+step; a crash in between leaves a reservation that the redelivered step finds again by its
+charge key. After the call, Redis is settled first and the ledger second: a crash in between
+leaves the ledger *open*, which the next attempt *keeps* at the reserved amount — an
+over-count, never an under-count. Keeping is the same two steps: Redis, then the ledger.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from guard import Admissions, Guard, Limits, PriceTable, Refused, Reserved, Scop
 from guard.errors import UnpricedModel
 from guard.pricing import MIN_OUTPUT_TOKENS
 from guard.spend import window_bounds
-from store import TenantTx
+from store import Database, TenantTx
 from store import charges as charges_store
 from store import limits as limits_store
+from store import quests as quests_store
 from store.charges import Charge
 from store.quests import Quest
 from workers.claude import ClaudeRequest
@@ -39,6 +41,7 @@ class Admitted:
     reserved: int
     scopes: list[Scope]
     attempt: int = 1  # of this step's Claude call, from 1
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))  # picked the windows
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,48 @@ class _Call:
 
 
 @dataclass(frozen=True)
+class Ledger:
+    """A quest's charges in Postgres, each read or write in a short transaction of its own:
+    admission runs between transactions, so that no row lock waits on Redis."""
+
+    db: Database
+    quest: Quest
+
+    async def totals(self, scope: Scope, at: datetime) -> tuple[int, int]:
+        """``scope``'s (spent, reserved), for the guard to rebuild its counters when Redis
+        has lost them."""
+        quest = self.quest
+        if scope.name == "quest":
+            charges = await self.db.in_tenant(
+                quest.company_id, lambda tx: charges_store.for_quest(tx, quest.id)
+            )
+            return charges_store.totals(charges)
+        start, end = window_bounds(scope.name, at)
+        return await self.db.in_tenant(
+            quest.company_id, lambda tx: charges_store.window_totals(tx, start, end)
+        )
+
+    async def settled_at_zero(
+        self, step: int, charge_key: str, reserved: int, at: datetime
+    ) -> None:
+        """A reservation released unused: its charge key is spent, the next attempt takes
+        a new one."""
+        quest = self.quest
+
+        async def record(tx: TenantTx) -> None:
+            await charges_store.open_charge(
+                tx, quest.id, step, charge_key, quest.model, reserved, created_at=at
+            )
+            await charges_store.settle(tx, charge_key, 0, None)
+
+        await self.db.in_tenant(quest.company_id, record)
+
+
+@dataclass(frozen=True)
 class _Attempt:
     """One attempt at a step's Claude call: where it is recorded and what it is charged to."""
 
-    tx: TenantTx
-    quest: Quest
+    ledger: Ledger
     step: int
     number: int  # of this step's Claude call, from 1
     limits: Limits
@@ -95,13 +135,9 @@ class _Attempt:
     scopes: list[Scope]
     charge_key: str
 
-    async def ledger(self, scope: Scope) -> tuple[int, int]:
-        """``scope``'s (spent, reserved) from the ledger, for the guard to rebuild its counters
-        when Redis has lost them."""
-        if scope.name == "quest":
-            return charges_store.totals(await charges_store.for_quest(self.tx, self.quest.id))
-        start, end = window_bounds(scope.name, self.at)
-        return await charges_store.window_totals(self.tx, start, end)
+    @property
+    def quest(self) -> Quest:
+        return self.ledger.quest
 
 
 class StepBudget:
@@ -135,14 +171,15 @@ class StepBudget:
         return limits.quest_cap_for(quest.max_usd_micros)
 
     async def keep_abandoned(
-        self, tx: TenantTx, quest: Quest, charges: list[Charge], limits: Limits
+        self, db: Database, quest: Quest, charges: list[Charge], limits: Limits
     ) -> int:
         """Calls whose outcome never came back (their worker died): count their whole
-        reservation as spent, in Redis and in the ledger. Returns the amount kept."""
-        kept = 0
-        for c in charges:
-            if c.status != "open":
-                continue
+        reservation as spent, in Redis first, then in the ledger (its own transaction, with
+        the quest's cost). Returns the amount newly kept."""
+        abandoned = [c for c in charges if c.status == "open"]
+        if not abandoned:
+            return 0
+        for c in abandoned:
             scopes = self.guard.scopes(
                 quest.company_id, quest.id, self.quest_cap(quest, limits), limits, c.created_at
             )
@@ -154,14 +191,21 @@ class StepBudget:
                 scopes=scopes,
                 limits=limits,
             )
-            if await charges_store.keep(tx, c.charge_key):
-                kept += c.reserved_micros
-        return kept
+
+        async def keep(tx: TenantTx) -> int:
+            kept = 0
+            for c in abandoned:
+                if await charges_store.keep(tx, c.charge_key):
+                    kept += c.reserved_micros
+            if kept:
+                await quests_store.add_cost(tx, quest.id, kept)
+            return kept
+
+        return await db.in_tenant(quest.company_id, keep)
 
     async def admit(
         self,
-        tx: TenantTx,
-        quest: Quest,
+        ledger: Ledger,
         step: int,
         request: ClaudeRequest,
         attempts: int,
@@ -170,9 +214,12 @@ class StepBudget:
     ) -> Admitted | Delay | CountFirst:
         """Take the quest's running slot and reserve the call's worst case, or say why not
         (or ask for the API's token count first, when ``counted`` is None and one would help).
+        No transaction is open meanwhile: the ledger row is written by ``open_charge`` in the
+        claim's transaction.
 
         Raises ``QuestHalted`` when the money is gone and ``QuestFailed`` for an unpriced model.
         """
+        quest = ledger.quest
         now = datetime.now(UTC)
         waiting = await self._take_slot(quest, limits)
         if waiting is not None:
@@ -180,7 +227,7 @@ class StepBudget:
         # The byte bound costs nothing; the API's token count (a round trip) is asked only
         # when the bound does not fit, or is above what an earlier delivery reserved.
         call = self._priced(quest, request, request.input_bound())
-        attempt = self._attempt(tx, quest, step, attempts + 1, limits, now)
+        attempt = self._attempt(ledger, step, attempts + 1, limits, now)
         held = await self._reserve(attempt, call.amount)
         recounted = await self._with_counted_tokens(attempt, call, held, counted)
         if isinstance(recounted, CountFirst):
@@ -192,7 +239,10 @@ class StepBudget:
             fitted = await self._reuse_earlier_reservation(attempt, call, held)
         if isinstance(fitted, Delay):
             return fitted
-        return await self._open_charge(attempt, *fitted)
+        call, held = fitted
+        return Admitted(
+            call.request, attempt.charge_key, held.amount, attempt.scopes, attempt.number, now
+        )
 
     # -- admission, step by step ------------------------------------------------------------
 
@@ -202,15 +252,16 @@ class StepBudget:
         return _Call(request, input_tokens, amount)
 
     def _attempt(
-        self, tx: TenantTx, quest: Quest, step: int, number: int, limits: Limits, at: datetime
+        self, ledger: Ledger, step: int, number: int, limits: Limits, at: datetime
     ) -> _Attempt:
         """Attempt ``number`` of the step's call: its own charge key, so that a retry is
         charged apart and a redelivery of this attempt finds its reservation again."""
+        quest = ledger.quest
         scopes = self.guard.scopes(
             quest.company_id, quest.id, self.quest_cap(quest, limits), limits, at
         )
         charge_key = f"{quest.id}:{step}:{number}"
-        return _Attempt(tx, quest, step, number, limits, at, scopes, charge_key)
+        return _Attempt(ledger, step, number, limits, at, scopes, charge_key)
 
     async def _reserve(self, attempt: _Attempt, amount: int) -> Reserved | Refused:
         """Reserve ``amount`` under the attempt's charge key against all its scopes at once."""
@@ -220,7 +271,7 @@ class StepBudget:
             amount,
             attempt.scopes,
             attempt.limits,
-            ledger=attempt.ledger,
+            ledger=lambda scope: attempt.ledger.totals(scope, attempt.at),
         )
 
     async def _with_counted_tokens(
@@ -268,22 +319,34 @@ class StepBudget:
             return await self._drop(attempt, held.amount)
         return smaller, held
 
-    async def _open_charge(self, attempt: _Attempt, call: _Call, held: Reserved) -> Admitted:
+    async def open_charge(self, tx: TenantTx, quest: Quest, step: int, admitted: Admitted) -> None:
         """Write the ledger row, open at the reserved amount, in the claim's transaction: from
         its commit on, a crash leaves an open charge that the next attempt keeps."""
-        quest = attempt.quest
         await charges_store.open_charge(
-            attempt.tx,
+            tx,
             quest.id,
-            attempt.step,
-            attempt.charge_key,
+            step,
+            admitted.charge_key,
             quest.model,
-            held.amount,
-            created_at=attempt.at,
+            admitted.reserved,
+            created_at=admitted.at,
         )
-        return Admitted(
-            call.request, attempt.charge_key, held.amount, attempt.scopes, attempt.number
+
+    async def withdraw(self, ledger: Ledger, step: int, admitted: Admitted, limits: Limits) -> None:
+        """Release a reservation whose claim did not happen (the quest changed meanwhile), and
+        record it settled at zero so that the next attempt reserves under a new charge key.
+        A crash before the record leaves the reservation released, which the next delivery
+        finds settled and replaces (``_reuse_earlier_reservation``)."""
+        quest = ledger.quest
+        await self.guard.settle(
+            quest.company_id,
+            admitted.charge_key,
+            amount=admitted.reserved,
+            actual=0,
+            scopes=admitted.scopes,
+            limits=limits,
         )
+        await ledger.settled_at_zero(step, admitted.charge_key, admitted.reserved, admitted.at)
 
     async def settle(
         self, quest: Quest, admitted: Admitted, actual: int, limits: Limits
@@ -369,7 +432,7 @@ class StepBudget:
     async def _drop(self, attempt: _Attempt, reserved: int) -> Delay:
         """Release an earlier delivery's reservation that this call does not fit (its call
         was never made) and record it settled at zero, so that the next delivery reserves
-        afresh under a new charge key. Settling twice (a crash before this commits) is a no-op."""
+        afresh under a new charge key. Settling twice (a crash before the record) is a no-op."""
         quest, key = attempt.quest, attempt.charge_key
         await self.guard.settle(
             quest.company_id,
@@ -379,10 +442,7 @@ class StepBudget:
             scopes=attempt.scopes,
             limits=attempt.limits,
         )
-        await charges_store.open_charge(
-            attempt.tx, quest.id, attempt.step, key, quest.model, reserved, created_at=attempt.at
-        )
-        await charges_store.settle(attempt.tx, key, 0, None)
+        await attempt.ledger.settled_at_zero(attempt.step, key, reserved, attempt.at)
         return Delay(0, "an earlier delivery's reservation is too small for this call")
 
     def _refusal(self, refused: Refused) -> Delay:
