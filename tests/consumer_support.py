@@ -64,9 +64,10 @@ def consumer(
     maintenance_chance: int = 1_000,
     grace_s: float = 5.0,
     guard: CrashGuard | None = None,
+    protocol_class: type[QueueProtocol] = QueueProtocol,
     **actor_options: Any,
 ) -> Consumer:
-    protocol = QueueProtocol(
+    protocol = protocol_class(
         client,
         consumer_id or uuid.uuid4().hex,
         heartbeat_timeout_ms=heartbeat_timeout_ms,

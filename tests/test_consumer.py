@@ -30,6 +30,7 @@ from messages.redis_keys import (
 )
 from tests.consumer_support import bodies, consumer, held, publish, waiting
 from workers.errors import TryLater
+from workers.queue_protocol import QueueProtocol
 
 
 @pytest.fixture
@@ -134,6 +135,53 @@ def test_a_failure_is_retried_through_the_delayed_queue_with_its_count(
     r = redis.Redis.from_url(redis_url)
     assert r.llen(delayed_queue_key(queue)) == 0 and bodies(redis_url, f"{queue}.DQ") == 0
     assert r.zcard(dead_letters_key(queue)) == 0
+
+
+class RedisAwayAtFirst(QueueProtocol):
+    """The queue's Redis fails the first three moves of a message (a retry's, a due delayed
+    message's) as a connection lost mid-command does."""
+
+    failures = 0
+
+    async def enqueue(self, queue: str, redis_id: str, body: bytes) -> None:
+        if RedisAwayAtFirst.failures < 3:
+            RedisAwayAtFirst.failures += 1
+            raise redis.ConnectionError("Connection closed by server.")
+        await super().enqueue(queue, redis_id, body)
+
+
+def test_a_retry_or_a_due_message_that_redis_fails_to_move_is_moved_when_it_is_back(
+    redis_url: str, queue: str
+) -> None:
+    publish(redis_url, queue, 3)
+    attempts: Counter[str] = Counter()
+
+    async def fails_once(message: dramatiq.Message[Any]) -> None:
+        attempts[message.message_id] += 1
+        if attempts[message.message_id] == 1:
+            raise RuntimeError("not yet")
+
+    async def main() -> None:
+        c = consumer(
+            Redis.from_url(redis_url),
+            queue,
+            fails_once,
+            consumer_id="flaky",
+            min_backoff_ms=20,
+            protocol_class=RedisAwayAtFirst,
+        )
+        task = asyncio.create_task(c.run())
+        await until(lambda: sorted(attempts.values()) == [2, 2, 2], timeout=30)
+        await until(lambda: held(redis_url, queue, "flaky") == 0)
+        c.stop()
+        await task
+
+    asyncio.run(main())
+    assert RedisAwayAtFirst.failures == 3
+    r = redis.Redis.from_url(redis_url)
+    assert r.zcard(dead_letters_key(queue)) == 0
+    assert held(redis_url, f"{queue}.DQ", "flaky") == 0, "no message stranded in an acks set"
+    assert bodies(redis_url, queue) == 0 and bodies(redis_url, f"{queue}.DQ") == 0
 
 
 def test_try_later_waits_as_long_as_it_asked(redis_url: str, queue: str) -> None:

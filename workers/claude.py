@@ -26,6 +26,7 @@ from typing import Any
 import anthropic
 import httpx2
 
+from workers.claude_stream import ReplyBuilder, StreamError, server_sent_events
 from workers.errors import QuestFailed, QuestHalted, TryLater
 
 SPEND_LIMIT = "enforced_spend_limit_reached"
@@ -40,7 +41,10 @@ NOT_SENT = (
 RETRY_AFTER_MAX_MS = 300_000
 # Error types that pass: the status of an error sent mid-stream (an ``error`` event) is 200.
 TRANSIENT = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
-CALL_MAX_S = 600  # the longest a step waits on one call, whatever the stream does
+# The longest a step waits on one call, whatever the stream does: under the step's time limit
+# (``workers.step.STEP_TIME_LIMIT``, 10 minutes), so that a call that runs long ends as a
+# failed call, charged by how far it got, before the consumer stops the whole step.
+CALL_MAX_S = 540
 LANE_CONNECTIONS = 64  # connections of one HTTP client (see ``Claude``)
 LANE_IDLE = 16  # of which kept open between calls
 
@@ -237,29 +241,33 @@ class Claude:
         return int(counted.input_tokens)
 
     async def _stream(self, request: ClaudeRequest, progress: Progress) -> ClaudeReply:
+        """The SDK sends the request and raises the API's errors before the stream; the
+        stream's events are read as JSON (``workers.claude_stream``)."""
         _progress.set(progress)  # this task's context: the request hook finds it
-        async with self._client.messages.stream(
+        async with self._client.messages.with_streaming_response.create(
             model=request.model,
             max_tokens=request.max_tokens,
             system=request.system,
             messages=request.messages,  # type: ignore[arg-type]
             tools=request.tools,  # type: ignore[arg-type]
-        ) as stream:
-            async for event in stream:
-                if event.type == "message_start":
-                    progress.input_usage = event.message.usage.model_dump(exclude_none=True)
-                elif event.type == "message_delta":
-                    progress.output_tokens = event.usage.output_tokens
-                elif event.type == "message_stop":
-                    progress.stopped = True
-            if not progress.stopped:  # the connection ended mid-reply: a cut, not a reply
-                raise ClaudeUnavailable(
-                    "Claude's stream ended before message_stop",
-                    sent=progress.sent,
-                    progress=progress,
-                )
-            message = await stream.get_final_message()
-        body = message.model_dump(mode="json", exclude_none=True)
+            stream=True,
+        ) as response:
+            building = ReplyBuilder()
+            try:
+                async for event, data in server_sent_events(response.iter_lines()):
+                    building.feed(event, data)
+                    progress.input_usage = building.input_usage
+                    progress.output_tokens = building.output_tokens
+            except StreamError as exc:  # as the SDK's own stream raises it
+                raise anthropic.APIStatusError(
+                    str(exc.body), response=response.http_response, body=exc.body
+                ) from None
+        if not building.stopped:  # the connection ended mid-reply: a cut, not a reply
+            raise ClaudeUnavailable(
+                "Claude's stream ended before message_stop", sent=progress.sent, progress=progress
+            )
+        progress.stopped = True
+        body = building.reply()
         return ClaudeReply(
             id=str(body.get("id", "")),
             model=str(body.get("model", request.model)),

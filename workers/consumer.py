@@ -179,6 +179,7 @@ class Consumer:
         self._delayed: dict[str, list[_Delayed]] = {dq_name(q): [] for q in self.queues}
         self._due = asyncio.Event()
         self._outcomes: list[tuple[str, str, str, asyncio.Future[None]]] = []
+        self._unsettled = asyncio.Event()
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()
         self.processed = 0
@@ -351,7 +352,11 @@ class Consumer:
             for dq, held in self._delayed.items():
                 while held and held[0].eta_ms <= now:
                     due = heapq.heappop(held)
-                    await self._requeue_due(dq, due)
+                    try:
+                        await self._requeue_due(dq, due)
+                    except BaseException:  # Redis away: held again, moved on the next round
+                        heapq.heappush(held, due)
+                        raise
                 if held:
                     soonest = held[0].eta_ms if soonest is None else min(soonest, held[0].eta_ms)
             self._due.clear()
@@ -397,7 +402,7 @@ class Consumer:
                     failure = await self._run(actor, message)
                     if isinstance(failure, NotStarted):
                         run.not_started()
-            self._count(actor, failure, time.monotonic() - started)
+            self._count(actor, message, failure, time.monotonic() - started)
             if failure is None:
                 await self._settle("ack", queue, redis_id)
             elif isinstance(failure, actor.throws):
@@ -408,12 +413,14 @@ class Consumer:
             in_progress.dec()
             self.capacity[queue].give()
 
-    def _count(self, actor: ActorSpec, failure: Exception | None, took_s: float) -> None:
+    def _count(
+        self, actor: ActorSpec, message: Message[Any], failure: Exception | None, took_s: float
+    ) -> None:
         self.processed += 1
         self.last_message_at = time.time()
         if failure is None:
             result = "ok"
-        elif isinstance(failure, actor.throws):
+        elif isinstance(failure, actor.throws) or _out_of_retries(actor, message):
             result = "dead"
         else:
             result = "retry" if isinstance(failure, TryLater) else "error"
@@ -443,15 +450,23 @@ class Consumer:
     ) -> None:
         why = PoisonMessage(f"this message crashed its worker {crashes} times")
         if actor.on_poison is not None:
-            await actor.on_poison(message, crashes)
+            on_poison = actor.on_poison
+            try:
+                await self._through_outages(
+                    "ending a poisoned step's quest", lambda: on_poison(message, crashes)
+                )
+            except Exception as exc:  # a bug of ours: the message is dead-lettered all the same
+                _raise_if_cancelled(exc)
+                if _reportable(exc):
+                    sentry_sdk.capture_exception(exc)
+                log.error("a poisoned step's quest could not be ended", error=type(exc).__name__)
         await self._dead_letter(queue, redis_id, message, why)
 
     async def _retry(
         self, queue: str, redis_id: str, message: Message[Any], actor: ActorSpec, exc: Exception
     ) -> None:
         retries = int(message.options.get("retries", 0))
-        if retries >= int(message.options.get("max_retries", actor.max_retries)):
-            log.warning("retries exceeded", actor=actor.name, message_id=message.message_id)
+        if _out_of_retries(actor, message):
             await self._dead_letter(queue, redis_id, message, exc)
             return
         if isinstance(exc, TryLater) and exc.retry_after_ms is not None:
@@ -476,14 +491,33 @@ class Consumer:
             delay_ms=delay,
             error=type(exc).__name__,
         )
-        await self.protocol.enqueue(again.queue_name, new_id, again.encode())
+        body = again.encode()
+        await self._through_outages(
+            "retrying a message", lambda: self.protocol.enqueue(again.queue_name, new_id, body)
+        )
         await self._settle("ack", queue, redis_id)
 
     async def _dead_letter(
         self, queue: str, redis_id: str, message: Message[Any], exc: BaseException
     ) -> None:
-        await self.refusals.record(message, exc)
+        await self._through_outages(
+            "recording a dead letter's reason", lambda: self.refusals.record(message, exc)
+        )
         await self._settle("nack", queue, redis_id)
+
+    async def _through_outages(self, what: str, call: Callable[[], Awaitable[None]]) -> None:
+        """``call`` again, backing off, while Redis or Postgres is away: the message it settles
+        stays held by this process meanwhile (a shutdown hands it back), never stranded in
+        its acks set for as long as the process lives."""
+        failures = 0
+        while True:
+            try:
+                return await call()
+            except OUTAGES as exc:
+                _raise_if_cancelled(exc)
+                failures, backoff_ms = compute_backoff(failures, max_backoff=self.poll_ms * 5)
+                log.warning(f"{what} failed; trying again", error=type(exc).__name__)
+                await asyncio.sleep(backoff_ms / 1000)
 
     # --- settling in batches --------------------------------------------------------------
 
@@ -492,12 +526,17 @@ class Consumer:
         once Redis has it."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._outcomes.append((command, queue, redis_id, done))
+        self._unsettled.set()
         await done
 
     async def _settle_loop(self) -> None:
+        """Wakes only when something waits to be settled (an idle process sleeps)."""
         while True:
-            await asyncio.sleep(self.settle_every_ms / 1000)
+            await self._unsettled.wait()
+            await asyncio.sleep(self.settle_every_ms / 1000)  # others join the batch
             await self._flush()
+            if not self._outcomes:
+                self._unsettled.clear()
 
     async def _flush(self, *, last: bool = False) -> None:
         batch, self._outcomes = self._outcomes, []
@@ -528,6 +567,11 @@ OUTAGES = (StoreUnavailable, GuardUnavailable, PublishFailed, RedisError)
 
 def _reportable(failure: Exception) -> bool:
     return sentry_sdk.get_client().is_active() and not isinstance(failure, OUTAGES)
+
+
+def _out_of_retries(actor: ActorSpec, message: Message[Any]) -> bool:
+    retries = int(message.options.get("retries", 0))
+    return retries >= int(message.options.get("max_retries", actor.max_retries))
 
 
 def _new_redis_id() -> str:
