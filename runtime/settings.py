@@ -122,7 +122,7 @@ class Settings(BaseSettings):
         None,
         ge=0,
         description="this process's index in its worker group (set by `system2 worker` for each "
-        "process it starts; picks its metrics port)",
+        "process it starts; a process run alone serves its metrics on the port plus it)",
     )
     worker_control_in_flight: int = Field(
         100, ge=1, description="cancels and maintenance messages one worker process runs at once"
@@ -227,15 +227,16 @@ class Settings(BaseSettings):
         description="the deployed git commit (S2_RELEASE); default system2-workers@<version>",
     )
     metrics_port: int = Field(
-        0, description="a worker process's metrics port is this plus its index (0: no metrics)"
+        0,
+        description="where a worker group serves the sum of its processes' metrics (0: no metrics)",
     )
     metrics_host: str = Field("0.0.0.0", description="where worker metrics ports listen")  # noqa: S104
     prometheus_multiproc_dir: str | None = Field(
         None,
         validation_alias="PROMETHEUS_MULTIPROC_DIR",
-        description="where the processes of one ingress write their metrics, summed at "
-        "/metrics; `system2 ingress --workers N` (N > 1) makes one when unset. "
-        "prometheus-client reads it too, at import",
+        description="where the processes of one ingress or one worker group write their "
+        "metrics, summed at one endpoint; `system2 ingress --workers N` (N > 1) and "
+        "`system2 worker` make one. prometheus-client reads it too, at import",
     )
 
     @field_validator("prometheus_multiproc_dir")

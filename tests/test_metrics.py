@@ -1,22 +1,28 @@
 """Prometheus metrics as ops would read them, scraped from real processes.
 
 A demo-sized batch of quests is submitted over HTTP while no worker runs, so the ``quests``
-queue fills; then worker processes (each serving its own metrics port) drain it. The
-ingress's ``/metrics`` and every worker port are scraped before, during and after, and the
-numbers must tell that story: the depth rises and falls to zero, and the counters add up to
-the quests and steps that ran. Also: an ingress of several processes counts all of them, a
-cancel is timed, a dead-lettered message is counted and shown in its queue.
+queue fills; then a group of worker processes (one metrics port for the group) drains it.
+The ingress's ``/metrics`` and the group's port are scraped before, during and after, and
+the numbers must tell that story: the depth rises and falls to zero, and the counters add up
+to the quests and steps that ran. Also: an ingress of several processes counts all of them,
+a worker group's one port sums its processes and outlives a killed one, a worker process run
+alone serves its own, a cancel is timed, a dead-lettered message is counted and shown in its
+queue, and every Fly process group has its scrape endpoint.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
+import tomllib
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,9 +31,11 @@ from dramatiq import Message
 from prometheus_client.parser import text_string_to_metric_families
 
 from messages.transport import build_broker
-from system2.procs import Proc, free_port, wait_http
+from system2.ops.health import children_of
+from system2.procs import Proc, free_port, wait_http, wait_workers
 from tests.conftest import Stack, Tenant, system2
 from tests.support import InTenant, quest_state, submit, wait_finished, wait_for
+from workers.fleet import STARTUP_S
 
 pytestmark = pytest.mark.slow
 
@@ -52,11 +60,15 @@ def total(samples: Iterable[tuple[str, dict[str, str], float]], name: str, **lab
     )
 
 
+def served(stack: Stack, name: str = "workers") -> list[dict[str, Any]]:
+    """The ``metrics served`` log lines of the stack's process ``name``."""
+    lines = [json.loads(x) for x in stack.procs[name].output().splitlines() if x.startswith("{")]
+    return [line for line in lines if line.get("event") == "metrics served"]
+
+
 def worker_ports(stack: Stack) -> list[int]:
-    lines = [
-        json.loads(x) for x in stack.procs["workers"].output().splitlines() if x.startswith("{")
-    ]
-    return sorted(line["port"] for line in lines if line.get("event") == "metrics served")
+    """The metrics ports of a worker group: one, its parent's, for all of its processes."""
+    return sorted(line["port"] for line in served(stack))
 
 
 def test_queue_depth_rises_and_falls_and_outcomes_match_the_quests_run(
@@ -86,11 +98,11 @@ def test_queue_depth_rises_and_falls_and_outcomes_match_the_quests_run(
     assert total(queued, "s2_ingress_submits_total", status="202") == QUESTS
 
     stack.start_workers(processes=2, S2_METRICS_PORT=str(free_port()))
-    ports = wait_for(lambda: ports if len(ports := worker_ports(stack)) == 2 else None)
+    (port,) = wait_for(lambda: worker_ports(stack))  # one port for the group's two processes
     depths, seen_by_workers = [], []
     for _ in range(200):  # while the batch runs: the depth falls as workers take the quests
         depths.append(total(scrape(f"{ingress}/metrics"), "s2_queue_depth", queue="quests"))
-        during = scrape(f"http://127.0.0.1:{ports[0]}/metrics")
+        during = scrape(f"http://127.0.0.1:{port}/metrics")
         seen_by_workers.append(total(during, "s2_queue_depth", queue="quests"))
         if depths[-1] == 0:
             break
@@ -99,14 +111,17 @@ def test_queue_depth_rises_and_falls_and_outcomes_match_the_quests_run(
     assert {q.status for q in finished} == {"succeeded"}
 
     after = scrape(f"{ingress}/metrics")
-    workers = [s for port in ports for s in scrape(f"http://127.0.0.1:{port}/metrics")]
-    base = scrape(f"http://127.0.0.1:{ports[0]}/metrics")
+    workers = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert worker_ports(stack) == [port]
     assert max(depths) <= QUESTS and depths[-1] == 0 and max(seen_by_workers) <= QUESTS
-    for samples in (after, base):  # both report the queues, and they are empty now
+    for samples in (after, workers):  # both report the queues, and they are empty now
         assert total(samples, "s2_queue_depth", queue="quests") == 0
         assert total(samples, "s2_queue_in_progress", queue="quests") == 0
         assert total(samples, "s2_queue_dead_letters", queue="quests") == 0
-    assert total(base, "s2_provider_breaker_state", provider="demo", state="closed") == 1
+    assert total(workers, "s2_provider_breaker_state", provider="demo", state="closed") == 1
+    # The group's port reports the queues and the breakers once, not once per process.
+    assert sum(1 for n, _, _ in workers if n == "s2_queue_stats_up") == 1
+    assert sum(1 for n, _, _ in workers if n == "s2_provider_breaker_state") == 3
 
     steps = sum(q.steps_done for q in finished)  # answer: 1 step, notes: 2
     assert steps == QUESTS // 2 * 3
@@ -162,6 +177,123 @@ def test_a_several_process_ingress_stops_on_sigterm_and_removes_its_metrics_dir(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def steps_counted(path: Path) -> float:
+    """The quest steps one worker process counted done, read from its own metrics file."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    return sum(
+        sample.value
+        for metric in MultiProcessCollector.merge([str(path)])
+        for sample in metric.samples
+        if sample.name == "s2_messages_total"
+        and sample.labels.get("actor") == "quest_step"
+        and sample.labels.get("result") == "ok"
+    )
+
+
+def test_a_worker_group_serves_one_port_summing_its_processes_and_outlives_one(
+    stack: Stack, in_tenant: InTenant, tenant: Tenant
+) -> None:
+    # One step at a time per process; a quick stop, as the test ends with steps held by Claude.
+    started = time.monotonic()
+    proc = stack.start_workers(
+        processes=2, in_flight=1, S2_METRICS_PORT=str(free_port()), S2_SHUTDOWN_GRACE_S="0.5"
+    )
+    (port,) = wait_for(lambda: worker_ports(stack))
+    url = f"http://127.0.0.1:{port}/metrics"
+    directory = Path(served(stack)[0]["directory"])
+    children = set(children_of(proc.pid))
+    assert len(children) == 2
+    redis_url = stack.settings.redis_url
+
+    quick = [
+        submit(in_tenant, redis_url, tenant.id, f"[script:answer] quick {i}") for i in range(4)
+    ]
+    for quest in quick:
+        assert wait_finished(in_tenant, tenant.id, quest.id).status == "succeeded"
+    ran = scrape(url)  # whichever process ran which step, the port counts them all
+    assert total(ran, "s2_quests_finished_total", status="succeeded") == 4
+    assert total(ran, "s2_messages_total", actor="quest_step", result="ok") == 4
+    counted = {pid: steps_counted(directory / f"counter_{pid}.db") for pid in children}
+    assert sum(counted.values()) == 4
+
+    def waiting(n: int) -> Any:
+        def check() -> Any:
+            samples = scrape(url)
+            return samples if total(samples, "s2_steps_waiting", on="claude") == n else None
+
+        return check
+
+    # Each process takes one slow step (its one slot) and waits on Claude: the port sums both.
+    for i in range(2):
+        submit(in_tenant, redis_url, tenant.id, f"[script:slow] hold on {i}")
+    both = wait_for(waiting(2), timeout=30)
+    assert total(both, "s2_messages_in_progress", actor="quest_step") == 2
+    assert {f"gauge_livesum_{pid}.db" for pid in children} <= set(os.listdir(directory))
+
+    # kill -9 the process that counted the most: its gauges go at once, its counts stay, the
+    # group's parent starts another process in its place, and the port answers throughout.
+    victim = max(counted, key=lambda pid: counted[pid])
+    assert counted[victim] > 0
+    time.sleep(max(0.0, started + STARTUP_S + 1 - time.monotonic()))  # else it stops the group
+    os.kill(victim, signal.SIGKILL)
+    one = wait_for(waiting(1), timeout=10)
+    assert total(one, "s2_messages_in_progress", actor="quest_step") == 1
+    assert total(one, "s2_quests_finished_total", status="succeeded") == 4
+    assert total(one, "s2_messages_total", actor="quest_step", result="ok") == 4
+    assert not (directory / f"gauge_livesum_{victim}.db").exists()
+    now = wait_for(
+        lambda: c if len(c := set(children_of(proc.pid))) == 2 and victim not in c else None
+    )
+    (newcomer,) = now - children
+    wait_workers(redis_url, 2, proc=proc)
+    # The dead process's step comes back once its heartbeat is stale; the newcomer takes it
+    # (the other process's one slot is busy), and its series are summed in as well.
+    again = wait_for(waiting(2), timeout=60)
+    assert total(again, "s2_messages_in_progress", actor="quest_step") == 2
+    assert total(again, "s2_messages_total", actor="quest_step", result="ok") == 4
+    assert (directory / f"gauge_livesum_{newcomer}.db").exists()
+    assert worker_ports(stack) == [port]
+
+    # SIGTERM to the group's main process: every process stops, and the directory goes.
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.popen is not None
+    assert proc.popen.wait(timeout=30) == 0, proc.output()[-2000:]
+    assert not directory.exists()
+
+
+def test_a_worker_process_run_alone_serves_its_own_registry(stack: Stack) -> None:
+    port = free_port()
+    env = {
+        k: v
+        for k, v in stack.env(S2_METRICS_PORT=str(port)).items()
+        if k != "PROMETHEUS_MULTIPROC_DIR"
+    }
+    argv = [sys.executable, "-m", "workers.app", "--queues", "control"]
+    proc = Proc("alone", argv, env=env, log_path=stack.logs / "alone.log").start()
+    stack.procs["alone"] = proc
+    wait_http(f"http://127.0.0.1:{port}/metrics", proc=proc, timeout=60)
+    samples = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert [line["port"] for line in served(stack, "alone")] == [port]
+    assert total(samples, "s2_queue_stats_up") == 1  # on the base port: the queues too
+    assert any(n == "process_cpu_seconds_total" for n, _, _ in samples)  # its own registry
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "production"])
+def test_every_fly_process_group_has_its_scrape_endpoint(env: str) -> None:
+    fly = Path(__file__).resolve().parents[1] / "deploy" / "fly"
+    cfg = tomllib.loads((fly / f"{env}.toml").read_text())
+    endpoints = {group: m for m in cfg["metrics"] for group in m["processes"]}
+    assert sorted(endpoints) == sorted(cfg["processes"])  # each group once
+    assert all(m["path"] == "/metrics" for m in cfg["metrics"])
+    assert endpoints["ingress"]["port"] == cfg["http_service"]["internal_port"]
+    for group in ("worker", "audit"):  # `system2 worker` groups: their parent serves the port
+        assert cfg["processes"][group].startswith("system2 ops run-worker ")
+        assert endpoints[group]["port"] == int(cfg["env"]["S2_METRICS_PORT"]) > 0
+    assert cfg["env"]["S2_METRICS_HOST"] == "::"  # IPv4 and IPv6 (Fly's private network)
+    assert cfg["metrics"] == tomllib.loads((fly / "staging.toml").read_text())["metrics"]
 
 
 def test_a_cancel_is_counted_with_its_latency(

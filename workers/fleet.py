@@ -1,11 +1,17 @@
 """``system2 worker``: a group of worker processes (``python -m workers.app``) on one machine.
 
 The parent holds no queue work: it starts ``processes`` children, each told its index
-(``S2_WORKER_INDEX``, which picks its metrics port), restarts a child that dies while the
-group runs (``kill -9``, out of memory: its messages come back to the queue after the
-heartbeat timeout), and on SIGTERM or SIGINT passes the signal on and waits for every child
-to hand back its work. A child that fails within ``STARTUP_S`` of its start (settings
-refused, say) stops the group with its exit code: restarting it would only fail again.
+(``S2_WORKER_INDEX``), restarts a child that dies while the group runs (``kill -9``, out of
+memory: its messages come back to the queue after the heartbeat timeout), and on SIGTERM or
+SIGINT passes the signal on and waits for every child to hand back its work. A child that
+fails within ``STARTUP_S`` of its start (settings refused, say) stops the group with its exit
+code: restarting it would only fail again.
+
+With ``S2_METRICS_PORT`` set, the parent also serves the group's one metrics endpoint
+(``workers.metrics_endpoint.GroupEndpoint``): the children write their metrics to files in a
+directory the parent makes and gives each of them as ``PROMETHEUS_MULTIPROC_DIR``; a dead
+child's gauges are dropped before another takes its place; the directory goes when the
+group stops. With metrics off, no child is given a directory (not even one the parent was).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -25,9 +31,13 @@ from messages import QUEUES
 from runtime import logs
 from runtime.settings import Settings
 
+if TYPE_CHECKING:
+    from workers.metrics_endpoint import GroupEndpoint
+
 log = structlog.get_logger(__name__)
 STARTUP_S = 5.0
 RESTART_DELAY_S = 1.0
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client at its first import
 
 
 @dataclass
@@ -38,9 +48,13 @@ class Child:
 
 
 class Fleet:
-    def __init__(self, processes: int, child_args: list[str]) -> None:
+    def __init__(
+        self, processes: int, child_args: list[str], settings: Settings | None = None
+    ) -> None:
         self.processes = processes
         self.child_args = child_args
+        self.settings = settings
+        self.metrics: GroupEndpoint | None = None
         self.children: list[Child] = []
         self.stopping = False
         self.signum: int = signal.SIGTERM
@@ -48,6 +62,9 @@ class Fleet:
 
     def start(self, index: int) -> Child:
         env = {**os.environ, "S2_WORKER_INDEX": str(index)}
+        env.pop(MULTIPROC_DIR, None)
+        if self.metrics is not None and self.metrics.directory is not None:
+            env[MULTIPROC_DIR] = self.metrics.directory
         argv = [sys.executable, "-m", "workers.app", *self.child_args]
         proc = subprocess.Popen(argv, env=env)  # noqa: S603 - our own module, our own args
         log.info("worker process started", index=index, pid=proc.pid)
@@ -67,6 +84,22 @@ class Fleet:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
+        self.metrics = self._serve_metrics()
+        try:
+            return self._supervise()
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()
+
+    def _serve_metrics(self) -> GroupEndpoint | None:
+        if self.settings is None or not self.settings.metrics_port:
+            return None
+        from workers.metrics_endpoint import GroupEndpoint
+
+        endpoint = GroupEndpoint(self.settings)
+        return endpoint if endpoint.open() is not None else None
+
+    def _supervise(self) -> int:
         self.children = [self.start(i) for i in range(self.processes)]
         code = 0
         while self.children:
@@ -79,6 +112,8 @@ class Fleet:
                 if status is None:
                     continue
                 self.children.remove(child)
+                if self.metrics is not None:  # before a new child can be given its pid
+                    self.metrics.process_died(child.proc.pid)
                 if self.stopping:
                     code = code or _exit_code(status)
                     continue
@@ -110,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    logs.configure(Settings())
+    settings = Settings()
+    logs.configure(settings)
     child_args = ["--queues", *args.queues] if args.queues else []
-    return Fleet(max(1, args.processes), child_args).run()
+    return Fleet(max(1, args.processes), child_args, settings).run()
 
 
 if __name__ == "__main__":
