@@ -1,32 +1,61 @@
 """Soak: quests that use the demo integration's tools while workers are killed and restarted.
 
 Two worker groups (one process each) run N quests that each create a task at the demo
-provider; every few seconds one group is killed with SIGKILL and started again. With
-``--provider-hold 8 --rate 125`` about a thousand steps are in flight, each waiting on the
-provider mid-mutation, when a process is killed. At the end
-it prints quests completed / lost / duplicated mutations / duplicated audit rows / double
-charges. Everything but the first must be 0, and the first must be N (exit code 1 if not).
+provider; every ``--kill-every`` seconds one group (the two in turn) is killed with SIGKILL
+and started again. Each step waits where a real one does: task creation is held
+``--provider-hold`` seconds at the provider and, with ``--claude-hold``, every Claude call
+``--claude-hold`` seconds before its first byte, so kills land mid-call.
+
+Each kill prints what the killed process held: its steps in flight (the quest-step messages
+it had fetched and not acked, read from the broker the moment it died; its beacon's count
+of running steps beside it), and how long until every one of those quests ran again in
+another process (its step claimed anew, or the quest ended, in Postgres: the quest row's
+``step_claimed_at`` / ``finished_at`` after the kill). At the end it prints quests completed /
+lost / duplicated mutations / duplicated audit rows / double charges and the longest
+redelivery. Exit code 1 unless every quest succeeded, nothing was done or charged twice and
+every held quest ran again within ``REDELIVERY_BOUND_S``.
+
+About 1,000 steps in flight in the killed process (``S2_WORKER_IN_FLIGHT``): the two
+processes share the work, so quests per second x seconds a quest waits ~ 2,000, e.g.
+``--quests 6000 --rate 60 --claude-hold 16 --kill-every 30`` (every slot of both busy).
+``--b-in-flight 2000`` leaves group b room for what a killed a held. ``--access-ttl`` makes
+the provider's tokens expire sooner, so kills land on refreshes too. ``kills.json`` and
+``provider-stats.json`` in the log directory keep the details.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import itertools
 import json
-import random
 import signal
+import statistics
 import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
+import redis
+import uvicorn
 
 from bench.stack import BIN, Stack, stack
+from messages import QUESTS
+from messages.redis_keys import (
+    WORKER_BEACON_PREFIX,
+    acks_key,
+    bodies_key,
+    heartbeats_key,
+    queue_key,
+)
+from standins.offline_claude import BUILTIN_SCRIPTS, Script, Turn, create_app
 from store import Database
 from system2.procs import Proc, free_port, wait_http, wait_workers
 from vault import new_key_entry
@@ -39,6 +68,53 @@ SOAK_ENV = {
     "S2_BROKER_MAINTENANCE_CHANCE": "1000000",
     "S2_MAX_STEP_CRASHES": "20",
 }
+REDELIVERY_BOUND_S = 15.0  # issue 17: a killed process's steps run again within this
+POLL_S = 0.2
+
+Admin = psycopg.Connection[tuple[object, ...]]
+
+
+@dataclass
+class Kill:
+    """One SIGKILL: what the process held, and when each of its open quests ran again."""
+
+    number: int
+    group: str
+    pid: int
+    at: float  # wall clock (Postgres timestamps compare with it: same machine)
+    in_flight: int  # quest-step messages fetched and not acked
+    running: int | None  # steps running by the process's last beacon (up to 2 s old)
+    acks: list[str] = field(default_factory=list)  # its acks sets: gone once requeued
+    messages: set[str] = field(default_factory=set)  # held messages not yet fetched again
+    requeued: float | None = None  # seconds until they were back on the queue
+    fetched: float | None = None  # seconds until the last was fetched again
+    waiting: set[str] = field(default_factory=set)  # open quests not yet running again
+    after: dict[str, float] = field(default_factory=dict)  # quest -> seconds to run again
+    held_again: int = 0  # quests a later kill caught again before they ran (their wait counts)
+
+    @property
+    def longest(self) -> float:
+        return max(self.after.values(), default=0.0)
+
+    def line(self) -> str:
+        beacon = "?" if self.running is None else str(self.running)
+        held = f"kill {self.number}: {self.group} (pid {self.pid}) had {self.in_flight} steps "
+        held += f"in flight ({beacon} running by its beacon)"
+        if not self.after and not self.waiting:
+            return held + "; no open quest among them"
+        broker = f"back on the queue after {fmt_s(self.requeued)}, "
+        broker += f"all fetched again after {fmt_s(self.fetched)}"
+        ran = f"{len(self.after)} quests running again within {self.longest:.1f} s"
+        if self.after:
+            ran += f" (median {statistics.median(self.after.values()):.1f} s)"
+        if self.held_again:
+            ran += f", {self.held_again} held again by a later kill first"
+        never = f", {len(self.waiting)} NEVER" if self.waiting else ""
+        return f"{held}; {broker}; {ran}{never}"
+
+
+def fmt_s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
 
 
 @dataclass
@@ -49,35 +125,83 @@ class Figures:
     duplicated_mutations: int
     duplicated_audit_rows: int
     double_charges: int
-    kills: int
     seconds: float
-    unfinished: list[str]
+    submitted_per_s: float
+    kills: list[Kill]
+    unfinished: dict[str, int]  # "status: reason" -> quests
+    refreshes: int  # token refreshes the provider made
+    refresh_reuse: int  # retired refresh tokens presented (the provider revokes the grant)
+
+    @property
+    def redelivery_max(self) -> float:
+        return max((k.longest for k in self.kills), default=0.0)
+
+    @property
+    def never_ran_again(self) -> int:
+        return sum(len(k.waiting) for k in self.kills)
 
     @property
     def ok(self) -> bool:
-        return self.completed == self.quests and not (
-            self.lost
-            or self.duplicated_mutations
-            or self.duplicated_audit_rows
-            or self.double_charges
+        return (
+            self.completed == self.quests
+            and not (
+                self.lost
+                or self.duplicated_mutations
+                or self.duplicated_audit_rows
+                or self.double_charges
+                or self.never_ran_again
+                or self.refresh_reuse
+            )
+            and self.redelivery_max <= REDELIVERY_BOUND_S
         )
 
 
-def soak(
-    s: Stack,
-    quests: int,
-    kill_every: float,
-    deadline_s: float,
-    rate: float,
-    provider_hold_s: float = 0.3,
-) -> Figures:
-    provider_port = free_port()
-    provider_url = f"http://127.0.0.1:{provider_port}"
+# -- the stack ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run does (the command line's options)."""
+
+    quests: int = 200
+    kill_every: float = 4.0
+    deadline: float = 280.0
+    rate: float = 1.0
+    provider_hold: float = 0.3
+    claude_hold: float = 0.0
+    access_ttl: float = 60.0  # the provider's access tokens: refreshed every ttl - 30 s
+    b_in_flight: int | None = None  # S2_WORKER_IN_FLIGHT of group b (None: as a)
+
+
+def serve_held_claude(port: int, hold_s: float) -> None:
+    """The offline Claude whose ``tasks`` script starts every reply ``hold_s`` late."""
+    turns = [t for t in BUILTIN_SCRIPTS["tasks"].turns if isinstance(t, Turn)]
+    held = Script(turns=tuple(dataclasses.replace(t, start_after_s=hold_s) for t in turns))
+    uvicorn.run(create_app({"tasks": held}), host="127.0.0.1", port=port, log_level="warning")
+
+
+def start_claude(s: Stack, hold_s: float) -> None:
+    if not hold_s:
+        s.start_claude()
+        return
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.soak", "--serve-claude", str(port), str(hold_s)]
+    proc = Proc("held-claude", argv, env=s.env(), log_path=s.logs / "held-claude.log").start()
+    s.procs["held-claude"] = proc
+    s.claude_url = f"http://127.0.0.1:{port}"
+    wait_http(s.claude_url + "/", proc=proc)
+
+
+def start_services(s: Stack, plan: Plan) -> tuple[str, uuid.UUID, dict[str, str]]:
+    """The provider (its task creation held), Claude and a connected company; returns the
+    provider's URL, the company and the workers' extra environment."""
+    port = free_port()
+    provider_url = f"http://127.0.0.1:{port}"
     key = new_key_entry(datetime.now(UTC))
     extra = {"S2_VAULT_KEYS": key, "S2_DEMO_PROVIDER_URL": provider_url, **SOAK_ENV}
-    provider = s.start("demo-provider", "demo-provider", "--port", str(provider_port))
-    wait_http(provider_url + "/", proc=provider)
-    s.start_claude()
+    args = ["--port", str(port), "--access-ttl", str(plan.access_ttl)]
+    wait_http(provider_url + "/", proc=s.start("demo-provider", "demo-provider", *args))
+    start_claude(s, plan.claude_hold)
     company, _ = s.company()
     connect = Proc(
         "connect",
@@ -86,55 +210,34 @@ def soak(
         log_path=s.logs / "connect.log",
     ).start()
     assert connect.popen is not None and connect.popen.wait(60) == 0, connect.output()
-
-    groups = {name: start_group(s, name, extra) for name in ("a", "b")}
-    wait_workers(s.settings.redis_url, 2, timeout=60)
-    # Each task creation waits at the provider, so kills land mid-call too; a long wait and a
-    # high rate keep many steps in flight in each process (rate x hold).
     httpx.post(
         provider_url + "/_faults",
-        json={"delay_s": provider_hold_s, "paths": ["/api/v1/tasks"], "methods": ["POST"]},
+        json={"delay_s": plan.provider_hold, "paths": ["/api/v1/tasks"], "methods": ["POST"]},
     )
-    t0 = time.monotonic()
-    ids: list[str] = []
-    submitter = threading.Thread(
-        target=lambda: asyncio.run(submit_all(s, company, quests, rate, ids))
-    )
-    submitter.start()
-    kills = 0
-    with psycopg.connect(s.settings.admin_database_url, autocommit=True) as admin:
-        next_kill = time.monotonic() + kill_every
-        while time.monotonic() - t0 < deadline_s and (
-            submitter.is_alive() or open_quests(admin, ids)
-        ):
-            if time.monotonic() >= next_kill:
-                name = random.choice(list(groups))
-                groups[name].signal(signal.SIGKILL)
-                assert groups[name].popen is not None
-                groups[name].popen.wait(10)
-                kills += 1
-                groups[name] = start_group(s, f"{name}{kills}", extra)
-                next_kill = time.monotonic() + kill_every
-            time.sleep(0.2)
-        seconds = time.monotonic() - t0
-        return measure(admin, provider_url, company, ids, kills, seconds)
+    return provider_url, company, extra
 
 
-def start_group(s: Stack, name: str, extra: dict[str, str]) -> Proc:
+def start_group(s: Stack, name: str, extra: dict[str, str], plan: Plan) -> Proc:
+    if name.startswith("b") and plan.b_in_flight:
+        extra = {**extra, "S2_WORKER_IN_FLIGHT": str(plan.b_in_flight)}
     return s.start(f"workers-{name}", "worker", "--processes", "1", **extra)
 
 
-async def submit_all(s: Stack, company: uuid.UUID, n: int, rate: float, ids: list[str]) -> None:
-    """The submitter thread's body, on a loop of its own (``asyncio.run``) with its pool."""
+async def submit_all(
+    s: Stack, company: uuid.UUID, n: int, rate: float, ids: list[str], done: list[float]
+) -> None:
+    """The submitter thread's body, on a loop of its own (``asyncio.run``) with its pool:
+    quest ``i`` goes at ``i / rate`` s (later if submitting falls behind)."""
     from ingress.submit import QuestSpec, create_quest, enqueue_first_step
     from messages import Actor, ActorType
     from messages.transport import Publisher, build_broker
 
     actor = Actor(type=ActorType.operator, id="soak")
     broker = build_broker(s.settings.redis_url)
+    t0 = time.monotonic()
     async with Database(s.settings.database_url, max_size=2) as db:
         for i in range(n):
-            await asyncio.sleep(1 / rate)
+            await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
             async with db.tenant(company) as tx:
                 quest, _ = await create_quest(
                     tx,
@@ -144,9 +247,151 @@ async def submit_all(s: Stack, company: uuid.UUID, n: int, rate: float, ids: lis
             await enqueue_first_step(db, Publisher(broker), quest, actor)
             ids.append(str(quest.id))
     broker.close()
+    done.append(time.monotonic() - t0)
 
 
-def open_quests(admin: psycopg.Connection[tuple[object, ...]], ids: list[str]) -> int:
+# -- kills and redelivery ----------------------------------------------------------------
+
+
+def kill(number: int, name: str, group: Proc, r: redis.Redis, admin: Admin) -> Kill:
+    """SIGKILL the group; read, from the broker, the quest steps its process held then."""
+    pids = [c.pid for c in psutil.Process(group.pid).children(recursive=True)]
+    running = beacon_running(r, pids)
+    group.signal(signal.SIGKILL)
+    assert group.popen is not None
+    group.popen.wait(10)
+    at = time.time()
+    acks = [acks_key(consumer, QUESTS) for consumer in consumers_of(r, pids)]
+    held: list[bytes] = []
+    for key in acks:  # untouched until its heartbeat lapses and maintenance requeues them
+        held += r.smembers(key)  # type: ignore[arg-type]
+    quests = quests_of(r, held)
+    open_ = {
+        str(q)
+        for (q,) in admin.execute(
+            "SELECT id FROM quests WHERE id = ANY(%s::uuid[]) AND status IN ('queued', 'running')",
+            (list(quests),),
+        )
+    }
+    pid = pids[0] if pids else group.pid
+    messages = {m.decode() for m in held}
+    return Kill(number, name, pid, at, len(held), running, acks, messages, waiting=open_)
+
+
+def consumers_of(r: redis.Redis, pids: list[int]) -> list[str]:
+    """The broker consumer ids (``host:pid:tag``) of these processes, from the heartbeats."""
+    members = [m.decode() for m in r.zrange(heartbeats_key(), 0, -1)]  # type: ignore[union-attr]
+    return [m for m in members if any(f":{pid}:" in m for pid in pids)]
+
+
+def beacon_running(r: redis.Redis, pids: list[int]) -> int | None:
+    for key in r.scan_iter(match=f"{WORKER_BEACON_PREFIX}*", count=500):
+        raw = r.get(key)
+        state = json.loads(raw) if raw else {}
+        if state.get("pid") in pids:
+            return int(state.get("in_flight", {}).get(QUESTS, 0))
+    return None
+
+
+def quests_of(r: redis.Redis, message_ids: list[bytes]) -> set[str]:
+    """The quests of these quest-step messages (their bodies stay until acked)."""
+    if not message_ids:
+        return set()
+    bodies = r.hmget(bodies_key(QUESTS), message_ids)
+    return {json.loads(b)["args"][0]["payload"]["quest_id"] for b in bodies if b}
+
+
+def note_held_again(kills: list[Kill]) -> None:
+    """The newest kill caught quests that earlier ones held and that had not run since."""
+    newest = kills[-1]
+    print(f"kill {newest.number}: {newest.in_flight} in flight", flush=True)  # progress
+    for earlier in kills[:-1]:
+        earlier.held_again += len(earlier.waiting & newest.waiting)
+
+
+def follow_messages(r: redis.Redis, kills: list[Kill]) -> None:
+    """The broker's side: when a killed process's messages went back on the queue (another
+    process's maintenance requeues its acks sets and deletes them) and when the last of
+    them left it (fetched by a process; it may still wait there before it runs)."""
+    now, moving = time.time(), [k for k in kills if k.messages]
+    for k in moving:
+        if k.requeued is None and not r.exists(*k.acks):
+            k.requeued = now - k.at
+    requeued = [k for k in moving if k.requeued is not None]
+    if not requeued:
+        return
+    queued = {m.decode() for m in r.lrange(queue_key(QUESTS), 0, -1)}  # type: ignore[union-attr]
+    for k in requeued:
+        k.messages &= queued
+        if not k.messages:
+            k.fetched = now - k.at
+
+
+def track(admin: Admin, kills: list[Kill]) -> None:
+    """A quest a killed process held runs again when its step is claimed anew, or it ends,
+    after the kill; the row's timestamps say when."""
+    for k in kills:
+        if not k.waiting:
+            continue
+        rows = admin.execute(
+            "SELECT id::text, extract(epoch FROM step_claimed_at)::float8, "
+            "extract(epoch FROM finished_at)::float8 FROM quests WHERE id = ANY(%s::uuid[])",
+            (list(k.waiting),),
+        )
+        for quest, claimed, finished in rows:
+            after = [float(t) - k.at for t in (claimed, finished) if t and float(t) > k.at]  # type: ignore[arg-type]
+            if after:
+                k.after[str(quest)] = min(after)
+                k.waiting.discard(str(quest))
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+def soak(s: Stack, plan: Plan) -> Figures:
+    provider_url, company, extra = start_services(s, plan)
+    groups = {name: start_group(s, name, extra, plan) for name in ("a", "b")}
+    wait_workers(s.settings.redis_url, 2, timeout=60)
+    t0 = time.monotonic()
+    ids: list[str] = []
+    submitted: list[float] = []
+    submitter = threading.Thread(
+        target=lambda: asyncio.run(submit_all(s, company, plan.quests, plan.rate, ids, submitted))
+    )
+    submitter.start()
+    kills: list[Kill] = []
+    turn = itertools.cycle(sorted(groups))
+    r = redis.Redis.from_url(s.settings.redis_url)
+    with psycopg.connect(s.settings.admin_database_url, autocommit=True) as admin:
+        next_kill = time.monotonic() + plan.kill_every
+        while time.monotonic() - t0 < plan.deadline and (
+            submitter.is_alive() or open_quests(admin, ids)
+        ):
+            if time.monotonic() >= next_kill:
+                name = next(turn)
+                kills.append(kill(len(kills) + 1, groups[name].name, groups[name], r, admin))
+                track(admin, kills)  # what ran until the kill, before it counts as held again
+                note_held_again(kills)
+                groups[name] = start_group(s, f"{name}{len(kills)}", extra, plan)
+                next_kill = time.monotonic() + plan.kill_every
+            follow_messages(r, kills)
+            track(admin, kills)
+            time.sleep(POLL_S)
+        seconds = time.monotonic() - t0
+        submitter.join(5)
+        track(admin, kills)
+        figures = measure(admin, provider_url, company, ids, s.logs)
+    r.close()
+    keep = ("messages", "acks", "waiting")
+    detail = [{k: v for k, v in dataclasses.asdict(one).items() if k not in keep} for one in kills]
+    (s.logs / "kills.json").write_text(json.dumps(detail))
+    rate_seen = len(ids) / submitted[0] if submitted and submitted[0] else 0.0
+    return dataclasses.replace(
+        figures, kills=kills, seconds=round(seconds, 1), submitted_per_s=round(rate_seen, 1)
+    )
+
+
+def open_quests(admin: Admin, ids: list[str]) -> int:
     row = admin.execute(
         "SELECT count(*) FROM quests WHERE id = ANY(%s::uuid[]) AND status IN ('queued', 'running')",
         (ids,),
@@ -155,25 +400,20 @@ def open_quests(admin: psycopg.Connection[tuple[object, ...]], ids: list[str]) -
 
 
 def measure(
-    admin: psycopg.Connection[tuple[object, ...]],
-    provider_url: str,
-    company: uuid.UUID,
-    ids: list[str],
-    kills: int,
-    seconds: float,
+    admin: Admin, provider_url: str, company: uuid.UUID, ids: list[str], logs: Path
 ) -> Figures:
     time.sleep(3)  # the last audit batches
     completed = admin.execute(
         "SELECT count(*) FROM quests WHERE id = ANY(%s::uuid[]) AND status = 'succeeded'", (ids,)
     ).fetchone()[0]  # type: ignore[index]
-    unfinished = [
-        f"{quest} {status}: {reason}"
-        for quest, status, reason in admin.execute(
-            "SELECT id, status, reason FROM quests WHERE id = ANY(%s::uuid[]) "
-            "AND status <> 'succeeded'",
+    unfinished = {
+        f"{status}: {reason}": int(n)  # type: ignore[call-overload]
+        for status, reason, n in admin.execute(
+            "SELECT status, reason, count(*) FROM quests WHERE id = ANY(%s::uuid[]) "
+            "AND status <> 'succeeded' GROUP BY status, reason ORDER BY count(*) DESC",
             (ids,),
         )
-    ]
+    }
     audit_dups = admin.execute(
         "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM activity_log "
         "WHERE company_id = %s AND action = 'task.created' GROUP BY quest_id) per_quest",
@@ -184,9 +424,9 @@ def measure(
         "AND status = 'settled' GROUP BY quest_id, step HAVING count(*) > 1) twice",
         (company,),
     ).fetchone()[0]  # type: ignore[index]
-    stats = (
-        httpx.get(provider_url + "/_stats").json()["accounts"].get(str(company), {"mutations": 0})
-    )
+    provider = httpx.get(provider_url + "/_stats").json()
+    (logs / "provider-stats.json").write_text(json.dumps(provider, indent=1))
+    stats = provider["accounts"].get(str(company), {"mutations": 0, "refreshes": 0})
     return Figures(
         quests=len(ids),
         completed=int(completed),
@@ -194,43 +434,74 @@ def measure(
         duplicated_mutations=max(0, int(stats["mutations"]) - int(completed)),
         duplicated_audit_rows=int(audit_dups),
         double_charges=int(double),
-        kills=kills,
-        seconds=round(seconds, 1),
+        seconds=0.0,
+        submitted_per_s=0.0,
+        kills=[],
         unfinished=unfinished,
+        refreshes=int(stats["refreshes"]),
+        refresh_reuse=int(provider["totals"]["refresh_reuse_detected"]),
     )
+
+
+def report(figures: Figures) -> None:
+    for k in figures.kills:
+        print(k.line())
+    held = [k.in_flight for k in figures.kills]
+    print(
+        f"quests {figures.quests}: completed {figures.completed} / lost {figures.lost} / "
+        f"duplicated mutations {figures.duplicated_mutations} / duplicated audit rows "
+        f"{figures.duplicated_audit_rows} / double charges {figures.double_charges}  "
+        f"({len(figures.kills)} workers killed, {figures.seconds} s, submitted at "
+        f"{figures.submitted_per_s}/s)"
+    )
+    print(
+        f"redelivery max {figures.redelivery_max:.1f} s (bound {REDELIVERY_BOUND_S:g} s), "
+        f"never ran again {figures.never_ran_again}; in flight at kill max {max(held, default=0)}"
+    )
+    print(
+        f"provider: {figures.refreshes} token refreshes, refresh token reuse detected "
+        f"{figures.refresh_reuse} (it revokes the grant)"
+    )
+    for why, n in figures.unfinished.items():
+        print(f"not succeeded: {n} quests {why}")
+    summary = {k: v for k, v in dataclasses.asdict(figures).items() if k != "kills"}
+    print(json.dumps(summary), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--quests", type=int, default=200)
-    ap.add_argument("--kill-every", type=float, default=4.0, help="seconds between kills")
-    ap.add_argument("--deadline", type=float, default=280.0, help="seconds before giving up")
-    ap.add_argument("--rate", type=float, default=1.0, help="quests submitted per second")
+    ap.add_argument("--quests", type=int, default=Plan.quests)
+    ap.add_argument("--kill-every", type=float, default=Plan.kill_every, help="seconds")
+    ap.add_argument("--deadline", type=float, default=Plan.deadline, help="seconds at most")
+    ap.add_argument("--rate", type=float, default=Plan.rate, help="quests submitted per second")
     ap.add_argument(
         "--provider-hold",
         type=float,
-        default=0.3,
-        help="seconds each task creation waits at the provider (1,000 in flight: "
-        "--quests 2000 --rate 125 --provider-hold 8)",
+        default=Plan.provider_hold,
+        help="seconds a task creation waits",
     )
-    args = ap.parse_args(argv)
+    ap.add_argument(
+        "--claude-hold", type=float, default=Plan.claude_hold, help="seconds before a reply starts"
+    )
+    ap.add_argument(
+        "--access-ttl", type=float, default=Plan.access_ttl, help="the provider's token lifetime"
+    )
+    ap.add_argument(
+        "--b-in-flight", type=int, help="S2_WORKER_IN_FLIGHT of group b (default: as a)"
+    )
+    ap.add_argument("--serve-claude", nargs=2, metavar=("PORT", "HOLD_S"), help=argparse.SUPPRESS)
+    args = vars(ap.parse_args(argv))
+    served = args.pop("serve_claude")
+    if served:
+        serve_held_claude(int(served[0]), float(served[1]))
+        return 0
     with stack() as s:
-        figures = soak(
-            s, args.quests, args.kill_every, args.deadline, args.rate, args.provider_hold
-        )
+        figures = soak(s, Plan(**args))
         logs = Path(s.logs)
-    print(
-        f"quests {figures.quests}: completed {figures.completed} / lost {figures.lost} / duplicated mutations "
-        f"{figures.duplicated_mutations} / duplicated audit rows {figures.duplicated_audit_rows} / "
-        f"double charges {figures.double_charges}  ({figures.kills} workers killed, {figures.seconds} s)"
-    )
-    print(json.dumps(figures.__dict__), file=sys.stderr)
-    if not figures.ok:
-        for line in figures.unfinished:
-            print(f"not succeeded: {line}")
-        print(f"FAILED; process logs in {logs}", file=sys.stderr)
+    report(figures)
+    print(f"{'ok' if figures.ok else 'FAILED'}; process logs in {logs}", file=sys.stderr)
     return 0 if figures.ok else 1
 
 
