@@ -387,8 +387,9 @@ def test_a_consumer_cancelled_at_any_moment_ends(redis_url: str, queue: str) -> 
 
 
 @pytest.mark.slow
-def test_kill_9_with_messages_in_flight_loses_none(redis_url: str, queue: str) -> None:
-    publish(redis_url, queue, 300)
+def killed_holding(redis_url: str, queue: str, count: int) -> str:
+    """A consumer process that fetched ``count`` messages, killed with SIGKILL; its id."""
+    publish(redis_url, queue, count)
     victim = uuid.uuid4().hex
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.consumer_support", "hold", redis_url, queue, victim],
@@ -396,34 +397,54 @@ def test_kill_9_with_messages_in_flight_loses_none(redis_url: str, queue: str) -
     )
     try:
         deadline = time.monotonic() + 30
-        while held(redis_url, queue, victim) < 300:
+        while held(redis_url, queue, victim) < count:
             assert proc.poll() is None, "the consumer exited"
             assert time.monotonic() < deadline, "the consumer never held every message"
             time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    killed_at = time.monotonic()
+    return victim
+
+
+def rerun_all(redis_url: str, queue: str, count: int, **options: Any) -> list[int]:
+    """What a surviving consumer runs until it has run ``count`` messages."""
     done: list[int] = []
 
     async def record(message: dramatiq.Message[Any]) -> None:
         done.append(message.args[0])
 
     async def main() -> None:
-        c = consumer(
-            Redis.from_url(redis_url),
-            queue,
-            record,
-            heartbeat_timeout_ms=1_000,  # the fleet's setting: the victim ran with it
-            maintenance_chance=1_000_000,
-        )
+        c = consumer(Redis.from_url(redis_url), queue, record, **options)
         task = asyncio.create_task(c.run())
-        await until(lambda: len(done) == 300, timeout=30)
+        await until(lambda: len(done) == count, timeout=30)
         c.stop()
         await task
 
     asyncio.run(main())
+    return done
+
+
+def test_kill_9_with_messages_in_flight_loses_none(redis_url: str, queue: str) -> None:
+    victim = killed_holding(redis_url, queue, 300)
+    killed_at = time.monotonic()
+    # the fleet's heartbeat setting (the victim ran with it); maintenance on every fetch
+    done = rerun_all(
+        redis_url, queue, 300, heartbeat_timeout_ms=1_000, maintenance_chance=1_000_000
+    )
     assert sorted(done) == list(range(300))
     assert time.monotonic() - killed_at < 15  # redelivered within the heartbeat bound
     assert held(redis_url, queue, victim) == 0
     assert bodies(redis_url, queue) == 0
+
+
+def test_a_dead_consumer_s_messages_come_back_by_the_heartbeat_when_no_fetch_maintains(
+    redis_url: str, queue: str
+) -> None:
+    # Every process busy: no fetch is made, so none may run maintenance; heartbeats still do.
+    victim = killed_holding(redis_url, queue, 50)
+    killed_at = time.monotonic()
+    done = rerun_all(redis_url, queue, 50, heartbeat_timeout_ms=1_000, maintenance_chance=0)
+    assert sorted(done) == list(range(50))
+    assert time.monotonic() - killed_at < 15
+    assert held(redis_url, queue, victim) == 0

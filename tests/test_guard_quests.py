@@ -532,3 +532,32 @@ def test_a_quest_cancelled_and_ended_while_its_step_is_admitted_keeps_no_slot_or
     slots = rds.zrange(worker.runner.budget.admissions.slots_key(tenant.id), 0, -1)
     assert slots == [], "no running slot held"
     assert all(redis_spend(rds, s.key) == (0, 0) for s in first.scopes)
+
+
+def test_a_quest_s_counters_rebuilt_from_what_its_step_saw_match_the_ledger(
+    in_tenant: InTenant, settings: Settings, guard_redis: AsyncRedis, tenant: Tenant
+) -> None:
+    env = start(in_tenant, tenant, "[script:answer] charges of earlier attempts")
+    quest = quest_state(in_tenant, tenant.id, env.payload.quest_id)
+    now = datetime.now(UTC)
+
+    async def earlier_attempts(tx: TenantTx) -> list[charges_store.Charge]:
+        for n, key in ((1, "a"), (2, "b"), (3, "c")):
+            await charges_store.open_charge(
+                tx, quest.id, 1, key, quest.model, n * 100, created_at=now
+            )
+        await charges_store.settle(tx, "a", 40, None)  # b and c were left open by dead workers
+        return await charges_store.for_quest(tx, quest.id)
+
+    seen = in_tenant(tenant.id, earlier_attempts)
+    budget = step_budget(settings, guard_redis, PriceTable.load())
+    limits = settings.default_limits()
+    scope = budget.guard.scopes(tenant.id, quest.id, budget.quest_cap(quest, limits), limits, now)[
+        0
+    ]
+    assert scope.name == "quest"
+    kept = in_tenant.run(budget.keep_abandoned(in_tenant.db, quest, seen, limits))
+    assert kept == 500
+    from_ledger = in_tenant.run(Ledger(in_tenant.db, quest).totals(scope, now))
+    from_what_it_saw = in_tenant.run(Ledger(in_tenant.db, quest, seen).totals(scope, now))
+    assert from_what_it_saw == from_ledger == (540, 0)

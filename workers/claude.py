@@ -46,7 +46,13 @@ TRANSIENT = frozenset({"overloaded_error", "api_error", "rate_limit_error", "tim
 # failed call, charged by how far it got, before the consumer stops the whole step.
 CALL_MAX_S = 540
 LANE_CONNECTIONS = 64  # connections of one HTTP client (see ``Claude``)
-LANE_IDLE = 16  # of which kept open between calls
+# All of them are kept open between calls: a quest's next step reuses one instead of paying
+# a new connection (TCP and TLS) each call. An idle one is dropped after KEEPALIVE_S, under
+# the 5 s after which common servers (uvicorn, nginx's default is longer) close it: a request
+# written on a connection the server is closing fails as "sent, never answered", which
+# charges its whole reservation.
+LANE_IDLE = LANE_CONNECTIONS
+KEEPALIVE_S = 4.0
 
 
 @dataclass(frozen=True)
@@ -192,7 +198,9 @@ class Claude:
                     timeout=timeout_s,
                     verify=tls,
                     limits=httpx2.Limits(
-                        max_connections=LANE_CONNECTIONS, max_keepalive_connections=LANE_IDLE
+                        max_connections=LANE_CONNECTIONS,
+                        max_keepalive_connections=LANE_IDLE,
+                        keepalive_expiry=KEEPALIVE_S,
                     ),
                     event_hooks={"request": [_trace_request]},
                 ),

@@ -20,8 +20,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from workers.errors import WorkerError
 
-class StreamError(Exception):
+
+class StreamError(WorkerError):
     """The API's ``error`` event: its body (``{"type": "error", "error": {...}}``)."""
 
     def __init__(self, body: Any) -> None:

@@ -177,6 +177,7 @@ class Consumer:
         self.grace_s = grace_s
         self.running: dict[str, dict[asyncio.Task[None], str]] = {q: {} for q in self.queues}
         self._delayed: dict[str, list[_Delayed]] = {dq_name(q): [] for q in self.queues}
+        self._looked_after = [name for q in self.queues for name in (q, dq_name(q))]
         self._due = asyncio.Event()
         self._outcomes: list[tuple[str, str, str, asyncio.Future[None]]] = []
         self._unsettled = asyncio.Event()
@@ -268,12 +269,13 @@ class Consumer:
                 await asyncio.sleep(backoff_ms / 1000)
 
     async def _heartbeat(self) -> None:
-        """Say this process lives even while every slot is busy and no fetch is made."""
+        """Say this process lives even while every slot is busy and no fetch is made, and
+        put back on its queues what a process that fell silent held."""
         every = max(0.1, self.protocol.heartbeat_timeout_ms / 4000)
         while True:
             await asyncio.sleep(every)
             try:
-                await self.protocol.heartbeat()
+                await self.protocol.heartbeat(self._looked_after)
             except Exception as exc:  # Redis away: the fetch loops see it too
                 _raise_if_cancelled(exc)
                 log.warning("heartbeat failed", error=type(exc).__name__)

@@ -4,7 +4,7 @@ The step claim in Postgres tells a redelivery from a duplicate, but a redelivery
 happen while the first delivery still runs (a worker that fell silent long enough to be
 declared dead). A short Redis lease, renewed every few seconds while the step runs, keeps the
 second one out until the first finishes — or, if its worker really died, for a few seconds.
-The renewals of every lease a process holds share one round trip (``run``, one of the
+The renewals of every lease a process holds are one script call (``run``, one of the
 process's supervised tasks).
 """
 
@@ -23,7 +23,20 @@ from messages.redis_keys import step_lease_key
 from workers.errors import NotStarted
 from workers.integrations.lock import RELEASE
 
-_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+# Every lease the process holds, renewed by one script call: a thousand steps waiting on
+# Claude cost one command every few seconds, not a thousand.
+_RENEW_ALL = """
+local ttl = ARGV[#ARGV]
+local renewed = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('get', key) == ARGV[i] then
+    redis.call('pexpire', key, ttl)
+    renewed = renewed + 1
+  end
+end
+return renewed
+"""
+RENEW_CHUNK = 500  # leases per script call: Redis runs nothing else while a script runs
 
 
 class StepLeases:
@@ -32,7 +45,7 @@ class StepLeases:
         self.ttl_ms = ttl_ms
         self._held: dict[str, str] = {}
         self._release = client.register_script(RELEASE)
-        self._renew = client.register_script(_RENEW)
+        self._renew = client.register_script(_RENEW_ALL)
 
     @contextlib.asynccontextmanager
     async def hold(self, quest_id: UUID) -> AsyncIterator[None]:
@@ -54,10 +67,10 @@ class StepLeases:
         while True:
             await asyncio.sleep(self.ttl_ms / 3000)
             held = list(self._held.items())
-            if not held:
-                continue
-            with contextlib.suppress(RedisError):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for key, owner in held:
-                        await self._renew(keys=[key], args=[owner, self.ttl_ms], client=pipe)
-                    await pipe.execute()
+            for i in range(0, len(held), RENEW_CHUNK):
+                chunk = held[i : i + RENEW_CHUNK]
+                with contextlib.suppress(RedisError):
+                    await self._renew(
+                        keys=[key for key, _ in chunk],
+                        args=[*(owner for _, owner in chunk), self.ttl_ms],
+                    )

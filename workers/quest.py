@@ -234,7 +234,7 @@ class QuestRunner:
             return look
         kept = await self.budget.keep_abandoned(self.db, look.quest, look.charges, look.limits)
         worker_metrics.spent(look.quest.model, kept)
-        ledger = Ledger(self.db, look.quest)
+        ledger = Ledger(self.db, look.quest, look.charges if self.leases else None)
         admission = await self._admit(look, ledger, n)
         plan = await self.db.in_tenant(
             company, lambda tx: self._claim(tx, env, holder, look, admission)

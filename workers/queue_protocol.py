@@ -8,8 +8,9 @@ so the layout of the keys (``messages.redis_keys``) and the delivery guarantees 
 - a fetched message's id sits in this consumer's acks set until it is acked (its body goes),
   nacked (its body moves to ``<queue>.XQ``) or requeued;
 - every call refreshes this consumer's heartbeat; when a consumer falls silent for the
-  heartbeat timeout, another's maintenance (a call in a million, ``maintenance_chance``)
-  puts the ids in its acks sets back on their queues: ``kill -9`` loses nothing.
+  heartbeat timeout, another's maintenance (a fetch's chance, ``maintenance_chance`` per
+  million, and every heartbeat) puts the ids in its acks sets back on their queues:
+  ``kill -9`` loses nothing.
 
 What differs from Dramatiq's ``_RedisConsumer`` is only who waits: a coroutine, not a thread,
 and acks of many messages share one round trip (a pipeline of script calls).
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -87,9 +89,10 @@ class QueueProtocol:
         """The most messages one fetch can return (the script's own bound)."""
         return self._unpack_max
 
-    def _args(self, command: str, queue: str, *args: Any) -> list[Any]:
-        maintain = command not in NO_MAINTENANCE and (
-            random.randint(1, MAINTENANCE_SCALE) <= self.maintenance_chance
+    def _args(self, command: str, queue: str, *args: Any, maintain: bool = False) -> list[Any]:
+        maintain = maintain or (
+            command not in NO_MAINTENANCE
+            and random.randint(1, MAINTENANCE_SCALE) <= self.maintenance_chance
         )
         return [
             command,
@@ -124,14 +127,24 @@ class QueueProtocol:
             await pipe.execute()
 
     async def requeue(self, queue: str, redis_ids: list[str]) -> None:
-        """Hand fetched messages back to the head of the work: at once, not after the
-        heartbeat timeout."""
+        """Hand fetched messages back to their queue (at its tail, as Dramatiq does): at
+        once, not after the heartbeat timeout."""
         for start in range(0, len(redis_ids), max(1, self._unpack_max)):
             await self.call("requeue", queue, *redis_ids[start : start + self._unpack_max])
 
     async def enqueue(self, queue: str, redis_id: str, body: bytes) -> None:
         await self.call("enqueue", queue, redis_id, body)
 
-    async def heartbeat(self) -> None:
-        """Say this consumer lives, with no other effect (``qsize`` only reads)."""
-        await self.call("qsize", "__heartbeat__")
+    async def heartbeat(self, queues: Sequence[str] = ()) -> None:
+        """Say this consumer lives (``qsize`` only reads), and look after ``queues``: what a
+        consumer that fell silent held goes back on them. A process whose every slot is busy
+        makes no fetch, and when every process is busy no fetch's one-in-a-thousand chance
+        of maintenance may come for minutes: the heartbeat's always does, once per queue."""
+        if not queues:
+            await self.call("qsize", "__heartbeat__")
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                args = self._args("qsize", queue, maintain=True)
+                await self._dispatch(keys=[self.namespace], args=args, client=pipe)
+            await pipe.execute()

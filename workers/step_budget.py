@@ -88,15 +88,24 @@ class _Call:
 @dataclass(frozen=True)
 class Ledger:
     """A quest's charges in Postgres, each read or write in a short transaction of its own:
-    admission runs between transactions, so that no row lock waits on Redis."""
+    admission runs between transactions, so that no row lock waits on Redis.
+
+    ``seen``: the quest's charges as its step looked at them, when that step holds the
+    quest's lease (no other step adds a charge meanwhile) and has kept every open one
+    (``StepBudget.keep_abandoned``). The quest's counters, which Redis has not yet for a
+    quest's first call, are then rebuilt from them without another transaction."""
 
     db: Database
     quest: Quest
+    seen: list[Charge] | None = None
 
     async def totals(self, scope: Scope, at: datetime) -> tuple[int, int]:
         """``scope``'s (spent, reserved), for the guard to rebuild its counters when Redis
         has lost them."""
         quest = self.quest
+        if scope.name == "quest" and self.seen is not None:
+            kept = sum(c.reserved_micros for c in self.seen if c.status == "open")
+            return charges_store.totals(self.seen)[0] + kept, 0
         if scope.name == "quest":
             charges = await self.db.in_tenant(
                 quest.company_id, lambda tx: charges_store.for_quest(tx, quest.id)
