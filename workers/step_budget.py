@@ -346,16 +346,37 @@ class StepBudget:
         record it settled at zero so that the next attempt reserves under a new charge key.
         A crash before the record leaves the reservation released, which the next delivery
         finds settled and replaces (``_reuse_earlier_reservation``)."""
-        quest = ledger.quest
-        await self.guard.settle(
-            quest.company_id,
+        await self._release(
+            ledger,
+            step,
             admitted.charge_key,
-            amount=admitted.reserved,
+            admitted.reserved,
+            admitted.scopes,
+            limits,
+            admitted.at,
+        )
+
+    async def _release(
+        self,
+        ledger: Ledger,
+        step: int,
+        charge_key: str,
+        reserved: int,
+        scopes: list[Scope],
+        limits: Limits,
+        at: datetime,
+    ) -> None:
+        """Settle a reservation at zero in Redis, then record its charge key as spent (settled
+        at zero) in the ledger. Settling twice (a crash before the record) is a no-op."""
+        await self.guard.settle(
+            ledger.quest.company_id,
+            charge_key,
+            amount=reserved,
             actual=0,
-            scopes=admitted.scopes,
+            scopes=scopes,
             limits=limits,
         )
-        await ledger.settled_at_zero(step, admitted.charge_key, admitted.reserved, admitted.at)
+        await ledger.settled_at_zero(step, charge_key, reserved, at)
 
     async def settle(
         self, quest: Quest, admitted: Admitted, actual: int, limits: Limits
@@ -441,17 +462,16 @@ class StepBudget:
     async def _drop(self, attempt: _Attempt, reserved: int) -> Delay:
         """Release an earlier delivery's reservation that this call does not fit (its call
         was never made) and record it settled at zero, so that the next delivery reserves
-        afresh under a new charge key. Settling twice (a crash before the record) is a no-op."""
-        quest, key = attempt.quest, attempt.charge_key
-        await self.guard.settle(
-            quest.company_id,
-            key,
-            amount=reserved,
-            actual=0,
-            scopes=attempt.scopes,
-            limits=attempt.limits,
+        afresh under a new charge key."""
+        await self._release(
+            attempt.ledger,
+            attempt.step,
+            attempt.charge_key,
+            reserved,
+            attempt.scopes,
+            attempt.limits,
+            attempt.at,
         )
-        await attempt.ledger.settled_at_zero(attempt.step, key, reserved, attempt.at)
         return Delay(0, "an earlier delivery's reservation is too small for this call")
 
     def _refusal(self, refused: Refused) -> Delay:
