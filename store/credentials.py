@@ -65,7 +65,9 @@ class Use:
 
 
 async def get(tx: TenantTx, integration: str, *, for_update: bool = False) -> Credential | None:
-    lock = " FOR UPDATE" if for_update else ""
+    """``for_update``: hold the row until the transaction ends (``FOR NO KEY UPDATE``: readers
+    and rows that refer to it do not wait)."""
+    lock = " FOR NO KEY UPDATE" if for_update else ""
     return await tx.first(
         Credential,
         f"SELECT {_COLUMNS} FROM integration_credentials WHERE company_id = %s AND integration = %s{lock}",

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis as AsyncRedis
 
 from messages import AuditBatch, open_envelope
+from messages.redis_keys import credential_lock_key
 from runtime.loop_thread import LoopThread
 from runtime.settings import Settings
 from runtime.wiring import async_redis, build_vault
@@ -535,6 +536,45 @@ def test_the_demo_tools_create_update_list_and_delete_a_task(demo_tools: DemoToo
     assert run("demo_list_tasks", "toolu_l2").content == "no tasks"
     missing = run("demo_update_task", "toolu_u2", id=task_id, title="again")
     assert missing.is_error and "404" in missing.content
+
+
+def test_a_refresh_stays_single_when_its_redis_lock_lapses_during_a_slow_token_endpoint(
+    demo_tools: DemoTools,
+    admin_conn: psycopg.Connection[Any],
+    rds: redis.Redis,
+    tenant: Tenant,
+    demo_provider: str,
+) -> None:
+    """A token endpoint slower than the lock's lifetime: the second step, finding the lock
+    gone, must not send the same refresh token again (a rotating provider would revoke the
+    grant); it waits for the first refresh's row and uses what it stored."""
+    admin_conn.execute(
+        "UPDATE integration_credentials SET access_expires_at = now() - interval '1 minute' "
+        "WHERE company_id = %s",
+        (tenant.id,),
+    )
+    lock = credential_lock_key(tenant.id, "demo")
+
+    async def lapse() -> None:
+        for _ in range(200):  # until the first step holds the lock, then as if it lapsed
+            if rds.delete(lock):
+                return
+            await asyncio.sleep(0.01)
+
+    async def both() -> list[ToolOutcome]:
+        calls = [ToolCall(tenant.id, demo_tools.quest_id, 1, f"toolu_{i}", {}) for i in range(2)]
+        listing = demo_tools.tools["demo_list_tasks"]
+        first = asyncio.ensure_future(listing.run(calls[0]))
+        await lapse()
+        second = asyncio.ensure_future(listing.run(calls[1]))
+        return list(await asyncio.gather(first, second))
+
+    with provider_faults(demo_provider, delay_s=1.5, paths=["/oauth/token"]):
+        outcomes = demo_tools.store.run(both())
+    assert [o.is_error for o in outcomes] == [False, False], [o.content for o in outcomes]
+    assert provider_stats(demo_provider, tenant.id)["refreshes"] == 1
+    cred = demo_tools.store(tenant.id, lambda tx: credentials_store.get(tx, "demo"))
+    assert cred is not None and cred.version == 2 and not cred.needs_reconnect
 
 
 # -- tool input never moves a request off its path ----------------------------------------------

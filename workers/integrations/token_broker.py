@@ -13,8 +13,10 @@ its quest with ``NeedsReconnect`` (no token decrypted, no request sent) until th
 connects the integration again.
 
 On the worker's event loop: each read or write of the credential is one short transaction
-(``Database.in_tenant``), and none is open across the provider's token endpoint or while a
-step waits for the lock (an ``async with`` on Redis, sleeping between tries). Opening a token
+(``Database.in_tenant``), none is open while a step waits for the lock (an ``async with``
+on Redis, sleeping between tries), and one only, holding the credential's row, is open
+across the provider's token endpoint: the one that stores what it answers (see
+``TokenBroker._rotate``). Opening a token
 is CPU work in memory (AES-GCM, microseconds). Sealing a refreshed one may ask the vault's
 shared encryption counter for a new block of counts, a sync Redis call, about once per
 block of encryptions (see ``vault.vault``); it is left on the loop: a round trip that rare
@@ -152,35 +154,66 @@ class TokenBroker:
                     origin_message_id=origin_message_id,
                 )
             try:
-                fresh = await self.oauth[integration].refresh(refresh)
-            except OAuthError as exc:
-                if exc.error != "invalid_grant":  # e.g. our client is refused: not the company's
-                    raise NotConnected(
-                        f"{integration} refused to refresh the connection ({_refusal(exc)})"
-                    ) from None
+                async with self.db.tenant(company_id) as tx:
+                    return await self._rotate(tx, cred, refresh, purpose, quest_id)
+            except _Refused as refused:  # marked once the transaction holding the row is over
                 raise await self.needs_reconnect(
                     company_id,
                     integration,
                     cred.version,
-                    f"{self._title(integration)} refused to refresh its token (invalid_grant)",
+                    refused.why,
                     quest_id=quest_id,
                     origin_message_id=origin_message_id,
                 ) from None
-            sealed = seal(
-                self.vault, company_id=company_id, integration=integration, credential_id=cred.id,
-                access=fresh.access, refresh=fresh.refresh or refresh,
-            )  # fmt: skip
-            tokens = NewTokens(
-                sealed.key_id, sealed.access_token, sealed.refresh_token, fresh.expires_at
+
+    async def _rotate(
+        self,
+        tx: TenantTx,
+        cred: Credential,
+        refresh: Secret,
+        purpose: str,
+        quest_id: UUID | None,
+    ) -> tuple[Secret, int]:
+        """Trade the refresh token for new tokens, holding the credential's row from before the
+        provider is asked until the new tokens are committed.
+
+        A provider that rotates refresh tokens has invalidated the old one as soon as it
+        answers: a process killed before the new one is stored loses the connection (the next
+        refresh is a reuse, which such providers punish by revoking the grant). Holding the
+        row, and a pooled connection for this rare call, shrinks that window to sealing in
+        memory and one UPDATE and COMMIT on a connection already open. It also keeps the
+        refresh single if the Redis lock lapses during a slow token endpoint: the next
+        refresher waits on the row, then uses the tokens it finds. ``FOR NO KEY UPDATE``
+        leaves other steps free to read the row meanwhile."""
+        integration = cred.integration
+        held = await self._connected(tx, integration, lock=True)
+        if held.version != cred.version:  # refreshed (or reconnected) since we read it
+            if self._expired(held):
+                raise NotConnected(f"{integration} changed during a refresh; try again")
+            await credentials_store.record_use(
+                tx, held, purpose=purpose, quest_id=quest_id, worker=self.worker
             )
-            stored = await self.db.in_tenant(
-                company_id,
-                lambda tx: credentials_store.replace_tokens(tx, cred.id, cred.version, tokens),
-            )
-            if not stored:  # the row changed under the lock: only a reconnect does that
-                raise NotConnected(f"{integration} was reconnected during a refresh; try again")
-            log.info("credential refreshed", integration=integration, credential_id=str(cred.id))
-            return fresh.access, cred.version + 1
+            return self._open(tx.company_id, held, ACCESS), held.version
+        try:
+            fresh = await self.oauth[integration].refresh(refresh)
+        except OAuthError as exc:
+            if exc.error != "invalid_grant":  # e.g. our client is refused: not the company's
+                raise NotConnected(
+                    f"{integration} refused to refresh the connection ({_refusal(exc)})"
+                ) from None
+            raise _Refused(
+                f"{self._title(integration)} refused to refresh its token (invalid_grant)"
+            ) from None
+        sealed = seal(
+            self.vault, company_id=tx.company_id, integration=integration, credential_id=cred.id,
+            access=fresh.access, refresh=fresh.refresh or refresh,
+        )  # fmt: skip
+        tokens = NewTokens(
+            sealed.key_id, sealed.access_token, sealed.refresh_token, fresh.expires_at
+        )
+        await credentials_store.replace_tokens(tx, cred.id, cred.version, tokens)  # held: stored
+        log.info("credential refreshed", integration=integration, credential_id=str(cred.id))
+        return fresh.access, cred.version + 1
 
     async def needs_reconnect(
         self,
@@ -239,8 +272,8 @@ class TokenBroker:
             retry_after_ms=1_000,
         )
 
-    async def _connected(self, tx: TenantTx, integration: str) -> Credential:
-        cred = await credentials_store.get(tx, integration)
+    async def _connected(self, tx: TenantTx, integration: str, *, lock: bool = False) -> Credential:
+        cred = await credentials_store.get(tx, integration, for_update=lock)
         if cred is None:
             raise NotConnected(f"the company has not connected {integration}")
         _still_connected(cred)
@@ -263,6 +296,14 @@ class TokenBroker:
             self.vault, ciphertext, company_id=company_id, integration=cred.integration,
             credential_id=cred.id, field=field,
         )  # fmt: skip
+
+
+class _Refused(Exception):
+    """The provider refused the refresh token for good (``invalid_grant``)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
 
 
 def _still_connected(cred: Credential) -> None:
