@@ -10,6 +10,12 @@ and every attempt that failed or was retried (there must be none). The thread-pe
 this replaced is measured beside the event loop, in the same run and on the same Redis, by
 ``bench/consumption.py`` (the consumption model alone, without quests).
 
+Last, the floor: the CPU one streamed Claude call costs the calling process with nothing
+else in it (through the SDK, and as a bare request on the SDK's HTTP stack), and the most in
+flight that cost alone allows: n quests held ``hold`` seconds drain in no less than
+``hold + n x cost`` in one process. It shows how far a target on "achieved in flight" can be
+met at all on this machine, whatever the rest of a step costs.
+
     python -m bench.capacity            # full: 1,000 and 2,000 quests x 8 s
     python -m bench.capacity --small    # CI size: 200 quests x 2 s
 """
@@ -18,11 +24,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import sys
+import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
+import httpx2
 import psutil
 import psycopg
 import redis
@@ -31,11 +43,15 @@ import uvicorn
 from bench.stack import Stack, stack
 from standins.offline_claude import Script, Text, Turn, create_app
 from system2.procs import Proc, free_port, wait_http, wait_workers
+from workers.claude import Claude, ClaudeRequest, Progress
+from workers.claude_stream import ReplyBuilder, server_sent_events
 
 TARGET_IN_FLIGHT = 900  # for 1,000 quests
 TARGET_RSS_MB = 300
 TARGET_PG = 20
 TARGET_REDIS = 50
+FLOOR_CONCURRENCY = 64  # calls at once while the floor is measured: one lane of connections
+_HELLO = {"role": "user", "content": "[script:held] hello"}
 
 
 @dataclass
@@ -155,6 +171,71 @@ def run(quests: int, hold_s: float) -> dict[str, float]:
         }
 
 
+async def _cpu_per_call(one: Callable[[], Awaitable[object]], calls: int) -> float:
+    """CPU seconds of this process per call, ``FLOOR_CONCURRENCY`` at a time, after a warm-up."""
+    gate = asyncio.Semaphore(FLOOR_CONCURRENCY)
+
+    async def gated() -> None:
+        async with gate:
+            await one()
+
+    await asyncio.gather(*(gated() for _ in range(FLOOR_CONCURRENCY)))
+    began = time.process_time()
+    await asyncio.gather(*(gated() for _ in range(calls)))
+    return (time.process_time() - began) / calls
+
+
+async def _call_floor(url: str, calls: int) -> tuple[float, float]:
+    """CPU per streamed Claude call: through ``workers.claude`` (the SDK), and as one bare
+    HTTP request on the SDK's HTTP stack with the stream read by the same parser."""
+    request = ClaudeRequest("claude-sonnet-4-5", 64, "You are Ted.", [_HELLO], [])
+    claude = Claude(timeout_s=30, base_url=url, api_key="offline", in_flight=FLOOR_CONCURRENCY)
+    body = json.dumps({**dataclasses.asdict(request), "stream": True}).encode()
+    headers = {"x-api-key": "offline", "anthropic-version": "2023-06-01"}
+    limits = httpx2.Limits(max_keepalive_connections=FLOOR_CONCURRENCY)
+    async with httpx2.AsyncClient(base_url=url, headers=headers, limits=limits) as http:
+
+        async def bare() -> None:
+            async with http.stream("POST", "/v1/messages", content=body) as resp:
+                reply = ReplyBuilder()
+                async for event, data in server_sent_events(resp.aiter_lines()):
+                    reply.feed(event, data)
+
+        try:
+            sdk = await _cpu_per_call(lambda: claude.create(request, Progress()), calls)
+            raw = await _cpu_per_call(bare, calls)
+        finally:
+            await claude.close()
+    return sdk, raw
+
+
+def call_floor(calls: int) -> dict[str, float]:
+    """What one Claude call costs the calling process when nothing else runs in it, measured
+    against a stand-in that answers at once. A process with one core's worth of Python
+    starts at most ``1 / cost`` calls a second, so n quests held ``hold`` seconds each drain
+    in no less than ``hold + n x cost``: the ceiling of "achieved in flight" for any step
+    built on the SDK, whatever the rest of the step costs."""
+    port = free_port()
+    proc = Proc(
+        "instant-claude",
+        [sys.executable, "-m", "bench.capacity", "--serve-claude", str(port), "0"],
+        log_path=Path(tempfile.gettempdir()) / f"instant-claude-{port}.log",
+    ).start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/", proc=proc)
+        sdk, raw = asyncio.run(_call_floor(url, calls))
+    finally:
+        proc.stop()
+    return {"sdk_ms": sdk * 1000, "raw_ms": raw * 1000}
+
+
+def ceiling(quests: float, hold_s: float, cpu_ms: float) -> float:
+    """The most in flight n quests held ``hold_s`` each can achieve in one process when each
+    costs ``cpu_ms`` of its CPU."""
+    return quests * hold_s / (hold_s + quests * cpu_ms / 1000)
+
+
 def report(rows: list[dict[str, float]]) -> bool:
     print(
         "| quests x hold | drained in | achieved in flight | most waiting at once | peak RSS "
@@ -192,6 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = [run(n, hold) for n, hold in sizes]
     ok = report(rows)
     first = rows[0]
+    floor = call_floor(200 if args.small else 2_000)
+    n, hold = first["quests"], first["hold_s"]
+    print(
+        f"floor: one streamed Claude call costs the process {floor['sdk_ms']:.2f} ms of CPU "
+        f"through the SDK ({floor['raw_ms']:.2f} ms as a bare request on its HTTP stack); "
+        f"with nothing else in the step, {n:,.0f} quests x {hold:g} s could achieve at most "
+        f"{ceiling(n, hold, floor['sdk_ms']):.0f} in flight ({ceiling(n, hold, floor['raw_ms']):.0f} "
+        f"bare); at this run's {first['cpu_ms_per_quest']:.1f} ms per quest, "
+        f"{ceiling(n, hold, first['cpu_ms_per_quest']):.0f}"
+    )
     if not args.small:
         met = first["achieved"] >= TARGET_IN_FLIGHT
         print(
