@@ -29,10 +29,8 @@ import structlog
 from guard import Limits, PriceTable, Usage
 from messages import AuditBatch, AuditEvent, BadMessage, Envelope, QuestStep
 from runtime import logs, sentry
-from store import Database, TenantTx
+from store import Database, TenantTx, quest_look
 from store import charges as charges_store
-from store import companies as companies_store
-from store import credentials as credentials_store
 from store import quests as quests_store
 from store.charges import Charge
 from store.quests import Quest, Step
@@ -257,9 +255,10 @@ class QuestRunner:
         self, tx: TenantTx, env: Envelope[QuestStep], holder: str
     ) -> Look | Skip | Resend:
         n = env.payload.step
-        quest = await quests_store.get(tx, env.payload.quest_id)
-        if quest is None:
+        found = await quest_look.look(tx, env.payload.quest_id)
+        if found is None:
             raise BadMessage("no such quest for this company")
+        quest, history = found.quest, found.steps
         decision, why = decide(
             quest,
             n,
@@ -270,22 +269,19 @@ class QuestRunner:
         )
         if decision is Decision.drop:
             return Skip(why)
-        history = await quests_store.steps(tx, quest.id)
         if decision is Decision.resend:
             return Resend(quest, history[-1])
-        limits = await self.budget.limits(tx)
-        charges = await charges_store.for_quest(tx, quest.id)
+        limits, charges = self.budget.limits_from(found.limits), found.charges
         if quest.cancel_requested_at is not None:  # asked while no worker held the quest
             return Look(quest, history, limits, charges, self.toolbox.for_company(set()), None)
-        tools = self.toolbox.for_company(await credentials_store.integrations(tx))
+        tools = self.toolbox.for_company(found.integrations)
         current = history[-1] if history and history[-1].step == n else None
         if current is not None and current.content is not None:  # the reply is stored: resume
             return Look(quest, history, limits, charges, tools, None)
-        company = await companies_store.get(tx)
         request = ClaudeRequest(
             model=quest.model,
             max_tokens=self.max_tokens,
-            system=SYSTEM_PROMPT.format(company=company.name if company else ""),
+            system=SYSTEM_PROMPT.format(company=found.company_name),
             messages=transcript(quest.goal, [s for s in history if s.step < n]),
             tools=tools.schemas(),
         )

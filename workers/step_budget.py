@@ -25,6 +25,7 @@ from store import charges as charges_store
 from store import limits as limits_store
 from store import quests as quests_store
 from store.charges import Charge
+from store.limits import LimitOverrides
 from store.quests import Quest
 from workers.claude import ClaudeRequest
 from workers.errors import QuestFailed, QuestHalted
@@ -174,7 +175,11 @@ class StepBudget:
         self.slow_max_ms = slow_max_ms
 
     async def limits(self, tx: TenantTx) -> Limits:
-        return replace(self.defaults, **(await limits_store.get(tx)).changes())
+        return self.limits_from(await limits_store.get(tx))
+
+    def limits_from(self, overrides: LimitOverrides) -> Limits:
+        """The defaults with a company's overrides."""
+        return replace(self.defaults, **overrides.changes())
 
     def quest_cap(self, quest: Quest, limits: Limits) -> int:
         return limits.quest_cap_for(quest.max_usd_micros)
