@@ -298,8 +298,9 @@ class TokenBroker:
         )  # fmt: skip
 
 
-class _Refused(Exception):
-    """The provider refused the refresh token for good (``invalid_grant``)."""
+class _Refused(WorkerError):
+    """The provider refused the refresh token for good (``invalid_grant``); caught by
+    ``refreshed_token``, which marks the credential once the row is no longer held."""
 
     def __init__(self, why: str) -> None:
         super().__init__(why)
