@@ -265,27 +265,88 @@ async def add_cost(tx: TenantTx, quest_id: UUID, micros: int) -> None:
     )
 
 
-async def finish_step(
+@dataclass(frozen=True)
+class Reply:
+    """Claude's reply to a step, not stored yet."""
+
+    content: list[dict[str, Any]]
+    stop_reason: str | None
+    usage: dict[str, Any]
+    cost_usd_micros: int
+
+
+@dataclass(frozen=True)
+class Final:
+    """A quest's final state."""
+
+    status: str
+    result: str | None = None
+    reason: str | None = None
+
+
+_COMPLETE = (
+    "WITH step AS ("
+    " INSERT INTO quest_steps (company_id, quest_id, step, status, model, stop_reason, content,"
+    "  usage, cost_usd_micros, tool_results, events, finished_at)"
+    " VALUES (%(company)s, %(quest)s, %(step)s, 'done', %(model)s, %(stop_reason)s,"
+    "  %(content)s, %(usage)s, %(cost)s, %(tool_results)s, %(events)s, now())"
+    " ON CONFLICT (quest_id, step) DO UPDATE SET status = 'done',"
+    "  tool_results = EXCLUDED.tool_results, events = EXCLUDED.events, finished_at = now(){reply})"
+    " UPDATE quests SET cost_usd_micros = cost_usd_micros + %(cost)s, steps_done = %(step)s,"
+    " touched_at = now(){final} WHERE company_id = %(company)s AND id = %(quest)s"
+)
+_REPLY_AGAIN = (
+    ", model = EXCLUDED.model, stop_reason = EXCLUDED.stop_reason, content = EXCLUDED.content,"
+    " usage = EXCLUDED.usage, cost_usd_micros = EXCLUDED.cost_usd_micros"
+)
+_OPEN = "status IN ('queued', 'running')"
+_FINAL = "".join(
+    f", {col} = CASE WHEN {_OPEN} THEN {value} ELSE {col} END"
+    for col, value in (
+        ("status", "%(status)s"),
+        ("result", "%(result)s"),
+        ("reason", "%(reason)s"),
+        ("finished_at", "now()"),
+    )
+)
+
+
+async def complete_step(
     tx: TenantTx,
     quest_id: UUID,
     step: int,
     *,
     model: str,
+    reply: Reply | None,
     tool_results: list[dict[str, Any]],
     events: list[dict[str, Any]],
+    final: Final | None = None,
 ) -> None:
-    """Mark the step done with what it sent. A step that ended before any reply still gets
-    a row, so its events can be re-sent on redelivery."""
+    """Mark the step done with what it sent, its ``reply`` if it was not saved before (and
+    its cost on the quest), and the quest's steps done; with ``final``, the quest's final
+    state too (if it is still open). One statement: what ``save_reply``, ``finish_step``
+    and ``finish`` do, in one round trip at the end of every step. A step that ended before
+    any reply still gets a row, so its events can be re-sent on redelivery."""
+    if final is not None and final.status not in TERMINAL:
+        raise ValueError(f"{final.status} is not a final state")
+    sql = _COMPLETE.format(reply=_REPLY_AGAIN if reply else "", final=_FINAL if final else "")
     await tx.execute(
-        "INSERT INTO quest_steps (company_id, quest_id, step, status, model, tool_results, events, "
-        "finished_at) VALUES (%s, %s, %s, 'done', %s, %s, %s, now()) "
-        "ON CONFLICT (quest_id, step) DO UPDATE SET status = 'done', "
-        "tool_results = EXCLUDED.tool_results, events = EXCLUDED.events, finished_at = now()",
-        (tx.company_id, quest_id, step, model, Jsonb(tool_results), Jsonb(events)),
-    )
-    await tx.execute(
-        "UPDATE quests SET steps_done = %s, touched_at = now() WHERE company_id = %s AND id = %s",
-        (step, tx.company_id, quest_id),
+        sql,
+        {
+            "company": tx.company_id,
+            "quest": quest_id,
+            "step": step,
+            "model": model,
+            "stop_reason": reply.stop_reason if reply else None,
+            "content": Jsonb(reply.content) if reply else None,
+            "usage": Jsonb(reply.usage) if reply else None,
+            "cost": reply.cost_usd_micros if reply else 0,
+            "tool_results": Jsonb(tool_results),
+            "events": Jsonb(events),
+            "status": final.status if final else None,
+            "result": final.result if final else None,
+            "reason": final.reason if final else None,
+        },
     )
 
 

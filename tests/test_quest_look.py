@@ -33,9 +33,10 @@ async def a_quest_two_steps_in(tx: TenantTx, quest_id: uuid.UUID) -> None:
         tx, quest_id, 1, model="m", content=REPLY, stop_reason="tool_use",
         usage={"input_tokens": 3}, cost_usd_micros=400,
     )  # fmt: skip
-    await quests_store.finish_step(
-        tx, quest_id, 1, model="m", tool_results=[{"type": "tool_result"}], events=[{"e": 1}]
-    )
+    await quests_store.complete_step(
+        tx, quest_id, 1, model="m", reply=None, tool_results=[{"type": "tool_result"}],
+        events=[{"e": 1}],
+    )  # fmt: skip
     later = at + timedelta(seconds=5)
     await charges_store.open_charge(tx, quest_id, 2, "k2", "m", 700, created_at=later)
     await quests_store.claim_step(tx, quest_id, 2, "w2")

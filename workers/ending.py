@@ -33,7 +33,7 @@ from typing import Any
 from messages import AuditBatch, AuditEvent, Envelope, QuestEvent
 from store import TenantTx
 from store import quests as quests_store
-from store.quests import Quest
+from store.quests import Final, Quest
 from workers import worker_metrics
 from workers.events import QuestEvents, event_data, summarize
 from workers.publisher import QueuePublisher
@@ -52,6 +52,10 @@ class Ending:
     outcome: Outcome
     steps_done: int
     by_step: bool = False
+
+    @property
+    def final(self) -> Final:
+        return Final(self.outcome.status, self.outcome.result, self.outcome.reason)
 
     @classmethod
     def of_step(cls, record: StepRecord, outcome: Outcome) -> Ending:
@@ -112,10 +116,11 @@ class QuestEnding:
         return ending
 
     async def record(self, tx: TenantTx, ending: Ending) -> None:
-        """The quest's final state, in the caller's transaction."""
-        outcome = ending.outcome
+        """The quest's final state, in the caller's transaction (a step records it with the
+        step itself: ``Ending.final``)."""
+        final = ending.final
         await quests_store.finish(
-            tx, ending.quest.id, outcome.status, result=outcome.result, reason=outcome.reason
+            tx, ending.quest.id, final.status, result=final.result, reason=final.reason
         )
 
     async def ended(self, ending: Ending) -> None:

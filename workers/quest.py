@@ -33,7 +33,7 @@ from store import Database, TenantTx, quest_look
 from store import charges as charges_store
 from store import quests as quests_store
 from store.charges import Charge
-from store.quests import Quest, Step
+from store.quests import Quest, Reply, Step
 from workers import worker_metrics
 from workers.call_scope import CallScope, CancelWatch, Interrupted
 from workers.claude import (
@@ -649,13 +649,20 @@ class QuestRunner:
         record.show("step.finished")
         events = [e.model_dump(mode="json") for e in record.audit]
 
+        unsaved, record.unsaved_reply = record.unsaved_reply, None
+
         async def finish(tx: TenantTx) -> None:
-            await self._save_reply(tx, record)
-            await quests_store.finish_step(
-                tx, quest.id, n, model=quest.model, tool_results=record.tool_results, events=events
-            )
-            if ending is not None:
-                await self.ending.record(tx, ending)
+            reply = None
+            if unsaved is not None:
+                answer, cost, charge_key = unsaved
+                if charge_key is not None:
+                    await charges_store.settle(tx, charge_key, cost, answer.usage)
+                reply = Reply(answer.content, answer.stop_reason, answer.usage, cost)
+            await quests_store.complete_step(
+                tx, quest.id, n, model=quest.model, reply=reply,
+                tool_results=record.tool_results, events=events,
+                final=ending.final if ending is not None else None,
+            )  # fmt: skip
 
         await self.db.in_tenant(quest.company_id, finish)
         audit, delay = list(record.audit), record.next_delay_ms
