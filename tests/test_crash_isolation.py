@@ -29,9 +29,12 @@ def queue() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
-def test_groups_halve_with_each_crash_and_alone_comes_after_log2_of_the_limit() -> None:
+def test_groups_halve_with_each_crash_after_the_first_and_alone_comes_after_log2_of_the_limit() -> (
+    None
+):
     isolation = Isolation(1_000)
-    assert [isolation.group_of(c) for c in (0, 1, 2, 3, 9, 10, 30)] == [
+    assert [isolation.group_of(c) for c in (0, 1, 2, 3, 4, 10, 11, 30)] == [
+        1_000,
         1_000,
         500,
         250,
@@ -40,8 +43,8 @@ def test_groups_halve_with_each_crash_and_alone_comes_after_log2_of_the_limit() 
         1,
         1,
     ]
-    assert isolation.alone_from == 8 + 1  # 1000 >> 9 == 1
-    assert CrashGuard(StartCounter(None), isolation, bound=3).poison_at() == 11  # type: ignore[arg-type]
+    assert isolation.alone_from == 9 + 1  # 1000 >> (10 - 1) == 1
+    assert CrashGuard(StartCounter(None), isolation, bound=3).poison_at() == 12  # type: ignore[arg-type]
     one = Isolation(1)  # a process of one step: a suspect is alone from its first crash
     assert one.alone_from == 1
     assert CrashGuard(StartCounter(None), one, bound=3).poison_at() == 3  # type: ignore[arg-type]
@@ -53,7 +56,7 @@ def test_a_suspect_runs_only_in_its_group_and_new_steps_wait_for_it(
     ids = publish(redis_url, queue, 40)
     suspect = ids[20]
     r = redis.Redis.from_url(redis_url)
-    r.set(starts_key(suspect), 3)  # three starts that never ended: 3 crashes
+    r.set(starts_key(suspect), 4)  # four starts that never ended: 4 crashes
     running = 0
     beside_suspect: list[int] = []
     done: list[str] = []
@@ -82,7 +85,7 @@ def test_a_suspect_runs_only_in_its_group_and_new_steps_wait_for_it(
         task = asyncio.create_task(c.run())
         while guard.isolation.ceiling() == 32:  # the suspect is fetched and narrows the process
             await asyncio.sleep(0.02)
-        assert guard.isolation.ceiling() == 32 >> 3
+        assert guard.isolation.ceiling() == 32 >> 3  # halved at each crash after the first
         gate.set()
         while len(done) < 40:
             await asyncio.sleep(0.02)
@@ -101,7 +104,7 @@ def test_a_step_that_could_not_start_keeps_its_crashes(redis_url: str, queue: st
     counts, rather than being forgotten as if it had run and survived."""
     (suspect,) = publish(redis_url, queue, 1)
     r = redis.Redis.from_url(redis_url)
-    r.set(starts_key(suspect), 1)  # one start that never ended: 1 crash
+    r.set(starts_key(suspect), 2)  # two starts that never ended: 2 crashes
     seen: list[int] = []  # the process's ceiling while the step runs: its group, as a suspect
     guard: CrashGuard | None = None
 
@@ -123,8 +126,8 @@ def test_a_step_that_could_not_start_keeps_its_crashes(redis_url: str, queue: st
         await task
 
     asyncio.run(main())
-    # Both runs are a suspect's of one crash (a group of 8 >> 1): the first one's start was
-    # taken back, so the retry still knows the crash.
+    # Both runs are a suspect's of two crashes (a group of 8 >> 1): the first one's start
+    # was taken back, so the retry still knows the crash.
     assert seen == [4, 4]
     assert r.get(starts_key(suspect)) is None  # the second ran and survived
     assert bodies(redis_url, queue) == 0
@@ -165,5 +168,5 @@ def test_a_poison_step_is_dead_lettered_and_its_neighbours_finish(
     assert "crashed its worker" in reason["reason"]
     assert r.zcard(dead_letters_key(queue)) == 1  # only the poison step
     assert r.smembers(f"{DONE}:{queue}") == {str(n).encode() for n in range(1, 40)}
-    # 16 >> 4 == 1: alone from its 4th crash, poison at bound (2) crashes alone.
-    assert crashes == 4 + 2 - 1
+    # 16 >> (5 - 1) == 1: alone from its 5th crash, poison at bound (2) crashes alone.
+    assert crashes == 5 + 2 - 1

@@ -150,22 +150,23 @@ def test_a_step_that_keeps_killing_its_worker_is_dead_lettered_and_the_rest_goes
     quest = submit(
         in_tenant, stack.settings.redis_url, tenant.id, "[script:brief_hold_notes] the poison"
     )
-    # One step at a time (and one audit batch): a suspect runs alone after its first crash,
-    # so its second makes it poison (workers.crash_isolation).
+    # One step at a time (and one audit batch): a group of 2, which a first crash leaves as
+    # it is and a second halves, so the step runs alone after its second crash and its third
+    # makes it poison (workers.crash_isolation).
     env = {
         **FAST,
         "S2_MAX_STEP_CRASHES": "2",
         "S2_WORKER_IN_FLIGHT": "1",
         "S2_WORKER_AUDIT_IN_FLIGHT": "1",
     }
-    for attempt in range(1, 3):  # two crashes...
+    for attempt in range(1, 4):  # three crashes...
         workers = stack.start_workers(f"crash-{attempt}", processes=1, **env)
         wait_for(lambda n=attempt: len(charges(in_tenant, tenant, quest.id)) == n, timeout=30)
         kill(workers)
-    stack.start_workers("survivor", processes=1, **env)  # ...then the third delivery is refused
+    stack.start_workers("survivor", processes=1, **env)  # ...then the fourth delivery is refused
     done = wait_finished(in_tenant, tenant.id, quest.id, timeout=30)
     assert done.status == "failed"
-    assert "crashed its worker 2 times" in (done.reason or "")
+    assert "crashed its worker 3 times" in (done.reason or "")
     dead = wait_for(lambda: rds.zrange("dramatiq:quests.XQ", 0, -1), timeout=10)
     assert len(dead) == 1
     listed = subprocess.run(
@@ -183,10 +184,10 @@ def test_the_steps_beside_a_poison_step_are_not_dead_lettered_with_it(
     stack: Stack, in_tenant: InTenant, tenant: Tenant, rds: redis.Redis
 ) -> None:
     """Four steps in flight when the process dies are each charged a crash; the suspects'
-    group halves with each crash, until the poison step crashes alone and is dead-lettered,
-    and the bystanders, alone, succeed."""
-    # 4 quest steps and 4 audit batches at once: a group of 8, alone from 3 crashes, poison
-    # at the second crash alone (S2_MAX_STEP_CRASHES=2): 4 crashes.
+    group halves with each crash after the first, until the poison step crashes alone and is
+    dead-lettered, and the bystanders, alone, succeed."""
+    # 4 quest steps and 4 audit batches at once: a group of 8, alone from 4 crashes, poison
+    # at the second crash alone (S2_MAX_STEP_CRASHES=2): 5 crashes.
     env = {
         **FAST,
         "S2_MAX_STEP_CRASHES": "2",
@@ -205,7 +206,7 @@ def test_the_steps_beside_a_poison_step_are_not_dead_lettered_with_it(
         lambda: all(charges(in_tenant, tenant, q.id) for q in (poison, *innocents)), timeout=30
     )
     kill(workers)
-    for attempt in range(2, 6):  # each time the poison is in its call again, it crashes
+    for attempt in range(2, 7):  # each time the poison is in its call again, it crashes
         workers = stack.start_workers(f"crash-{attempt}", processes=1, **env)
         wait_for(
             lambda n=attempt: (
@@ -218,7 +219,7 @@ def test_the_steps_beside_a_poison_step_are_not_dead_lettered_with_it(
             break
         kill(workers)
     done = wait_finished(in_tenant, tenant.id, poison.id, timeout=60)
-    assert done.status == "failed" and "crashed its worker 4 times" in (done.reason or "")
+    assert done.status == "failed" and "crashed its worker 5 times" in (done.reason or "")
     for bystander in innocents:
         ended = wait_finished(in_tenant, tenant.id, bystander.id, timeout=60)
         assert ended.status == "succeeded", ended.reason

@@ -9,13 +9,18 @@ failure was a crash, and its count is the message's *crashes*.
 A crash is charged to every step in flight in the process, the innocent with the guilty.
 With one step per thread that was a handful; with a thousand steps per process it is a
 thousand, and "a suspect runs alone" would serialize them all after one crash. So suspects
-run in groups that halve with each crash: a message with ``c`` crashes runs only while the
-process has at most ``limit >> c`` steps running (its *group*), and while it runs the
-process starts no more than that. The poison step's group halves at each crash it causes,
-until it runs alone (after about log2(limit) crashes, each redelivered within the heartbeat
-timeout); the innocents beside it share fewer and fewer crashes. Only a step that keeps
-crashing when it runs alone is poison: at ``bound`` crashes past the first alone one it is
-dead-lettered (``poison_at``). An innocent never reaches that: alone, it does not crash.
+run in groups that halve with each crash after the first: a message with ``c`` crashes runs
+only while the process has at most ``limit >> (c - 1)`` steps running (its *group*), and
+while it runs the process starts no more than that. The first crash costs a suspect nothing
+but its place in the line (it runs before any new step): one crash among hundreds of steps
+says almost nothing about any one of them (a deploy's SIGKILL, the OOM killer or a lost
+machine are far more common than a poison step), and holding half of them back until the
+survivors' own steps end would put their redelivery a whole Claude call past the 15 s
+bound. The poison step's group halves at each further crash it causes, until it runs alone
+(after about log2(limit) + 1 crashes, each redelivered within the heartbeat timeout); the
+innocents beside it share fewer and fewer crashes. Only a step that keeps crashing when it
+runs alone is poison: at ``bound`` crashes past the first alone one it is dead-lettered
+(``poison_at``). An innocent never reaches that: alone, it does not crash.
 
 A step waiting for its group holds no start: the count is taken when it begins to run, so a
 crash of the process while it waits is not charged to it. A waiting suspect goes before any
@@ -84,12 +89,12 @@ class Isolation:
         self.on_change = on_change
 
     def group_of(self, crashes: int) -> int:
-        return max(1, self.limit >> crashes)
+        return max(1, self.limit >> max(0, crashes - 1))
 
     @property
     def alone_from(self) -> int:
         """The crash count from which a suspect runs alone."""
-        return max(1, self.limit.bit_length() - 1)
+        return max(1, self.limit.bit_length())
 
     def ceiling(self) -> int:
         """How many steps the process may hold now: its limit, or the smallest group of a
