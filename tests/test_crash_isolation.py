@@ -44,10 +44,10 @@ def test_groups_halve_with_each_crash_after_the_first_and_alone_comes_after_log2
         1,
     ]
     assert isolation.alone_from == 9 + 1  # 1000 >> (10 - 1) == 1
-    assert CrashGuard(StartCounter(None), isolation, bound=3).poison_at() == 12  # type: ignore[arg-type]
+    assert CrashGuard(StartCounter(Redis()), isolation, bound=3).poison_at() == 12
     one = Isolation(1)  # a process of one step: a suspect is alone from its first crash
     assert one.alone_from == 1
-    assert CrashGuard(StartCounter(None), one, bound=3).poison_at() == 3  # type: ignore[arg-type]
+    assert CrashGuard(StartCounter(Redis()), one, bound=3).poison_at() == 3
 
 
 def test_a_suspect_runs_only_in_its_group_and_new_steps_wait_for_it(
