@@ -99,7 +99,8 @@ BREAKER_TRIPS = Counter(
 MESSAGES = Counter(
     "s2_messages",
     "Messages processed, by queue, actor and result: ok, retry (asked to run later), "
-    "error (will be retried), dead (dead-lettered), skipped",
+    "error (will be retried), dead (dead-lettered); a step the quest did not need is ok here "
+    "and skipped in s2_quest_steps",
     ["queue", "actor", "result"],
 )
 MESSAGE_SECONDS = Histogram(
