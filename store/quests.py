@@ -202,14 +202,78 @@ async def company_of(conn: psycopg.AsyncConnection[Any], quest_id: UUID) -> UUID
     return row[0] if row and row[0] else None
 
 
-async def claim_step(tx: TenantTx, quest_id: UUID, step: int, holder: str) -> None:
-    """Record that ``holder`` (a message id) runs ``step`` now; starts a queued quest."""
-    await tx.execute(
-        "UPDATE quests SET step_claimed = %s, step_holder = %s, step_claimed_at = now(), "
-        "status = 'running', started_at = coalesce(started_at, now()), touched_at = now() "
-        "WHERE company_id = %s AND id = %s",
-        (step, holder, tx.company_id, quest_id),
+@dataclass(frozen=True)
+class NewCharge:
+    """The ledger row a claimed step opens for its Claude call (see ``store.charges``)."""
+
+    charge_key: str
+    model: str
+    reserved_micros: int
+    created_at: datetime  # the time the guard used to pick the budget windows
+
+
+# The quest as a step saw it (``seen``): the state its claim depends on. A cancel asked, a
+# step ended or claimed elsewhere since, and the claim does not happen.
+_AS_SEEN = (
+    "company_id = %(company)s AND id = %(quest)s AND status = %(status)s"
+    " AND steps_done = %(steps_done)s AND step_claimed = %(step_claimed)s"
+    " AND step_holder IS NOT DISTINCT FROM %(step_holder)s"
+    " AND step_claimed_at IS NOT DISTINCT FROM %(step_claimed_at)s"
+    " AND cancel_requested_at IS NOT DISTINCT FROM %(cancel_requested_at)s"
+)
+_CLAIM = (
+    "WITH claimed AS (UPDATE quests SET step_claimed = %(step)s, step_holder = %(holder)s,"
+    " step_claimed_at = now(), status = 'running', started_at = coalesce(started_at, now()),"
+    f" touched_at = now() WHERE {_AS_SEEN} RETURNING {_QUEST_COLUMNS}){{charge}}"
+    f" SELECT {_QUEST_COLUMNS} FROM claimed"
+)
+_OPEN_CHARGE = (
+    ", charge AS (INSERT INTO charges (company_id, quest_id, charge_key, step, model,"
+    " reserved_micros, status, created_at) SELECT company_id, id, %(charge_key)s, %(step)s,"
+    " %(model)s, %(reserved)s, 'open', %(charged_at)s FROM claimed"
+    " ON CONFLICT (company_id, charge_key) DO NOTHING)"
+)
+
+
+def _seen(tx: TenantTx, seen: Quest) -> dict[str, Any]:
+    return {
+        "company": tx.company_id,
+        "quest": seen.id,
+        "status": seen.status,
+        "steps_done": seen.steps_done,
+        "step_claimed": seen.step_claimed,
+        "step_holder": seen.step_holder,
+        "step_claimed_at": seen.step_claimed_at,
+        "cancel_requested_at": seen.cancel_requested_at,
+    }
+
+
+async def claim_step(
+    tx: TenantTx, seen: Quest, step: int, holder: str, charge: NewCharge | None = None
+) -> Quest | None:
+    """Record that ``holder`` (a message id) runs ``step`` now, starting a queued quest, and
+    open ``charge`` with it; only if the quest is still as ``seen`` (None if it moved). One
+    statement, no lock held before it: the row's lock is taken by the update itself, which
+    re-checks what it expects against the row as the last writer left it."""
+    params = _seen(tx, seen) | {"step": step, "holder": holder}
+    if charge is not None:
+        params |= {
+            "charge_key": charge.charge_key,
+            "model": charge.model,
+            "reserved": charge.reserved_micros,
+            "charged_at": charge.created_at,
+        }
+    sql = _CLAIM.format(charge=_OPEN_CHARGE if charge is not None else "")
+    return await tx.first(Quest, sql, params)
+
+
+async def touch_as_seen(tx: TenantTx, seen: Quest) -> bool:
+    """The quest is alive though idle (its step put back to wait), if it is still as
+    ``seen``; False if it moved."""
+    cur = await tx.execute(
+        f"UPDATE quests SET touched_at = now() WHERE {_AS_SEEN}", _seen(tx, seen)
     )
+    return cur.rowcount == 1
 
 
 async def steps(tx: TenantTx, quest_id: UUID) -> list[Step]:

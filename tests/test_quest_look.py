@@ -22,13 +22,19 @@ from tests.test_store_tenancy import new_quest
 REPLY = [{"type": "tool_use", "id": "toolu_1", "name": "note", "input": {"text": "é ✓"}}]
 
 
+async def claim(tx: TenantTx, quest_id: uuid.UUID, step: int, holder: str) -> None:
+    seen = await quests_store.get(tx, quest_id)
+    assert seen is not None
+    assert await quests_store.claim_step(tx, seen, step, holder) is not None
+
+
 async def a_quest_two_steps_in(tx: TenantTx, quest_id: uuid.UUID) -> None:
     """Step 1 done with a tool call, step 2 claimed with its reply saved; a settled and an
     open charge; limits overridden; one integration connected."""
     at = datetime(2026, 12, 4, 3, 0, 1, 123456, tzinfo=UTC)
     await charges_store.open_charge(tx, quest_id, 1, "k1", "m", 900, created_at=at)
     await charges_store.settle(tx, "k1", 400, {"input_tokens": 3})
-    await quests_store.claim_step(tx, quest_id, 1, "w1")
+    await claim(tx, quest_id, 1, "w1")
     await quests_store.save_reply(
         tx, quest_id, 1, model="m", content=REPLY, stop_reason="tool_use",
         usage={"input_tokens": 3}, cost_usd_micros=400,
@@ -39,7 +45,7 @@ async def a_quest_two_steps_in(tx: TenantTx, quest_id: uuid.UUID) -> None:
     )  # fmt: skip
     later = at + timedelta(seconds=5)
     await charges_store.open_charge(tx, quest_id, 2, "k2", "m", 700, created_at=later)
-    await quests_store.claim_step(tx, quest_id, 2, "w2")
+    await claim(tx, quest_id, 2, "w2")
     await limits_store.put(tx, LimitOverrides(quest_cap_micros=5_000_000, slow_pct=70))
     tokens = NewTokens("kid", b"sealed-access", None, None)
     await credentials_store.connect(

@@ -119,10 +119,13 @@ def test_a_duplicate_message_for_a_claimed_step_is_dropped(
     worker: InProcess, in_tenant: InTenant, rds: redis.Redis, tenant: Tenant
 ) -> None:
     env = start(in_tenant, tenant, "[script:answer] hello")
-    in_tenant(
-        tenant.id,
-        lambda tx: quests_store.claim_step(tx, env.payload.quest_id, 1, "the-other-message"),
-    )
+
+    async def claimed_elsewhere(tx: TenantTx) -> None:
+        seen = await quests_store.get(tx, env.payload.quest_id)
+        assert seen is not None
+        assert await quests_store.claim_step(tx, seen, 1, "the-other-message") is not None
+
+    in_tenant(tenant.id, claimed_elsewhere)
     worker.step(env, holder="a-duplicate")
     quest = quest_state(in_tenant, tenant.id, env.payload.quest_id)
     assert quest.steps_done == 0 and quest.cost_usd_micros == 0

@@ -5,10 +5,13 @@ is still open."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from store import TenantTx
+from store import charges as charges_store
 from store import quests as quests_store
-from store.quests import Final, Quest, Reply, Step
+from store.charges import Charge
+from store.quests import Final, NewCharge, Quest, Reply, Step
 from tests.conftest import Tenant
 from tests.support import InTenant
 from tests.test_store_tenancy import new_quest
@@ -98,3 +101,34 @@ def test_an_ending_does_not_overwrite_a_quest_already_ended(
     quest, (step,) = read(in_tenant, tenant, quest_id)
     assert (quest.status, quest.reason, quest.steps_done) == ("cancelled", "ops", 1)
     assert (step.status, step.content, step.cost_usd_micros) == ("done", None, 0)
+
+
+def test_a_claim_opens_its_charge_only_if_the_quest_is_still_as_the_step_saw_it(
+    in_tenant: InTenant, tenant: Tenant
+) -> None:
+    quest_id = new_quest(in_tenant, tenant.id)
+    seen, _ = read(in_tenant, tenant, quest_id)
+    at = datetime.now(UTC)
+
+    async def cancel_then_claim(tx: TenantTx) -> Quest | None:
+        await quests_store.request_cancel(tx, quest_id, by="user:ops", reason="stop")
+        return await quests_store.claim_step(
+            tx, seen, 1, "m1", NewCharge("late", "m", 900, created_at=at)
+        )
+
+    assert in_tenant(tenant.id, cancel_then_claim) is None, "the quest moved: no claim"
+    moved, _ = read(in_tenant, tenant, quest_id)
+    assert (moved.status, moved.step_claimed, moved.step_holder) == ("queued", 0, None)
+
+    async def claim(tx: TenantTx) -> tuple[Quest | None, list[Charge]]:
+        claimed = await quests_store.claim_step(
+            tx, moved, 1, "m2", NewCharge("k1", "m", 900, created_at=at)
+        )
+        return claimed, await charges_store.for_quest(tx, quest_id)
+
+    claimed, charges = in_tenant(tenant.id, claim)
+    assert claimed is not None and claimed.cancel_requested_at is not None
+    assert (claimed.status, claimed.step_claimed, claimed.step_holder) == ("running", 1, "m2")
+    assert [(c.charge_key, c.status, c.reserved_micros) for c in charges] == [("k1", "open", 900)]
+    again = in_tenant(tenant.id, lambda tx: quests_store.claim_step(tx, moved, 1, "m3"))
+    assert again is None, "claimed meanwhile: a second claim as of the same look fails"

@@ -210,10 +210,11 @@ def test_store_api_finish_under_a_leaves_bs_quest_alone(
     in_tenant: InTenant, two: tuple[Tenant, Tenant, uuid.UUID, uuid.UUID]
 ) -> None:
     a, b, _, b_quest = two
+    as_b_sees_it = in_tenant(b.id, lambda tx: quests_store.get(tx, b_quest))
 
     async def under_a(tx: TenantTx) -> None:
         await quests_store.finish(tx, b_quest, "cancelled", reason="a tried")
-        await quests_store.claim_step(tx, b_quest, 1, "a-holder")
+        assert await quests_store.claim_step(tx, as_b_sees_it, 1, "a-holder") is None
 
     in_tenant(a.id, under_a)
     quest = in_tenant(b.id, lambda tx: quests_store.get(tx, b_quest))

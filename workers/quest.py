@@ -3,10 +3,10 @@
 Each step: set the tenant from the envelope; in one transaction look at the quest and decide
 what the message means; outside any transaction keep the charges of calls that never came
 back, take the company's running slot and reserve the call's worst case with the guard; then
-claim the step under the quest's row lock, in a transaction that makes no network call. Then one
-Claude call (unless a redelivered step already has its reply), settled at its real cost;
-the tools it asked for; the step persisted with the audit events it produced; and the next
-step enqueued (later, in the slow tier) or the quest finished. A step is a coroutine on the
+claim the step with one update that holds only if the quest is still as the look saw it.
+Then one Claude call (unless a redelivered step already has its reply), settled at its real
+cost; the tools it asked for; the step persisted with the audit events it produced, in one
+statement; and the next step enqueued (later, in the slow tier) or the quest finished. A step is a coroutine on the
 worker's event loop: while it waits on Claude or a provider it holds no thread and no pooled
 connection, only its frame and the call's HTTP stream. Nothing waits between steps or sleeps
 in one. A redelivery that finds the step done re-sends exactly what it sent instead of
@@ -216,8 +216,8 @@ class QuestRunner:
 
     async def _plan(self, env: Envelope[QuestStep], holder: str) -> Plan:
         """Look at the quest (one transaction, no lock), admit its call with the guard (Redis,
-        and the API's token count if needed: no transaction open), then claim the step under
-        the quest's row lock if the quest has not moved meanwhile. No lock waits on Redis or
+        and the API's token count if needed: no transaction open), then claim the step with
+        one conditional update, if the quest has not moved meanwhile. No lock waits on Redis or
         on the network, so a cancel's UPDATE never waits on a step's admission."""
         for _ in range(CLAIM_TRIES):
             plan = await self._try_plan(env, holder)
@@ -318,19 +318,14 @@ class QuestRunner:
     async def _claim(
         self, tx: TenantTx, env: Envelope[QuestStep], holder: str, look: Look, admission: Admission
     ) -> Plan | Moved:
-        n = env.payload.step
-        quest = await quests_store.get(tx, look.quest.id, for_update=True)
-        if quest is None:
-            raise BadMessage("no such quest for this company")
-        if _claim_state(quest) != _claim_state(look.quest):
-            return Moved()
         if isinstance(admission, Delay):
-            await quests_store.touch(tx, quest.id)  # waiting, not lost
-            return admission
-        if isinstance(admission, Admitted):
-            await self.budget.open_charge(tx, quest, n, admission)
-        await quests_store.claim_step(tx, quest.id, n, holder)
+            moved = not await quests_store.touch_as_seen(tx, look.quest)  # waiting, not lost
+            return Moved() if moved else admission
         admitted = admission if isinstance(admission, Admitted) else None
+        charge = self.budget.charge_of(look.quest, admitted) if admitted else None
+        quest = await quests_store.claim_step(tx, look.quest, env.payload.step, holder, charge)
+        if quest is None:  # a cancel came, or the quest moved on, since the look
+            return Moved()
         ended = admission if isinstance(admission, Outcome) else None
         if quest.cancel_requested_at is not None:
             ended = cancelled(quest)
@@ -689,16 +684,3 @@ class QuestRunner:
         if next_step:
             step = QuestStep(quest_id=quest.id, step=env.payload.step + 1)
             await self.publisher.publish(env.follow_up(step, actor=TED), delay_ms=delay_ms or None)
-
-
-def _claim_state(quest: Quest) -> tuple[object, ...]:
-    """What a step's claim depends on: it changes when the quest moves on, is claimed, or is
-    asked to cancel."""
-    return (
-        quest.status,
-        quest.steps_done,
-        quest.step_claimed,
-        quest.step_holder,
-        quest.step_claimed_at,
-        quest.cancel_requested_at,
-    )

@@ -26,7 +26,7 @@ from store import limits as limits_store
 from store import quests as quests_store
 from store.charges import Charge
 from store.limits import LimitOverrides
-from store.quests import Quest
+from store.quests import NewCharge, Quest
 from workers.claude import ClaudeRequest
 from workers.errors import QuestFailed, QuestHalted
 
@@ -228,7 +228,7 @@ class StepBudget:
     ) -> Admitted | Delay | CountFirst:
         """Take the quest's running slot and reserve the call's worst case, or say why not
         (or ask for the API's token count first, when ``counted`` is None and one would help).
-        No transaction is open meanwhile: the ledger row is written by ``open_charge`` in the
+        No transaction is open meanwhile: the ledger row (``charge_of``) is written in the
         claim's transaction.
 
         Raises ``QuestHalted`` when the money is gone and ``QuestFailed`` for an unpriced model.
@@ -333,18 +333,12 @@ class StepBudget:
             return await self._drop(attempt, held.amount)
         return smaller, held
 
-    async def open_charge(self, tx: TenantTx, quest: Quest, step: int, admitted: Admitted) -> None:
-        """Write the ledger row, open at the reserved amount, in the claim's transaction: from
-        its commit on, a crash leaves an open charge that the next attempt keeps."""
-        await charges_store.open_charge(
-            tx,
-            quest.id,
-            step,
-            admitted.charge_key,
-            quest.model,
-            admitted.reserved,
-            created_at=admitted.at,
-        )
+    @staticmethod
+    def charge_of(quest: Quest, admitted: Admitted) -> NewCharge:
+        """The ledger row of an admitted call, open at the reserved amount, written with the
+        step's claim: from its commit on, a crash leaves an open charge that the next
+        attempt keeps."""
+        return NewCharge(admitted.charge_key, quest.model, admitted.reserved, admitted.at)
 
     async def withdraw(self, ledger: Ledger, step: int, admitted: Admitted, limits: Limits) -> None:
         """Release a reservation whose claim did not happen (the quest changed meanwhile), and
