@@ -43,6 +43,7 @@ def test_groups_halve_with_each_crash_after_the_first_and_alone_comes_after_log2
         1,
         1,
     ]
+    assert [isolation.unbounded(c) for c in (0, 1, 2)] == [True, True, False]
     assert isolation.alone_from == 9 + 1  # 1000 >> (10 - 1) == 1
     assert CrashGuard(StartCounter(Redis()), isolation, bound=3).poison_at() == 12
     one = Isolation(1)  # a process of one step: a suspect is alone from its first crash

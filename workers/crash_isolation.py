@@ -93,6 +93,11 @@ class Isolation:
     def group_of(self, crashes: int) -> int:
         return max(1, self.limit >> max(0, crashes - 1))
 
+    def unbounded(self, crashes: int) -> bool:
+        """A step with this many crashes runs like any other when there is room: none, or
+        the one crash that leaves its group the whole process."""
+        return self.group_of(crashes) >= self.limit
+
     @property
     def alone_from(self) -> int:
         """The crash count from which a suspect runs alone."""
@@ -179,7 +184,7 @@ class CrashGuard:
         if run.crashes >= self.poison_at():
             yield run
             return
-        if not run.crashes and self.isolation.enter_if_free():
+        if self.isolation.unbounded(run.crashes) and self.isolation.enter_if_free():
             try:
                 yield run
             except asyncio.CancelledError:
