@@ -331,12 +331,14 @@ async def add_cost(tx: TenantTx, quest_id: UUID, micros: int) -> None:
 
 @dataclass(frozen=True)
 class Reply:
-    """Claude's reply to a step, not stored yet."""
+    """Claude's reply to a step, not stored yet; ``charge_key``: its open ledger row, settled
+    at ``cost_usd_micros`` with it."""
 
     content: list[dict[str, Any]]
     stop_reason: str | None
     usage: dict[str, Any]
     cost_usd_micros: int
+    charge_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -356,12 +358,18 @@ _COMPLETE = (
     "  %(content)s, %(usage)s, %(cost)s, %(tool_results)s, %(events)s, now())"
     " ON CONFLICT (quest_id, step) DO UPDATE SET status = 'done',"
     "  tool_results = EXCLUDED.tool_results, events = EXCLUDED.events, finished_at = now(){reply})"
+    "{charge}"
     " UPDATE quests SET cost_usd_micros = cost_usd_micros + %(cost)s, steps_done = %(step)s,"
     " touched_at = now(){final} WHERE company_id = %(company)s AND id = %(quest)s"
 )
 _REPLY_AGAIN = (
     ", model = EXCLUDED.model, stop_reason = EXCLUDED.stop_reason, content = EXCLUDED.content,"
     " usage = EXCLUDED.usage, cost_usd_micros = EXCLUDED.cost_usd_micros"
+)
+_SETTLE = (
+    ", charge AS (UPDATE charges SET status = 'settled', cost_micros = %(cost)s,"
+    " usage = %(usage)s, settled_at = now()"
+    " WHERE company_id = %(company)s AND charge_key = %(charge_key)s AND status = 'open')"
 )
 _OPEN = "status IN ('queued', 'running')"
 _FINAL = "".join(
@@ -386,14 +394,18 @@ async def complete_step(
     events: list[dict[str, Any]],
     final: Final | None = None,
 ) -> None:
-    """Mark the step done with what it sent, its ``reply`` if it was not saved before (and
-    its cost on the quest), and the quest's steps done; with ``final``, the quest's final
-    state too (if it is still open). One statement: what ``save_reply``, ``finish_step``
-    and ``finish`` do, in one round trip at the end of every step. A step that ended before
-    any reply still gets a row, so its events can be re-sent on redelivery."""
+    """Mark the step done with what it sent, its ``reply`` if it was not saved before (its
+    cost on the quest, its charge settled), and the quest's steps done; with ``final``, the
+    quest's final state too (if it is still open). One statement, one round trip at the end
+    of every step. A step that ended before any reply still gets a row, so its events can be
+    re-sent on redelivery."""
     if final is not None and final.status not in TERMINAL:
         raise ValueError(f"{final.status} is not a final state")
-    sql = _COMPLETE.format(reply=_REPLY_AGAIN if reply else "", final=_FINAL if final else "")
+    sql = _COMPLETE.format(
+        reply=_REPLY_AGAIN if reply else "",
+        charge=_SETTLE if reply and reply.charge_key else "",
+        final=_FINAL if final else "",
+    )
     await tx.execute(
         sql,
         {
@@ -407,6 +419,7 @@ async def complete_step(
             "cost": reply.cost_usd_micros if reply else 0,
             "tool_results": Jsonb(tool_results),
             "events": Jsonb(events),
+            "charge_key": reply.charge_key if reply else None,
             "status": final.status if final else None,
             "result": final.result if final else None,
             "reason": final.reason if final else None,

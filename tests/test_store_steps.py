@@ -5,6 +5,7 @@ is still open."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from store import TenantTx
@@ -29,33 +30,35 @@ def read(in_tenant: InTenant, tenant: Tenant, quest_id: uuid.UUID) -> tuple[Ques
     return result
 
 
-def test_a_last_step_stores_its_reply_counts_its_cost_and_ends_the_quest(
+def test_a_last_step_stores_its_reply_settles_its_charge_and_ends_the_quest(
     in_tenant: InTenant, tenant: Tenant
 ) -> None:
     quest_id = new_quest(in_tenant, tenant.id)
-    in_tenant(
-        tenant.id,
-        lambda tx: quests_store.complete_step(
+    reply = replace(REPLY, charge_key="k1")
+
+    async def last_step(tx: TenantTx) -> list[Charge]:
+        at = datetime.now(UTC)
+        await charges_store.open_charge(tx, quest_id, 1, "k1", "m", 9_000, created_at=at)
+        await quests_store.complete_step(
             tx,
             quest_id,
             1,
             model="m",
-            reply=REPLY,
+            reply=reply,
             tool_results=[],
             events=[{"e": 1}],
             final=Final("succeeded", result="done: é"),
-        ),
-    )
+        )
+        return await charges_store.for_quest(tx, quest_id)
+
+    (charge,) = in_tenant(tenant.id, last_step)
+    assert (charge.status, charge.cost_micros) == ("settled", 1_250)
     quest, (step,) = read(in_tenant, tenant, quest_id)
     assert (quest.status, quest.result, quest.steps_done) == ("succeeded", "done: é", 1)
     assert quest.cost_usd_micros == 1_250 and quest.finished_at is not None
     assert (step.status, step.content, step.stop_reason) == ("done", REPLY.content, "end_turn")
-    assert (step.usage, step.cost_usd_micros, step.events) == (
-        {"output_tokens": 4},
-        1_250,
-        [{"e": 1}],
-    )
-    assert step.finished_at is not None
+    assert (step.usage, step.cost_usd_micros) == ({"output_tokens": 4}, 1_250)
+    assert step.events == [{"e": 1}] and step.finished_at is not None
 
 
 def test_a_step_whose_reply_was_saved_keeps_it_and_is_not_charged_again(

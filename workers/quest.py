@@ -650,9 +650,7 @@ class QuestRunner:
             reply = None
             if unsaved is not None:
                 answer, cost, charge_key = unsaved
-                if charge_key is not None:
-                    await charges_store.settle(tx, charge_key, cost, answer.usage)
-                reply = Reply(answer.content, answer.stop_reason, answer.usage, cost)
+                reply = Reply(answer.content, answer.stop_reason, answer.usage, cost, charge_key)
             await quests_store.complete_step(
                 tx, quest.id, n, model=quest.model, reply=reply,
                 tool_results=record.tool_results, events=events,
