@@ -6,11 +6,11 @@ back, take the company's running slot and reserve the call's worst case with the
 claim the step with one update that holds only if the quest is still as the look saw it.
 Then one Claude call (unless a redelivered step already has its reply), settled at its real
 cost; the tools it asked for; the step persisted with the audit events it produced, in one
-statement; and the next step enqueued (later, in the slow tier) or the quest finished. A step is a coroutine on the
-worker's event loop: while it waits on Claude or a provider it holds no thread and no pooled
-connection, only its frame and the call's HTTP stream. Nothing waits between steps or sleeps
-in one. A redelivery that finds the step done re-sends exactly what it sent instead of
-redoing anything.
+statement; and the next step enqueued (later, in the slow tier) or the quest finished. A step
+is a coroutine on the worker's event loop: while it waits on Claude or a provider it holds no
+thread and no pooled connection, only its frame and the call's HTTP stream. Nothing waits
+between steps or sleeps in one. A redelivery that finds the step done re-sends exactly what it
+sent instead of redoing anything.
 """
 
 from __future__ import annotations
