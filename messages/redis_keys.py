@@ -47,8 +47,14 @@ are named by their environment variable.
 | s2:g:r:<company_id>:<charge_key>              | guard/spend.py                          | hash: amount, state, scope1..3   | workers/step_budget.py                 | 3 days                                | one Claude call's reservation: charged once                                  |
 | s2:g:rate:<company_id>:<minute>               | guard/admission.py                      | integer                          | ingress/submit.py                      | 120 s                                 | quest starts in that minute (epoch ms // 60,000)                             |
 | s2:g:slots:<company_id>                       | guard/admission.py                      | sorted set: quest id by ms       | workers/step_budget.py                 | 2 x S2_GUARD_SLOT_TTL_S               | the company's running quests, each until when                                |
+| s2:fair:<queue>:ring                          | fair_ring_key                           | sorted set: company by pass      | workers/fair_queue.py                  | while the company has steps waiting   | companies with steps waiting, by their turn (stride scheduling)              |
+| s2:fair:<queue>:clock                         | fair_clock_key                          | string: pass                     | workers/fair_queue.py                  | no expiry                             | the ring's turn when it last emptied: where the next company joins           |
+| s2:fair:<queue>:started:<company_id>          | fair_lane_key                           | list                             | workers/fair_queue.py                  | until fetched                         | ids of the company's waiting steps of started quests (go first)              |
+| s2:fair:<queue>:new:<company_id>              | fair_lane_key                           | list                             | workers/fair_queue.py                  | until fetched                         | ids of the company's waiting first steps                                     |
+| s2:fair:<queue>:waiting                       | fair_waiting_key                        | hash: company -> count           | workers/fair_queue.py                  | a field while it is above 0           | steps waiting in the company's lanes                                         |
+| s2:fair:weights                               | FAIR_WEIGHTS                            | hash: company -> weight          | system2 guard set --weight             | no expiry (Postgres keeps it too)     | a company's share of the fleet relative to others (S2_FAIR_DEFAULT_WEIGHT)   |
 | s2:vault:encryptions:<kid>                    | vault/counter.py                        | integer                          | ingress, workers, system2 (encrypting) | no expiry                             | encryptions done under that vault key                                        |
-| dramatiq:<queue>                              | queue_key, NAMESPACE                    | list                             | Dramatiq                               | until fetched                         | ids of the messages waiting, oldest first                                    |
+| dramatiq:<queue>                              | queue_key, NAMESPACE                    | list                             | Dramatiq                               | until fetched                         | ids of the messages waiting, oldest first (a fair queue's intake)            |
 | dramatiq:<queue>.DQ                           | delayed_queue_key                       | list                             | Dramatiq                               | until fetched                         | ids of the delayed messages                                                  |
 | dramatiq:<queue>.msgs                         | bodies_key                              | hash: id -> message              | Dramatiq; dead_letters.py              | until acked                           | message bodies (<queue> may end in .DQ)                                      |
 | dramatiq:<queue>.XQ                           | dead_letters_key                        | sorted set: id by ms             | Dramatiq; dead_letters.py              | 7 days (dead_message_ttl)             | the dead letters, by when they died                                          |
@@ -130,6 +136,32 @@ def worker_beacon_key(host: str, pid: int, tag: str) -> str:
 DEAD_LETTER_REASONS = "s2:dlq:reasons"
 DEAD_LETTER_REASONS_AT = "s2:dlq:reasons:at"
 DEAD_LETTER_REASONS_SCAN = "s2:dlq:reasons:scan"
+
+
+# -- fair dispatch of quest steps across companies (workers/fair_queue.py) -----------------
+
+FAIR_WEIGHTS = "s2:fair:weights"
+
+
+def fair_prefix(queue: str) -> str:
+    return f"s2:fair:{queue}"
+
+
+def fair_ring_key(queue: str) -> str:
+    return f"{fair_prefix(queue)}:ring"
+
+
+def fair_clock_key(queue: str) -> str:
+    return f"{fair_prefix(queue)}:clock"
+
+
+def fair_waiting_key(queue: str) -> str:
+    return f"{fair_prefix(queue)}:waiting"
+
+
+def fair_lane_key(queue: str, lane: str, company_id: UUID | str) -> str:
+    """``lane``: ``started`` (steps of quests already running) or ``new`` (first steps)."""
+    return f"{fair_prefix(queue)}:{lane}:{company_id}"
 
 
 # -- tests and benchmarks ------------------------------------------------------------------

@@ -124,6 +124,18 @@ class Settings(BaseSettings):
         description="this process's index in its worker group (set by `system2 worker` for each "
         "process it starts; a process run alone serves its metrics on the port plus it)",
     )
+    fair_dispatch: bool = Field(
+        True,
+        description="quest steps are taken company by company in turn (workers/fair_queue.py); "
+        "off, in the order they came (one FIFO for all companies: benchmarks compare the two)",
+    )
+    fair_default_weight: int = Field(
+        1,
+        ge=1,
+        le=1_000,
+        description="a company's share of the worker fleet relative to others, unless "
+        "`system2 guard set --weight` gives it one of its own",
+    )
     worker_control_in_flight: int = Field(
         100, ge=1, description="cancels and maintenance messages one worker process runs at once"
     )

@@ -16,7 +16,7 @@ import dramatiq
 import redis
 from redis.asyncio import Redis
 
-from messages.redis_keys import acks_key, bodies_key, queue_key
+from messages.redis_keys import acks_key, bodies_key, fair_waiting_key, queue_key
 from messages.transport import build_broker
 from workers.consumer import ActorSpec, Consumer
 from workers.crash_isolation import CrashGuard, Isolation, StartCounter
@@ -24,6 +24,11 @@ from workers.queue_protocol import QueueProtocol
 from workers.refusals import DeadLetterBox
 
 ACTOR = "test_job"
+FAIR_PREFIX = "fair-"  # a scratch queue named so is dispatched fairly (workers.fair_queue)
+
+
+def is_fair(queue: str) -> bool:
+    return queue.startswith(FAIR_PREFIX)
 
 
 def publish(redis_url: str, queue: str, count: int, *, actor: str = ACTOR) -> list[str]:
@@ -46,7 +51,10 @@ def held(redis_url: str, queue: str, consumer_id: str) -> int:
 
 
 def waiting(redis_url: str, queue: str) -> int:
-    return int(redis.Redis.from_url(redis_url).llen(queue_key(queue)))
+    """Messages waiting to be fetched: in the queue's list, and a fair queue's lanes."""
+    client = redis.Redis.from_url(redis_url)
+    lanes = sum(int(n) for n in client.hvals(fair_waiting_key(queue))) if is_fair(queue) else 0
+    return int(client.llen(queue_key(queue))) + lanes
 
 
 def bodies(redis_url: str, queue: str) -> int:
@@ -72,6 +80,7 @@ def consumer(
         consumer_id or uuid.uuid4().hex,
         heartbeat_timeout_ms=heartbeat_timeout_ms,
         maintenance_chance=maintenance_chance,
+        fair_queues=[queue] if is_fair(queue) else [],
     )
     spec = ActorSpec(ACTOR, queue, run, crash_guarded=guard is not None, **actor_options)
     return Consumer(

@@ -28,14 +28,15 @@ from messages.redis_keys import (
     delayed_queue_key,
     queue_key,
 )
-from tests.consumer_support import bodies, consumer, held, publish, waiting
+from tests.consumer_support import FAIR_PREFIX, bodies, consumer, held, publish, waiting
 from workers.errors import TryLater
 from workers.queue_protocol import QueueProtocol
 
 
-@pytest.fixture
-def queue() -> str:
-    return f"t-{uuid.uuid4().hex[:12]}"
+@pytest.fixture(params=["fifo", "fair"])
+def queue(request: pytest.FixtureRequest) -> str:
+    """Every test runs on a plain Dramatiq queue and on a fair one (``workers.fair_queue``)."""
+    return f"{FAIR_PREFIX if request.param == 'fair' else 't-'}{uuid.uuid4().hex[:12]}"
 
 
 async def until(check: Any, timeout: float = 20.0) -> None:

@@ -121,6 +121,8 @@ class Runtime:
             f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
             heartbeat_timeout_ms=settings.broker_heartbeat_ms,
             maintenance_chance=settings.broker_maintenance_chance,
+            fair_queues=[QUESTS] if settings.fair_dispatch else [],
+            default_weight=settings.fair_default_weight,
         )
         publisher = QueuePublisher(protocol)
         counter_redis = redis.Redis.from_url(  # sync, on the loop: bounded by its timeouts

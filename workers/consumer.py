@@ -309,6 +309,9 @@ class Consumer:
             await self.refusals.reject(self.protocol, queue, data, verdict)
             return
         redis_id = verdict.options["redis_message_id"]
+        ready_ms = verdict.options.get("ready_ms") or verdict.message_timestamp
+        waited_s = max(0.0, time.time() - int(ready_ms) / 1000)
+        worker_metrics.QUEUE_WAIT.labels(q_name(queue)).observe(waited_s)
         task = asyncio.create_task(self._handle(queue, redis_id, verdict))
         self.running[queue][task] = redis_id
         task.add_done_callback(lambda t: self._done(queue, t))
@@ -373,6 +376,7 @@ class Consumer:
         message = due.message
         options = {k: v for k, v in message.options.items() if k != "eta"}
         options["redis_message_id"] = _new_redis_id()
+        options["ready_ms"] = int(time.time() * 1000)  # its wait on the queue starts now
         moved = message.copy(queue_name=q_name(dq), options=options)
         await self.protocol.enqueue(moved.queue_name, options["redis_message_id"], moved.encode())
         await self._settle("ack", dq, due.redis_id)

@@ -12,8 +12,10 @@ so the layout of the keys (``messages.redis_keys``) and the delivery guarantees 
   million, and every heartbeat) puts the ids in its acks sets back on their queues:
   ``kill -9`` loses nothing.
 
-What differs from Dramatiq's ``_RedisConsumer`` is only who waits: a coroutine, not a thread,
-and acks of many messages share one round trip (a pipeline of script calls).
+What differs from Dramatiq's ``_RedisConsumer`` is who waits: a coroutine, not a thread;
+acks of many messages share one round trip (a pipeline of script calls); and a *fair* queue
+(``quests``) is fetched, handed back and looked after by ``workers.fair_queue``, which takes
+each company's steps in turn instead of in the order they came.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from redis.asyncio import Redis
 
 from messages.redis_keys import NAMESPACE
 from workers.errors import WorkerError
+from workers.fair_queue import FairQueue
 
 # sha256 of the dispatch.lua of dramatiq 2.2.x (pyproject pins dramatiq below 2.3). A newer
 # script may change what a command means; read it, then update the hash.
@@ -69,6 +72,8 @@ class QueueProtocol:
         dead_message_ttl_ms: int = 7 * 24 * 3600 * 1000,
         maintenance_chance: int = 1_000,
         namespace: str = NAMESPACE,
+        fair_queues: Sequence[str] = (),
+        default_weight: int = 1,
     ) -> None:
         self.client = client
         self.consumer_id = consumer_id
@@ -78,6 +83,17 @@ class QueueProtocol:
         self.namespace = namespace
         self._dispatch = client.register_script(dispatch_script())
         self._unpack_max = 0
+        self.fair = {
+            q: FairQueue(
+                client,
+                q,
+                consumer_id,
+                heartbeat_timeout_ms=heartbeat_timeout_ms,
+                default_weight=default_weight,
+                namespace=namespace,
+            )
+            for q in fair_queues
+        }
 
     async def start(self) -> None:
         """Ask the server how many values a script may unpack (half, as Dramatiq does)."""
@@ -112,7 +128,8 @@ class QueueProtocol:
     async def fetch(self, queue: str, count: int) -> list[bytes]:
         """Up to ``count`` bodies, moved into this consumer's acks set. A body Dramatiq could
         not find (its hash entry gone) comes back as nothing."""
-        bodies = await self.call("fetch", queue, count)
+        fair = self.fair.get(queue)
+        bodies = await (fair.fetch(count) if fair else self.call("fetch", queue, count))
         return [b for b in bodies if b is not None]
 
     async def settle(self, outcomes: list[tuple[str, str, str]]) -> None:
@@ -129,8 +146,10 @@ class QueueProtocol:
     async def requeue(self, queue: str, redis_ids: list[str]) -> None:
         """Hand fetched messages back to their queue (at its tail, as Dramatiq does): at
         once, not after the heartbeat timeout."""
+        fair = self.fair.get(queue)
         for start in range(0, len(redis_ids), max(1, self._unpack_max)):
-            await self.call("requeue", queue, *redis_ids[start : start + self._unpack_max])
+            chunk = redis_ids[start : start + self._unpack_max]
+            await (fair.requeue(chunk) if fair else self.call("requeue", queue, *chunk))
 
     async def enqueue(self, queue: str, redis_id: str, body: bytes) -> None:
         await self.call("enqueue", queue, redis_id, body)
@@ -145,6 +164,9 @@ class QueueProtocol:
             return
         async with self.client.pipeline(transaction=False) as pipe:
             for queue in queues:
+                if (fair := self.fair.get(queue)) is not None:
+                    await fair.maintain(client=pipe)
+                    continue
                 args = self._args("qsize", queue, maintain=True)
                 await self._dispatch(keys=[self.namespace], args=args, client=pipe)
             await pipe.execute()

@@ -51,6 +51,14 @@ STEPS = Counter(
     'behind the company\'s limits). Retries and errors: s2_messages{actor="quest_step"}',
     ["result"],
 )
+QUEUE_WAIT = Histogram(
+    "s2_queue_wait_seconds",
+    "How long a message waited on its queue before a worker took it: from when it was sent "
+    "(or came due, for a delayed one) to its fetch. Per company, while they wait: "
+    "s2_fair_waiting_steps",
+    ["queue"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)
 QUESTS = Counter("s2_quests_finished", "Quests that ended, by final status", ["status"])
 CANCEL_LATENCY = Histogram(
     "s2_cancel_latency_seconds",
