@@ -5,7 +5,7 @@ process (``system2 worker --processes 1``) started to drain them.
 "Achieved in flight" = quests x hold / drain time (from the process being ready to the last
 quest ended). Beside it, sampled while it drains: the most steps waiting on Claude at once,
 the peak RSS of the whole worker (its parent included), the most Postgres and Redis
-connections it holds (by the names it gives them: ``system2-worker``), its CPU per quest,
+connections it holds (by the names it gives them: ``system2-worker``, ``-control``, ``-audit``), its CPU per quest,
 and every attempt that failed or was retried (there must be none). The thread-per-call model
 this replaced is measured beside the event loop, in the same run and on the same Redis, by
 ``bench/consumption.py`` (the consumption model alone, without quests).
@@ -65,7 +65,7 @@ class Peak:
         self.rss_mb = max(self.rss_mb, whole_rss_mb(workers))
         pg, waiting = admin.execute(
             "SELECT (SELECT count(*) FROM pg_stat_activity "
-            "        WHERE application_name = 'system2-worker'),"
+            "        WHERE application_name LIKE 'system2-worker%'),"
             "       (SELECT count(*) FROM quests WHERE step_claimed > steps_done"
             "        AND status = 'running')"
         ).fetchone() or (0, 0)

@@ -150,6 +150,18 @@ class Settings(BaseSettings):
         description="Postgres connections one worker process holds at most; processes x this "
         "must stay within what the database or its pooler allows",
     )
+    worker_control_db_pool_max: int = Field(
+        2,
+        ge=1,
+        description="Postgres connections one worker process keeps for cancels, the sweeper "
+        "and vault rewrap, apart from its steps' (so they never wait behind them)",
+    )
+    worker_audit_db_pool_max: int = Field(
+        2,
+        ge=1,
+        description="Postgres connections one worker process keeps for the audit writer's "
+        "batches",
+    )
     worker_redis_connections: int = Field(
         40, ge=8, description="Redis connections one worker process holds at most"
     )

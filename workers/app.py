@@ -90,10 +90,13 @@ class Runtime:
 
     settings: Settings
     db: Database
+    control_db: Database  # cancels, the sweeper, rewrap: never queued behind quest steps
+    audit_db: Database  # the audit writer's batches, apart from both
     redis: Redis
     protocol: QueueProtocol
     quests: QuestRunner
-    ender: QuestEnder
+    ender: QuestEnder  # a quest step that gives up or keeps crashing ends its quest here
+    control: QuestEnder  # a cancel, on the control pool
     audit: AuditWriter
     rewrapper: Rewrapper | None
     cancels: CancelWatch
@@ -115,6 +118,24 @@ class Runtime:
             timeout=30.0,
         )
         await db.open(wait=False)
+        # Control and maintenance have connections of their own: a cancel never waits for one
+        # behind a thousand steps (fair share, issue 18), nor behind the audit writer's batches.
+        control_db = Database(
+            settings.database_url,
+            min_size=1,
+            max_size=settings.worker_control_db_pool_max,
+            name="worker-control",
+            timeout=30.0,
+        )
+        await control_db.open(wait=False)
+        audit_db = Database(
+            settings.database_url,
+            min_size=1,
+            max_size=settings.worker_audit_db_pool_max,
+            name="worker-audit",
+            timeout=30.0,
+        )
+        await audit_db.open(wait=False)
         client = async_redis(settings, connections=settings.worker_redis_connections, name="worker")
         protocol = QueueProtocol(
             client,
@@ -159,16 +180,19 @@ class Runtime:
         return cls(
             settings=settings,
             db=db,
+            control_db=control_db,
+            audit_db=audit_db,
             redis=client,
             protocol=protocol,
             quests=quests,
             ender=QuestEnder(db, publisher, events, budget),
-            audit=AuditWriter(db, max_batch=settings.audit_batch_max),
-            rewrapper=Rewrapper(db, vault, publisher) if vault else None,
+            control=QuestEnder(control_db, publisher, events, budget),
+            audit=AuditWriter(audit_db, max_batch=settings.audit_batch_max),
+            rewrapper=Rewrapper(control_db, vault, publisher) if vault else None,
             cancels=cancels,
             leases=leases,
             sweeper=Sweeper(
-                db,
+                control_db,
                 publisher,
                 client,
                 interval_s=settings.sweep_interval_s,
@@ -193,7 +217,8 @@ class Runtime:
         await self.audit.close()
         await self.claude.close()
         await self.http.aclose()
-        await self.db.close()
+        for pool in (self.db, self.control_db, self.audit_db):
+            await pool.close()
         await self.redis.aclose()
         self.counter_redis.close()
 
@@ -257,7 +282,7 @@ def actors(rt: Runtime) -> list[ActorSpec]:
         await rt.audit.write(env.company_id, env.payload.events)
 
     async def cancel_quest(message: Message[Any]) -> None:
-        await rt.ender.cancel(_opened(message, CancelQuest))
+        await rt.control.cancel(_opened(message, CancelQuest))
 
     async def rewrap_credentials(message: Message[Any]) -> None:
         env = _opened(message, RewrapCredentials)
