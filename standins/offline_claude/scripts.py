@@ -201,6 +201,7 @@ BUILTIN_SCRIPTS: Mapping[str, Script] = MappingProxyType(
             )
         ),
         "slow": _one(Turn(_say("Sorry for the wait: {goal}"), hold_s=30.0)),
+        "brief": _one(Turn(_say("Done after a moment: {goal}"), hold_s=0.3)),
         "slow_start": _one(Turn(_say("Sorry for the slow start: {goal}"), start_after_s=30.0)),
         "cut_mid_stream": _one(Turn(_say("This reply is never finished"), cut_mid_stream=True)),
         "overloaded_mid_stream": _one(
