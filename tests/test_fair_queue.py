@@ -5,6 +5,7 @@ go first, and what is handed back keeps its place (``workers.fair_queue``)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections import Counter
@@ -20,6 +21,7 @@ from messages.redis_keys import FAIR_WEIGHTS, fair_prefix, fair_waiting_key
 from messages.transport import build_broker
 from tests.consumer_support import ACTOR, FAIR_PREFIX, consumer, waiting
 from workers.consumer import Consumer
+from workers.fair_queue import FairQueue
 
 Ran = list[tuple[str, int]]
 
@@ -208,3 +210,30 @@ def test_a_drained_queue_keeps_nothing_per_company(redis_url: str, queue: str) -
     left = sorted(k.decode() for k in r.scan_iter(f"{fair_prefix(queue)}:*"))
     assert left == [f"{fair_prefix(queue)}:clock"]  # no lane, ring entry or count per company
     assert r.hlen(fair_waiting_key(queue)) == 0
+
+
+def test_turned_off_fair_dispatch_puts_waiting_steps_back_on_the_plain_queue(
+    redis_url: str, queue: str
+) -> None:
+    a, b = "a-" + uuid.uuid4().hex, "b-" + uuid.uuid4().hex
+    publish_steps(redis_url, queue, a, 5)
+    held: list[int] = []
+
+    async def hold(message: dramatiq.Message[Any]) -> None:
+        held.append(message.options["n"])
+        await asyncio.Event().wait()
+
+    async def sort_then_unsort() -> int:
+        client = Redis.from_url(redis_url)  # a fair fetch sorts a's five into lanes
+        await run_until(consumer(client, queue, hold, in_flight=1, grace_s=0.0), lambda: held)
+        await asyncio.to_thread(publish_steps, redis_url, queue, b, 2)  # still in the intake
+        moved = await FairQueue(client, queue, "ops", heartbeat_timeout_ms=60_000).unsort()
+        await client.aclose()
+        return moved
+
+    assert asyncio.run(sort_then_unsort()) == 5
+    r = redis.Redis.from_url(redis_url)
+    intake = [r.hget(f"dramatiq:{queue}.msgs", i) for i in r.lrange(f"dramatiq:{queue}", 0, -1)]
+    companies = [json.loads(body)["args"][0]["company_id"] for body in intake if body]
+    assert companies == [b, b] + [a] * 5  # all seven where a plain FIFO fetch finds them
+    assert not list(r.scan_iter(f"{fair_prefix(queue)}:*:*"))  # no lane left, no ring

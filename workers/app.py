@@ -67,6 +67,7 @@ from workers.control import QuestEnder
 from workers.crash_isolation import CrashGuard, Isolation, StartCounter
 from workers.errors import TryLater
 from workers.events import QuestEvents
+from workers.fair_queue import FairQueue
 from workers.integrations.registry import integration_tools, provider_http
 from workers.lease import StepLeases
 from workers.maintenance import Rewrapper
@@ -348,6 +349,8 @@ def in_flight(settings: Settings) -> dict[str, int]:
 async def serve(settings: Settings, queues: list[str]) -> None:
     """Consume ``queues`` until SIGTERM or SIGINT, then hand back what is left."""
     rt = await Runtime.open(settings)
+    if QUESTS in queues and not settings.fair_dispatch:
+        await _unsort_quests(rt, settings)
     specs = [a for a in actors(rt) if a.queue in queues]
     limits = in_flight(settings)
     guarded = sum(limits[a.queue] for a in specs if a.crash_guarded)
@@ -378,6 +381,15 @@ async def serve(settings: Settings, queues: list[str]) -> None:
         await cancel_and_wait(tasks)
         await rt.close()
     log.info("worker process stopped")
+
+
+async def _unsort_quests(rt: Runtime, settings: Settings) -> None:
+    """Steps a fair fleet left in their companies' lanes go back to the plain queue."""
+    fair = FairQueue(
+        rt.redis, QUESTS, rt.protocol.consumer_id, heartbeat_timeout_ms=settings.broker_heartbeat_ms
+    )
+    if moved := await fair.unsort():
+        log.info("fair dispatch is off: waiting steps put back in arrival order", count=moved)
 
 
 async def _stop_when_orphaned(consumer: Consumer, parent: int) -> None:

@@ -99,3 +99,9 @@ class FairQueue:
     async def maintain(self, client: Redis | None = None) -> None:
         """Put back what consumers that fell silent held (``client``: a pipeline to join)."""
         await self._script(keys=self._keys, args=self._args("maintain"), client=client)
+
+    async def unsort(self) -> int:
+        """Put every waiting step back on the intake, for a fleet that takes steps in arrival
+        order (``S2_FAIR_DISPATCH=false``): nothing waits in lanes no fetch reads. Returns how
+        many were moved."""
+        return int(await self._script(keys=self._keys, args=self._args("unsort")))

@@ -149,4 +149,19 @@ elseif command == "maintain" then  -- what consumers that fell silent held goes 
     end
     sort_intake()
     return returned
+
+elseif command == "unsort" then  -- fair dispatch turned off: every lane back to the intake
+    local moved = 0
+    for _, company in ipairs(redis.call("zrange", ring, 0, -1)) do
+        for _, which in ipairs({"started", "new"}) do
+            local ids = redis.call("lrange", lane(which, company), 0, -1)
+            for _, id in ipairs(ids) do
+                redis.call("rpush", intake, id)
+            end
+            moved = moved + #ids
+            redis.call("del", lane(which, company))
+        end
+    end
+    redis.call("del", ring, waiting)
+    return moved
 end
