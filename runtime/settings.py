@@ -159,8 +159,7 @@ class Settings(BaseSettings):
     worker_audit_db_pool_max: int = Field(
         2,
         ge=1,
-        description="Postgres connections one worker process keeps for the audit writer's "
-        "batches",
+        description="Postgres connections one worker process keeps for the audit writer's batches",
     )
     worker_redis_connections: int = Field(
         40, ge=8, description="Redis connections one worker process holds at most"
