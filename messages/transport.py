@@ -24,14 +24,17 @@ def build_broker(
     redis_url: str,
     *,
     heartbeat_timeout_ms: int = 60_000,
-    maintenance_chance: int = 1_000,
+    maintenance_chance: int = 0,
     middleware: Sequence[Middleware] | None = None,
     client: redis.Redis | None = None,
     broker_class: type[RedisBroker] = RedisBroker,
 ) -> RedisBroker:
     """A Redis broker. ``middleware=None`` gives Dramatiq's defaults; ``client`` (with its
     timeouts) instead of a connection pool of its own; ``broker_class`` ``RedisBroker`` or a
-    subclass (the workers' checks every entry it fetches)."""
+    subclass (the workers' checks every entry it fetches). A publisher does no maintenance
+    by default: the workers' heartbeats put a dead worker's messages back, a fair queue's at
+    the head of their company's lane (``workers.fair_queue``), where Dramatiq's maintenance
+    would put them at the intake's tail."""
     return broker_class(
         url=None if client is not None else redis_url,
         client=client,

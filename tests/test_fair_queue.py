@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -19,7 +23,7 @@ from redis.asyncio import Redis
 
 from messages.redis_keys import FAIR_WEIGHTS, fair_prefix, fair_waiting_key
 from messages.transport import build_broker
-from tests.consumer_support import ACTOR, FAIR_PREFIX, consumer, waiting
+from tests.consumer_support import ACTOR, FAIR_PREFIX, consumer, held, waiting
 from workers.consumer import Consumer
 from workers.fair_queue import FairQueue
 
@@ -31,8 +35,11 @@ def queue() -> str:
     return f"{FAIR_PREFIX}{uuid.uuid4().hex[:12]}"
 
 
-def publish_steps(redis_url: str, queue: str, company: str, count: int, step: int = 1) -> None:
-    """Quest-step-shaped messages of ``company`` through Dramatiq's own broker."""
+def publish_steps(
+    redis_url: str, queue: str, company: str, count: int, step: int = 1, *, first: int = 0
+) -> None:
+    """Quest-step-shaped messages of ``company`` through Dramatiq's own broker, numbered
+    from ``first`` (``options["n"]``)."""
     broker = build_broker(redis_url, middleware=[])
     broker.declare_queue(queue)
     for n in range(count):
@@ -43,7 +50,7 @@ def publish_steps(redis_url: str, queue: str, company: str, count: int, step: in
                 actor_name=ACTOR,
                 args=(envelope,),
                 kwargs={},
-                options={"n": n},
+                options={"n": first + n},
             )
         )
     broker.close()
@@ -237,3 +244,45 @@ def test_turned_off_fair_dispatch_puts_waiting_steps_back_on_the_plain_queue(
     companies = [json.loads(body)["args"][0]["company_id"] for body in intake if body]
     assert companies == [b, b] + [a] * 5  # all seven where a plain FIFO fetch finds them
     assert not list(r.scan_iter(f"{fair_prefix(queue)}:*:*"))  # no lane left, no ring
+
+
+def test_a_killed_consumer_s_steps_come_back_ahead_of_their_company_s_backlog(
+    redis_url: str, queue: str
+) -> None:
+    a = "a-" + uuid.uuid4().hex
+    publish_steps(redis_url, queue, a, 3)
+    victim = uuid.uuid4().hex
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.consumer_support", "hold", redis_url, queue, victim],
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while held(redis_url, queue, victim) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    publish_steps(redis_url, queue, a, 20, first=100)  # queued behind them meanwhile
+    killed_at = time.monotonic()
+    order: list[int] = []
+    ran: Ran = []
+
+    async def job(message: dramatiq.Message[Any]) -> None:
+        order.append(message.options["n"])
+        await recorder(ran, 0.2)(message)
+
+    async def main() -> None:
+        client = Redis.from_url(redis_url)
+        c = consumer(client, queue, job, in_flight=1, heartbeat_timeout_ms=1_000)
+        await run_until(c, lambda: len(ran) >= 23)
+        await client.aclose()
+
+    asyncio.run(main())
+    assert time.monotonic() - killed_at < 15
+    assert held(redis_url, queue, victim) == 0
+    # The victim's three came back once its heartbeat fell silent (1 s: a handful of the
+    # 0.2 s steps), at the head of their company's lane, not behind the twenty.
+    assert sorted(order) == [0, 1, 2, *range(100, 120)]
+    assert max(order.index(n) for n in (0, 1, 2)) < 12, order

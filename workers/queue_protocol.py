@@ -108,6 +108,7 @@ class QueueProtocol:
     def _args(self, command: str, queue: str, *args: Any, maintain: bool = False) -> list[Any]:
         maintain = maintain or (
             command not in NO_MAINTENANCE
+            and queue not in self.fair  # a fair queue's is fair.lua's: back into the lanes
             and random.randint(1, MAINTENANCE_SCALE) <= self.maintenance_chance
         )
         return [
