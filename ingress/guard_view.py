@@ -1,5 +1,6 @@
 """What the guard shows a company's admins and operators: spend, caps and tier, per running
-quest and per budget window."""
+quest and per budget window; and the company's place in fair dispatch of quest steps (its
+weight, and how many of its steps wait in its lanes)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pydantic import BaseModel
 
 from guard import Admissions, Guard, Limits
 from guard.spend import window_bounds
+from messages import QUESTS
+from messages.redis_keys import fair_waiting_key
 from runtime.settings import Settings
 from store import TenantTx
 from store import charges as charges_store
@@ -34,17 +37,34 @@ class GuardView(BaseModel):
     limits: dict[str, int]
     windows: list[SpendView]
     running_quests: list[SpendView]
+    # Fair dispatch (README, "Fair share"): the company's share of the worker fleet relative
+    # to others with steps waiting, and its quest steps sorted into its lanes, waiting for
+    # their turn (a step just sent, not sorted yet, is not counted).
+    weight: int
+    queued_steps: int
 
 
 async def company_limits(tx: TenantTx, settings: Settings) -> Limits:
-    return replace(settings.default_limits(), **(await limits_store.get(tx)).changes())
+    return limits_of(await limits_store.get(tx), settings)
+
+
+def limits_of(overrides: limits_store.LimitOverrides, settings: Settings) -> Limits:
+    return replace(settings.default_limits(), **overrides.changes())
+
+
+async def queued_steps(guard: Guard, company_id: UUID) -> int:
+    """The company's quest steps waiting in its fair-dispatch lanes. Read on the guard's
+    client: the guard's Redis is the queues' (``S2_REDIS_URL``)."""
+    found = await guard.redis.hget(fair_waiting_key(QUESTS), str(company_id))
+    return int(found or 0)
 
 
 async def guard_view(
     tx: TenantTx, settings: Settings, guard: Guard, admissions: Admissions
 ) -> GuardView:
     """Read within ``tx``."""
-    limits = await company_limits(tx, settings)
+    overrides = await limits_store.get(tx)
+    limits = limits_of(overrides, settings)
     now = datetime.now(UTC)
     windows = []
     for scope in guard.scopes(tx.company_id, tx.company_id, limits.quest_cap, limits, now)[1:]:
@@ -88,5 +108,10 @@ async def guard_view(
             )
         )
     return GuardView(
-        company_id=tx.company_id, limits=limits.__dict__, windows=windows, running_quests=running
+        company_id=tx.company_id,
+        limits=limits.__dict__,
+        windows=windows,
+        running_quests=running,
+        weight=overrides.weight(settings.fair_default_weight),
+        queued_steps=await queued_steps(guard, tx.company_id),
     )

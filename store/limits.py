@@ -1,4 +1,5 @@
-"""Per-company overrides of the guard's limits (the defaults come from settings)."""
+"""Per-company overrides of the guard's limits and of the company's weight in fair dispatch
+(the defaults come from settings)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,25 @@ class LimitOverrides:
     halt_pct: int | None = None
     quests_per_minute: int | None = None
     max_running_quests: int | None = None
+    # Not a limit of the guard's: the company's share of the worker fleet relative to others
+    # with quest steps waiting (workers/fair_queue.py), 1..1000; None: S2_FAIR_DEFAULT_WEIGHT.
+    fair_weight: int | None = None
 
     def changes(self) -> dict[str, int]:
-        """The overrides that are set, named as ``guard.Limits`` names them."""
-        return {k.removesuffix("_micros"): v for k, v in asdict(self).items() if v is not None}
+        """The guard's limits that are set, named as ``guard.Limits`` names them (the weight,
+        which is no budget limit, is left out)."""
+        return {
+            k.removesuffix("_micros"): v
+            for k, v in asdict(self).items()
+            if v is not None and k not in NOT_GUARD_LIMITS
+        }
+
+    def weight(self, default: int) -> int:
+        """The company's weight in fair dispatch: its own, or ``default``."""
+        return self.fair_weight if self.fair_weight is not None else default
+
+
+NOT_GUARD_LIMITS = frozenset({"fair_weight"})
 
 
 _COLUMNS = ", ".join(f.name for f in fields(LimitOverrides))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -16,13 +17,19 @@ import jwt
 import psycopg
 import pytest
 import redis
+from dramatiq import Message
+from redis.asyncio import Redis as AsyncRedis
 
+from messages.redis_keys import FAIR_WEIGHTS
+from messages.transport import build_broker
 from runtime.settings import Settings
 from store import activity as activity_store
 from store.activity import NewActivity
 from tests.conftest import Tenant, settings_env
+from tests.consumer_support import FAIR_PREFIX
 from tests.support import InTenant
 from vault import new_key_entry
+from workers.fair_queue import FairQueue
 
 SYSTEM2 = Path(sys.executable).parent / "system2"
 AdminConn = psycopg.Connection[tuple[Any, ...]]
@@ -111,9 +118,11 @@ def test_every_command_naming_a_missing_company_says_so_in_one_line(settings: Se
         ("company", "add-member", missing, "bob"),
         ("guard", "status", "--company", missing),
         ("guard", "set", "--company", missing, "--daily-usd", "5"),
+        ("guard", "set", "--company", missing, "--weight", "2"),
         ("quest", "submit", "--company", missing, "--goal", "hello"),
     ):
         assert assert_one_line_error(run(settings, *args)) == f"error: no company {missing}", args
+    assert redis.Redis.from_url(settings.redis_url).hget(FAIR_WEIGHTS, missing) is None
 
 
 def test_an_unknown_integration_fails_in_one_line(settings: Settings) -> None:
@@ -179,6 +188,67 @@ def test_quest_show_of_another_companys_quest_fails_like_a_missing_one(
     result = run(settings, "quest", "show", quest_id, "--company", str(tenant.id))
     assert_one_line_error(result)
     assert result.stdout == ""
+
+
+# --- the guard --------------------------------------------------------------------------
+
+
+def guard(settings: Settings, *args: str, **env: str) -> dict[str, Any]:
+    result = run(settings, "guard", *args, **env)
+    assert result.returncode == 0, result.stderr
+    shown: dict[str, Any] = json.loads(result.stdout)
+    return shown
+
+
+def test_guard_set_weight_is_kept_shown_and_followed_by_fair_dispatch(
+    settings: Settings, tenant: Tenant, rds: redis.Redis, admin_conn: AdminConn
+) -> None:
+    company = str(tenant.id)
+    status = guard(settings, "status", "--company", company, S2_FAIR_DEFAULT_WEIGHT="2")
+    assert (status["weight"], status["queued_steps"]) == (2, 0)  # none of its own: the default
+
+    shown = guard(settings, "set", "--company", company, "--weight", "3")
+    assert shown["weight"] == 3 and "fair_weight" not in shown  # a weight, no budget limit
+    assert rds.hget(FAIR_WEIGHTS, company) == b"3"  # where the dispatch script reads it
+    kept = admin_conn.execute(
+        "SELECT fair_weight FROM company_limits WHERE company_id = %s", (tenant.id,)
+    ).fetchone()
+    assert kept == (3,)
+    # A limit set afterwards keeps the weight, and the guard's limits still hold together.
+    shown = guard(settings, "set", "--company", company, "--daily-usd", "5", "--running", "4")
+    assert shown["weight"] == 3
+    assert (shown["daily_budget"], shown["max_running_quests"]) == (5_000_000, 4)
+    status = guard(settings, "status", "--company", company, S2_FAIR_DEFAULT_WEIGHT="2")
+    assert status["weight"] == 3 and status["limits"]["daily_budget"] == 5_000_000
+
+    # Backlogged beside a company of the default weight, it takes three turns to the other's one.
+    queue, other = f"{FAIR_PREFIX}{uuid.uuid4().hex[:12]}", str(uuid.uuid4())
+    broker = build_broker(settings.redis_url, middleware=[])
+    for who in (other, company):
+        for _ in range(40):
+            envelope = {"company_id": who, "payload": {"quest_id": str(uuid.uuid4()), "step": 1}}
+            broker.enqueue(Message(queue, "quest_step", (envelope,), {}, {}))
+    broker.close()
+
+    async def fetch(n: int) -> list[bytes | None]:
+        async with AsyncRedis.from_url(settings.redis_url) as client:
+            return await FairQueue(client, queue, "tests", heartbeat_timeout_ms=60_000).fetch(n)
+
+    taken = [json.loads(b or "{}")["args"][0]["company_id"] for b in asyncio.run(fetch(20))]
+    assert 14 <= taken.count(company) <= 16, taken
+
+
+@pytest.mark.parametrize("weight", ["0", "1001", "heavy"])
+def test_guard_set_refuses_a_weight_out_of_range_and_keeps_none(
+    settings: Settings, tenant: Tenant, rds: redis.Redis, admin_conn: AdminConn, weight: str
+) -> None:
+    result = run(settings, "guard", "set", "--company", str(tenant.id), "--weight", weight)
+    assert result.returncode == 2 and "--weight" in result.stderr, result.stderr
+    assert rds.hget(FAIR_WEIGHTS, str(tenant.id)) is None
+    kept = admin_conn.execute(
+        "SELECT fair_weight FROM company_limits WHERE company_id = %s", (tenant.id,)
+    ).fetchone()
+    assert kept is None
 
 
 # --- audit ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 import redis
 from typer.testing import CliRunner, Result
 
-from messages.redis_keys import queue_key
+from messages.redis_keys import fair_waiting_key, queue_key
 from runtime.settings import Settings
 from store import quests as quests_store
 from system2 import cli
@@ -96,6 +96,13 @@ def sigterm_main_process(proc: Proc) -> tuple[int, float]:
     return code, time.monotonic() - t0
 
 
+def quest_steps_waiting(client: redis.Redis) -> int:
+    """Quest steps waiting for a worker: in the queue's intake and in the companies' lanes
+    (``workers.fair_queue``)."""
+    lanes = sum(int(n) for n in client.hvals(fair_waiting_key("quests")))
+    return int(client.llen(queue_key("quests"))) + lanes
+
+
 def test_sigterm_mid_step_hands_it_back_or_finishes_it_and_exits_0(
     held_stack: Stack, in_tenant: InTenant, tenant: Tenant
 ) -> None:
@@ -112,7 +119,7 @@ def test_sigterm_mid_step_hands_it_back_or_finishes_it_and_exits_0(
     left = claimed_at(in_tenant, tenant.id, quest.id)
     assert left is not None  # cut mid-call: not finished, not lost
     rds = redis.Redis.from_url(held_stack.settings.redis_url)
-    assert rds.llen(queue_key("quests")) == 1, "handed back to the queue"
+    assert quest_steps_waiting(rds) == 1, "handed back to the queue"
 
     # 2. The next worker takes it at once and, SIGTERMed mid-call within its grace, finishes
     # the step before exiting 0.
@@ -173,7 +180,7 @@ def test_health_proves_the_group_is_consuming_and_run_worker_serves_it(
     for n in range(4):
         submit(in_tenant, settings.redis_url, tenant.id, f"[script:held] backlog {n}")
     client = redis.Redis.from_url(settings.redis_url)
-    wait_for(lambda: client.llen("dramatiq:quests") > 0, timeout=10)
+    wait_for(lambda: quest_steps_waiting(client) > 0, timeout=10)
     stuck = health(settings, "--queues", "quests", "--max-idle-s", "1", "--json")
     assert stuck.exit_code == 1
     assert "waiting messages but no worker process" in stuck.stderr and "stuck" in stuck.stderr
@@ -188,4 +195,4 @@ def test_health_proves_the_group_is_consuming_and_run_worker_serves_it(
     code, took = sigterm_main_process(proc)
     assert code == 0, proc.output()[-2000:]
     assert took < 10
-    assert client.llen("dramatiq:quests") >= 2  # the backlog is back on the queue, not lost
+    assert quest_steps_waiting(client) >= 2  # the backlog is back on the queue, not lost

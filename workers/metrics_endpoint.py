@@ -65,7 +65,7 @@ class BreakerCollector(Collector):
 
 def install_shared(client: redis.Redis, registry: CollectorRegistry) -> None:
     """The collectors a machine exports once: the queue statistics and the breaker states."""
-    queue_metrics.install(client, registry)
+    queue_metrics.install(client, registry, per_company=True)  # a private endpoint
     registry.register(BreakerCollector(Breaker(client)))
 
 

@@ -1,4 +1,4 @@
-"""The guard: spend, caps, budgets and limits."""
+"""The guard: spend, caps, budgets and limits, and a company's weight in fair dispatch."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ app = typer.Typer(help="The guard: spend, caps, budgets and limits.", no_args_is
 
 @app.command("status")
 def guard_status(company: Annotated[UUID, typer.Option(help="company id")]) -> None:
-    """Spend, caps and tier per running quest and per budget window (JSON)."""
+    """Spend, caps and tier per running quest and per budget window; the company's weight in
+    fair dispatch and its quest steps waiting their turn (JSON)."""
     from guard import Admissions, Guard
     from ingress.guard_view import GuardView, guard_view
 
@@ -46,12 +47,22 @@ def guard_set(
     halt_pct: Annotated[int | None, typer.Option(min=1, max=100)] = None,
     per_minute: Annotated[int | None, typer.Option(min=1, help="quest starts a minute")] = None,
     running: Annotated[int | None, typer.Option(min=1, help="quests running at once")] = None,
+    weight: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=1_000,
+            help="share of the worker fleet relative to other companies with quest steps "
+            "waiting (default S2_FAIR_DEFAULT_WEIGHT)",
+        ),
+    ] = None,
 ) -> None:
-    """Set a company's own limits (the others keep the defaults)."""
+    """Set a company's own limits and weight (the others keep the defaults)."""
     from dataclasses import replace
 
-    from ingress.guard_view import company_limits
+    from ingress.guard_view import limits_of
     from ingress.schemas import usd_to_micros
+    from messages.redis_keys import FAIR_WEIGHTS
     from store import limits as limits_store
 
     def money(flag: str, value: str | None) -> int | None:
@@ -70,16 +81,24 @@ def guard_set(
         halt_pct=halt_pct,
         quests_per_minute=per_minute,
         max_running_quests=running,
+        fair_weight=weight,
     )
     s = settings()
 
-    async def put() -> None:
+    async def put() -> limits_store.LimitOverrides:
         async with app_db(s) as db, company_tx(db, company) as tx:
             try:
-                replace(await company_limits(tx, s), **overrides.changes())  # validates it
-            except ValueError as exc:
+                replace(limits_of(await limits_store.get(tx), s), **overrides.changes())
+            except ValueError as exc:  # the limits together make no sense
                 raise System2Error(str(exc)) from None
             await limits_store.put(tx, overrides)
-            emit((await company_limits(tx, s)).__dict__)
+            kept = await limits_store.get(tx)
+        if weight is not None:
+            # Postgres keeps it (committed above); the dispatch script reads it from Redis.
+            # Redis unreachable: the command fails, and running it again puts it there.
+            async with AsyncRedis.from_url(s.redis_url, socket_timeout=5) as client:
+                await client.hset(FAIR_WEIGHTS, str(company), str(weight))
+        return kept
 
-    asyncio.run(put())
+    found = asyncio.run(put())
+    emit({**limits_of(found, s).__dict__, "weight": found.weight(s.fair_default_weight)})

@@ -72,21 +72,57 @@ def worker_health(
 def queues_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Depth of each queue: waiting, in flight, delayed, dead-lettered, oldest waiting age."""
+    """Depth of each queue: waiting, in flight, delayed, dead-lettered, oldest waiting age;
+    and for a fair queue (quests) the companies with the most steps waiting, with how long
+    each one's oldest has waited."""
     from runtime.queue_metrics import read_stats
     from system2.ops.health import queue_row
 
-    rows = [queue_row(s) for s in read_stats(_redis())]
+    stats = read_stats(_redis())
+    rows = [
+        {
+            **queue_row(s),
+            "companies_waiting": s.companies_waiting,
+            "companies": [
+                {
+                    "company_id": c.company_id,
+                    "waiting": c.waiting,
+                    "oldest_age_s": _seconds(c.oldest_age_s),
+                }
+                for c in s.companies
+            ],
+        }
+        for s in stats
+    ]
     if as_json:
         emit(rows)
         return
+
+    def age(seconds: float | None) -> str:
+        return "-" if seconds is None else f"{seconds:.0f}s"
+
     typer.echo(f"{'queue':<12} {'waiting':>8} {'in-flight':>9} {'delayed':>8} {'dead':>6}  oldest")
     for r in rows:
-        age = "-" if r["oldest_age_s"] is None else f"{r['oldest_age_s']:.0f}s"
         typer.echo(
             f"{r['queue']:<12} {r['waiting']:>8} {r['in_flight']:>9} {r['delayed']:>8} "
-            f"{r['dead']:>6}  {age}"
+            f"{r['dead']:>6}  {age(r['oldest_age_s'])}"
         )
+    for r in rows:
+        if not r["companies"]:
+            continue
+        typer.echo("")
+        n, shown = r["companies_waiting"], len(r["companies"])
+        typer.echo(
+            f"{r['queue']}: {n} {'company has' if n == 1 else 'companies have'} steps waiting "
+            f"their turn" + (f"; the {shown} with the most:" if shown < n else ":")
+        )
+        typer.echo(f"{'company':<36} {'waiting':>8}  oldest")
+        for c in r["companies"]:
+            typer.echo(f"{c['company_id']:<36} {c['waiting']:>8}  {age(c['oldest_age_s'])}")
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 @app.command(
