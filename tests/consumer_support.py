@@ -73,6 +73,7 @@ def consumer(
     grace_s: float = 5.0,
     guard: CrashGuard | None = None,
     protocol_class: type[QueueProtocol] = QueueProtocol,
+    poll_ms: int = 100,
     **actor_options: Any,
 ) -> Consumer:
     protocol = protocol_class(
@@ -88,7 +89,7 @@ def consumer(
         [spec],
         DeadLetterBox(client, {ACTOR}),
         in_flight={queue: in_flight},
-        poll_ms=100,
+        poll_ms=poll_ms,
         grace_s=grace_s,
         guard=guard,
     )

@@ -297,6 +297,28 @@ def test_an_entry_that_is_no_message_is_dead_lettered_and_the_queue_flows(
     assert bodies(redis_url, queue) == 0
 
 
+def test_a_wake_fetches_at_once_from_an_idle_queue(redis_url: str, queue: str) -> None:
+    """What a cancel's notice does for the control queue: no wait for the idle poll."""
+    done: list[float] = []
+
+    async def record(_: dramatiq.Message[Any]) -> None:
+        done.append(time.monotonic())
+
+    async def main() -> float:
+        c = consumer(Redis.from_url(redis_url), queue, record, poll_ms=30_000)
+        task = asyncio.create_task(c.run())
+        await asyncio.sleep(3.0)  # idle: its poll backs off towards 30 s
+        await asyncio.to_thread(publish, redis_url, queue, 1)
+        sent = time.monotonic()
+        c.wake(queue)
+        await until(lambda: done, timeout=10)
+        c.stop()
+        await task
+        return done[0] - sent
+
+    assert asyncio.run(main()) < 1.0
+
+
 def test_a_graceful_stop_hands_unfinished_messages_back_at_once(redis_url: str, queue: str) -> None:
     publish(redis_url, queue, 30)
     consumer_id = uuid.uuid4().hex

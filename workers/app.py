@@ -366,6 +366,7 @@ async def serve(settings: Settings, queues: list[str]) -> None:
         grace_s=settings.shutdown_grace_s,
         guard=crashes,
     )
+    rt.cancels.on_notice = functools.partial(consumer.wake, CONTROL)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, consumer.stop)

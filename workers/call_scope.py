@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -76,6 +76,8 @@ class CancelWatch:
         self.redis = client
         self.poll_s = poll_s
         self._scopes: dict[UUID, list[CallScope]] = {}
+        # Called on every notice: the process's consumer fetches the control queue at once.
+        self.on_notice: Callable[[], None] | None = None
 
     @contextlib.asynccontextmanager
     async def watching(self, quest_id: UUID) -> AsyncIterator[CallScope]:
@@ -119,6 +121,8 @@ class CancelWatch:
                 if message is not None:
                     data = message.get("data")
                     self.cancel(data.decode() if isinstance(data, bytes) else str(data))
+                    if self.on_notice is not None:
+                        self.on_notice()
 
     async def poll(self) -> None:
         """Every ``poll_s``, cut the scopes of quests whose cancel flag is set: the notices a

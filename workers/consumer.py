@@ -181,6 +181,7 @@ class Consumer:
         self._due = asyncio.Event()
         self._outcomes: list[tuple[str, str, str, asyncio.Future[None]]] = []
         self._unsettled = asyncio.Event()
+        self._woken = {q: asyncio.Event() for q in self.queues}
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()
         self.processed = 0
@@ -193,6 +194,12 @@ class Consumer:
             "last_message_at": self.last_message_at,
             "in_flight": {q: len(tasks) for q, tasks in self.running.items()},
         }
+
+    def wake(self, queue: str) -> None:
+        """Fetch from ``queue`` now, not at the end of its idle poll's backoff: a cancel's
+        notice is heard before its control message would be polled."""
+        if (woken := self._woken.get(queue)) is not None:
+            woken.set()
 
     # --- the process's lifecycle ----------------------------------------------------------
 
@@ -296,11 +303,22 @@ class Consumer:
             capacity.give(free - len(bodies))
             if not bodies:
                 misses, backoff_ms = compute_backoff(misses, max_backoff=self.poll_ms)
-                await asyncio.sleep(backoff_ms / 1000)
+                if await self._idle(queue, backoff_ms / 1000):
+                    misses = 0  # woken: poll from the shortest backoff again
                 continue
             misses = 0
             for data in bodies:
                 await self._start(queue, data)
+
+    async def _idle(self, queue: str, seconds: float) -> bool:
+        """Sleep ``seconds``, or until ``wake(queue)``; whether it was woken."""
+        woken = self._woken[queue]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await woken.wait()
+        was = woken.is_set()
+        woken.clear()
+        return was
 
     async def _start(self, queue: str, data: bytes) -> None:
         verdict = self.refusals.check(data, queue)
