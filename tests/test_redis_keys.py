@@ -109,6 +109,8 @@ def test_each_builder_makes_the_key_its_row_shows() -> None:
             value = builders()[name]
             if isinstance(value, str):  # a fixed key, or the prefix of the row's keys
                 assert row["key"].startswith(value), (name, row["key"])
+            elif name.endswith("_prefix"):  # the prefix of a family of keys, made per queue
+                assert row["key"].startswith(rendered(value) + ":"), (name, row["key"])
             else:
                 assert rendered(value) == row["key"], name
 
