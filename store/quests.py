@@ -321,10 +321,13 @@ async def save_reply(
     )
 
 
-async def add_cost(tx: TenantTx, quest_id: UUID, micros: int) -> None:
-    """Count spend that no stored reply accounts for (a kept reservation)."""
-    await tx.execute(
-        "UPDATE quests SET cost_usd_micros = cost_usd_micros + %s WHERE company_id = %s AND id = %s",
+async def add_cost(tx: TenantTx, quest_id: UUID, micros: int) -> Quest | None:
+    """Count spend that no stored reply accounts for (a kept reservation, a failed call's
+    charge); the quest as it then stands, in the same round trip."""
+    return await tx.first(
+        Quest,
+        "UPDATE quests SET cost_usd_micros = cost_usd_micros + %s "
+        f"WHERE company_id = %s AND id = %s RETURNING {_QUEST_COLUMNS}",
         (micros, tx.company_id, quest_id),
     )
 

@@ -4,7 +4,9 @@ resumes from the stored reply."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,14 +17,17 @@ from redis.asyncio import Redis as AsyncRedis
 
 from ingress.submit import QuestSpec, create_quest
 from messages import BadMessage, CancelQuest, Envelope, PublishFailed, QuestStep
+from messages.notices import announce_cancel
 from runtime.settings import Settings
 from store import Database, TenantTx
+from store import charges as charges_store
 from store import notes as notes_store
 from store import quests as quests_store
 from store.quests import Quest
 from tests.conftest import Tenant
 from tests.support import OPERATOR, InTenant, quest_state
 from tests.worker_support import InProcess, in_process_worker, publisher_on
+from workers.call_scope import CancelWatch
 from workers.control import QuestEnder
 from workers.tools import AddNote, ToolCall, ToolOutcome
 
@@ -211,3 +216,64 @@ def test_a_late_cancel_of_a_finished_quest_resends_its_ending_under_the_same_key
     (batch,) = queued(rds, "audit")
     assert [e["action"] for e in batch["payload"]["events"]] == ["quest.succeeded"]
     assert audit_keys([batch]) == ending, "the log writer drops it as a duplicate"
+
+
+def test_a_step_cut_by_a_cancel_ends_its_quest_while_every_step_connection_is_taken(
+    in_tenant: InTenant,
+    rds: redis.Redis,
+    guard_redis: AsyncRedis,
+    offline_claude: str,
+    settings: Settings,
+    tenant: Tenant,
+) -> None:
+    """Control never waits behind quest steps: a step cut by a cancel settles its call and
+    ends its quest on the control pool, so the cancel is acted on while other steps hold
+    every connection of the steps' pool."""
+    rds.flushdb()
+    steps_db = in_tenant.run(Database(settings.database_url, max_size=1, name="steps").open())
+    control_db = in_tenant.run(Database(settings.database_url, max_size=1, name="ctl").open())
+    cancels = CancelWatch(guard_redis, poll_s=0.2)
+    env = start(in_tenant, tenant, "[script:slow] think hard")
+    quest_id = env.payload.quest_id
+    parts = (in_tenant, guard_redis, settings, offline_claude)
+    options: dict[str, Any] = {"db": steps_db, "control_db": control_db, "cancels": cancels}
+
+    async def running() -> bool:
+        quest = await steps_db.in_tenant(tenant.id, lambda tx: quests_store.get(tx, quest_id))
+        return quest is not None and quest.status == "running"
+
+    async def scenario(w: InProcess) -> float:
+        watch = asyncio.create_task(cancels.poll())
+        step = asyncio.create_task(w.runner.run(env, "holder-1"))
+        try:
+            while not await running():
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # in its Claude call, which holds its reply for 30 s
+            async with steps_db.connection():  # other steps hold every step connection
+                began = time.monotonic()
+                asked = await control_db.in_tenant(
+                    tenant.id,
+                    lambda tx: quests_store.request_cancel(
+                        tx, quest_id, by=f"user:{tenant.admin}", reason="wrong repo"
+                    ),
+                )
+                assert asked is not None
+                announce_cancel(rds, quest_id)
+                await asyncio.wait_for(step, timeout=10)
+                return time.monotonic() - began
+        finally:
+            watch.cancel()
+            step.cancel()
+
+    try:
+        with in_process_worker(*parts, **options) as w:
+            took = in_tenant.run(scenario(w))
+    finally:
+        in_tenant.run(steps_db.close())
+        in_tenant.run(control_db.close())
+    assert took < 5.0
+    done = quest_state(in_tenant, tenant.id, quest_id)
+    assert done.status == "cancelled"
+    assert done.reason == f"cancelled by user:{tenant.admin}: wrong repo"
+    (charge,) = in_tenant(tenant.id, lambda tx: charges_store.for_quest(tx, quest_id))
+    assert charge.status == "settled" and done.cost_usd_micros == charge.cost_micros > 0

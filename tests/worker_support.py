@@ -58,9 +58,11 @@ def in_process_worker(
     max_tokens: int = 512,
     max_steps: int = 5,
     publisher: QueuePublisher | None = None,
+    db: Database | None = None,
     **runner_options: Any,
 ) -> Iterator[InProcess]:
-    """``client``: an async Redis client of the tests' loop (the ``guard_redis`` fixture)."""
+    """``client``: an async Redis client of the tests' loop (the ``guard_redis`` fixture);
+    ``db``: the steps' pool, if not the store's."""
     claude = Claude(timeout_s=10, base_url=claude_url, api_key="offline-test")
     prices = PriceTable.load()
     budget = step_budget(settings, client, prices, claude)
@@ -68,7 +70,7 @@ def in_process_worker(
     events = QuestEvents(client, maxlen=1000)
     builtin = tools(store.db) if tools else [AddNote(store.db)]
     runner = QuestRunner(
-        db=store.db,
+        db=db or store.db,
         publisher=publisher,
         claude=claude,
         toolbox=Toolbox(builtin, integrations),

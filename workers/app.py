@@ -177,6 +177,7 @@ class Runtime:
             leases=leases,
             claude_outage_max=timedelta(seconds=settings.claude_outage_max_s),
             claude_waits=WaitClock(client, prefix=CLAUDE_WAIT_PREFIX),
+            control_db=control_db,
         )
         return cls(
             settings=settings,

@@ -77,7 +77,9 @@ class QuestEnder:
         drops it by its key, which is the one the ending step used (``workers.ending``)."""
         logs.bind(quest_id=str(quest_id))
         company = env.company_id
-        await self._keep_abandoned(company, quest_id, unless_running=unless_running)
+        if await self._keep_abandoned(company, quest_id, unless_running=unless_running):
+            log.info("left to the running step", quest_id=str(quest_id))
+            return False
 
         async def end_in(tx: TenantTx) -> tuple[Ending, bool] | None:
             quest = await quests_store.get(tx, quest_id, for_update=True)
@@ -110,23 +112,27 @@ class QuestEnder:
         await self.ending.announce(ending)
         return True
 
-    async def _keep_abandoned(self, company: UUID, quest_id: UUID, *, unless_running: bool) -> None:
+    async def _keep_abandoned(self, company: UUID, quest_id: UUID, *, unless_running: bool) -> bool:
         """Before the ending's transaction (the guard is Redis: no row lock waits on it), keep
-        the calls left open by steps that died, unless a live step may still settle them."""
+        the calls left open by steps that died, unless a live step may still settle them.
+        True if, with ``unless_running``, a live step runs the quest: it ends the quest
+        itself, and a cancel takes no lock its step's ending would wait behind."""
 
-        async def look(tx: TenantTx) -> tuple[Quest, Limits, list[Charge]] | None:
+        async def look(tx: TenantTx) -> tuple[Quest, Limits, list[Charge]] | bool:
             quest = await quests_store.get(tx, quest_id)
             if quest is None or quest.finished:
-                return None
+                return False
             if unless_running and self._step_running(quest):
-                return None
+                return True
             return quest, await self.budget.limits(tx), await charges_store.for_quest(tx, quest.id)
 
         found = await self.db.in_tenant(company, look)
-        if found is not None:
-            quest, limits, charges = found
-            kept = await self.budget.keep_abandoned(self.db, quest, charges, limits)
-            worker_metrics.spent(quest.model, kept)
+        if isinstance(found, bool):
+            return found
+        quest, limits, charges = found
+        kept = await self.budget.keep_abandoned(self.db, quest, charges, limits)
+        worker_metrics.spent(quest.model, kept)
+        return False
 
     def _step_running(self, quest: Quest) -> bool:
         return quest.step_claimed > quest.steps_done and claim_fresh(

@@ -46,7 +46,7 @@ from workers.claude import (
     Progress,
     Sent,
 )
-from workers.ending import QuestEnding
+from workers.ending import Ending, QuestEnding
 from workers.errors import QuestCancelled, QuestFailed, QuestHalted, TryLater
 from workers.events import QuestEvents, summarize
 from workers.lease import StepLeases
@@ -137,6 +137,9 @@ class Moved:
 Plan = Ready | Skip | Resend | Delay
 Admission = Admitted | Delay | Outcome | None  # an Outcome: the quest ends instead
 Outbox = list[Callable[[], Awaitable[None]]]
+# How a step ends its quest: not at all, with this outcome, or as the quest's row reads when
+# the step is done (a cancel: who asked and why).
+Ended = Outcome | Callable[[Quest], Outcome] | None
 CLAIM_TRIES = 3
 
 
@@ -158,10 +161,14 @@ class QuestRunner:
         stale_claim_after: timedelta = STALE_CLAIM_AFTER,
         claude_outage_max: timedelta = timedelta(seconds=300),
         claude_waits: WaitClock | None = None,
+        control_db: Database | None = None,
     ) -> None:
         """``claude_waits``: when each step's Claude outage began; without it a step's wait
-        is bounded from its latest failure only."""
+        is bounded from its latest failure only. ``control_db``: where a step cut by a cancel
+        ends its quest: a cancel is control work, never queued behind other steps for a
+        connection of ``db``."""
         self.db = db
+        self.control_db = control_db or db
         self.publisher = publisher
         self.claude = claude
         self.toolbox = toolbox
@@ -348,11 +355,12 @@ class QuestRunner:
         )
         await self.events.emit(record.live)
         record.live.clear()
+        outcome: Ended
         try:
             async with self._watch(quest.id) as scope:
                 outcome = ready.ended or await self._advance(ready, scope)
         except QuestCancelled:
-            outcome = cancelled(await self._reload(quest))
+            outcome = cancelled  # as the quest's row reads when the step ends it
         except QuestFailed as exc:
             outcome = Outcome("failed", reason=str(exc))
         except QuestHalted as exc:
@@ -375,10 +383,6 @@ class QuestRunner:
             return
         async with self.cancels.watching(quest_id) as scope:
             yield scope
-
-    async def _reload(self, quest: Quest) -> Quest:
-        found = await self.db.in_tenant(quest.company_id, lambda tx: quests_store.get(tx, quest.id))
-        return found or quest
 
     async def _advance(self, ready: Ready, scope: CallScope) -> Outcome | None:
         record, n = ready.record, ready.record.step
@@ -416,14 +420,16 @@ class QuestRunner:
                 reply = await scope.cut(self.claude.create(admitted.request, progress))
         except ClaudeUnavailable as exc:
             worker_metrics.CLAUDE_CALLS.labels(quest.model, "unavailable").inc()
-            await self._settle_failed(record, admitted, limits, exc.sent, exc.progress)
+            settle = await self._settle_failed(record, admitted, limits, exc.sent, exc.progress)
+            await self.db.in_tenant(quest.company_id, settle)
             raise await self._wait_or_give_up(record, admitted, exc) from None
         except (ClaudeRejected, ClaudeSpendLimit) as exc:
             rejected = isinstance(exc, ClaudeRejected)
             worker_metrics.CLAUDE_CALLS.labels(
                 quest.model, "refused" if rejected else "halted"
             ).inc()
-            await self._settle_failed(record, admitted, limits, exc.sent, exc.progress)
+            settle = await self._settle_failed(record, admitted, limits, exc.sent, exc.progress)
+            await self.db.in_tenant(quest.company_id, settle)
             # Ours to fix, or the account's: one event per kind, not one per quest.
             if isinstance(exc, ClaudeRejected):
                 sentry.report(
@@ -439,9 +445,10 @@ class QuestRunner:
                     log, "the Anthropic spend limit halted a quest", group=("claude-spend-limit",)
                 )
             raise
-        except Interrupted:  # cut by a cancel
+        except Interrupted:  # cut by a cancel: its charge is settled as the step ends the quest
             worker_metrics.CLAUDE_CALLS.labels(quest.model, "cancelled").inc()
-            await self._settle_failed(record, admitted, limits, progress.sent, progress)
+            settle = await self._settle_failed(record, admitted, limits, progress.sent, progress)
+            record.unsettled_charge = settle
             raise QuestCancelled() from None
         if self.claude_waits and admitted.attempt > 1:
             await self.claude_waits.done(f"{quest.id}:{record.step}")
@@ -518,20 +525,21 @@ class QuestRunner:
 
     async def _settle_failed(
         self, record: StepRecord, admitted: Admitted, limits: Limits, sent: Sent, progress: Progress
-    ) -> None:
+    ) -> Callable[[TenantTx], Awaitable[Quest | None]]:
+        """Settle a failed call in the guard and record its charge in the step's audit; what
+        settles it in Postgres is returned, for the caller's transaction: it reads the quest
+        back as it then stands."""
         actual, basis = self._failed_cost(admitted, sent, progress)
         await self.budget.settle(record.quest, admitted, actual, limits)
         worker_metrics.spent(record.quest.model, actual)
 
-        async def charge(tx: TenantTx) -> None:
+        async def charge(tx: TenantTx) -> Quest | None:
             if actual == admitted.reserved and actual:
                 await charges_store.keep(tx, admitted.charge_key)
             else:
                 await charges_store.settle(tx, admitted.charge_key, actual, progress.input_usage)
-            if actual:
-                await quests_store.add_cost(tx, record.quest.id, actual)
+            return await quests_store.add_cost(tx, record.quest.id, actual)
 
-        await self.db.in_tenant(record.quest.company_id, charge)
         if actual:
             record.audit_event(
                 f"charge:{admitted.attempt}",
@@ -540,6 +548,7 @@ class QuestRunner:
                 rationale=f"a Claude call that did not complete was charged {basis}",
                 data={"charged_usd_micros": actual, "basis": basis, "sent": sent.value},
             )
+        return charge
 
     def _note_guard(self, record: StepRecord, settlement: Settlement, limits: Limits) -> None:
         """Tier crossings become one audit row and one live event each; the slow tier holds
@@ -636,37 +645,49 @@ class QuestRunner:
                 )
         return results
 
-    async def _finish(self, record: StepRecord, outcome: Outcome | None, outbox: Outbox) -> None:
+    async def _finish(self, record: StepRecord, outcome: Ended, outbox: Outbox) -> None:
         """The step is done; with an ``outcome``, so is the quest (``workers.ending``): its
-        ending goes out with the step's audit events and live events."""
-        quest, n = record.quest, record.step
-        ending = self.ending.in_step(record, outcome) if outcome is not None else None
-        record.show("step.finished")
-        events = [e.model_dump(mode="json") for e in record.audit]
+        ending goes out with the step's audit events and live events.
 
+        A cancel ends the quest in one transaction on the control pool: the cut call's charge,
+        the row read for who cancelled and why (``outcome`` is then a function of the row),
+        and the step with the quest's final state. Each round trip waits for a turn of a busy
+        event loop, so a cancel is acted on in as few as it can be."""
+        quest, n = record.quest, record.step
+        ending: Ending | None = None
         unsaved, record.unsaved_reply = record.unsaved_reply, None
+        unsettled, record.unsettled_charge = record.unsettled_charge, None
 
         async def finish(tx: TenantTx) -> None:
+            nonlocal ending
+            now = await unsettled(tx) if unsettled is not None else None
+            ended = outcome
+            if callable(ended):
+                ended = ended(now or await quests_store.get(tx, quest.id) or quest)
+            ending = self.ending.in_step(record, ended) if ended is not None else None
+            record.show("step.finished")
             reply = None
             if unsaved is not None:
                 answer, cost, charge_key = unsaved
                 reply = Reply(answer.content, answer.stop_reason, answer.usage, cost, charge_key)
             await quests_store.complete_step(
                 tx, quest.id, n, model=quest.model, reply=reply,
-                tool_results=record.tool_results, events=events,
+                tool_results=record.tool_results,
+                events=[e.model_dump(mode="json") for e in record.audit],
                 final=ending.final if ending is not None else None,
             )  # fmt: skip
 
-        await self.db.in_tenant(quest.company_id, finish)
-        audit, delay = list(record.audit), record.next_delay_ms
+        cancel = callable(outcome) or (outcome is not None and outcome.status == "cancelled")
+        await (self.control_db if cancel else self.db).in_tenant(quest.company_id, finish)
+        audit, delay, goes_on = list(record.audit), record.next_delay_ms, ending is None
         outbox.append(
-            lambda: self._send(record.env, quest, audit, next_step=ending is None, delay_ms=delay)
+            lambda: self._send(record.env, quest, audit, next_step=goes_on, delay_ms=delay)
         )
         if ending is not None:
             await self.ending.ended(ending)
         worker_metrics.STEPS.labels("done").inc()
         await self.events.emit(record.live)
-        log.info("step done", outcome=outcome.status if outcome else "continue")
+        log.info("step done", outcome=ending.outcome.status if ending else "continue")
 
     async def _send(
         self,

@@ -3,6 +3,7 @@ produced, and the conversation so far."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -10,6 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from messages import Actor, ActorType, AuditEvent, Envelope, QuestEvent, QuestStep
+from store import TenantTx
 from store.quests import Quest, Step
 from workers.claude import ClaudeReply
 from workers.events import event_data
@@ -89,6 +91,8 @@ class StepRecord:
     live: list[Envelope[QuestEvent]] = field(default_factory=list)
     tool_results: list[dict[str, Any]] = field(default_factory=list)
     unsaved_reply: tuple[ClaudeReply, int, str | None] | None = None
+    # a call cut by a cancel: its charge, settled in the transaction that ends the quest
+    unsettled_charge: Callable[[TenantTx], Awaitable[Quest | None]] | None = None
     next_delay_ms: int = 0
 
     @property
