@@ -391,7 +391,7 @@ async def _unsort_quests(rt: Runtime, settings: Settings) -> None:
         rt.redis, QUESTS, rt.protocol.consumer_id, heartbeat_timeout_ms=settings.broker_heartbeat_ms
     )
     if moved := await fair.unsort():
-        log.info("fair dispatch is off: waiting steps put back in arrival order", count=moved)
+        log.info("fair dispatch is off: waiting steps put back on the plain queue", count=moved)
 
 
 async def _stop_when_orphaned(consumer: Consumer, parent: int) -> None:
