@@ -153,13 +153,14 @@ class Settings(BaseSettings):
     worker_control_db_pool_max: int = Field(
         2,
         ge=1,
-        description="Postgres connections one worker process keeps for cancels, the sweeper "
-        "and vault rewrap, apart from its steps' (so they never wait behind them)",
+        description="Postgres connections one worker process keeps for cancels, on an event "
+        "loop of their own, apart from its steps' (so a cancel never waits behind them)",
     )
     worker_audit_db_pool_max: int = Field(
         2,
         ge=1,
-        description="Postgres connections one worker process keeps for the audit writer's batches",
+        description="Postgres connections one worker process keeps for the audit writer's "
+        "batches, the sweeper and vault rewrap",
     )
     worker_redis_connections: int = Field(
         40, ge=8, description="Redis connections one worker process holds at most"

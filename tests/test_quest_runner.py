@@ -29,6 +29,7 @@ from tests.support import OPERATOR, InTenant, quest_state
 from tests.worker_support import InProcess, in_process_worker, publisher_on
 from workers.call_scope import CancelWatch
 from workers.control import QuestEnder
+from workers.control_loop import ControlDatabase, ControlLoop
 from workers.tools import AddNote, ToolCall, ToolOutcome
 
 
@@ -227,11 +228,14 @@ def test_a_step_cut_by_a_cancel_ends_its_quest_while_every_step_connection_is_ta
     tenant: Tenant,
 ) -> None:
     """Control never waits behind quest steps: a step cut by a cancel settles its call and
-    ends its quest on the control pool, so the cancel is acted on while other steps hold
-    every connection of the steps' pool."""
+    ends its quest on the control pool, on the control loop's thread as a worker process has
+    it, so the cancel is acted on while other steps hold every connection of the steps' pool."""
     rds.flushdb()
     steps_db = in_tenant.run(Database(settings.database_url, max_size=1, name="steps").open())
-    control_db = in_tenant.run(Database(settings.database_url, max_size=1, name="ctl").open())
+    control_loop = ControlLoop()
+    control_loop.start()
+    control_db = ControlDatabase(control_loop, settings.database_url, max_size=1, name="ctl")
+    in_tenant.run(control_db.open())
     cancels = CancelWatch(guard_redis, poll_s=0.2)
     env = start(in_tenant, tenant, "[script:slow] think hard")
     quest_id = env.payload.quest_id
@@ -271,6 +275,7 @@ def test_a_step_cut_by_a_cancel_ends_its_quest_while_every_step_connection_is_ta
     finally:
         in_tenant.run(steps_db.close())
         in_tenant.run(control_db.close())
+        control_loop.stop()
     assert took < 5.0
     done = quest_state(in_tenant, tenant.id, quest_id)
     assert done.status == "cancelled"

@@ -64,6 +64,7 @@ from workers.call_scope import CancelWatch
 from workers.claude import Claude
 from workers.consumer import ActorSpec, Consumer
 from workers.control import QuestEnder
+from workers.control_loop import ControlDatabase, ControlLoop
 from workers.crash_isolation import CrashGuard, Isolation, StartCounter
 from workers.errors import TryLater
 from workers.events import QuestEvents
@@ -91,8 +92,8 @@ class Runtime:
 
     settings: Settings
     db: Database
-    control_db: Database  # cancels, the sweeper, rewrap: never queued behind quest steps
-    audit_db: Database  # the audit writer's batches, apart from both
+    control_db: Database  # cancels, on the control loop: never queued behind quest steps
+    audit_db: Database  # the audit writer's batches, the sweeper, rewrap: apart from both
     redis: Redis
     protocol: QueueProtocol
     quests: QuestRunner
@@ -106,6 +107,7 @@ class Runtime:
     claude: Claude
     http: httpx.AsyncClient
     counter_redis: SyncRedis  # the vault's encryption counter (sync: a call per block of them)
+    control_loop: ControlLoop  # the control pool's own loop and thread
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -119,9 +121,12 @@ class Runtime:
             timeout=30.0,
         )
         await db.open(wait=False)
-        # Control and maintenance have connections of their own: a cancel never waits for one
-        # behind a thousand steps (fair share, issue 18), nor behind the audit writer's batches.
-        control_db = Database(
+        # Cancels have connections, and an event loop, of their own: a cancel never waits for
+        # a connection nor for a loop's turn behind a thousand steps (fair share, issue 18).
+        control_loop = ControlLoop()
+        control_loop.start()
+        control_db = ControlDatabase(
+            control_loop,
             settings.database_url,
             min_size=1,
             max_size=settings.worker_control_db_pool_max,
@@ -190,11 +195,11 @@ class Runtime:
             ender=QuestEnder(db, publisher, events, budget),
             control=QuestEnder(control_db, publisher, events, budget),
             audit=AuditWriter(audit_db, max_batch=settings.audit_batch_max),
-            rewrapper=Rewrapper(control_db, vault, publisher) if vault else None,
+            rewrapper=Rewrapper(audit_db, vault, publisher) if vault else None,
             cancels=cancels,
             leases=leases,
             sweeper=Sweeper(
-                control_db,
+                audit_db,
                 publisher,
                 client,
                 interval_s=settings.sweep_interval_s,
@@ -203,6 +208,7 @@ class Runtime:
             claude=claude,
             http=http,
             counter_redis=counter_redis,
+            control_loop=control_loop,
         )
 
     def background(self) -> dict[str, Callable[[], Awaitable[None]]]:
@@ -221,6 +227,7 @@ class Runtime:
         await self.http.aclose()
         for pool in (self.db, self.control_db, self.audit_db):
             await pool.close()
+        self.control_loop.stop()
         await self.redis.aclose()
         self.counter_redis.close()
 
