@@ -649,10 +649,10 @@ class QuestRunner:
         """The step is done; with an ``outcome``, so is the quest (``workers.ending``): its
         ending goes out with the step's audit events and live events.
 
-        A cancel ends the quest in one transaction on the control pool: the cut call's charge,
-        the row read for who cancelled and why (``outcome`` is then a function of the row),
-        and the step with the quest's final state. Each round trip waits for a turn of a busy
-        event loop, so a cancel is acted on in as few as it can be."""
+        A cancel ends the quest in one transaction on the control pool, which runs on its own
+        loop (``workers.control_loop``): the cut call's charge, the row read for who cancelled
+        and why (``outcome`` is then a function of the row), and the step with the quest's
+        final state. Nothing in it touches this loop's clients."""
         quest, n = record.quest, record.step
         ending: Ending | None = None
         unsaved, record.unsaved_reply = record.unsaved_reply, None
