@@ -527,8 +527,8 @@ class QuestRunner:
         self, record: StepRecord, admitted: Admitted, limits: Limits, sent: Sent, progress: Progress
     ) -> Callable[[TenantTx], Awaitable[Quest | None]]:
         """Settle a failed call in the guard and record its charge in the step's audit; what
-        settles it in Postgres is returned, for the caller's transaction: it reads the quest
-        back as it then stands."""
+        settles it in Postgres is returned, for the caller's transaction: with a charge to add,
+        it reads the quest back as it then stands."""
         actual, basis = self._failed_cost(admitted, sent, progress)
         await self.budget.settle(record.quest, admitted, actual, limits)
         worker_metrics.spent(record.quest.model, actual)
@@ -538,6 +538,8 @@ class QuestRunner:
                 await charges_store.keep(tx, admitted.charge_key)
             else:
                 await charges_store.settle(tx, admitted.charge_key, actual, progress.input_usage)
+            if not actual:  # nothing to add: no write (the caller reads the row if it needs it)
+                return None
             return await quests_store.add_cost(tx, record.quest.id, actual)
 
         if actual:
