@@ -1,18 +1,21 @@
-"""Soak: quests that use the demo integration's tools while workers are killed and restarted.
+"""Soak: quests that mutate at providers while workers are killed and restarted.
 
-Two worker groups (one process each) run N quests that each create a task at the demo
-provider; every ``--kill-every`` seconds one group (the two in turn) is killed with SIGKILL
-and started again. Each step waits where a real one does: task creation is held
-``--provider-hold`` seconds at the provider and, with ``--claude-hold``, every Claude call
-``--claude-hold`` seconds before its first byte, so kills land mid-call.
+Two worker groups (one process each) run N quests; each makes one mutation at a provider, in
+turn: a task at the demo provider (which deduplicates by ``Idempotency-Key``), an issue at
+the GitHub stand-in and a message at the Slack stand-in (which take no key: our calls carry
+a hidden mark and a retry looks for it). Every ``--kill-every`` seconds one group (the two in
+turn) is killed with SIGKILL and started again. Each step waits where a real one does: every
+mutation is held ``--provider-hold`` seconds at its provider (which performs it even when
+the caller is gone) and, with ``--claude-hold``, every Claude call ``--claude-hold`` seconds
+before its first byte, so kills land mid-call.
 
 Each kill prints what the killed process held: its steps in flight (the quest-step messages
 it had fetched and not acked, read from the broker the moment it died; its beacon's count
 of running steps beside it), and how long until every one of those quests ran again in
 another process (its step claimed anew, or the quest ended, in Postgres: the quest row's
 ``step_claimed_at`` / ``finished_at`` after the kill). At the end it prints quests completed /
-lost / duplicated mutations / duplicated audit rows / double charges and the longest
-redelivery. Exit code 1 unless every quest succeeded, nothing was done or charged twice and
+lost / duplicated mutations (tasks, issues and messages made more than once, counted at
+each provider) / duplicated audit rows / double charges and the longest redelivery. Exit code 1 unless every quest succeeded, nothing was done or charged twice and
 every held quest ran again within ``REDELIVERY_BOUND_S``.
 
 About 1,000 steps in flight in the killed process (``S2_WORKER_IN_FLIGHT``): the two
@@ -32,6 +35,7 @@ import itertools
 import json
 import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -67,7 +71,11 @@ SOAK_ENV = {
     "S2_BROKER_HEARTBEAT_MS": "5000",
     "S2_BROKER_MAINTENANCE_CHANCE": "1000000",
     "S2_MAX_STEP_CRASHES": "20",
+    # a retry of an unanswered GitHub or Slack call waits 2 x this before looking for it
+    "S2_PROVIDER_TIMEOUT_S": "3",
 }
+PROVIDERS = ("demo", "github", "slack")  # quest i mutates at PROVIDERS[i % 3]
+LOGIN, OWNER, REPO, TEAM = "soak-user", "soak", "widgets", "T0000SOAK"
 REDELIVERY_BOUND_S = 15.0  # issue 17: a killed process's steps run again within this
 POLL_S = 0.2
 
@@ -129,8 +137,9 @@ class Figures:
     submitted_per_s: float
     kills: list[Kill]
     unfinished: dict[str, int]  # "status: reason" -> quests
-    refreshes: int  # token refreshes the provider made
+    refreshes: int  # token refreshes the demo provider made
     refresh_reuse: int  # retired refresh tokens presented (the provider revokes the grant)
+    made: dict[str, tuple[int, int]] = field(default_factory=dict)  # provider -> (made, twice)
 
     @property
     def redelivery_max(self) -> float:
@@ -174,10 +183,18 @@ class Plan:
 
 
 def serve_held_claude(port: int, hold_s: float) -> None:
-    """The offline Claude whose ``tasks`` script starts every reply ``hold_s`` late."""
-    turns = [t for t in BUILTIN_SCRIPTS["tasks"].turns if isinstance(t, Turn)]
-    held = Script(turns=tuple(dataclasses.replace(t, start_after_s=hold_s) for t in turns))
-    uvicorn.run(create_app({"tasks": held}), host="127.0.0.1", port=port, log_level="warning")
+    """The offline Claude whose scripts start every reply ``hold_s`` late."""
+    held = {
+        name: Script(
+            turns=tuple(
+                dataclasses.replace(t, start_after_s=hold_s)
+                for t in BUILTIN_SCRIPTS[name].turns
+                if isinstance(t, Turn)
+            )
+        )
+        for name in ("tasks", "github_issue", "slack_post")
+    }
+    uvicorn.run(create_app(held), host="127.0.0.1", port=port, log_level="warning")
 
 
 def start_claude(s: Stack, hold_s: float) -> None:
@@ -192,29 +209,88 @@ def start_claude(s: Stack, hold_s: float) -> None:
     wait_http(s.claude_url + "/", proc=proc)
 
 
-def start_services(s: Stack, plan: Plan) -> tuple[str, uuid.UUID, dict[str, str]]:
-    """The provider (its task creation held), Claude and a connected company; returns the
-    provider's URL, the company and the workers' extra environment."""
-    port = free_port()
-    provider_url = f"http://127.0.0.1:{port}"
-    key = new_key_entry(datetime.now(UTC))
-    extra = {"S2_VAULT_KEYS": key, "S2_DEMO_PROVIDER_URL": provider_url, **SOAK_ENV}
-    args = ["--port", str(port), "--access-ttl", str(plan.access_ttl)]
-    wait_http(provider_url + "/", proc=s.start("demo-provider", "demo-provider", *args))
-    start_claude(s, plan.claude_hold)
-    company, _ = s.company()
-    connect = Proc(
-        "connect",
-        [str(BIN / "system2"), "integration", "connect", str(company), "demo"],
-        env=s.env(**extra),
-        log_path=s.logs / "connect.log",
-    ).start()
-    assert connect.popen is not None and connect.popen.wait(60) == 0, connect.output()
+@dataclass(frozen=True)
+class Providers:
+    """The stand-ins' addresses, and the Slack channel the quests post in."""
+
+    demo: str
+    github: str
+    slack: str
+    channel: str = ""
+
+
+def start_providers(s: Stack, plan: Plan) -> tuple[Providers, dict[str, str]]:
+    """The three stand-ins, each holding its mutations ``plan.provider_hold`` seconds; the
+    workers' environment that reaches them."""
+    ports = {name: free_port() for name in PROVIDERS}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    ttl = ["--access-ttl", str(plan.access_ttl)]
+    s.start("demo-provider", "demo-provider", "--port", str(ports["demo"]), *ttl)
+    for name in ("github", "slack"):
+        argv = [sys.executable, "-m", f"standins.{name}", "--port", str(ports[name]), *ttl]
+        s.procs[name] = Proc(name, argv, env=s.env(), log_path=s.logs / f"{name}.log").start()
+    for name, url in urls.items():
+        wait_http(url + "/", proc=s.procs[name if name != "demo" else "demo-provider"])
+    hold = {"delay_s": plan.provider_hold, "methods": ["POST"]}
+    faults = {
+        "demo": {**hold, "paths": ["/api/v1/tasks"]},
+        "github": {**hold, "paths": [f"/repos/{OWNER}/{REPO}/issues"]},
+        "slack": {"delay_s": plan.provider_hold, "methods": ["chat.postMessage"]},
+    }
+    for name, fault in faults.items():
+        httpx.post(urls[name] + "/_faults", json=fault).raise_for_status()
     httpx.post(
-        provider_url + "/_faults",
-        json={"delay_s": plan.provider_hold, "paths": ["/api/v1/tasks"], "methods": ["POST"]},
+        urls["github"] + "/_repos", json={"owner": OWNER, "name": REPO, "logins": [LOGIN]}
+    ).raise_for_status()
+    made = httpx.post(
+        urls["slack"] + "/_channels", json={"team": TEAM, "name": "soak", "member": True}
     )
-    return provider_url, company, extra
+    made.raise_for_status()
+    extra = {
+        "S2_DEMO_PROVIDER_URL": urls["demo"],
+        "S2_GITHUB_PROVIDER_URL": urls["github"],
+        "S2_GITHUB_OAUTH_URL": urls["github"],
+        "S2_SLACK_PROVIDER_URL": urls["slack"] + "/api",
+        "S2_SLACK_OAUTH_URL": urls["slack"],
+    }
+    return Providers(urls["demo"], urls["github"], urls["slack"], made.json()["id"]), extra
+
+
+def connect(
+    s: Stack, company: uuid.UUID, name: str, login: dict[str, str], env: dict[str, str]
+) -> None:
+    """The company connects ``name`` as an operator does (``system2 integration connect``),
+    its admin's browser approving at the stand-in and landing on the ingress's callback."""
+    argv = [str(BIN / "system2"), "integration", "connect", str(company), name, "--no-wait"]
+    done = subprocess.run(argv, env=s.env(**env), capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    page = httpx.get(httpx.URL(done.stdout.strip()).copy_merge_params(login), follow_redirects=True)
+    assert page.status_code == 200, page.text
+
+
+def start_services(s: Stack, plan: Plan) -> tuple[Providers, uuid.UUID, dict[str, str]]:
+    """The providers (their mutations held), Claude, an ingress (for the OAuth callbacks) and
+    a company connected to all three; returns the providers, the company and the workers'
+    extra environment."""
+    key = new_key_entry(datetime.now(UTC))
+    providers, reach = start_providers(s, plan)
+    ingress_port = free_port()
+    public = f"http://127.0.0.1:{ingress_port}"
+    extra = {"S2_VAULT_KEYS": key, "S2_PUBLIC_URL": public, **reach, **SOAK_ENV}
+    start_claude(s, plan.claude_hold)
+    wait_http(
+        public + "/healthz",
+        proc=s.start("ingress", "ingress", "--port", str(ingress_port), **extra),
+    )
+    company, _ = s.company()
+    logins = {
+        "demo": {"login_hint": str(company)},
+        "github": {"login": LOGIN},
+        "slack": {"team": TEAM},
+    }
+    for name in PROVIDERS:
+        connect(s, company, name, logins[name], extra)
+    return providers, company, extra
 
 
 def start_group(s: Stack, name: str, extra: dict[str, str], plan: Plan) -> Proc:
@@ -223,8 +299,23 @@ def start_group(s: Stack, name: str, extra: dict[str, str], plan: Plan) -> Proc:
     return s.start(f"workers-{name}", "worker", "--processes", "1", **extra)
 
 
+def goal(i: int, channel: str) -> str:
+    """Quest ``i``'s goal: one mutation at ``PROVIDERS[i % 3]``."""
+    return {
+        "demo": f"[script:tasks] soak task {i}",
+        "github": f"[script:github_issue] {OWNER} {REPO} soak issue {i}",
+        "slack": f"[script:slack_post] {channel} soak message {i}",
+    }[PROVIDERS[i % len(PROVIDERS)]]
+
+
 async def submit_all(
-    s: Stack, company: uuid.UUID, n: int, rate: float, ids: list[str], done: list[float]
+    s: Stack,
+    company: uuid.UUID,
+    channel: str,
+    n: int,
+    rate: float,
+    ids: list[str],
+    done: list[float],
 ) -> None:
     """The submitter thread's body, on a loop of its own (``asyncio.run``) with its pool:
     quest ``i`` goes at ``i / rate`` s (later if submitting falls behind)."""
@@ -242,7 +333,7 @@ async def submit_all(
                 quest, _ = await create_quest(
                     tx,
                     actor,
-                    QuestSpec(goal=f"[script:tasks] soak task {i}", model="claude-sonnet-5-5"),
+                    QuestSpec(goal=goal(i, channel), model="claude-sonnet-5-5"),
                 )
             await enqueue_first_step(db, Publisher(broker), quest, actor)
             ids.append(str(quest.id))
@@ -349,14 +440,16 @@ def track(admin: Admin, kills: list[Kill]) -> None:
 
 
 def soak(s: Stack, plan: Plan) -> Figures:
-    provider_url, company, extra = start_services(s, plan)
+    providers, company, extra = start_services(s, plan)
     groups = {name: start_group(s, name, extra, plan) for name in ("a", "b")}
     wait_workers(s.settings.redis_url, 2, timeout=60)
     t0 = time.monotonic()
     ids: list[str] = []
     submitted: list[float] = []
     submitter = threading.Thread(
-        target=lambda: asyncio.run(submit_all(s, company, plan.quests, plan.rate, ids, submitted))
+        target=lambda: asyncio.run(
+            submit_all(s, company, providers.channel, plan.quests, plan.rate, ids, submitted)
+        )
     )
     submitter.start()
     kills: list[Kill] = []
@@ -380,7 +473,7 @@ def soak(s: Stack, plan: Plan) -> Figures:
         seconds = time.monotonic() - t0
         submitter.join(5)
         track(admin, kills)
-        figures = measure(admin, provider_url, company, ids, s.logs)
+        figures = measure(admin, providers, company, ids, s.logs)
     r.close()
     keep = ("messages", "acks", "waiting")
     detail = [{k: v for k, v in dataclasses.asdict(one).items() if k not in keep} for one in kills]
@@ -400,7 +493,7 @@ def open_quests(admin: Admin, ids: list[str]) -> int:
 
 
 def measure(
-    admin: Admin, provider_url: str, company: uuid.UUID, ids: list[str], logs: Path
+    admin: Admin, providers: Providers, company: uuid.UUID, ids: list[str], logs: Path
 ) -> Figures:
     time.sleep(3)  # the last audit batches
     completed = admin.execute(
@@ -416,22 +509,34 @@ def measure(
     }
     audit_dups = admin.execute(
         "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM activity_log "
-        "WHERE company_id = %s AND action = 'task.created' GROUP BY quest_id) per_quest",
-        (company,),
+        "WHERE company_id = %s AND action = ANY(%s) GROUP BY quest_id) per_quest",
+        (company, ["task.created", "github.issue.created", "slack.message.posted"]),
     ).fetchone()[0]  # type: ignore[index]
     double = admin.execute(
         "SELECT count(*) FROM (SELECT quest_id, step FROM charges WHERE company_id = %s "
         "AND status = 'settled' GROUP BY quest_id, step HAVING count(*) > 1) twice",
         (company,),
     ).fetchone()[0]  # type: ignore[index]
-    provider = httpx.get(provider_url + "/_stats").json()
-    (logs / "provider-stats.json").write_text(json.dumps(provider, indent=1))
-    stats = provider["accounts"].get(str(company), {"mutations": 0, "refreshes": 0})
+    demo = httpx.get(providers.demo + "/_stats").json()
+    (logs / "provider-stats.json").write_text(json.dumps(demo, indent=1))
+    stats = demo["accounts"].get(str(company), {"mutations": 0, "refreshes": 0})
+    succeeded = {
+        str(i)
+        for (i,) in admin.execute(
+            "SELECT id FROM quests WHERE id = ANY(%s::uuid[]) AND status = 'succeeded'", (ids,)
+        )
+    }
+    done = {
+        name: sum(1 for n, q in enumerate(ids) if q in succeeded and PROVIDERS[n % 3] == name)
+        for name in PROVIDERS
+    }
+    made = {"demo": (int(stats["mutations"]), max(0, int(stats["mutations"]) - done["demo"]))}
+    made |= made_at_github_and_slack(providers)
     return Figures(
         quests=len(ids),
         completed=int(completed),
         lost=len(ids) - int(completed),
-        duplicated_mutations=max(0, int(stats["mutations"]) - int(completed)),
+        duplicated_mutations=sum(twice for _, twice in made.values()),
         duplicated_audit_rows=int(audit_dups),
         double_charges=int(double),
         seconds=0.0,
@@ -439,8 +544,22 @@ def measure(
         kills=[],
         unfinished=unfinished,
         refreshes=int(stats["refreshes"]),
-        refresh_reuse=int(provider["totals"]["refresh_reuse_detected"]),
+        refresh_reuse=int(demo["totals"]["refresh_reuse_detected"]),
+        made=made,
     )
+
+
+def made_at_github_and_slack(providers: Providers) -> dict[str, tuple[int, int]]:
+    """Issues and messages made, and how many of them repeat one already made (by text)."""
+    (repo,) = httpx.get(providers.github + "/_state").json()["repos"]
+    titles = [issue["title"] for issue in repo["issues"]]
+    team = httpx.get(providers.slack + "/_state").json()["teams"][TEAM]
+    (channel,) = [c for c in team["channels"] if c["id"] == providers.channel]
+    texts = [m["text"] for m in channel["messages"]]
+    return {
+        "github": (len(titles), len(titles) - len(set(titles))),
+        "slack": (len(texts), len(texts) - len(set(texts))),
+    }
 
 
 def report(figures: Figures) -> None:
@@ -453,6 +572,10 @@ def report(figures: Figures) -> None:
         f"{figures.duplicated_audit_rows} / double charges {figures.double_charges}  "
         f"({len(figures.kills)} workers killed, {figures.seconds} s, submitted at "
         f"{figures.submitted_per_s}/s)"
+    )
+    print(
+        "made: "
+        + ", ".join(f"{name} {n} ({twice} twice)" for name, (n, twice) in figures.made.items())
     )
     print(
         f"redelivery max {figures.redelivery_max:.1f} s (bound {REDELIVERY_BOUND_S:g} s), "

@@ -46,7 +46,8 @@ class RequestContext:
         await self.app(scope, receive, send_with_id)
 
 
-AUTHENTICATED_PREFIX = "/v1/"  # every route under it takes a bearer token
+AUTHENTICATED_PREFIX = "/v1/"  # every route under it takes a bearer token, except:
+BROWSER_PREFIX = "/v1/oauth/"  # a provider's redirect back: the signed state is the credential
 CALLER_STATE = "caller"  # where BearerAuth leaves the verified caller (``request.state``)
 
 
@@ -62,7 +63,8 @@ class BearerAuth:
         self.verifier = verifier
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(AUTHENTICATED_PREFIX):
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.startswith(AUTHENTICATED_PREFIX) or path.startswith(BROWSER_PREFIX):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

@@ -12,10 +12,11 @@ from redis.asyncio import Redis as AsyncRedis
 from guard import Admissions, Guard
 from ingress.asgi_middleware import CALLER_STATE
 from ingress.auth import AUTHORIZATION_MAX, Caller, TokenVerifier
+from ingress.oauth_flow import OAuthStates
 from messages.transport import Publisher
 from runtime.settings import Settings
 from store import Database
-from vault import Vault
+from vault import Secret, Vault
 
 
 @dataclass
@@ -48,6 +49,11 @@ def get_caller(
     if isinstance(caller, Caller):
         return caller
     return get_deps(request).verifier.verify(authorization)
+
+
+def oauth_states(deps: IngressDeps) -> OAuthStates:
+    secret = Secret(deps.settings.oauth_state_secret.get_secret_value())
+    return OAuthStates(deps.redis, secret)
 
 
 Deps = Annotated[IngressDeps, Depends(get_deps)]

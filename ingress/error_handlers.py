@@ -13,8 +13,8 @@ from ingress import http_metrics
 from ingress.errors import SubmissionRefused, Throttled, VaultUnavailable
 from ingress.live import TooManyStreams
 from ingress.submit import BudgetExhausted
+from integrations import UnknownIntegration
 from messages import PublishFailed
-from runtime.catalog import UnknownIntegration
 from store import Conflict, StoreUnavailable
 from store.activity import BadCursor
 from vault import CounterUnavailable, KeyExhausted

@@ -1,20 +1,20 @@
-"""Connecting an integration: the upstream API completed the provider's OAuth flow and hands
-us the tokens; we seal them with the vault and store only the ciphertexts. Shared by the HTTP
-route and ``system2 integration connect``."""
+"""Storing a connected integration: the tokens of a completed OAuth flow (ours, at the
+callback of ``ingress.oauth_flow``, or the upstream API's, handed to ``PUT``) sealed with the
+vault; only the ciphertexts are stored. Shared by the HTTP routes and the CLI."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from ingress.schemas import Text
+from integrations import PROVIDERS, provider
 from messages import Actor, AuditBatch, AuditEvent, Envelope
-from runtime import catalog
-from runtime.catalog import INTEGRATIONS
+from runtime.settings import Settings
 from store import TenantTx
 from store import credentials as credentials_store
 from store.credentials import Credential, NewTokens
@@ -52,9 +52,17 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9998, 12, 31, tzinfo=UTC)
 
 
+ConnectionStatus = Literal["connected", "needs_reconnect", "disabled"]
+
+
 class IntegrationView(BaseModel):
     integration: str
     title: str
+    status: ConnectionStatus = Field(
+        description="connected; needs_reconnect (the provider refused the token even after a "
+        "refresh, or refused the refresh: a company admin must connect it again); disabled "
+        "(this deployment does not offer the integration now: its tools are not offered)"
+    )
     account: str | None
     scopes: list[str]
     access_expires_at: datetime | None
@@ -72,11 +80,18 @@ class IntegrationView(BaseModel):
     needs_reconnect_reason: str | None = None
 
 
-def view(cred: Credential) -> IntegrationView:
+def view(cred: Credential, settings: Settings) -> IntegrationView:
+    offered = cred.integration in settings.integrations and (
+        settings.integrations[cred.integration].enabled
+    )
+    status: ConnectionStatus = (
+        "disabled" if not offered else "needs_reconnect" if cred.needs_reconnect else "connected"
+    )
     return IntegrationView(
         integration=cred.integration,
-        title=INTEGRATIONS[cred.integration].title
-        if cred.integration in INTEGRATIONS
+        status=status,
+        title=PROVIDERS[cred.integration].title
+        if cred.integration in PROVIDERS
         else cred.integration,
         account=cred.account,
         scopes=cred.scopes,
@@ -97,7 +112,7 @@ async def connect(
 ) -> Credential:
     """Seal the tokens (in a worker thread: the vault's counter is in Redis) and store them
     in ``tx``."""
-    catalog.integration(integration)  # UnknownIntegration if there is none
+    provider(integration)  # UnknownIntegration if there is none
     credential_id = uuid4()
     sealed = await run_in_threadpool(
         seal,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from ingress import oauth_flow
 from ingress.auth import Caller, member_tx
-from ingress.deps import CallerDep, Deps, IngressDeps
+from ingress.deps import CallerDep, Deps, IngressDeps, oauth_states
 from ingress.errors import VaultUnavailable
 from ingress.guard_view import GuardView, guard_view
 from ingress.integrations import (
@@ -54,7 +56,37 @@ async def connect_integration(
         f"integration:{integration}",
         {"scopes": cred.scopes},
     )
-    return view(cred)
+    return view(cred, deps.settings)
+
+
+class AuthorizeView(BaseModel):
+    authorize_url: str = Field(
+        description="open it in the admin's browser: the provider's consent page"
+    )
+    expires_at: datetime = Field(description="the link is good once, until then")
+    redirect_uri: str = Field(description="where the provider sends the browser back (ours)")
+
+
+@router.post(INTEGRATION_PATH + "/authorize", response_model=AuthorizeView, tags=["integrations"])
+async def authorize_integration(
+    company_id: UUID, integration: IntegrationName, who: CallerDep, deps: Deps
+) -> AuthorizeView:
+    """Begin connecting the integration (company admins): the provider's authorize URL, with
+    a state bound to this company and this admin, single use, valid ten minutes. The
+    provider sends the browser back to ``GET /v1/oauth/{integration}/callback``."""
+    async with member_tx(deps.db, company_id, who, admin=True):
+        pass
+    if deps.vault is None:
+        raise VaultUnavailable()
+    actor = Actor(type=ActorType.user, id=who.user_id)
+    found = await run_in_threadpool(
+        oauth_flow.begin, deps.settings, oauth_states(deps), company_id, integration, actor
+    )
+    return AuthorizeView(
+        authorize_url=found.url,
+        expires_at=datetime.fromtimestamp(found.expires, UTC),
+        redirect_uri=oauth_flow.redirect_uri(deps.settings, integration),
+    )
 
 
 @router.get(
@@ -64,7 +96,7 @@ async def connect_integration(
 )
 async def list_integrations(company_id: UUID, who: CallerDep, deps: Deps) -> list[IntegrationView]:
     async with member_tx(deps.db, company_id, who) as (tx, _):
-        return [view(c) for c in await credentials_store.all_for_company(tx)]
+        return [view(c, deps.settings) for c in await credentials_store.all_for_company(tx)]
 
 
 @router.delete(INTEGRATION_PATH, status_code=status.HTTP_204_NO_CONTENT, tags=["integrations"])

@@ -35,6 +35,8 @@ are named by their environment variable.
 | s2:breaker:<provider>:open                    | breaker_open_key                        | string "1"                       | workers/integrations/breaker.py        | S2_BREAKER_OPEN_S, or the pause       | present: the breaker is open, calls wait (system2 ops provider pause/resume) |
 | s2:breaker:<provider>:tripped                 | breaker_tripped_key                     | string "1"                       | workers/integrations/breaker.py        | 4 x the open time                     | present: the next call is a probe (system2 ops provider pause/resume too)    |
 | s2:lock:credential:<company_id>:<integration> | credential_lock_key                     | string: owner token              | workers/integrations/token_broker.py   | 15 s; deleted when done               | one worker is refreshing the company's OAuth token                           |
+| s2:oauth:state:<nonce>                        | oauth_state_key                         | string: JSON                     | ingress/oauth_flow.py                  | 10 min; taken by the callback         | an OAuth connect flow's state: company, who, PKCE verifier (single use)      |
+| s2:oauth:result:<nonce>                       | oauth_result_key                        | list                             | ingress/oauth_flow.py                  | 11 min                                | how the flow ended, for system2 integration connect waiting on it            |
 | s2:sweeper                                    | SWEEPER_LOCK                            | string: token                    | workers/sweeper.py                     | S2_SWEEP_INTERVAL_S - 1 s             | a worker has swept for stuck quests this interval                            |
 | s2:workers:<host>:<pid>:<tag>                 | worker_beacon_key, WORKER_BEACON_PREFIX | string: JSON                     | workers/beacon.py                     | 6 s, rewritten every 2 s              | a live worker process: queues, messages done, last at                        |
 | s2:dlq:reasons                                | DEAD_LETTER_REASONS                     | hash: id -> JSON                 | workers/dead_letters.py                | a field as long as its dead letter    | why each dead letter died (system2 dlq)                                      |
@@ -126,6 +128,14 @@ def credential_lock_key(company_id: UUID | str, integration: str) -> str:
 SWEEPER_LOCK = "s2:sweeper"
 
 WORKER_BEACON_PREFIX = "s2:workers:"
+
+
+def oauth_state_key(nonce: str) -> str:
+    return f"s2:oauth:state:{nonce}"
+
+
+def oauth_result_key(nonce: str) -> str:
+    return f"s2:oauth:result:{nonce}"
 
 
 def worker_beacon_key(host: str, pid: int, tag: str) -> str:

@@ -34,7 +34,8 @@ breadcrumbs, ``repr`` of unknown objects):
 - JWTs (``eyJ….….…``);
 - known token prefixes: ``sk-ant-``, ``sk_live_`` / ``sk_test_`` / ``rk_live_``,
   ``demo_at_``, ``demo_rt_``, ``ghp_`` / ``gho_`` / ``ghu_`` / ``ghs_`` / ``ghr_``,
-  ``github_pat_``, ``xoxa-`` / ``xoxb-`` / ``xoxp-`` / ``xoxr-`` / ``xoxs-``, ``ya29.``,
+  ``github_pat_``, ``xoxa-`` / ``xoxb-`` / ``xoxp-`` / ``xoxr-`` / ``xoxs-``, Slack's
+  rotating ``xoxe.xoxb-`` and ``xoxe-`` refresh tokens, ``ya29.``,
   ``glpat-``, AWS access key ids (``AKIA…``);
 - the user-info of any URL (``postgresql://app:pw@db`` → ``postgresql://[redacted]@db``,
   which also covers Sentry DSNs);
@@ -194,7 +195,7 @@ _PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = 
         re.compile(
             r"\b(?:sk-ant-[A-Za-z0-9_\-]{8,}|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{8,}"
             r"|gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{16,}"
-            r"|xox[abprs]-[A-Za-z0-9\-]{8,}|ya29\.[A-Za-z0-9._\-]{8,}"
+            r"|xox[abeprs][.-][A-Za-z0-9.\-]{8,}|ya29\.[A-Za-z0-9._\-]{8,}"
             r"|demo_(?:at|rt)_[A-Za-z0-9_\-]{8,}|glpat-[A-Za-z0-9_\-]{16,}|AKIA[0-9A-Z]{16})"
         ),
         REDACTED,

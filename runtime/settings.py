@@ -25,11 +25,13 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from guard.policy import Limits
+from integrations import PROVIDERS, ProviderSettings, provider
+from integrations import config as integration_settings
 from runtime.errors import ConfigurationError
 from vault import VaultError, key_source_from_settings
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"  # noqa: S105 - a marked dev default
-DEV_DEMO_CLIENT_SECRET = "demo-secret"  # noqa: S105 - the demo provider's, public in this repo
+DEV_OAUTH_STATE_SECRET = "dev-only-oauth-state-secret-0123456789abcdef"  # noqa: S105 - likewise
 PACKAGE = "system2-workers"
 Environment = Literal["dev", "test", "staging", "production"]
 ENVIRONMENTS: tuple[Environment, ...] = get_args(Environment)
@@ -210,9 +212,49 @@ class Settings(BaseSettings):
     vault_rotate_days: int = 90
     vault_max_encryptions: int = Field(2**28, description="per key; far below NIST's 2^32 bound")
 
-    demo_provider_url: str = "http://127.0.0.1:8790"
-    demo_client_id: str = "system2-demo"
-    demo_client_secret: SecretStr = SecretStr(DEV_DEMO_CLIENT_SECRET)
+    public_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="the ingress's address as a browser reaches it: providers send an admin "
+        "back to <S2_PUBLIC_URL>/v1/oauth/<name>/callback when a connection is approved",
+    )
+    oauth_state_secret: SecretStr = Field(
+        SecretStr(DEV_OAUTH_STATE_SECRET),
+        description="signs the state of OAuth connect flows (32 bytes or more)",
+    )
+    integrations: dict[str, ProviderSettings] = Field(
+        default_factory=dict,
+        description="each provider's S2_<NAME>_PROVIDER_URL, _OAUTH_URL, _CLIENT_ID, "
+        "_CLIENT_SECRET and _ENABLED (integrations.config)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_integrations(cls, data: Any) -> Any:
+        """Each provider's settings from its own variables (``integrations.config``); only a
+        ``ProviderSettings`` passed in (tests, the demo) replaces them, never a value read
+        from an ``S2_INTEGRATIONS`` variable."""
+        if not isinstance(data, dict):
+            return data
+        deployed = data.get("env", os.environ.get("S2_ENV", "dev")) in DEPLOYED
+        given = data.get("integrations")
+        read = {
+            name: integration_settings.read(p, os.environ, deployed=deployed)
+            for name, p in PROVIDERS.items()
+        }
+        if isinstance(given, dict):
+            read |= {k: v for k, v in given.items() if isinstance(v, ProviderSettings)}
+        return data | {"integrations": read}
+
+    def integration(self, name: str) -> ProviderSettings:
+        """``name``'s settings here (``UnknownIntegration`` for a name no provider has)."""
+        provider(name)
+        return self.integrations[name]
+
+    def with_integration(self, name: str, **changes: Any) -> Settings:
+        """A copy with some of ``name``'s settings changed (tests, the demo)."""
+        changed = self.integration(name).model_copy(update=changes)
+        return self.model_copy(update={"integrations": self.integrations | {name: changed}})
+
     provider_timeout_s: float = 10.0
     provider_retries: int = 2
     provider_outage_max_s: int = Field(
@@ -339,22 +381,23 @@ def _vault_keys(s: Settings) -> list[str]:
     return []
 
 
-def _demo_provider(s: Settings) -> list[str]:
-    """Left at its loopback default, the demo integration reaches nothing; pointed at a real
-    provider, it must not present the public secret nor speak plain HTTP."""
-    if "demo_provider_url" not in s.model_fields_set:
-        return []
-    secret = s.demo_client_secret.get_secret_value()
-    problems = [https_problem("S2_DEMO_PROVIDER_URL", s.demo_provider_url)]
-    url = _split("S2_DEMO_PROVIDER_URL", s.demo_provider_url)
-    if isinstance(url, SplitResult) and (url.username or url.password):
-        # httpx would send them as Basic auth instead of the company's token
-        problems.append("S2_DEMO_PROVIDER_URL must not carry a user or password")
-    if secret == DEV_DEMO_CLIENT_SECRET:
-        problems.append("S2_DEMO_CLIENT_SECRET is the public dev default")
+def _oauth_flow(s: Settings) -> list[str]:
+    problems = [https_problem("S2_PUBLIC_URL", s.public_url)]
+    secret = s.oauth_state_secret.get_secret_value()
+    if "oauth_state_secret" not in s.model_fields_set or secret == DEV_OAUTH_STATE_SECRET:
+        problems.append("S2_OAUTH_STATE_SECRET is not set (the dev default is public)")
     elif len(secret.encode()) < MIN_SECRET_BYTES:
-        problems.append(f"S2_DEMO_CLIENT_SECRET is shorter than {MIN_SECRET_BYTES} bytes")
+        problems.append(f"S2_OAUTH_STATE_SECRET is shorter than {MIN_SECRET_BYTES} bytes")
     return [p for p in problems if p]
+
+
+def _integrations(s: Settings) -> list[str]:
+    return [
+        problem
+        for name, p in PROVIDERS.items()
+        if name in s.integrations
+        for problem in integration_settings.deployed_problems(p, s.integrations[name])
+    ]
 
 
 def _split(name: str, url: str) -> SplitResult | str:
@@ -417,7 +460,8 @@ def _https(s: Settings) -> list[str]:
 DEPLOYED_CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
     _jwt_secret,
     _vault_keys,
-    _demo_provider,
+    _integrations,
+    _oauth_flow,
     _redis_tls,
     _postgres_tls,
     _https,

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from guard.errors import GuardError
 from ingress.errors import IngressError
+from integrations import IntegrationError
 from messages import MessagesError
 from runtime import logs
 from runtime.errors import ConfigurationError
@@ -75,6 +76,7 @@ def main() -> None:
     except (
         System2Error,
         ConfigurationError,
+        IntegrationError,
         IngressError,
         WorkerError,
         StoreError,

@@ -2,7 +2,8 @@
 
 Two companies with a member each submit quests over HTTP with signed tokens; Dramatiq
 workers in separate processes run them against the offline Claude; one company has
-connected the demo task list over OAuth, so Ted creates a task there with its sealed token;
+connected the demo task list, GitHub and Slack over OAuth, so Ted creates a task there with
+its sealed token, and files a GitHub issue and posts its link in Slack (their stand-ins);
 a quest with a tiny USD cap is halted by the guard and a slow one is cancelled mid-call;
 every step and action is printed as it happens from the companies' live event streams; at
 the end each company's audit trail is read back from Postgres and cross-tenant attempts are
@@ -34,19 +35,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from messages import Actor, ActorType, Envelope, QuestEvent
+from messages import Envelope, QuestEvent
 from messages.notices import StreamReply
 from messages.redis_keys import company_stream_key
 from runtime.settings import Settings
 from runtime.wiring import vault_keys_configured
 from store import Database
 from store import companies as companies_store
-from store.credentials import Credential
 from store.migrate import migrate
 from store.quests import TERMINAL
+from system2 import demo_github_slack as github_slack
 from system2.dev_tokens import mint
 from system2.errors import System2Error
-from system2.oauth_connect import connect_by_oauth
 from system2.procs import Proc, free_port, wait_http, wait_workers
 from vault import new_key_entry
 
@@ -86,15 +86,17 @@ def run(settings: Settings) -> None:
         f"schema at version {report.current} ({', '.join(report.applied) or 'up to date'})"
     )
     logs = Path(tempfile.mkdtemp(prefix="s2-demo-"))
-    settings = _with_demo_provider(settings)
+    settings = _with_providers(settings)
     procs, ingress = _start_processes(settings, logs)
     try:
         companies = _make_companies(settings)
-        _connect_task_list(settings, companies[0])
         stop = threading.Event()
         watcher = threading.Thread(target=_watch, args=(settings, companies, stop), daemon=True)
-        watcher.start()
         with httpx.Client(base_url=ingress, timeout=10) as http:
+            _connect_task_list(http, companies[0])
+            places = _connect_github_and_slack(http, settings, companies[0])
+            watcher.start()
+            _submit(http, companies[0], {"goal": github_slack.goal(places)}, "github-slack")
             _submit_all(http, companies)
             _wait_all(http, companies)
             _guard_and_cancel(http, companies)
@@ -104,6 +106,8 @@ def run(settings: Settings) -> None:
             _show_results(http, companies)
             _show_audit(http, companies)
             _show_task_list(http, settings, companies)
+            console.rule("GitHub and Slack: what Ted did there, read back from the stand-ins")
+            github_slack.show(console, settings, places, companies[0].color)
             _cross_tenant(http, companies, settings)
     finally:
         for proc in reversed(list(procs.values())):
@@ -111,43 +115,59 @@ def run(settings: Settings) -> None:
     console.print(f"[dim]process logs: {logs}[/dim]")
 
 
-def _with_demo_provider(settings: Settings) -> Settings:
-    """A free port for the demo provider and, if no vault keys are configured, a key that
-    lives only as long as this demo (printed by id, never by value)."""
-    update: dict[str, Any] = {"demo_provider_url": f"http://127.0.0.1:{free_port()}"}
+def _with_providers(settings: Settings) -> Settings:
+    """A free port for each stand-in and the ingress and, if no vault keys are configured, a
+    key that lives only as long as this demo (printed by id, never by value)."""
+    demo, github, slack = (f"http://127.0.0.1:{free_port()}" for _ in range(3))
+    update: dict[str, Any] = {"public_url": f"http://127.0.0.1:{free_port()}"}
     if not vault_keys_configured(settings):
         update["vault_keys"] = SecretStr(new_key_entry(datetime.now(UTC)))
-    return settings.model_copy(update=update)
+    changed = (
+        settings.with_integration("demo", api_url=demo, oauth_url=demo)
+        .with_integration("github", api_url=github, oauth_url=github)
+        .with_integration("slack", api_url=slack + "/api", oauth_url=slack)
+    )
+    return changed.model_copy(update=update)
 
 
 def _start_processes(settings: Settings, logs: Path) -> tuple[dict[str, Proc], str]:
     bin_dir = Path(sys.executable).parent
-    claude_port, ingress_port = free_port(), free_port()
-    provider_port = str(httpx.URL(settings.demo_provider_url).port)
+    claude_port = free_port()
+    ingress_port = httpx.URL(settings.public_url).port
+    urls = {name: settings.integration(name).oauth_url for name in ("demo", "github", "slack")}
     env = dict(os.environ)
     env.update(
         ANTHROPIC_BASE_URL=f"http://127.0.0.1:{claude_port}",
         ANTHROPIC_API_KEY="offline-demo-key",
-        S2_DEMO_PROVIDER_URL=settings.demo_provider_url,
+        S2_DEMO_PROVIDER_URL=urls["demo"],
+        S2_GITHUB_PROVIDER_URL=urls["github"],
+        S2_GITHUB_OAUTH_URL=urls["github"],
+        S2_SLACK_PROVIDER_URL=urls["slack"] + "/api",
+        S2_SLACK_OAUTH_URL=urls["slack"],
+        S2_PUBLIC_URL=settings.public_url,
     )
     if settings.vault_keys is not None:
         env["S2_VAULT_KEYS"] = settings.vault_keys.get_secret_value()
     system2 = str(bin_dir / "system2")
+    port = {name: str(httpx.URL(url).port) for name, url in urls.items()}
     commands = {
-        "demo-provider": ["demo-provider", "--port", provider_port],
-        "offline-claude": ["offline-claude", "--port", str(claude_port)],
-        "workers": ["worker", "--processes", "2"],
-        "ingress": ["ingress", "--port", str(ingress_port)],
+        "demo-provider": [system2, "demo-provider", "--port", port["demo"]],
+        "github": [sys.executable, "-m", "standins.github", "--port", port["github"]],
+        "slack": [sys.executable, "-m", "standins.slack", "--port", port["slack"]],
+        "offline-claude": [system2, "offline-claude", "--port", str(claude_port)],
+        "workers": [system2, "worker", "--processes", "2"],
+        "ingress": [system2, "ingress", "--port", str(ingress_port)],
     }
     procs = {
-        name: Proc(name, [system2, *args], env=env, log_path=logs / f"{name}.log")
-        for name, args in commands.items()
+        name: Proc(name, argv, env=env, log_path=logs / f"{name}.log")
+        for name, argv in commands.items()
     }
     try:
         for proc in procs.values():
             proc.start()
         wait_http(f"http://127.0.0.1:{claude_port}/", proc=procs["offline-claude"])
-        wait_http(settings.demo_provider_url + "/", proc=procs["demo-provider"])
+        for name, started in (("demo", "demo-provider"), ("github", "github"), ("slack", "slack")):
+            wait_http(urls[name] + "/", proc=procs[started])
         wait_http(f"http://127.0.0.1:{ingress_port}/healthz", proc=procs["ingress"])
         wait_workers(settings.redis_url, 2, proc=procs["workers"])
     except (RuntimeError, TimeoutError, OSError) as exc:
@@ -158,9 +178,10 @@ def _start_processes(settings: Settings, logs: Path) -> tuple[dict[str, Proc], s
             f"the demo's processes did not start ({first}); logs in {logs}"
         ) from None
     console.print(
-        f"started offline Claude (pid {procs['offline-claude'].pid}), the demo task list "
-        f"(pid {procs['demo-provider'].pid}), ingress (pid {procs['ingress'].pid}) and "
-        f"2 worker processes (pid {procs['workers'].pid})"
+        f"started offline Claude (pid {procs['offline-claude'].pid}), stand-ins for the demo "
+        f"task list, GitHub and Slack (pids {procs['demo-provider'].pid}, "
+        f"{procs['github'].pid}, {procs['slack'].pid}), ingress (pid {procs['ingress'].pid}) "
+        f"and 2 worker processes (pid {procs['workers'].pid})"
     )
     return procs, f"http://127.0.0.1:{ingress_port}"
 
@@ -185,18 +206,34 @@ def _make_companies(settings: Settings) -> list[DemoCompany]:
     return made
 
 
-def _connect_task_list(settings: Settings, c: DemoCompany) -> None:
-    by = Actor(type=ActorType.user, id=c.user)
-
-    async def connect() -> Credential:
-        async with Database(settings.database_url, max_size=1, name="demo") as db:
-            return await connect_by_oauth(settings, db, c.id, "demo", by=by)
-
-    cred = asyncio.run(connect())
+def _connect_task_list(http: httpx.Client, c: DemoCompany) -> None:
+    """The company's admin connects the demo task list: the API answers the provider's
+    consent page, and "the browser" (here, a GET that follows redirects, logged in at the
+    provider as the company) approves it and lands on the ingress's callback."""
+    auth = {"Authorization": f"Bearer {c.token}"}
+    begun = http.post(f"/v1/companies/{c.id}/integrations/demo/authorize", headers=auth)
+    if begun.status_code != 200:
+        raise System2Error(f"authorize failed: {begun.status_code} {begun.text}")
+    consent = httpx.URL(begun.json()["authorize_url"]).copy_add_param("login_hint", str(c.id))
+    landed = httpx.get(consent, follow_redirects=True, timeout=10)
+    if landed.status_code != 200:
+        raise System2Error(f"the OAuth callback refused: {landed.status_code}")
+    listed = http.get(f"/v1/companies/{c.id}/integrations", headers=auth).json()
+    key_id = next(i["key_id"] for i in listed if i["integration"] == "demo")
     console.print(
         f"[{c.color}]{c.name}[/] connected the demo task list over OAuth; its tokens are "
-        f"stored sealed (AES-256-GCM, key [bold]{cred.key_id}[/])"
+        f"stored sealed (AES-256-GCM, key [bold]{key_id}[/])"
     )
+
+
+def _connect_github_and_slack(
+    http: httpx.Client, settings: Settings, c: DemoCompany
+) -> github_slack.Places:
+    places = github_slack.seed(settings)
+    for name in ("github", "slack"):
+        account = github_slack.connect(http, c.id, c.token, name)
+        console.print(f"[{c.color}]{c.name}[/] connected {name} over OAuth (as {account})")
+    return places
 
 
 def _submit(http: httpx.Client, c: DemoCompany, body: dict[str, str], key: str) -> str:
@@ -360,7 +397,7 @@ def _show_audit(http: httpx.Client, companies: list[DemoCompany]) -> None:
 def _show_task_list(http: httpx.Client, settings: Settings, companies: list[DemoCompany]) -> None:
     acme = companies[0]
     console.rule("the demo task list: what Ted did with the sealed token")
-    stats = httpx.get(settings.demo_provider_url + "/_stats").json()["accounts"]
+    stats = httpx.get(settings.integration("demo").api_url + "/_stats").json()["accounts"]
     for c in companies:
         created = stats.get(str(c.id), {}).get("mutations", 0)
         console.print(f"[{c.color}]{c.name:14}[/] tasks created at the provider: {created}")

@@ -1,67 +1,43 @@
-"""Connect a company's integration by running the provider's OAuth code flow from here.
-
-For providers that approve at once (the demo provider); a real provider's consent screen
-ends in the ingress's ``PUT …/integrations/{name}`` instead. Shared by ``system2
-integration connect`` and the demo.
-"""
+"""Connecting a company's integration from the command line or the demo: the OAuth code flow
+an admin begins through the API (``ingress.oauth_flow``), here begun by an operator. The
+provider sends the admin's browser back to the ingress's callback, which stores the tokens;
+this side waits for that outcome."""
 
 from __future__ import annotations
 
-import secrets
 from uuid import UUID
 
-import httpx
 import redis
 
-from ingress.integrations import IntegrationTokens, audit_envelope, connect
+from ingress.oauth_flow import Authorization, OAuthStates, begin, offered
 from messages import Actor
-from messages.transport import publisher
-from runtime import catalog
 from runtime.settings import Settings
 from runtime.wiring import build_vault
 from store import Database
-from store.credentials import Credential
 from system2.cli_support import company_tx
-from system2.errors import System2Error
-from workers.integrations.registry import oauth_client
-
-REDIRECT = "http://127.0.0.1/oauth/callback"
+from vault import Secret
 
 
-async def connect_by_oauth(
+def _states(settings: Settings) -> OAuthStates:
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+    return OAuthStates(client, Secret(settings.oauth_state_secret.get_secret_value()))
+
+
+async def begin_connect(
     settings: Settings, db: Database, company_id: UUID, integration: str, *, by: Actor
-) -> Credential:
-    """Store the company's sealed tokens and audit the connection as ``by``. The provider's
-    calls are awaited; the vault (its encryption counter) and the publisher block: the
-    callers (a command, the demo) have nothing else on their loop."""
-    spec = catalog.integration(integration)
-    vault = build_vault(settings, redis.Redis.from_url(settings.redis_url))
-    async with httpx.AsyncClient(timeout=10, follow_redirects=False) as http:
-        oauth = oauth_client(settings, spec, http)
-        try:
-            code = await oauth.authorize(str(company_id), REDIRECT, secrets.token_urlsafe(16))
-            tokens = await oauth.exchange_code(code, REDIRECT)
-        except httpx.HTTPError as exc:
-            raise System2Error(
-                f"cannot reach {spec.title} at {settings.demo_provider_url}: {type(exc).__name__}"
-            ) from None
-    body = IntegrationTokens(
-        access_token=tokens.access.reveal(),
-        refresh_token=tokens.refresh.reveal() if tokens.refresh else None,
-        expires_at=tokens.expires_at,
-        scopes=tokens.scopes,
-        account=str(company_id),
-    )
-    async with company_tx(db, company_id) as tx:
-        cred = await connect(tx, vault, integration, body, connected_by=f"{by.type.value}:{by.id}")
-    with publisher(settings.redis_url) as queue:
-        queue.publish(
-            audit_envelope(
-                company_id,
-                by,
-                "integration.connected",
-                f"integration:{integration}",
-                {"scopes": cred.scopes},
-            )
-        )
-    return cred
+) -> Authorization:
+    """The provider's authorize URL for this company (``System2Error`` if there is no such
+    company; ``UnknownIntegration`` if the integration is not offered here; ``VaultError``
+    without vault keys, which the callback needs to seal the tokens)."""
+    offered(settings, integration)
+    states = _states(settings)
+    build_vault(settings, states.redis)  # refuse now rather than at the callback
+    async with company_tx(db, company_id):
+        pass
+    return begin(settings, states, company_id, integration, by)
+
+
+def wait_connected(settings: Settings, flow: Authorization, timeout_s: float) -> str | None:
+    """How the flow ended ("connected", "declined", or a refusal's reason), or ``None`` if
+    the browser did not come back within ``timeout_s``."""
+    return _states(settings).wait(flow.nonce, timeout_s)

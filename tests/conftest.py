@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 import redis
@@ -244,6 +246,8 @@ class Stack:
 
     def start_ingress(self) -> str:
         port = free_port()
+        self.ingress_url = f"http://127.0.0.1:{port}"
+        self.base_env["S2_PUBLIC_URL"] = self.ingress_url  # OAuth callbacks come back here
         proc = Proc(
             "ingress",
             system2("ingress", "--port", str(port)),
@@ -251,9 +255,23 @@ class Stack:
             log_path=self.logs / "ingress.log",
         ).start()
         self.procs["ingress"] = proc
-        self.ingress_url = f"http://127.0.0.1:{port}"
         wait_http(self.ingress_url + "/healthz", proc=proc)
         return self.ingress_url
+
+    def connect(self, company_id: uuid.UUID, integration: str, **login: str) -> httpx.Response:
+        """Connect the company's integration as an operator does: ``system2 integration
+        connect --no-wait`` prints the provider's consent URL, and "the admin's browser" (a
+        GET following redirects, logged in at the stand-in by ``login``'s parameters) approves
+        it and lands on the ingress's callback, whose page is returned."""
+        if not self.ingress_url:
+            self.start_ingress()
+        argv = system2("integration", "connect", str(company_id), integration, "--no-wait")
+        done = subprocess.run(
+            argv, check=False, env=self.env(), capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        consent = httpx.URL(done.stdout.strip()).copy_merge_params(login)
+        return httpx.get(consent, follow_redirects=True, timeout=30)
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -128,7 +128,7 @@ def test_every_command_naming_a_missing_company_says_so_in_one_line(settings: Se
 def test_an_unknown_integration_fails_in_one_line(settings: Settings) -> None:
     for args in (("integration", "connect", str(uuid.uuid4())), ("ops", "provider", "pause")):
         line = assert_one_line_error(run(settings, *args, "nope"))
-        assert line == "error: no integration named 'nope'; known: demo"
+        assert line == "error: no integration named 'nope'; known: demo, github, slack"
 
 
 # --- quests -----------------------------------------------------------------------------
@@ -348,6 +348,8 @@ def test_token_mint_is_refused_in_production(settings: Settings) -> None:
         "S2_REDIS_URL": "rediss://redis.internal:6380/0",
         "S2_DATABASE_URL": "postgresql://s2_app@db.internal/system2?sslmode=verify-full",
         "S2_ADMIN_DATABASE_URL": "postgresql://postgres@db.internal/system2?sslmode=verify-full",
+        "S2_PUBLIC_URL": "https://system2.example",
+        "S2_OAUTH_STATE_SECRET": "s" * 40,
     }
     result = run(settings, "token", "mint", "--user", "u", S2_ENV="production", **safe)
     assert assert_one_line_error(result) == (

@@ -28,10 +28,14 @@ def test_the_demo_runs_the_whole_job_and_proves_what_it_claims(settings: Setting
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     statuses = re.findall(r"│ (?:Acme Robotics|Globex Foods) +│ \w{8} +│ (\w+)", out)
-    assert sorted(statuses) == sorted(["succeeded"] * 5 + ["failed", "halted", "cancelled"]), (
+    assert sorted(statuses) == sorted(["succeeded"] * 6 + ["failed", "halted", "cancelled"]), (
         statuses
     )
     assert "tasks created at the provider: 1" in out
+    assert "connected github over OAuth" in out and "connected slack over OAuth" in out
+    assert "acme-robotics/robots#1 'The printer is on fire': closed (completed)" in out
+    assert re.search(r"Slack\s+#robots: Filed: created #1 .*issues/1", out), out[-3000:]
+    assert "github.issue.created" in out and "slack.message.posted" in out
     assert "integration.connected" in out  # the OAuth connection is in the audit trail
     assert "task.created" in out and "guard.warn" in out and "quest.cancelled" in out
     assert "404 no such quest" in out and "403 not a member" in out

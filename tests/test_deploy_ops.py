@@ -10,8 +10,8 @@ import pytest
 import redis
 from typer.testing import CliRunner, Result
 
+from integrations import UnknownIntegration
 from messages.transport import build_broker
-from runtime.catalog import UnknownIntegration
 from runtime.settings import Settings
 from system2 import cli
 from workers.integrations.breaker import Breaker

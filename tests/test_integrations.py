@@ -87,8 +87,10 @@ def run_cli(stack: Stack, *args: str, **env: str) -> str:
     return done.stdout.strip()
 
 
-def connect(stack: Stack, tenant: Tenant) -> uuid.UUID:
-    return uuid.UUID(run_cli(stack, "integration", "connect", str(tenant.id), "demo"))
+def connect(stack: Stack, tenant: Tenant) -> None:
+    """The tenant connects the demo task list through the OAuth flow, as an operator does."""
+    page = stack.connect(tenant.id, "demo", login_hint=str(tenant.id))
+    assert page.status_code == 200, page.text
 
 
 def provider_stats(url: str, account: uuid.UUID) -> dict[str, Any]:
@@ -255,7 +257,7 @@ def test_connecting_stores_ciphertexts_and_echoes_no_token(
         f"/v1/companies/{tenant.id}/integrations/nope", json=body, headers=tenant.headers()
     )
     assert unknown.status_code == 404
-    assert unknown.json()["detail"] == "no integration named 'nope'; known: demo"
+    assert unknown.json()["detail"] == "no integration named 'nope'; known: demo, github, slack"
     assert ingress.delete(url, headers=tenant.headers()).status_code == 204
     assert (
         ingress.get(f"/v1/companies/{tenant.id}/integrations", headers=tenant.headers()).json()
@@ -407,9 +409,9 @@ def runner_on(
 ) -> Iterator[tuple[InProcess, Settings]]:
     """A quest runner in-process with the integrations' real tools, on the given Claude."""
     rds.flushdb()
-    s = settings.model_copy(
-        update={"demo_provider_url": demo_provider, "vault_keys": SecretStr(keys[0])}
-    )
+    s = settings.with_integration(
+        "demo", api_url=demo_provider, oauth_url=demo_provider
+    ).model_copy(update={"vault_keys": SecretStr(keys[0])})
     with worker_clients(s, store.loop, store.db) as clients:
         tools = integration_tools(s, clients.db, clients.redis, build_vault(s, rds), clients.http)
         with in_process_worker(

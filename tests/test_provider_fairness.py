@@ -25,6 +25,7 @@ import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from integrations.providers.demo import PROVIDER as DEMO
 from runtime.loop_thread import LoopThread
 from runtime.settings import Settings
 from runtime.wiring import build_vault
@@ -129,9 +130,9 @@ def demo_tools(
     **update: Any,
 ) -> dict[str, Tool]:
     """The demo integration's tools, wired as a worker wires them (``update``: settings)."""
-    s = settings.model_copy(
-        update={"demo_provider_url": demo_provider, "vault_keys": SecretStr(key), **update}
-    )
+    s = settings.with_integration(
+        "demo", api_url=demo_provider, oauth_url=demo_provider
+    ).model_copy(update={"vault_keys": SecretStr(key), **update})
     return clients.tools(s, build_vault(s, rds))
 
 
@@ -161,7 +162,7 @@ def test_only_provider_side_failures_count_towards_the_breaker(
     token = Secret("demo_at_" + "x" * 43)  # not one the provider issued: a real 401
 
     def request(method: str, url: httpx.URL, **kw: Any) -> httpx.Response:
-        return clients.loop.run(client.request("demo", method, url, token, **kw))
+        return clients.loop.run(client.request(DEMO, method, url, token, **kw))
 
     try:
         assert request("GET", tasks).status_code == 401
@@ -220,7 +221,7 @@ def test_a_cancelled_call_and_a_full_pool_count_towards_nothing(
 
     async def cut_after(seconds: float) -> tuple[bool, float]:
         client = ProviderClient(clients.http, counted, retries=0)
-        call = asyncio.create_task(client.request("demo", "GET", tasks, token))
+        call = asyncio.create_task(client.request(DEMO, "GET", tasks, token))
         await asyncio.sleep(seconds)
         call.cancel()
         cut_at = time.monotonic()
@@ -232,7 +233,7 @@ def test_a_cancelled_call_and_a_full_pool_count_towards_nothing(
         limits = httpx.Limits(max_connections=1)
         async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(5, pool=0.2)) as http:
             client = ProviderClient(http, counted, retries=0)
-            calls = [client.request("demo", "GET", tasks, token) for _ in range(2)]
+            calls = [client.request(DEMO, "GET", tasks, token) for _ in range(2)]
             return await asyncio.gather(*calls, return_exceptions=True)
 
     try:
@@ -317,7 +318,7 @@ def test_one_companys_4xx_during_anothers_outage_do_not_keep_the_breaker_closed(
 
 
 def test_when_a_provider_says_to_come_back() -> None:
-    from workers.integrations.ratelimit import delay_ms, reset_after_ms
+    from integrations.ratelimit import delay_ms, reset_after_ms
 
     now = 1_800_000_000.0
     headers = httpx.Headers
@@ -603,9 +604,9 @@ def test_a_refused_refresh_marks_the_credential_once_and_a_put_clears_it(
     """The company revoked our access at the provider: the token is refused and so is the
     refresh (``invalid_grant``). A redelivered step changes nothing more."""
     connect(istack, tenant)
-    s = settings.model_copy(
-        update={"demo_provider_url": demo_provider, "vault_keys": SecretStr(key)}
-    )
+    s = settings.with_integration(
+        "demo", api_url=demo_provider, oauth_url=demo_provider
+    ).model_copy(update={"vault_keys": SecretStr(key)})
     vault = build_vault(s, rds)
     row = admin_conn.execute(
         "SELECT id, refresh_token FROM integration_credentials WHERE company_id = %s",
@@ -619,7 +620,10 @@ def test_a_refused_refresh_marks_the_credential_once_and_a_put_clears_it(
     revoked = httpx.post(
         demo_provider + "/oauth/revoke",
         data={"token": refresh},
-        auth=(s.demo_client_id, s.demo_client_secret.get_secret_value()),
+        auth=(
+            s.integration("demo").client_id,
+            s.integration("demo").client_secret.get_secret_value(),
+        ),
     )
     assert revoked.status_code == 200
 

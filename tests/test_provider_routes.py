@@ -1,4 +1,4 @@
-"""The one place that builds provider URLs (``workers.integrations.routes``) and the schema
+"""The one place that builds provider URLs (``integrations.routes``) and the schema
 check in front of it: no tool input can move a request, and the token with it, off the path
 its route names. Pure code, no services: the same rules run end to end, on the real provider,
 in ``test_integrations.py``."""
@@ -12,10 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.catalog import DEMO, INTEGRATIONS
-from workers.integrations import demo
-from workers.integrations.registry import ENDPOINTS
-from workers.integrations.routes import (
+from integrations import PROVIDERS
+from integrations.providers.demo import PROVIDER as DEMO
+from integrations.routes import (
     ProviderBase,
     ProviderRequest,
     RequestBuilder,
@@ -24,7 +23,7 @@ from workers.integrations.routes import (
     UnsafePath,
     path_segment,
 )
-from workers.integrations.schema import SchemaError, check_schema, validate
+from integrations.schema import SchemaError, check_schema, validate
 
 BASE = "http://127.0.0.1:8080"
 TASK_ID = "tsk_0123456789abcdef"
@@ -67,7 +66,7 @@ TRAVERSALS: list[Any] = [
 
 def builder(tool: str, base: str = BASE) -> RequestBuilder:
     (spec,) = [t for t in DEMO.tools if t.name == tool]
-    return RequestBuilder(ProviderBase(base), spec.input_schema, demo.ENDPOINTS[tool].route)
+    return RequestBuilder(ProviderBase(base), spec.input_schema, spec.route)
 
 
 # -- one segment, whatever the value ---------------------------------------------------------------
@@ -213,10 +212,9 @@ def test_bodies_are_checked_against_the_schema_too(
 
 
 def test_every_integration_tool_is_wired_through_the_builder() -> None:
-    for name, spec in INTEGRATIONS.items():
-        assert {t.name for t in spec.tools} == set(ENDPOINTS[name])
+    for spec in PROVIDERS.values():
         for tool in spec.tools:
-            route = ENDPOINTS[name][tool.name].route
+            route = tool.route
             RequestBuilder(ProviderBase(BASE), tool.input_schema, route)  # refuses a bad fit
             for variable in route.variables:
                 prop = tool.input_schema["properties"][variable]

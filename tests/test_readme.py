@@ -15,6 +15,8 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 def env_names(name: str) -> list[str]:
+    if name == "integrations":  # one set of variables per provider (integrations.config)
+        return ["S2_<NAME>_PROVIDER_URL"]
     field = Settings.model_fields[name]
     alias = field.validation_alias
     if isinstance(alias, AliasChoices):

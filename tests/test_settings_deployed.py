@@ -1,6 +1,8 @@
 """Staging and production refuse to start on a setting that must not reach them — the public
-dev secrets, a missing vault key, a short secret, plain-text Redis or Postgres — naming the
-variable and never its value; and ``S2_ENV`` is one of four names, not a fifth by typo."""
+dev secrets, a missing vault key, a short secret, plain-text Redis or Postgres, an integration
+left at its public dev client or reached over plain HTTP, a dev-only integration, an OAuth
+callback address without TLS — naming the variable and never its value; and ``S2_ENV`` is one
+of four names, not a fifth by typo."""
 
 from __future__ import annotations
 
@@ -16,15 +18,20 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from runtime.settings import DEV_JWT_SECRET, Settings, UnsafeSettings
+from runtime.settings import DEV_JWT_SECRET, DEV_OAUTH_STATE_SECRET, Settings, UnsafeSettings
 from vault import new_key_entry
 
 SYSTEM2 = Path(sys.executable).parent / "system2"
 JWT = secrets.token_urlsafe(48)
 VAULT_KEYS = new_key_entry(datetime.now(UTC))
+STATE_SECRET = secrets.token_urlsafe(48)
+GITHUB_ID = "Iv1.8a61f9b3a7aba766"
+GITHUB_SECRET = secrets.token_urlsafe(40)
 SAFE: dict[str, str] = {
     "S2_JWT_SECRET": JWT,
     "S2_VAULT_KEYS": VAULT_KEYS,
+    "S2_PUBLIC_URL": "https://workers.example.com",
+    "S2_OAUTH_STATE_SECRET": STATE_SECRET,
     "S2_REDIS_URL": "rediss://:pw@redis.internal:6380/0",
     "S2_DATABASE_URL": "postgresql://s2_app:pw@db.internal:5432/system2?sslmode=verify-full",
     "S2_ADMIN_DATABASE_URL": "host=db.internal user=postgres dbname=system2 sslmode=require",
@@ -109,19 +116,106 @@ UNSAFE: dict[str, tuple[dict[str, str | None], str, str | None]] = {
         "pg-pw-5c4d",
     ),
     "the default admin URL": ({"S2_ADMIN_DATABASE_URL": None}, "S2_ADMIN_DATABASE_URL", None),
-    "a demo provider over HTTP with the public secret": (
-        {"S2_DEMO_PROVIDER_URL": "http://tasks.example.com"},
-        "S2_DEMO_PROVIDER_URL must be an https:// URL (TLS); "
-        "S2_DEMO_CLIENT_SECRET is the public dev default",
-        "demo-secret",
+    "a demo provider URL": (
+        {"S2_DEMO_PROVIDER_URL": "https://tasks.example.com"},
+        "S2_DEMO_* is set: the demo integration is for dev and test only",
+        None,
     ),
-    "a demo provider URL with credentials": (
+    "a demo client secret": (
+        {"S2_DEMO_CLIENT_SECRET": "demo-pw-6b5a-long-enough-to-pass"},
+        "S2_DEMO_* is set: the demo integration is for dev and test only",
+        "demo-pw-6b5a-long-enough-to-pass",
+    ),
+    "the demo integration enabled": (
+        {"S2_DEMO_ENABLED": "true"},
+        "the demo integration is for dev and test only",
+        None,
+    ),
+    "GitHub with the public dev secret": (
+        {"S2_GITHUB_CLIENT_ID": GITHUB_ID},
+        "S2_GITHUB_CLIENT_SECRET is the public dev default",
+        "github-secret",
+    ),
+    "GitHub with the public dev secret given": (
+        {"S2_GITHUB_CLIENT_ID": GITHUB_ID, "S2_GITHUB_CLIENT_SECRET": "github-secret"},
+        "S2_GITHUB_CLIENT_SECRET is the public dev default",
+        "github-secret",
+    ),
+    "GitHub with a short secret": (
+        {"S2_GITHUB_CLIENT_ID": GITHUB_ID, "S2_GITHUB_CLIENT_SECRET": "gh-pw-19-bytes-7c6d"},
+        "S2_GITHUB_CLIENT_SECRET is shorter than 20 bytes",
+        "gh-pw-19-bytes-7c6d",
+    ),
+    "GitHub's API over HTTP": (
         {
-            "S2_DEMO_PROVIDER_URL": "https://ted:url-pw-1a2b@tasks.example.com",
-            "S2_DEMO_CLIENT_SECRET": secrets.token_urlsafe(40),
+            "S2_GITHUB_CLIENT_ID": GITHUB_ID,
+            "S2_GITHUB_CLIENT_SECRET": GITHUB_SECRET,
+            "S2_GITHUB_PROVIDER_URL": "http://api.github.example.com",
         },
-        "S2_DEMO_PROVIDER_URL must not carry a user or password",
-        "url-pw-1a2b",
+        "S2_GITHUB_PROVIDER_URL must be an https:// URL (TLS)",
+        GITHUB_SECRET,
+    ),
+    "GitHub's OAuth over HTTP": (
+        {
+            "S2_GITHUB_CLIENT_ID": GITHUB_ID,
+            "S2_GITHUB_CLIENT_SECRET": GITHUB_SECRET,
+            "S2_GITHUB_OAUTH_URL": "http://github.example.com",
+        },
+        "S2_GITHUB_OAUTH_URL must be an https:// URL (TLS)",
+        GITHUB_SECRET,
+    ),
+    "a GitHub API URL with credentials": (
+        {
+            "S2_GITHUB_CLIENT_ID": GITHUB_ID,
+            "S2_GITHUB_CLIENT_SECRET": GITHUB_SECRET,
+            "S2_GITHUB_PROVIDER_URL": "https://ted:gh-url-pw-1a2b@api.github.example.com",
+        },
+        "S2_GITHUB_PROVIDER_URL must not carry a user or password",
+        "gh-url-pw-1a2b",
+    ),
+    "a GitHub OAuth URL with credentials": (
+        {
+            "S2_GITHUB_CLIENT_ID": GITHUB_ID,
+            "S2_GITHUB_CLIENT_SECRET": GITHUB_SECRET,
+            "S2_GITHUB_OAUTH_URL": "https://ted:gh-url-pw-3c4d@github.example.com",
+        },
+        "S2_GITHUB_OAUTH_URL must not carry a user or password",
+        "gh-url-pw-3c4d",
+    ),
+    "GitHub enabled without a client id": (
+        {"S2_GITHUB_ENABLED": "true", "S2_GITHUB_CLIENT_SECRET": GITHUB_SECRET},
+        "S2_GITHUB_CLIENT_ID is not set",
+        GITHUB_SECRET,
+    ),
+    "Slack with the public dev secret": (
+        {"S2_SLACK_CLIENT_ID": "1234567890.0987654321"},
+        "S2_SLACK_CLIENT_SECRET is the public dev default",
+        "slack-secret",
+    ),
+    "the public URL over HTTP": (
+        {"S2_PUBLIC_URL": "http://workers.example.com"},
+        "S2_PUBLIC_URL must be an https:// URL (TLS)",
+        None,
+    ),
+    "the default public URL": (
+        {"S2_PUBLIC_URL": None},
+        "S2_PUBLIC_URL must be an https:// URL (TLS)",
+        None,
+    ),
+    "no OAuth state secret": (
+        {"S2_OAUTH_STATE_SECRET": None},
+        "S2_OAUTH_STATE_SECRET is not set (the dev default is public)",
+        None,
+    ),
+    "the dev OAuth state secret": (
+        {"S2_OAUTH_STATE_SECRET": DEV_OAUTH_STATE_SECRET},
+        "S2_OAUTH_STATE_SECRET is not set (the dev default is public)",
+        DEV_OAUTH_STATE_SECRET,
+    ),
+    "a short OAuth state secret": (
+        {"S2_OAUTH_STATE_SECRET": "state-pw-is-31-bytes-long-5e6f"},
+        "S2_OAUTH_STATE_SECRET is shorter than 32 bytes",
+        "state-pw-is-31-bytes-long-5e6f",
     ),
     "Claude over HTTP": (
         {"ANTHROPIC_BASE_URL": "http://claude.internal"},
@@ -150,6 +244,60 @@ def test_an_unsafe_setting_is_refused_by_name_never_by_value(
     assert secret is None or secret not in message
 
 
+def test_several_problems_are_named_together(environ: pytest.MonkeyPatch) -> None:
+    given: dict[str, str | None] = {
+        "S2_PUBLIC_URL": "http://workers.example.com",
+        "S2_GITHUB_CLIENT_ID": GITHUB_ID,
+        "S2_GITHUB_OAUTH_URL": "http://github.example.com",
+        "S2_DEMO_PROVIDER_URL": "https://tasks.example.com",
+    }
+    with pytest.raises(UnsafeSettings) as refused:
+        load(environ, "production", **given)
+    message = str(refused.value)
+    for named in (
+        "S2_PUBLIC_URL must be",
+        "S2_GITHUB_OAUTH_URL must be",
+        "S2_GITHUB_CLIENT_SECRET is the public dev default",
+        "the demo integration is for dev and test only",
+    ):
+        assert named in message
+    assert "github-secret" not in message and "example.com" not in message
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_an_integration_that_is_not_configured_is_not_offered_and_not_refused(
+    environ: pytest.MonkeyPatch, env: str
+) -> None:
+    s = load(environ, env)
+    for name in ("github", "slack", "demo"):
+        assert s.integration(name).enabled is False, name
+
+
+def test_an_integration_can_be_turned_off_with_its_client_id_kept(
+    environ: pytest.MonkeyPatch,
+) -> None:
+    s = load(
+        environ,
+        "production",
+        S2_GITHUB_CLIENT_ID=GITHUB_ID,
+        S2_GITHUB_OAUTH_URL="http://github.example.com",
+        S2_GITHUB_ENABLED="false",
+    )
+    assert s.integration("github").enabled is False
+
+
+def test_a_configured_github_is_offered_in_production(environ: pytest.MonkeyPatch) -> None:
+    s = load(
+        environ, "production", S2_GITHUB_CLIENT_ID=GITHUB_ID, S2_GITHUB_CLIENT_SECRET=GITHUB_SECRET
+    )
+    github = s.integration("github")
+    assert github.enabled and github.client_id == GITHUB_ID
+    assert github.client_secret.get_secret_value() == GITHUB_SECRET
+    assert (github.api_url, github.oauth_url) == ("https://api.github.com", "https://github.com")
+    assert s.integration("slack").enabled is False
+    assert s.public_url == "https://workers.example.com"
+
+
 @pytest.mark.parametrize("env", ["dev", "test"])
 def test_a_laptop_or_a_test_run_keeps_the_dev_defaults(
     environ: pytest.MonkeyPatch, env: str
@@ -158,6 +306,10 @@ def test_a_laptop_or_a_test_run_keeps_the_dev_defaults(
     s = Settings()
     assert s.jwt_secret.get_secret_value() == DEV_JWT_SECRET
     assert s.redis_url.startswith("redis://")
+    assert s.oauth_state_secret.get_secret_value() == DEV_OAUTH_STATE_SECRET
+    assert s.public_url.startswith("http://")
+    for name in ("github", "slack", "demo"):
+        assert s.integration(name).enabled, name
 
 
 @pytest.mark.parametrize("typo", ["prod", "Production", "stage", ""])
@@ -230,20 +382,37 @@ def test_the_production_env_example_is_accepted_once_its_placeholders_are_filled
     environ: pytest.MonkeyPatch,
 ) -> None:
     example = Path(__file__).parent.parent / "deploy" / "production.env.example"
-    filled = {
-        "<Supabase project's JWT secret>": JWT,
-        "<KID=BASE64KEY,…>": VAULT_KEYS,
-    }
+
+    def filled(name: str, value: str) -> str:
+        if "<" not in value:
+            return value
+        if name == "S2_VAULT_KEYS":
+            return VAULT_KEYS
+        if name.endswith("SECRET"):  # a secret long enough for its check
+            return secrets.token_urlsafe(48)
+        return re.sub(r"<[^>]*>", "x", value)
+
     values = {}
     for line in example.read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, _, value = line.partition("=")
-            for placeholder, real in filled.items():
-                value = value.replace(placeholder, real)
-            values[name] = re.sub(r"<[^>]*>", "x", value)
-    assert set(values) >= {"S2_ENV", "S2_JWT_SECRET", "S2_VAULT_KEYS", "S2_REDIS_URL"}
+            values[name] = filled(name, value)
+    needed = {
+        "S2_ENV",
+        "S2_JWT_SECRET",
+        "S2_VAULT_KEYS",
+        "S2_REDIS_URL",
+        "S2_PUBLIC_URL",
+        "S2_OAUTH_STATE_SECRET",
+    }
+    assert not needed - set(values), f"the example lacks {sorted(needed - set(values))}"
     for name, value in values.items():
         environ.setenv(name, value)
     s = Settings()
     assert s.production()
     assert s.database_url.endswith("sslmode=verify-full&sslrootcert=/etc/ssl/supabase-ca.crt")
+    assert s.public_url.startswith("https://")
+    offered = {name for name in ("github", "slack", "demo") if s.integration(name).enabled}
+    assert offered == {
+        name for name in ("github", "slack") if f"S2_{name.upper()}_CLIENT_ID" in values
+    }

@@ -29,8 +29,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from integrations import PROVIDERS
 from runtime import queue_metrics
-from runtime.catalog import INTEGRATIONS
 from runtime.settings import Settings
 from workers.integrations.breaker import Breaker
 
@@ -53,7 +53,7 @@ class BreakerCollector(Collector):
             "1 for the state each provider's circuit breaker is in (closed, probing, open)",
             labels=["provider", "state"],
         )
-        for provider in INTEGRATIONS:
+        for provider in PROVIDERS:
             try:
                 now = self.breaker.state(provider)
             except redis.RedisError:

@@ -8,10 +8,11 @@ and its outcome names the action and target that go into ``activity_log``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
 
+from integrations import ToolOutcome
 from store import Database
 from store import notes as notes_store
 
@@ -32,15 +33,7 @@ class ToolCall:
         return f"{self.quest_id}:{self.step}:{self.tool_use_id}"
 
 
-@dataclass(frozen=True)
-class ToolOutcome:
-    """What the tool tells Claude, and for a state change, what the audit row records."""
-
-    content: str
-    is_error: bool = False
-    action: str | None = None
-    target: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+__all__ = ["AddNote", "ListNotes", "Tool", "ToolCall", "ToolOutcome", "Toolbox", "Tools"]
 
 
 class Tool(Protocol):

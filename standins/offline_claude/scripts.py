@@ -5,9 +5,12 @@ user message (no marker: ``answer``). The server is stateless, so the turn it pl
 number of assistant messages already in the request; past the last turn it plays
 ``Script.after`` (by default ``DONE``, a plain "Done." ``end_turn``).
 
-Strings in a turn may use two placeholders, filled in per request so replies can mention
-the quest without the script knowing it: ``{goal}`` (the first user message's text, marker
-removed, whitespace collapsed, at most 200 characters) and ``{turn}`` (1-based turn number).
+Strings in a turn may use placeholders, filled in per request so replies can mention the
+quest without the script knowing it: ``{goal}`` (the first user message's text, marker
+removed, whitespace collapsed, at most 200 characters), ``{turn}`` (1-based turn number),
+``{arg1}`` to ``{arg9}`` (the goal's words: a test passes a repository or a channel id this
+way) and ``{last_result}`` (the text of the last tool result Claude was sent, at most 500
+characters: a reply can quote what a tool answered, such as the link of an issue it made).
 
 To add a script, add an entry to ``BUILTIN_SCRIPTS`` below, or pass
 ``create_app(scripts={"mine": Script(turns=(...,))})`` from a test.
@@ -155,8 +158,95 @@ _RATE_LIMITED = Failure(
     429, "rate_limit_error", "Number of request tokens has exceeded your rate limit.", 1.0
 )
 
+# "[script:github_to_slack] OWNER REPO CHANNEL THREAD_TS": every GitHub and Slack tool once.
+# The issue is the repository's first (#1): the scripts cannot read a number back.
+_REPO = {"owner": "{arg1}", "repo": "{arg2}"}
+_GITHUB_TO_SLACK = Script(
+    turns=(
+        Turn(
+            (
+                Text("First I'll look at what is already filed."),
+                ToolUse("github_list_issues", {**_REPO, "state": "all"}),
+                ToolUse("github_search_issues", {"q": "repo:{arg1}/{arg2} is:issue printer"}),
+            ),
+            stop_reason="tool_use",
+        ),
+        Turn(
+            (
+                Text("Nothing yet: I'll file it."),
+                ToolUse(
+                    "github_create_issue",
+                    {
+                        **_REPO,
+                        "title": "The printer is on fire",
+                        "body": "Seen at 9am.",
+                        "labels": ["ted"],
+                    },
+                ),
+            ),
+            stop_reason="tool_use",
+        ),
+        Turn(
+            (
+                Text("Now I'll tell the team."),
+                ToolUse(
+                    "slack_post_message", {"channel": "{arg3}", "text": "Filed: {last_result}"}
+                ),
+            ),
+            stop_reason="tool_use",
+        ),
+        Turn(
+            (
+                Text("The thread asked about it: I'll answer there."),
+                ToolUse("slack_read_messages", {"channel": "{arg3}", "limit": 5}),
+                ToolUse(
+                    "slack_reply_in_thread",
+                    {"channel": "{arg3}", "thread_ts": "{arg4}", "text": "On it: see the issue."},
+                ),
+            ),
+            stop_reason="tool_use",
+        ),
+        Turn(
+            (
+                Text("I'll note on the issue that the team knows, and triage it."),
+                ToolUse("github_get_issue", {**_REPO, "number": 1}),
+                ToolUse("github_comment", {**_REPO, "number": 1, "body": "Posted to Slack."}),
+                ToolUse("github_add_labels", {**_REPO, "number": 1, "labels": ["triaged"]}),
+            ),
+            stop_reason="tool_use",
+        ),
+        Turn(
+            (
+                Text("The printer is fixed: I'll close the issue."),
+                ToolUse("github_close_issue", {**_REPO, "number": 1, "state_reason": "completed"}),
+                ToolUse("slack_list_channels", {}),
+            ),
+            stop_reason="tool_use",
+        ),
+        Turn(_say("Filed, announced, triaged and closed.")),
+    )
+)
+
+_FILE_ISSUE = ToolUse("github_create_issue", {**_REPO, "title": "{goal}", "body": "Filed by Ted."})
+_POST = ToolUse("slack_post_message", {"channel": "{arg1}", "text": "Ted says: {goal}"})
+
 BUILTIN_SCRIPTS: Mapping[str, Script] = MappingProxyType(
     {
+        "github_to_slack": _GITHUB_TO_SLACK,
+        # "[script:github_issue] OWNER REPO words": files one issue
+        "github_issue": Script(
+            turns=(
+                Turn((Text("I'll file it."), _FILE_ISSUE), stop_reason="tool_use"),
+                Turn(_say("Filed: {last_result}")),
+            )
+        ),
+        # "[script:slack_post] CHANNEL words": posts one message
+        "slack_post": Script(
+            turns=(
+                Turn((Text("I'll post it."), _POST), stop_reason="tool_use"),
+                Turn(_say("Posted: {last_result}")),
+            )
+        ),
         "answer": _one(Turn(_say("Here is a summary of your goal: {goal}"))),
         "notes": Script(
             turns=(

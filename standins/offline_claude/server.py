@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import AsyncGenerator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -365,22 +365,48 @@ def _goal(text: str) -> str:
     return goal if len(goal) <= _GOAL_CHARS else goal[: _GOAL_CHARS - 1] + "…"
 
 
-def _fill(value: object, goal: str, turn: str) -> object:
-    """Fills ``{goal}`` and ``{turn}`` in strings, however deep in a tool input they sit."""
+def _fills(goal: str, messages: Sequence[Mapping[str, Any]], number: int) -> dict[str, str]:
+    """What the placeholders of a turn stand for in this request: ``{goal}``, ``{turn}``,
+    ``{arg1}``..``{arg9}`` (the goal's words) and ``{last_result}`` (the text of the last
+    ``tool_result`` in the request, at most 500 characters)."""
+    words = goal.split()
+    fills = {"goal": goal, "turn": str(number), "last_result": _last_result(messages)}
+    fills |= {f"arg{i}": words[i - 1] if i <= len(words) else "" for i in range(1, 10)}
+    return fills
+
+
+def _last_result(messages: Sequence[Mapping[str, Any]]) -> str:
+    for message in reversed(messages):
+        content = message.get("content")
+        for block in reversed(content) if isinstance(content, list) else []:
+            if isinstance(block, Mapping) and block.get("type") == "tool_result":
+                inner = block.get("content")
+                if isinstance(inner, list):
+                    inner = " ".join(b.get("text", "") for b in inner if isinstance(b, Mapping))
+                return str(inner or "")[:500]
+    return ""
+
+
+def _fill(value: object, fills: Mapping[str, str]) -> object:
+    """Fills the placeholders (``_fills``) in strings, however deep in a tool input they sit."""
     if isinstance(value, str):
-        return value.replace("{turn}", turn).replace("{goal}", goal) if "{" in value else value
+        if "{" not in value:
+            return value
+        for name, text in fills.items():
+            value = value.replace("{" + name + "}", text)
+        return value
     if isinstance(value, Mapping):
-        return {key: _fill(item, goal, turn) for key, item in value.items()}
+        return {key: _fill(item, fills) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_fill(item, goal, turn) for item in value]
+        return [_fill(item, fills) for item in value]
     return value
 
 
-def _render(turn: Turn, digest: bytes, goal: str, number: int) -> list[dict[str, Any]]:
+def _render(turn: Turn, digest: bytes, fills: Mapping[str, str]) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     for index, block in enumerate(turn.content):
         if isinstance(block, Text):
-            blocks.append({"type": "text", "text": _fill(block.text, goal, str(number))})
+            blocks.append({"type": "text", "text": _fill(block.text, fills)})
         else:
             seed = hashlib.sha256(digest + index.to_bytes(4, "big")).digest()
             blocks.append(
@@ -388,7 +414,7 @@ def _render(turn: Turn, digest: bytes, goal: str, number: int) -> list[dict[str,
                     "type": "tool_use",
                     "id": "toolu_01" + _b62(seed, 22),
                     "name": block.name,
-                    "input": _fill(block.input, goal, str(number)),
+                    "input": _fill(block.input, fills),
                 }
             )
     return blocks
@@ -473,8 +499,8 @@ def _usage(turn: Turn, input_tokens: int, output_tokens: int) -> dict[str, Any]:
     }
 
 
-def _reply(call: _Call, turn: Turn, digest: bytes, goal: str, number: int) -> _Reply:
-    blocks = _render(turn, digest, goal, number)
+def _reply(call: _Call, turn: Turn, digest: bytes, fills: Mapping[str, str]) -> _Reply:
+    blocks = _render(turn, digest, fills)
     stop_reason: str = turn.stop_reason
     stop_sequence = turn.stop_sequence
     if call.stop_sequences:
@@ -618,7 +644,7 @@ def create_app(scripts: Mapping[str, Script] | None = None) -> Starlette:
         turn = _take_flaky_failure(script, digest, attempts) or script.turn_at(index)
         if isinstance(turn, Failure):
             return _failure_response(turn)
-        reply = _reply(call, turn, digest, _goal(text), index + 1)
+        reply = _reply(call, turn, digest, _fills(_goal(text), messages, index + 1))
         if call.stream:
             response: Response = _EventStream(_events(reply), _request_id())
         else:

@@ -230,9 +230,9 @@ def probe(
 
 
 def _provider(name: str) -> str:
-    from runtime.catalog import integration
+    from integrations import provider
 
-    return integration(name).name
+    return provider(name).name
 
 
 @provider_app.command("status")

@@ -119,12 +119,12 @@ def demo_provider(
     """Serve the demo integration provider (OAuth 2 + a task API) on loopback."""
     from standins.demo_provider import serve
 
-    s = settings()
+    demo = settings().integration("demo")
     serve(
         host,
         port,
-        client_id=s.demo_client_id,
-        client_secret=s.demo_client_secret.get_secret_value(),
+        client_id=demo.client_id,
+        client_secret=demo.client_secret.get_secret_value(),
         access_ttl_s=access_ttl,
     )
 

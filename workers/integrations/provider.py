@@ -27,12 +27,13 @@ from typing import Any
 
 import httpx
 
+from integrations import Provider, Verdict
+from integrations.ratelimit import reset_after_ms
 from vault import Secret
 from workers import worker_metrics
 from workers.errors import ProviderUnavailable
 from workers.integrations.breaker import AsyncBreaker
 from workers.integrations.errors import ProviderRateLimited
-from workers.integrations.ratelimit import reset_after_ms
 
 BUSY_RETRY_MS = 1_000  # every connection of the pool was busy: try again soon
 UNAVAILABLE_RETRY_MS = 2_000  # failed, the breaker still closed
@@ -42,7 +43,7 @@ UNAVAILABLE_RETRY_MS = 2_000  # failed, the breaker still closed
 class _Call:
     """One logical call, as each attempt sends it."""
 
-    provider: str
+    provider: Provider
     method: str
     url: httpx.URL
     headers: dict[str, str] = field(repr=False)  # the Authorization header: never in a repr
@@ -66,7 +67,7 @@ class ProviderClient:
 
     async def request(
         self,
-        provider: str,
+        provider: Provider,
         method: str,
         url: httpx.URL,
         token: Secret,
@@ -74,36 +75,43 @@ class ProviderClient:
         json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
         idempotency_key: str | None = None,
+        retry: bool = True,
     ) -> httpx.Response:
-        """One logical call; a 4xx answer is returned (the caller decides), except a 429:
-        ``ProviderRateLimited``, at once. 5xx and transport failures are retried, then
-        reported as ``ProviderUnavailable``. ``url`` comes from
-        ``workers.integrations.routes``; a redirect is never followed, so the token goes to
-        that URL and nowhere else."""
-        breaker = await self.breaker.read(provider)
+        """One logical call, read by the provider's ``verdict``: an answer (a 4xx included:
+        the caller decides) is returned; a rate limit is ``ProviderRateLimited``, at once; the
+        provider failing (5xx, transport errors) is retried, then reported as
+        ``ProviderUnavailable``. ``retry=False`` for a mutation the provider cannot
+        deduplicate: a failed attempt may have been performed, so only the caller, after
+        looking for its effect, may send it again. ``url`` comes from
+        ``integrations.routes``; a redirect is never followed, so the token goes to that URL
+        and nowhere else."""
+        name = provider.name
+        breaker = await self.breaker.read(name)
         if breaker.open_for_ms:
-            worker_metrics.PROVIDER_CALLS.labels(provider, "breaker_open").inc()
+            worker_metrics.PROVIDER_CALLS.labels(name, "breaker_open").inc()
             raise ProviderUnavailable(
-                f"{provider} is failing; its circuit breaker is open",
+                f"{provider.title} is failing; its circuit breaker is open",
                 retry_after_ms=breaker.open_for_ms,
             )
-        headers = {"Authorization": f"Bearer {token.reveal()}"}
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
+        headers = {**provider.headers, "Authorization": f"Bearer {token.reveal()}"}
+        if idempotency_key and provider.idempotency_header:
+            headers[provider.idempotency_header] = idempotency_key
         try:
             call = _Call(provider, method, url, headers, json, params)
-            return await self._attempts(call, counting=breaker.counting)
+            return await self._attempts(
+                call, counting=breaker.counting, retries=self.retries if retry else 0
+            )
         except asyncio.CancelledError:
-            worker_metrics.PROVIDER_CALLS.labels(provider, "cancelled").inc()
+            worker_metrics.PROVIDER_CALLS.labels(name, "cancelled").inc()
             raise
 
-    async def _attempts(self, call: _Call, *, counting: bool) -> httpx.Response:
+    async def _attempts(self, call: _Call, *, counting: bool, retries: int) -> httpx.Response:
         """The first attempt and up to ``retries`` more, backing off, while the provider
         fails and its breaker stays closed. ``counting``: the breaker holds failures (or a
         trip) that an answer must forget; each failure here adds one."""
-        provider = call.provider
+        provider = call.provider.name
         problem = ""
-        for attempt in range(self.retries + 1):
+        for attempt in range(retries + 1):
             if attempt:
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
@@ -125,7 +133,7 @@ class ProviderClient:
                 problem = f"{type(exc).__name__} calling {provider}"
                 worker_metrics.PROVIDER_ERRORS.labels(provider, "transport").inc()
             else:
-                if await self._answered(provider, resp, forget=counting):
+                if await self._answered(call.provider, resp, forget=counting):
                     return resp
                 problem = f"{provider} answered {resp.status_code}"
                 worker_metrics.PROVIDER_ERRORS.labels(provider, "http_5xx").inc()
@@ -139,22 +147,23 @@ class ProviderClient:
             problem, retry_after_ms=await self.breaker.open_for_ms(provider) or UNAVAILABLE_RETRY_MS
         )
 
-    async def _answered(self, provider: str, resp: httpx.Response, *, forget: bool) -> bool:
-        """Whether ``resp`` is an answer for the caller (below 500); a 429 raises
-        ``ProviderRateLimited``. Only a 2xx or 3xx (the provider working) resets the breaker
-        (when it has anything to ``forget``: otherwise no round trip); a 4xx is about one
-        company's call and neither counts nor resets."""
-        status = resp.status_code
-        if status == 429:  # this company's limit: no breaker, no retry here
+    async def _answered(self, spec: Provider, resp: httpx.Response, *, forget: bool) -> bool:
+        """Whether ``resp`` is an answer for the caller (not the provider failing); a rate
+        limit raises ``ProviderRateLimited``. Only a plain 2xx or 3xx answer (the provider
+        working) resets the breaker (when it has anything to ``forget``: otherwise no round
+        trip); a refusal is about one company's call and neither counts nor resets."""
+        provider = spec.name
+        verdict = spec.verdict(resp)
+        if verdict is Verdict.RATE_LIMITED:  # this company's limit: no breaker, no retry here
             worker_metrics.PROVIDER_ERRORS.labels(provider, "http_429").inc()
             worker_metrics.PROVIDER_CALLS.labels(provider, "rate_limited").inc()
             raise ProviderRateLimited(
                 f"{provider} is rate-limiting this company's calls",
                 retry_after_ms=reset_after_ms(resp.headers, time.time()),
             )
-        if status >= 500:
+        if verdict is Verdict.FAILING:
             return False
-        if status < 400 and forget:
+        if resp.status_code < 400 and verdict is Verdict.ANSWER and forget:
             await self.breaker.success(provider)
         worker_metrics.PROVIDER_CALLS.labels(provider, "answered").inc()
         return True

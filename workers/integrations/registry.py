@@ -1,5 +1,5 @@
-"""Wiring the integrations of the catalog to their runtime: OAuth clients, token broker,
-provider client and the tools.
+"""Wiring the providers of ``integrations`` to their runtime: OAuth clients, token broker,
+provider client and the tools, for the providers this deployment offers.
 
 Everything here runs on the worker process's event loop and shares its clients: one
 ``httpx.AsyncClient`` for every provider (``provider_http``: built, owned and closed by the
@@ -15,19 +15,15 @@ import socket
 import httpx
 from redis.asyncio import Redis as AsyncRedis
 
-from runtime.catalog import INTEGRATIONS, IntegrationSpec
+from integrations import PROVIDERS, OAuthClient, Provider
 from runtime.settings import Settings
 from store import Database
 from vault import Secret, Vault
-from workers.integrations import demo
 from workers.integrations.breaker import AsyncBreaker
-from workers.integrations.oauth import OAuthClient
 from workers.integrations.provider import ProviderClient
 from workers.integrations.token_broker import TokenBroker
-from workers.integrations.tools import ConnectedTool, Endpoint
+from workers.integrations.tools import ConnectedTool
 from workers.tools import Tool
-
-ENDPOINTS: dict[str, dict[str, Endpoint]] = {"demo": demo.ENDPOINTS}
 
 # The provider pool of one worker process, for all its steps (no setting yet). A call holds a
 # connection only while it is on the wire; a step that finds all of them busy waits up to
@@ -39,8 +35,9 @@ PROVIDER_IDLE_CONNECTIONS = 20
 PROVIDER_IDLE_S = 30.0
 
 
-def base_url(settings: Settings, spec: IntegrationSpec) -> str:
-    return {"demo": settings.demo_provider_url}[spec.name]
+def offered(settings: Settings) -> dict[str, Provider]:
+    """The providers this deployment offers (``S2_<NAME>_ENABLED``, ``integrations.config``)."""
+    return {name: p for name, p in PROVIDERS.items() if settings.integration(name).enabled}
 
 
 def provider_http(settings: Settings) -> httpx.AsyncClient:
@@ -60,15 +57,14 @@ def provider_http(settings: Settings) -> httpx.AsyncClient:
     )
 
 
-def oauth_client(settings: Settings, spec: IntegrationSpec, http: httpx.AsyncClient) -> OAuthClient:
-    secrets = {"demo": (settings.demo_client_id, settings.demo_client_secret.get_secret_value())}
-    client_id, client_secret = secrets[spec.name]
+def oauth_client(settings: Settings, provider: Provider, http: httpx.AsyncClient) -> OAuthClient:
+    config = settings.integration(provider.name)
     return OAuthClient(
         http,
-        spec,
-        base_url=base_url(settings, spec),
-        client_id=client_id,
-        client_secret=Secret(client_secret),
+        provider,
+        oauth_url=config.oauth_url,
+        client_id=config.client_id,
+        client_secret=Secret(config.client_secret.get_secret_value()),
     )
 
 
@@ -79,8 +75,8 @@ def integration_tools(
     vault: Vault,
     http: httpx.AsyncClient,
 ) -> dict[str, list[Tool]]:
-    """Each integration's tools, ready to run for any company that connected it. ``redis``
-    carries the breakers, the refresh locks and the outage markers; ``http`` (see
+    """Each offered provider's tools, ready to run for any company that connected it.
+    ``redis`` carries the breakers, the refresh locks and the outage markers; ``http`` (see
     ``provider_http``) every provider call. Both are the caller's, and so is closing them."""
     breaker = AsyncBreaker(
         redis,
@@ -88,29 +84,32 @@ def integration_tools(
         window_s=settings.breaker_window_s,
         open_s=settings.breaker_open_s,
     )
-    provider = ProviderClient(http, breaker, retries=settings.provider_retries)
+    client = ProviderClient(http, breaker, retries=settings.provider_retries)
+    providers = offered(settings)
     tokens = TokenBroker(
         db,
         vault,
         redis,
-        {name: oauth_client(settings, spec, http) for name, spec in INTEGRATIONS.items()},
+        {name: oauth_client(settings, p, http) for name, p in providers.items()},
         worker=f"{socket.gethostname()}:{os.getpid()}",
     )
-    tools: dict[str, list[Tool]] = {}
-    for name, spec in INTEGRATIONS.items():
-        tools[name] = [
+    return {
+        name: [
             ConnectedTool(
-                spec,
+                provider,
                 tool,
-                ENDPOINTS[name][tool.name],
-                base_url=base_url(settings, spec),
+                base_url=settings.integration(name).api_url,
                 db=db,
                 tokens=tokens,
-                provider=provider,
+                client=client,
                 outages=redis,
                 outage_max_s=settings.provider_outage_max_s,
                 rate_limit_max_s=settings.provider_rate_limit_max_s,
+                # an attempt that got no answer may be in flight until its timeout; twice that
+                # before a retry looks for what it made
+                settle_s=2 * settings.provider_timeout_s,
             )
-            for tool in spec.tools
+            for tool in provider.tools
         ]
-    return tools
+        for name, provider in providers.items()
+    }

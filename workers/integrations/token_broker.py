@@ -33,6 +33,7 @@ from uuid import UUID
 import redis.asyncio
 import structlog
 
+from integrations import OAuthClient, OAuthError, TokenEndpointTrouble
 from messages.redis_keys import credential_lock_key
 from store import Database, TenantTx
 from store import credentials as credentials_store
@@ -40,10 +41,9 @@ from store.activity import NewActivity
 from store.credentials import Credential, NewTokens
 from vault import Secret, Vault
 from vault.sealed_tokens import ACCESS, REFRESH, seal, unseal
-from workers.errors import NotConnected, TryLater, WorkerError
-from workers.integrations.errors import NeedsReconnect
+from workers.errors import NotConnected, ProviderUnavailable, TryLater, WorkerError
+from workers.integrations.errors import NeedsReconnect, ProviderRateLimited
 from workers.integrations.lock import RedisLock
-from workers.integrations.oauth import OAuthClient, OAuthError
 
 log = structlog.get_logger(__name__)
 
@@ -196,6 +196,12 @@ class TokenBroker:
             return self._open(tx.company_id, held, ACCESS), held.version
         try:
             fresh = await self.oauth[integration].refresh(refresh)
+        except TokenEndpointTrouble as exc:  # nobody's grant refused: the step waits
+            if exc.rate_limited:
+                raise ProviderRateLimited(
+                    str(exc), retry_after_ms=exc.retry_after_ms, limited="our token requests"
+                ) from None
+            raise ProviderUnavailable(str(exc), retry_after_ms=exc.retry_after_ms) from None
         except OAuthError as exc:
             if exc.error != "invalid_grant":  # e.g. our client is refused: not the company's
                 raise NotConnected(
@@ -281,7 +287,7 @@ class TokenBroker:
 
     def _title(self, integration: str) -> str:
         client = self.oauth.get(integration)
-        return client.spec.title if client is not None else integration
+        return client.provider.title if client is not None else integration
 
     def _expired(self, cred: Credential) -> bool:
         return (

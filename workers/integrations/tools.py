@@ -1,20 +1,29 @@
 """Tools that act through a connected integration.
 
 Each tool's input is validated against its schema and turned into a request by
-``workers.integrations.routes`` (the one place that builds provider URLs) before anything
-else: an input refused there is an error for Claude, with no token fetched, no call made and
-nothing recorded. A tool that changes state records its call by idempotency key
-(quest:step:tool-use-id) and sends the same key to the provider, so a redelivered step
-neither calls twice nor, if the worker died mid-call, mutates twice. A provider that stays
-down past the bound fails the quest with the reason; until then the step waits and is retried.
+``integrations.routes`` (the one place that builds provider URLs) before anything else: an
+input refused there is an error for Claude, with no token fetched, no call made and nothing
+recorded. A tool that changes state records its call by idempotency key
+(quest:step:tool-use-id), so a redelivered step that finds it done does not call again. If
+the worker died mid-call (or the call timed out), the provider may have performed it: a
+provider that takes an idempotency key gets the same key again; at one that takes none, the
+call carries a hidden mark of its key (``integrations.spec.Effect``), is sent at most once
+per attempt (no quick retries), and a later attempt first waits until the earlier one cannot
+still be in flight, then looks for the mark and reports what it finds instead of sending
+again. A provider that stays down past the bound fails the quest with the reason; until then
+the step waits and is retried. Answers reach Claude cut to the provider's
+``answer_max_chars``; a list follows ``Link: rel="next"`` up to the tool's ``pages``, never
+off the provider's base URL.
 
-A 429 is this company's rate limit (or, at the token endpoint during a refresh, our client
-app's), not the provider's health: the call was not performed (its record stays open, so the
-retry performs it, with the same key), and only this step waits, until the provider's reset
+A rate limit (the provider's ``verdict``: a 429, or GitHub's 403 with its headers) is this
+company's (or, at the token endpoint during a refresh, our client app's), not the provider's
+health: the call was not performed (its record stays open, so the retry performs it, with
+the same key, and looks for nothing), and only this step waits, until the provider's reset
 (``Retry-After`` or a reset header), at least a backoff that doubles with each 429 of the
 same call. One tool call waits at most ``rate_limit_max_s`` in all, counted from its first
 429 (a quest making several calls may wait that long for each); a reset further away fails
-the quest with the reason. A 401 that survives the one refresh marks the company's
+the quest with the reason. A refused token (401; Slack's ``token_revoked`` on a 200) that
+survives the one refresh marks the company's
 credential as needing reconnection (``TokenBroker.needs_reconnect``, its audit row carrying
 the call's ``origin_message_id``) and fails the quest with a reason that says so.
 
@@ -22,7 +31,8 @@ the call's ``origin_message_id``) and fails the quest with a reason that says so
 call's record opened, then closed), none held across the provider call; its Redis markers
 (when the call first met an outage or a 429) each take one pipelined round trip. A quest's
 cancel cancels the step's task wherever it is: a mutating call cut after the provider
-performed it leaves its record open, so any later run sends the same Idempotency-Key.
+performed it leaves its record open, so any later run sends the same Idempotency-Key, or
+looks for its mark.
 """
 
 from __future__ import annotations
@@ -30,72 +40,85 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 import redis
 import redis.asyncio
+import structlog
 
+from integrations import (
+    Answer,
+    Provider,
+    ProviderBase,
+    ProviderRequest,
+    RequestBuilder,
+    RouteError,
+    ToolOutcome,
+    ToolSpec,
+    Verdict,
+    ratelimit,
+)
+from integrations.routes import Route
 from messages.redis_keys import provider_outage_key, provider_rate_limited_key
-from runtime.catalog import IntegrationSpec, ToolSpec
 from store import Database
 from store import tool_calls as tool_calls_store
-from workers.errors import ProviderUnavailable, QuestFailed
-from workers.integrations import ratelimit
+from store.tool_calls import ToolCallRecord
+from vault import Secret
+from workers.errors import ProviderUnavailable, QuestFailed, TryLater
 from workers.integrations.errors import ProviderRateLimited
 from workers.integrations.provider import ProviderClient
-from workers.integrations.routes import ProviderBase, ProviderRequest, RequestBuilder, Route
 from workers.integrations.token_broker import TokenBroker
-from workers.tools import ToolCall, ToolOutcome
+from workers.tools import ToolCall
 
-# What the provider's answer means, given the (validated) input the request was built from.
-Render = Callable[[httpx.Response, Mapping[str, Any]], ToolOutcome]
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    route: Route
-    render: Render
+log = structlog.get_logger(__name__)
 
 
 class ConnectedTool:
-    """One tool of one integration, runnable for any company that connected it."""
+    """One tool of one provider, runnable for any company that connected it."""
 
     def __init__(
         self,
-        integration: IntegrationSpec,
+        provider: Provider,
         spec: ToolSpec,
-        endpoint: Endpoint,
         *,
         base_url: str,
         db: Database,
         tokens: TokenBroker,
-        provider: ProviderClient,
+        client: ProviderClient,
         outages: redis.asyncio.Redis,
         outage_max_s: int,
         rate_limit_max_s: int = 300,
+        settle_s: float = 20.0,
     ) -> None:
-        self.integration = integration
+        self.provider = provider
         self.spec = spec
-        self.endpoint = endpoint
         self.name = spec.name
         self.description = spec.description
         self.input_schema = spec.input_schema
         self.mutates = spec.mutates
-        self.requests = RequestBuilder(ProviderBase(base_url), spec.input_schema, endpoint.route)
+        self.base = ProviderBase(base_url)
+        self.requests = RequestBuilder(self.base, spec.input_schema, spec.route)
+        variables = set(spec.route.variables)
+        later = [*spec.also, *([Route("GET", spec.effect.lookup.path)] if spec.effect else [])]
+        for route in later:
+            if not set(route.variables) <= variables:
+                raise RouteError(f"{spec.name}: {route.path} needs a variable the tool has not")
+            self.base.url(route.path, {name: "x" for name in route.variables})
         self.db = db
         self.tokens = tokens
-        self.provider = provider
+        self.client = client
         self.outages = outages
         self.outage_max_s = outage_max_s
         self.rate_limit_max_s = rate_limit_max_s
+        self.settle_s = settle_s  # how long an attempt that got no answer may still be in flight
 
     async def run(self, call: ToolCall) -> ToolOutcome:
         built = self.requests.build(call.input)
         if isinstance(built, str):  # refused: no token, no call, no record, no audit row
             return ToolOutcome(f"{self.name} was not called: {built}", is_error=True)
+        record = None
         if self.mutates:
             record = await self.db.in_tenant(
                 call.company_id,
@@ -106,12 +129,18 @@ class ConnectedTool:
             if record.status == "done" and record.result is not None:
                 return ToolOutcome(**record.result)  # done before this redelivery: nothing again
         try:
-            outcome = await self._call(call, built)
+            outcome = await self._perform(call, built, record)
         except ProviderUnavailable as exc:
             await self._give_up_after_bound(call, exc)
             raise
         except ProviderRateLimited as exc:  # not performed: the record stays open for the retry
+            if self.spec.effect is not None and record is not None:
+                await self.db.in_tenant(
+                    call.company_id,
+                    lambda tx: tool_calls_store.sent(tx, call.idempotency_key, performed=False),
+                )
             raise await self._wait_for_rate_limit(call, exc) from None
+        outcome = _bounded(outcome, self.provider.answer_max_chars)
         if self.mutates:
             await self.db.in_tenant(
                 call.company_id,
@@ -121,51 +150,161 @@ class ConnectedTool:
             await self.outages.delete(self._outage_key(call), self._rate_limit_key(call))
         return outcome
 
+    async def _perform(
+        self, call: ToolCall, request: ProviderRequest, record: ToolCallRecord | None
+    ) -> ToolOutcome:
+        """The call's outcome: found where an earlier attempt made it, else from a call."""
+        effect = self.spec.effect
+        if effect is None or record is None:
+            return await self._call(call, request)
+        if record.sent_s_ago is not None:  # sent before: it may have been performed
+            if record.sent_s_ago < self.settle_s:
+                raise TryLater(
+                    f"{self.name}: waiting for an earlier attempt to settle before looking "
+                    "for what it made",
+                    retry_after_ms=int((self.settle_s - record.sent_s_ago) * 1000) + 1,
+                )
+            found = await self._look_up(call, request, record)
+            log.info(
+                "looked for what an earlier attempt made",
+                tool=self.name,
+                found=found is not None,
+                sent_s_ago=round(record.sent_s_ago, 1),
+            )
+            if found is not None:
+                return effect.made(found, call.input)
+        marked = ProviderRequest(
+            request.method,
+            request.url,
+            effect.mark(dict(request.json or {}), call.idempotency_key),
+            request.params,
+            request.path_values,
+        )
+        await self.db.in_tenant(
+            call.company_id, lambda tx: tool_calls_store.sent(tx, call.idempotency_key)
+        )
+        return await self._call(call, marked)
+
+    async def _look_up(
+        self, call: ToolCall, request: ProviderRequest, record: ToolCallRecord
+    ) -> Mapping[str, Any] | None:
+        """What an earlier attempt of this call made, if the provider has it."""
+        assert self.spec.effect is not None
+        lookup = self.spec.effect.lookup
+        url = self.base.url(lookup.path, request.path_values)
+        params = lookup.params(call.input, record.started_at)
+        answer = await self._send(call, "GET", url, None, params, retry=True, pages=lookup.pages)
+        for page in (answer.response, *answer.pages):
+            if page.status_code == 200 and (
+                found := lookup.find(page.json(), call.idempotency_key)
+            ):
+                return found
+        return None
+
     async def _call(self, call: ToolCall, request: ProviderRequest) -> ToolOutcome:
-        method, url, body, params = request.method, request.url, request.json, request.params
+        retry = not (self.mutates and self.provider.idempotency_header is None)
+        answer = await self._send(
+            call,
+            request.method,
+            request.url,
+            request.json,
+            request.params,
+            retry=retry,
+            pages=self.spec.pages,
+        )
+        if self.spec.also and answer.status_code < 300:
+            also = [
+                await self._send(
+                    call, "GET", self.base.url(r.path, request.path_values), None,
+                    dict(r.fixed_query) or None, retry=True, pages=1,
+                )
+                for r in self.spec.also
+            ]  # fmt: skip
+            answer = Answer(answer.response, answer.pages, tuple(a.response for a in also))
+        return self.spec.render(answer, call.input)
+
+    async def _send(
+        self,
+        call: ToolCall,
+        method: str,
+        url: httpx.URL,
+        body: dict[str, Any] | None,
+        params: dict[str, str] | None,
+        *,
+        retry: bool,
+        pages: int,
+    ) -> Answer:
+        """One request with the company's token (refreshed once on a refusal), then up to
+        ``pages - 1`` more by ``Link: rel="next"`` on the provider's base URL."""
+        resp = await self._authorized(call, method, url, body, params, retry=retry)
+        more: list[httpx.Response] = []
+        while len(more) + 1 < pages and resp.status_code == 200:
+            following = _next_page(resp if not more else more[-1], self.base)
+            if following is None:
+                break
+            more.append(await self._authorized(call, "GET", following, None, None, retry=True))
+        return Answer(resp, tuple(more))
+
+    async def _authorized(
+        self,
+        call: ToolCall,
+        method: str,
+        url: httpx.URL,
+        body: dict[str, Any] | None,
+        params: dict[str, str] | None,
+        *,
+        retry: bool,
+    ) -> httpx.Response:
+        name = self.provider.name
         purpose = f"tool {self.name}"
         token, version = await self.tokens.access_token(
             call.company_id,
-            self.integration.name,
+            name,
             purpose=purpose,
             quest_id=call.quest_id,
             origin_message_id=call.origin_message_id,
         )
-        key = call.idempotency_key if self.mutates else None
-        resp = await self.provider.request(
-            self.integration.name, method, url, token, json=body, params=params, idempotency_key=key
-        )
-        if resp.status_code == 401:  # revoked or expired early: refresh once and try again
+        resp = await self._request(call, method, url, token, body, params, retry=retry)
+        if self.provider.verdict(resp) is Verdict.UNAUTHORIZED:  # revoked or expired early
             token, version = await self.tokens.refreshed_token(
                 call.company_id,
-                self.integration.name,
+                name,
                 stale_version=version,
                 purpose=purpose,
                 quest_id=call.quest_id,
                 origin_message_id=call.origin_message_id,
             )
-            resp = await self.provider.request(
-                self.integration.name,
-                method,
-                url,
-                token,
-                json=body,
-                params=params,
-                idempotency_key=key,
-            )
-            if resp.status_code == 401:  # refused again, freshly refreshed: the company must act
+            resp = await self._request(call, method, url, token, body, params, retry=retry)
+            if self.provider.verdict(resp) is Verdict.UNAUTHORIZED:  # refused again: act
                 code = _error_code(resp)
                 raise await self.tokens.needs_reconnect(
                     call.company_id,
-                    self.integration.name,
+                    name,
                     version,
-                    f"{self.integration.title} refused its token even after a refresh "
-                    f"(401 {code}); a company admin must connect it again",
+                    f"{self.provider.title} refused its token even after a refresh "
+                    f"({resp.status_code} {code}); a company admin must connect it again",
                     quest_id=call.quest_id,
                     origin_message_id=call.origin_message_id,
-                    data={"status": 401, "error": code, "tool": self.name},
+                    data={"status": resp.status_code, "error": code, "tool": self.name},
                 )
-        return self.endpoint.render(resp, call.input)
+        return resp
+
+    async def _request(
+        self,
+        call: ToolCall,
+        method: str,
+        url: httpx.URL,
+        token: Secret,
+        body: dict[str, Any] | None,
+        params: dict[str, str] | None,
+        *,
+        retry: bool,
+    ) -> httpx.Response:
+        key = call.idempotency_key if self.mutates else None
+        return await self.client.request(
+            self.provider, method, url, token, json=body, params=params, idempotency_key=key,
+            retry=retry,
+        )  # fmt: skip
 
     def _outage_key(self, call: ToolCall) -> str:
         return provider_outage_key(call.company_id, call.idempotency_key)
@@ -190,7 +329,7 @@ class ConnectedTool:
         waited = max(0.0, now - float(since or now))
         said = exc.retry_after_ms
         wait = ratelimit.delay_ms(said, int(times), waited_s=waited, max_s=self.rate_limit_max_s)
-        title, limited = self.integration.title, exc.limited
+        title, limited = self.provider.title, exc.limited
         if wait is None:
             if said is not None and said > self.rate_limit_max_s * 1000:
                 why = f"its limit resets in {said / 1000:.0f}s"
@@ -218,7 +357,7 @@ class ConnectedTool:
         since = float(since_text or now)
         if now - since >= self.outage_max_s:
             raise QuestFailed(
-                f"{self.integration.title} has been unavailable for {now - since:.0f}s "
+                f"{self.provider.title} has been unavailable for {now - since:.0f}s "
                 f"(the limit is {self.outage_max_s}s): {exc}"
             ) from None
 
@@ -235,3 +374,27 @@ def _error_code(resp: httpx.Response) -> str:
         with contextlib.suppress(ValueError, AttributeError):
             code = str(resp.json().get("error") or "")
     return code if _WORD.fullmatch(code) else "unauthorized"
+
+
+def _next_page(resp: httpx.Response, base: ProviderBase) -> httpx.URL | None:
+    """The ``Link: rel="next"`` URL, if it stays on the provider's base URL (the token goes
+    nowhere else)."""
+    target = resp.links.get("next", {}).get("url")
+    if not target:
+        return None
+    url = resp.url.join(target)
+    return url if base.contains(url) else None
+
+
+def _bounded(outcome: ToolOutcome, limit: int) -> ToolOutcome:
+    """The outcome with its content cut to ``limit`` characters, saying how much was cut."""
+    if len(outcome.content) <= limit:
+        return outcome
+    cut = len(outcome.content) - limit
+    return ToolOutcome(
+        f"{outcome.content[:limit]}\n[... {cut} more characters not shown]",
+        is_error=outcome.is_error,
+        action=outcome.action,
+        target=outcome.target,
+        data=outcome.data,
+    )

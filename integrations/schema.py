@@ -7,19 +7,20 @@ enforced here. ``validate`` answers the first problem with an input, as text for
 
 The subset: ``type`` (object, string, integer, number, boolean), ``properties``,
 ``required``, ``additionalProperties`` (a boolean), ``enum``, ``minLength``, ``maxLength``,
-``pattern``, ``minimum``, ``maximum``, plus the annotations ``description`` and ``title``.
+``pattern``, ``minimum``, ``maximum``, ``array`` with ``items``, ``minItems`` and ``maxItems``
+(an array always has a ``maxItems``: what Claude sends is bounded), plus the annotations ``description`` and ``title``.
 ``pattern`` matches anywhere in the string, as JSON Schema says; Python's ``$`` also matches
 before a final newline, which is one reason values bound for a URL path are checked again,
-whole, by ``workers.integrations.routes``.
+whole, by ``integrations.routes``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from workers.errors import WorkerError
+from integrations.errors import SchemaError
 
 _ANNOTATIONS = frozenset({"description", "title"})
 _KEYWORDS: Mapping[str, frozenset[str]] = {
@@ -28,11 +29,8 @@ _KEYWORDS: Mapping[str, frozenset[str]] = {
     "integer": frozenset({"type", "enum", "minimum", "maximum"}),
     "number": frozenset({"type", "enum", "minimum", "maximum"}),
     "boolean": frozenset({"type", "enum"}),
+    "array": frozenset({"type", "items", "minItems", "maxItems"}),
 }
-
-
-class SchemaError(WorkerError):
-    """A tool's schema uses JSON Schema this validator does not enforce (a wiring error)."""
 
 
 def check_schema(schema: Mapping[str, Any]) -> None:
@@ -50,6 +48,8 @@ def _check(schema: Mapping[str, Any], where: str) -> None:
         raise SchemaError(f"{where}: unsupported keyword(s) for {kind}: {', '.join(unknown)}")
     if kind == "object":
         _check_object(schema, where)
+    if kind == "array":
+        _check_array(schema, where)
     _check_bounds(schema, where)
     if "enum" in schema:
         values = schema["enum"]
@@ -60,7 +60,7 @@ def _check(schema: Mapping[str, Any], where: str) -> None:
 
 
 def _check_bounds(schema: Mapping[str, Any], where: str) -> None:
-    for bound in ("minLength", "maxLength"):
+    for bound in ("minLength", "maxLength", "minItems", "maxItems"):
         if bound in schema and not _is_int(schema[bound]):
             raise SchemaError(f"{where}: {bound} must be an integer")
     for bound in ("minimum", "maximum"):
@@ -88,6 +88,15 @@ def _check_object(schema: Mapping[str, Any], where: str) -> None:
         raise SchemaError(f"{where}: additionalProperties must be true or false")
 
 
+def _check_array(schema: Mapping[str, Any], where: str) -> None:
+    items = schema.get("items")
+    if not isinstance(items, Mapping):
+        raise SchemaError(f"{where}: an array declares the schema of its items")
+    if "maxItems" not in schema:
+        raise SchemaError(f"{where}: an array declares maxItems")
+    _check(items, f"{where}[]")
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -103,6 +112,7 @@ def _type_problem(kind: str, value: object) -> str | None:
         "integer": _is_int(value),
         "number": _is_number(value),
         "boolean": isinstance(value, bool),
+        "array": isinstance(value, list),
     }[kind]
     return None if ok else f"must be {'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
@@ -113,12 +123,18 @@ def validate(schema: Mapping[str, Any], value: object, where: str = "input") -> 
         return f"{where} {problem}"
     if "enum" in schema and value not in schema["enum"]:
         return f"{where} must be one of: {', '.join(map(str, schema['enum']))}"
-    if isinstance(value, Mapping):
-        return _validate_object(schema, value, where)
-    if isinstance(value, str):
-        return _validate_string(schema, value, where)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return _validate_number(schema, value, where)
+    check = _VALIDATORS.get(schema["type"])
+    return check(schema, value, where) if check is not None else None
+
+
+def _validate_array(schema: Mapping[str, Any], value: list[Any], where: str) -> str | None:
+    if "minItems" in schema and len(value) < schema["minItems"]:
+        return f"{where} must have at least {schema['minItems']} items"
+    if len(value) > schema["maxItems"]:
+        return f"{where} must have at most {schema['maxItems']} items"
+    for i, item in enumerate(value):
+        if problem := validate(schema["items"], item, f"{where}[{i}]"):
+            return problem
     return None
 
 
@@ -152,3 +168,12 @@ def _validate_string(schema: Mapping[str, Any], value: str, where: str) -> str |
     if "pattern" in schema and not re.search(schema["pattern"], value):
         return f"{where} must match the pattern {schema['pattern']}"
     return None
+
+
+_VALIDATORS: Mapping[str, Callable[[Mapping[str, Any], Any, str], str | None]] = {
+    "object": _validate_object,
+    "array": _validate_array,
+    "string": _validate_string,
+    "integer": _validate_number,
+    "number": _validate_number,
+}

@@ -3,7 +3,7 @@
 The rule for every integration: a tool never concatenates a URL. It declares a ``Route`` —
 a method, a path template whose variables are whole segments (``/api/v1/tasks/{id}``), and
 which input fields go to the query string and which to the JSON body — and its JSON schema
-(the one Claude sees, in ``runtime.catalog``). ``RequestBuilder`` then
+(the one Claude sees, in the provider's module). ``RequestBuilder`` then
 
 - at wiring time, refuses a route that does not fit its schema: every field of the schema is
   routed to exactly one place; a path variable is a required string with an anchored
@@ -24,28 +24,20 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from workers.errors import WorkerError
-from workers.integrations.schema import check_schema, validate
+from integrations.errors import RouteError, UnsafePath
+from integrations.schema import check_schema, validate
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _BODYLESS = frozenset({"GET", "DELETE"})
 _VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _LITERAL = re.compile(r"[A-Za-z0-9._~-]+")  # RFC 3986 unreserved characters only
 _DOTS = frozenset({"", ".", ".."})
-
-
-class RouteError(WorkerError):
-    """A route, base URL or schema that cannot be built from safely (a wiring error)."""
-
-
-class UnsafePath(WorkerError):
-    """A value that cannot stand as one path segment; the text is for Claude."""
 
 
 def path_segment(value: str) -> str:
@@ -88,6 +80,15 @@ class ProviderBase:
         self.url_base = url
         self.prefix = prefix
 
+    def contains(self, url: httpx.URL) -> bool:
+        """Whether ``url`` is under this base (same origin, path below its prefix)."""
+        same_origin = (url.scheme, url.host, url.port) == (
+            self.url_base.scheme,
+            self.url_base.host,
+            self.url_base.port,
+        )
+        return same_origin and url.raw_path.decode("ascii").startswith(self.prefix + "/")
+
     def url(self, template: str, values: Mapping[str, str] | None = None) -> httpx.URL:
         """The URL of ``template`` with each ``{name}`` replaced by ``values[name]`` as one
         encoded segment; ``UnsafePath`` if a value cannot be one."""
@@ -116,13 +117,17 @@ class Route:
     """How a tool's input becomes a request: ``path`` is a template whose ``{name}`` segments
     are input fields; ``query`` and ``body`` name the fields sent in the query string and in the
     JSON body. ``check`` adds rules across fields that a schema cannot say (its answer, if
-    any, is the error for Claude)."""
+    any, is the error for Claude). ``fixed_query`` and ``fixed_body`` are what the provider
+    needs whatever the input (``state: closed`` for a tool that closes an issue); an input
+    field of the same name is refused at wiring time."""
 
     method: str
     path: str
     query: tuple[str, ...] = ()
     body: tuple[str, ...] = ()
     check: Check | None = None
+    fixed_query: Mapping[str, str] = field(default_factory=dict)
+    fixed_body: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def variables(self) -> tuple[str, ...]:
@@ -135,6 +140,7 @@ class ProviderRequest:
     url: httpx.URL  # the whole URL, without a query: httpx adds ``params``, encoded
     json: dict[str, Any] | None
     params: dict[str, str] | None
+    path_values: Mapping[str, str] = field(default_factory=dict)  # checked, not yet encoded
 
 
 def _query_text(value: object) -> str:
@@ -148,8 +154,12 @@ class RequestBuilder:
         check_schema(schema)
         if route.method not in METHODS:
             raise RouteError(f"method {route.method!r} is not one of {', '.join(sorted(METHODS))}")
-        if route.method in _BODYLESS and route.body:
+        if route.method in _BODYLESS and (route.body or route.fixed_body):
             raise RouteError(f"a {route.method} request sends no body")
+        if clash := (set(route.query) & set(route.fixed_query)) | (
+            set(route.body) & set(route.fixed_body)
+        ):
+            raise RouteError(f"{route.path}: {sorted(clash)} both fixed and from the input")
         properties: Mapping[str, Any] = schema.get("properties", {})
         routed = [*route.variables, *route.query, *route.body]
         if len(set(routed)) != len(routed):
@@ -190,8 +200,11 @@ class RequestBuilder:
         except UnsafePath as exc:
             return str(exc)
         params = {n: _query_text(inp[n]) for n in self.route.query if n in inp}
-        body = {n: inp[n] for n in self.route.body if n in inp} if self.route.body else None
-        return ProviderRequest(self.route.method, url, body, params or None)
+        params.update(self.route.fixed_query)
+        body: dict[str, Any] | None = None
+        if self.route.body or self.route.fixed_body:
+            body = {n: inp[n] for n in self.route.body if n in inp} | dict(self.route.fixed_body)
+        return ProviderRequest(self.route.method, url, body, params or None, values)
 
 
 def _check_path_variable(name: str, prop: Mapping[str, Any], required: list[str]) -> None:

@@ -1,0 +1,1 @@
+"""One module per provider, each declaring its ``PROVIDER`` (see ``integrations.spec``)."""
