@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -37,7 +37,7 @@ def _page(status: int, reason: str, title: str, text: str) -> HTMLResponse:
 
 @router.get(oauth_flow.CALLBACK_PATH, response_class=HTMLResponse)
 async def oauth_callback(
-    integration: str,
+    integration: Annotated[str, Path(max_length=41, pattern=r"^[a-z][a-z0-9_]{0,40}$")],
     deps: Deps,
     code: Annotated[str | None, Query(max_length=2048)] = None,
     state: Annotated[str | None, Query(max_length=2048)] = None,

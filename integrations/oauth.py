@@ -207,14 +207,15 @@ async def whoami(
 
 
 def _token_set(body: dict[str, Any], account: str | None) -> TokenSet:
-    expires_in = str(body.get("expires_in") or "")
+    """The reply's tokens. An ``expires_in`` that is not a number is the provider breaking
+    RFC 6749 §5.1: ``ValueError``, and the step is retried (its text is redacted before any
+    log or Sentry event sees it)."""
+    expires_in = body.get("expires_in")
     scope = str(body.get("scope", ""))
     return TokenSet(
         access=Secret(str(body["access_token"])),
         refresh=Secret(str(body["refresh_token"])) if body.get("refresh_token") else None,
-        expires_at=datetime.now(UTC) + timedelta(seconds=int(expires_in))
-        if expires_in.isdigit()
-        else None,
+        expires_at=datetime.now(UTC) + timedelta(seconds=int(expires_in)) if expires_in else None,
         scopes=[s for s in re.split(r"[ ,]", scope) if s],
         account=account,
     )

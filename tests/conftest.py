@@ -220,6 +220,7 @@ class Stack:
     procs: dict[str, Proc]
     ingress_url: str = ""
     base_env: dict[str, str] = field(default_factory=dict)  # for every process of the stack
+    ingress_env: dict[str, str] = field(default_factory=dict)  # what the ingress runs with
 
     def env(self, **extra: str) -> dict[str, str]:
         claude = {"ANTHROPIC_BASE_URL": self.claude_url, "ANTHROPIC_API_KEY": "offline-test-key"}
@@ -244,14 +245,15 @@ class Stack:
     def live_worker_count(self) -> int:
         return len(live_workers(redis.Redis.from_url(self.settings.redis_url)))
 
-    def start_ingress(self) -> str:
-        port = free_port()
+    def start_ingress(self, port: int | None = None) -> str:
+        port = port or free_port()
         self.ingress_url = f"http://127.0.0.1:{port}"
         self.base_env["S2_PUBLIC_URL"] = self.ingress_url  # OAuth callbacks come back here
+        self.ingress_env = self.env()
         proc = Proc(
             "ingress",
             system2("ingress", "--port", str(port)),
-            env=self.env(),
+            env=self.ingress_env,
             log_path=self.logs / "ingress.log",
         ).start()
         self.procs["ingress"] = proc
@@ -265,6 +267,9 @@ class Stack:
         it and lands on the ingress's callback, whose page is returned."""
         if not self.ingress_url:
             self.start_ingress()
+        elif self.ingress_env != self.env():  # e.g. vault keys given since: as a redeploy
+            self.procs["ingress"].stop()
+            self.start_ingress(httpx.URL(self.ingress_url).port)
         argv = system2("integration", "connect", str(company_id), integration, "--no-wait")
         done = subprocess.run(
             argv, check=False, env=self.env(), capture_output=True, text=True, timeout=60

@@ -31,6 +31,7 @@ import redis
 from dramatiq import Message
 from prometheus_client.parser import text_string_to_metric_families
 
+from integrations import PROVIDERS
 from messages.transport import build_broker
 from system2.ops.health import children_of
 from system2.procs import Proc, free_port, wait_http, wait_workers
@@ -122,7 +123,8 @@ def test_queue_depth_rises_and_falls_and_outcomes_match_the_quests_run(
     assert total(workers, "s2_provider_breaker_state", provider="demo", state="closed") == 1
     # The group's port reports the queues and the breakers once, not once per process.
     assert sum(1 for n, _, _ in workers if n == "s2_queue_stats_up") == 1
-    assert sum(1 for n, _, _ in workers if n == "s2_provider_breaker_state") == 3
+    breakers = sum(1 for n, _, _ in workers if n == "s2_provider_breaker_state")
+    assert breakers == 3 * len(PROVIDERS)  # closed, probing, open: for each provider
 
     steps = sum(q.steps_done for q in finished)  # answer: 1 step, notes: 2
     assert steps == QUESTS // 2 * 3

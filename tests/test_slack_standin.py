@@ -9,7 +9,6 @@ injected faults are cleared after each test.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
@@ -107,16 +106,11 @@ def team_id() -> str:
     return "T" + uuid.uuid4().hex[:10].upper()
 
 
-def _serve(
-    tmp_path_factory: pytest.TempPathFactory,
-    name: str,
-    *flags: str,
-    env: dict[str, str] | None = None,
-) -> Iterator[Stand]:
+def _serve(tmp_path_factory: pytest.TempPathFactory, name: str, *flags: str) -> Iterator[Stand]:
     port = free_port()
     argv = [sys.executable, "-m", "standins.slack", "--port", str(port), *flags]
     log = tmp_path_factory.mktemp("logs") / f"{name}.log"
-    proc = Proc(name, argv, env={**os.environ, **(env or {})}, log_path=log).start()
+    proc = Proc(name, argv, log_path=log).start()
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/", proc=proc)
@@ -139,9 +133,9 @@ def brief(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stand]:
 
 @pytest.fixture(scope="module")
 def static(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stand]:
-    """Rotation off; the app's credentials from the environment."""
-    env = {"S2_SLACK_CLIENT_ID": "env-app", "S2_SLACK_CLIENT_SECRET": "env-secret"}
-    for stand in _serve(tmp_path_factory, "slack-static", "--no-rotation", env=env):
+    """Rotation off; the app's credentials from the command line."""
+    flags = ("--no-rotation", "--client-id", "env-app", "--client-secret", "env-secret")
+    for stand in _serve(tmp_path_factory, "slack-static", *flags):
         stand.client_id, stand.secret = "env-app", "env-secret"
         yield stand
 

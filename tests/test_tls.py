@@ -50,6 +50,8 @@ class TlsWorld:
             "S2_REDIS_URL": self.redis.url,
             "S2_DATABASE_URL": self.postgres.app_url("system2"),
             "S2_ADMIN_DATABASE_URL": self.postgres.admin_url("system2"),
+            "S2_PUBLIC_URL": "https://system2.example",
+            "S2_OAUTH_STATE_SECRET": self.jwt_secret + "-oauth-state",
             "ANTHROPIC_BASE_URL": self.claude_url,
             "ANTHROPIC_API_KEY": "offline-test-key",
             "SSL_CERT_FILE": str(self.tls.ca),  # the SDK's HTTP stack trusts the test CA

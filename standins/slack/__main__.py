@@ -1,14 +1,12 @@
 """``python -m standins.slack --port P``: the Slack stand-in on loopback until interrupted.
 
-The app's client id and secret come from ``--client-id`` / ``--client-secret``, else from
-``S2_SLACK_CLIENT_ID`` / ``S2_SLACK_CLIENT_SECRET``, else the demo app's defaults, so the
-stand-in and System2 can be configured from the same environment.
+The app's client id and secret come from ``--client-id`` / ``--client-secret``, else the
+public dev app's defaults, which System2's dev settings name.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 
 from standins.slack.server import ACCESS_TTL_S, CLIENT_ID, CLIENT_SECRET, serve
@@ -20,10 +18,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--client-id", default=os.environ.get("S2_SLACK_CLIENT_ID") or CLIENT_ID)
-    parser.add_argument(
-        "--client-secret", default=os.environ.get("S2_SLACK_CLIENT_SECRET") or CLIENT_SECRET
-    )
+    parser.add_argument("--client-id", default=CLIENT_ID)
+    parser.add_argument("--client-secret", default=CLIENT_SECRET)
     parser.add_argument(
         "--access-ttl",
         type=float,
