@@ -47,7 +47,8 @@ class RequestContext:
 
 
 AUTHENTICATED_PREFIX = "/v1/"  # every route under it takes a bearer token, except:
-BROWSER_PREFIX = "/v1/oauth/"  # a provider's redirect back: the signed state is the credential
+# a provider's redirect back (GET only): the signed, single-use state is the credential
+BROWSER_ROUTE = re.compile(r"/v1/oauth/[a-z][a-z0-9_]{0,40}/callback")
 CALLER_STATE = "caller"  # where BearerAuth leaves the verified caller (``request.state``)
 
 
@@ -64,7 +65,8 @@ class BearerAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not path.startswith(AUTHENTICATED_PREFIX) or path.startswith(BROWSER_PREFIX):
+        browser = scope.get("method") == "GET" and BROWSER_ROUTE.fullmatch(path) is not None
+        if not path.startswith(AUTHENTICATED_PREFIX) or browser:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

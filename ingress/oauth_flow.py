@@ -41,11 +41,12 @@ from integrations import (
     provider,
     whoami,
 )
-from messages import Actor
+from messages import Actor, ActorType
 from messages.redis_keys import oauth_result_key, oauth_state_key
 from messages.transport import Publisher
 from runtime.settings import Settings
 from store import Database
+from store import companies as companies_store
 from store.credentials import Credential
 from vault import Secret, Vault
 
@@ -243,6 +244,11 @@ async def _connect(
     integration = grant.integration
     tokens = await _exchange(settings, integration, code, verifier)
     async with db.tenant(grant.company_id) as tx:
+        user = grant.actor.type is ActorType.user  # still an admin of the company, or nothing
+        if user and await companies_store.member_role(tx, grant.actor.id) != "admin":
+            raise ConnectRefused(
+                "not_admin", "Whoever began this connection is no longer an admin."
+            )
         by = f"{grant.actor.type.value}:{grant.actor.id}"
         cred = await connect(tx, vault, integration, tokens, connected_by=by)
     envelope = audit_envelope(

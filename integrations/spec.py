@@ -81,13 +81,17 @@ class Lookup:
     """A GET that finds what an earlier attempt of a mutation made, by our marker in it.
     ``path``'s variables are the tool's own; ``params`` are the query for the tool's input and
     the time the call was first recorded (minus a margin for the provider's clock); ``find``
-    is the made thing in one page of the answer, if there. ``pages``: at most this many
-    pages, followed by ``Link``."""
+    is the made thing in one page of the answer, if there. ``answered``: whether a page is a
+    real listing (a refusal in a 200 is not: then nobody knows, and nothing is sent again).
+    Pages follow ``Link: rel="next"``, or ``cursor`` (the next page's ``cursor`` parameter,
+    from a page), ``pages`` at most."""
 
     path: str
     params: Callable[[Mapping[str, Any], datetime], dict[str, str]]
     find: Callable[[Any, str], Mapping[str, Any] | None]
+    answered: Callable[[Any], bool]
     pages: int = 3
+    cursor: Callable[[Any], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,8 @@ class Effect:
 class ToolSpec:
     """One tool: what Claude is shown (name, description, JSON schema), the request its input
     becomes (``route``: see ``integrations.routes``) and how the answer reads (``render``).
-    A tool that ``mutates`` gets an idempotency key and an audit row (``action``);
+    A tool that ``mutates`` gets an idempotency key and an audit row (whose action its
+    outcomes name: ``action`` is that name, for the reader);
     ``effect`` says how its mutation is made once at a provider that takes no key.
     ``pages`` bounds the ``Link: rel="next"`` pages followed; ``also`` are further GETs that
     share the tool's path variables (an issue's comments)."""
@@ -154,7 +159,9 @@ class Provider:
     ``client_secret`` are the dev defaults of ``S2_<NAME>_CLIENT_ID`` and
     ``S2_<NAME>_CLIENT_SECRET``: public, so staging and production refuse them. ``headers``
     go with every API call. ``idempotency_header``: the header a provider deduplicates
-    mutations by, if it has one. ``dev_only``: refused in staging and production."""
+    mutations by, if it has one. ``dev_only``: refused in staging and production.
+    ``rate_limit_wait_s`` and ``rate_limit_max_s`` are what the provider's documented limits
+    need beyond the defaults (GitHub: at least a minute; its hourly reset)."""
 
     name: str
     title: str
@@ -169,3 +176,5 @@ class Provider:
     idempotency_header: str | None = None
     dev_only: bool = False
     answer_max_chars: int = 8_000
+    rate_limit_wait_s: int | None = None  # a rate limit that says no reset: wait this long
+    rate_limit_max_s: int | None = None  # a call may wait this long on its limits (or more)

@@ -1,7 +1,7 @@
 """What every process of ours stands on: the settings, logging, redaction, Sentry set-up,
-wiring of shared pieces, the integration catalog and the queue statistics.
+wiring of shared pieces and the queue statistics.
 
-Below ``ingress`` and ``workers``, above the leaves: it imports ``messages``, ``store``,
-``guard``, ``vault`` and third-party code only — never ``ingress``, ``workers``,
+Below ``ingress`` and ``workers``, above ``integrations`` and the leaves: it imports
+``integrations``, ``messages``, ``store``, ``guard``, ``vault`` and third-party code only — never ``ingress``, ``workers``,
 ``system2`` or ``standins`` (``make lint`` checks).
 """

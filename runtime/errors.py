@@ -3,6 +3,5 @@ does not have."""
 
 
 class ConfigurationError(Exception):
-    """Base of every error raised by ``runtime``: a setting that cannot be used, or a name the
-    configuration does not know (an integration the catalog lacks: a 404 at the ingress).
-    The message names what is wrong, never a secret's value."""
+    """Base of every error raised by ``runtime``: a setting that cannot be used. The message
+    names what is wrong, never a secret's value."""

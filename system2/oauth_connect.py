@@ -31,13 +31,20 @@ async def begin_connect(
     without vault keys, which the callback needs to seal the tokens)."""
     offered(settings, integration)
     states = _states(settings)
-    build_vault(settings, states.redis)  # refuse now rather than at the callback
-    async with company_tx(db, company_id):
-        pass
-    return begin(settings, states, company_id, integration, by)
+    try:
+        build_vault(settings, states.redis)  # refuse now rather than at the callback
+        async with company_tx(db, company_id):
+            pass
+        return begin(settings, states, company_id, integration, by)
+    finally:
+        states.redis.close()
 
 
 def wait_connected(settings: Settings, flow: Authorization, timeout_s: float) -> str | None:
     """How the flow ended ("connected", "declined", or a refusal's reason), or ``None`` if
     the browser did not come back within ``timeout_s``."""
-    return _states(settings).wait(flow.nonce, timeout_s)
+    states = _states(settings)
+    try:
+        return states.wait(flow.nonce, timeout_s)
+    finally:
+        states.redis.close()

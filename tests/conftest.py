@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -260,22 +259,24 @@ class Stack:
         wait_http(self.ingress_url + "/healthz", proc=proc)
         return self.ingress_url
 
-    def connect(self, company_id: uuid.UUID, integration: str, **login: str) -> httpx.Response:
-        """Connect the company's integration as an operator does: ``system2 integration
-        connect --no-wait`` prints the provider's consent URL, and "the admin's browser" (a
-        GET following redirects, logged in at the stand-in by ``login``'s parameters) approves
-        it and lands on the ingress's callback, whose page is returned."""
+    def connect(self, tenant: Tenant, integration: str, **login: str) -> httpx.Response:
+        """Connect the company's integration as its admin does: ``POST …/authorize`` answers
+        the provider's consent URL, and "the admin's browser" (a GET following redirects,
+        logged in at the stand-in by ``login``'s parameters) approves it and lands on the
+        ingress's callback, whose page is returned. (``system2 integration connect`` begins
+        the same flow: tests/test_oauth_connect.py.)"""
         if not self.ingress_url:
             self.start_ingress()
         elif self.ingress_env != self.env():  # e.g. vault keys given since: as a redeploy
             self.procs["ingress"].stop()
             self.start_ingress(httpx.URL(self.ingress_url).port)
-        argv = system2("integration", "connect", str(company_id), integration, "--no-wait")
-        done = subprocess.run(
-            argv, check=False, env=self.env(), capture_output=True, text=True, timeout=60
+        begun = httpx.post(
+            f"{self.ingress_url}/v1/companies/{tenant.id}/integrations/{integration}/authorize",
+            headers=tenant.headers(),
+            timeout=30,
         )
-        assert done.returncode == 0, done.stderr
-        consent = httpx.URL(done.stdout.strip()).copy_merge_params(login)
+        assert begun.status_code == 200, begun.text
+        consent = httpx.URL(begun.json()["authorize_url"]).copy_merge_params(login)
         return httpx.get(consent, follow_redirects=True, timeout=30)
 
     def stop(self) -> None:

@@ -116,7 +116,7 @@ def places(github: str, slack: str) -> Places:
 
 def connect_both(stack: Stack, tenant: Tenant, where: Places) -> None:
     for name, login in (("github", {"login": where.login}), ("slack", {"team": where.team})):
-        page = stack.connect(tenant.id, name, **login)
+        page = stack.connect(tenant, name, **login)
         assert page.status_code == 200 and 'data-reason="connected"' in page.text, page.text
 
 
@@ -523,3 +523,139 @@ def test_a_list_follows_link_pages_up_to_its_bound(
         if r["method"] == "GET" and r["path"].endswith("/issues")
     ]
     assert len(gets) == github_provider.TOOLS[0].pages
+
+
+@pytest.mark.parametrize("provider", ["github", "slack"])
+def test_a_lookup_that_gets_no_listing_waits_and_never_sends_again(
+    provider: str,
+    pstack: Stack,
+    tools: dict[str, Tool],
+    in_tenant: InTenant,
+    tenant: Tenant,
+    github: str,
+    slack: str,
+) -> None:
+    """The first attempt's answer is lost; the lookup is then refused (GitHub 404, Slack
+    ``ok: false``): nobody knows whether it was made, so nothing is sent again."""
+    where = places(github, slack)
+    connect_both(pstack, tenant, where)
+    ted = for_quest(tools, in_tenant, tenant)
+    if provider == "github":
+        path = f"/repos/{where.owner}/{where.repo}/issues"
+        lost = {"status": 502, "after": True, "count": 1, "paths": [path], "methods": ["POST"]}
+        refused = {"status": 404, "paths": [path], "methods": ["GET"]}
+        url, name = github, "github_create_issue"
+        inp: dict[str, Any] = {"owner": where.owner, "repo": where.repo, "title": "Fix the lift"}
+    else:
+        lost = {"status": 502, "after": True, "count": 1, "methods": ["chat.postMessage"]}
+        refused = {"error": "channel_not_found", "methods": ["conversations.history"]}
+        url, name = slack, "slack_post_message"
+        inp = {"channel": where.channel, "text": "Lift fixed"}
+    httpx.post(url + "/_faults", json=lost).raise_for_status()
+    with pytest.raises(ProviderUnavailable):
+        ted.call(name, **inp)
+    httpx.post(url + "/_faults", json=refused).raise_for_status()
+    time.sleep(2.1)  # past the settle time: the retry looks
+    with pytest.raises(ProviderUnavailable, match="did not say whether"):
+        ted.call(name, **inp)
+    httpx.delete(url + "/_faults")
+    outcome = ted.call(name, **inp)  # the provider answers again: found, not made twice
+    assert not outcome.is_error, outcome.content
+    if provider == "github":
+        assert len(repo_state(github, where)["issues"]) == 1
+    else:
+        assert [m["text"] for m in channel_messages(slack, where)].count("Lift fixed") == 1
+
+
+def test_two_deliveries_cannot_both_claim_a_send(
+    pstack: Stack, tools: dict[str, Tool], in_tenant: InTenant, tenant: Tenant
+) -> None:
+    """The claim is a Postgres fence: of two deliveries that read the same record, one sends."""
+    from store import tool_calls as tool_calls_store
+
+    quest = for_quest(tools, in_tenant, tenant)
+    key = f"{quest.quest_id}:1:toolu_fence"
+
+    async def both() -> list[Any]:
+        async def one(tx: Any) -> Any:
+            return await tool_calls_store.claim(tx, key, None)
+
+        record = await in_tenant.db.in_tenant(
+            tenant.id,
+            lambda tx: tool_calls_store.begin(tx, key, quest.quest_id, 1, "github_create_issue"),
+        )
+        assert record.attempted_at is None
+        first = await in_tenant.db.in_tenant(tenant.id, one)
+        second = await in_tenant.db.in_tenant(tenant.id, one)
+        again = await in_tenant.db.in_tenant(
+            tenant.id, lambda tx: tool_calls_store.claim(tx, key, first)
+        )
+        return [first, second, again]
+
+    first, second, again = in_tenant.run(both())
+    assert first is not None and second is None, "the second delivery saw a stale record"
+    assert again is not None and again > first, "the holder claims again for its next send"
+
+
+def test_a_secondary_limit_without_headers_waits_a_minute() -> None:
+    resp = httpx.Response(
+        403,
+        json={"message": "You have exceeded a secondary rate limit. Please wait a few minutes."},
+        request=httpx.Request("POST", "https://api.github.com/repos/a/b/issues"),
+    )
+    assert github_provider.PROVIDER.verdict(resp).value == "rate_limited"
+    assert github_provider.PROVIDER.rate_limit_wait_s == 60
+    plain = httpx.Response(
+        403,
+        json={"message": "Resource not accessible by integration"},
+        request=httpx.Request("POST", "https://api.github.com/repos/a/b/issues"),
+    )
+    assert github_provider.PROVIDER.verdict(plain).value == "answer", "a refusal, not a limit"
+
+
+def test_a_lookup_window_is_in_utc_whatever_the_database_session_says() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    plus_two = datetime(2026, 12, 4, 12, 30, tzinfo=timezone(timedelta(hours=2)))
+    (create,) = [t for t in github_provider.TOOLS if t.name == "github_create_issue"]
+    assert create.effect is not None
+    params = create.effect.lookup.params({}, plus_two)
+    assert params["since"] == "2026-12-04T10:20:00Z", "10:30 UTC, less the clock margin"
+
+
+def test_a_link_off_the_providers_base_url_is_not_followed() -> None:
+    from integrations.routes import ProviderBase
+    from workers.integrations.tools import _next_page
+
+    base = ProviderBase("https://api.github.com")
+    request = httpx.Request("GET", "https://api.github.com/repos/a/b/issues")
+    for link in (
+        '<https://evil.example/repos/a/b/issues?page=2>; rel="next"',
+        '<http://api.github.com/repos/a/b/issues?page=2>; rel="next"',
+        '<https://api.github.com:8443/repos/a/b/issues?page=2>; rel="next"',
+    ):
+        resp = httpx.Response(200, json=[], headers={"link": link}, request=request)
+        assert _next_page(resp, base) is None, link
+    good = '<https://api.github.com/repos/a/b/issues?page=2>; rel="next"'
+    resp = httpx.Response(200, json=[], headers={"link": good}, request=request)
+    assert str(_next_page(resp, base)) == "https://api.github.com/repos/a/b/issues?page=2"
+
+
+def test_the_shared_provider_client_keeps_no_cookie_between_companies(
+    settings: Settings,
+) -> None:
+    """One httpx client serves every company's calls: a ``Set-Cookie`` one provider answer
+    carries must never ride on the next call, whoever's it is."""
+    from workers.integrations.registry import provider_http
+
+    client = provider_http(settings)
+    request = httpx.Request("POST", "https://github.com/login/oauth/access_token")
+    answer = httpx.Response(
+        200,
+        headers={"set-cookie": "_gh_sess=company-a-session; Path=/; Secure; HttpOnly"},
+        request=request,
+    )
+    client.cookies.extract_cookies(answer)
+    assert len(client.cookies.jar) == 0
+    next_call = client.build_request("GET", "https://api.github.com/user")
+    assert "cookie" not in next_call.headers

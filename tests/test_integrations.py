@@ -89,7 +89,7 @@ def run_cli(stack: Stack, *args: str, **env: str) -> str:
 
 def connect(stack: Stack, tenant: Tenant) -> None:
     """The tenant connects the demo task list through the OAuth flow, as an operator does."""
-    page = stack.connect(tenant.id, "demo", login_hint=str(tenant.id))
+    page = stack.connect(tenant, "demo", login_hint=str(tenant.id))
     assert page.status_code == 200, page.text
 
 

@@ -500,3 +500,17 @@ def test_two_companies_connecting_github_each_get_their_own_account(
         timeout=30,
     )
     assert other_list.status_code == 403
+
+
+def test_an_admin_demoted_before_the_callback_connects_nothing(
+    ostack: Stack, tenant: Tenant, admin_conn: psycopg.Connection[Any]
+) -> None:
+    """The state names who began; the callback checks they are still an admin."""
+    callback = approve(authorize(ostack, tenant, "github")["authorize_url"], login="demoted")
+    admin_conn.execute(
+        "UPDATE memberships SET role = 'member' WHERE company_id = %s AND user_id = %s",
+        (tenant.id, tenant.admin),
+    )
+    page = browse(callback)
+    assert page.status_code == 400 and reason(page) == "not_admin", page.text
+    assert stored(admin_conn, tenant.id) == []

@@ -13,8 +13,9 @@ first. Adding labels and closing an issue are idempotent by nature.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -62,9 +63,13 @@ _TEXT = {"type": "string", "minLength": 1, "maxLength": BODY_MAX}
 
 
 def _verdict(resp: httpx.Response) -> Verdict:
-    """GitHub's rate limits answer 403 as well as 429 (the REST docs' "Rate limits")."""
+    """GitHub's rate limits answer 403 as well as 429 (the REST docs' "Rate limits"): with
+    ``x-ratelimit-remaining: 0`` (primary), ``retry-after``, or neither but saying so
+    (secondary: then wait at least a minute)."""
     if resp.status_code in (403, 429) and (
-        resp.headers.get("x-ratelimit-remaining") == "0" or "retry-after" in resp.headers
+        resp.headers.get("x-ratelimit-remaining") == "0"
+        or "retry-after" in resp.headers
+        or "rate limit" in resp.text.lower()
     ):
         return Verdict.RATE_LIMITED
     return http_verdict(resp)
@@ -74,6 +79,9 @@ def _marker(key: str) -> str:
     """What a body we write carries: a digest of the call's idempotency key, in a comment
     GitHub does not show."""
     return f"<!-- system2-action: {hashlib.sha256(key.encode()).hexdigest()[:32]} -->"
+
+
+_MARK = re.compile(r"\s*<!-- system2-action: [0-9a-f]{32} -->")
 
 
 def _mark_body(body: dict[str, Any], key: str) -> dict[str, Any]:
@@ -87,7 +95,7 @@ def _find_marked(page: Any, key: str) -> Mapping[str, Any] | None:
 
 
 def _since(started: datetime) -> str:
-    return (started - CLOCK_MARGIN).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (started - CLOCK_MARGIN).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _problem(answer: Answer) -> ToolOutcome:
@@ -145,16 +153,22 @@ def _render_search(answer: Answer, _: Mapping[str, Any]) -> ToolOutcome:
     return ToolOutcome(f"{found.get('total_count', 0)} found\n" + "\n".join(lines))
 
 
+def _unmarked(body: str | None) -> str:
+    """A body as its readers see it: our hidden marks left out."""
+    return _MARK.sub("", body or "").rstrip()
+
+
 def _render_issue(answer: Answer, _: Mapping[str, Any]) -> ToolOutcome:
     if answer.status_code != 200:
         return _problem(answer)
     issue = answer.json()
     lines = [_issue_line(issue), f"by {issue['user']['login']} at {issue['created_at']}"]
-    lines.append(issue.get("body") or "(no description)")
+    lines.append(_unmarked(issue.get("body")) or "(no description)")
     for comments in answer.also:
         if comments.status_code == 200:
             for c in comments.json():
-                lines.append(f"--- {c['user']['login']} at {c['created_at']}:\n{c.get('body', '')}")
+                said = _unmarked(c.get("body"))
+                lines.append(f"--- {c['user']['login']} at {c['created_at']}:\n{said}")
     return ToolOutcome("\n".join(lines))
 
 
@@ -227,6 +241,7 @@ _CREATED = Effect(
             "since": _since(started),
         },
         _find_marked,
+        answered=lambda page: isinstance(page, list),
     ),
     made=_issue_made,
 )
@@ -236,6 +251,7 @@ _COMMENTED = Effect(
         COMMENTS,
         lambda _, started: {"per_page": "100", "since": _since(started)},
         _find_marked,
+        answered=lambda page: isinstance(page, list),
         pages=5,
     ),
     made=_comment_made,
@@ -355,5 +371,7 @@ PROVIDER = Provider(
         "User-Agent": "system2-ted",
     },
     verdict=_verdict,
+    rate_limit_wait_s=60,  # a secondary limit with no retry-after: "at least one minute"
+    rate_limit_max_s=3_660,  # the primary limit resets within the hour
     tools=TOOLS,
 )

@@ -45,8 +45,8 @@ _SLACK_DOWN = frozenset({"internal_error", "fatal_error", "service_unavailable",
 
 _CHANNEL = {
     "type": "string",
-    "description": "The channel's id, e.g. C0123456789 (slack_list_channels gives them).",
-    "pattern": "^[CGD][A-Z0-9]{8,20}$",
+    "description": "A public channel's id, e.g. C0123456789 (slack_list_channels gives them).",
+    "pattern": "^C[A-Z0-9]{8,20}$",
     "maxLength": 21,
 }
 _TS = {
@@ -98,6 +98,16 @@ def _find_marked(page: Any, key: str) -> Mapping[str, Any] | None:
         ):
             return dict(message)
     return None
+
+
+def _listing(page: Any) -> bool:
+    return isinstance(page, dict) and page.get("ok") is True and "messages" in page
+
+
+def _cursor(page: Any) -> str | None:
+    meta = page.get("response_metadata") if isinstance(page, dict) else None
+    cursor = meta.get("next_cursor") if isinstance(meta, dict) else None
+    return cursor if isinstance(cursor, str) and cursor else None
 
 
 def _oldest(started: datetime) -> str:
@@ -204,11 +214,13 @@ TOOLS = (
                 lambda inp, started: {
                     "channel": inp["channel"],
                     "oldest": _oldest(started),
-                    "limit": "999",
+                    "limit": "200",
                     "include_all_metadata": "true",
                 },
                 _find_marked,
-                pages=1,
+                answered=_listing,
+                pages=10,
+                cursor=_cursor,
             ),
             made=_posted,
         ),
@@ -231,11 +243,13 @@ TOOLS = (
                     "channel": inp["channel"],
                     "ts": inp["thread_ts"],
                     "oldest": _oldest(started),
-                    "limit": "999",
+                    "limit": "200",
                     "include_all_metadata": "true",
                 },
                 _find_marked,
-                pages=1,
+                answered=_listing,
+                pages=10,
+                cursor=_cursor,
             ),
             made=_posted,
         ),

@@ -157,9 +157,11 @@ class ProviderClient:
         if verdict is Verdict.RATE_LIMITED:  # this company's limit: no breaker, no retry here
             worker_metrics.PROVIDER_ERRORS.labels(provider, "http_429").inc()
             worker_metrics.PROVIDER_CALLS.labels(provider, "rate_limited").inc()
+            said = reset_after_ms(resp.headers, time.time())
+            if said is None and spec.rate_limit_wait_s is not None:
+                said = spec.rate_limit_wait_s * 1000
             raise ProviderRateLimited(
-                f"{provider} is rate-limiting this company's calls",
-                retry_after_ms=reset_after_ms(resp.headers, time.time()),
+                f"{spec.title} is rate-limiting this company's calls", retry_after_ms=said
             )
         if verdict is Verdict.FAILING:
             return False

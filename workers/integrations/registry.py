@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 from redis.asyncio import Redis as AsyncRedis
@@ -41,10 +42,13 @@ def offered(settings: Settings) -> dict[str, Provider]:
 
 
 def provider_http(settings: Settings) -> httpx.AsyncClient:
-    """The process's client for every provider (APIs and token endpoints): keep-alive on
+    """The process's client for every provider (APIs and token endpoints), for every company:
+    so it keeps no cookie (one company's ``Set-Cookie`` must not ride on another's call),
+    keep-alive on
     (a cancel cancels the call's task, which closes that call's connection), a bounded pool,
     redirects never followed. The caller closes it (``await http.aclose()``) on shutdown."""
     return httpx.AsyncClient(
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         timeout=httpx.Timeout(
             settings.provider_timeout_s, connect=min(5.0, settings.provider_timeout_s)
         ),
@@ -104,10 +108,10 @@ def integration_tools(
                 client=client,
                 outages=redis,
                 outage_max_s=settings.provider_outage_max_s,
-                rate_limit_max_s=settings.provider_rate_limit_max_s,
-                # an attempt that got no answer may be in flight until its timeout; twice that
-                # before a retry looks for what it made
-                settle_s=2 * settings.provider_timeout_s,
+                rate_limit_max_s=max(
+                    settings.provider_rate_limit_max_s, provider.rate_limit_max_s or 0
+                ),
+                send_timeout_s=settings.provider_timeout_s,
             )
             for tool in provider.tools
         ]

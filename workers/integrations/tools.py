@@ -37,10 +37,12 @@ looks for its mark.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -74,6 +76,9 @@ from workers.tools import ToolCall
 
 log = structlog.get_logger(__name__)
 
+OnSend = Callable[[], Awaitable[None]]
+UNKNOWN_RETRY_MS = 5_000  # a lookup with no answer, a send with none: try again after
+
 
 class ConnectedTool:
     """One tool of one provider, runnable for any company that connected it."""
@@ -90,7 +95,7 @@ class ConnectedTool:
         outages: redis.asyncio.Redis,
         outage_max_s: int,
         rate_limit_max_s: int = 300,
-        settle_s: float = 20.0,
+        send_timeout_s: float = 10.0,
     ) -> None:
         self.provider = provider
         self.spec = spec
@@ -112,7 +117,10 @@ class ConnectedTool:
         self.outages = outages
         self.outage_max_s = outage_max_s
         self.rate_limit_max_s = rate_limit_max_s
-        self.settle_s = settle_s  # how long an attempt that got no answer may still be in flight
+        self.send_timeout_s = send_timeout_s  # a marked mutation's send, as a whole
+        # an attempt is over send_timeout_s after its claim; the provider may still be
+        # performing it a while after: a retry waits twice that before looking for it
+        self.settle_s = 2 * send_timeout_s
 
     async def run(self, call: ToolCall) -> ToolOutcome:
         built = self.requests.build(call.input)
@@ -134,11 +142,6 @@ class ConnectedTool:
             await self._give_up_after_bound(call, exc)
             raise
         except ProviderRateLimited as exc:  # not performed: the record stays open for the retry
-            if self.spec.effect is not None and record is not None:
-                await self.db.in_tenant(
-                    call.company_id,
-                    lambda tx: tool_calls_store.sent(tx, call.idempotency_key, performed=False),
-                )
             raise await self._wait_for_rate_limit(call, exc) from None
         outcome = _bounded(outcome, self.provider.answer_max_chars)
         if self.mutates:
@@ -180,28 +183,49 @@ class ConnectedTool:
             request.params,
             request.path_values,
         )
-        await self.db.in_tenant(
-            call.company_id, lambda tx: tool_calls_store.sent(tx, call.idempotency_key)
-        )
-        return await self._call(call, marked)
+        claim = _Claim(self.db, call, record.attempted_at)
+        try:
+            return await self._call(call, marked, on_send=claim.take)
+        except ProviderRateLimited:  # the provider says it did not perform it
+            await claim.release()
+            raise
 
     async def _look_up(
         self, call: ToolCall, request: ProviderRequest, record: ToolCallRecord
     ) -> Mapping[str, Any] | None:
-        """What an earlier attempt of this call made, if the provider has it."""
+        """What an earlier attempt of this call made, if the provider has it. Any answer
+        that is not a listing, or a listing longer than the pages read, leaves it unknown:
+        ``ProviderUnavailable`` (the step waits, up to the outage bound), never a resend."""
         assert self.spec.effect is not None
         lookup = self.spec.effect.lookup
-        url = self.base.url(lookup.path, request.path_values)
-        params = lookup.params(call.input, record.started_at)
-        answer = await self._send(call, "GET", url, None, params, retry=True, pages=lookup.pages)
-        for page in (answer.response, *answer.pages):
-            if page.status_code == 200 and (
-                found := lookup.find(page.json(), call.idempotency_key)
-            ):
+        url: httpx.URL | None = self.base.url(lookup.path, request.path_values)
+        params: dict[str, str] | None = lookup.params(call.input, record.started_at)
+        for _ in range(lookup.pages):
+            assert url is not None
+            resp = await self._authorized(call, "GET", url, None, params, retry=True)
+            page = _json(resp) if resp.status_code == 200 else None
+            if page is None or not lookup.answered(page):
+                break
+            if (found := lookup.find(page, call.idempotency_key)) is not None:
                 return found
-        return None
+            if lookup.cursor is not None:
+                cursor = lookup.cursor(page)
+                url, params = (
+                    (url, {**(params or {}), "cursor": cursor}) if cursor else (None, None)
+                )
+            else:
+                url, params = _next_page(resp, self.base), None
+            if url is None:
+                return None  # every page since the first attempt read: it was not made
+        raise ProviderUnavailable(
+            f"{self.provider.title} did not say whether an earlier attempt of {self.name} "
+            "was made; trying again before sending it again",
+            retry_after_ms=UNKNOWN_RETRY_MS,
+        )
 
-    async def _call(self, call: ToolCall, request: ProviderRequest) -> ToolOutcome:
+    async def _call(
+        self, call: ToolCall, request: ProviderRequest, *, on_send: OnSend | None = None
+    ) -> ToolOutcome:
         retry = not (self.mutates and self.provider.idempotency_header is None)
         answer = await self._send(
             call,
@@ -211,6 +235,7 @@ class ConnectedTool:
             request.params,
             retry=retry,
             pages=self.spec.pages,
+            on_send=on_send,
         )
         if self.spec.also and answer.status_code < 300:
             also = [
@@ -233,16 +258,21 @@ class ConnectedTool:
         *,
         retry: bool,
         pages: int,
+        on_send: OnSend | None = None,
     ) -> Answer:
         """One request with the company's token (refreshed once on a refusal), then up to
-        ``pages - 1`` more by ``Link: rel="next"`` on the provider's base URL."""
-        resp = await self._authorized(call, method, url, body, params, retry=retry)
+        ``pages - 1`` more by ``Link: rel="next"`` on the provider's base URL, while they
+        answer 200."""
+        resp = await self._authorized(call, method, url, body, params, retry=retry, on_send=on_send)
         more: list[httpx.Response] = []
         while len(more) + 1 < pages and resp.status_code == 200:
             following = _next_page(resp if not more else more[-1], self.base)
             if following is None:
                 break
-            more.append(await self._authorized(call, "GET", following, None, None, retry=True))
+            page = await self._authorized(call, "GET", following, None, None, retry=True)
+            if page.status_code != 200:
+                break
+            more.append(page)
         return Answer(resp, tuple(more))
 
     async def _authorized(
@@ -254,6 +284,7 @@ class ConnectedTool:
         params: dict[str, str] | None,
         *,
         retry: bool,
+        on_send: OnSend | None = None,
     ) -> httpx.Response:
         name = self.provider.name
         purpose = f"tool {self.name}"
@@ -264,7 +295,7 @@ class ConnectedTool:
             quest_id=call.quest_id,
             origin_message_id=call.origin_message_id,
         )
-        resp = await self._request(call, method, url, token, body, params, retry=retry)
+        resp = await self._request(call, method, url, token, body, params, retry, on_send)
         if self.provider.verdict(resp) is Verdict.UNAUTHORIZED:  # revoked or expired early
             token, version = await self.tokens.refreshed_token(
                 call.company_id,
@@ -274,7 +305,7 @@ class ConnectedTool:
                 quest_id=call.quest_id,
                 origin_message_id=call.origin_message_id,
             )
-            resp = await self._request(call, method, url, token, body, params, retry=retry)
+            resp = await self._request(call, method, url, token, body, params, retry, on_send)
             if self.provider.verdict(resp) is Verdict.UNAUTHORIZED:  # refused again: act
                 code = _error_code(resp)
                 raise await self.tokens.needs_reconnect(
@@ -297,14 +328,30 @@ class ConnectedTool:
         token: Secret,
         body: dict[str, Any] | None,
         params: dict[str, str] | None,
-        *,
         retry: bool,
+        on_send: OnSend | None,
     ) -> httpx.Response:
+        """One send. With ``on_send`` (a marked mutation), it is awaited just before, and the
+        send is bounded as a whole by ``send_timeout_s``, so an attempt that got no answer is
+        over by then (the wait before looking for it counts from ``on_send``)."""
         key = call.idempotency_key if self.mutates else None
-        return await self.client.request(
+        sending = self.client.request(
             self.provider, method, url, token, json=body, params=params, idempotency_key=key,
             retry=retry,
         )  # fmt: skip
+        if on_send is None:
+            return await sending
+        try:
+            await on_send()
+            async with asyncio.timeout(self.send_timeout_s):
+                return await sending
+        except TimeoutError:
+            raise ProviderUnavailable(
+                f"{self.provider.title} did not answer {self.name} within {self.send_timeout_s:g}s",
+                retry_after_ms=UNKNOWN_RETRY_MS,
+            ) from None
+        finally:
+            sending.close()  # never awaited when on_send refused: no warning
 
     def _outage_key(self, call: ToolCall) -> str:
         return provider_outage_key(call.company_id, call.idempotency_key)
@@ -374,6 +421,45 @@ def _error_code(resp: httpx.Response) -> str:
         with contextlib.suppress(ValueError, AttributeError):
             code = str(resp.json().get("error") or "")
     return code if _WORD.fullmatch(code) else "unauthorized"
+
+
+class _Claim:
+    """This delivery's mark on the call's record, taken just before each send and only where
+    the record still holds what this delivery saw (another delivery of the same step that
+    claimed it in between wins: this one waits); released when the provider answers that it
+    did not perform the call."""
+
+    def __init__(self, db: Database, call: ToolCall, seen: datetime | None) -> None:
+        self.db = db
+        self.call = call
+        self.seen = seen
+        self.mine: datetime | None = None
+
+    async def take(self) -> None:
+        seen, call = self.mine or self.seen, self.call
+        got = await self.db.in_tenant(
+            call.company_id, lambda tx: tool_calls_store.claim(tx, call.idempotency_key, seen)
+        )
+        if got is None:
+            raise TryLater(
+                "another delivery of this step is making the same call", retry_after_ms=1_000
+            )
+        self.mine = got
+
+    async def release(self) -> None:
+        mine, call = self.mine, self.call
+        if mine is not None:
+            await self.db.in_tenant(
+                call.company_id,
+                lambda tx: tool_calls_store.unclaim(tx, call.idempotency_key, mine),
+            )
+
+
+def _json(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return None
 
 
 def _next_page(resp: httpx.Response, base: ProviderBase) -> httpx.URL | None:
