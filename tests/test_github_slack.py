@@ -659,3 +659,24 @@ def test_the_shared_provider_client_keeps_no_cookie_between_companies(
     assert len(client.cookies.jar) == 0
     next_call = client.build_request("GET", "https://api.github.com/user")
     assert "cookie" not in next_call.headers
+
+
+def test_an_answer_that_is_not_the_documented_shape_is_an_error_for_claude(
+    pstack: Stack,
+    tools: dict[str, Tool],
+    in_tenant: InTenant,
+    tenant: Tenant,
+    github: str,
+    slack: str,
+) -> None:
+    """A proxy's HTML page with a 200 (or any body GitHub does not document) is an error
+    Claude reads, not a crash of the step."""
+    where = places(github, slack)
+    connect_both(pstack, tenant, where)
+    ted = for_quest(tools, in_tenant, tenant)
+    path = f"/repos/{where.owner}/{where.repo}/issues"
+    page = {"status": 200, "html": True, "count": 1, "paths": [path], "methods": ["GET"]}
+    httpx.post(github + "/_faults", json=page).raise_for_status()
+    listed = ted.call("github_list_issues", owner=where.owner, repo=where.repo)
+    assert listed.is_error and "does not document" in listed.content
+    assert not ted.call("github_list_issues", owner=where.owner, repo=where.repo).is_error

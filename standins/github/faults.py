@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-FAULT_STATUSES = frozenset({401, 403, 404, 422, 429, 500, 502, 503, 504})
+# 200 only with html: a proxy or captive portal answering for GitHub with a page of its own
+FAULT_STATUSES = frozenset({200, 401, 403, 404, 422, 429, 500, 502, 503, 504})
 KINDS = ("primary_rate_limit", "secondary_rate_limit")
 MAX_DELAY_S = 300.0
 _FIELDS = {"status", "kind", "delay_s", "after", "count", "paths", "methods", "logins"}
@@ -132,6 +133,8 @@ def parse_rule(body: dict[str, Any], rule_id: int) -> FaultRule:
     html = _flag(body, "html")
     if html and status is None:
         raise FaultRefused("html needs a status")
+    if status == 200 and not html:
+        raise FaultRefused("status 200 is a proxy's page: it needs html")
     return FaultRule(
         rule_id,
         status,

@@ -246,7 +246,15 @@ class ConnectedTool:
                 for r in self.spec.also
             ]  # fmt: skip
             answer = Answer(answer.response, answer.pages, tuple(a.response for a in also))
-        return self.spec.render(answer, call.input)
+        try:
+            return self.spec.render(answer, call.input)
+        except (ValueError, KeyError, TypeError, AttributeError):  # not the answer it documents
+            log.warning("a provider answer did not read", tool=self.name, status=answer.status_code)
+            return ToolOutcome(
+                f"{self.provider.title} answered {self.name} with something it does not "
+                f"document (HTTP {answer.status_code}); nothing more is known",
+                is_error=True,
+            )
 
     async def _send(
         self,
