@@ -245,6 +245,9 @@ class Stack:
         return len(live_workers(redis.Redis.from_url(self.settings.redis_url)))
 
     def start_ingress(self, port: int | None = None) -> str:
+        """The stack's ingress (replacing the one running, if any, as a redeploy does)."""
+        if "ingress" in self.procs:
+            self.procs["ingress"].stop()
         port = port or free_port()
         self.ingress_url = f"http://127.0.0.1:{port}"
         self.base_env["S2_PUBLIC_URL"] = self.ingress_url  # OAuth callbacks come back here
@@ -268,7 +271,6 @@ class Stack:
         if not self.ingress_url:
             self.start_ingress()
         elif self.ingress_env != self.env():  # e.g. vault keys given since: as a redeploy
-            self.procs["ingress"].stop()
             self.start_ingress(httpx.URL(self.ingress_url).port)
         begun = httpx.post(
             f"{self.ingress_url}/v1/companies/{tenant.id}/integrations/{integration}/authorize",
