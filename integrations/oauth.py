@@ -37,7 +37,7 @@ import httpx
 from integrations.errors import OAuthError, TokenEndpointTrouble
 from integrations.ratelimit import reset_after_ms
 from integrations.routes import ProviderBase
-from integrations.spec import Provider
+from integrations.spec import Provider, json_object
 from vault import Secret
 
 
@@ -55,15 +55,6 @@ def pkce_pair() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(32)
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
     return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def _json_object(resp: httpx.Response) -> dict[str, Any]:
-    """The reply's JSON object, or ``{}`` if its body is anything else."""
-    try:
-        body = resp.json()
-    except ValueError:  # JSONDecodeError, or a body that is not UTF-8
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 _CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -119,11 +110,6 @@ class OAuthClient:
         self.client_id = client_id
         self.client_secret = client_secret
 
-    def authorize_url(self, redirect_uri: str, state: str, code_challenge: str | None) -> str:
-        return authorize_url(
-            self.provider, self.base, self.client_id, redirect_uri, state, code_challenge
-        )
-
     async def exchange_code(
         self, code: str, redirect_uri: str, code_verifier: str | None = None
     ) -> TokenSet:
@@ -159,7 +145,7 @@ class OAuthClient:
                 f"{type(exc).__name__} at {self.provider.title}'s token endpoint"
             ) from None
         self._provider_trouble(resp)
-        body = _json_object(resp)
+        body = json_object(resp)
         refused = resp.status_code != 200 or "error" in body or body.get("ok") is False
         if refused:
             code = _error_code(body)
@@ -202,7 +188,7 @@ async def whoami(
         resp = await http.get(ProviderBase(api_url).url(path), headers=headers)
     except httpx.HTTPError:
         return None
-    found = _json_object(resp).get(field) if resp.status_code == 200 else None
+    found = json_object(resp).get(field) if resp.status_code == 200 else None
     return found if isinstance(found, str) and found else None
 
 

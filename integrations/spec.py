@@ -55,6 +55,16 @@ class Answer:
 Render = Callable[[Answer, Mapping[str, Any]], ToolOutcome]
 
 
+def json_object(resp: httpx.Response) -> dict[str, Any]:
+    """The response's JSON object, or ``{}`` if its body is anything else (a proxy's HTML
+    page, a list, bytes that are not UTF-8): never parsed further, never echoed."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 class Verdict(enum.Enum):
     """What a provider's response means before any tool reads it."""
 

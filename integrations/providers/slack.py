@@ -33,6 +33,7 @@ from integrations.spec import (
     ToolSpec,
     Verdict,
     http_verdict,
+    json_object,
 )
 
 EVENT_TYPE = "system2_action"
@@ -58,19 +59,11 @@ _TS = {
 _TEXT = {"type": "string", "minLength": 1, "maxLength": TEXT_MAX}
 
 
-def _body(resp: httpx.Response) -> dict[str, Any]:
-    try:
-        body = resp.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
 def _verdict(resp: httpx.Response) -> Verdict:
     verdict = http_verdict(resp)
     if verdict is not Verdict.ANSWER or resp.status_code != 200:
         return verdict
-    error = _body(resp).get("error")
+    error = json_object(resp).get("error")
     if error in _REFUSED_TOKEN:
         return Verdict.UNAUTHORIZED
     if error == "ratelimited":
@@ -115,7 +108,7 @@ def _oldest(started: datetime) -> str:
 
 
 def _refused(answer: Answer) -> ToolOutcome | None:
-    body = _body(answer.response)
+    body = json_object(answer.response)
     if answer.status_code == 200 and body.get("ok") is True:
         return None
     error = body.get("error") or f"HTTP {answer.status_code}"
