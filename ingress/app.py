@@ -17,7 +17,7 @@ from redis.asyncio import Redis as AsyncRedis
 from starlette.concurrency import run_in_threadpool
 
 from guard import Admissions, Guard
-from ingress import http_metrics, routes_company, routes_oauth, routes_quests
+from ingress import http_metrics, routes_company, routes_feed, routes_oauth, routes_quests
 from ingress.asgi_middleware import BearerAuth, BodyLimit, RequestContext
 from ingress.auth import TokenVerifier
 from ingress.deps import Deps, IngressDeps
@@ -69,7 +69,13 @@ def create_app(deps: IngressDeps) -> FastAPI:
     app.state.deps = deps
     app.state.live = live
     install_error_handlers(app)
-    for router in (ops, routes_quests.router, routes_company.router, routes_oauth.router):
+    for router in (
+        ops,
+        routes_quests.router,
+        routes_feed.router,
+        routes_company.router,
+        routes_oauth.router,
+    ):
         app.include_router(router)
     # Innermost first. The token is checked before anything reads the body, and a body is
     # refused as soon as it passes the bound.

@@ -15,8 +15,7 @@ from ingress.live import TooManyStreams
 from ingress.submit import BudgetExhausted
 from integrations import UnknownIntegration
 from messages import PublishFailed
-from store import Conflict, StoreUnavailable
-from store.activity import BadCursor
+from store import BadCursor, Conflict, StoreUnavailable
 from vault import CounterUnavailable, KeyExhausted
 
 RETRY_AFTER_S = 5

@@ -260,6 +260,24 @@ class LiveEvents:
                     sub.last = entry_id
 
 
+def open_stream(
+    request: Request, *, user_id: str, company_id: UUID, key: str, after: str
+) -> Subscription:
+    """A subscription to ``key`` for this request, from after ``after``: 422 for an id Redis
+    would refuse, 503 when live events are not running here, ``TooManyStreams`` (429) when
+    the caller or its company is at its cap."""
+    try:
+        parse_id(after)
+    except ValueError:  # refused now: in the shared read, Redis would refuse it for every stream
+        raise HTTPException(422, "last-event-id: no such id") from None
+    live: LiveEvents | None = request.app.state.live
+    if live is None:
+        raise HTTPException(503, "live events are not configured")
+    if not live.running:
+        raise HTTPException(503, "live events are not running")
+    return live.open(user_id=user_id, company_id=company_id, key=key, after=after)
+
+
 def sse(entry_id: str, payload: dict[str, Any], issued_at: str) -> str:
     data = {
         "quest_id": payload["quest_id"],
@@ -271,14 +289,21 @@ def sse(entry_id: str, payload: dict[str, Any], issued_at: str) -> str:
     return f"id: {entry_id}\nevent: {payload['kind']}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+Visible = Callable[[dict[str, Any]], Awaitable[bool]]
+
+
 async def sse_events(
     sub: Subscription,
     request: Request,
     finished: Callable[[], Awaitable[bool]],
     max_life_s: float,
+    *,
+    visible: Visible | None = None,
+    ends_with_quest: bool = True,
 ) -> AsyncGenerator[str, None]:
-    """The stream's text: its entries as events, keep-alive comments while it is quiet; it
-    ends with the quest, at its maximum life, or when the reader ends it. Its slot is given
+    """The stream's text: its entries as events (those ``visible`` admits), keep-alive
+    comments while it is quiet; it ends with the quest (``ends_with_quest``), when
+    ``finished`` says so, at its maximum life, or when the reader ends it. Its slot is given
     back however it ends."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_life_s
@@ -305,13 +330,16 @@ async def sse_events(
             if item is None:
                 yield f": {sub.ended}; resume with Last-Event-ID\n\n"
                 return
-            quiet = 0
             entry_id, fields = item
             envelope = json.loads(fields[b"e"])
             payload = envelope["payload"]
+            if visible is not None and not await visible(payload):
+                continue
+            quiet = 0
             yield sse(entry_id, payload, envelope["issued_at"])
             if (
-                payload["kind"] == "quest.state"
+                ends_with_quest
+                and payload["kind"] == "quest.state"
                 and payload.get("data", {}).get("status") in TERMINAL
             ):
                 return

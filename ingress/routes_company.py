@@ -25,10 +25,25 @@ from ingress.integrations import (
 from ingress.schemas import NO_NUL, ActivityPage, ActivityView
 from messages import Actor, ActorType
 from store import activity as activity_store
+from store import companies as companies_store
 from store import credentials as credentials_store
 from store.activity import ActivityFilter
+from store.companies import Role
 
 router = APIRouter()
+
+
+class CompanyMembership(BaseModel):
+    company_id: UUID
+    name: str
+    role: Role
+
+
+@router.get("/v1/companies", response_model=list[CompanyMembership], tags=["companies"])
+async def list_my_companies(who: CallerDep, deps: Deps) -> list[CompanyMembership]:
+    """The companies the caller belongs to, with its role in each."""
+    found = await companies_store.member_companies(deps.db, who.user_id)
+    return [CompanyMembership(company_id=m.company_id, name=m.name, role=m.role) for m in found]
 
 
 INTEGRATION_PATH = "/v1/companies/{company_id}/integrations/{integration}"

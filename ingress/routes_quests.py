@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 import structlog
-from fastapi import APIRouter, Header, HTTPException, Request, status
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ingress.auth import member_tx
 from ingress.cancel_request import may_cancel, request_cancel, send_cancel
 from ingress.deps import CallerDep, Deps
 from ingress.guard_view import company_limits
-from ingress.live import ENTRY_ID_PATTERN, LiveEvents, LiveStreamResponse, parse_id, sse_events
+from ingress.live import ENTRY_ID_PATTERN, LiveStreamResponse, open_stream, sse_events
 from ingress.schemas import (
     CancelRequest,
     QuestAccepted,
+    QuestPage,
+    QuestStatus,
     QuestSubmit,
+    QuestSummaryView,
     QuestView,
     StepView,
     usd_to_micros,
@@ -26,8 +30,10 @@ from ingress.schemas import (
 from ingress.submit import Gate, QuestSpec, create_quest, enqueue_first_step
 from messages import Actor, ActorType
 from messages.redis_keys import quest_stream_key
-from store import TenantTx
+from store import TenantTx, quest_list
 from store import quests as quests_store
+from store.cursors import CURSOR_MAX
+from store.quest_list import QuestFilter
 from store.quests import Quest
 
 log = structlog.get_logger(__name__)
@@ -53,6 +59,7 @@ async def submit_quest(
     body: QuestSubmit,
     who: CallerDep,
     deps: Deps,
+    response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     x_correlation_id: Annotated[UUID | None, Header()] = None,
 ) -> QuestAccepted:
@@ -71,10 +78,38 @@ async def submit_quest(
     if publish:
         await enqueue_first_step(deps.db, deps.publisher, quest, actor)
         log.info("quest submitted", quest_id=str(quest.id), company_id=str(company_id))
+    response.headers["Location"] = f"/v1/companies/{company_id}/quests/{quest.id}"
     return QuestAccepted(quest_id=quest.id, status=quest.status)
 
 
 QUEST = "/v1/companies/{company_id}/quests/{quest_id}"
+
+
+@router.get("/v1/companies/{company_id}/quests", response_model=QuestPage)
+async def list_quests(
+    company_id: UUID,
+    who: CallerDep,
+    deps: Deps,
+    status: Annotated[list[QuestStatus] | None, Query(max_length=6)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: Annotated[str | None, Query(max_length=CURSOR_MAX)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> QuestPage:
+    """The company's quests, newest first; follow ``next_cursor`` for older ones. Admins see
+    every quest of the company, members the ones they submitted."""
+    async with member_tx(deps.db, company_id, who) as (tx, member):
+        filters = QuestFilter(
+            statuses=tuple(status or ()),
+            since=since,
+            until=until,
+            created_by=None if member.role == "admin" else f"user:{who.user_id}",
+        )
+        rows, next_cursor = await quest_list.page(tx, filters, cursor=cursor, limit=limit)
+    return QuestPage(
+        items=[QuestSummaryView.model_validate(r, from_attributes=True) for r in rows],
+        next_cursor=next_cursor,
+    )
 
 
 @router.get(QUEST, response_model=QuestView)
@@ -142,21 +177,12 @@ async def quest_events(
             return _found(await quests_store.get(tx, quest_id)).finished
 
     await finished()  # membership first, and a 404 for another company's quest
-    after = last_event_id or "0-0"
-    try:
-        parse_id(after)
-    except ValueError:  # refused now: in the shared read, Redis would refuse it for every stream
-        raise HTTPException(422, "last-event-id: no such id") from None
-    live: LiveEvents | None = request.app.state.live
-    if live is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "live events are not configured")
-    if not live.running:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "live events are not running")
-    sub = live.open(  # TooManyStreams: 429
+    sub = open_stream(
+        request,
         user_id=who.user_id,
         company_id=company_id,
         key=quest_stream_key(quest_id),
-        after=after,
+        after=last_event_id or "0-0",
     )
     max_life_s = deps.settings.sse_max_life_s  # the response gives the slot back, sent or not
     return LiveStreamResponse(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -23,6 +23,9 @@ def no_nul(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(no_nul)]
+
+
+QuestStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "halted"]
 
 
 class QuestSubmit(BaseModel):
@@ -116,3 +119,21 @@ class ActivityView(BaseModel):
 class ActivityPage(BaseModel):
     items: list[ActivityView]
     next_cursor: str | None
+
+
+class QuestSummaryView(BaseModel):
+    quest_id: UUID = Field(validation_alias="id")
+    status: QuestStatus
+    goal: str
+    model: str
+    created_by: str = Field(description="who submitted it: `user:<id>` or `operator:<name>`")
+    steps_done: int
+    cost_usd_micros: int
+    max_usd_micros: int | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class QuestPage(BaseModel):
+    items: list[QuestSummaryView]
+    next_cursor: str | None = Field(description="pass it as `cursor` for the next page")

@@ -4,6 +4,7 @@ A leaf of the house: it imports only third-party code, never another package of 
 (``make lint`` checks).
 """
 
+from store.cursors import BadCursor
 from store.db import BatchTx, Database, TenantTx
 from store.errors import (
     Conflict,
@@ -14,6 +15,7 @@ from store.errors import (
 )
 
 __all__ = [
+    "BadCursor",
     "BatchTx",
     "Conflict",
     "Database",

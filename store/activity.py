@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,8 +11,9 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
+from store import cursors
+from store.cursors import BadCursor
 from store.db import TenantTx
-from store.errors import StoreError
 
 _COLUMNS = (
     "id, occurred_at, recorded_at, actor_type, actor_id, action, target, rationale, "
@@ -59,10 +58,6 @@ class ActivityFilter:
     action: str | None = None
     since: datetime | None = None
     until: datetime | None = None
-
-
-class BadCursor(StoreError):
-    """The pagination cursor was not one this API handed out."""
 
 
 _STAGED = (
@@ -153,9 +148,11 @@ async def page(
             where.append(f"{column} {op} %s")
             params.append(value)
     if cursor:
-        at, last_id = _decode_cursor(cursor)
+        at, last_id = cursors.decode(cursor)
+        if not (last_id.isdigit() and len(last_id) <= 18):  # a bigint
+            raise BadCursor("cursor is not valid; start again without one")
         where.append("(occurred_at, id) < (%s, %s)")
-        params.extend([at, last_id])
+        params.extend([at, int(last_id)])
     params.append(limit + 1)
     found = await tx.rows(
         Activity,
@@ -166,18 +163,4 @@ async def page(
     if len(found) <= limit:
         return found, None
     found = found[:limit]
-    return found, _encode_cursor(found[-1])
-
-
-def _encode_cursor(row: Activity) -> str:
-    raw = f"{row.occurred_at.isoformat()}|{row.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, last_id = raw.split("|")
-        return datetime.fromisoformat(at), int(last_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadCursor("cursor is not valid; start again without one") from None
+    return found, cursors.encode(found[-1].occurred_at, found[-1].id)

@@ -8,7 +8,7 @@ from uuid import UUID
 
 import psycopg
 
-from store.db import TenantTx
+from store.db import Database, TenantTx
 
 Role = Literal["member", "admin"]
 ROLES: tuple[Role, ...] = ("member", "admin")
@@ -52,3 +52,24 @@ async def all_ids(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> list[UUI
     (through the owner's ``company_ids()``: the app role sees no company outside a tenant)."""
     rows = await (await conn.execute("SELECT company_ids()")).fetchall()
     return [row[0] for row in rows]  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class Membership:
+    company_id: UUID
+    name: str
+    role: Role
+
+
+async def member_companies(db: Database, user_id: str) -> list[Membership]:
+    """The companies ``user_id`` belongs to, with its role in each (the ``member_directory``
+    policies of migration 0010 admit them: this transaction sets ``app.member_id`` and no
+    company). Pass only a verified caller's id."""
+    async with db.directory(user_id) as conn:
+        cur = await conn.execute(
+            "SELECT m.company_id, c.name, m.role FROM memberships AS m "
+            "JOIN companies AS c ON c.id = m.company_id WHERE m.user_id = %s "
+            "ORDER BY c.name, c.id LIMIT 1000",
+            (user_id,),
+        )
+        return [Membership(r[0], r[1], r[2]) for r in await cur.fetchall()]

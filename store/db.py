@@ -173,6 +173,14 @@ class Database:
                 yield conn
 
     @asynccontextmanager
+    async def directory(self, user_id: str) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
+        """A transaction that sees ``user_id``'s memberships across companies and nothing of
+        any tenant (``companies.member_companies``)."""
+        async with self._transaction() as conn:
+            await conn.execute("SELECT set_config('app.member_id', %s, true)", (user_id,))
+            yield conn
+
+    @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
         """A pooled connection with no tenant set (autocommit), for the owner's functions
         that list across tenants (``companies.all_ids``, ``quests.company_of``)."""

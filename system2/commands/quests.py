@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -22,7 +23,7 @@ from system2.cli_support import (
 )
 from system2.errors import System2Error
 
-app = typer.Typer(help="Quests: submit, show, cancel, watch.", no_args_is_help=True)
+app = typer.Typer(help="Quests: submit, list, show, cancel, watch.", no_args_is_help=True)
 
 
 @app.command("submit")
@@ -65,6 +66,41 @@ def quest_submit(
         return quest
 
     emit(asyncio.run(submit()).id)
+
+
+@app.command("list")
+def quest_list(
+    company: Annotated[UUID, typer.Option(help="company id")],
+    status: Annotated[
+        list[str] | None, typer.Option(help="only quests in this status (repeatable)")
+    ] = None,
+    since: Annotated[datetime | None, typer.Option(help="created at or after (ISO 8601)")] = None,
+    until: Annotated[datetime | None, typer.Option(help="created before (ISO 8601)")] = None,
+    by: Annotated[str | None, typer.Option(help="only this submitter's (e.g. user:alice)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    cursor: Annotated[str | None, typer.Option(help="the next_cursor of the previous page")] = None,
+) -> None:
+    """The company's quests, newest first, as JSON (filter, then page with --cursor)."""
+    from store import quest_list as quest_list_store
+    from store.quest_list import STATUSES, QuestFilter, QuestSummary
+
+    unknown = sorted(set(status or ()) - set(STATUSES))
+    if unknown:
+        raise System2Error(f"--status {unknown[0]!r} is not one of {', '.join(STATUSES)}")
+    filters = QuestFilter(tuple(status or ()), _aware(since), _aware(until), by)
+    s = settings()
+
+    async def page() -> tuple[list[QuestSummary], str | None]:
+        async with app_db(s) as db, db.tenant(company) as tx:
+            return await quest_list_store.page(tx, filters, cursor=cursor, limit=limit)
+
+    rows, next_cursor = asyncio.run(page())
+    emit({"items": [r.__dict__ for r in rows], "next_cursor": next_cursor})
+
+
+def _aware(at: datetime | None) -> datetime | None:
+    """A time given without a zone is UTC."""
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
 
 
 @app.command("show")

@@ -1,0 +1,77 @@
+"""A company's quests, newest first, a page at a time: what an operator or the upstream API
+sees without holding a quest's id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from store import cursors
+from store.cursors import BadCursor
+from store.db import TenantTx
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "halted")
+
+
+@dataclass(frozen=True)
+class QuestSummary:
+    id: UUID
+    status: str
+    goal: str
+    model: str
+    created_by: str
+    steps_done: int
+    cost_usd_micros: int
+    max_usd_micros: int | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class QuestFilter:
+    statuses: tuple[str, ...] = ()  # any of these; empty: every status
+    since: datetime | None = None  # created at or after
+    until: datetime | None = None  # created before
+    created_by: str | None = None  # only this submitter's (a member sees their own)
+
+
+async def page(
+    tx: TenantTx, filters: QuestFilter, *, cursor: str | None = None, limit: int = 50
+) -> tuple[list[QuestSummary], str | None]:
+    """Newest first (``quests_company_created`` serves it). Returns the rows and the cursor
+    of the next page (None at the end)."""
+    where = ["company_id = %s"]
+    params: list[Any] = [tx.company_id]
+    if filters.statuses:
+        where.append("status = ANY(%s)")
+        params.append(list(filters.statuses))
+    for column, value, op in (
+        ("created_at", filters.since, ">="),
+        ("created_at", filters.until, "<"),
+        ("created_by", filters.created_by, "="),
+    ):
+        if value is not None:
+            where.append(f"{column} {op} %s")
+            params.append(value)
+    if cursor:
+        at, last_id = cursors.decode(cursor)
+        try:
+            last = UUID(last_id)
+        except ValueError:
+            raise BadCursor("cursor is not valid; start again without one") from None
+        where.append("(created_at, id) < (%s, %s)")
+        params.extend([at, last])
+    params.append(limit + 1)
+    found = await tx.rows(
+        QuestSummary,
+        "SELECT id, status, goal, model, created_by, steps_done, cost_usd_micros, "
+        f"max_usd_micros, created_at, finished_at FROM quests WHERE {' AND '.join(where)} "
+        "ORDER BY created_at DESC, id DESC LIMIT %s",
+        params,
+    )
+    if len(found) <= limit:
+        return found, None
+    found = found[:limit]
+    return found, cursors.encode(found[-1].created_at, found[-1].id)
