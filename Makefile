@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STATE := .s2
 WITH_SERVICES := set -a && . $(STATE)/services.env && set +a &&
 
-.PHONY: install services services-down demo test lint typecheck pytest bench clean
+.PHONY: install services services-down demo test lint typecheck pytest bench clean openapi
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ services-down:
 
 demo: services
 	$(WITH_SERVICES) $(BIN)/system2 migrate && $(BIN)/system2 demo
+
+# The HTTP contract, checked in, and the Python client generated from it: a change to either
+# is a reviewed diff (tests/test_contract.py fails while they differ from what is served).
+openapi: install
+	$(BIN)/system2 openapi > docs/openapi.json
+	$(BIN)/openapi-python-client generate --path docs/openapi.json --meta none \
+		--output-path system2_client --config docs/openapi-client.yml --overwrite
 
 lint: install
 	$(BIN)/ruff check .

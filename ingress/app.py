@@ -17,7 +17,7 @@ from redis.asyncio import Redis as AsyncRedis
 from starlette.concurrency import run_in_threadpool
 
 from guard import Admissions, Guard
-from ingress import http_metrics, routes_company, routes_feed, routes_oauth, routes_quests
+from ingress import contract, http_metrics, routes_company, routes_feed, routes_oauth, routes_quests
 from ingress.asgi_middleware import BearerAuth, BodyLimit, RequestContext
 from ingress.auth import TokenVerifier
 from ingress.deps import Deps, IngressDeps
@@ -31,6 +31,11 @@ from runtime.settings import Settings
 from runtime.wiring import async_redis, maybe_vault
 from store import Database, StoreUnavailable
 
+DESCRIPTION = (
+    "Submit, list, watch and cancel Ted's quests; read a company's audit trail, guard and "
+    "integrations. Every `/v1` route takes a Supabase access token as a bearer token; every "
+    "error is an RFC 9457 problem (`application/problem+json`) whose `code` says why."
+)
 ops = APIRouter(tags=["ops"])
 
 
@@ -64,8 +69,15 @@ def create_app(deps: IngressDeps) -> FastAPI:
             await deps.guard.redis.aclose()  # the guard's and the admissions' client
 
     app = FastAPI(
-        title="System2 ingress", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan
+        title="System2 ingress",
+        version="1",
+        description=DESCRIPTION,
+        docs_url="/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+        generate_unique_id_function=contract.operation_id,
     )
+    contract.install(app)
     app.state.deps = deps
     app.state.live = live
     install_error_handlers(app)

@@ -9,9 +9,9 @@ from uuid import uuid4
 import structlog
 from fastapi import HTTPException
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ingress import problems
 from ingress.auth import TokenVerifier
 from ingress.errors import IngressError
 from runtime import logs
@@ -76,7 +76,8 @@ class BearerAuth:
             answer = dict(exc.headers or {})
             if _has_body(headers):
                 answer["Connection"] = "close"  # don't drain the body we won't read
-            response = JSONResponse({"detail": exc.detail}, exc.status_code, headers=answer)
+            exc.headers = answer
+            response = problems.from_http_exception(exc)
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})[CALLER_STATE] = caller
@@ -115,14 +116,13 @@ class BodyLimit:
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSONResponse(
-            {
-                "detail": f"the request body is larger than {self.max_bytes} bytes",
-                "reason": "body_too_large",
-                "max_body_bytes": self.max_bytes,
-            },
-            status_code=413,
+        response = problems.answer(
+            413,
+            "body_too_large",
+            f"the request body is larger than {self.max_bytes} bytes",
             headers={"Connection": "close"},
+            reason="body_too_large",
+            max_body_bytes=self.max_bytes,
         )
         await response(scope, receive, send)
 

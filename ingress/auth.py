@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import jwt
-from fastapi import HTTPException, status
+from fastapi import status
 
+from ingress.problems import ProblemCode, Refused
 from store import Database, TenantTx
 from store import companies as companies_store
 from store.companies import Role
@@ -42,7 +43,7 @@ class TokenVerifier:
 
     def verify(self, authorization: str | None) -> Caller:
         if not authorization:
-            raise _unauthorized("missing bearer token")
+            raise _unauthorized("missing bearer token", "token_missing")
         if len(authorization) > AUTHORIZATION_MAX:
             raise _unauthorized("token invalid")
         scheme, _, token = authorization.partition(" ")
@@ -58,7 +59,7 @@ class TokenVerifier:
                 options={"require": ["exp", "sub", "aud"]},
             )
         except jwt.ExpiredSignatureError:
-            raise _unauthorized("token expired") from None
+            raise _unauthorized("token expired", "token_expired") from None
         except jwt.InvalidTokenError:
             raise _unauthorized("token invalid") from None
         sub = claims.get("sub")
@@ -67,8 +68,8 @@ class TokenVerifier:
         return Caller(sub)
 
 
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers=_UNAUTHORIZED_HEADERS)
+def _unauthorized(detail: str, code: ProblemCode = "token_invalid") -> Refused:
+    return Refused(status.HTTP_401_UNAUTHORIZED, code, detail, headers=_UNAUTHORIZED_HEADERS)
 
 
 @asynccontextmanager
@@ -80,7 +81,7 @@ async def member_tx(
     async with db.tenant(company_id) as tx:
         role = await companies_store.member_role(tx, caller.user_id)
         if role is None:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "not a member of this company")
+            raise Refused(status.HTTP_403_FORBIDDEN, "not_a_member", "not a member of this company")
         if admin and role != "admin":
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "company admins only")
+            raise Refused(status.HTTP_403_FORBIDDEN, "admins_only", "company admins only")
         yield tx, Member(caller.user_id, company_id, role)

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import redis
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis as AsyncRedis
 
 from guard import Admissions, Guard
 from ingress.asgi_middleware import CALLER_STATE
-from ingress.auth import AUTHORIZATION_MAX, Caller, TokenVerifier
+from ingress.auth import Caller, TokenVerifier
 from ingress.oauth_flow import OAuthStates
 from messages.transport import Publisher
 from runtime.settings import Settings
@@ -39,16 +40,26 @@ def get_deps(request: Request) -> IngressDeps:
     return deps
 
 
+# The OpenAPI document's security scheme; ``get_caller`` reads the header itself (the scheme's
+# own parsing would let a malformed header pass as "no token").
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    bearerFormat="JWT",
+    description="a Supabase Auth access token (`aud` = `authenticated`)",
+    auto_error=False,
+)
+
+
 def get_caller(
     request: Request,
-    authorization: Annotated[str | None, Header(max_length=AUTHORIZATION_MAX)] = None,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
 ) -> Caller:
     """The caller ``BearerAuth`` verified before the body was read (verified here for a route
     it does not cover)."""
     caller = getattr(request.state, CALLER_STATE, None)
     if isinstance(caller, Caller):
         return caller
-    return get_deps(request).verifier.verify(authorization)
+    return get_deps(request).verifier.verify(request.headers.get("authorization"))
 
 
 def oauth_states(deps: IngressDeps) -> OAuthStates:

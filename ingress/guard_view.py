@@ -7,12 +7,14 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel
 
 from guard import Admissions, Guard, Limits
 from guard.spend import window_bounds
+from ingress.schemas import TierName
 from messages import QUESTS
 from messages.redis_keys import fair_waiting_key
 from runtime.settings import Settings
@@ -23,13 +25,13 @@ from store import quests as quests_store
 
 
 class SpendView(BaseModel):
-    scope: str  # quest | day | month
+    scope: Literal["quest", "day", "month"]
     window: str | None = None
     quest_id: UUID | None = None
     spent_usd_micros: int
     reserved_usd_micros: int
     cap_usd_micros: int
-    tier: str
+    tier: TierName
 
 
 class GuardView(BaseModel):

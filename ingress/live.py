@@ -44,6 +44,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ingress.errors import IngressError
+from ingress.problems import Refused
 from messages.notices import StreamReply
 from runtime.tasks import cancel_and_wait
 from store.quests import TERMINAL
@@ -269,12 +270,12 @@ def open_stream(
     try:
         parse_id(after)
     except ValueError:  # refused now: in the shared read, Redis would refuse it for every stream
-        raise HTTPException(422, "last-event-id: no such id") from None
+        raise Refused(422, "bad_last_event_id", "last-event-id: no such id") from None
     live: LiveEvents | None = request.app.state.live
     if live is None:
-        raise HTTPException(503, "live events are not configured")
+        raise Refused(503, "unavailable", "live events are not configured")
     if not live.running:
-        raise HTTPException(503, "live events are not running")
+        raise Refused(503, "unavailable", "live events are not running")
     return live.open(user_id=user_id, company_id=company_id, key=key, after=after)
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -22,6 +22,7 @@ from ingress.integrations import (
     connect,
     view,
 )
+from ingress.problems import Refused, documented
 from ingress.schemas import NO_NUL, ActivityPage, ActivityView
 from messages import Actor, ActorType
 from store import activity as activity_store
@@ -30,7 +31,7 @@ from store import credentials as credentials_store
 from store.activity import ActivityFilter
 from store.companies import Role
 
-router = APIRouter()
+router = APIRouter(responses=documented(401, 403, 422, 503))
 
 
 class CompanyMembership(BaseModel):
@@ -50,7 +51,12 @@ INTEGRATION_PATH = "/v1/companies/{company_id}/integrations/{integration}"
 IntegrationName = Annotated[str, Path(max_length=41, pattern=r"^[a-z][a-z0-9_]{0,40}$")]
 
 
-@router.put(INTEGRATION_PATH, response_model=IntegrationView, tags=["integrations"])
+@router.put(
+    INTEGRATION_PATH,
+    response_model=IntegrationView,
+    tags=["integrations"],
+    responses=documented(404, 413),
+)
 async def connect_integration(
     company_id: UUID,
     integration: IntegrationName,
@@ -82,7 +88,12 @@ class AuthorizeView(BaseModel):
     redirect_uri: str = Field(description="where the provider sends the browser back (ours)")
 
 
-@router.post(INTEGRATION_PATH + "/authorize", response_model=AuthorizeView, tags=["integrations"])
+@router.post(
+    INTEGRATION_PATH + "/authorize",
+    response_model=AuthorizeView,
+    tags=["integrations"],
+    responses=documented(404),
+)
 async def authorize_integration(
     company_id: UUID, integration: IntegrationName, who: CallerDep, deps: Deps
 ) -> AuthorizeView:
@@ -114,19 +125,24 @@ async def list_integrations(company_id: UUID, who: CallerDep, deps: Deps) -> lis
         return [view(c, deps.settings) for c in await credentials_store.all_for_company(tx)]
 
 
-@router.delete(INTEGRATION_PATH, status_code=status.HTTP_204_NO_CONTENT, tags=["integrations"])
+@router.delete(
+    INTEGRATION_PATH,
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["integrations"],
+    responses=documented(404),
+)
 async def disconnect_integration(
     company_id: UUID, integration: IntegrationName, who: CallerDep, deps: Deps
 ) -> None:
     async with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
         if not await credentials_store.disconnect(tx, integration):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"{integration} is not connected")
+            raise Refused(status.HTTP_404_NOT_FOUND, "not_found", f"{integration} is not connected")
     await _audit(
         deps, company_id, who, "integration.disconnected", f"integration:{integration}", {}
     )
 
 
-@router.get(INTEGRATION_PATH + "/uses", tags=["integrations"])
+@router.get(INTEGRATION_PATH + "/uses", tags=["integrations"], responses=documented(404))
 async def credential_uses(
     company_id: UUID, integration: IntegrationName, who: CallerDep, deps: Deps
 ) -> list[dict[str, Any]]:

@@ -11,14 +11,16 @@ from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
 
 from ingress.auth import Caller, member_tx
+from ingress.contract import sse_response
 from ingress.deps import CallerDep, Deps
 from ingress.live import ENTRY_ID_PATTERN, LiveStreamResponse, open_stream, sse_events
+from ingress.problems import documented
 from messages.redis_keys import company_stream_key
 from store import Database
 from store import quests as quests_store
 from store.companies import Role
 
-router = APIRouter(tags=["quests"])
+router = APIRouter(tags=["quests"], responses=documented(401, 403, 422, 503))
 SEEN_MAX = 10_000  # quests whose visibility a member's stream remembers
 
 
@@ -48,8 +50,12 @@ class OwnQuests:
 @router.get(
     "/v1/companies/{company_id}/events",
     response_class=StreamingResponse,
+    responses={
+        **sse_response("every quest event of the company the caller may see (`LiveEventData`)"),
+        **documented(429, _429="as many live streams open as the caller or company may"),
+    },
 )
-async def company_events(
+async def watch_company(
     company_id: UUID,
     request: Request,
     who: CallerDep,

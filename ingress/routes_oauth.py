@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from ingress import oauth_flow
 from ingress.deps import Deps, IngressDeps, oauth_states
 from ingress.oauth_flow import ConnectRefused
+from ingress.problems import documented
 from integrations import UnknownIntegration, provider
 
 router = APIRouter(tags=["integrations"])
@@ -35,7 +36,7 @@ def _page(status: int, reason: str, title: str, text: str) -> HTMLResponse:
     return HTMLResponse(body, status_code=status, headers=_HEADERS)
 
 
-@router.get(oauth_flow.CALLBACK_PATH, response_class=HTMLResponse)
+@router.get(oauth_flow.CALLBACK_PATH, response_class=HTMLResponse, responses=documented(422))
 async def oauth_callback(
     integration: Annotated[str, Path(max_length=41, pattern=r"^[a-z][a-z0-9_]{0,40}$")],
     deps: Deps,

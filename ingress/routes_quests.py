@@ -7,15 +7,17 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import structlog
-from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ingress.auth import member_tx
 from ingress.cancel_request import may_cancel, request_cancel, send_cancel
+from ingress.contract import sse_response
 from ingress.deps import CallerDep, Deps
 from ingress.guard_view import company_limits
 from ingress.live import ENTRY_ID_PATTERN, LiveStreamResponse, open_stream, sse_events
+from ingress.problems import Refused, documented
 from ingress.schemas import (
     CancelRequest,
     QuestAccepted,
@@ -37,22 +39,24 @@ from store.quest_list import QuestFilter
 from store.quests import Quest
 
 log = structlog.get_logger(__name__)
-router = APIRouter(tags=["quests"])
+router = APIRouter(tags=["quests"], responses=documented(401, 403, 422, 503))
 
 
 @router.post(
     "/v1/companies/{company_id}/quests",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=QuestAccepted,
-    responses={
-        429: {
-            "description": "nothing was created or queued; retry after `Retry-After` seconds. "
-            "`reason`: `daily_budget_exhausted` or `monthly_budget_exhausted` (the company's "
-            "budget window is spent to its halt line; `window`, `period` and `resets_at` name "
-            "the window that resets last, and `Retry-After` is the seconds until then), "
-            "`too_many_running_quests` or `too_many_quest_starts`"
-        }
-    },
+    responses=documented(
+        409,
+        413,
+        429,
+        _429="nothing was created or queued; retry after `Retry-After` seconds. "
+        "`budget_exhausted`: the company's daily or monthly budget is spent to its halt line "
+        "(`window`, `period` and `resets_at` name the window that resets last, and "
+        "`Retry-After` is the seconds until then); `concurrency_limited`: as many quests "
+        "running as the company may; `rate_limited`: as many quest starts this minute as it "
+        "may",
+    ),
 )
 async def submit_quest(
     company_id: UUID,
@@ -112,7 +116,7 @@ async def list_quests(
     )
 
 
-@router.get(QUEST, response_model=QuestView)
+@router.get(QUEST, response_model=QuestView, responses=documented(404))
 async def show_quest(company_id: UUID, quest_id: UUID, who: CallerDep, deps: Deps) -> QuestView:
     async with member_tx(deps.db, company_id, who) as (tx, _):
         return await quest_view(tx, _found(await quests_store.get(tx, quest_id)))
@@ -122,7 +126,10 @@ async def show_quest(company_id: UUID, quest_id: UUID, who: CallerDep, deps: Dep
     QUEST + "/cancel",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=QuestAccepted,
-    responses={200: {"model": QuestView, "description": "the quest had already ended"}},
+    responses={
+        200: {"model": QuestView, "description": "the quest had already ended"},
+        **documented(404),
+    },
 )
 async def cancel_quest(
     company_id: UUID, quest_id: UUID, who: CallerDep, deps: Deps, body: CancelRequest | None = None
@@ -137,8 +144,10 @@ async def cancel_quest(
             view = await quest_view(tx, quest)
             return JSONResponse(view.model_dump(mode="json"), status_code=200)
         if not may_cancel(member.role, who.user_id, quest):
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, "only an admin or the quest's submitter may cancel it"
+            raise Refused(
+                status.HTTP_403_FORBIDDEN,
+                "not_allowed",
+                "only an admin or the quest's submitter may cancel it",
             )
         quest = await request_cancel(tx, quest, by=actor, reason=reason)
     await run_in_threadpool(  # it blocks (Redis)
@@ -152,14 +161,17 @@ async def cancel_quest(
     QUEST + "/events",
     response_class=StreamingResponse,
     responses={
-        429: {
-            "description": "the caller (reason `too_many_streams_for_user`) or its company "
+        **sse_response("the quest's events (`LiveEventData`), until it ends"),
+        **documented(
+            404,
+            429,
+            _429="the caller (reason `too_many_streams_for_user`) or its company "
             "(`too_many_streams_for_company`) has as many live streams open as it may; "
-            "retry after `Retry-After` seconds"
-        }
+            "retry after `Retry-After` seconds",
+        ),
     },
 )
-async def quest_events(
+async def watch_quest(
     company_id: UUID,
     quest_id: UUID,
     request: Request,
@@ -192,7 +204,7 @@ async def quest_events(
 
 def _found(quest: Quest | None) -> Quest:
     if quest is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such quest")
+        raise Refused(status.HTTP_404_NOT_FOUND, "not_found", "no such quest")
     return quest
 
 

@@ -26,6 +26,9 @@ Text = Annotated[str, AfterValidator(no_nul)]
 
 
 QuestStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "halted"]
+StepStatus = Literal["calling", "replied", "done"]
+ActorKind = Literal["user", "ted", "operator", "system"]
+TierName = Literal["ok", "warn", "slow", "halt"]
 
 
 class QuestSubmit(BaseModel):
@@ -76,12 +79,15 @@ class CancelRequest(BaseModel):
 
 class QuestAccepted(BaseModel):
     quest_id: UUID
-    status: str
+    status: QuestStatus | Literal["cancelling"] = Field(
+        description="`queued` for a new quest (a retried submit: the quest's status now); "
+        "`cancelling` after a cancel"
+    )
 
 
 class StepView(BaseModel):
     step: int
-    status: str
+    status: StepStatus
     stop_reason: str | None
     tools: list[str]
     cost_usd_micros: int
@@ -91,7 +97,7 @@ class StepView(BaseModel):
 
 class QuestView(BaseModel):
     quest_id: UUID
-    status: str
+    status: QuestStatus
     goal: str
     model: str
     steps: list[StepView]
@@ -106,7 +112,7 @@ class QuestView(BaseModel):
 class ActivityView(BaseModel):
     id: int
     occurred_at: datetime
-    actor_type: str
+    actor_type: ActorKind
     actor_id: str
     action: str
     target: str

@@ -51,6 +51,7 @@ app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options"
 app.command("offline-claude")(run.offline_claude)
 app.command("demo-provider")(run.demo_provider)
 app.command()(run.demo)
+app.command()(run.openapi)
 for name, group in (
     ("company", companies.app),
     ("quest", quests.app),

@@ -149,7 +149,12 @@ def test_a_body_at_the_bound_is_read_and_one_byte_more_is_413(
         quests_path(tenant), content=padded_submit(DEFAULT_BOUND + 1), headers=headers
     )
     assert over.status_code == 413, over.text
+    assert over.headers["content-type"] == "application/problem+json"
     assert over.json() == {
+        "type": "urn:system2:problem:body_too_large",
+        "title": "Request body too large",
+        "status": 413,
+        "code": "body_too_large",
         "detail": f"the request body is larger than {DEFAULT_BOUND} bytes",
         "reason": "body_too_large",
         "max_body_bytes": DEFAULT_BOUND,
@@ -193,8 +198,8 @@ def unbounded(spec: dict[str, Any], schema: dict[str, Any], where: str) -> list[
         for i, option in enumerate(schema.get(key, [])):
             found += unbounded(spec, option, f"{where}|{i}")
     kind = schema.get("type")
-    if kind == "string" and "maxLength" not in schema and "format" not in schema:
-        found.append(where)  # a uuid or a date-time is bounded by its format
+    if kind == "string" and not {"maxLength", "format", "enum"} & schema.keys():
+        found.append(where)  # a uuid or a date-time is bounded by its format, a status by its enum
     if kind == "array":
         if "maxItems" not in schema:
             found.append(where)

@@ -13,7 +13,8 @@ spec lists, and every answer is held to four properties:
    cancel requests) and integration credentials are exactly as before;
 3. a rejected request's body never echoes a planted secret-looking value (``sk-ant-…``,
    ``demo_at_…``) given in its body, headers or query;
-4. a rejected request answers JSON with a ``detail`` string.
+4. a rejected request answers an RFC 9457 problem (``application/problem+json``) with a
+   ``detail`` string and one of the contract's codes.
 
 The inputs the fuzzing found crashing the ingress with a 500 (NUL in text that reaches
 Postgres, dates Python cannot read back, dollar amounts that overflow or round to zero, a
@@ -45,6 +46,7 @@ from hypothesis.control import currently_in_test_context
 from pydantic import SecretStr, TypeAdapter
 from redis.asyncio import Redis as AsyncRedis
 
+from ingress import problems
 from ingress.schemas import MODEL_PATTERN
 from ingress.submit import QuestSpec, create_quest
 from messages import Actor, ActorType
@@ -199,12 +201,14 @@ def check(
         assert 'data-reason="' in answer.text, answer.describe()
         return
     if answer.status >= 400 and answer.method != "HEAD":
-        assert answer.headers.get("content-type", "").startswith("application/json"), (
+        assert answer.headers.get("content-type", "").startswith("application/problem+json"), (
             answer.describe()
         )
         body = json.loads(answer.text)
         assert isinstance(body, dict), answer.describe()
         assert isinstance(body.get("detail"), str), answer.describe()
+        assert body.get("code") in problems.CODES, answer.describe()
+        assert body["status"] == answer.status, answer.describe()
 
 
 def quest_in(in_tenant: InTenant, company: uuid.UUID, *, by: str, goal: str) -> uuid.UUID:
@@ -661,7 +665,10 @@ def test_every_route_in_the_openapi_spec_survives_fuzzed_requests(
 
 
 PROTECTED = [
+    ("GET", "/v1/companies", None),
     ("POST", "/v1/companies/{c}/quests", {"goal": "hello"}),
+    ("GET", "/v1/companies/{c}/quests", None),
+    ("GET", "/v1/companies/{c}/events", None),
     ("GET", "/v1/companies/{c}/quests/{q}", None),
     ("POST", "/v1/companies/{c}/quests/{q}/cancel", {"reason": "stop"}),
     ("GET", "/v1/companies/{c}/quests/{q}/events", None),

@@ -134,3 +134,24 @@ def demo() -> None:
     from system2.demo import run
 
     run(settings())
+
+
+def openapi(
+    check: Annotated[
+        str | None, typer.Option(help="compare with this checked-in file instead of printing")
+    ] = None,
+) -> None:
+    """Print the ingress's OpenAPI document (as checked in at docs/openapi.json)."""
+    from pathlib import Path
+
+    from ingress import contract
+    from ingress.app import build
+    from system2.errors import System2Error
+
+    text = contract.dumps(build(settings()).openapi())
+    if check is None:
+        sys.stdout.write(text)
+        return
+    if Path(check).read_text() != text:
+        raise System2Error(f"{check} differs from the served contract: run `make openapi`")
+    say(f"{check} is the served contract")

@@ -1,0 +1,12 @@
+from enum import StrEnum
+
+class QuestAcceptedStatusType0(StrEnum):
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    HALTED = "halted"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+
+    def __str__(self) -> str:
+        return str(self.value)
