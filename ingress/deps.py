@@ -39,7 +39,7 @@ def get_deps(request: Request) -> IngressDeps:
     return deps
 
 
-def get_caller(
+async def get_caller(
     request: Request,
     authorization: Annotated[str | None, Header(max_length=AUTHORIZATION_MAX)] = None,
 ) -> Caller:
@@ -48,7 +48,7 @@ def get_caller(
     caller = getattr(request.state, CALLER_STATE, None)
     if isinstance(caller, Caller):
         return caller
-    return get_deps(request).verifier.verify(authorization)
+    return await get_deps(request).verifier.verify(authorization)
 
 
 def oauth_states(deps: IngressDeps) -> OAuthStates:
