@@ -132,11 +132,6 @@ class SigningKeys:
                             raise JwksInvalid(f"the JWKS is larger than {JWKS_MAX_BYTES} bytes")
                     return body
 
-    async def aclose(self) -> None:
-        task = self._running()
-        if task is not None:
-            task.cancel()
-
 
 def parse_jwks(body: bytes) -> dict[str, SigningKey]:
     """The usable signing keys of a JWKS document by kid. A key that is not an EC P-256 or

@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     )
     jwks_min_refresh_s: float = Field(
         30,
-        ge=0,
+        ge=1,
         description="a token naming a kid the set lacks makes us fetch it again at most this "
         "often (a flood of made-up kids costs Supabase one request per interval)",
     )
