@@ -369,3 +369,23 @@ def test_dev_signing_keys_from_the_console_command_work_with_a_real_ingress(
             assert answer.status_code == 200, answer.text
     finally:
         served.stop()
+
+
+def test_the_smoke_test_asks_for_a_session_where_hs256_is_off(
+    settings: Settings, supabase: JwksStandin
+) -> None:
+    """Nothing to mint the smoke user's token with: one readable line, no request sent."""
+    env = {"S2_JWT_SECRET": "", "S2_JWT_JWKS_URL": supabase.url, "S2_JWT_ISSUER": ISSUER}
+    done = subprocess.run(
+        system2("ops", "smoke", "--url", "http://127.0.0.1:1", "--company", str(uuid.uuid4())),
+        env={**settings_env(settings, **env), "S2_SMOKE_USER": "smoke-bot"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "error: no smoke token: HS256 is off (S2_JWT_SECRET is not set), so set "
+        "S2_SMOKE_TOKEN, a Supabase session of the smoke user"
+    )
