@@ -389,3 +389,36 @@ def test_the_smoke_test_asks_for_a_session_where_hs256_is_off(
         "error: no smoke token: HS256 is off (S2_JWT_SECRET is not set), so set "
         "S2_SMOKE_TOKEN, a Supabase session of the smoke user"
     )
+
+
+def test_a_slow_fetch_of_the_keys_holds_only_the_requests_that_need_it(
+    settings: Settings, supabase: JwksStandin, tenant: Tenant, tmp_path: Path
+) -> None:
+    """While Supabase takes its time to answer, the ingress keeps serving: its health check
+    and an HS256 caller are answered before the ES256 caller, who gets in once the keys come."""
+    supabase.mode = "slow"
+    env = {
+        "S2_JWT_SECRET": JWT_SECRET,
+        "S2_JWT_JWKS_URL": supabase.url,
+        "S2_JWT_ISSUER": ISSUER,
+        "S2_JWKS_TIMEOUT_S": str(SLOW_S + 5),
+    }
+    url = f"/v1/companies/{tenant.id}/activity"
+
+    async def scenario(base: str) -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            es256 = asyncio.create_task(
+                client.get(url, headers={"Authorization": f"Bearer {ES.token(tenant.admin)}"})
+            )
+            while supabase.count() == 0:  # the fetch is under way
+                await asyncio.sleep(0.05)
+            assert (await client.get("/healthz")).status_code == 200
+            hs256 = mint(JWT_SECRET, tenant.admin, issuer=ISSUER)
+            answer = await client.get(url, headers={"Authorization": f"Bearer {hs256}"})
+            assert answer.status_code == 200
+            assert not es256.done()
+            assert (await es256).status_code == 200
+
+    with ingress_process(settings, tmp_path, **env) as server:
+        asyncio.run(scenario(server.url))
+    assert supabase.count() == 1
