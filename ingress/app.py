@@ -141,9 +141,7 @@ def build(settings: Settings) -> FastAPI:
         db=db,
         publisher=Publisher(build_broker(settings.redis_url, client=client)),
         redis=client,
-        verifier=TokenVerifier(
-            settings.jwt_secret.get_secret_value(), audience=settings.jwt_audience
-        ),
+        verifier=TokenVerifier.from_settings(settings),
         admissions=Admissions(guard_redis),
         guard=Guard(guard_redis),
         vault=maybe_vault(settings, client),

@@ -56,7 +56,8 @@ class BearerAuth:
     """Verifies the bearer token of every ``/v1`` request before anything reads its body:
     FastAPI reads and parses a body before it runs a route's dependencies, so a check there
     would come after an unauthenticated client has made us read (and parse) what it sent.
-    A missing or invalid token is a 401 here, with the body unread; a valid one is left in
+    A missing or invalid token is a 401 here (a 503 while the signing keys cannot be
+    fetched), with the body unread; a valid one is left in
     ``request.state.caller`` for the route (whose membership check still follows)."""
 
     def __init__(self, app: ASGIApp, verifier: TokenVerifier) -> None:
@@ -71,7 +72,7 @@ class BearerAuth:
             return
         headers = Headers(scope=scope)
         try:
-            caller = self.verifier.verify(headers.get("authorization"))
+            caller = await self.verifier.verify(headers.get("authorization"))
         except HTTPException as exc:
             answer = dict(exc.headers or {})
             if _has_body(headers):

@@ -1,7 +1,9 @@
-"""Who is calling: a Supabase Auth access token (HS256, ``aud`` = authenticated, ``exp``).
+"""Who is calling: a Supabase Auth access token — ES256/RS256 signed with one of the
+project's signing keys (its JWKS, ``ingress.jwks``), or HS256 with the legacy shared secret
+where that is configured; either way ``aud``, ``exp``, ``sub`` (and ``iss`` when set) checked.
 
-Only the signature, audience and expiry are checked here; membership of the company in the
-path is checked by ``member_tx`` as the first read of the request's transaction.
+Only the token is checked here; membership of the company in the path is checked by
+``member_tx`` as the first read of the request's transaction.
 """
 
 from __future__ import annotations
@@ -9,18 +11,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import jwt
 from fastapi import status
 
+from ingress.jwks import ALGORITHMS, JwksConfig, JwksUnavailable, SigningKeys
 from ingress.problems import ProblemCode, Refused
+from runtime.settings import Settings
 from store import Database, TenantTx
 from store import companies as companies_store
 from store.companies import Role
 
 _UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 AUTHORIZATION_MAX = 8192  # a Supabase access token is about 1 KB
+KID_MAX = 200
 
 
 @dataclass(frozen=True)
@@ -36,36 +42,111 @@ class Member:
 
 
 class TokenVerifier:
-    def __init__(self, secret: str, *, audience: str = "authenticated", leeway_s: int = 5) -> None:
-        self._secret = secret
+    """Verifies bearer tokens. ``secret`` None: HS256 is refused; ``keys`` None: ES256/RS256
+    are. The algorithm a token is verified with is the key's, never the token's choice."""
+
+    def __init__(
+        self,
+        secret: str | None,
+        *,
+        audience: str = "authenticated",
+        issuer: str | None = None,
+        keys: SigningKeys | None = None,
+        leeway_s: int = 5,
+    ) -> None:
+        self._secret = secret or None
         self._audience = audience
+        self._issuer = issuer
+        self.keys = keys
         self._leeway = leeway_s
 
-    def verify(self, authorization: str | None) -> Caller:
-        if not authorization:
-            raise _unauthorized("missing bearer token", "token_missing")
-        if len(authorization) > AUTHORIZATION_MAX:
-            raise _unauthorized("token invalid")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise _unauthorized("expected 'Authorization: Bearer <token>'")
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenVerifier:
+        keys = None
+        if settings.jwt_jwks_url:
+            keys = SigningKeys(
+                JwksConfig(
+                    settings.jwt_jwks_url,
+                    ttl_s=settings.jwks_ttl_s,
+                    min_refresh_s=settings.jwks_min_refresh_s,
+                    timeout_s=settings.jwks_timeout_s,
+                )
+            )
+        return cls(
+            settings.jwt_hs256_secret(),
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            keys=keys,
+        )
+
+    async def verify(self, authorization: str | None) -> Caller:
+        """The caller the ``Authorization`` header's token names, or a 401 (a 503 while no
+        signing key could be fetched yet). May wait for a fetch of the signing keys."""
+        token = _bearer(authorization)
         try:
-            claims = jwt.decode(
-                token.strip(),
-                self._secret,
-                algorithms=["HS256"],
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise _unauthorized("token invalid") from None
+        alg = header.get("alg")
+        if alg == "HS256" and self._secret is not None:
+            claims = self._decode(token, self._secret, "HS256")
+        elif alg in ALGORITHMS and self.keys is not None:
+            claims = await self._decode_signed(token, header)
+        else:
+            raise _unauthorized("token invalid")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > 200 or "\x00" in sub:
+            raise _unauthorized("token has no valid subject")
+        return Caller(sub)
+
+    async def _decode_signed(self, token: str, header: dict[str, Any]) -> dict[str, Any]:
+        assert self.keys is not None
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid or len(kid) > KID_MAX:
+            raise _unauthorized("token names no signing key (kid)")
+        try:
+            key = await self.keys.get(kid)
+        except JwksUnavailable:
+            raise Refused(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the signing keys cannot be fetched; try again shortly",
+                headers={"Retry-After": str(max(1, round(self.keys.config.min_refresh_s)))},
+            ) from None
+        if key is None:
+            raise _unauthorized("token signed by an unknown key")
+        if header.get("alg") != key.alg:
+            raise _unauthorized("token invalid")  # not the algorithm of the key it names
+        return self._decode(token, key.key, key.alg)
+
+    def _decode(self, token: str, key: Any, alg: str) -> dict[str, Any]:
+        required = ["exp", "sub", "aud", *(["iss"] if self._issuer else [])]
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
                 audience=self._audience,
+                issuer=self._issuer,
                 leeway=self._leeway,
-                options={"require": ["exp", "sub", "aud"]},
+                options={"require": required},
             )
         except jwt.ExpiredSignatureError:
             raise _unauthorized("token expired", "token_expired") from None
         except jwt.InvalidTokenError:
             raise _unauthorized("token invalid") from None
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 200 or "\x00" in sub:
-            raise _unauthorized("token has no valid subject")
-        return Caller(sub)
+        return claims
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise _unauthorized("missing bearer token", "token_missing")
+    if len(authorization) > AUTHORIZATION_MAX:
+        raise _unauthorized("token invalid")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("expected 'Authorization: Bearer <token>'")
+    return token.strip()
 
 
 def _unauthorized(detail: str, code: ProblemCode = "token_invalid") -> Refused:

@@ -50,7 +50,7 @@ BEARER = HTTPBearer(
 )
 
 
-def get_caller(
+async def get_caller(
     request: Request,
     _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
 ) -> Caller:
@@ -59,7 +59,7 @@ def get_caller(
     caller = getattr(request.state, CALLER_STATE, None)
     if isinstance(caller, Caller):
         return caller
-    return get_deps(request).verifier.verify(request.headers.get("authorization"))
+    return await get_deps(request).verifier.verify(request.headers.get("authorization"))
 
 
 def oauth_states(deps: IngressDeps) -> OAuthStates:

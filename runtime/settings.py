@@ -63,8 +63,36 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = "postgresql://s2_app@127.0.0.1:5432/system2"
     admin_database_url: str = "postgresql://postgres@127.0.0.1:5432/system2"
-    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_secret: SecretStr = Field(
+        SecretStr(DEV_JWT_SECRET),
+        description="Supabase Auth's legacy shared secret: HS256 tokens are accepted only "
+        "where it is set (or, with no S2_JWT_JWKS_URL, at its dev default outside staging "
+        "and production); empty turns HS256 off",
+    )
     jwt_audience: str = "authenticated"
+    jwt_jwks_url: str | None = Field(
+        None,
+        description="the Supabase project's signing keys, "
+        "https://<project>.supabase.co/auth/v1/.well-known/jwks.json: ES256/RS256 tokens "
+        "are verified with the key their kid names",
+    )
+    jwt_issuer: str | None = Field(
+        None,
+        description="expected iss claim of every token, e.g. https://<project>.supabase.co/auth/v1 "
+        "(required with S2_JWT_JWKS_URL in staging and production)",
+    )
+    jwks_ttl_s: float = Field(
+        600, gt=0, description="the signing keys are fetched again after this long"
+    )
+    jwks_min_refresh_s: float = Field(
+        30,
+        ge=1,
+        description="a token naming a kid the set lacks makes us fetch it again at most this "
+        "often (a flood of made-up kids costs Supabase one request per interval)",
+    )
+    jwks_timeout_s: float = Field(
+        5, gt=0, description="a fetch of the signing keys is given up after this long"
+    )
 
     db_pool_min: int = 1
     db_pool_max: int = 10
@@ -332,6 +360,15 @@ class Settings(BaseSettings):
     def production(self) -> bool:
         return self.env == "production"
 
+    def jwt_hs256_secret(self) -> str | None:
+        """The shared secret HS256 tokens are verified with, or None: HS256 is off when
+        S2_JWT_SECRET is empty, or unset while S2_JWT_JWKS_URL is (a project on signing keys
+        alone must not accept tokens signed with the public dev default)."""
+        secret = self.jwt_secret.get_secret_value()
+        if not secret or (self.jwt_jwks_url and "jwt_secret" not in self.model_fields_set):
+            return None
+        return secret
+
     def deployed(self) -> bool:
         """Staging or production: real tenants' data, reachable from the internet."""
         return self.env in DEPLOYED
@@ -362,13 +399,26 @@ def _micros(usd: Decimal) -> int:
 
 def _jwt_secret(s: Settings) -> list[str]:
     secret = s.jwt_secret.get_secret_value()
-    if "jwt_secret" not in s.model_fields_set:
-        return ["S2_JWT_SECRET is not set (the dev default is public)"]
+    if s.jwt_jwks_url and s.jwt_hs256_secret() is None:
+        return []  # signing keys alone: HS256 is off
+    if "jwt_secret" not in s.model_fields_set or not secret:
+        return [
+            "S2_JWT_SECRET is not set (the dev default is public) and neither is S2_JWT_JWKS_URL"
+        ]
     if secret == DEV_JWT_SECRET:
         return ["S2_JWT_SECRET is the public dev default"]
     if len(secret.encode()) < MIN_SECRET_BYTES:
         return [f"S2_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes"]
     return []
+
+
+def _jwt_jwks(s: Settings) -> list[str]:
+    if not s.jwt_jwks_url:
+        return []
+    problems = [https_problem("S2_JWT_JWKS_URL", s.jwt_jwks_url)]
+    if not s.jwt_issuer:
+        problems.append("S2_JWT_ISSUER is not set (required with S2_JWT_JWKS_URL)")
+    return [p for p in problems if p]
 
 
 def _vault_keys(s: Settings) -> list[str]:
@@ -459,6 +509,7 @@ def _https(s: Settings) -> list[str]:
 
 DEPLOYED_CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
     _jwt_secret,
+    _jwt_jwks,
     _vault_keys,
     _integrations,
     _oauth_flow,

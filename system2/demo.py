@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,7 +46,7 @@ from store import companies as companies_store
 from store.migrate import migrate
 from store.quests import TERMINAL
 from system2 import demo_github_slack as github_slack
-from system2.dev_tokens import mint
+from system2.demo_auth import DemoAuth
 from system2.errors import System2Error
 from system2.procs import Proc, free_port, wait_http, wait_workers
 from vault import new_key_entry
@@ -79,7 +80,7 @@ class DemoCompany:
     quests: list[str]
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, *, signing_keys: bool = False) -> None:
     console.rule("[bold]System2 workers — demo")
     report = migrate(settings.admin_database_url, settings.database_url)
     console.print(
@@ -87,9 +88,15 @@ def run(settings: Settings) -> None:
     )
     logs = Path(tempfile.mkdtemp(prefix="s2-demo-"))
     settings = _with_providers(settings)
-    procs, ingress = _start_processes(settings, logs)
+    auth = DemoAuth.open(settings, signing_keys=signing_keys, directory=logs)
+    console.print(auth.description)
     try:
-        companies = _make_companies(settings)
+        procs, ingress = _start_processes(settings, logs, auth.env)
+    except System2Error:
+        auth.close()
+        raise
+    try:
+        companies = _make_companies(settings, auth.mint)
         stop = threading.Event()
         watcher = threading.Thread(target=_watch, args=(settings, companies, stop), daemon=True)
         with httpx.Client(base_url=ingress, timeout=10) as http:
@@ -112,6 +119,7 @@ def run(settings: Settings) -> None:
     finally:
         for proc in reversed(list(procs.values())):
             proc.stop()
+        auth.close()
     console.print(f"[dim]process logs: {logs}[/dim]")
 
 
@@ -130,7 +138,9 @@ def _with_providers(settings: Settings) -> Settings:
     return changed.model_copy(update=update)
 
 
-def _start_processes(settings: Settings, logs: Path) -> tuple[dict[str, Proc], str]:
+def _start_processes(
+    settings: Settings, logs: Path, auth_env: dict[str, str]
+) -> tuple[dict[str, Proc], str]:
     bin_dir = Path(sys.executable).parent
     claude_port = free_port()
     ingress_port = httpx.URL(settings.public_url).port
@@ -145,6 +155,7 @@ def _start_processes(settings: Settings, logs: Path) -> tuple[dict[str, Proc], s
         S2_SLACK_PROVIDER_URL=urls["slack"] + "/api",
         S2_SLACK_OAUTH_URL=urls["slack"],
         S2_PUBLIC_URL=settings.public_url,
+        **auth_env,
     )
     if settings.vault_keys is not None:
         env["S2_VAULT_KEYS"] = settings.vault_keys.get_secret_value()
@@ -186,8 +197,7 @@ def _start_processes(settings: Settings, logs: Path) -> tuple[dict[str, Proc], s
     return procs, f"http://127.0.0.1:{ingress_port}"
 
 
-def _make_companies(settings: Settings) -> list[DemoCompany]:
-    secret = settings.jwt_secret.get_secret_value()
+def _make_companies(settings: Settings, mint: Callable[[str], str]) -> list[DemoCompany]:
     made = []
 
     async def create() -> None:
@@ -199,7 +209,7 @@ def _make_companies(settings: Settings) -> list[DemoCompany]:
                 async with db.tenant(cid) as tx:
                     await companies_store.create(tx, name)
                     await companies_store.add_member(tx, user, "admin")
-                made.append(DemoCompany(cid, name, user, mint(secret, user), color, []))
+                made.append(DemoCompany(cid, name, user, mint(user), color, []))
                 console.print(f"company [{color}]{name}[/] {cid} with admin [bold]{user}[/]")
 
     asyncio.run(create())

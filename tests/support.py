@@ -118,7 +118,7 @@ def ingress_client(
             db=Database(settings.database_url, min_size=1, max_size=4, name="ingress-test"),
             publisher=Publisher(broker),
             redis=client,
-            verifier=TokenVerifier(settings.jwt_secret.get_secret_value()),
+            verifier=TokenVerifier.from_settings(settings),
             admissions=Admissions(guard_redis),
             guard=Guard(guard_redis),  # closed by the app's lifespan
             **deps,

@@ -16,9 +16,13 @@ pytestmark = pytest.mark.slow
 SYSTEM2 = str(Path(sys.executable).parent / "system2")
 
 
-def test_the_demo_runs_the_whole_job_and_proves_what_it_claims(settings: Settings) -> None:
+@pytest.mark.parametrize("sessions", [[], ["--signing-keys"]], ids=["hs256", "signing-keys"])
+def test_the_demo_runs_the_whole_job_and_proves_what_it_claims(
+    settings: Settings, sessions: list[str]
+) -> None:
+    """Either way a Supabase project signs sessions: the shared secret, or signing keys."""
     done = subprocess.run(
-        [SYSTEM2, "demo"],
+        [SYSTEM2, "demo", *sessions],
         env=settings_env(settings, COLUMNS="200"),
         capture_output=True,
         text=True,
@@ -40,3 +44,4 @@ def test_the_demo_runs_the_whole_job_and_proves_what_it_claims(settings: Setting
     assert "task.created" in out and "guard.warn" in out and "quest.cancelled" in out
     assert "404 no such quest" in out and "403 not a member" in out
     assert "both refused" in out
+    assert ("sessions: ES256" if sessions else "sessions: HS256") in out

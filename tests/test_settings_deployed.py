@@ -27,6 +27,8 @@ VAULT_KEYS = new_key_entry(datetime.now(UTC))
 STATE_SECRET = secrets.token_urlsafe(48)
 GITHUB_ID = "Iv1.8a61f9b3a7aba766"
 GITHUB_SECRET = secrets.token_urlsafe(40)
+JWKS = "auth/v1/.well-known/jwks.json"
+ISSUER = "https://ref.supabase.co/auth/v1"
 SAFE: dict[str, str] = {
     "S2_JWT_SECRET": JWT,
     "S2_VAULT_KEYS": VAULT_KEYS,
@@ -75,6 +77,57 @@ UNSAFE: dict[str, tuple[dict[str, str | None], str, str | None]] = {
     ),
     "a short JWT secret": (
         {"S2_JWT_SECRET": "hunter2-is-31-bytes-long-ok-no"},
+        "S2_JWT_SECRET is shorter than 32 bytes",
+        "hunter2-is-31-bytes-long-ok-no",
+    ),
+    "neither a JWT secret nor signing keys": (
+        {"S2_JWT_SECRET": None},
+        "S2_JWT_SECRET is not set (the dev default is public) and neither is S2_JWT_JWKS_URL",
+        None,
+    ),
+    "an empty JWT secret and no signing keys": (
+        {"S2_JWT_SECRET": ""},
+        "S2_JWT_SECRET is not set",
+        None,
+    ),
+    "signing keys over HTTP": (
+        {
+            "S2_JWT_SECRET": None,
+            "S2_JWT_JWKS_URL": "http://ref.supabase.co/" + JWKS,
+            "S2_JWT_ISSUER": ISSUER,
+        },
+        "S2_JWT_JWKS_URL must be an https:// URL (TLS)",
+        None,
+    ),
+    "a signing keys URL that does not parse": (
+        {
+            "S2_JWT_SECRET": None,
+            "S2_JWT_JWKS_URL": "https://[ref.supabase.co/" + JWKS,
+            "S2_JWT_ISSUER": ISSUER,
+        },
+        "S2_JWT_JWKS_URL is not a valid URL",
+        None,
+    ),
+    "signing keys without an issuer": (
+        {"S2_JWT_SECRET": None, "S2_JWT_JWKS_URL": "https://ref.supabase.co/" + JWKS},
+        "S2_JWT_ISSUER is not set (required with S2_JWT_JWKS_URL)",
+        None,
+    ),
+    "signing keys and the dev JWT secret": (
+        {
+            "S2_JWT_SECRET": DEV_JWT_SECRET,
+            "S2_JWT_JWKS_URL": "https://ref.supabase.co/" + JWKS,
+            "S2_JWT_ISSUER": ISSUER,
+        },
+        "S2_JWT_SECRET is the public dev default",
+        DEV_JWT_SECRET,
+    ),
+    "signing keys and a short JWT secret": (
+        {
+            "S2_JWT_SECRET": "hunter2-is-31-bytes-long-ok-no",
+            "S2_JWT_JWKS_URL": "https://ref.supabase.co/" + JWKS,
+            "S2_JWT_ISSUER": ISSUER,
+        },
         "S2_JWT_SECRET is shorter than 32 bytes",
         "hunter2-is-31-bytes-long-ok-no",
     ),
@@ -242,6 +295,29 @@ def test_an_unsafe_setting_is_refused_by_name_never_by_value(
     assert message.startswith(f"S2_ENV={env} refuses to start: ")
     assert named in message
     assert secret is None or secret not in message
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_a_deployed_environment_starts_on_signing_keys_alone_or_with_the_secret(
+    environ: pytest.MonkeyPatch, env: str
+) -> None:
+    """A project on Supabase's signing keys needs no shared secret, and HS256 is then off;
+    one migrating keys sets both."""
+    keys = {"S2_JWT_JWKS_URL": "https://ref.supabase.co/" + JWKS, "S2_JWT_ISSUER": ISSUER}
+    alone = load(environ, env, S2_JWT_SECRET=None, **keys)
+    assert alone.jwt_jwks_url == keys["S2_JWT_JWKS_URL"] and alone.jwt_issuer == ISSUER
+    assert alone.jwt_hs256_secret() is None
+    both = load(environ, env, **keys)
+    assert both.jwt_hs256_secret() == JWT
+
+
+def test_a_laptop_on_signing_keys_does_not_take_the_dev_secret(
+    environ: pytest.MonkeyPatch,
+) -> None:
+    environ.setenv("S2_JWT_JWKS_URL", "http://127.0.0.1:9999/" + JWKS)
+    assert Settings().jwt_hs256_secret() is None
+    environ.delenv("S2_JWT_JWKS_URL")
+    assert Settings().jwt_hs256_secret() == DEV_JWT_SECRET
 
 
 def test_several_problems_are_named_together(environ: pytest.MonkeyPatch) -> None:

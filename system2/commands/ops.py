@@ -303,7 +303,13 @@ def _smoke_token(env_name: str, token: str | None) -> str:
     from system2.dev_tokens import mint
 
     s = settings()
-    return mint(s.jwt_secret.get_secret_value(), user, ttl_s=900, audience=s.jwt_audience)
+    secret = s.jwt_hs256_secret()
+    if secret is None:
+        raise System2Error(
+            "no smoke token: HS256 is off (S2_JWT_SECRET is not set), so set S2_SMOKE_TOKEN, "
+            "a Supabase session of the smoke user"
+        )
+    return mint(secret, user, ttl_s=900, audience=s.jwt_audience, issuer=s.jwt_issuer)
 
 
 def _smoke_company(company: UUID | None) -> UUID:

@@ -129,11 +129,21 @@ def demo_provider(
     )
 
 
-def demo() -> None:
+def demo(
+    signing_keys: Annotated[
+        bool,
+        typer.Option(
+            "--signing-keys",
+            help="sign sessions ES256 with a key made for the demo, its JWKS served to the "
+            "ingress (as a Supabase project on signing keys); the default is HS256 with "
+            "S2_JWT_SECRET, unless the settings turn HS256 off",
+        ),
+    ] = False,
+) -> None:
     """Run the whole job end to end on this machine's Redis and Postgres, printing it live."""
     from system2.demo import run
 
-    run(settings())
+    run(settings(), signing_keys=signing_keys)
 
 
 def openapi(
