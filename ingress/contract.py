@@ -21,7 +21,10 @@ SSE_MEDIA_TYPE = "text/event-stream"
 
 EventKind = Literal[
     "quest.state",
+    "step.started",
     "step.waiting",
+    "claude.replied",
+    "guard.tier",
     "guard.slowed",
     "tool.called",
     "tool.finished",
@@ -35,10 +38,14 @@ class LiveEventData(BaseModel):
 
     quest_id: str
     kind: EventKind = Field(
-        description="`quest.state`: the quest started or ended (`data.status`; a quest's own "
-        "stream ends after its terminal state); `step.waiting`: a step waits for Claude "
-        "(`reason`, `retry_in_ms`); `guard.slowed`: the guard slowed the quest (`delay_ms`); "
-        "`tool.called` / `tool.finished`: a tool call (`tool`, `tool_use_id`, `ok`); "
+        description="`quest.state`: the quest started or ended (`status`, `reason`, `result`; "
+        "a quest's own stream ends after its terminal state); `step.started` "
+        "(`reserved_usd_micros`); `step.waiting`: a step waits for Claude (`reason`, "
+        "`retry_in_ms`); `claude.replied`: Claude's reply (`text`: its rationale, `tools`, "
+        "`stop_reason`, `cost_usd_micros`, `quest_cost_usd_micros`, tokens); `guard.tier`: a "
+        "budget crossed a tier (`scope`, `tier`, `spent_usd_micros`, `cap_usd_micros`); "
+        "`guard.slowed`: the guard slowed the quest (`delay_ms`); `tool.called` / "
+        "`tool.finished`: a tool call (`tool`, `tool_use_id`, `ok`, `target`); "
         "`step.finished`: a step ended"
     )
     step: int | None

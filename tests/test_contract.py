@@ -208,3 +208,18 @@ def test_the_checked_in_client_is_what_the_generator_makes_of_the_document(
     assert made.keys() == kept.keys(), "run `make openapi`"
     stale = [name for name in made if made[name] != kept[name]]
     assert not stale, f"run `make openapi`: {stale[:5]} differ"
+
+
+def test_every_live_event_a_worker_emits_is_described() -> None:
+    """The document's event kinds are the ones the workers' code shows (a new kind is a
+    contract change)."""
+    from typing import get_args
+
+    from ingress.contract import EventKind
+
+    root = CHECKED_IN.parent.parent / "workers"
+    source = "\n".join(p.read_text() for p in root.rglob("*.py"))
+    shown = set(re.findall(r'\.show\(\s*"([a-z_.]+)"', source))
+    shown |= set(re.findall(r'kind="([a-z_.]+)"', source))
+    assert "tool.called" in shown and "quest.state" in shown  # the search finds them
+    assert shown == set(get_args(EventKind))
