@@ -8,7 +8,6 @@ from uuid import UUID
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
-from redis.exceptions import RedisError
 
 from ingress.auth import Caller, member_tx
 from ingress.contract import sse_response
@@ -94,13 +93,11 @@ async def watch_company(
 
 
 async def _newest(deps: Deps, key: str) -> str:
-    """The id of the stream's newest entry (a new stream starts after it), or ``0-0``."""
+    """The id of the stream's newest entry (a new stream starts after it), or ``0-0``.
+    Redis down: a 503 (``RedisError``), not a replay of the whole stream."""
     if deps.aredis is None:
-        return "0-0"
-    try:
-        newest = await deps.aredis.xrevrange(key, count=1)
-    except RedisError:
-        return "0-0"  # the reader will say so, and the client reconnects
+        return "0-0"  # and open_stream answers 503: live events are not configured
+    newest = await deps.aredis.xrevrange(key, count=1)
     if not newest:
         return "0-0"
     entry_id = newest[0][0]
