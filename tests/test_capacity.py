@@ -10,7 +10,8 @@ import pytest
 
 from bench import capacity
 
-pytestmark = pytest.mark.slow
+# Serial: a benchmark that measures CPU and time must not share the cores (Makefile, "pytest").
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 
 def test_one_process_drains_held_quests_in_one_attempt_each_within_its_bounds(

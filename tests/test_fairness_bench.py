@@ -11,7 +11,8 @@ import pytest
 from bench import fairness
 from bench.stack import percentile
 
-pytestmark = pytest.mark.slow
+# Serial: a benchmark that measures CPU and time must not share the cores (Makefile, "pytest").
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 
 def test_small_companies_start_in_their_turn_behind_a_backlog_and_nothing_is_lost(

@@ -10,7 +10,8 @@ import pytest
 
 from bench import soak
 
-pytestmark = pytest.mark.slow
+# Serial: a benchmark that measures CPU and time must not share the cores (Makefile, "pytest").
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 
 def test_the_soak_loses_nothing_repeats_nothing_and_redelivers_in_time(
