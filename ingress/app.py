@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 import redis
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 from starlette.concurrency import run_in_threadpool
@@ -103,7 +105,16 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@ops.get("/readyz")
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    problems: dict[str, str] | None = Field(None, description="what is down, and how")
+
+
+@ops.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Redis or Postgres does not answer"}},
+)
 async def readyz(deps: Deps) -> JSONResponse:
     problems = {}
     try:

@@ -19,6 +19,7 @@ from fastapi import status
 
 from ingress.jwks import ALGORITHMS, JwksConfig, JwksUnavailable, SigningKeys
 from ingress.problems import ProblemCode, Refused
+from messages import Actor, ActorType
 from runtime.settings import Settings
 from store import Database, TenantTx
 from store import companies as companies_store
@@ -32,6 +33,11 @@ KID_MAX = 200
 @dataclass(frozen=True)
 class Caller:
     user_id: str
+
+    @property
+    def actor(self) -> Actor:
+        """Who the caller is in messages and rows (``actor.ref``: ``user:<id>``)."""
+        return Actor(type=ActorType.user, id=self.user_id)
 
 
 @dataclass(frozen=True)

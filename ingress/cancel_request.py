@@ -7,7 +7,7 @@ from uuid import uuid4
 
 import redis
 
-from messages import Actor, CancelQuest, Envelope
+from messages import Actor, ActorType, CancelQuest, Envelope
 from messages.notices import announce_cancel
 from messages.transport import Publisher
 from store import TenantTx
@@ -39,4 +39,4 @@ def send_cancel(
 
 def may_cancel(role: str, user_id: str, quest: Quest) -> bool:
     """Admins cancel any of the company's quests; a member cancels the quests they submitted."""
-    return role == "admin" or quest.created_by == f"user:{user_id}"
+    return role == "admin" or quest.created_by == Actor(type=ActorType.user, id=user_id).ref

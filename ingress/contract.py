@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from ingress.problems import MEDIA_TYPE
 
 SSE_MEDIA_TYPE = "text/event-stream"
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 EventKind = Literal[
     "quest.state",
@@ -81,8 +82,9 @@ def document(app: FastAPI) -> dict[str, Any]:
         for operation in path.values():
             for status, response in operation.get("responses", {}).items():
                 content = response.get("content", {})
-                if status[0] in "45" and content:  # whatever the route's own media type
-                    response["content"] = {MEDIA_TYPE: next(iter(content.values()))}
+                problem = {"schema": PROBLEM_REF}
+                if status[0] in "45" and problem in content.values():  # the route's media type
+                    response["content"] = {MEDIA_TYPE: problem}
                 if SSE_MEDIA_TYPE in content:
                     content.pop("application/json", None)
     return doc

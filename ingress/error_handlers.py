@@ -3,6 +3,9 @@ status and a code (``ingress.problems``), and never a stack trace."""
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import redis
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -99,13 +102,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid(_: Request, exc: Exception) -> Response:
         # Name the bad fields; never echo the values back (they may hold secrets).
         assert isinstance(exc, RequestValidationError)
-        errors = [
-            {
-                "field": ".".join(str(p) for p in e.get("loc", ())),
-                "problem": e.get("msg", "invalid"),
-            }
-            for e in exc.errors()
-        ]
+        errors = [_field_problem(e) for e in exc.errors()]
         summary = "; ".join(f"{e['field']}: {e['problem']}" for e in errors[:5])
         return problems.answer(422, "validation_failed", summary, errors=errors)
 
@@ -126,3 +123,15 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(Exception, internal)
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")  # an unknown key named back only if it is one
+
+
+def _field_problem(error: Any) -> dict[str, str]:
+    """Where and what, in words: never the value, nor an unknown key that is not a plain name
+    (``company_id`` is named back; ``<script>…`` or a pasted token is not)."""
+    where = [str(p) for p in error.get("loc", ())]
+    if error.get("type") == "extra_forbidden" and where and not _NAME.fullmatch(where[-1]):
+        return {"field": ".".join(where[:-1]), "problem": "has a field it does not know"}
+    return {"field": ".".join(where), "problem": error.get("msg", "invalid")}

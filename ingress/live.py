@@ -47,6 +47,7 @@ from ingress.errors import IngressError
 from ingress.problems import Refused
 from messages.notices import StreamReply
 from runtime.tasks import cancel_and_wait
+from store import StoreError
 from store.quests import TERMINAL
 
 log = structlog.get_logger(__name__)
@@ -55,9 +56,9 @@ REDIS_CONNECTIONS = 2  # the reader's, and a spare while a broken one is replace
 READ_BLOCK_MS = 250  # the longest a newly opened stream waits to join the reader's XREAD
 READ_COUNT = 200  # entries per stream key per read
 QUEUE_MAX = 1_000  # entries waiting for one client; beyond, its stream ends (it resumes)
-TICK_S = 1.0  # a stream looks at its client and its quest after this long without events
-PING_EVERY = 15  # ticks without events between keep-alive comments
-CHECK_EVERY = 3  # ticks without events between checks that the quest is still going
+TICK_S = 1.0  # the longest a stream waits for an entry before looking at the clock
+PING_S = 15.0  # a keep-alive comment after this long without writing anything
+CHECK_S = 3.0  # how often a stream checks its client, its quest and the caller's membership
 RETRY_AFTER_S = 10  # said with a 429: a slot frees when one of the caller's streams ends
 LIVE_SEND_GRACE_S = 5.0  # past its maximum life, how long a stream may take to send its end
 
@@ -261,6 +262,9 @@ class LiveEvents:
                     sub.last = entry_id
 
 
+_LIVE_DOWN: dict[str, Any] = {"headers": {"Retry-After": str(RETRY_AFTER_S)}, "dependency": "redis"}
+
+
 def open_stream(
     request: Request, *, user_id: str, company_id: UUID, key: str, after: str
 ) -> Subscription:
@@ -273,9 +277,9 @@ def open_stream(
         raise Refused(422, "bad_last_event_id", "last-event-id: no such id") from None
     live: LiveEvents | None = request.app.state.live
     if live is None:
-        raise Refused(503, "unavailable", "live events are not configured")
+        raise Refused(503, "unavailable", "live events are not configured", **_LIVE_DOWN)
     if not live.running:
-        raise Refused(503, "unavailable", "live events are not running")
+        raise Refused(503, "unavailable", "live events are not running", **_LIVE_DOWN)
     return live.open(user_id=user_id, company_id=company_id, key=key, after=after)
 
 
@@ -308,25 +312,28 @@ async def sse_events(
     back however it ends."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_life_s
-    quiet = 0
+    checked = wrote = loop.time()
     try:
         yield "retry: 1000\n\n"
         while True:
-            left = deadline - loop.time()
+            # By the clock, not by quiet ticks: a busy stream (a company's feed, most of it
+            # perhaps hidden from this member) is checked and kept alive like a quiet one.
+            now = loop.time()
+            left = deadline - now
             if left <= 0:
                 yield ": this stream reached its maximum life; resume with Last-Event-ID\n\n"
                 return
+            if now - checked >= CHECK_S:
+                checked = now
+                if await request.is_disconnected() or await _over(finished):
+                    return  # ended (every event it left is delivered), or may no longer watch
+            if now - wrote >= PING_S:
+                wrote = now
+                yield ": keep-alive\n\n"
             try:
                 async with asyncio.timeout(min(TICK_S, left)):
                     item = await sub.queue.get()
             except TimeoutError:
-                if await request.is_disconnected():
-                    return
-                quiet += 1
-                if quiet % PING_EVERY == 0:
-                    yield ": keep-alive\n\n"
-                if quiet % CHECK_EVERY == 0 and await _over(finished):
-                    return  # ended, and every event it left is delivered
                 continue
             if item is None:
                 yield f": {sub.ended}; resume with Last-Event-ID\n\n"
@@ -334,9 +341,9 @@ async def sse_events(
             entry_id, fields = item
             envelope = json.loads(fields[b"e"])
             payload = envelope["payload"]
-            if visible is not None and not await visible(payload):
+            if visible is not None and not await _shown(visible, payload):
                 continue
-            quiet = 0
+            wrote = loop.time()
             yield sse(entry_id, payload, envelope["issued_at"])
             if (
                 ends_with_quest
@@ -344,16 +351,31 @@ async def sse_events(
                 and payload.get("data", {}).get("status") in TERMINAL
             ):
                 return
+    except _Unwatchable as exc:
+        yield f": {exc}; resume with Last-Event-ID\n\n"
     finally:
         sub.close()
 
 
+class _Unwatchable(Exception):
+    """The caller may no longer be shown this stream's events (or we cannot tell)."""
+
+
+async def _shown(visible: Visible, payload: dict[str, Any]) -> bool:
+    try:
+        return await visible(payload)
+    except HTTPException:  # a revoked membership: 403
+        raise _Unwatchable("this stream may no longer be watched") from None
+    except StoreError:
+        raise _Unwatchable("the database is unavailable") from None
+
+
 async def _over(finished: Callable[[], Awaitable[bool]]) -> bool:
     """Whether the quest has ended — or the caller may no longer see it (a revoked
-    membership: 403; the quest gone: 404)."""
+    membership: 403; the quest gone: 404), or the database cannot say (the client resumes)."""
     try:
         return await finished()
-    except HTTPException:
+    except (HTTPException, StoreError):
         return True
 
 

@@ -141,6 +141,7 @@ def answer(
 
 
 _BY_STATUS: Mapping[int, ProblemCode] = {
+    400: "validation_failed",  # a body that is not JSON (FastAPI's own 400)
     401: "token_invalid",
     403: "not_allowed",
     404: "not_found",
@@ -164,6 +165,7 @@ def from_http_exception(exc: StarletteHTTPException) -> JSONResponse:
 
 
 _DESCRIPTIONS: Mapping[int, str] = {
+    400: "the body is not JSON (`validation_failed`)",
     401: "no valid bearer token (`token_missing`, `token_invalid`, `token_expired`)",
     403: "the caller may not do this here (`not_a_member`, `admins_only`, `not_allowed`)",
     404: "no such thing in this company (`not_found`)",
@@ -174,7 +176,10 @@ _DESCRIPTIONS: Mapping[int, str] = {
     429: "not now; retry after `Retry-After` seconds (`rate_limited`, `concurrency_limited`, "
     "`budget_exhausted`, `too_many_streams`)",
     503: "a dependency is down; nothing was done; retry after `Retry-After` (`unavailable`)",
+    500: "a fault of ours, reported to us (`internal_error`)",
 }
+# What every authenticated route may answer.
+COMMON = (401, 403, 422, 500, 503)
 
 
 def documented(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:

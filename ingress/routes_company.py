@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, status
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ingress import oauth_flow
@@ -22,7 +22,7 @@ from ingress.integrations import (
     connect,
     view,
 )
-from ingress.problems import Refused, documented
+from ingress.problems import COMMON, Refused, documented
 from ingress.schemas import NO_NUL, ActivityPage, ActivityView
 from messages import Actor, ActorType
 from store import activity as activity_store
@@ -31,7 +31,7 @@ from store import credentials as credentials_store
 from store.activity import ActivityFilter
 from store.companies import Role
 
-router = APIRouter(responses=documented(401, 403, 422, 503))
+router = APIRouter(responses=documented(*COMMON))
 
 
 class CompanyMembership(BaseModel):
@@ -55,7 +55,7 @@ IntegrationName = Annotated[str, Path(max_length=41, pattern=r"^[a-z][a-z0-9_]{0
     INTEGRATION_PATH,
     response_model=IntegrationView,
     tags=["integrations"],
-    responses=documented(404, 413),
+    responses=documented(400, 404, 413),
 )
 async def connect_integration(
     company_id: UUID,
@@ -174,8 +174,8 @@ async def list_activity(
     quest_id: UUID | None = None,
     actor: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
     action: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> ActivityPage:

@@ -13,13 +13,13 @@ from ingress.auth import Caller, member_tx
 from ingress.contract import sse_response
 from ingress.deps import CallerDep, Deps
 from ingress.live import ENTRY_ID_PATTERN, LiveStreamResponse, open_stream, sse_events
-from ingress.problems import documented
+from ingress.problems import COMMON, documented
 from messages.redis_keys import company_stream_key
 from store import Database
 from store import quests as quests_store
 from store.companies import Role
 
-router = APIRouter(tags=["quests"], responses=documented(401, 403, 422, 503))
+router = APIRouter(tags=["quests"], responses=documented(*COMMON))
 SEEN_MAX = 10_000  # quests whose visibility a member's stream remembers
 
 
@@ -40,9 +40,7 @@ class OwnQuests:
                 quest = await quests_store.get(tx, UUID(quest_id))
             if len(self._seen) >= SEEN_MAX:
                 self._seen.clear()
-            self._seen[quest_id] = (
-                quest is not None and quest.created_by == f"user:{self._caller.user_id}"
-            )
+            self._seen[quest_id] = quest is not None and quest.created_by == self._caller.actor.ref
         return self._seen[quest_id]
 
 

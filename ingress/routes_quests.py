@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 import structlog
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import AwareDatetime
 from starlette.concurrency import run_in_threadpool
 
 from ingress.auth import member_tx
@@ -17,7 +17,7 @@ from ingress.contract import sse_response
 from ingress.deps import CallerDep, Deps
 from ingress.guard_view import company_limits
 from ingress.live import ENTRY_ID_PATTERN, LiveStreamResponse, open_stream, sse_events
-from ingress.problems import Refused, documented
+from ingress.problems import COMMON, Refused, documented
 from ingress.schemas import (
     CancelRequest,
     QuestAccepted,
@@ -39,7 +39,7 @@ from store.quest_list import QuestFilter
 from store.quests import Quest
 
 log = structlog.get_logger(__name__)
-router = APIRouter(tags=["quests"], responses=documented(401, 403, 422, 503))
+router = APIRouter(tags=["quests"], responses=documented(*COMMON))
 
 
 @router.post(
@@ -47,6 +47,7 @@ router = APIRouter(tags=["quests"], responses=documented(401, 403, 422, 503))
     status_code=status.HTTP_202_ACCEPTED,
     response_model=QuestAccepted,
     responses=documented(
+        400,
         409,
         413,
         429,
@@ -95,8 +96,8 @@ async def list_quests(
     who: CallerDep,
     deps: Deps,
     status: Annotated[list[QuestStatus] | None, Query(max_length=6)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
     cursor: Annotated[str | None, Query(max_length=CURSOR_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> QuestPage:
@@ -107,7 +108,7 @@ async def list_quests(
             statuses=tuple(status or ()),
             since=since,
             until=until,
-            created_by=None if member.role == "admin" else f"user:{who.user_id}",
+            created_by=None if member.role == "admin" else who.actor.ref,
         )
         rows, next_cursor = await quest_list.page(tx, filters, cursor=cursor, limit=limit)
     return QuestPage(
@@ -128,7 +129,7 @@ async def show_quest(company_id: UUID, quest_id: UUID, who: CallerDep, deps: Dep
     response_model=QuestAccepted,
     responses={
         200: {"model": QuestView, "description": "the quest had already ended"},
-        **documented(404),
+        **documented(400, 404),
     },
 )
 async def cancel_quest(

@@ -12,7 +12,6 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from store import cursors
-from store.cursors import BadCursor
 from store.db import TenantTx
 
 _COLUMNS = (
@@ -148,11 +147,9 @@ async def page(
             where.append(f"{column} {op} %s")
             params.append(value)
     if cursor:
-        at, last_id = cursors.decode(cursor)
-        if not (last_id.isdigit() and len(last_id) <= 18):  # a bigint
-            raise BadCursor("cursor is not valid; start again without one")
+        at, last_id = cursors.decode(cursor, cursors.bigint)
         where.append("(occurred_at, id) < (%s, %s)")
-        params.extend([at, int(last_id)])
+        params.extend([at, last_id])
     params.append(limit + 1)
     found = await tx.rows(
         Activity,

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 from store.errors import StoreError
 
 CURSOR_MAX = 200
+_DIGITS = re.compile(r"[0-9]{1,18}")  # within a bigint
+T = TypeVar("T")
 
 
 class BadCursor(StoreError):
@@ -24,16 +29,24 @@ def encode(at: datetime, row_id: object) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode(cursor: str) -> tuple[datetime, str]:
-    """The ``(time, id)`` a cursor holds; ``BadCursor`` for anything else."""
+def decode(cursor: str, parse_id: Callable[[str], T]) -> tuple[datetime, T]:
+    """The ``(time, id)`` a cursor holds, its id read by ``parse_id`` (which raises
+    ValueError for what is not one); ``BadCursor`` for anything else."""
     try:
         if len(cursor) > CURSOR_MAX:
             raise ValueError(cursor)
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, row_id = raw.split("|")
         when = datetime.fromisoformat(at)
-        if when.tzinfo is None or not row_id:
+        if when.tzinfo is None:
             raise ValueError(raw)
-        return when, row_id
+        return when, parse_id(row_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadCursor("cursor is not valid; start again without one") from None
+
+
+def bigint(text: str) -> int:
+    """A serial id as a cursor holds it (ASCII digits only: ``int`` takes ``²`` too)."""
+    if not _DIGITS.fullmatch(text):
+        raise ValueError(text)
+    return int(text)

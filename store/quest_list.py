@@ -9,7 +9,6 @@ from typing import Any
 from uuid import UUID
 
 from store import cursors
-from store.cursors import BadCursor
 from store.db import TenantTx
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "halted")
@@ -56,11 +55,7 @@ async def page(
             where.append(f"{column} {op} %s")
             params.append(value)
     if cursor:
-        at, last_id = cursors.decode(cursor)
-        try:
-            last = UUID(last_id)
-        except ValueError:
-            raise BadCursor("cursor is not valid; start again without one") from None
+        at, last = cursors.decode(cursor, UUID)
         where.append("(created_at, id) < (%s, %s)")
         params.extend([at, last])
     params.append(limit + 1)

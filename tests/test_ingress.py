@@ -499,6 +499,8 @@ def _b64(text: str) -> str:
         _b64("2030-01-01T00:00:00+00:00|abc"),
         _b64("yesterday|12"),
         _b64("2030-01-01T00:00:00+00:00|1|2"),
+        _b64("2030-01-01T00:00:00+00:00|²"),  # a digit to str.isdigit, not to int
+        _b64("2030-01-01T00:00:00|12"),  # no zone
     ],
 )
 def test_activity_garbage_cursor_is_422(

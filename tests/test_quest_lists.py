@@ -190,7 +190,9 @@ def test_quest_list_command_prints_a_page_and_its_cursor(
         env=env, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     rest = json.loads(second.stdout)
-    assert [i["id"] for i in rest["items"]] == [str(quests[0])] and rest["next_cursor"] is None
+    assert [i["quest_id"] for i in rest["items"]] == [str(quests[0])] and rest[
+        "next_cursor"
+    ] is None
 
     bad = subprocess.run(
         system2("quest", "list", "--company", str(tenant.id), "--status", "sleeping"),
@@ -271,6 +273,52 @@ def test_the_company_feed_shows_admins_every_quest_and_members_their_own_and_res
                 feed_url(tenant.id), headers=other_tenant.headers(other_tenant.admin)
             )
             assert outsider.status_code == 403
+
+    with ingress_process(settings, tmp_path) as server:
+        asyncio.run(main(server))
+
+
+def test_a_busy_feed_ends_soon_after_its_caller_stops_being_an_admin(
+    settings: Settings,
+    tmp_path: Path,
+    in_tenant: InTenant,
+    tenant: Tenant,
+    events: WorkerEvents,
+    admin_conn: AdminConn,
+) -> None:
+    """Checked by the clock, not only when quiet: events arriving all the time do not keep a
+    demoted admin's stream open."""
+    quest = open_quest(in_tenant, tenant.id, tenant.member)
+
+    async def main(server: Server) -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            feed = await SseStream.open(client, feed_url(tenant.id), tenant.headers(tenant.admin))
+            await asyncio.sleep(1.0)
+            stop = asyncio.Event()
+
+            async def busy() -> None:
+                n = 0
+                while not stop.is_set():
+                    await asyncio.to_thread(emit, events, tenant.id, quest, "note", n=n)
+                    n += 1
+                    await asyncio.sleep(0.2)
+
+            emitter = asyncio.create_task(busy())
+            try:
+                assert len(await take(feed, 3)) == 3
+                admin_conn.execute(
+                    "UPDATE memberships SET role = 'member' WHERE company_id = %s AND user_id = %s",
+                    (tenant.id, tenant.admin),
+                )
+                demoted = asyncio.get_running_loop().time()
+                async with asyncio.timeout(15):
+                    while await feed.next_event() is not None:
+                        pass
+                assert asyncio.get_running_loop().time() - demoted < 10
+            finally:
+                stop.set()
+                await emitter
+                await feed.close()
 
     with ingress_process(settings, tmp_path) as server:
         asyncio.run(main(server))

@@ -81,6 +81,7 @@ def quest_list(
     cursor: Annotated[str | None, typer.Option(help="the next_cursor of the previous page")] = None,
 ) -> None:
     """The company's quests, newest first, as JSON (filter, then page with --cursor)."""
+    from ingress.schemas import QuestSummaryView
     from store import quest_list as quest_list_store
     from store.quest_list import STATUSES, QuestFilter, QuestSummary
 
@@ -95,7 +96,8 @@ def quest_list(
             return await quest_list_store.page(tx, filters, cursor=cursor, limit=limit)
 
     rows, next_cursor = asyncio.run(page())
-    emit({"items": [r.__dict__ for r in rows], "next_cursor": next_cursor})
+    items = [QuestSummaryView.model_validate(r, from_attributes=True) for r in rows]
+    emit({"items": [i.model_dump(mode="json") for i in items], "next_cursor": next_cursor})
 
 
 def _aware(at: datetime | None) -> datetime | None:

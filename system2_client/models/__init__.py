@@ -31,6 +31,9 @@ from .quest_summary_view import QuestSummaryView
 from .quest_summary_view_status import QuestSummaryViewStatus
 from .quest_view import QuestView
 from .quest_view_status import QuestViewStatus
+from .readiness import Readiness
+from .readiness_problems_type_0 import ReadinessProblemsType0
+from .readiness_status import ReadinessStatus
 from .spend_view import SpendView
 from .spend_view_scope import SpendViewScope
 from .spend_view_tier import SpendViewTier
@@ -69,6 +72,9 @@ __all__ = (
     "QuestSummaryViewStatus",
     "QuestView",
     "QuestViewStatus",
+    "Readiness",
+    "ReadinessProblemsType0",
+    "ReadinessStatus",
     "SpendView",
     "SpendViewScope",
     "SpendViewTier",
