@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STATE := .s2
 WITH_SERVICES := set -a && . $(STATE)/services.env && set +a &&
 
-.PHONY: install services services-down demo test lint typecheck pytest bench clean openapi
+.PHONY: install services services-down browser demo test lint typecheck pytest bench clean openapi
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,21 @@ services: install
 
 services-down:
 	$(BIN)/python deploy/dev/services.py down
+
+# The browser tests drive Debian's chromium through Playwright (never `playwright install`:
+# no browser download). Installed here when missing and this machine lets us (root and apt);
+# otherwise one line says how, and the browser tests fail (never skip) without it.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "make: installing chromium (Debian's package) for the browser tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install --yes --no-install-recommends chromium >/dev/null \
+	      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install --yes --no-install-recommends chromium >/dev/null; } \
+	      || echo "make: could not install chromium; the browser tests will fail" >&2; \
+	  else \
+	    echo "make: no chromium: run 'sudo apt-get install chromium' (the browser tests need it)" >&2; \
+	  fi; }
 
 demo: services
 	$(WITH_SERVICES) $(BIN)/system2 migrate && $(BIN)/system2 demo
@@ -50,7 +65,7 @@ typecheck: install
 MARK ?=
 SELECT = $(if $(MARK), and ($(MARK)))
 EMPTY_OK = $(if $(PYTEST_ARGS)$(MARK),|| [ $$? -eq 5 ])
-pytest: services
+pytest: services browser
 	$(WITH_SERVICES) $(BIN)/pytest -n 2 --dist loadfile -m "not serial$(SELECT)" $(PYTEST_ARGS) $(EMPTY_OK)
 	$(WITH_SERVICES) $(BIN)/pytest -m "serial$(SELECT)" $(PYTEST_ARGS) $(EMPTY_OK)
 

@@ -22,6 +22,7 @@ from guard import Admissions, Guard
 from ingress import contract, http_metrics, routes_company, routes_feed, routes_oauth, routes_quests
 from ingress.asgi_middleware import BearerAuth, BodyLimit, RequestContext
 from ingress.auth import TokenVerifier
+from ingress.cors import Cors
 from ingress.deps import Deps, IngressDeps
 from ingress.error_handlers import install_error_handlers
 from ingress.http_metrics import RequestMetrics
@@ -95,6 +96,7 @@ def create_app(deps: IngressDeps) -> FastAPI:
     # refused as soon as it passes the bound.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(BearerAuth, verifier=deps.verifier)
+    app.add_middleware(Cors, origins=settings.cors_origins)  # preflights carry no token
     app.add_middleware(RequestContext)
     app.add_middleware(RequestMetrics)  # outermost: it sees every status, 500s included
     return app

@@ -114,6 +114,22 @@ class Settings(BaseSettings):
         "Last-Event-ID, and its membership is checked again",
     )
 
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="origins (scheme://host[:port], comma-separated) whose pages may call the "
+        "ingress from a browser; empty: none. `*` (any origin) is refused in staging and "
+        "production",
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _read_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return tuple(normal_origin(str(v)) for v in value if str(v).strip())
+        return value
+
     default_model: str = "claude-sonnet-5-5"
     max_tokens: int = 1024
     max_steps: int = 20
@@ -388,6 +404,37 @@ class Settings(BaseSettings):
         )
 
 
+def normal_origin(text: str) -> str:
+    """A browser origin as a browser sends it (lower-case scheme and host, no default port),
+    or ``*``; ValueError naming what is wrong for anything else (a path, a user, a query)."""
+    text = text.strip()
+    if text == "*":
+        return text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"S2_CORS_ORIGINS: {text[:100]!r} is not an origin") from None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "")
+    if (
+        scheme not in ("http", "https")
+        or not host
+        or parts.username is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or "?" in text
+        or "#" in text
+    ):
+        raise ValueError(
+            f"S2_CORS_ORIGINS: {text[:100]!r} is not an origin (scheme://host[:port], no path)"
+        )
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
+
+
 def _micros(usd: Decimal) -> int:
     return int(usd * 1_000_000)
 
@@ -507,6 +554,12 @@ def _https(s: Settings) -> list[str]:
     return [p for p in problems if p]
 
 
+def _cors(s: Settings) -> list[str]:
+    if "*" in s.cors_origins:
+        return ["S2_CORS_ORIGINS must list origins, not * (any web page could call the API)"]
+    return []
+
+
 DEPLOYED_CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
     _jwt_secret,
     _jwt_jwks,
@@ -516,6 +569,7 @@ DEPLOYED_CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
     _redis_tls,
     _postgres_tls,
     _https,
+    _cors,
 )
 
 

@@ -30,6 +30,7 @@ from store import companies as companies_store
 from system2.dev_tokens import mint
 from system2.procs import Proc, free_port, wait_http, wait_workers
 from system2.scratch import scratch_postgres, scratch_redis
+from tests.browser import browser_page, chromium  # noqa: F401 - fixtures for browser tests
 from tests.support import InTenant
 from workers.beacon import live_workers
 

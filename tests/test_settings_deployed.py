@@ -245,6 +245,11 @@ UNSAFE: dict[str, tuple[dict[str, str | None], str, str | None]] = {
         "S2_SLACK_CLIENT_SECRET is the public dev default",
         "slack-secret",
     ),
+    "CORS for any web page": (
+        {"S2_CORS_ORIGINS": "*"},
+        "S2_CORS_ORIGINS must list origins, not *",
+        None,
+    ),
     "the public URL over HTTP": (
         {"S2_PUBLIC_URL": "http://workers.example.com"},
         "S2_PUBLIC_URL must be an https:// URL (TLS)",
