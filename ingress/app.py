@@ -19,7 +19,15 @@ from redis.asyncio import Redis as AsyncRedis
 from starlette.concurrency import run_in_threadpool
 
 from guard import Admissions, Guard
-from ingress import contract, http_metrics, routes_company, routes_feed, routes_oauth, routes_quests
+from ingress import (
+    contract,
+    http_metrics,
+    routes_company,
+    routes_console,
+    routes_feed,
+    routes_oauth,
+    routes_quests,
+)
 from ingress.asgi_middleware import BearerAuth, BodyLimit, RequestContext
 from ingress.auth import TokenVerifier
 from ingress.cors import Cors
@@ -92,6 +100,7 @@ def create_app(deps: IngressDeps) -> FastAPI:
         routes_oauth.router,
     ):
         app.include_router(router)
+    app.include_router(routes_console.router)  # a static page: no token, no data
     # Innermost first. The token is checked before anything reads the body, and a body is
     # refused as soon as it passes the bound.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
