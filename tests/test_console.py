@@ -27,7 +27,6 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 CONSOLE = ROOT / "ingress" / "console"
-TEMP_FALLBACK = True
 SCREENSHOT = ROOT / ".s2" / "console.png"
 
 
@@ -73,10 +72,6 @@ def finished(stack: Stack, tenant: Tenant, quest_id: str) -> dict[str, Any]:
 def sign_in(page: Page, stack: Stack, tenant: Tenant, user: str | None = None) -> None:
     """Open the console from the link ``make demo`` prints: the token in the fragment."""
     page.goto(f"{stack.ingress_url}/console#token={tenant.token(user)}")
-    if TEMP_FALLBACK:
-        expect(page.locator("#pick-company")).to_be_visible()
-        page.fill("#company-input", str(tenant.id))
-        page.click("#pick-company-form button")
     expect(page.locator("#app")).to_be_visible()
     expect(page.locator("#company")).to_have_value(str(tenant.id))
 

@@ -221,7 +221,12 @@ def prices():
     table = PriceTable.load()
     return {m: table.price(m, date(9999, 1, 1)).model for m in args["models"]}
 
+def console():
+    from ingress.routes_console import ASSETS, PAGE, console_file
+    return {name: console_file(name).decode() for name in (PAGE, *ASSETS)}
+
 attempt("migrations", migrations)
+attempt("console", console)
 attempt("migrations_dir", migrations_dir)
 attempt("lua", lua)
 attempt("prices", prices)
@@ -332,6 +337,11 @@ def test_the_wheel_built_like_the_image_installs_and_runs_outside_the_checkout(
         for name in lua_names
     }
     assert probe["prices"] == {m: m for m in models}, probe["prices"]
+    # The operator console's static files, as the installed ingress serves them.
+    console_dir = ROOT / "ingress" / "console"
+    assert probe["console"] == {
+        p.name: p.read_text(encoding="utf-8") for p in sorted(console_dir.iterdir())
+    }, "the console's files are not all in the wheel (or the ingress does not find them)"
     print(
         f"built and installed in {built:.1f}s, checked in {time.monotonic() - started - built:.1f}s"
     )

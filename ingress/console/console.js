@@ -381,6 +381,7 @@
     }
     show($("quest"), false);
     show($("app"), true);
+    startFeed(company); // from now: opened before the list is read, so nothing falls between
     loadQuests();
     loadIntegrations();
     if (admin) {
@@ -399,15 +400,12 @@
     try {
       page = await api(companyPath("/quests?limit=50"));
     } catch (error) {
-      if (state.company !== company) return;
-      $("quests-status").textContent = "Quests could not be listed: " + error.message;
-      startFeed(company);
+      if (state.company === company) $("quests-status").textContent = "Quests could not be listed: " + error.message;
       return;
     }
     if (state.company !== company) return;
     state.quests = new Map(page.items.map((q) => [q.quest_id, q]));
     renderQuests();
-    startFeed(company);
   }
 
   function startFeed(company) {
@@ -472,7 +470,7 @@
           el("td", { class: "goal-cell", title: q.goal, text: q.goal }),
           el("td", { class: "num", text: q.steps_done ?? "" }),
           el("td", { class: "num", text: usd(q.cost_usd_micros) }),
-          el("td", { text: when(q.created_at) }),
+          el("td", { class: "when", text: when(q.created_at) }),
         ),
       ),
     );
@@ -591,6 +589,8 @@
         return ["calls " + d.tool, d.rationale || ""];
       case "tool.finished":
         return [d.tool + (d.ok === false ? " failed" : " done"), d.target || ""];
+      case "step.started":
+        return ["step started", d.reserved_usd_micros ? usd(d.reserved_usd_micros) + " reserved for the call" : ""];
       case "step.finished":
         return ["step finished", ""];
       default:
@@ -734,7 +734,7 @@
         el(
           "tr",
           { "data-activity-id": r.id },
-          el("td", { text: when(r.occurred_at) }),
+          el("td", { class: "when", text: when(r.occurred_at) }),
           el("td", { text: r.actor_type + ":" + r.actor_id }),
           el("td", { text: r.action }),
           el("td", { text: r.target }),
