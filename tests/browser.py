@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 DEBIAN_CHROMIUM = "/usr/bin/chromium"
+WAIT_MS = 15_000  # what a page may take to show something, on a loaded 2-core CI machine
 # Seen by the page before any of its own scripts: CSP violations as the page's own event.
 RECORD_VIOLATIONS = """
 window.__cspViolations = [];
@@ -31,10 +32,13 @@ document.addEventListener("securitypolicyviolation", (e) => {
 
 def chromium_path() -> Path:
     """Debian's Chromium, or the one ``S2_TEST_CHROMIUM`` names (another distribution's)."""
-    named = os.environ.get("S2_TEST_CHROMIUM") or DEBIAN_CHROMIUM
-    found = Path(named) if Path(named).exists() else None
-    if found is None and (on_path := shutil.which("chromium")):
-        found = Path(on_path)
+    named = os.environ.get("S2_TEST_CHROMIUM")
+    if named:
+        found = Path(named) if Path(named).is_file() else None
+    else:
+        named = DEBIAN_CHROMIUM
+        on_path = shutil.which("chromium")
+        found = Path(named) if Path(named).is_file() else Path(on_path) if on_path else None
     if found is None:
         pytest.fail(
             f"no Chromium at {named}: `make browser` installs Debian's chromium package "
@@ -47,6 +51,7 @@ def chromium_path() -> Path:
 def chromium() -> Iterator[Browser]:
     """One headless Chromium for the module's tests."""
     executable = chromium_path()
+    expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(executable), headless=True)
         try:
@@ -77,7 +82,7 @@ def browser_page(chromium: Browser) -> Iterator[WatchedPage]:
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     context.add_init_script(RECORD_VIOLATIONS)
     page = context.new_page()
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(WAIT_MS)
     watched = WatchedPage(page)
 
     def on_console(message: ConsoleMessage) -> None:

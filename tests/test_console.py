@@ -152,6 +152,31 @@ def test_the_pages_policy_refuses_inline_script_and_the_tests_see_it(
 # --- signed in ----------------------------------------------------------------------------
 
 
+def test_a_pasted_token_signs_in_and_a_refused_one_signs_out(
+    console_stack: Stack, tenant: Tenant, browser_page: WatchedPage
+) -> None:
+    page = browser_page.page
+    page.goto(console_stack.ingress_url + "/console")
+    expect(page.locator("#sign-in")).to_be_visible()
+    expect(page.locator("#app")).to_be_hidden()
+    page.fill("#token-input", tenant.token())
+    page.click("#sign-in-form button")
+    expect(page.locator("#company")).to_have_value(str(tenant.id))
+    expect(page.locator("#who")).to_have_text(f"signed in as {tenant.admin}")
+    page.reload()  # the tab keeps the token
+    expect(page.locator("#company")).to_have_value(str(tenant.id))
+    page.click("#sign-out")
+    expect(page.locator("#sign-in")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('s2.console.token')") is None
+
+    page.fill("#token-input", tenant.token(ttl_s=-60))  # expired
+    page.click("#sign-in-form button")
+    expect(page.locator("#notice")).to_contain_text("token expired")
+    expect(page.locator("#sign-in")).to_be_visible()
+    expect(page.locator("#app")).to_be_hidden()
+    assert_no_csp_violation(browser_page)
+
+
 def test_an_admin_signs_in_from_the_link_and_watches_a_quest_run_live(
     console_stack: Stack, tenant: Tenant, browser_page: WatchedPage
 ) -> None:
