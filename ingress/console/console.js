@@ -20,6 +20,7 @@
     companies: [], // [{company_id, name, role}]
     company: null, // the one shown
     quests: new Map(), // quest_id -> list item
+    questsNext: null, // the list's next page
     feed: null, // the company's live feed (EventStream)
     quest: null, // {id, view, stream, tier}
     audit: { cursors: [null], filters: null },
@@ -70,7 +71,9 @@
   function when(iso) {
     if (!iso) return "—";
     const d = new Date(iso);
-    return isNaN(d) ? String(iso) : d.toLocaleString();
+    if (isNaN(d)) return String(iso);
+    const today = d.toDateString() === new Date().toDateString();
+    return today ? d.toLocaleTimeString() : d.toLocaleString();
   }
 
   function statusClass(status) {
@@ -393,18 +396,30 @@
 
   // --- quests and the company's live feed -----------------------------------------------------
 
-  async function loadQuests() {
+  const QUEST_FILTERS = {
+    "": [],
+    live: ["queued", "running"],
+    ended: ["succeeded", "failed", "cancelled", "halted"],
+  };
+
+  async function loadQuests(more = false) {
     const company = state.company;
+    const params = new URLSearchParams({ limit: "50" });
+    for (const status of QUEST_FILTERS[$("quest-filter").value] || []) params.append("status", status);
+    if (more && state.questsNext) params.set("cursor", state.questsNext);
     $("quests-status").textContent = "loading…";
     let page;
     try {
-      page = await api(companyPath("/quests?limit=50"));
+      page = await api(companyPath("/quests?" + params.toString()));
     } catch (error) {
       if (state.company === company) $("quests-status").textContent = "Quests could not be listed: " + error.message;
       return;
     }
     if (state.company !== company) return;
-    state.quests = new Map(page.items.map((q) => [q.quest_id, q]));
+    if (!more) state.quests = new Map();
+    for (const q of page.items) state.quests.set(q.quest_id, q);
+    state.questsNext = page.next_cursor;
+    show($("quests-more"), Boolean(page.next_cursor));
     renderQuests();
   }
 
@@ -435,6 +450,8 @@
     }
     if (state.company && state.company.role === "admin" && (event.kind === "step.finished" || event.kind === "quest.state")) {
       debounce("guard", 1500, loadGuard);
+      // The newest audit rows, when the admin is looking at the first page.
+      if (state.audit.cursors.length === 1) debounce("audit", 2000, loadAudit);
     }
     renderQuests();
   }
@@ -455,7 +472,7 @@
 
   function renderQuests() {
     const rows = [...state.quests.values()].sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
-    $("quests-status").textContent = rows.length ? "" : "No quests yet.";
+    $("quests-status").textContent = rows.length ? "" : $("quest-filter").value ? "No quests match." : "No quests yet.";
     fill(
       $("quest-rows"),
       rows.map((q) =>
@@ -589,6 +606,11 @@
         return ["calls " + d.tool, d.rationale || ""];
       case "tool.finished":
         return [d.tool + (d.ok === false ? " failed" : " done"), d.target || ""];
+      case "claude.replied":
+        return [
+          "Claude replied" + (d.stop_reason ? " (" + d.stop_reason + ")" : "") + (d.cost_usd_micros !== undefined ? " · " + usd(d.cost_usd_micros) : ""),
+          d.text || "",
+        ];
       case "step.started":
         return ["step started", d.reserved_usd_micros ? usd(d.reserved_usd_micros) + " reserved for the call" : ""];
       case "step.finished":
@@ -765,6 +787,8 @@
       if (chosen) openCompany(chosen);
     });
     $("quests-refresh").addEventListener("click", () => loadQuests());
+    $("quest-filter").addEventListener("change", () => loadQuests());
+    $("quests-more").addEventListener("click", () => loadQuests(true));
     $("open-quest-form").addEventListener("submit", (e) => {
       e.preventDefault();
       const id = $("open-quest-input").value.trim();

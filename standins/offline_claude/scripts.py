@@ -318,6 +318,18 @@ BUILTIN_SCRIPTS: Mapping[str, Script] = MappingProxyType(
                 Turn(_say("Added and checked: {goal}")),
             )
         ),
+        # a quest to watch: a note at once, then a second one after 8 s of thought, then done
+        "watched_notes": Script(
+            turns=(
+                Turn((Text("I'll write the goal down first."), _NOTE), stop_reason="tool_use"),
+                Turn(
+                    (Text("Now a second note, after some thought."), _NOTE),
+                    stop_reason="tool_use",
+                    hold_s=8.0,
+                ),
+                Turn(_say("Two notes taken: {goal}")),
+            )
+        ),
         "slow_notes": Script(
             turns=(
                 Turn(
