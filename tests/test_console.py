@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 CONSOLE = ROOT / "ingress" / "console"
 SCREENSHOT = ROOT / ".s2" / "console.png"
+STREAM_LIFE_S = 3
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,10 @@ def console_stack(
     settings: Settings, offline_claude: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     """One ingress and one worker process for the module's tests (each test has companies of
-    its own)."""
+    its own). Its live streams end every few seconds, so the console resumes them (with
+    ``Last-Event-ID``) while the tests watch: nothing may be missed or shown twice."""
     with running_stack(settings, offline_claude, tmp_path_factory.mktemp("console")) as stack:
+        stack.base_env["S2_SSE_MAX_LIFE_S"] = str(STREAM_LIFE_S)
         stack.start_ingress()
         stack.start_workers(processes=1)
         yield stack
@@ -181,6 +184,15 @@ def test_an_admin_signs_in_from_the_link_and_watches_a_quest_run_live(
     console_stack: Stack, tenant: Tenant, browser_page: WatchedPage
 ) -> None:
     page = browser_page.page
+    streams: list[tuple[str, str | None]] = []
+    page.on(
+        "request",
+        lambda r: (
+            streams.append((r.url, r.headers.get("last-event-id")))
+            if r.url.endswith("/events")
+            else None
+        ),
+    )
     sign_in(page, console_stack, tenant)
     assert "token" not in page.url, "the token stays in the address bar"
     assert page.evaluate("sessionStorage.getItem('s2.console.token')")
@@ -210,6 +222,18 @@ def test_an_admin_signs_in_from_the_link_and_watches_a_quest_run_live(
     expect(called.nth(1)).to_contain_text("Now a second note, after some thought.")
     expect(status).to_have_text("succeeded", timeout=30_000)
     expect(page.locator("#step-rows tr")).to_have_count(3)
+    # The streams were resumed a few times meanwhile: every event shown once, in order.
+    # (The last step's step.finished follows its quest.state, where every stream ends.)
+    expect(timeline.locator("li[data-kind='step.finished']")).to_have_count(2)
+    expect(timeline.locator("li[data-kind='quest.state']").last).to_contain_text("succeeded")
+    expect(called).to_have_count(2)
+    quest_streams = [last for url, last in streams if f"/quests/{quest_id}/" in url]
+    assert len(quest_streams) >= 2 and quest_streams[0] is None, streams
+    assert all(quest_streams[1:]), "a resumed stream names the last event it saw"
+    feed = [last for url, last in streams if url.endswith(f"/companies/{tenant.id}/events")]
+    assert len(feed) >= 2 and any(feed), streams
+    steps = timeline.locator("li .step").all_inner_texts()
+    assert steps == sorted(steps, key=lambda t: int(t.split()[-1]) if t else 0), steps
     expect(page.locator("#quest-outcome")).to_contain_text("Two notes taken: plan the offsite")
     expect(page.locator("#quest-facts")).to_contain_text("$0.")
     expect(row.locator("[data-status]")).to_have_text("succeeded")

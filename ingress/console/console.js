@@ -152,15 +152,17 @@
     // Reads `path` as text/event-stream, calling onEvent({id, event, data}) for each event,
     // and reconnects with Last-Event-ID when the server ends the stream (its maximum life)
     // unless `done(event)` said the stream is over.
-    constructor(path, { onEvent, onState, done, fromStart = true }) {
+    constructor(path, { onEvent, onState, done, resume, fromStart = true }) {
       this.path = path;
       this.onEvent = onEvent;
       this.onState = onState || (() => {});
       this.done = done || (() => false);
+      this.resume = resume || (async () => true); // after the server ended the stream
       this.lastId = fromStart ? null : undefined;
       this.retryMs = 1000;
       this.stopped = false;
       this.controller = null;
+      this.connects = 0;
     }
 
     start() {
@@ -209,9 +211,10 @@
             }
           } else {
             failures = 0;
+            this.connects += 1;
             this.onState("live");
             const over = await this.read(response.body);
-            if (over) {
+            if (over || this.stopped || !(await this.resume())) {
               this.onState("ended");
               return;
             }
@@ -430,6 +433,11 @@
       onEvent: (e) => onFeedEvent(e.data),
       onState: (s) => {
         $("feed-state").textContent = "feed: " + s;
+        // Back without an event id to resume from (none came yet): the feed starts from now
+        // again, so the list is read again for what happened in between.
+        if (s === "live" && state.feed && state.feed.connects > 1 && !state.feed.lastId) {
+          debounce("quests", 300, loadQuests);
+        }
       },
     }).start();
   }
@@ -522,6 +530,11 @@
         if (state.quest === quest) $("timeline-state").textContent = s;
       },
       done: (e) => e.data.kind === "quest.state" && TERMINAL.has(e.data.data && e.data.data.status),
+      resume: async () => {
+        // The server ends a quest's stream when the quest has ended (or at its maximum life).
+        await refreshQuest(quest);
+        return state.quest === quest && !TERMINAL.has(quest.view.status);
+      },
     }).start();
   }
 
