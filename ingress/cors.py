@@ -16,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ingress import problems
 
 ALLOWED_METHODS = ("GET", "POST", "PUT", "DELETE")  # every method a route of the API answers
 ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID")
@@ -65,13 +67,12 @@ class Cors:
     def _preflight(self, origin: str) -> Response:
         vary = {"Vary": "Origin"}
         if not self.allowed(origin):
-            return JSONResponse(
-                {
-                    "detail": "this origin may not call the API from a browser (S2_CORS_ORIGINS)",
-                    "reason": "origin_not_allowed",
-                },
-                status_code=403,
+            return problems.answer(
+                403,
+                "not_allowed",
+                "this origin may not call the API from a browser (S2_CORS_ORIGINS)",
                 headers=vary,
+                reason="origin_not_allowed",
             )
         return Response(
             status_code=204,

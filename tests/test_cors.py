@@ -65,7 +65,8 @@ def test_a_preflight_from_an_allowed_origin_is_answered_without_a_token(
 def test_a_preflight_from_another_origin_gets_no_cors_header(cors_client: TestClient) -> None:
     r = preflight(cors_client, ELSEWHERE, "POST", "authorization, content-type")
     assert r.status_code == 403
-    assert r.json()["reason"] == "origin_not_allowed"
+    assert r.headers["content-type"] == "application/problem+json"
+    assert (r.json()["code"], r.json()["reason"]) == ("not_allowed", "origin_not_allowed")
     assert cors_headers(r) == {}
 
 
