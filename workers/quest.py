@@ -141,7 +141,6 @@ Outbox = list[Callable[[], Awaitable[None]]]
 # the step is done (a cancel: who asked and why).
 Ended = Outcome | Callable[[Quest], Outcome] | None
 CLAIM_TRIES = 3
-RATIONALE_SHOWN = 1_000  # characters of Claude's text a live tool.called event carries
 
 
 class QuestRunner:
@@ -614,12 +613,7 @@ class QuestRunner:
             if scope.cancelled.is_set():
                 raise QuestCancelled()  # no tool call starts after a cancel
             tool = tools.get(block["name"])
-            record.show(  # why Ted calls it, for the operator watching (as the audit row has it)
-                "tool.called",
-                tool=block["name"],
-                tool_use_id=block["id"],
-                rationale=reply.text[:RATIONALE_SHOWN] or None,
-            )
+            record.show("tool.called", tool=block["name"], tool_use_id=block["id"])
             await self.events.emit(record.live)
             record.live.clear()
             if tool is None:

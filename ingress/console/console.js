@@ -505,7 +505,7 @@
 
   async function openQuest(questId) {
     if (state.quest && state.quest.stream) state.quest.stream.stop();
-    const quest = { id: questId, view: null, stream: null, tier: null };
+    const quest = { id: questId, view: null, stream: null, tier: null, rationale: {} };
     state.quest = quest;
     fill($("timeline"), []);
     fill($("step-rows"), []);
@@ -540,6 +540,11 @@
 
   function onQuestEvent(quest, event) {
     if (state.quest !== quest) return;
+    // A tool call's rationale is the text of the reply that asked for it (claude.replied).
+    if (event.kind === "claude.replied" && event.data && event.data.text) quest.rationale[event.step] = event.data.text;
+    if (event.kind === "tool.called" && event.data && !event.data.rationale) {
+      event = { ...event, data: { ...event.data, rationale: quest.rationale[event.step] } };
+    }
     $("timeline").append(timelineEntry(event));
     if (event.kind === "guard.tier" && event.data && event.data.scope === "quest") quest.tier = event.data.tier;
     if (event.kind === "quest.state" && event.data && event.data.status) quest.view.status = event.data.status;
@@ -616,13 +621,13 @@
       case "guard.slowed":
         return ["guard slows the next step", (d.delay_ms || 0) / 1000 + " s"];
       case "tool.called":
-        return ["calls " + d.tool, d.rationale || ""];
+        return ["calls " + d.tool, d.rationale ? "why: " + d.rationale : ""];
       case "tool.finished":
         return [d.tool + (d.ok === false ? " failed" : " done"), d.target || ""];
       case "claude.replied":
         return [
           "Claude replied" + (d.stop_reason ? " (" + d.stop_reason + ")" : "") + (d.cost_usd_micros !== undefined ? " · " + usd(d.cost_usd_micros) : ""),
-          d.text || "",
+          d.tools && d.tools.length ? "" : d.text || "", // a tool call's text shows with the call
         ];
       case "step.started":
         return ["step started", d.reserved_usd_micros ? usd(d.reserved_usd_micros) + " reserved for the call" : ""];
