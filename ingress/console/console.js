@@ -40,6 +40,7 @@
       else if (key.startsWith("data-")) node.setAttribute(key, String(value));
       else if (key === "title") node.title = String(value);
       else if (key === "onclick") node.addEventListener("click", value);
+      else if (key === "onkeydown") node.addEventListener("keydown", value);
       else node[key] = value;
     }
     for (const child of children) {
@@ -489,7 +490,11 @@
           {
             "data-quest-id": q.quest_id,
             class: state.quest && state.quest.id === q.quest_id ? "selected" : "",
+            tabIndex: 0,
             onclick: () => openQuest(q.quest_id),
+            onkeydown: (e) => {
+              if (e.key === "Enter") openQuest(q.quest_id);
+            },
           },
           el("td", {}, el("span", { class: statusClass(q.status), "data-status": q.status, text: q.status })),
           el("td", { class: "goal-cell", title: q.goal, text: q.goal }),
