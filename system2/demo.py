@@ -97,6 +97,11 @@ def run(settings: Settings, *, signing_keys: bool = False) -> None:
         raise
     try:
         companies = _make_companies(settings, auth.mint)
+        console.print(  # one unwrapped line, to open in a browser while the demo runs
+            f"operator console, as {companies[0].user} of {companies[0].name}: "
+            f"{ingress}/console#token={companies[0].token}",
+            soft_wrap=True,
+        )
         stop = threading.Event()
         watcher = threading.Thread(target=_watch, args=(settings, companies, stop), daemon=True)
         with httpx.Client(base_url=ingress, timeout=10) as http:
