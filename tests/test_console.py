@@ -172,6 +172,12 @@ def test_a_pasted_token_signs_in_and_a_refused_one_signs_out(
     expect(page.locator("#sign-in")).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('s2.console.token')") is None
 
+    page.fill("#token-input", tenant.token(f"nobody-{tenant.id.hex[:6]}"))  # no company
+    page.click("#sign-in-form button")
+    expect(page.locator("#notice")).to_have_text("You are not a member of any company.")
+    expect(page.locator("#app")).to_be_hidden()
+    page.click("#sign-out")
+
     page.fill("#token-input", tenant.token(ttl_s=-60))  # expired
     page.click("#sign-in-form button")
     expect(page.locator("#notice")).to_contain_text("token expired")

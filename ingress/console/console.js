@@ -306,7 +306,6 @@
     sessionStorage.removeItem(TOKEN_KEY);
     show($("session"), false);
     show($("app"), false);
-    show($("pick-company"), false);
     show($("sign-in"), true);
     notice(why || "");
   }
@@ -329,15 +328,7 @@
     try {
       state.companies = await api("/v1/companies");
     } catch (error) {
-      if (!state.token) return;
-      if (error.status === 404 || error.status === 405) {
-        // An ingress without the membership list: name the company by hand.
-        state.companies = [];
-        $("pick-company-why").textContent = "This server does not list your companies: enter one's id.";
-        show($("pick-company"), true);
-        return;
-      }
-      notice("Could not list your companies: " + error.message);
+      if (state.token) notice("Could not list your companies: " + error.message);
       return;
     }
     if (!state.companies.length) {
@@ -352,25 +343,6 @@
     const chosen = state.companies.find((c) => c.company_id === kept) || state.companies[0];
     $("company").value = chosen.company_id;
     openCompany(chosen);
-  }
-
-  async function companyById(id) {
-    // Without the membership list, the role is what the API lets this user read.
-    const company = { company_id: id.trim(), name: id.trim(), role: "member" };
-    state.company = company;
-    try {
-      await api(companyPath("/guard"));
-      company.role = "admin";
-    } catch (error) {
-      if (error.status !== 403) {
-        notice(error.message);
-        return;
-      }
-    }
-    state.companies = [company];
-    fill($("company"), [el("option", { value: company.company_id, text: company.name })]);
-    show($("pick-company"), false);
-    openCompany(company);
   }
 
   function openCompany(company) {
@@ -798,11 +770,6 @@
       const token = $("token-input").value.trim();
       $("token-input").value = "";
       if (token) signIn(token);
-    });
-    $("pick-company-form").addEventListener("submit", (e) => {
-      e.preventDefault();
-      const id = $("company-input").value.trim();
-      if (id) companyById(id);
     });
     $("sign-out").addEventListener("click", () => signOut("Signed out."));
     $("company").addEventListener("change", () => {
