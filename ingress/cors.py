@@ -22,7 +22,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ingress import problems
 
 ALLOWED_METHODS = ("GET", "POST", "PUT", "DELETE")  # every method a route of the API answers
-ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID")
+# every request header a route reads (X-Correlation-ID: a submit's; X-Request-ID: the logs')
+ALLOWED_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "Last-Event-ID",
+    "X-Correlation-ID",
+    "X-Request-ID",
+)
 EXPOSED_HEADERS = ("Location", "Retry-After", "X-Request-ID")
 MAX_AGE_S = 600
 
