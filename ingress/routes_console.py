@@ -31,8 +31,12 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-cache",  # revalidated, so a deploy's new console is seen at once
 }
 PAGE = "index.html"
+JS = "text/javascript; charset=utf-8"
 ASSETS = {  # every file the page loads, and its type; nothing else is served
-    "console.js": "text/javascript; charset=utf-8",
+    "console.js": JS,  # the page (an ES module), which imports:
+    "api.js": JS,  # the API and its live streams, this origin only, with the token
+    "dom.js": JS,  # building the page from text
+    "timeline.js": JS,  # a quest's events as lines of text
     "console.css": "text/css; charset=utf-8",
 }
 

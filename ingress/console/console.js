@@ -1,814 +1,534 @@
 // The operator console. No build step, no dependency.
 //
-// Rules this file keeps (tests/test_console.py checks them):
+// Rules its files keep (tests/test_console.py checks them):
 // - the token goes only to this page's own origin: every request is a relative /v1/ path;
 // - every value shown is text (textContent, never innerHTML): goals, results and rationales
 //   come from users and from Claude;
 // - nothing inline: the page's Content-Security-Policy allows scripts and styles from this
 //   origin only.
-"use strict";
 
-(() => {
-  const TOKEN_KEY = "s2.console.token";
-  const COMPANY_KEY = "s2.console.company";
-  const TERMINAL = new Set(["succeeded", "failed", "cancelled", "halted"]);
-  const STATUSES = new Set(["queued", "running", "cancelling", ...TERMINAL]);
-  const TIERS = new Set(["ok", "warn", "slow", "halt"]);
+import { EventStream, api, session } from "/console/api.js";
+import { $, TERMINAL, el, fill, show, statusClass, tierClass, usd, when } from "/console/dom.js";
+import { timelineEntry } from "/console/timeline.js";
 
-  const state = {
-    token: null,
-    companies: [], // [{company_id, name, role}]
-    company: null, // the one shown
-    quests: new Map(), // quest_id -> list item
-    questsNext: null, // the list's next page
-    feed: null, // the company's live feed (EventStream)
-    quest: null, // {id, view, stream, tier}
-    audit: { cursors: [null], filters: null },
-    timers: {},
-  };
+const TOKEN_KEY = "s2.console.token";
+const COMPANY_KEY = "s2.console.company";
 
-  // --- small DOM helpers: text only ---------------------------------------------------------
+const state = {
+  companies: [], // [{company_id, name, role}]
+  company: null, // the one shown
+  quests: new Map(), // quest_id -> list item
+  questsNext: null, // the list's next page
+  feed: null, // the company's live feed (EventStream)
+  quest: null, // {id, view, stream, tier}
+  audit: { cursors: [null], filters: null },
+  timers: {},
+};
 
-  const $ = (id) => document.getElementById(id);
+function notice(text) {
+  const box = $("notice");
+  box.textContent = text || "";
+  show(box, Boolean(text));
+}
 
-  function el(tag, props, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props || {})) {
-      if (value === undefined || value === null) continue;
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = String(value);
-      else if (key.startsWith("data-")) node.setAttribute(key, String(value));
-      else if (key === "title") node.title = String(value);
-      else if (key === "onclick") node.addEventListener("click", value);
-      else if (key === "onkeydown") node.addEventListener("keydown", value);
-      else node[key] = value;
-    }
-    for (const child of children) {
-      if (child === undefined || child === null) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
+function debounce(name, ms, fn) {
+  clearTimeout(state.timers[name]);
+  state.timers[name] = setTimeout(fn, ms);
+}
+
+function companyPath(rest) {
+  return "/v1/companies/" + encodeURIComponent(state.company.company_id) + rest;
+}
+
+// --- signing in -----------------------------------------------------------------------------
+
+function tokenFromFragment() {
+  // `make demo` prints /console#token=…: read it, keep it in this tab, and take it out of the
+  // address bar (and so out of the history and of anything copied from it).
+  const params = new URLSearchParams(location.hash.slice(1));
+  const token = params.get("token");
+  if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+  return token;
+}
+
+function claims(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "=")));
+  } catch (_) {
+    return {};
   }
+}
 
-  function fill(parent, nodes) {
-    parent.replaceChildren(...nodes);
+function signOut(why) {
+  stopStreams();
+  session.token = null;
+  state.company = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  show($("session"), false);
+  show($("app"), false);
+  show($("sign-in"), true);
+  notice(why || "");
+}
+
+function stopStreams() {
+  if (state.feed) state.feed.stop();
+  state.feed = null;
+  if (state.quest && state.quest.stream) state.quest.stream.stop();
+  state.quest = null;
+}
+
+async function signIn(token) {
+  session.token = token.trim();
+  sessionStorage.setItem(TOKEN_KEY, session.token);
+  show($("sign-in"), false);
+  const who = claims(session.token);
+  $("who").textContent = who.sub ? "signed in as " + who.sub : "";
+  show($("session"), true);
+  notice("");
+  try {
+    state.companies = await api("/v1/companies");
+  } catch (error) {
+    if (session.token) notice("Could not list your companies: " + error.message);
+    return;
   }
-
-  function show(node, visible) {
-    node.hidden = !visible;
+  if (!state.companies.length) {
+    notice("You are not a member of any company.");
+    return;
   }
+  fill(
+    $("company"),
+    state.companies.map((c) => el("option", { value: c.company_id, text: c.name + " (" + c.role + ")" })),
+  );
+  const kept = sessionStorage.getItem(COMPANY_KEY);
+  const chosen = state.companies.find((c) => c.company_id === kept) || state.companies[0];
+  $("company").value = chosen.company_id;
+  openCompany(chosen);
+}
 
-  function notice(text) {
-    const box = $("notice");
-    box.textContent = text || "";
-    show(box, Boolean(text));
+function openCompany(company) {
+  stopStreams();
+  state.company = company;
+  state.quests = new Map();
+  sessionStorage.setItem(COMPANY_KEY, company.company_id);
+  const admin = company.role === "admin";
+  $("role").textContent = company.role;
+  $("role").className = "badge role-" + (admin ? "admin" : "member");
+  for (const node of document.querySelectorAll(".admin-only")) show(node, admin);
+  if (!admin) {
+    fill($("guard-rows"), []);
+    fill($("audit-rows"), []);
   }
-
-  function usd(micros) {
-    if (micros === null || micros === undefined) return "—";
-    return "$" + (Number(micros) / 1e6).toFixed(4);
+  show($("quest"), false);
+  show($("app"), true);
+  startFeed(company); // from now: opened before the list is read, so nothing falls between
+  loadQuests();
+  loadIntegrations();
+  if (admin) {
+    loadGuard();
+    state.audit = { cursors: [null], filters: auditFilters() };
+    loadAudit();
   }
+}
 
-  function when(iso) {
-    if (!iso) return "—";
-    const d = new Date(iso);
-    if (isNaN(d)) return String(iso);
-    const today = d.toDateString() === new Date().toDateString();
-    return today ? d.toLocaleTimeString() : d.toLocaleString();
+// --- quests and the company's live feed -----------------------------------------------------
+
+const QUEST_FILTERS = {
+  "": [],
+  live: ["queued", "running"],
+  ended: ["succeeded", "failed", "cancelled", "halted"],
+};
+
+async function loadQuests(more = false) {
+  const company = state.company;
+  const params = new URLSearchParams({ limit: "50" });
+  for (const status of QUEST_FILTERS[$("quest-filter").value] || []) params.append("status", status);
+  if (more && state.questsNext) params.set("cursor", state.questsNext);
+  $("quests-status").textContent = "loading…";
+  let page;
+  try {
+    page = await api(companyPath("/quests?" + params.toString()));
+  } catch (error) {
+    if (state.company === company) $("quests-status").textContent = "Quests could not be listed: " + error.message;
+    return;
   }
+  if (state.company !== company) return;
+  if (!more) state.quests = new Map();
+  for (const q of page.items) state.quests.set(q.quest_id, q);
+  state.questsNext = page.next_cursor;
+  show($("quests-more"), Boolean(page.next_cursor));
+  renderQuests();
+}
 
-  function statusClass(status) {
-    return "badge status-" + (STATUSES.has(status) ? status : "other");
-  }
-
-  function tierClass(tier) {
-    return "badge tier-" + (TIERS.has(tier) ? tier : "other");
-  }
-
-  function debounce(name, ms, fn) {
-    clearTimeout(state.timers[name]);
-    state.timers[name] = setTimeout(fn, ms);
-  }
-
-  // --- the API: this origin only, with the bearer token ----------------------------------------
-
-  class ApiError extends Error {
-    constructor(status, detail) {
-      super(detail);
-      this.status = status;
-    }
-  }
-
-  function ownPath(path) {
-    const url = new URL(path, location.origin);
-    if (url.origin !== location.origin || !url.pathname.startsWith("/v1/")) {
-      throw new Error("refusing to send the token elsewhere than this server's API");
-    }
-    return url.pathname + url.search;
-  }
-
-  function problemDetail(body, fallback) {
-    if (body && typeof body.detail === "string") return body.detail;
-    if (body && Array.isArray(body.detail)) {
-      return body.detail.map((d) => (d && d.msg ? String(d.msg) : String(d))).join("; ");
-    }
-    if (body && typeof body.title === "string") return body.title;
-    return fallback;
-  }
-
-  async function api(path, { method = "GET", body, signal } = {}) {
-    const headers = { Authorization: "Bearer " + state.token, Accept: "application/json" };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(ownPath(path), {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal,
-      credentials: "omit",
-      cache: "no-store",
-      redirect: "error",
-    });
-    const text = await response.text();
-    let data = null;
-    try {
-      data = text ? JSON.parse(text) : null;
-    } catch (_) {
-      data = null;
-    }
-    if (!response.ok) {
-      const error = new ApiError(response.status, problemDetail(data, response.status + " " + response.statusText));
-      if (response.status === 401) signOut("Signed out: " + error.message);
-      throw error;
-    }
-    return data;
-  }
-
-  function companyPath(rest) {
-    return "/v1/companies/" + encodeURIComponent(state.company.company_id) + rest;
-  }
-
-  // --- Server-Sent Events over fetch (EventSource cannot send a token) -----------------------
-
-  class EventStream {
-    // Reads `path` as text/event-stream, calling onEvent({id, event, data}) for each event,
-    // and reconnects with Last-Event-ID when the server ends the stream (its maximum life)
-    // unless `done(event)` said the stream is over.
-    constructor(path, { onEvent, onState, done, resume, fromStart = true }) {
-      this.path = path;
-      this.onEvent = onEvent;
-      this.onState = onState || (() => {});
-      this.done = done || (() => false);
-      this.resume = resume || (async () => true); // after the server ended the stream
-      this.lastId = fromStart ? null : undefined;
-      this.retryMs = 1000;
-      this.stopped = false;
-      this.controller = null;
-      this.connects = 0;
-    }
-
-    start() {
-      this.run();
-      return this;
-    }
-
-    stop() {
-      this.stopped = true;
-      if (this.controller) this.controller.abort();
-    }
-
-    async run() {
-      let failures = 0;
-      while (!this.stopped) {
-        this.controller = new AbortController();
-        let wait = this.retryMs;
-        try {
-          const headers = { Authorization: "Bearer " + state.token, Accept: "text/event-stream" };
-          if (this.lastId) headers["Last-Event-ID"] = this.lastId;
-          const response = await fetch(ownPath(this.path), {
-            headers,
-            signal: this.controller.signal,
-            credentials: "omit",
-            cache: "no-store",
-          });
-          if (!response.ok) {
-            let body = null;
-            try {
-              body = await response.json();
-            } catch (_) {
-              body = null;
-            }
-            const detail = problemDetail(body, response.status + " " + response.statusText);
-            if (response.status === 401) {
-              signOut("Signed out: " + detail);
-              return;
-            }
-            if (response.status === 429 || response.status === 503) {
-              const after = Number(response.headers.get("Retry-After")) || 5;
-              this.onState("waiting: " + detail);
-              wait = after * 1000;
-            } else {
-              this.onState("stopped: " + detail);
-              return; // 403, 404, 405, 422: retrying will not help
-            }
-          } else {
-            failures = 0;
-            this.connects += 1;
-            this.onState("live");
-            const over = await this.read(response.body);
-            if (over || this.stopped || !(await this.resume())) {
-              this.onState("ended");
-              return;
-            }
-            this.onState("reconnecting");
-          }
-        } catch (error) {
-          if (this.stopped) return;
-          failures += 1;
-          wait = Math.min(30000, 500 * 2 ** failures);
-          this.onState("reconnecting: " + (error && error.message ? error.message : error));
-        }
-        await new Promise((resolve) => setTimeout(resolve, wait));
+function startFeed(company) {
+  if (state.feed || state.company !== company) return;
+  state.feed = new EventStream(companyPath("/events"), {
+    fromStart: false,
+    onEvent: (e) => onFeedEvent(e.data),
+    onState: (s) => {
+      $("feed-state").textContent = "feed: " + s;
+      // Back without an event id to resume from (none came yet): the feed starts from now
+      // again, so the list is read again for what happened in between.
+      if (s === "live" && state.feed && state.feed.connects > 1 && !state.feed.lastId) {
+        debounce("quests", 300, loadQuests);
       }
-    }
+    },
+  }).start();
+}
 
-    async read(body) {
-      const reader = body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      let event = { id: null, event: "message", data: [] };
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return false;
-        buffer += decoder.decode(value, { stream: true });
-        const lines = buffer.split(/\r\n|\r|\n/);
-        buffer = lines.pop();
-        for (const line of lines) {
-          if (line === "") {
-            if (event.data.length) {
-              if (event.id !== null) this.lastId = event.id;
-              let data = null;
-              try {
-                data = JSON.parse(event.data.join("\n"));
-              } catch (_) {
-                data = null;
-              }
-              if (data && typeof data === "object") {
-                const parsed = { id: event.id, event: event.event, data };
-                this.onEvent(parsed);
-                if (this.done(parsed)) {
-                  this.stopped = true;
-                  reader.cancel().catch(() => {});
-                  return true;
-                }
-              }
-            }
-            event = { id: null, event: "message", data: [] };
-            continue;
-          }
-          if (line.startsWith(":")) continue; // a comment: keep-alive, or why the stream ends
-          const colon = line.indexOf(":");
-          const field = colon < 0 ? line : line.slice(0, colon);
-          let text = colon < 0 ? "" : line.slice(colon + 1);
-          if (text.startsWith(" ")) text = text.slice(1);
-          if (field === "id") event.id = text;
-          else if (field === "event") event.event = text;
-          else if (field === "data") event.data.push(text);
-          else if (field === "retry" && /^\d+$/.test(text)) this.retryMs = Number(text);
-        }
-      }
-    }
+function onFeedEvent(event) {
+  const quest = state.quests.get(event.quest_id);
+  if (!quest) {
+    debounce("quests", 300, loadQuests); // a quest this page has not seen: list again
+    return;
   }
-
-  // --- signing in -----------------------------------------------------------------------------
-
-  function tokenFromFragment() {
-    // `make demo` prints /console#token=…: read it, keep it in this tab, and take it out of the
-    // address bar (and so out of the history and of anything copied from it).
-    const params = new URLSearchParams(location.hash.slice(1));
-    const token = params.get("token");
-    if (location.hash) history.replaceState(null, "", location.pathname + location.search);
-    return token;
+  if (event.kind === "quest.state" && event.data && event.data.status) {
+    quest.status = event.data.status;
+    if (TERMINAL.has(quest.status)) quest.finished_at = event.at;
   }
-
-  function claims(token) {
-    try {
-      const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-      return JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "=")));
-    } catch (_) {
-      return {};
-    }
+  if (event.kind === "step.finished" && Number.isInteger(event.step)) {
+    quest.steps_done = Math.max(quest.steps_done || 0, event.step);
+    debounce("quest-cost-" + quest.quest_id, 500, () => refreshListedQuest(quest.quest_id));
   }
-
-  function signOut(why) {
-    stopStreams();
-    state.token = null;
-    state.company = null;
-    sessionStorage.removeItem(TOKEN_KEY);
-    show($("session"), false);
-    show($("app"), false);
-    show($("sign-in"), true);
-    notice(why || "");
+  if (state.company && state.company.role === "admin" && (event.kind === "step.finished" || event.kind === "quest.state")) {
+    debounce("guard", 1500, loadGuard);
+    // The newest audit rows, when the admin is looking at the first page.
+    if (state.audit.cursors.length === 1) debounce("audit", 2000, loadAudit);
   }
+  renderQuests();
+}
 
-  function stopStreams() {
-    if (state.feed) state.feed.stop();
-    state.feed = null;
-    if (state.quest && state.quest.stream) state.quest.stream.stop();
-    state.quest = null;
-  }
-
-  async function signIn(token) {
-    state.token = token.trim();
-    sessionStorage.setItem(TOKEN_KEY, state.token);
-    show($("sign-in"), false);
-    const who = claims(state.token);
-    $("who").textContent = who.sub ? "signed in as " + who.sub : "";
-    show($("session"), true);
-    notice("");
-    try {
-      state.companies = await api("/v1/companies");
-    } catch (error) {
-      if (state.token) notice("Could not list your companies: " + error.message);
-      return;
-    }
-    if (!state.companies.length) {
-      notice("You are not a member of any company.");
-      return;
-    }
-    fill(
-      $("company"),
-      state.companies.map((c) => el("option", { value: c.company_id, text: c.name + " (" + c.role + ")" })),
-    );
-    const kept = sessionStorage.getItem(COMPANY_KEY);
-    const chosen = state.companies.find((c) => c.company_id === kept) || state.companies[0];
-    $("company").value = chosen.company_id;
-    openCompany(chosen);
-  }
-
-  function openCompany(company) {
-    stopStreams();
-    state.company = company;
-    state.quests = new Map();
-    sessionStorage.setItem(COMPANY_KEY, company.company_id);
-    const admin = company.role === "admin";
-    $("role").textContent = company.role;
-    $("role").className = "badge role-" + (admin ? "admin" : "member");
-    for (const node of document.querySelectorAll(".admin-only")) show(node, admin);
-    if (!admin) {
-      fill($("guard-rows"), []);
-      fill($("audit-rows"), []);
-    }
-    show($("quest"), false);
-    show($("app"), true);
-    startFeed(company); // from now: opened before the list is read, so nothing falls between
-    loadQuests();
-    loadIntegrations();
-    if (admin) {
-      loadGuard();
-      state.audit = { cursors: [null], filters: auditFilters() };
-      loadAudit();
-    }
-  }
-
-  // --- quests and the company's live feed -----------------------------------------------------
-
-  const QUEST_FILTERS = {
-    "": [],
-    live: ["queued", "running"],
-    ended: ["succeeded", "failed", "cancelled", "halted"],
-  };
-
-  async function loadQuests(more = false) {
-    const company = state.company;
-    const params = new URLSearchParams({ limit: "50" });
-    for (const status of QUEST_FILTERS[$("quest-filter").value] || []) params.append("status", status);
-    if (more && state.questsNext) params.set("cursor", state.questsNext);
-    $("quests-status").textContent = "loading…";
-    let page;
-    try {
-      page = await api(companyPath("/quests?" + params.toString()));
-    } catch (error) {
-      if (state.company === company) $("quests-status").textContent = "Quests could not be listed: " + error.message;
-      return;
-    }
-    if (state.company !== company) return;
-    if (!more) state.quests = new Map();
-    for (const q of page.items) state.quests.set(q.quest_id, q);
-    state.questsNext = page.next_cursor;
-    show($("quests-more"), Boolean(page.next_cursor));
-    renderQuests();
-  }
-
-  function startFeed(company) {
-    if (state.feed || state.company !== company) return;
-    state.feed = new EventStream(companyPath("/events"), {
-      fromStart: false,
-      onEvent: (e) => onFeedEvent(e.data),
-      onState: (s) => {
-        $("feed-state").textContent = "feed: " + s;
-        // Back without an event id to resume from (none came yet): the feed starts from now
-        // again, so the list is read again for what happened in between.
-        if (s === "live" && state.feed && state.feed.connects > 1 && !state.feed.lastId) {
-          debounce("quests", 300, loadQuests);
-        }
-      },
-    }).start();
-  }
-
-  function onFeedEvent(event) {
-    const quest = state.quests.get(event.quest_id);
-    if (!quest) {
-      debounce("quests", 300, loadQuests); // a quest this page has not seen: list again
-      return;
-    }
-    if (event.kind === "quest.state" && event.data && event.data.status) {
-      quest.status = event.data.status;
-      if (TERMINAL.has(quest.status)) quest.finished_at = event.at;
-    }
-    if (event.kind === "step.finished" && Number.isInteger(event.step)) {
-      quest.steps_done = Math.max(quest.steps_done || 0, event.step);
-      debounce("quest-cost-" + quest.quest_id, 500, () => refreshListedQuest(quest.quest_id));
-    }
-    if (state.company && state.company.role === "admin" && (event.kind === "step.finished" || event.kind === "quest.state")) {
-      debounce("guard", 1500, loadGuard);
-      // The newest audit rows, when the admin is looking at the first page.
-      if (state.audit.cursors.length === 1) debounce("audit", 2000, loadAudit);
-    }
-    renderQuests();
-  }
-
-  async function refreshListedQuest(questId) {
-    try {
-      const view = await api(companyPath("/quests/" + encodeURIComponent(questId)));
-      const quest = state.quests.get(questId);
-      if (quest) {
-        quest.cost_usd_micros = view.cost_usd_micros;
-        quest.status = view.status;
-        renderQuests();
-      }
-    } catch (_) {
-      // the list says what it said; the next event tries again
-    }
-  }
-
-  function renderQuests() {
-    const rows = [...state.quests.values()].sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
-    $("quests-status").textContent = rows.length ? "" : $("quest-filter").value ? "No quests match." : "No quests yet.";
-    fill(
-      $("quest-rows"),
-      rows.map((q) =>
-        el(
-          "tr",
-          {
-            "data-quest-id": q.quest_id,
-            class: state.quest && state.quest.id === q.quest_id ? "selected" : "",
-            tabIndex: 0,
-            onclick: () => openQuest(q.quest_id),
-            onkeydown: (e) => {
-              if (e.key === "Enter") openQuest(q.quest_id);
-            },
-          },
-          el("td", {}, el("span", { class: statusClass(q.status), "data-status": q.status, text: q.status })),
-          el("td", { class: "goal-cell", title: q.goal, text: q.goal }),
-          el("td", { class: "num", text: q.steps_done ?? "" }),
-          el("td", { class: "num", text: usd(q.cost_usd_micros) }),
-          el("td", { class: "when", text: when(q.created_at) }),
-        ),
-      ),
-    );
-  }
-
-  // --- one quest's timeline ---------------------------------------------------------------------
-
-  async function openQuest(questId) {
-    if (state.quest && state.quest.stream) state.quest.stream.stop();
-    const quest = { id: questId, view: null, stream: null, tier: null, rationale: {} };
-    state.quest = quest;
-    fill($("timeline"), []);
-    fill($("step-rows"), []);
-    $("quest-id").textContent = questId;
-    show($("quest"), true);
-    renderQuests();
-    try {
-      quest.view = await api(companyPath("/quests/" + encodeURIComponent(questId)));
-    } catch (error) {
-      if (state.quest !== quest) return;
-      show($("quest"), false);
-      state.quest = null;
-      notice("Quest " + questId + ": " + error.message);
-      return;
-    }
-    if (state.quest !== quest) return;
-    notice("");
-    renderQuest();
-    quest.stream = new EventStream(companyPath("/quests/" + encodeURIComponent(questId) + "/events"), {
-      onEvent: (e) => onQuestEvent(quest, e.data),
-      onState: (s) => {
-        if (state.quest === quest) $("timeline-state").textContent = s;
-      },
-      done: (e) => e.data.kind === "quest.state" && TERMINAL.has(e.data.data && e.data.data.status),
-      resume: async () => {
-        // The server ends a quest's stream when the quest has ended (or at its maximum life).
-        await refreshQuest(quest);
-        return state.quest === quest && !TERMINAL.has(quest.view.status);
-      },
-    }).start();
-  }
-
-  function onQuestEvent(quest, event) {
-    if (state.quest !== quest) return;
-    // A tool call's rationale is the text of the reply that asked for it (claude.replied).
-    if (event.kind === "claude.replied" && event.data && event.data.text) quest.rationale[event.step] = event.data.text;
-    if (event.kind === "tool.called" && event.data && !event.data.rationale) {
-      event = { ...event, data: { ...event.data, rationale: quest.rationale[event.step] } };
-    }
-    $("timeline").append(timelineEntry(event));
-    if (event.kind === "guard.tier" && event.data && event.data.scope === "quest") quest.tier = event.data.tier;
-    if (event.kind === "quest.state" && event.data && event.data.status) quest.view.status = event.data.status;
-    if (event.kind === "step.finished" || event.kind === "quest.state" || event.kind === "tool.called") {
-      debounce("quest-view", 200, () => refreshQuest(quest));
-    }
-    renderQuest();
-  }
-
-  async function refreshQuest(quest) {
-    try {
-      const view = await api(companyPath("/quests/" + encodeURIComponent(quest.id)));
-      if (state.quest !== quest) return;
-      quest.view = view;
-      renderQuest();
-    } catch (_) {
-      // shown as it was; the next event refreshes it
-    }
-  }
-
-  function fact(term, value) {
-    return [el("dt", { text: term }), el("dd", { text: value })];
-  }
-
-  function renderQuest() {
-    const quest = state.quest;
-    if (!quest || !quest.view) return;
-    const v = quest.view;
-    $("quest-status").textContent = v.status;
-    $("quest-status").className = statusClass(v.status);
-    $("quest-status").setAttribute("data-status", v.status);
-    $("quest-goal").textContent = v.goal;
-    fill($("quest-facts"), [
-      ...fact("model", v.model),
-      ...fact("cost", usd(v.cost_usd_micros) + (v.max_usd_micros ? " of " + usd(v.max_usd_micros) : "")),
-      ...fact("tier", quest.tier || "ok"),
-      ...fact("created", when(v.created_at)),
-      ...fact("finished", when(v.finished_at)),
-    ]);
-    const outcome = v.result || v.reason;
-    $("quest-outcome").textContent = outcome ? (v.result ? "Result: " : "Reason: ") + outcome : "";
-    show($("quest-outcome"), Boolean(outcome));
-    show($("quest-cancel"), !TERMINAL.has(v.status) && v.status !== "cancelling");
-    fill(
-      $("step-rows"),
-      v.steps.map((s) =>
-        el(
-          "tr",
-          { "data-step": s.step },
-          el("td", { class: "num", text: s.step }),
-          el("td", { text: s.status }),
-          el("td", { text: s.tools.join(", ") || "—" }),
-          el("td", { text: s.stop_reason || "—" }),
-          el("td", { class: "num", text: usd(s.cost_usd_micros) }),
-        ),
-      ),
-    );
-    const listed = state.quests.get(v.quest_id);
-    if (listed && listed.status !== v.status && !TERMINAL.has(listed.status)) {
-      listed.status = v.status;
+async function refreshListedQuest(questId) {
+  try {
+    const view = await api(companyPath("/quests/" + encodeURIComponent(questId)));
+    const quest = state.quests.get(questId);
+    if (quest) {
+      quest.cost_usd_micros = view.cost_usd_micros;
+      quest.status = view.status;
       renderQuests();
     }
+  } catch (_) {
+    // the list says what it said; the next event tries again
   }
+}
 
-  function describe(event) {
-    const d = event.data || {};
-    switch (event.kind) {
-      case "quest.state":
-        return ["quest " + d.status, d.reason || d.result || ""];
-      case "step.waiting":
-        return ["waiting for Claude", (d.reason || "") + (d.retry_in_ms ? " · retry in " + d.retry_in_ms / 1000 + " s" : "")];
-      case "guard.tier":
-        return ["guard: " + d.scope + " reached " + d.tier, usd(d.spent_usd_micros) + " of " + usd(d.cap_usd_micros)];
-      case "guard.slowed":
-        return ["guard slows the next step", (d.delay_ms || 0) / 1000 + " s"];
-      case "tool.called":
-        return ["calls " + d.tool, d.rationale ? "why: " + d.rationale : ""];
-      case "tool.finished":
-        return [d.tool + (d.ok === false ? " failed" : " done"), d.target || ""];
-      case "claude.replied":
-        return [
-          "Claude replied" + (d.stop_reason ? " (" + d.stop_reason + ")" : "") + (d.cost_usd_micros !== undefined ? " · " + usd(d.cost_usd_micros) : ""),
-          d.tools && d.tools.length ? "" : d.text || "", // a tool call's text shows with the call
-        ];
-      case "step.started":
-        return ["step started", d.reserved_usd_micros ? usd(d.reserved_usd_micros) + " reserved for the call" : ""];
-      case "step.finished":
-        return ["step finished", ""];
-      default:
-        return [event.kind, ""];
-    }
-  }
-
-  function timelineEntry(event) {
-    const [what, detail] = describe(event);
-    return el(
-      "li",
-      { "data-kind": event.kind, class: "kind-" + String(event.kind).replace(/[^a-z]/g, "-") },
-      el("span", { class: "at muted", text: event.at ? new Date(event.at).toLocaleTimeString() : "" }),
-      el("span", { class: "step", text: event.step ? "step " + event.step : "" }),
-      el("span", { class: "what", text: what }),
-      detail ? el("span", { class: "detail", text: detail }) : null,
-    );
-  }
-
-  async function cancelQuest() {
-    const quest = state.quest;
-    if (!quest) return;
-    const button = $("quest-cancel");
-    button.disabled = true;
-    try {
-      const answer = await api(companyPath("/quests/" + encodeURIComponent(quest.id) + "/cancel"), {
-        method: "POST",
-        body: { reason: "cancelled from the operator console" },
-      });
-      if (state.quest === quest && answer && answer.status) {
-        quest.view.status = answer.status;
-        renderQuest();
-      }
-    } catch (error) {
-      notice("Cancel refused: " + error.message);
-    } finally {
-      button.disabled = false;
-    }
-  }
-
-  // --- guard, integrations, audit -------------------------------------------------------------
-
-  async function loadGuard() {
-    const company = state.company;
-    if (!company || company.role !== "admin") return;
-    let view;
-    try {
-      view = await api(companyPath("/guard"));
-    } catch (error) {
-      if (state.company === company) $("guard-status").textContent = "Guard: " + error.message;
-      return;
-    }
-    if (state.company !== company) return;
-    $("guard-status").textContent =
-      "weight " + view.weight + " · quest steps waiting their turn: " + view.queued_steps;
-    const row = (s, scopeLabel) =>
+function renderQuests() {
+  const rows = [...state.quests.values()].sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
+  $("quests-status").textContent = rows.length ? "" : $("quest-filter").value ? "No quests match." : "No quests yet.";
+  fill(
+    $("quest-rows"),
+    rows.map((q) =>
       el(
         "tr",
-        { "data-scope": s.scope },
-        el("td", { text: scopeLabel }),
-        el("td", { text: s.window || (s.quest_id ? String(s.quest_id).slice(0, 8) : "—") }),
-        el("td", { class: "num", text: usd(s.spent_usd_micros) }),
-        el("td", { class: "num", text: usd(s.reserved_usd_micros) }),
-        el("td", { class: "num", text: s.cap_usd_micros ? usd(s.cap_usd_micros) : "none" }),
-        el("td", {}, s.cap_usd_micros ? el("meter", { min: 0, max: s.cap_usd_micros, value: Math.min(s.spent_usd_micros, s.cap_usd_micros) }) : null),
-        el("td", {}, el("span", { class: tierClass(s.tier), text: s.tier })),
-      );
-    fill($("guard-rows"), [
-      ...view.windows.map((s) => row(s, s.scope)),
-      ...view.running_quests.map((s) => row(s, "quest")),
-    ]);
-  }
-
-  async function loadIntegrations() {
-    const company = state.company;
-    let items;
-    try {
-      items = await api(companyPath("/integrations"));
-    } catch (error) {
-      if (state.company === company) $("integrations-status").textContent = "Integrations: " + error.message;
-      return;
-    }
-    if (state.company !== company) return;
-    $("integrations-status").textContent = items.length ? "" : "None connected.";
-    fill(
-      $("integration-rows"),
-      items.map((i) =>
-        el(
-          "tr",
-          { "data-integration": i.integration },
-          el("td", { text: i.title || i.integration }),
-          el("td", {}, el("span", { class: "badge conn-" + (i.needs_reconnect ? "needs_reconnect" : "ok"), text: i.status }), i.needs_reconnect_reason ? " " + i.needs_reconnect_reason : ""),
-          el("td", { text: i.account || "—" }),
-          el("td", { text: when(i.connected_at) + " by " + i.connected_by }),
-        ),
+        {
+          "data-quest-id": q.quest_id,
+          class: state.quest && state.quest.id === q.quest_id ? "selected" : "",
+          tabIndex: 0,
+          onclick: () => openQuest(q.quest_id),
+          onkeydown: (e) => {
+            if (e.key === "Enter") openQuest(q.quest_id);
+          },
+        },
+        el("td", {}, el("span", { class: statusClass(q.status), "data-status": q.status, text: q.status })),
+        el("td", { class: "goal-cell", title: q.goal, text: q.goal }),
+        el("td", { class: "num", text: q.steps_done ?? "" }),
+        el("td", { class: "num", text: usd(q.cost_usd_micros) }),
+        el("td", { class: "when", text: when(q.created_at) }),
       ),
-    );
-  }
+    ),
+  );
+}
 
-  function auditFilters() {
-    const form = $("audit-form");
-    const filters = new URLSearchParams();
-    for (const name of ["action", "actor", "quest_id"]) {
-      const value = form.elements[name].value.trim();
-      if (value) filters.set(name, value);
-    }
-    for (const name of ["since", "until"]) {
-      const value = form.elements[name].value;
-      if (value) {
-        const d = new Date(value);
-        if (!isNaN(d)) filters.set(name, d.toISOString());
-      }
-    }
-    filters.set("limit", form.elements.limit.value);
-    return filters;
-  }
+// --- one quest's timeline ---------------------------------------------------------------------
 
-  async function loadAudit() {
-    const company = state.company;
-    const audit = state.audit;
-    const params = new URLSearchParams(audit.filters);
-    const cursor = audit.cursors[audit.cursors.length - 1];
-    if (cursor) params.set("cursor", cursor);
-    $("audit-status").textContent = "loading…";
-    let page;
-    try {
-      page = await api(companyPath("/activity?" + params.toString()));
-    } catch (error) {
-      if (state.company === company) $("audit-status").textContent = "Audit trail: " + error.message;
-      return;
-    }
-    if (state.company !== company || state.audit !== audit) return;
-    audit.next = page.next_cursor;
-    $("audit-status").textContent = page.items.length ? "" : "No entries.";
-    $("audit-page").textContent = "page " + audit.cursors.length;
-    $("audit-next").disabled = !page.next_cursor;
-    $("audit-first").disabled = audit.cursors.length === 1;
-    fill(
-      $("audit-rows"),
-      page.items.map((r) =>
-        el(
-          "tr",
-          { "data-activity-id": r.id },
-          el("td", { class: "when", text: when(r.occurred_at) }),
-          el("td", { text: r.actor_type + ":" + r.actor_id }),
-          el("td", { text: r.action }),
-          el("td", { text: r.target }),
-          el("td", { class: "rationale", text: r.rationale || "" }),
-          el("td", {}, r.quest_id ? el("button", { type: "button", class: "link", text: String(r.quest_id).slice(0, 8), onclick: () => openQuest(r.quest_id) }) : ""),
-        ),
+async function openQuest(questId) {
+  if (state.quest && state.quest.stream) state.quest.stream.stop();
+  const quest = { id: questId, view: null, stream: null, tier: null, rationale: {} };
+  state.quest = quest;
+  fill($("timeline"), []);
+  fill($("step-rows"), []);
+  $("quest-id").textContent = questId;
+  show($("quest"), true);
+  renderQuests();
+  try {
+    quest.view = await api(companyPath("/quests/" + encodeURIComponent(questId)));
+  } catch (error) {
+    if (state.quest !== quest) return;
+    show($("quest"), false);
+    state.quest = null;
+    notice("Quest " + questId + ": " + error.message);
+    return;
+  }
+  if (state.quest !== quest) return;
+  notice("");
+  renderQuest();
+  quest.stream = new EventStream(companyPath("/quests/" + encodeURIComponent(questId) + "/events"), {
+    onEvent: (e) => onQuestEvent(quest, e.data),
+    onState: (s) => {
+      if (state.quest === quest) $("timeline-state").textContent = s;
+    },
+    done: (e) => e.data.kind === "quest.state" && TERMINAL.has(e.data.data && e.data.data.status),
+    resume: async () => {
+      // The server ends a quest's stream when the quest has ended (or at its maximum life).
+      await refreshQuest(quest);
+      return state.quest === quest && !TERMINAL.has(quest.view.status);
+    },
+  }).start();
+}
+
+function onQuestEvent(quest, event) {
+  if (state.quest !== quest) return;
+  // A tool call's rationale is the text of the reply that asked for it (claude.replied).
+  if (event.kind === "claude.replied" && event.data && event.data.text) quest.rationale[event.step] = event.data.text;
+  if (event.kind === "tool.called" && event.data && !event.data.rationale) {
+    event = { ...event, data: { ...event.data, rationale: quest.rationale[event.step] } };
+  }
+  $("timeline").append(timelineEntry(event));
+  if (event.kind === "guard.tier" && event.data && event.data.scope === "quest") quest.tier = event.data.tier;
+  if (event.kind === "quest.state" && event.data && event.data.status) quest.view.status = event.data.status;
+  if (event.kind === "step.finished" || event.kind === "quest.state" || event.kind === "tool.called") {
+    debounce("quest-view", 200, () => refreshQuest(quest));
+  }
+  renderQuest();
+}
+
+async function refreshQuest(quest) {
+  try {
+    const view = await api(companyPath("/quests/" + encodeURIComponent(quest.id)));
+    if (state.quest !== quest) return;
+    quest.view = view;
+    renderQuest();
+  } catch (_) {
+    // shown as it was; the next event refreshes it
+  }
+}
+
+function fact(term, value) {
+  return [el("dt", { text: term }), el("dd", { text: value })];
+}
+
+function renderQuest() {
+  const quest = state.quest;
+  if (!quest || !quest.view) return;
+  const v = quest.view;
+  $("quest-status").textContent = v.status;
+  $("quest-status").className = statusClass(v.status);
+  $("quest-status").setAttribute("data-status", v.status);
+  $("quest-goal").textContent = v.goal;
+  fill($("quest-facts"), [
+    ...fact("model", v.model),
+    ...fact("cost", usd(v.cost_usd_micros) + (v.max_usd_micros ? " of " + usd(v.max_usd_micros) : "")),
+    ...fact("tier", quest.tier || "ok"),
+    ...fact("created", when(v.created_at)),
+    ...fact("finished", when(v.finished_at)),
+  ]);
+  const outcome = v.result || v.reason;
+  $("quest-outcome").textContent = outcome ? (v.result ? "Result: " : "Reason: ") + outcome : "";
+  show($("quest-outcome"), Boolean(outcome));
+  show($("quest-cancel"), !TERMINAL.has(v.status) && v.status !== "cancelling");
+  fill(
+    $("step-rows"),
+    v.steps.map((s) =>
+      el(
+        "tr",
+        { "data-step": s.step },
+        el("td", { class: "num", text: s.step }),
+        el("td", { text: s.status }),
+        el("td", { text: s.tools.join(", ") || "—" }),
+        el("td", { text: s.stop_reason || "—" }),
+        el("td", { class: "num", text: usd(s.cost_usd_micros) }),
       ),
+    ),
+  );
+  const listed = state.quests.get(v.quest_id);
+  if (listed && listed.status !== v.status && !TERMINAL.has(listed.status)) {
+    listed.status = v.status;
+    renderQuests();
+  }
+}
+
+async function cancelQuest() {
+  const quest = state.quest;
+  if (!quest) return;
+  const button = $("quest-cancel");
+  button.disabled = true;
+  try {
+    const answer = await api(companyPath("/quests/" + encodeURIComponent(quest.id) + "/cancel"), {
+      method: "POST",
+      body: { reason: "cancelled from the operator console" },
+    });
+    if (state.quest === quest && answer && answer.status) {
+      quest.view.status = answer.status;
+      renderQuest();
+    }
+  } catch (error) {
+    notice("Cancel refused: " + error.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// --- guard, integrations, audit -------------------------------------------------------------
+
+async function loadGuard() {
+  const company = state.company;
+  if (!company || company.role !== "admin") return;
+  let view;
+  try {
+    view = await api(companyPath("/guard"));
+  } catch (error) {
+    if (state.company === company) $("guard-status").textContent = "Guard: " + error.message;
+    return;
+  }
+  if (state.company !== company) return;
+  $("guard-status").textContent =
+    "weight " + view.weight + " · quest steps waiting their turn: " + view.queued_steps;
+  const row = (s, scopeLabel) =>
+    el(
+      "tr",
+      { "data-scope": s.scope },
+      el("td", { text: scopeLabel }),
+      el("td", { text: s.window || (s.quest_id ? String(s.quest_id).slice(0, 8) : "—") }),
+      el("td", { class: "num", text: usd(s.spent_usd_micros) }),
+      el("td", { class: "num", text: usd(s.reserved_usd_micros) }),
+      el("td", { class: "num", text: s.cap_usd_micros ? usd(s.cap_usd_micros) : "none" }),
+      el("td", {}, s.cap_usd_micros ? el("meter", { min: 0, max: s.cap_usd_micros, value: Math.min(s.spent_usd_micros, s.cap_usd_micros) }) : null),
+      el("td", {}, el("span", { class: tierClass(s.tier), text: s.tier })),
     );
+  fill($("guard-rows"), [
+    ...view.windows.map((s) => row(s, s.scope)),
+    ...view.running_quests.map((s) => row(s, "quest")),
+  ]);
+}
+
+async function loadIntegrations() {
+  const company = state.company;
+  let items;
+  try {
+    items = await api(companyPath("/integrations"));
+  } catch (error) {
+    if (state.company === company) $("integrations-status").textContent = "Integrations: " + error.message;
+    return;
   }
+  if (state.company !== company) return;
+  $("integrations-status").textContent = items.length ? "" : "None connected.";
+  fill(
+    $("integration-rows"),
+    items.map((i) =>
+      el(
+        "tr",
+        { "data-integration": i.integration },
+        el("td", { text: i.title || i.integration }),
+        el("td", {}, el("span", { class: "badge conn-" + (i.needs_reconnect ? "needs_reconnect" : "ok"), text: i.status }), i.needs_reconnect_reason ? " " + i.needs_reconnect_reason : ""),
+        el("td", { text: i.account || "—" }),
+        el("td", { text: when(i.connected_at) + " by " + i.connected_by }),
+      ),
+    ),
+  );
+}
 
-  // --- wiring ---------------------------------------------------------------------------------
-
-  function wire() {
-    $("sign-in-form").addEventListener("submit", (e) => {
-      e.preventDefault();
-      const token = $("token-input").value.trim();
-      $("token-input").value = "";
-      if (token) signIn(token);
-    });
-    $("sign-out").addEventListener("click", () => signOut("Signed out."));
-    $("company").addEventListener("change", () => {
-      const chosen = state.companies.find((c) => c.company_id === $("company").value);
-      if (chosen) openCompany(chosen);
-    });
-    $("quests-refresh").addEventListener("click", () => loadQuests());
-    $("quest-filter").addEventListener("change", () => loadQuests());
-    $("quests-more").addEventListener("click", () => loadQuests(true));
-    $("open-quest-form").addEventListener("submit", (e) => {
-      e.preventDefault();
-      const id = $("open-quest-input").value.trim();
-      if (id) openQuest(id);
-    });
-    $("quest-cancel").addEventListener("click", cancelQuest);
-    $("guard-refresh").addEventListener("click", loadGuard);
-    $("integrations-refresh").addEventListener("click", loadIntegrations);
-    $("audit-form").addEventListener("submit", (e) => {
-      e.preventDefault();
-      state.audit = { cursors: [null], filters: auditFilters() };
-      loadAudit();
-    });
-    $("audit-next").addEventListener("click", () => {
-      if (!state.audit.next) return;
-      state.audit.cursors.push(state.audit.next);
-      loadAudit();
-    });
-    $("audit-first").addEventListener("click", () => {
-      state.audit.cursors = [null];
-      loadAudit();
-    });
+function auditFilters() {
+  const form = $("audit-form");
+  const filters = new URLSearchParams();
+  for (const name of ["action", "actor", "quest_id"]) {
+    const value = form.elements[name].value.trim();
+    if (value) filters.set(name, value);
   }
+  for (const name of ["since", "until"]) {
+    const value = form.elements[name].value;
+    if (value) {
+      const d = new Date(value);
+      if (!isNaN(d)) filters.set(name, d.toISOString());
+    }
+  }
+  filters.set("limit", form.elements.limit.value);
+  return filters;
+}
 
-  function start() {
-    wire();
-    const token = tokenFromFragment() || sessionStorage.getItem(TOKEN_KEY);
+async function loadAudit() {
+  const company = state.company;
+  const audit = state.audit;
+  const params = new URLSearchParams(audit.filters);
+  const cursor = audit.cursors[audit.cursors.length - 1];
+  if (cursor) params.set("cursor", cursor);
+  $("audit-status").textContent = "loading…";
+  let page;
+  try {
+    page = await api(companyPath("/activity?" + params.toString()));
+  } catch (error) {
+    if (state.company === company) $("audit-status").textContent = "Audit trail: " + error.message;
+    return;
+  }
+  if (state.company !== company || state.audit !== audit) return;
+  audit.next = page.next_cursor;
+  $("audit-status").textContent = page.items.length ? "" : "No entries.";
+  $("audit-page").textContent = "page " + audit.cursors.length;
+  $("audit-next").disabled = !page.next_cursor;
+  $("audit-first").disabled = audit.cursors.length === 1;
+  fill(
+    $("audit-rows"),
+    page.items.map((r) =>
+      el(
+        "tr",
+        { "data-activity-id": r.id },
+        el("td", { class: "when", text: when(r.occurred_at) }),
+        el("td", { text: r.actor_type + ":" + r.actor_id }),
+        el("td", { text: r.action }),
+        el("td", { text: r.target }),
+        el("td", { class: "rationale", text: r.rationale || "" }),
+        el("td", {}, r.quest_id ? el("button", { type: "button", class: "link", text: String(r.quest_id).slice(0, 8), onclick: () => openQuest(r.quest_id) }) : ""),
+      ),
+    ),
+  );
+}
+
+// --- wiring ---------------------------------------------------------------------------------
+
+function wire() {
+  $("sign-in-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const token = $("token-input").value.trim();
+    $("token-input").value = "";
     if (token) signIn(token);
-    else signOut("");
-  }
+  });
+  $("sign-out").addEventListener("click", () => signOut("Signed out."));
+  $("company").addEventListener("change", () => {
+    const chosen = state.companies.find((c) => c.company_id === $("company").value);
+    if (chosen) openCompany(chosen);
+  });
+  $("quests-refresh").addEventListener("click", () => loadQuests());
+  $("quest-filter").addEventListener("change", () => loadQuests());
+  $("quests-more").addEventListener("click", () => loadQuests(true));
+  $("open-quest-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const id = $("open-quest-input").value.trim();
+    if (id) openQuest(id);
+  });
+  $("quest-cancel").addEventListener("click", cancelQuest);
+  $("guard-refresh").addEventListener("click", loadGuard);
+  $("integrations-refresh").addEventListener("click", loadIntegrations);
+  $("audit-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    state.audit = { cursors: [null], filters: auditFilters() };
+    loadAudit();
+  });
+  $("audit-next").addEventListener("click", () => {
+    if (!state.audit.next) return;
+    state.audit.cursors.push(state.audit.next);
+    loadAudit();
+  });
+  $("audit-first").addEventListener("click", () => {
+    state.audit.cursors = [null];
+    loadAudit();
+  });
+}
 
-  document.addEventListener("DOMContentLoaded", start);
-})();
+function start() {
+  wire();
+  const token = tokenFromFragment() || sessionStorage.getItem(TOKEN_KEY);
+  if (token) signIn(token);
+  else signOut("");
+}
+
+session.unauthorized = (detail) => signOut("Signed out: " + detail);
+start(); // a module runs once the page is parsed
