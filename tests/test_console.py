@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -22,6 +23,7 @@ from runtime.settings import Settings
 from tests.browser import WatchedPage
 from tests.conftest import Stack, Tenant, running_stack
 from tests.support import InTenant, add_activity, quest_state, wait_for
+from vault import new_key_entry
 
 pytestmark = pytest.mark.slow
 
@@ -33,13 +35,20 @@ STREAM_LIFE_S = 3
 
 @pytest.fixture(scope="module")
 def console_stack(
-    settings: Settings, offline_claude: str, tmp_path_factory: pytest.TempPathFactory
+    settings: Settings,
+    offline_claude: str,
+    demo_provider: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     """One ingress and one worker process for the module's tests (each test has companies of
     its own). Its live streams end every few seconds, so the console resumes them (with
     ``Last-Event-ID``) while the tests watch: nothing may be missed or shown twice."""
     with running_stack(settings, offline_claude, tmp_path_factory.mktemp("console")) as stack:
-        stack.base_env["S2_SSE_MAX_LIFE_S"] = str(STREAM_LIFE_S)
+        stack.base_env.update(
+            S2_SSE_MAX_LIFE_S=str(STREAM_LIFE_S),
+            S2_VAULT_KEYS=new_key_entry(datetime.now(UTC)),  # integrations can be connected
+            S2_DEMO_PROVIDER_URL=demo_provider,
+        )
         stack.start_ingress()
         stack.start_workers(processes=1)
         yield stack
@@ -272,6 +281,31 @@ def test_an_admin_cancels_a_quest_from_the_console_while_it_waits_on_claude(
     ended = quest(console_stack, tenant, quest_id)
     assert ended["status"] == "cancelled"
     assert "cancelled from the operator console" in ended["reason"]
+    assert_no_csp_violation(browser_page)
+
+
+def test_an_admin_sees_the_guards_spend_against_caps_and_the_integrations_status(
+    console_stack: Stack, tenant: Tenant, browser_page: WatchedPage
+) -> None:
+    page_answer = console_stack.connect(tenant, "demo", login_hint=str(tenant.id))
+    assert page_answer.status_code == 200, page_answer.text
+    quest_id = submit(console_stack, tenant, "[script:tasks] renew the robot insurance")
+    assert finished(console_stack, tenant, quest_id)["status"] == "succeeded"
+    page = browser_page.page
+    sign_in(page, console_stack, tenant)
+    day = page.locator("#guard-rows tr[data-scope='day']")
+    expect(day).to_contain_text("$100.0000")  # the default daily budget
+    expect(day.locator(".badge")).to_have_text("ok")
+    spent = day.locator("td").nth(2)
+    expect(spent).not_to_have_text("$0.0000")  # the quest's calls, settled
+    expect(page.locator("#guard-rows tr[data-scope='month']")).to_contain_text("$1000.0000")
+    assert day.locator("meter").get_attribute("max") == "100000000"
+    integration = page.locator("#integration-rows tr[data-integration='demo']")
+    expect(integration).to_contain_text("connected")
+    expect(page.locator("#integrations-status")).to_have_text("")
+    # The task Ted created is an action in the audit trail, with its rationale.
+    expect(page.locator("#audit-rows")).to_contain_text("task.created")
+    expect(page.locator("#audit-rows")).to_contain_text("I'll put this on the team's task list")
     assert_no_csp_violation(browser_page)
 
 
