@@ -37,6 +37,7 @@ ASSETS = {  # every file the page loads, and its type; nothing else is served
     "api.js": JS,  # the API and its live streams, this origin only, with the token
     "dom.js": JS,  # building the page from text
     "timeline.js": JS,  # a quest's events as lines of text
+    "panels.js": JS,  # the guard, the integrations and the audit trail of a company
     "console.css": "text/css; charset=utf-8",
 }
 

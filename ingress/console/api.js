@@ -32,6 +32,10 @@ function problemDetail(body, fallback) {
   return fallback;
 }
 
+export function companyPath(company, rest) {
+  return "/v1/companies/" + encodeURIComponent(company.company_id) + rest;
+}
+
 export async function api(path, { method = "GET", body, signal } = {}) {
   const headers = { Authorization: "Bearer " + session.token, Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";

@@ -7,8 +7,9 @@
 // - nothing inline: the page's Content-Security-Policy allows scripts and styles from this
 //   origin only.
 
-import { EventStream, api, session } from "/console/api.js";
+import { EventStream, api, companyPath, session } from "/console/api.js";
 import { $, TERMINAL, el, fill, show, statusClass, tierClass, usd, when } from "/console/dom.js";
+import { auditFilters, loadAudit, loadGuard, loadIntegrations } from "/console/panels.js";
 import { timelineEntry } from "/console/timeline.js";
 
 const TOKEN_KEY = "s2.console.token";
@@ -36,8 +37,8 @@ function debounce(name, ms, fn) {
   state.timers[name] = setTimeout(fn, ms);
 }
 
-function companyPath(rest) {
-  return "/v1/companies/" + encodeURIComponent(state.company.company_id) + rest;
+function path(rest) {
+  return companyPath(state.company, rest);
 }
 
 // --- signing in -----------------------------------------------------------------------------
@@ -123,11 +124,11 @@ function openCompany(company) {
   show($("app"), true);
   startFeed(company); // from now: opened before the list is read, so nothing falls between
   loadQuests();
-  loadIntegrations();
+  refreshIntegrations();
   if (admin) {
-    loadGuard();
+    refreshGuard();
     state.audit = { cursors: [null], filters: auditFilters() };
-    loadAudit();
+    refreshAudit();
   }
 }
 
@@ -147,7 +148,7 @@ async function loadQuests(more = false) {
   $("quests-status").textContent = "loading…";
   let page;
   try {
-    page = await api(companyPath("/quests?" + params.toString()));
+    page = await api(path("/quests?" + params.toString()));
   } catch (error) {
     if (state.company === company) $("quests-status").textContent = "Quests could not be listed: " + error.message;
     return;
@@ -162,7 +163,7 @@ async function loadQuests(more = false) {
 
 function startFeed(company) {
   if (state.feed || state.company !== company) return;
-  state.feed = new EventStream(companyPath("/events"), {
+  state.feed = new EventStream(path("/events"), {
     fromStart: false,
     onEvent: (e) => onFeedEvent(e.data),
     onState: (s) => {
@@ -191,16 +192,16 @@ function onFeedEvent(event) {
     debounce("quest-cost-" + quest.quest_id, 500, () => refreshListedQuest(quest.quest_id));
   }
   if (state.company && state.company.role === "admin" && (event.kind === "step.finished" || event.kind === "quest.state")) {
-    debounce("guard", 1500, loadGuard);
+    debounce("guard", 1500, refreshGuard);
     // The newest audit rows, when the admin is looking at the first page.
-    if (state.audit.cursors.length === 1) debounce("audit", 2000, loadAudit);
+    if (state.audit.cursors.length === 1) debounce("audit", 2000, refreshAudit);
   }
   renderQuests();
 }
 
 async function refreshListedQuest(questId) {
   try {
-    const view = await api(companyPath("/quests/" + encodeURIComponent(questId)));
+    const view = await api(path("/quests/" + encodeURIComponent(questId)));
     const quest = state.quests.get(questId);
     if (quest) {
       quest.cost_usd_micros = view.cost_usd_micros;
@@ -251,7 +252,7 @@ async function openQuest(questId) {
   show($("quest"), true);
   renderQuests();
   try {
-    quest.view = await api(companyPath("/quests/" + encodeURIComponent(questId)));
+    quest.view = await api(path("/quests/" + encodeURIComponent(questId)));
   } catch (error) {
     if (state.quest !== quest) return;
     show($("quest"), false);
@@ -262,7 +263,7 @@ async function openQuest(questId) {
   if (state.quest !== quest) return;
   notice("");
   renderQuest();
-  quest.stream = new EventStream(companyPath("/quests/" + encodeURIComponent(questId) + "/events"), {
+  quest.stream = new EventStream(path("/quests/" + encodeURIComponent(questId) + "/events"), {
     onEvent: (e) => onQuestEvent(quest, e.data),
     onState: (s) => {
       if (state.quest === quest) $("timeline-state").textContent = s;
@@ -294,7 +295,7 @@ function onQuestEvent(quest, event) {
 
 async function refreshQuest(quest) {
   try {
-    const view = await api(companyPath("/quests/" + encodeURIComponent(quest.id)));
+    const view = await api(path("/quests/" + encodeURIComponent(quest.id)));
     if (state.quest !== quest) return;
     quest.view = view;
     renderQuest();
@@ -353,7 +354,7 @@ async function cancelQuest() {
   const button = $("quest-cancel");
   button.disabled = true;
   try {
-    const answer = await api(companyPath("/quests/" + encodeURIComponent(quest.id) + "/cancel"), {
+    const answer = await api(path("/quests/" + encodeURIComponent(quest.id) + "/cancel"), {
       method: "POST",
       body: { reason: "cancelled from the operator console" },
     });
@@ -368,118 +369,24 @@ async function cancelQuest() {
   }
 }
 
-// --- guard, integrations, audit -------------------------------------------------------------
+// --- the company's panels (panels.js), for the company shown --------------------------------
 
-async function loadGuard() {
+function refreshGuard() {
   const company = state.company;
-  if (!company || company.role !== "admin") return;
-  let view;
-  try {
-    view = await api(companyPath("/guard"));
-  } catch (error) {
-    if (state.company === company) $("guard-status").textContent = "Guard: " + error.message;
-    return;
-  }
-  if (state.company !== company) return;
-  $("guard-status").textContent =
-    "weight " + view.weight + " · quest steps waiting their turn: " + view.queued_steps;
-  const row = (s, scopeLabel) =>
-    el(
-      "tr",
-      { "data-scope": s.scope },
-      el("td", { text: scopeLabel }),
-      el("td", { text: s.window || (s.quest_id ? String(s.quest_id).slice(0, 8) : "—") }),
-      el("td", { class: "num", text: usd(s.spent_usd_micros) }),
-      el("td", { class: "num", text: usd(s.reserved_usd_micros) }),
-      el("td", { class: "num", text: s.cap_usd_micros ? usd(s.cap_usd_micros) : "none" }),
-      el("td", {}, s.cap_usd_micros ? el("meter", { min: 0, max: s.cap_usd_micros, value: Math.min(s.spent_usd_micros, s.cap_usd_micros) }) : null),
-      el("td", {}, el("span", { class: tierClass(s.tier), text: s.tier })),
-    );
-  fill($("guard-rows"), [
-    ...view.windows.map((s) => row(s, s.scope)),
-    ...view.running_quests.map((s) => row(s, "quest")),
-  ]);
+  if (company && company.role === "admin") loadGuard(company, () => state.company === company);
 }
 
-async function loadIntegrations() {
+function refreshIntegrations() {
   const company = state.company;
-  let items;
-  try {
-    items = await api(companyPath("/integrations"));
-  } catch (error) {
-    if (state.company === company) $("integrations-status").textContent = "Integrations: " + error.message;
-    return;
-  }
-  if (state.company !== company) return;
-  $("integrations-status").textContent = items.length ? "" : "None connected.";
-  fill(
-    $("integration-rows"),
-    items.map((i) =>
-      el(
-        "tr",
-        { "data-integration": i.integration },
-        el("td", { text: i.title || i.integration }),
-        el("td", {}, el("span", { class: "badge conn-" + (i.needs_reconnect ? "needs_reconnect" : "ok"), text: i.status }), i.needs_reconnect_reason ? " " + i.needs_reconnect_reason : ""),
-        el("td", { text: i.account || "—" }),
-        el("td", { text: when(i.connected_at) + " by " + i.connected_by }),
-      ),
-    ),
-  );
+  if (company) loadIntegrations(company, () => state.company === company);
 }
 
-function auditFilters() {
-  const form = $("audit-form");
-  const filters = new URLSearchParams();
-  for (const name of ["action", "actor", "quest_id"]) {
-    const value = form.elements[name].value.trim();
-    if (value) filters.set(name, value);
-  }
-  for (const name of ["since", "until"]) {
-    const value = form.elements[name].value;
-    if (value) {
-      const d = new Date(value);
-      if (!isNaN(d)) filters.set(name, d.toISOString());
-    }
-  }
-  filters.set("limit", form.elements.limit.value);
-  return filters;
-}
-
-async function loadAudit() {
+function refreshAudit() {
   const company = state.company;
   const audit = state.audit;
-  const params = new URLSearchParams(audit.filters);
-  const cursor = audit.cursors[audit.cursors.length - 1];
-  if (cursor) params.set("cursor", cursor);
-  $("audit-status").textContent = "loading…";
-  let page;
-  try {
-    page = await api(companyPath("/activity?" + params.toString()));
-  } catch (error) {
-    if (state.company === company) $("audit-status").textContent = "Audit trail: " + error.message;
-    return;
+  if (company && company.role === "admin") {
+    loadAudit(company, audit, () => state.company === company && state.audit === audit, openQuest);
   }
-  if (state.company !== company || state.audit !== audit) return;
-  audit.next = page.next_cursor;
-  $("audit-status").textContent = page.items.length ? "" : "No entries.";
-  $("audit-page").textContent = "page " + audit.cursors.length;
-  $("audit-next").disabled = !page.next_cursor;
-  $("audit-first").disabled = audit.cursors.length === 1;
-  fill(
-    $("audit-rows"),
-    page.items.map((r) =>
-      el(
-        "tr",
-        { "data-activity-id": r.id },
-        el("td", { class: "when", text: when(r.occurred_at) }),
-        el("td", { text: r.actor_type + ":" + r.actor_id }),
-        el("td", { text: r.action }),
-        el("td", { text: r.target }),
-        el("td", { class: "rationale", text: r.rationale || "" }),
-        el("td", {}, r.quest_id ? el("button", { type: "button", class: "link", text: String(r.quest_id).slice(0, 8), onclick: () => openQuest(r.quest_id) }) : ""),
-      ),
-    ),
-  );
 }
 
 // --- wiring ---------------------------------------------------------------------------------
@@ -505,21 +412,21 @@ function wire() {
     if (id) openQuest(id);
   });
   $("quest-cancel").addEventListener("click", cancelQuest);
-  $("guard-refresh").addEventListener("click", loadGuard);
-  $("integrations-refresh").addEventListener("click", loadIntegrations);
+  $("guard-refresh").addEventListener("click", refreshGuard);
+  $("integrations-refresh").addEventListener("click", refreshIntegrations);
   $("audit-form").addEventListener("submit", (e) => {
     e.preventDefault();
     state.audit = { cursors: [null], filters: auditFilters() };
-    loadAudit();
+    refreshAudit();
   });
   $("audit-next").addEventListener("click", () => {
     if (!state.audit.next) return;
     state.audit.cursors.push(state.audit.next);
-    loadAudit();
+    refreshAudit();
   });
   $("audit-first").addEventListener("click", () => {
     state.audit.cursors = [null];
-    loadAudit();
+    refreshAudit();
   });
 }
 
