@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -45,15 +46,24 @@ def test_the_demo_runs_the_whole_job_and_proves_what_it_claims(
         link = wait_for(lambda: (m := CONSOLE_LINK.search("".join(lines))) and m[1], timeout=120)
         page = browser_page.page
         page.goto(link)
-        expect(page.locator("#company option")).to_have_text("Acme Robotics (admin)")
+        acme = re.search(r"company Acme Robotics ([0-9a-f-]{36}) with admin", "".join(lines))
+        assert acme, "".join(lines)[-2000:]
+        # (alice is the admin of every demo's Acme this database has seen: this one is listed)
+        expect(page.locator(f'#company option[value="{acme[1]}"]')).to_have_text(
+            "Acme Robotics (admin)"
+        )
         expect(page.locator("#app")).to_be_visible()
         assert "token" not in page.url
         assert browser_page.csp_violations() == []
         demo.wait(timeout=180)
     finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
+        if demo.poll() is None:  # the test failed first: the demo stops what it started
+            demo.send_signal(signal.SIGINT)
+            try:
+                demo.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait()
     reader.join(10)
     out = "".join(lines)
     assert demo.returncode == 0, out[-4000:]
