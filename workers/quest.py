@@ -666,8 +666,8 @@ class QuestRunner:
             ended = outcome
             if callable(ended):
                 ended = ended(now or await quests_store.get(tx, quest.id) or quest)
+            record.show("step.finished")  # before the ending's quest.state: streams end there
             ending = self.ending.in_step(record, ended) if ended is not None else None
-            record.show("step.finished")
             reply = None
             if unsaved is not None:
                 answer, cost, charge_key = unsaved
