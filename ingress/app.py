@@ -19,7 +19,7 @@ from redis.asyncio import Redis as AsyncRedis
 from starlette.concurrency import run_in_threadpool
 
 from guard import Admissions, Guard
-from ingress import contract, http_metrics, routes_company, routes_feed, routes_oauth, routes_quests
+from ingress import contract, http_metrics, routes_company, routes_feed, routes_oauth, routes_quests, routes_webhooks
 from ingress.asgi_middleware import BearerAuth, BodyLimit, RequestContext
 from ingress.auth import TokenVerifier
 from ingress.deps import Deps, IngressDeps
@@ -89,6 +89,7 @@ def create_app(deps: IngressDeps) -> FastAPI:
         routes_feed.router,
         routes_company.router,
         routes_oauth.router,
+        routes_webhooks.router,
     ):
         app.include_router(router)
     # Innermost first. The token is checked before anything reads the body, and a body is
