@@ -84,7 +84,8 @@ from workers.step_budget import StepBudget
 from workers.sweeper import Sweeper
 from workers.tools import Toolbox, builtin_tools
 from workers.waits import WaitClock
-from workers.webhooks.dispatcher import WebhookDispatcher, webhook_http
+from workers.webhooks.dispatcher import WebhookDispatcher
+from workers.webhooks.sender import webhook_http
 
 log = structlog.get_logger(__name__)
 QUEST_STEP_RETRIES = 100

@@ -22,8 +22,6 @@ import contextlib
 import time
 import uuid
 from datetime import UTC, datetime
-from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
 from uuid import UUID
 
 import httpx
@@ -34,7 +32,7 @@ from redis.exceptions import RedisError
 from messages import Actor, ActorType, DispatchWebhooks, Envelope
 from messages.redis_keys import WEBHOOK_SWEEP_LOCK
 from runtime.settings import Settings
-from runtime.webhook_urls import EndpointRefused, check_url, resolve
+from runtime.webhook_urls import EndpointRefused
 from store import Database, StoreError, TenantTx
 from store import companies as companies_store
 from store import webhooks as webhooks_store
@@ -46,24 +44,11 @@ from vault.webhook_secrets import key_bytes, unseal
 from workers.errors import TryLater
 from workers.publisher import QueuePublisher
 from workers.webhooks import signing
+from workers.webhooks.sender import post_pinned
 
 log = structlog.get_logger(__name__)
 WEBHOOKS_ACTOR = Actor(type=ActorType.system, id="webhooks")
 BATCH = 20
-USER_AGENT = "System2-Webhooks/1"
-
-
-def webhook_http(settings: Settings) -> httpx.AsyncClient:
-    """The process's client for webhook endpoints: as the providers' one, it keeps no cookie
-    and follows no redirect (a 3xx is a failed attempt), with bounded timeouts."""
-    timeout = settings.webhook_timeout_s
-    return httpx.AsyncClient(
-        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
-        limits=httpx.Limits(max_connections=50, max_keepalive_connections=10),
-        follow_redirects=False,
-        trust_env=False,  # no proxy from the environment: we connect to the checked address
-    )
 
 
 class WebhookDispatcher:
@@ -216,7 +201,9 @@ class WebhookDispatcher:
         status: int | None = None
         try:
             async with asyncio.timeout(self.settings.webhook_timeout_s):
-                status = await self._post(url, payload, headers)
+                status = await post_pinned(
+                    self.http, url, payload, headers, deployed=self.settings.deployed()
+                )
             error = None if 200 <= status < 300 else f"answered HTTP {status}"
         except EndpointRefused as exc:
             error = f"refused: {exc}"
@@ -225,33 +212,3 @@ class WebhookDispatcher:
         except httpx.HTTPError as exc:
             error = f"could not connect: {type(exc).__name__}"
         return status, error
-
-    async def _post(self, url: str, payload: bytes, headers: dict[str, str]) -> int:
-        """POST to a checked address of the URL's host (DNS rebinding: the name is resolved
-        once, here, every address it gave is checked, and only those are connected to); TLS
-        still verifies the certificate against the name."""
-        deployed = self.settings.deployed()
-        target = check_url(url, deployed=deployed)
-        addresses = await resolve(target, deployed=deployed)
-        original = httpx.URL(url)
-        extensions: dict[str, Any] = {}
-        if target.scheme == "https":
-            extensions["sni_hostname"] = target.host
-        fixed = {**headers, "host": original.netloc.decode("ascii"), "user-agent": USER_AGENT}
-        for i, address in enumerate(addresses):
-            request = self.http.build_request(
-                "POST",
-                original.copy_with(host=address),
-                content=payload,
-                headers=fixed,
-                extensions=extensions,
-            )
-            try:
-                response = await self.http.send(request, stream=True)
-            except httpx.ConnectError:
-                if i == len(addresses) - 1:
-                    raise
-                continue  # the name's next address
-            await response.aclose()  # the answer's body is not read: its status is enough
-            return response.status_code
-        raise AssertionError("resolve returns at least one address")
