@@ -11,6 +11,7 @@ no earlier one of the same quest and endpoint is still pending.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -188,7 +189,7 @@ async def due(tx: TenantTx, *, limit: int, lease_s: float) -> list[Delivery]:
     """Claim up to ``limit`` deliveries whose attempt is due, each the earliest pending one of
     its quest at its endpoint, for ``lease_s`` (a worker that dies mid-send leaves it to be
     claimed again then: at least once). Skips rows another transaction is claiming."""
-    return await tx.rows(
+    claimed = await tx.rows(
         Delivery,
         "UPDATE webhook_deliveries d SET next_attempt_at = now() + make_interval(secs => %s) "
         "WHERE (d.company_id, d.id) IN ("
@@ -201,6 +202,7 @@ async def due(tx: TenantTx, *, limit: int, lease_s: float) -> list[Delivery]:
         f"RETURNING {', '.join('d.' + c.strip() for c in _DELIVERY.split(','))}",
         (lease_s, tx.company_id, limit),
     )
+    return sorted(claimed, key=lambda d: d.seq)  # UPDATE ... RETURNING keeps no order
 
 
 async def has_due(tx: TenantTx) -> bool:
@@ -275,3 +277,32 @@ async def disable(tx: TenantTx, endpoint_id: UUID, reason: str) -> Endpoint | No
             (tx.company_id, endpoint_id),
         )
     return found
+
+
+async def key_counts(tx: TenantTx) -> Counter[str]:
+    """How many signing secrets of the company each vault key id protects."""
+    rows = await tx.all(
+        "SELECT key_id, count(*) FROM webhook_endpoints WHERE company_id = %s GROUP BY key_id",
+        (tx.company_id,),
+    )
+    return Counter({str(kid): int(n) for kid, n in rows})
+
+
+async def under(tx: TenantTx, key_ids: list[str], limit: int) -> list[Endpoint]:
+    """Endpoints of the company whose secret is sealed under one of ``key_ids``."""
+    return await tx.rows(
+        Endpoint,
+        f"SELECT {_ENDPOINT} FROM webhook_endpoints WHERE company_id = %s AND key_id = ANY(%s) "
+        "ORDER BY id LIMIT %s",
+        (tx.company_id, key_ids, limit),
+    )
+
+
+async def replace_secret(tx: TenantTx, endpoint: Endpoint, key_id: str, secret: bytes) -> bool:
+    """Store the secret sealed again (rewrap) if the row still holds what was read."""
+    cur = await tx.execute(
+        "UPDATE webhook_endpoints SET key_id = %s, secret = %s "
+        "WHERE company_id = %s AND id = %s AND secret = %s",
+        (key_id, secret, tx.company_id, endpoint.id, endpoint.secret),
+    )
+    return cur.rowcount == 1

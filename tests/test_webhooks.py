@@ -4,6 +4,8 @@ receiver that verifies each signature with the Standard Webhooks reference libra
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -11,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Stack, Tenant
-from tests.support import wait_for
+from tests.conftest import Stack, Tenant, system2
+from tests.support import InTenant, wait_for
+from tests.test_guard_quests import set_limits
 from tests.webhook_receiver import Receiver, webhook_receiver
 from vault import new_key_entry
 
@@ -152,3 +155,103 @@ def test_an_endpoint_that_keeps_failing_is_disabled_with_an_audit_row(
 
     run_quest(wstack, tenant, "[script:notes] One more note")
     assert len(deliveries(wstack, tenant, endpoint["id"])) == 2, "nothing for a disabled endpoint"
+
+
+def test_a_quests_events_reach_an_endpoint_in_order_even_while_one_is_retried(
+    stack: Stack, tenant: Tenant, receiver: Receiver, in_tenant: InTenant
+) -> None:
+    # As tests/test_guard_quests.py: a quest that crosses warn, then slow, then is halted.
+    set_limits(in_tenant, tenant, quest_cap_micros=6_000, warn_pct=20, slow_pct=40, halt_pct=100)
+    stack.base_env.update(S2_VAULT_KEYS=new_key_entry(datetime.now(UTC)), **WORKER_ENV)
+    stack.start_workers(processes=1, S2_MAX_TOKENS="128")
+    stack.start_ingress()
+    endpoint = register(stack, tenant, receiver.url, "guard.tier_changed", "quest.halted")
+    receiver.secret = endpoint["secret"]
+    receiver.script = [500, 500]  # the first event is tried three times (1 s apart)
+    with httpx.Client(base_url=stack.ingress_url, timeout=10) as client:
+        resp = client.post(
+            f"/v1/companies/{tenant.id}/quests",
+            json={"goal": "[script:loop] keep writing notes"},
+            headers=tenant.headers(),
+        )
+        assert resp.status_code == 202, resp.text
+
+    def halted() -> list[Any] | None:
+        got = receiver.delivered()
+        return got if got and got[-1].json()["type"] == "quest.halted" else None
+
+    delivered = wait_for(halted, timeout=90)
+    bodies = [d.json() for d in delivered]
+    assert [b["data"]["tier"] for b in bodies[:-1]][:2] == ["warn", "slow"], bodies
+    assert all(b["type"] == "guard.tier_changed" for b in bodies[:-1])
+    ids = [r.id for r in receiver.all()]
+    assert ids[:3] == [ids[0]] * 3, "the first event was retried before any other was sent"
+    assert len(set(ids)) == len(delivered), "each event delivered once"
+    seen = [i for n, i in enumerate(ids) if i not in ids[:n]]
+    assert seen == [d.id for d in delivered], "sent one at a time, in the events' order"
+    assert all(r.verified for r in receiver.all())
+
+
+def run_cli(stack: Stack, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        system2(*args), env=stack.env(), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode == 0) is ok, done.stderr
+    return done
+
+
+def test_system2_webhook_commands(wstack: Stack, tenant: Tenant, receiver: Receiver) -> None:
+    company = ["--company", str(tenant.id)]
+    added = run_cli(wstack, "webhook", "add", *company, receiver.url, "--event", "quest.succeeded")
+    endpoint_id = added.stdout.strip()
+    (line,) = added.stderr.strip().splitlines()
+    secret = line.rsplit(" ", 1)[-1]
+    assert secret.startswith("whsec_")
+    receiver.secret = secret
+    listed = json.loads(run_cli(wstack, "webhook", "list", *company).stdout)
+    assert [e["id"] for e in listed] == [endpoint_id] and secret not in json.dumps(listed)
+
+    quest_id = run_quest(wstack, tenant, "[script:notes] Write down the launch checklist")
+    got = wait_for(receiver.delivered, timeout=60)[0]
+    assert got.verified["data"]["quest_id"] == quest_id
+
+    def shown() -> list[dict[str, Any]] | None:
+        out = run_cli(wstack, "webhook", "deliveries", *company, endpoint_id).stdout
+        items = json.loads(out)["items"]
+        return items if items and items[0]["status"] == "delivered" else None
+
+    assert wait_for(shown)[0]["id"] == got.id
+    run_cli(wstack, "webhook", "remove", *company, endpoint_id)
+    again = run_cli(wstack, "webhook", "remove", *company, endpoint_id, ok=False)
+    assert again.stderr.startswith("error: ") and len(again.stderr.strip().splitlines()) == 1
+    bad = run_cli(
+        wstack, "webhook", "add", *company, "ftp://x.example/h", "--event", "quest.failed", ok=False
+    )
+    assert bad.stderr.startswith("error: ") and "url_scheme" in bad.stderr
+    assert json.loads(run_cli(wstack, "webhook", "list", *company).stdout) == []
+
+
+def test_signing_secrets_are_rewrapped_with_the_credentials(
+    stack: Stack, tenant: Tenant, receiver: Receiver
+) -> None:
+    """A key rotation covers the endpoints' secrets: `vault retire` counts them, `vault
+    rewrap` moves them, and deliveries are signed with the same secret after."""
+    old, new = new_key_entry(datetime.now(UTC)), new_key_entry(datetime.now(UTC))
+    old_kid = old.split("=")[0]
+    stack.base_env.update(S2_VAULT_KEYS=old, **WORKER_ENV)
+    stack.start_ingress()
+    endpoint = register(stack, tenant, receiver.url, "quest.succeeded")
+    receiver.secret = endpoint["secret"]
+
+    rotated = {"S2_VAULT_KEYS": f"{new},{old}"}
+    stack.base_env.update(rotated)
+    refused = run_cli(stack, "vault", "retire", old_kid, ok=False)
+    assert "still protects 1 ciphertexts" in refused.stderr
+    stack.start_workers(processes=1)
+    stack.start_ingress(httpx.URL(stack.ingress_url).port)
+    run_cli(stack, "vault", "rewrap", "--wait", "--timeout", "60")
+    run_cli(stack, "vault", "retire", old_kid)
+
+    run_quest(stack, tenant, "[script:notes] Write down the launch checklist")
+    got = wait_for(receiver.delivered, timeout=60)[0]
+    assert got.verified and got.refused is None

@@ -46,3 +46,14 @@ def unseal(vault: Vault, ciphertext: bytes, *, company_id: UUID, endpoint_id: UU
         integration=SEALED_AS,
         credential_id=_binding(endpoint_id),
     )
+
+
+def rewrap(vault: Vault, ciphertext: bytes, *, company_id: UUID, endpoint_id: UUID) -> bytes:
+    """The sealed secret under the vault's primary key, its binding kept (the plaintext
+    never leaves the vault)."""
+    return vault.rewrap(
+        ciphertext,
+        company_id=company_id,
+        integration=SEALED_AS,
+        credential_id=_binding(endpoint_id),
+    )
