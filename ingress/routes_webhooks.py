@@ -118,7 +118,7 @@ async def list_webhook_deliveries(
         if await webhooks_store.endpoint(tx, endpoint_id) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such webhook endpoint")
         page = await webhooks_store.deliveries(
-            tx, endpoint_id, before_seq=int(cursor) if cursor else None, limit=limit
+            tx, endpoint_id, before=int(cursor) if cursor else None, limit=limit
         )
     return DeliveryPage(items=[delivery_view(d) for d in page], next_cursor=cursor_of(page, limit))
 

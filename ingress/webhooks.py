@@ -164,4 +164,4 @@ def _shown(secret: Secret) -> str:
 
 
 def cursor_of(page: list[Delivery], limit: int) -> str | None:
-    return str(page[-1].seq) if len(page) == limit else None
+    return str(page[-1].activity_id) if len(page) == limit else None

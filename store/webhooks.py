@@ -62,7 +62,7 @@ FAN_OUT = f"""
   FROM added a JOIN webhook_endpoints e
     ON e.company_id = a.company_id AND e.disabled_at IS NULL
    AND {_EVENT_TYPE_SQL} = ANY (e.event_types)
-  ORDER BY a.occurred_at, a.id, e.id
+  ORDER BY a.id, e.id
 )
 """
 ADDED_COLUMNS = (
@@ -74,7 +74,7 @@ _ENDPOINT = (
     "failed_streak, disabled_at, disabled_reason"
 )
 _DELIVERY = (
-    "id, endpoint_id, seq, event_type, quest_id, occurred_at, data, status, attempts, "
+    "id, endpoint_id, activity_id, event_type, quest_id, occurred_at, data, status, attempts, "
     "next_attempt_at, last_attempt_at, last_status, last_error, delivered_at, created_at"
 )
 
@@ -102,7 +102,7 @@ class Endpoint:
 class Delivery:
     id: UUID
     endpoint_id: UUID
-    seq: int
+    activity_id: int  # its event's audit row: the order of the events
     event_type: str
     quest_id: UUID | None
     occurred_at: datetime
@@ -174,14 +174,15 @@ async def remove_endpoint(tx: TenantTx, endpoint_id: UUID) -> bool:
 
 
 async def deliveries(
-    tx: TenantTx, endpoint_id: UUID, *, before_seq: int | None = None, limit: int = 50
+    tx: TenantTx, endpoint_id: UUID, *, before: int | None = None, limit: int = 50
 ) -> list[Delivery]:
-    """The endpoint's deliveries, newest first (``before_seq``: the page after that one)."""
+    """The endpoint's deliveries, newest first (``before``: the ``activity_id`` the previous
+    page ended on)."""
     return await tx.rows(
         Delivery,
         f"SELECT {_DELIVERY} FROM webhook_deliveries WHERE company_id = %s AND endpoint_id = %s "
-        "AND seq < %s ORDER BY seq DESC LIMIT %s",
-        (tx.company_id, endpoint_id, before_seq or 2**62, limit),
+        "AND activity_id < %s ORDER BY activity_id DESC LIMIT %s",
+        (tx.company_id, endpoint_id, before or 2**62, limit),
     )
 
 
@@ -197,12 +198,12 @@ async def due(tx: TenantTx, *, limit: int, lease_s: float) -> list[Delivery]:
         "  WHERE c.company_id = %s AND c.status = 'pending' AND c.next_attempt_at <= now() "
         "  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.company_id = c.company_id "
         "    AND p.endpoint_id = c.endpoint_id AND p.quest_id = c.quest_id "
-        "    AND p.status = 'pending' AND p.seq < c.seq) "
-        "  ORDER BY c.seq LIMIT %s FOR UPDATE SKIP LOCKED) "
+        "    AND p.status = 'pending' AND p.activity_id < c.activity_id) "
+        "  ORDER BY c.activity_id LIMIT %s FOR UPDATE SKIP LOCKED) "
         f"RETURNING {', '.join('d.' + c.strip() for c in _DELIVERY.split(','))}",
         (lease_s, tx.company_id, limit),
     )
-    return sorted(claimed, key=lambda d: d.seq)  # UPDATE ... RETURNING keeps no order
+    return sorted(claimed, key=lambda d: d.activity_id)  # UPDATE ... RETURNING keeps no order
 
 
 async def has_due(tx: TenantTx) -> bool:

@@ -27,8 +27,7 @@ CREATE TABLE webhook_deliveries (
     id               uuid NOT NULL DEFAULT gen_random_uuid(),
     company_id       uuid NOT NULL,
     endpoint_id      uuid NOT NULL,
-    seq              bigint GENERATED ALWAYS AS IDENTITY,
-    activity_id      bigint NOT NULL,
+    activity_id      bigint NOT NULL,  -- the event's audit row: its order is the events'
     event_type       text NOT NULL,
     quest_id         uuid,  -- a quest's deliveries to one endpoint go out in order
     occurred_at      timestamptz NOT NULL,
@@ -49,7 +48,8 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (company_id, next_attempt_at)
     WHERE status = 'pending';
-CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (company_id, endpoint_id, seq DESC);
+CREATE INDEX webhook_deliveries_endpoint
+    ON webhook_deliveries (company_id, endpoint_id, activity_id DESC);
 
 ALTER TABLE webhook_endpoints ENABLE ROW LEVEL SECURITY;
 ALTER TABLE webhook_endpoints FORCE ROW LEVEL SECURITY;
@@ -63,3 +63,19 @@ CREATE POLICY tenant ON webhook_deliveries
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_endpoints TO system2_app;
 GRANT SELECT, INSERT, UPDATE ON webhook_deliveries TO system2_app;
+
+-- As 0006_directory_role: Supabase grants anon and authenticated every right on new tables
+-- in public by default; take those grants back wherever those roles exist.
+DO $$
+DECLARE
+    grantee text;
+BEGIN
+    FOR grantee IN
+        SELECT rolname FROM pg_catalog.pg_roles WHERE rolname IN ('anon', 'authenticated')
+    LOOP
+        EXECUTE format(
+            'REVOKE ALL ON TABLE public.webhook_endpoints, public.webhook_deliveries FROM %I',
+            grantee);
+    END LOOP;
+END
+$$;

@@ -121,7 +121,7 @@ def webhook_deliveries(
             if await webhooks_store.endpoint(tx, endpoint) is None:
                 return None
             return await webhooks_store.deliveries(
-                tx, endpoint, before_seq=int(cursor) if cursor else None, limit=limit
+                tx, endpoint, before=int(cursor) if cursor else None, limit=limit
             )
 
     found = asyncio.run(page())
