@@ -41,6 +41,7 @@ from store.activity import append as append_activity
 from store.webhooks import Delivery
 from vault import Vault, VaultError
 from vault.webhook_secrets import key_bytes, unseal
+from workers import worker_metrics
 from workers.errors import TryLater
 from workers.publisher import QueuePublisher
 from workers.webhooks import signing
@@ -130,6 +131,7 @@ class WebhookDispatcher:
             await self.db.in_tenant(
                 company_id, lambda tx: webhooks_store.delivered(tx, delivery, status)
             )
+            worker_metrics.WEBHOOK_ATTEMPTS.labels("delivered").inc()
             bound.info("webhook delivered", status=status)
             return
         retry_in = (
@@ -144,6 +146,9 @@ class WebhookDispatcher:
                 await self._disable(tx, delivery, streak)
 
         await self.db.in_tenant(company_id, failed)
+        worker_metrics.WEBHOOK_ATTEMPTS.labels(
+            "retry" if retry_in is not None else "given_up"
+        ).inc()
         bound.warning("webhook attempt failed", status=status, error=error, retry_in_s=retry_in)
         if retry_in is not None:
             await self.nudge(company_id, delay_s=retry_in)
@@ -172,6 +177,7 @@ class WebhookDispatcher:
                 )
             ],
         )
+        worker_metrics.WEBHOOK_ENDPOINTS_DISABLED.inc()
         log.warning("webhook endpoint disabled", endpoint_id=str(endpoint.id), reason=reason)
 
     async def _send(self, company_id: UUID, delivery: Delivery) -> tuple[int | None, str | None]:
