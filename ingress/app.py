@@ -19,7 +19,15 @@ from redis.asyncio import Redis as AsyncRedis
 from starlette.concurrency import run_in_threadpool
 
 from guard import Admissions, Guard
-from ingress import contract, http_metrics, routes_company, routes_feed, routes_oauth, routes_quests, routes_webhooks
+from ingress import (
+    contract,
+    http_metrics,
+    routes_company,
+    routes_feed,
+    routes_oauth,
+    routes_quests,
+    routes_webhooks,
+)
 from ingress.asgi_middleware import BearerAuth, BodyLimit, RequestContext
 from ingress.auth import TokenVerifier
 from ingress.deps import Deps, IngressDeps

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query, status
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -14,6 +14,7 @@ from ingress.auth import Caller, member_tx
 from ingress.deps import CallerDep, Deps, IngressDeps
 from ingress.errors import VaultUnavailable
 from ingress.integrations import audit_envelope
+from ingress.problems import Refused, documented
 from ingress.webhooks import (
     DeliveryPage,
     WebhookCreated,
@@ -28,18 +29,15 @@ from messages import Actor, ActorType
 from runtime.webhook_urls import EndpointRefused
 from store import webhooks as webhooks_store
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"], responses=documented(401, 403, 422, 503))
 
 WEBHOOKS_PATH = "/v1/companies/{company_id}/webhooks"
 ENDPOINT_PATH = WEBHOOKS_PATH + "/{endpoint_id}"
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "no valid bearer token"},
-    403: {"description": "not a member of this company, or not one of its admins"},
-    503: {"description": "Postgres, Redis or the vault is unavailable; nothing was done"},
-}
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"description": "no such endpoint in this company"}
-}
+_REFUSED_URL = (
+    "the request is not valid (`validation_failed` with `errors`: a refused URL names "
+    "`body.url` with its reason: `url_scheme`, `url_credentials`, `url_too_long`, "
+    "`url_invalid`, `address_not_global`)"
+)
 
 
 @router.post(
@@ -47,7 +45,7 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_201_CREATED,
     response_model=WebhookCreated,
     operation_id="create_webhook",
-    responses={**_ERRORS, 422: {"description": "a field is invalid, e.g. the URL is refused"}},
+    responses=documented(413, 422, _422=_REFUSED_URL),
 )
 async def create_webhook(
     company_id: UUID, body: WebhookSpec, who: CallerDep, deps: Deps
@@ -77,7 +75,6 @@ async def create_webhook(
     WEBHOOKS_PATH,
     response_model=list[WebhookView],
     operation_id="list_webhooks",
-    responses=_ERRORS,
 )
 async def list_webhooks(company_id: UUID, who: CallerDep, deps: Deps) -> list[WebhookView]:
     """The company's endpoints (never their secrets), enabled or disabled."""
@@ -89,13 +86,13 @@ async def list_webhooks(company_id: UUID, who: CallerDep, deps: Deps) -> list[We
     ENDPOINT_PATH,
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="delete_webhook",
-    responses={**_ERRORS, **_NOT_FOUND},
+    responses=documented(404),
 )
 async def delete_webhook(company_id: UUID, endpoint_id: UUID, who: CallerDep, deps: Deps) -> None:
     """Remove the endpoint and its deliveries: nothing more is sent to it."""
     async with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
         if not await webhooks_store.remove_endpoint(tx, endpoint_id):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such webhook endpoint")
+            raise Refused(status.HTTP_404_NOT_FOUND, "not_found", "no such webhook endpoint")
     await _audit(deps, company_id, who, "webhook.removed", endpoint_id, {})
 
 
@@ -103,7 +100,7 @@ async def delete_webhook(company_id: UUID, endpoint_id: UUID, who: CallerDep, de
     ENDPOINT_PATH + "/deliveries",
     response_model=DeliveryPage,
     operation_id="list_webhook_deliveries",
-    responses={**_ERRORS, **_NOT_FOUND, 422: {"description": "a parameter is invalid"}},
+    responses=documented(404),
 )
 async def list_webhook_deliveries(
     company_id: UUID,
@@ -116,7 +113,7 @@ async def list_webhook_deliveries(
     """The endpoint's deliveries, newest first, each with its attempts and outcome."""
     async with member_tx(deps.db, company_id, who, admin=True) as (tx, _):
         if await webhooks_store.endpoint(tx, endpoint_id) is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such webhook endpoint")
+            raise Refused(status.HTTP_404_NOT_FOUND, "not_found", "no such webhook endpoint")
         page = await webhooks_store.deliveries(
             tx, endpoint_id, before=int(cursor) if cursor else None, limit=limit
         )
