@@ -213,8 +213,9 @@ class Runtime:
             ),
             claude=claude,
             http=http,
+            # Short transactions on the steps' pool: not queued behind the audit batches.
             webhooks=WebhookDispatcher(
-                settings, audit_db, publisher, client, vault, webhook_http(settings)
+                settings, db, publisher, client, vault, webhook_http(settings)
             ),
             counter_redis=counter_redis,
             control_loop=control_loop,

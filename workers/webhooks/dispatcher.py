@@ -10,9 +10,10 @@ leaves its delivery to be claimed again when the lease ends: at least once, with
 
 Retries follow ``S2_WEBHOOK_RETRY_SCHEDULE_S``; after the last, the delivery is given up and
 the quest's next delivery to that endpoint may go (``store.webhooks.due``). An endpoint whose
-last ``S2_WEBHOOK_DISABLE_AFTER`` deliveries were each given up — each after about a day of
-retries, none delivered between — is disabled, with an audit row: by then it has failed for
-days, and counting whole given-up deliveries (not attempts) means one bad hour never does it.
+last ``S2_WEBHOOK_DISABLE_AFTER`` deliveries were each given up, none delivered between, is
+disabled, with an audit row: each was tried for most of a day, so the endpoint has failed at
+least that long on several events; counting whole given-up deliveries (not attempts) means a
+bad hour, or one event it chokes on, never does it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from messages import Actor, ActorType, DispatchWebhooks, Envelope
+from messages import Actor, ActorType, DispatchWebhooks, Envelope, PublishFailed
 from messages.redis_keys import WEBHOOK_SWEEP_LOCK
 from runtime.settings import Settings
 from runtime.webhook_urls import EndpointRefused
@@ -49,7 +50,8 @@ from workers.webhooks.sender import post_pinned
 
 log = structlog.get_logger(__name__)
 WEBHOOKS_ACTOR = Actor(type=ActorType.system, id="webhooks")
-BATCH = 20
+BATCH = 20  # deliveries sent at once by one message
+BATCHES = 10  # then the rest goes to a new message: well within the actor's time limit
 
 
 class WebhookDispatcher:
@@ -77,7 +79,7 @@ class WebhookDispatcher:
         if self.vault is None:
             raise TryLater("this worker has no vault keys (S2_VAULT_KEYS)", retry_after_ms=60_000)
         made = 0
-        while True:
+        for _ in range(BATCHES):
             claimed = await self.db.in_tenant(
                 company_id,
                 lambda tx: webhooks_store.due(tx, limit=BATCH, lease_s=self.lease_s),
@@ -86,6 +88,8 @@ class WebhookDispatcher:
                 return made
             await asyncio.gather(*(self._attempt(company_id, d) for d in claimed))
             made += len(claimed)
+        await self.nudge(company_id)  # a backlog: the rest in a message of its own
+        return made
 
     async def nudge(self, company_id: UUID, *, delay_s: float | None = None) -> None:
         env = Envelope[DispatchWebhooks](
@@ -103,7 +107,7 @@ class WebhookDispatcher:
         every = self.settings.webhook_sweep_s
         while True:
             await asyncio.sleep(every)
-            with contextlib.suppress(RedisError, StoreError):
+            with contextlib.suppress(RedisError, StoreError, PublishFailed):
                 token = uuid.uuid4().hex
                 if await self.redis.set(WEBHOOK_SWEEP_LOCK, token, nx=True, ex=max(1, every - 1)):
                     await self.sweep()
