@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import Stack, Tenant, system2
 from tests.support import InTenant, wait_for
+from tests.test_crashes import FAST, kill
 from tests.test_guard_quests import set_limits
 from tests.webhook_receiver import Receiver, webhook_receiver
 from vault import new_key_entry
@@ -255,3 +256,28 @@ def test_signing_secrets_are_rewrapped_with_the_credentials(
     run_quest(stack, tenant, "[script:notes] Write down the launch checklist")
     got = wait_for(receiver.delivered, timeout=60)[0]
     assert got.verified and got.refused is None
+
+
+def test_a_worker_killed_mid_send_leaves_the_delivery_to_go_again_with_its_id(
+    stack: Stack, tenant: Tenant, receiver: Receiver
+) -> None:
+    """The claim is a lease: a delivery whose worker died while its request was in flight
+    (no outcome recorded) is claimed again once the lease ends (S2_WEBHOOK_TIMEOUT_S + 30 s)
+    and sent with the same webhook-id: at least once."""
+    env = {**WORKER_ENV, **FAST, "S2_WEBHOOK_TIMEOUT_S": "5"}
+    stack.base_env.update(S2_VAULT_KEYS=new_key_entry(datetime.now(UTC)), **env)
+    workers = stack.start_workers(processes=1)
+    stack.start_ingress()
+    endpoint = register(stack, tenant, receiver.url, "quest.succeeded")
+    receiver.secret = endpoint["secret"]
+    receiver.script, receiver.hold_s = ["timeout"], 30.0
+
+    run_quest(stack, tenant, "[script:notes] Write down the launch checklist")
+    first = wait_for(receiver.all, timeout=30, every=0.02)[0]
+    kill(workers)  # while the request waits for its answer: no outcome is recorded
+    (item,) = deliveries(stack, tenant, endpoint["id"])
+    assert item["status"] == "pending" and item["attempts"] == 0
+    stack.start_workers("workers-again", processes=1)
+
+    got = wait_for(receiver.delivered, timeout=120)[0]
+    assert got.id == first.id and got.verified
