@@ -329,6 +329,15 @@ class Settings(BaseSettings):
             return tuple(float(v) for v in value.split(",") if v.strip())
         return value
 
+    @field_validator("webhook_retry_schedule_s")
+    @classmethod
+    def _schedule_within_a_day(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        # Retried "for up to a day": a longer schedule would hold a quest's next events back
+        # (they wait for this one) for longer than a receiver can be expected to catch up.
+        if any(v <= 0 for v in value) or sum(value) > 86_400:
+            raise ValueError("each wait must be above 0 s and all of them at most a day")
+        return value
+
     log_level: str = Field("INFO", description="level of our log lines and the libraries'")
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: JSON in staging/production or when stderr is not a terminal"

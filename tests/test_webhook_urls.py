@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from runtime.settings import Settings
@@ -159,3 +160,14 @@ def test_the_secret_is_never_shown_by_its_repr() -> None:
     secret = new_secret()
     assert isinstance(secret, Secret)
     assert secret.reveal() not in f"{secret!r} {secret}"
+
+
+@pytest.mark.parametrize("schedule", ["0,5", "-1", "80000,7000"])
+def test_a_retry_schedule_beyond_a_day_or_not_positive_is_refused(
+    monkeypatch: pytest.MonkeyPatch, schedule: str
+) -> None:
+    monkeypatch.setenv("S2_WEBHOOK_RETRY_SCHEDULE_S", schedule)
+    with pytest.raises(ValidationError, match="webhook_retry_schedule_s"):
+        Settings()
+    monkeypatch.setenv("S2_WEBHOOK_RETRY_SCHEDULE_S", "0.5, 2,60")
+    assert Settings().webhook_retry_schedule_s == (0.5, 2.0, 60.0)
