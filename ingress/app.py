@@ -27,6 +27,7 @@ from ingress import (
     routes_feed,
     routes_oauth,
     routes_quests,
+    routes_webhooks,
 )
 from ingress.asgi_middleware import BearerAuth, BodyLimit, RequestContext
 from ingress.auth import TokenVerifier
@@ -98,6 +99,7 @@ def create_app(deps: IngressDeps) -> FastAPI:
         routes_feed.router,
         routes_company.router,
         routes_oauth.router,
+        routes_webhooks.router,
     ):
         app.include_router(router)
     app.include_router(routes_console.router)  # a static page: no token, no data

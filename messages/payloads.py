@@ -14,7 +14,8 @@ QUESTS = "quests"
 CONTROL = "control"
 AUDIT = "audit"
 MAINTENANCE = "maintenance"
-QUEUES = (QUESTS, CONTROL, AUDIT, MAINTENANCE)
+WEBHOOKS = "webhooks"
+QUEUES = (QUESTS, CONTROL, AUDIT, MAINTENANCE, WEBHOOKS)
 
 
 class QuestStep(Payload):
@@ -76,3 +77,10 @@ class QuestEvent(Payload):
     kind: str = Field(min_length=1, max_length=100)
     step: int | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class DispatchWebhooks(Payload):
+    """Send the company's webhook deliveries that are due (a nudge: the deliveries are rows
+    in Postgres, so a lost or repeated nudge loses or repeats nothing)."""
+
+    route: ClassVar[Route | None] = Route(queue=WEBHOOKS, actor="dispatch_webhooks")

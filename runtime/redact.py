@@ -36,7 +36,7 @@ breadcrumbs, ``repr`` of unknown objects):
   ``demo_at_``, ``demo_rt_``, ``ghp_`` / ``gho_`` / ``ghu_`` / ``ghs_`` / ``ghr_``,
   ``github_pat_``, ``xoxa-`` / ``xoxb-`` / ``xoxp-`` / ``xoxr-`` / ``xoxs-``, Slack's
   rotating ``xoxe.xoxb-`` and ``xoxe-`` refresh tokens, ``ya29.``,
-  ``glpat-``, AWS access key ids (``AKIA…``);
+  ``glpat-``, AWS access key ids (``AKIA…``), webhook signing secrets (``whsec_``);
 - the user-info of any URL (``postgresql://app:pw@db`` → ``postgresql://[redacted]@db``,
   which also covers Sentry DSNs);
 - ``name=value`` and ``"name": "value"`` pairs whose name is a secret key as above
@@ -196,7 +196,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = 
             r"\b(?:sk-ant-[A-Za-z0-9_\-]{8,}|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{8,}"
             r"|gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{16,}"
             r"|xox[abeprs][.-][A-Za-z0-9.\-]{8,}|ya29\.[A-Za-z0-9._\-]{8,}"
-            r"|demo_(?:at|rt)_[A-Za-z0-9_\-]{8,}|glpat-[A-Za-z0-9_\-]{16,}|AKIA[0-9A-Z]{16})"
+            r"|demo_(?:at|rt)_[A-Za-z0-9_\-]{8,}|glpat-[A-Za-z0-9_\-]{16,}|AKIA[0-9A-Z]{16}"
+            r"|whsec_[A-Za-z0-9+/]{16,}={0,2})"
         ),
         REDACTED,
     ),

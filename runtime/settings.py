@@ -317,6 +317,43 @@ class Settings(BaseSettings):
         "making several calls may wait this long for each",
     )
 
+    webhook_retry_schedule_s: Annotated[tuple[float, ...], NoDecode] = Field(
+        (5, 300, 1_800, 7_200, 18_000, 36_000),
+        description="seconds between a webhook delivery's attempts, comma-separated: after the "
+        "last one fails it is given up (the default adds up to ~17.6 h, under a day)",
+    )
+    webhook_timeout_s: float = Field(
+        10.0, gt=0, le=60, description="one webhook attempt, connect to last byte of the answer"
+    )
+    webhook_disable_after: int = Field(
+        5,
+        ge=1,
+        description="an endpoint whose last this many deliveries were each given up (after "
+        "every retry), with no success between, is disabled",
+    )
+    webhook_sweep_s: int = Field(
+        30, ge=1, description="how often a worker looks for due webhook deliveries of every company"
+    )
+    worker_webhooks_in_flight: int = Field(
+        100, ge=1, description="webhook dispatch messages one worker process runs at once"
+    )
+
+    @field_validator("webhook_retry_schedule_s", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(float(v) for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("webhook_retry_schedule_s")
+    @classmethod
+    def _schedule_within_a_day(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        # Retried "for up to a day": a longer schedule would hold a quest's next events back
+        # (they wait for this one) for longer than a receiver can be expected to catch up.
+        if any(v <= 0 for v in value) or sum(value) > 86_400:
+            raise ValueError("each wait must be above 0 s and all of them at most a day")
+        return value
+
     log_level: str = Field("INFO", description="level of our log lines and the libraries'")
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: JSON in staging/production or when stderr is not a terminal"

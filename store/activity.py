@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from store import cursors
 from store.db import TenantTx
+from store.webhooks import ADDED_COLUMNS, FAN_OUT
 
 _COLUMNS = (
     "id, occurred_at, recorded_at, actor_type, actor_id, action, target, rationale, "
@@ -81,7 +82,8 @@ async def append(tx: TenantTx, rows: Sequence[NewActivity]) -> int:
     before is skipped)."""
     await create_stage(tx.conn)
     await stage(tx.conn, [(tx.company_id, r) for r in rows])
-    return await insert_staged(tx)
+    found = await (await insert_staged(tx)).fetchone()
+    return int(found[0]) if found else 0
 
 
 async def create_stage(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -119,15 +121,18 @@ async def stage(
             )
 
 
-async def insert_staged(tx: TenantTx) -> int:
-    """Move the staged rows of the transaction's company into activity_log."""
-    cur = await tx.execute(
-        f"INSERT INTO activity_log (company_id, {_STAGED}) "
+async def insert_staged(tx: TenantTx) -> psycopg.AsyncCursor[Any]:
+    """Move the staged rows of the transaction's company into activity_log, and make the
+    webhook deliveries of the new ones (``store.webhooks.FAN_OUT``), in one statement. Its
+    one row is the count of new rows; it is not read here, so that a pipeline of these (the
+    audit writer's, one per company) stays one round trip."""
+    return await tx.execute(
+        f"WITH added AS (INSERT INTO activity_log (company_id, {_STAGED}) "
         f"SELECT company_id, {_STAGED} FROM audit_stage WHERE company_id = %s "
-        "ON CONFLICT (company_id, idempotency_key) DO NOTHING",
+        "ON CONFLICT (company_id, idempotency_key) DO NOTHING "
+        f"RETURNING {ADDED_COLUMNS}){FAN_OUT}SELECT count(*) FROM added",
         (tx.company_id,),
     )
-    return cur.rowcount
 
 
 async def page(

@@ -266,8 +266,19 @@ def _breaking_do(st: Statement, created: set[str]) -> list[str]:
     return [
         f"a DO block runs {' '.join(hit.group(0).upper().split())}"
         for body in st.bodies
-        for hit in _DO_BODY_BREAKS.finditer(_strip_comments(body))
+        for text in [_strip_comments(body)]
+        for hit in _DO_BODY_BREAKS.finditer(text)
+        if not _revokes_only_created(text[hit.start() :], created)
     ]
+
+
+def _revokes_only_created(text: str, created: set[str]) -> bool:
+    """A REVOKE (in a DO body, often dynamic SQL in a literal) on objects this file creates:
+    no old code knows them (e.g. taking back Supabase's default grants on a new table)."""
+    statement = re.split(r"[';]", text, maxsplit=1)[0]
+    m = _REVOKE.match(" ".join(statement.split()))
+    targets = {norm(t) for t in _split_top(m["names"])} if m else set()
+    return bool(targets) and targets <= created
 
 
 _HANDLERS = {

@@ -33,6 +33,7 @@ from system2.commands import (
     run,
     tokens,
     vault,
+    webhooks,
 )
 from system2.errors import System2Error
 from vault import VaultError
@@ -61,6 +62,7 @@ for name, group in (
     ("vault", vault.app),
     ("token", tokens.app),
     ("dlq", dlq.app),
+    ("webhook", webhooks.app),
     ("ops", ops.app),
 ):
     app.add_typer(group, name=name)

@@ -18,6 +18,7 @@ from runtime.wiring import build_vault
 from store import Database
 from store import companies as companies_store
 from store import credentials as credentials_store
+from store import webhooks as webhooks_store
 from system2.errors import System2Error
 from vault import RedisEncryptionCounter
 
@@ -35,6 +36,7 @@ async def ciphertexts_per_key(db: Database) -> Counter[str]:
     for company_id in await _company_ids(db):
         async with db.tenant(company_id) as tx:
             total.update(await credentials_store.key_counts(tx))
+            total.update(await webhooks_store.key_counts(tx))  # endpoints' signing secrets
     return total
 
 

@@ -194,7 +194,7 @@ def test_fly_config_of_each_environment(env: str) -> None:
     assert ingress[:2] == ["system2", "ingress"] and "0.0.0.0" in ingress and "8080" in ingress
     assert worker[:3] == ["system2", "ops", "run-worker"]
     assert audit[:3] == ["system2", "ops", "run-worker"]
-    assert queues(worker) == ["quests", "control", "maintenance"]
+    assert queues(worker) == ["quests", "control", "maintenance", "webhooks"]
     assert queues(audit) == ["audit"]
     for command in (*procs.values(), cfg["deploy"]["release_command"]):
         help_exits_0(command)

@@ -61,7 +61,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthW
 
 QUEUE_KEYS = tuple(
     f"dramatiq:{queue}{delay}"
-    for queue in ("quests", "control", "audit", "maintenance")
+    for queue in ("quests", "control", "audit", "maintenance", "webhooks")
     for delay in ("", ".DQ")
 )
 # A fingerprint of what a request may change in one company's rows (RLS scopes it too).
@@ -664,6 +664,7 @@ def test_every_route_in_the_openapi_spec_survives_fuzzed_requests(
     ingress.send(method, url, headers=headers, params=params, secrets=(secret,), **body)
 
 
+ENDPOINT = "00000000-0000-4000-8000-00000000e1d0"  # a webhook endpoint's id in a path
 PROTECTED = [
     ("GET", "/v1/companies", None),
     ("POST", "/v1/companies/{c}/quests", {"goal": "hello"}),
@@ -679,6 +680,10 @@ PROTECTED = [
     ("DELETE", "/v1/companies/{c}/integrations/demo", None),
     ("GET", "/v1/companies/{c}/integrations/demo/uses", None),
     ("POST", "/v1/companies/{c}/integrations/demo/authorize", None),
+    ("POST", "/v1/companies/{c}/webhooks", {"url": "https://example.com/h", "event_types": []}),
+    ("GET", "/v1/companies/{c}/webhooks", None),
+    ("DELETE", f"/v1/companies/{{c}}/webhooks/{ENDPOINT}", None),
+    ("GET", f"/v1/companies/{{c}}/webhooks/{ENDPOINT}/deliveries", None),
 ]
 # A provider sends an admin's browser back here: no bearer token (the signed, single-use
 # state is the credential), and the answers are pages for a person.
@@ -692,7 +697,8 @@ def test_the_token_fuzz_covers_every_protected_route_of_the_spec(ingress: Ingres
             m,
             p.replace("{c}", "{company_id}")
             .replace("{q}", "{quest_id}")
-            .replace("demo", "{integration}"),
+            .replace("demo", "{integration}")
+            .replace(ENDPOINT, "{endpoint_id}"),
         )
         for m, p, _ in PROTECTED
     }

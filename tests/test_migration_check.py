@@ -94,6 +94,11 @@ BREAKING = {
         "DO $$ BEGIN EXECUTE 'ALTER TABLE quests DROP COLUMN legacy'; END $$;",
         "a DO block runs DROP COLUMN",
     ),
+    "a revoke inside a DO block on an existing table": (
+        "DO $$ BEGIN EXECUTE format('REVOKE ALL ON TABLE public.labels, quests FROM %I', "
+        "'anon'); END $$;",
+        "a DO block runs REVOKE",
+    ),
     "rename a function": (
         "ALTER FUNCTION quest_count() RENAME TO quests_total;",
         "renames function quest_count",
@@ -131,6 +136,7 @@ CREATE FUNCTION label_ids() RETURNS SETOF uuid LANGUAGE sql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp AS $fn$ SELECT id FROM labels; DROP TABLE quests; $fn$;
 REVOKE EXECUTE ON FUNCTION label_ids() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION label_ids() TO system2_app;
+DO $$ BEGIN EXECUTE format('REVOKE ALL ON TABLE public.labels FROM %I', 'anon'); END $$;
 COMMENT ON TABLE labels IS 'not a DROP TABLE quests; at all';
 CREATE POLICY tenant ON labels USING (true);
 DROP POLICY tenant ON labels;

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from runtime.logs import redact_processor
 from runtime.redact import REDACTED, is_secret_key, redact, redact_text
 from vault import MemoryEncryptionCounter, Secret, Vault, describe, new_key_entry, parse_keyring
+from vault.webhook_secrets import new_secret
 
 ENTRY = new_key_entry(datetime.now(UTC))
 VAULT = Vault(parse_keyring(ENTRY, source="test"), MemoryEncryptionCounter())
@@ -57,6 +58,7 @@ SHAPED = [
     lambda: (s := f"demo_rt_{token()}", f"refresh {s}"),
     lambda: (s := f"ghp_{secrets.token_hex(18)}", f"github {s}"),
     lambda: (s := f"xoxb-{secrets.token_hex(12)}", f"slack {s}"),
+    lambda: (s := new_secret().reveal(), f"webhook secret {s}!"),
     lambda: (s := f"xoxe.xoxb-1-{secrets.token_hex(20)}", f"slack rotating {s}"),
     lambda: (s := f"xoxe-1-{secrets.token_hex(30)}", f"slack refresh {s}"),
     lambda: (s := f"ghu_{secrets.token_hex(18)}", f"github user token {s}"),

@@ -36,6 +36,8 @@ TENANT_TABLES = {
     "charges",
     "credential_uses",
     "tool_calls",
+    "webhook_endpoints",
+    "webhook_deliveries",
 }
 
 

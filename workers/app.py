@@ -42,9 +42,11 @@ from messages import (
     MAINTENANCE,
     QUESTS,
     QUEUES,
+    WEBHOOKS,
     AuditBatch,
     BadMessage,
     CancelQuest,
+    DispatchWebhooks,
     Envelope,
     QuestStep,
     RewrapCredentials,
@@ -56,6 +58,7 @@ from runtime.settings import Settings
 from runtime.tasks import cancel_and_wait, supervised
 from runtime.wiring import async_redis, maybe_vault
 from store import Database
+from store.webhooks import EVENT_OF_ACTION
 from vault import Vault
 from workers import worker_metrics
 from workers.audit import AuditWriter
@@ -81,6 +84,8 @@ from workers.step_budget import StepBudget
 from workers.sweeper import Sweeper
 from workers.tools import Toolbox, builtin_tools
 from workers.waits import WaitClock
+from workers.webhooks.dispatcher import WebhookDispatcher
+from workers.webhooks.sender import webhook_http
 
 log = structlog.get_logger(__name__)
 QUEST_STEP_RETRIES = 100
@@ -106,6 +111,7 @@ class Runtime:
     sweeper: Sweeper
     claude: Claude
     http: httpx.AsyncClient
+    webhooks: WebhookDispatcher  # its own HTTP client: endpoints are not providers
     counter_redis: SyncRedis  # the vault's encryption counter (sync: a call per block of them)
     control_loop: ControlLoop  # the control pool's own loop and thread
 
@@ -207,6 +213,10 @@ class Runtime:
             ),
             claude=claude,
             http=http,
+            # Short transactions on the steps' pool: not queued behind the audit batches.
+            webhooks=WebhookDispatcher(
+                settings, db, publisher, client, vault, webhook_http(settings)
+            ),
             counter_redis=counter_redis,
             control_loop=control_loop,
         )
@@ -218,6 +228,7 @@ class Runtime:
             "cancel flags": self.cancels.poll,
             "step leases": self.leases.run,
             "sweeper": self.sweeper.run,
+            "webhook sweeps": self.webhooks.run_sweeps,
             "loop lag": worker_metrics.watch_loop_lag,
         }
 
@@ -225,6 +236,7 @@ class Runtime:
         await self.audit.close()
         await self.claude.close()
         await self.http.aclose()
+        await self.webhooks.http.aclose()
         for pool in (self.db, self.control_db, self.audit_db):
             await pool.close()
         self.control_loop.stop()
@@ -289,6 +301,13 @@ def actors(rt: Runtime) -> list[ActorSpec]:
     async def write_audit(message: Message[Any]) -> None:
         env = _opened(message, AuditBatch)
         await rt.audit.write(env.company_id, env.payload.events)
+        if any(e.action in EVENT_OF_ACTION for e in env.payload.events):
+            # Committed, so its webhook deliveries exist: send them now, not at the sweep.
+            await rt.webhooks.nudge(env.company_id)
+
+    async def dispatch_webhooks(message: Message[Any]) -> None:
+        env = _opened(message, DispatchWebhooks)
+        await rt.webhooks.dispatch(env.company_id)
 
     async def cancel_quest(message: Message[Any]) -> None:
         await rt.control.cancel(_opened(message, CancelQuest))
@@ -324,6 +343,14 @@ def actors(rt: Runtime) -> list[ActorSpec]:
             **policy,
         ),
         ActorSpec(
+            "dispatch_webhooks",
+            WEBHOOKS,
+            dispatch_webhooks,
+            max_retries=20,
+            time_limit_ms=600_000,
+            **policy,
+        ),
+        ActorSpec(
             "write_audit",
             AUDIT,
             write_audit,
@@ -351,6 +378,7 @@ def in_flight(settings: Settings) -> dict[str, int]:
         CONTROL: settings.worker_control_in_flight,
         MAINTENANCE: settings.worker_control_in_flight,
         AUDIT: settings.worker_audit_in_flight,
+        WEBHOOKS: settings.worker_webhooks_in_flight,
     }
 
 

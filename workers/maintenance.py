@@ -1,4 +1,5 @@
-"""Maintenance actors' work: re-encrypting credentials under the vault's new primary key.
+"""Maintenance actors' work: re-encrypting credentials (and webhook endpoints' signing
+secrets) under the vault's new primary key.
 
 One message per company and batch; each batch commits on its own and the next batch is a new
 message, so the rewrap is resumable, can run twice, and runs beside live workers (a row that
@@ -16,8 +17,10 @@ import structlog
 from messages import Envelope, RewrapCredentials
 from store import Database, TenantTx
 from store import credentials as credentials_store
+from store import webhooks as webhooks_store
 from store.credentials import Credential, NewTokens
-from vault import Vault
+from store.webhooks import Endpoint
+from vault import Vault, key_id_of, webhook_secrets
 from vault.sealed_tokens import rewrap
 from workers.errors import TryLater
 from workers.publisher import QueuePublisher
@@ -50,10 +53,29 @@ class Rewrapper:
             moved += await self.db.in_tenant(
                 env.company_id, functools.partial(_replace, cred, tokens)
             )
-        if len(batch) == env.payload.batch:  # there may be more: the next batch is a new message
+        endpoints = await self.db.in_tenant(
+            env.company_id, lambda tx: webhooks_store.under(tx, older, env.payload.batch)
+        )
+        for endpoint in endpoints:
+            moved += await self.db.in_tenant(
+                env.company_id, functools.partial(self._rewrap_secret, env.company_id, endpoint)
+            )
+        if env.payload.batch in (len(batch), len(endpoints)):  # there may be more: a new message
             await self.publisher.publish(env.follow_up(env.payload))
-        log.info("credentials rewrapped", moved=moved, batch=len(batch), key_id=primary)
+        log.info(
+            "credentials rewrapped",
+            moved=moved,
+            batch=len(batch),
+            webhook_secrets=len(endpoints),
+            key_id=primary,
+        )
         return moved
+
+    async def _rewrap_secret(self, company_id: UUID, endpoint: Endpoint, tx: TenantTx) -> bool:
+        sealed = webhook_secrets.rewrap(
+            self.vault, endpoint.secret, company_id=company_id, endpoint_id=endpoint.id
+        )
+        return await webhooks_store.replace_secret(tx, endpoint, key_id_of(sealed), sealed)
 
     def _rewrapped(self, company_id: UUID, cred: Credential) -> NewTokens:
         sealed = rewrap(

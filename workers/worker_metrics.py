@@ -70,6 +70,15 @@ TIER_CROSSINGS = Counter(
     "Guard tiers reached by a settled call, by scope (quest, day, month) and tier",
     ["scope", "tier"],
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "s2_webhook_attempts",
+    "Webhook delivery attempts, by outcome: delivered, retry (failed, tried again later), "
+    "given_up (failed after the last retry)",
+    ["outcome"],
+)
+WEBHOOK_ENDPOINTS_DISABLED = Counter(
+    "s2_webhook_endpoints_disabled", "Webhook endpoints disabled because they kept failing"
+)
 SPEND = Counter(
     "s2_guard_spend_usd_micros",
     "Micro-USD charged against budgets, by model (settled calls, and calls kept at their "

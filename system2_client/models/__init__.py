@@ -9,6 +9,10 @@ from .cancel_request import CancelRequest
 from .company_membership import CompanyMembership
 from .company_membership_role import CompanyMembershipRole
 from .credential_uses_response_200_item import CredentialUsesResponse200Item
+from .delivery_page import DeliveryPage
+from .delivery_view import DeliveryView
+from .delivery_view_data import DeliveryViewData
+from .delivery_view_status import DeliveryViewStatus
 from .field_problem import FieldProblem
 from .guard_view import GuardView
 from .guard_view_limits import GuardViewLimits
@@ -39,6 +43,10 @@ from .spend_view_scope import SpendViewScope
 from .spend_view_tier import SpendViewTier
 from .step_view import StepView
 from .step_view_status import StepViewStatus
+from .webhook_created import WebhookCreated
+from .webhook_spec import WebhookSpec
+from .webhook_spec_event_types_item import WebhookSpecEventTypesItem
+from .webhook_view import WebhookView
 
 __all__ = (
     "ActivityPage",
@@ -50,6 +58,10 @@ __all__ = (
     "CompanyMembership",
     "CompanyMembershipRole",
     "CredentialUsesResponse200Item",
+    "DeliveryPage",
+    "DeliveryView",
+    "DeliveryViewData",
+    "DeliveryViewStatus",
     "FieldProblem",
     "GuardView",
     "GuardViewLimits",
@@ -80,4 +92,8 @@ __all__ = (
     "SpendViewTier",
     "StepView",
     "StepViewStatus",
+    "WebhookCreated",
+    "WebhookSpec",
+    "WebhookSpecEventTypesItem",
+    "WebhookView",
 )
