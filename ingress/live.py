@@ -357,7 +357,7 @@ async def sse_events(
         sub.close()
 
 
-class _Unwatchable(Exception):
+class _Unwatchable(IngressError):
     """The caller may no longer be shown this stream's events (or we cannot tell)."""
 
 

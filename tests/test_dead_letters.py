@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import dramatiq
+import psycopg
 import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
@@ -37,8 +38,19 @@ def raw_message(queue: str, actor: str, arg: object) -> dramatiq.Message[object]
 
 
 def test_malformed_messages_are_dead_lettered_with_a_reason(
-    stack: Stack, tenant: Tenant, other_tenant: Tenant, in_tenant: InTenant, rds: redis.Redis
+    stack: Stack,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    in_tenant: InTenant,
+    rds: redis.Redis,
+    admin_conn: psycopg.Connection[tuple[object, ...]],
 ) -> None:
+    # Counted exactly below: earlier tests' quests left open (this session's database is
+    # shared by the files one test process runs) must not be swept into dead letters here.
+    admin_conn.execute(
+        "UPDATE quests SET status = 'failed', reason = 'left by an earlier test', "
+        "finished_at = now() WHERE status IN ('queued', 'running')"
+    )
     theirs, _ = in_tenant(  # a real quest, never enqueued by its company
         other_tenant.id,
         lambda tx: create_quest(tx, OPERATOR, QuestSpec(goal="theirs", model="claude-sonnet-5-5")),
