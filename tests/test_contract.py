@@ -33,6 +33,7 @@ CHECKED_IN = Path(__file__).parent.parent / "docs" / "openapi.json"
 def client(settings: Settings, rds: redis.Redis) -> Iterator[TestClient]:
     with ingress_client(settings, rds) as test_client:
         yield test_client
+    rds.flushdb()  # the steps its submits queued: no later test's workers should find them
 
 
 def test_the_served_document_is_the_checked_in_one(client: TestClient) -> None:

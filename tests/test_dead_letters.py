@@ -45,12 +45,14 @@ def test_malformed_messages_are_dead_lettered_with_a_reason(
     rds: redis.Redis,
     admin_conn: psycopg.Connection[tuple[object, ...]],
 ) -> None:
-    # Counted exactly below: earlier tests' quests left open (this session's database is
-    # shared by the files one test process runs) must not be swept into dead letters here.
+    # Counted exactly below: what earlier tests left (this process's database and Redis
+    # database are shared by the files it runs) must not become dead letters here: their
+    # quests still open (the sweeper would send their steps) and their queued messages.
     admin_conn.execute(
         "UPDATE quests SET status = 'failed', reason = 'left by an earlier test', "
         "finished_at = now() WHERE status IN ('queued', 'running')"
     )
+    rds.flushdb()
     theirs, _ = in_tenant(  # a real quest, never enqueued by its company
         other_tenant.id,
         lambda tx: create_quest(tx, OPERATOR, QuestSpec(goal="theirs", model="claude-sonnet-5-5")),

@@ -36,6 +36,7 @@ AdminConn = psycopg.Connection[tuple[Any, ...]]
 def client(settings: Settings, rds: redis.Redis) -> Iterator[TestClient]:
     with ingress_client(settings, rds) as test_client:
         yield test_client
+    rds.flushdb()  # the steps its submits queued: no later test's workers should find them
 
 
 def quests_url(company_id: uuid.UUID) -> str:
