@@ -139,30 +139,19 @@ async def page(
     tx: TenantTx, filters: ActivityFilter, *, cursor: str | None = None, limit: int = 50
 ) -> tuple[list[Activity], str | None]:
     """Newest first. Returns the rows and the cursor of the next page (None at the end)."""
-    where = ["company_id = %s"]
-    params: list[Any] = [tx.company_id]
-    for column, value, op in (
-        ("quest_id", filters.quest_id, "="),
-        ("actor_id", filters.actor_id, "="),
-        ("action", filters.action, "="),
-        ("occurred_at", filters.since, ">="),
-        ("occurred_at", filters.until, "<"),
-    ):
-        if value is not None:
-            where.append(f"{column} {op} %s")
-            params.append(value)
-    if cursor:
-        at, last_id = cursors.decode(cursor, cursors.bigint)
-        where.append("(occurred_at, id) < (%s, %s)")
-        params.extend([at, last_id])
-    params.append(limit + 1)
-    found = await tx.rows(
+    return await cursors.newest_first(
+        tx,
         Activity,
-        f"SELECT {_COLUMNS} FROM activity_log WHERE {' AND '.join(where)} "
-        "ORDER BY occurred_at DESC, id DESC LIMIT %s",
-        params,
+        f"SELECT {_COLUMNS} FROM activity_log",
+        [
+            ("quest_id = %s", filters.quest_id),
+            ("actor_id = %s", filters.actor_id),
+            ("action = %s", filters.action),
+            ("occurred_at >= %s", filters.since),
+            ("occurred_at < %s", filters.until),
+        ],
+        at="occurred_at",
+        parse_id=cursors.bigint,
+        cursor=cursor,
+        limit=limit,
     )
-    if len(found) <= limit:
-        return found, None
-    found = found[:limit]
-    return found, cursors.encode(found[-1].occurred_at, found[-1].id)

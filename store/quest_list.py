@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from store import cursors
@@ -41,32 +40,19 @@ async def page(
 ) -> tuple[list[QuestSummary], str | None]:
     """Newest first (``quests_company_created`` serves it). Returns the rows and the cursor
     of the next page (None at the end)."""
-    where = ["company_id = %s"]
-    params: list[Any] = [tx.company_id]
-    if filters.statuses:
-        where.append("status = ANY(%s)")
-        params.append(list(filters.statuses))
-    for column, value, op in (
-        ("created_at", filters.since, ">="),
-        ("created_at", filters.until, "<"),
-        ("created_by", filters.created_by, "="),
-    ):
-        if value is not None:
-            where.append(f"{column} {op} %s")
-            params.append(value)
-    if cursor:
-        at, last = cursors.decode(cursor, UUID)
-        where.append("(created_at, id) < (%s, %s)")
-        params.extend([at, last])
-    params.append(limit + 1)
-    found = await tx.rows(
+    return await cursors.newest_first(
+        tx,
         QuestSummary,
         "SELECT id, status, goal, model, created_by, steps_done, cost_usd_micros, "
-        f"max_usd_micros, created_at, finished_at FROM quests WHERE {' AND '.join(where)} "
-        "ORDER BY created_at DESC, id DESC LIMIT %s",
-        params,
+        "max_usd_micros, created_at, finished_at FROM quests",
+        [
+            ("status = ANY(%s)", list(filters.statuses) or None),
+            ("created_at >= %s", filters.since),
+            ("created_at < %s", filters.until),
+            ("created_by = %s", filters.created_by),
+        ],
+        at="created_at",
+        parse_id=UUID,
+        cursor=cursor,
+        limit=limit,
     )
-    if len(found) <= limit:
-        return found, None
-    found = found[:limit]
-    return found, cursors.encode(found[-1].created_at, found[-1].id)
