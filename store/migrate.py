@@ -7,8 +7,10 @@ one that must wait until no old code runs. An applied migration's text must not 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -76,7 +78,7 @@ def migrate(
         notes.append(f"created database {conninfo_to_dict(admin_url).get('dbname')}")
     migrations = [m for m in load_migrations() if upto is None or m.version <= upto]
     applied: list[str] = []
-    with _connect(admin_url) as conn:
+    with _roles_lock(admin_url), _connect(admin_url) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         try:
             _ensure_table(conn)
@@ -105,6 +107,22 @@ def migrate(
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     return MigrateReport(applied, migrations[-1].version if migrations else 0, notes)
+
+
+@contextlib.contextmanager
+def _roles_lock(admin_url: str) -> Iterator[None]:
+    """Roles belong to the whole cluster, and an advisory lock to one database: two databases
+    of a cluster migrated at once (a fresh machine's parallel test processes) would create the
+    same role twice. Their migrations take turns under a lock in the maintenance database,
+    when it can be reached (a managed Postgres may not allow it: then without)."""
+    try:
+        cluster = _connect(make_conninfo(admin_url, dbname="postgres"))
+    except psycopg.Error:
+        yield
+        return
+    with cluster:
+        cluster.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        yield
 
 
 def current_version(conn: psycopg.Connection[Any]) -> int:
