@@ -71,7 +71,7 @@ pytest: services browser
 
 test: lint typecheck pytest
 
-BENCHMARKS := capacity throughput consumption latency audit_writer guard vault cancel fairness redelivery soak
+BENCHMARKS := capacity throughput consumption latency audit_writer guard vault cancel fairness redelivery soak cost
 
 bench: services
 	$(WITH_SERVICES) for b in $(BENCHMARKS); do echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; done

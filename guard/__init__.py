@@ -9,16 +9,18 @@ A leaf of the house: it imports only third-party code, never another package of 
 from guard.admission import Admission, Admissions
 from guard.errors import GuardError, GuardUnavailable, UnpricedModel
 from guard.policy import Limits, Tier
-from guard.pricing import PriceTable, Usage
+from guard.pricing import CostParts, ModelFacts, PriceTable, Usage
 from guard.spend import Guard, Refused, Reserved, Scope, ScopeLevel
 
 __all__ = [
     "Admission",
     "Admissions",
+    "CostParts",
     "Guard",
     "GuardError",
     "GuardUnavailable",
     "Limits",
+    "ModelFacts",
     "PriceTable",
     "Refused",
     "Reserved",

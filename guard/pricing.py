@@ -1,4 +1,5 @@
-"""What a Claude call costs, in integer micro-USD, from its ``usage`` and a dated price table.
+"""What a Claude call costs, in integer micro-USD, from its ``usage`` and a dated price table;
+and what a model can hold (``ModelFacts``), which the same file keeps as data.
 
 Rates are kept as micro-USD per million tokens (integers), so every sum is exact and only the
 final division rounds — upwards, so the guard never under-counts. A model missing from the
@@ -76,6 +77,34 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class CostParts:
+    """What a call or a quest cost, split the way it is billed, each part in micro-USD rounded
+    up (so the parts may sum to a few micro-USD more than the billed total)."""
+
+    input: int = 0
+    cache_write: int = 0
+    cache_read: int = 0
+    output: int = 0
+
+    def __add__(self, other: CostParts) -> CostParts:
+        return CostParts(
+            self.input + other.input,
+            self.cache_write + other.cache_write,
+            self.cache_read + other.cache_read,
+            self.output + other.output,
+        )
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a model holds: its context window (prompt and output, tokens) and the shortest
+    prefix its prompt cache stores."""
+
+    context_window: int
+    cache_min_tokens: int
+
+
+@dataclass(frozen=True)
 class Price:
     model: str
     effective: date
@@ -95,10 +124,17 @@ class Price:
 
 
 class PriceTable:
-    def __init__(self, prices: list[Price]) -> None:
+    def __init__(
+        self,
+        prices: list[Price],
+        facts: dict[str, ModelFacts] | None = None,
+        default_facts: ModelFacts = ModelFacts(context_window=200_000, cache_min_tokens=4096),
+    ) -> None:
         self._by_model: dict[str, list[Price]] = {}
         for p in sorted(prices, key=lambda p: p.effective):
             self._by_model.setdefault(p.model, []).append(p)
+        self._facts = dict(facts or {})
+        self._default_facts = default_facts
 
     @classmethod
     def load(cls, text: str | None = None) -> PriceTable:
@@ -118,7 +154,16 @@ class PriceTable:
                         long_prompt_rates=Rates.parse(long) if long else None,
                     )
                 )
-        return cls(prices)
+        facts = {
+            model: _facts(entry) for entry in data.get("model", []) for model in entry["models"]
+        }
+        default = data.get("model_defaults")
+        return cls(prices, facts, _facts(default)) if default else cls(prices, facts)
+
+    def facts(self, model: str) -> ModelFacts:
+        """What ``model`` holds; a model the table does not describe gets the defaults (the
+        smallest window and the longest cache minimum of the known ones)."""
+        return self._facts.get(model, self._default_facts)
 
     def price(self, model: str, on: date | None = None) -> Price:
         day = on or datetime.now(UTC).date()
@@ -142,6 +187,19 @@ class PriceTable:
         )
         return -(-total // MICROS)
 
+    def cost_parts(self, model: str, usage: Usage, on: date | None = None) -> CostParts:
+        """``cost``, split into uncached input, cache writes, cache reads and output."""
+        rates = self.price(model, on).rates_for(usage.prompt_tokens)
+        writes = usage.cache_write_5m * rates.cache_write_5m + usage.cache_write_1h * (
+            rates.cache_write_1h
+        )
+        return CostParts(
+            input=-(-usage.input_tokens * rates.input // MICROS),
+            cache_write=-(-writes // MICROS),
+            cache_read=-(-usage.cache_read * rates.cache_read // MICROS),
+            output=-(-usage.output_tokens * rates.output // MICROS),
+        )
+
     def worst_case(
         self,
         model: str,
@@ -162,12 +220,17 @@ class PriceTable:
         )
         return -(-(input_tokens * dearest_in + max_tokens * rates.output) // MICROS)
 
-    def least_call(self, model: str, input_tokens: int, on: date | None = None) -> int:
+    def least_call(
+        self, model: str, input_tokens: int, on: date | None = None, *, cache_writes: bool = False
+    ) -> int:
         """The least a call of ``model`` with ``input_tokens`` of prompt may be reserved at:
-        its worst case with ``MIN_OUTPUT_TOKENS`` of output. A step that cannot reserve this
-        much is halted, so a quest whose cap, or a company whose budget, has less left than
-        its first call's least is refused at submit."""
-        return self.worst_case(model, input_tokens, MIN_OUTPUT_TOKENS, on)
+        its worst case with ``MIN_OUTPUT_TOKENS`` of output (and the prompt at the cache-write
+        rate when calls may write the prompt cache). A step that cannot reserve this much is
+        halted, so a quest whose cap, or a company whose budget, has less left than its first
+        call's least is refused at submit."""
+        return self.worst_case(
+            model, input_tokens, MIN_OUTPUT_TOKENS, on, cache_writes=cache_writes
+        )
 
 
 @cache
@@ -175,6 +238,10 @@ def packaged_prices() -> PriceTable:
     """The price table shipped in ``guard/prices.toml`` (what ``PriceTable.load()`` reads),
     loaded once per process."""
     return PriceTable.load()
+
+
+def _facts(raw: dict[str, Any]) -> ModelFacts:
+    return ModelFacts(int(raw["context_window"]), int(raw["cache_min_tokens"]))
 
 
 def _usd_to_micros(value: str | int | float) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -11,6 +12,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import AwareDatetime
 from starlette.concurrency import run_in_threadpool
 
+from guard import CostParts, UnpricedModel, Usage
+from guard.pricing import packaged_prices
 from ingress.auth import member_tx
 from ingress.cancel_request import may_cancel, request_cancel, send_cancel
 from ingress.contract import sse_response
@@ -20,6 +23,7 @@ from ingress.live import ENTRY_ID_PATTERN, LiveStreamResponse, open_stream, sse_
 from ingress.problems import COMMON, Refused, documented
 from ingress.schemas import (
     CancelRequest,
+    CostSplit,
     QuestAccepted,
     QuestPage,
     QuestStatus,
@@ -36,7 +40,7 @@ from store import TenantTx, quest_list
 from store import quests as quests_store
 from store.cursors import CURSOR_MAX
 from store.quest_list import QuestFilter
-from store.quests import Quest
+from store.quests import Quest, Step
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["quests"], responses=documented(*COMMON))
@@ -209,6 +213,37 @@ def _found(quest: Quest | None) -> Quest:
     return quest
 
 
+def cost_split(steps: list[Step]) -> CostSplit:
+    """The replies of ``steps`` split as billed, each priced as on the day it was made."""
+    prices, parts, usage = packaged_prices(), CostParts(), Usage()
+    for s in steps:
+        if s.usage is None:
+            continue
+        used = Usage.from_api(s.usage)
+        # a model since removed from the table: its tokens still count
+        with contextlib.suppress(UnpricedModel):
+            parts = parts + prices.cost_parts(s.model, used, s.started_at.date())
+        usage = Usage(
+            usage.input_tokens + used.input_tokens,
+            usage.output_tokens + used.output_tokens,
+            usage.cache_write_5m + used.cache_write_5m,
+            usage.cache_write_1h + used.cache_write_1h,
+            usage.cache_read + used.cache_read,
+        )
+    prompt = usage.prompt_tokens
+    return CostSplit(
+        input_tokens=usage.input_tokens,
+        cache_write_tokens=usage.cache_write_5m + usage.cache_write_1h,
+        cache_read_tokens=usage.cache_read,
+        output_tokens=usage.output_tokens,
+        input_usd_micros=parts.input,
+        cache_write_usd_micros=parts.cache_write,
+        cache_read_usd_micros=parts.cache_read,
+        output_usd_micros=parts.output,
+        cache_read_pct=usage.cache_read * 100 // prompt if prompt else 0,
+    )
+
+
 async def quest_view(tx: TenantTx, quest: Quest) -> QuestView:
     steps = await quests_store.steps(tx, quest.id)
     return QuestView(
@@ -223,12 +258,14 @@ async def quest_view(tx: TenantTx, quest: Quest) -> QuestView:
                 stop_reason=s.stop_reason,
                 tools=[b["name"] for b in s.content or [] if b.get("type") == "tool_use"],
                 cost_usd_micros=s.cost_usd_micros,
+                cost_split=cost_split([s]) if s.usage is not None else None,
                 started_at=s.started_at,
                 finished_at=s.finished_at,
             )
             for s in steps
         ],
         cost_usd_micros=quest.cost_usd_micros,
+        cost_split=cost_split(steps),
         max_usd_micros=quest.max_usd_micros,
         result=quest.result,
         reason=quest.reason,

@@ -85,12 +85,30 @@ class QuestAccepted(BaseModel):
     )
 
 
+class CostSplit(BaseModel):
+    """What Claude replies cost, split the way they are billed: each part in micro-USD
+    (rounded up, so the parts may sum to a little more than the billed cost) and in tokens.
+    A prompt is uncached input, cache writes and cache reads; ``cache_read_pct`` is the share
+    of prompt tokens read from the prompt cache."""
+
+    input_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
+    output_tokens: int = 0
+    input_usd_micros: int = 0
+    cache_write_usd_micros: int = 0
+    cache_read_usd_micros: int = 0
+    output_usd_micros: int = 0
+    cache_read_pct: int = 0
+
+
 class StepView(BaseModel):
     step: int
     status: StepStatus
     stop_reason: str | None
     tools: list[str]
     cost_usd_micros: int
+    cost_split: CostSplit | None = Field(None, description="None: no reply yet")
     started_at: datetime
     finished_at: datetime | None
 
@@ -102,6 +120,7 @@ class QuestView(BaseModel):
     model: str
     steps: list[StepView]
     cost_usd_micros: int
+    cost_split: CostSplit = Field(description="its Claude replies' cost, with the cache's share")
     max_usd_micros: int | None
     result: str | None = None
     reason: str | None = None

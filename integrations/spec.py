@@ -185,6 +185,5 @@ class Provider:
     verdict: Callable[[httpx.Response], Verdict] = http_verdict
     idempotency_header: str | None = None
     dev_only: bool = False
-    answer_max_chars: int = 8_000
     rate_limit_wait_s: int | None = None  # a rate limit that says no reset: wait this long
     rate_limit_max_s: int | None = None  # a call may wait this long on its limits (or more)

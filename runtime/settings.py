@@ -133,6 +133,19 @@ class Settings(BaseSettings):
     default_model: str = "claude-sonnet-5-5"
     max_tokens: int = 1024
     max_steps: int = 20
+    prompt_cache: bool = Field(
+        True,
+        description="mark prompt-cache breakpoints, so each step reads what earlier steps sent "
+        "at the cache-read price; off: every step pays full input price for its whole prompt",
+    )
+    transcript_elision: bool = Field(
+        True,
+        description="elide a long quest's older tool results in its request to fit the model's "
+        "context window (the stored transcript keeps them); off: such a quest fails",
+    )
+    tool_result_max_chars: int = Field(
+        8_000, ge=500, description="the most of one tool result that reaches Claude"
+    )
     claude_timeout_s: float = 120.0
     claude_outage_max_s: int = Field(
         300,

@@ -16,7 +16,7 @@ from messages import CancelQuest, Envelope, QuestStep
 from runtime.settings import Settings
 from store import Database
 from tests.support import InTenant
-from workers.app import step_budget
+from workers.app import prompts, step_budget
 from workers.claude import Claude
 from workers.control import QuestEnder
 from workers.events import QuestEvents
@@ -77,7 +77,7 @@ def in_process_worker(
         prices=prices,
         budget=budget,
         events=events,
-        max_tokens=max_tokens,
+        prompts=prompts(settings.model_copy(update={"max_tokens": max_tokens}), prices, claude),
         max_steps=max_steps,
         **runner_options,
     )

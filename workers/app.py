@@ -75,6 +75,7 @@ from workers.fair_queue import FairQueue
 from workers.integrations.registry import integration_tools, provider_http
 from workers.lease import StepLeases
 from workers.maintenance import Rewrapper
+from workers.prompt import PromptPolicy, Prompts
 from workers.publisher import QueuePublisher
 from workers.quest import QuestRunner
 from workers.queue_protocol import QueueProtocol
@@ -182,7 +183,7 @@ class Runtime:
             prices=prices,
             budget=budget,
             events=events,
-            max_tokens=settings.max_tokens,
+            prompts=prompts(settings, prices, claude),
             max_steps=settings.max_steps,
             cancels=cancels,
             leases=leases,
@@ -255,6 +256,18 @@ def toolbox(
     if vault is None:
         return Toolbox(builtin_tools(db))
     return Toolbox(builtin_tools(db), integration_tools(settings, db, client, vault, http))
+
+
+def prompts(settings: Settings, prices: PriceTable, claude: Claude | None = None) -> Prompts:
+    """How steps build their Claude requests (``workers.prompt``); a transcript that may
+    outgrow the model's window is fitted by the API's count of its tokens."""
+    policy = PromptPolicy(
+        max_tokens=settings.max_tokens,
+        cache=settings.prompt_cache,
+        elide=settings.transcript_elision,
+        tool_result_max_chars=settings.tool_result_max_chars,
+    )
+    return Prompts(prices, policy, claude.count_input_tokens if claude else None)
 
 
 def step_budget(

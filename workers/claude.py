@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import itertools
 import json
 import time
@@ -57,17 +58,34 @@ KEEPALIVE_S = 4.0
 
 @dataclass(frozen=True)
 class ClaudeRequest:
+    """``system``: text, or text blocks (which may carry cache breakpoints)."""
+
     model: str
     max_tokens: int
-    system: str
+    system: str | list[dict[str, Any]]
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
+
+    @functools.cached_property
+    def _size(self) -> int:
+        body = {"system": self.system, "messages": self.messages, "tools": self.tools}
+        return len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
 
     def input_bound(self) -> int:
         """An upper bound of the input tokens, for when they cannot be counted: a token is at
         least one byte of the request."""
-        body = {"system": self.system, "messages": self.messages, "tools": self.tools}
-        return len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+        return self._size
+
+    @property
+    def writes_cache(self) -> bool:
+        """Whether the request carries a cache breakpoint: its prompt may then be billed at
+        the cache-write rate, dearer than plain input."""
+        blocks = self.system if isinstance(self.system, list) else []
+        blocks = [*blocks, *self.tools]
+        for message in self.messages:
+            content = message["content"]
+            blocks += content if isinstance(content, list) else []
+        return any("cache_control" in b for b in blocks)
 
 
 class Sent(StrEnum):
@@ -242,7 +260,7 @@ class Claude:
     async def _count(self, request: ClaudeRequest, timeout_s: float) -> int:
         counted = await self._client.with_options(timeout=timeout_s).messages.count_tokens(
             model=request.model,
-            system=request.system,
+            system=request.system,  # type: ignore[arg-type]
             messages=request.messages,  # type: ignore[arg-type]
             tools=request.tools,  # type: ignore[arg-type]
         )
@@ -255,7 +273,7 @@ class Claude:
         async with self._client.messages.with_streaming_response.create(
             model=request.model,
             max_tokens=request.max_tokens,
-            system=request.system,
+            system=request.system,  # type: ignore[arg-type]
             messages=request.messages,  # type: ignore[arg-type]
             tools=request.tools,  # type: ignore[arg-type]
             stream=True,

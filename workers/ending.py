@@ -37,7 +37,7 @@ from store.quests import Final, Quest
 from workers import worker_metrics
 from workers.events import QuestEvents, event_data, summarize
 from workers.publisher import QueuePublisher
-from workers.step import TED, Outcome, StepRecord, finished_key
+from workers.step import TED, Outcome, Spend, StepRecord, finished_key
 from workers.step_budget import StepBudget
 
 
@@ -52,6 +52,7 @@ class Ending:
     outcome: Outcome
     steps_done: int
     by_step: bool = False
+    spend: Spend | None = None  # what its Claude replies cost, when a step ended it
 
     @property
     def final(self) -> Final:
@@ -60,7 +61,14 @@ class Ending:
     @classmethod
     def of_step(cls, record: StepRecord, outcome: Outcome) -> Ending:
         """The ending of the step in ``record``, which is done once the quest has ended."""
-        return cls(record.env, record.quest, outcome, steps_done=record.step, by_step=True)
+        return cls(
+            record.env,
+            record.quest,
+            outcome,
+            steps_done=record.step,
+            by_step=True,
+            spend=record.spend,
+        )
 
     @property
     def key(self) -> str:
@@ -78,7 +86,10 @@ class Ending:
             rationale=self.outcome.reason,
             originating_message_id=self.quest.origin_message_id,
             quest_id=self.quest.id,
-            data=event_data(result_chars=len(result) if result else None),
+            data=event_data(
+                result_chars=len(result) if result else None,
+                **(self.spend.data() if self.spend else {}),
+            ),
         )
 
     def state(self) -> Envelope[QuestEvent]:

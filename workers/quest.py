@@ -46,10 +46,12 @@ from workers.claude import (
     Progress,
     Sent,
 )
+from workers.context_window import TooLong
 from workers.ending import Ending, QuestEnding
 from workers.errors import QuestCancelled, QuestFailed, QuestHalted, TryLater
 from workers.events import QuestEvents, summarize
 from workers.lease import StepLeases
+from workers.prompt import Prepared, Prompts
 from workers.publisher import QueuePublisher
 from workers.step import (
     STALE_CLAIM_AFTER,
@@ -59,8 +61,8 @@ from workers.step import (
     StepRecord,
     cancelled,
     decide,
+    spend_of,
     tool_result,
-    transcript,
 )
 from workers.step_budget import (
     SCOPE_WORDS,
@@ -72,16 +74,11 @@ from workers.step_budget import (
     Settlement,
     StepBudget,
 )
-from workers.tools import Toolbox, ToolCall, Tools
+from workers.tools import Toolbox, ToolCall, Tools, bounded
 from workers.waits import WaitClock
 
 log = structlog.get_logger(__name__)
 
-SYSTEM_PROMPT = (
-    "You are Ted, an AI agent working on behalf of the company {company}. Use only this "
-    "company's information and the tools offered. Before each tool call, say in one sentence "
-    "why you are making it. When the goal is met, answer with the result."
-)
 CONTINUE = frozenset({"tool_use", "pause_turn"})
 SUCCEED = frozenset({"end_turn", "stop_sequence"})
 FAIL_REASONS = {
@@ -154,7 +151,7 @@ class QuestRunner:
         prices: PriceTable,
         budget: StepBudget,
         events: QuestEvents,
-        max_tokens: int,
+        prompts: Prompts,
         max_steps: int,
         cancels: CancelWatch | None = None,
         leases: StepLeases | None = None,
@@ -175,7 +172,7 @@ class QuestRunner:
         self.prices = prices
         self.budget = budget
         self.events = events
-        self.max_tokens = max_tokens
+        self.prompts = prompts
         self.max_steps = max_steps
         self.cancels = cancels
         self.leases = leases
@@ -285,12 +282,13 @@ class QuestRunner:
         current = history[-1] if history and history[-1].step == n else None
         if current is not None and current.content is not None:  # the reply is stored: resume
             return Look(quest, history, limits, charges, tools, None)
-        request = ClaudeRequest(
-            model=quest.model,
-            max_tokens=self.max_tokens,
-            system=SYSTEM_PROMPT.format(company=found.company_name),
-            messages=transcript(quest.goal, [s for s in history if s.step < n]),
-            tools=tools.schemas(),
+        request = self.prompts.whole(
+            quest.model,
+            found.company_name,
+            quest.company_id,
+            quest.goal,
+            [s for s in history if s.step < n],
+            tools.schemas(),
         )
         return Look(quest, history, limits, charges, tools, request)
 
@@ -299,13 +297,17 @@ class QuestRunner:
         money is gone, or its model cannot be priced)."""
         if look.request is None:
             return None
-        attempts = sum(1 for c in look.charges if c.step == n)
+        prepared = await self._prepare(look)
+        if isinstance(prepared, TooLong):
+            return Outcome("failed", reason=prepared.reason)
+        request, attempts = prepared.request, sum(1 for c in look.charges if c.step == n)
+        counted = None if prepared.counted is None else Counted(prepared.counted)
         try:
-            admitted = await self.budget.admit(ledger, n, look.request, attempts, look.limits)
+            admitted = await self.budget.admit(ledger, n, request, attempts, look.limits, counted)
             if isinstance(admitted, CountFirst):
                 counted = await self._count(look.quest.id, admitted.request)
                 admitted = await self.budget.admit(
-                    ledger, n, look.request, attempts, look.limits, counted
+                    ledger, n, request, attempts, look.limits, counted
                 )
         except QuestFailed as exc:
             return Outcome("failed", reason=str(exc))
@@ -314,6 +316,18 @@ class QuestRunner:
         if isinstance(admitted, CountFirst):  # an admission given its count never asks again
             raise RuntimeError("the step's admission asked twice for the token count")
         return admitted
+
+    async def _prepare(self, look: Look) -> Prepared | TooLong:
+        """The look's request fitted to the model's window and marked for the prompt cache;
+        a count of its tokens, if fitting asked for one, is cut by a cancel like any call."""
+        assert look.request is not None
+        async with self._watch(look.quest.id) as scope:
+            try:
+                return await scope.cut(
+                    self.prompts.prepare(look.request, look.history, datetime.now(UTC))
+                )
+            except Interrupted:  # cancelled: the claim sees it and ends the quest
+                return Prepared(look.request)
 
     async def _count(self, quest_id: UUID, request: ClaudeRequest) -> Counted:
         async with self._watch(quest_id) as scope:
@@ -373,6 +387,8 @@ class QuestRunner:
                     record.env.follow_up(AuditBatch(events=list(record.audit)), actor=TED)
                 )
             raise
+        current = [s for s in ready.history if s.step < record.step or record.called is None]
+        record.spend = spend_of(current, record.called)
         await self._finish(record, outcome, outbox)
 
     @contextlib.asynccontextmanager
@@ -457,6 +473,7 @@ class QuestRunner:
         worker_metrics.spent(quest.model, cost)
         settlement = await self.budget.settle(quest, admitted, cost, limits)
         record.unsaved_reply = (reply, cost, admitted.charge_key)
+        record.called = (reply.usage, cost)
         self._note_guard(record, settlement, limits)
         record.show(
             "claude.replied",
@@ -468,6 +485,8 @@ class QuestRunner:
                 (lv.spent for lv in settlement.levels if lv.scope.name == "quest"), None
             ),
             input_tokens=reply.usage.get("input_tokens"),
+            cache_write_tokens=reply.usage.get("cache_creation_input_tokens") or None,
+            cache_read_tokens=reply.usage.get("cache_read_input_tokens") or None,
             output_tokens=reply.usage.get("output_tokens"),
         )
         return reply
@@ -633,6 +652,7 @@ class QuestRunner:
                     outcome = await scope.cut(tool.run(call))
             except Interrupted:
                 raise QuestCancelled() from None
+            outcome = bounded(outcome, self.prompts.policy.tool_result_max_chars)
             results.append(tool_result(block["id"], outcome.content, outcome.is_error))
             record.show(
                 "tool.finished", tool=tool.name, ok=not outcome.is_error, target=outcome.target

@@ -80,6 +80,53 @@ class Outcome:
     cancel_requested_at: datetime | None = None  # a cancel's request time (cancel latency)
 
 
+@dataclass(frozen=True)
+class Spend:
+    """What a quest's Claude replies cost, with their prompts split as billed: uncached input,
+    cache writes and cache reads (the cache's share of the prompt)."""
+
+    cost_usd_micros: int = 0
+    input_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
+    output_tokens: int = 0
+
+    def plus(self, usage: dict[str, Any] | None, cost: int) -> Spend:
+        u = usage or {}
+        return Spend(
+            self.cost_usd_micros + cost,
+            self.input_tokens + int(u.get("input_tokens") or 0),
+            self.cache_write_tokens + int(u.get("cache_creation_input_tokens") or 0),
+            self.cache_read_tokens + int(u.get("cache_read_input_tokens") or 0),
+            self.output_tokens + int(u.get("output_tokens") or 0),
+        )
+
+    @property
+    def cache_read_pct(self) -> int:
+        """The share of the prompt tokens read from the cache, in whole percent."""
+        prompt = self.input_tokens + self.cache_write_tokens + self.cache_read_tokens
+        return self.cache_read_tokens * 100 // prompt if prompt else 0
+
+    def data(self) -> dict[str, int]:
+        return {
+            "claude_cost_usd_micros": self.cost_usd_micros,
+            "input_tokens": self.input_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_pct": self.cache_read_pct,
+        }
+
+
+def spend_of(steps: list[Step], current: tuple[dict[str, Any], int] | None = None) -> Spend:
+    """The Claude replies of ``steps`` (and ``current``, a reply not among them)."""
+    spend = Spend()
+    for s in steps:
+        if s.content is not None:
+            spend = spend.plus(s.usage, s.cost_usd_micros)
+    return spend if current is None else spend.plus(*current)
+
+
 @dataclass
 class StepRecord:
     """What one step produces: the audit events to store and send, the live events to show,
@@ -94,6 +141,8 @@ class StepRecord:
     # a call cut by a cancel: its charge, settled in the transaction that ends the quest
     unsettled_charge: Callable[[TenantTx], Awaitable[Quest | None]] | None = None
     next_delay_ms: int = 0
+    called: tuple[dict[str, Any], int] | None = None  # this step's reply: its usage and cost
+    spend: Spend | None = None  # the quest's replies so far, once the step is done
 
     @property
     def step(self) -> int:

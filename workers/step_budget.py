@@ -261,8 +261,12 @@ class StepBudget:
     # -- admission, step by step ------------------------------------------------------------
 
     def _priced(self, quest: Quest, request: ClaudeRequest, input_tokens: int) -> _Call:
-        """The call's worst case if its prompt is ``input_tokens`` long."""
-        amount = self.prices.worst_case(quest.model, input_tokens, request.max_tokens)
+        """The call's worst case if its prompt is ``input_tokens`` long: every prompt token at
+        the dearest cache-write rate if the request may write the cache (a write costs more
+        than plain input), so the reservation stays a true upper bound."""
+        amount = self.prices.worst_case(
+            quest.model, input_tokens, request.max_tokens, cache_writes=request.writes_cache
+        )
         return _Call(request, input_tokens, amount)
 
     def _attempt(
@@ -448,7 +452,9 @@ class StepBudget:
         for max_tokens in (request.max_tokens // 2, request.max_tokens // 4, MIN_OUTPUT_TOKENS):
             if max_tokens < MIN_OUTPUT_TOKENS:
                 break
-            amount = self.prices.worst_case(request.model, input_tokens, max_tokens)
+            amount = self.prices.worst_case(
+                request.model, input_tokens, max_tokens, cache_writes=request.writes_cache
+            )
             if amount <= available:
                 return replace(request, max_tokens=max_tokens), amount
         return None

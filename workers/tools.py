@@ -33,7 +33,33 @@ class ToolCall:
         return f"{self.quest_id}:{self.step}:{self.tool_use_id}"
 
 
-__all__ = ["AddNote", "ListNotes", "Tool", "ToolCall", "ToolOutcome", "Toolbox", "Tools"]
+__all__ = [
+    "AddNote",
+    "ListNotes",
+    "Tool",
+    "ToolCall",
+    "ToolOutcome",
+    "Toolbox",
+    "Tools",
+    "bounded",
+]
+TOOL_RESULT_MAX_CHARS = 8_000  # the default of S2_TOOL_RESULT_MAX_CHARS
+
+
+def bounded(outcome: ToolOutcome, limit: int) -> ToolOutcome:
+    """The one rule for what a tool's result may add to a quest's transcript: its content cut
+    to ``limit`` characters, saying how much was cut. Every step's request carries every
+    earlier result, so one long answer would be paid for at each later step."""
+    if len(outcome.content) <= limit:
+        return outcome
+    cut = len(outcome.content) - limit
+    return ToolOutcome(
+        f"{outcome.content[:limit]}\n[... {cut} more characters not shown]",
+        is_error=outcome.is_error,
+        action=outcome.action,
+        target=outcome.target,
+        data=outcome.data,
+    )
 
 
 class Tool(Protocol):

@@ -8,6 +8,7 @@ from .authorize_view import AuthorizeView
 from .cancel_request import CancelRequest
 from .company_membership import CompanyMembership
 from .company_membership_role import CompanyMembershipRole
+from .cost_split import CostSplit
 from .credential_uses_response_200_item import CredentialUsesResponse200Item
 from .delivery_page import DeliveryPage
 from .delivery_view import DeliveryView
@@ -57,6 +58,7 @@ __all__ = (
     "CancelRequest",
     "CompanyMembership",
     "CompanyMembershipRole",
+    "CostSplit",
     "CredentialUsesResponse200Item",
     "DeliveryPage",
     "DeliveryView",

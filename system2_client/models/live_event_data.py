@@ -33,10 +33,10 @@ class LiveEventData:
             kind (LiveEventDataKind): `quest.state`: the quest started or ended (`status`, `reason`, `result`; a quest's own
                 stream ends after its terminal state); `step.started` (`reserved_usd_micros`); `step.waiting`: a step waits for
                 Claude (`reason`, `retry_in_ms`); `claude.replied`: Claude's reply (`text`: its rationale, `tools`,
-                `stop_reason`, `cost_usd_micros`, `quest_cost_usd_micros`, tokens); `guard.tier`: a budget crossed a tier
-                (`scope`, `tier`, `spent_usd_micros`, `cap_usd_micros`); `guard.slowed`: the guard slowed the quest
-                (`delay_ms`); `tool.called` / `tool.finished`: a tool call (`tool`, `tool_use_id`, `ok`, `target`);
-                `step.finished`: a step ended
+                `stop_reason`, `cost_usd_micros`, `quest_cost_usd_micros`, `input_tokens`, `cache_write_tokens`,
+                `cache_read_tokens`, `output_tokens`); `guard.tier`: a budget crossed a tier (`scope`, `tier`,
+                `spent_usd_micros`, `cap_usd_micros`); `guard.slowed`: the guard slowed the quest (`delay_ms`); `tool.called` /
+                `tool.finished`: a tool call (`tool`, `tool_use_id`, `ok`, `target`); `step.finished`: a step ended
             quest_id (str):
             step (int | None):
      """

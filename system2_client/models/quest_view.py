@@ -15,6 +15,7 @@ from uuid import UUID
 import datetime
 
 if TYPE_CHECKING:
+  from ..models.cost_split import CostSplit
   from ..models.step_view import StepView
 
 
@@ -29,6 +30,10 @@ T = TypeVar("T", bound="QuestView")
 class QuestView:
     """ 
         Attributes:
+            cost_split (CostSplit): What Claude replies cost, split the way they are billed: each part in micro-USD
+                (rounded up, so the parts may sum to a little more than the billed cost) and in tokens.
+                A prompt is uncached input, cache writes and cache reads; ``cache_read_pct`` is the share
+                of prompt tokens read from the prompt cache.
             cost_usd_micros (int):
             created_at (datetime.datetime):
             finished_at (datetime.datetime | None):
@@ -42,6 +47,7 @@ class QuestView:
             result (None | str | Unset):
      """
 
+    cost_split: CostSplit
     cost_usd_micros: int
     created_at: datetime.datetime
     finished_at: datetime.datetime | None
@@ -60,7 +66,10 @@ class QuestView:
 
 
     def to_dict(self) -> dict[str, Any]:
+        from ..models.cost_split import CostSplit # noqa: PLC0415
         from ..models.step_view import StepView # noqa: PLC0415
+        cost_split = self.cost_split.to_dict()
+
         cost_usd_micros = self.cost_usd_micros
 
         created_at = self.created_at.isoformat()
@@ -105,6 +114,7 @@ class QuestView:
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update({
+            "cost_split": cost_split,
             "cost_usd_micros": cost_usd_micros,
             "created_at": created_at,
             "finished_at": finished_at,
@@ -126,8 +136,14 @@ class QuestView:
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        from ..models.cost_split import CostSplit # noqa: PLC0415
         from ..models.step_view import StepView # noqa: PLC0415
         d = dict(src_dict)
+        cost_split = CostSplit.from_dict(d.pop("cost_split"))
+
+
+
+
         cost_usd_micros = d.pop("cost_usd_micros")
 
         created_at = datetime.datetime.fromisoformat(d.pop("created_at"))
@@ -206,6 +222,7 @@ class QuestView:
 
 
         quest_view = cls(
+            cost_split=cost_split,
             cost_usd_micros=cost_usd_micros,
             created_at=created_at,
             finished_at=finished_at,

@@ -9,9 +9,12 @@ from attrs import field as _attrs_field
 from ..types import UNSET, Unset
 
 from ..models.step_view_status import StepViewStatus
+from ..types import UNSET, Unset
 from typing import cast
 import datetime
 
+if TYPE_CHECKING:
+  from ..models.cost_split import CostSplit
 
 
 
@@ -32,6 +35,7 @@ class StepView:
             step (int):
             stop_reason (None | str):
             tools (list[str]):
+            cost_split (CostSplit | None | Unset): None: no reply yet
      """
 
     cost_usd_micros: int
@@ -41,6 +45,7 @@ class StepView:
     step: int
     stop_reason: None | str
     tools: list[str]
+    cost_split: CostSplit | None | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
 
@@ -48,6 +53,7 @@ class StepView:
 
 
     def to_dict(self) -> dict[str, Any]:
+        from ..models.cost_split import CostSplit # noqa: PLC0415
         cost_usd_micros = self.cost_usd_micros
 
         finished_at: None | str
@@ -69,6 +75,14 @@ class StepView:
 
 
 
+        cost_split: dict[str, Any] | None | Unset
+        if isinstance(self.cost_split, Unset):
+            cost_split = UNSET
+        elif isinstance(self.cost_split, CostSplit):
+            cost_split = self.cost_split.to_dict()
+        else:
+            cost_split = self.cost_split
+
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
@@ -81,6 +95,8 @@ class StepView:
             "stop_reason": stop_reason,
             "tools": tools,
         })
+        if cost_split is not UNSET:
+            field_dict["cost_split"] = cost_split
 
         return field_dict
 
@@ -88,6 +104,7 @@ class StepView:
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        from ..models.cost_split import CostSplit # noqa: PLC0415
         d = dict(src_dict)
         cost_usd_micros = d.pop("cost_usd_micros")
 
@@ -132,6 +149,26 @@ class StepView:
         tools = cast(list[str], d.pop("tools"))
 
 
+        def _parse_cost_split(data: object) -> CostSplit | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                cost_split_type_0 = CostSplit.from_dict(data)
+
+
+
+                return cost_split_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(CostSplit | None | Unset, data)
+
+        cost_split = _parse_cost_split(d.pop("cost_split", UNSET))
+
+
         step_view = cls(
             cost_usd_micros=cost_usd_micros,
             finished_at=finished_at,
@@ -140,6 +177,7 @@ class StepView:
             step=step,
             stop_reason=stop_reason,
             tools=tools,
+            cost_split=cost_split,
         )
 
 

@@ -11,9 +11,9 @@ call carries a hidden mark of its key (``integrations.spec.Effect``), is sent at
 per attempt (no quick retries), and a later attempt first waits until the earlier one cannot
 still be in flight, then looks for the mark and reports what it finds instead of sending
 again. A provider that stays down past the bound fails the quest with the reason; until then
-the step waits and is retried. Answers reach Claude cut to the provider's
-``answer_max_chars``; a list follows ``Link: rel="next"`` up to the tool's ``pages``, never
-off the provider's base URL.
+the step waits and is retried. A list follows ``Link: rel="next"`` up to the tool's
+``pages``, never off the provider's base URL; what reaches Claude is bounded by the step, as
+every tool's result is (``workers.tools.bounded``).
 
 A rate limit (the provider's ``verdict``: a 429, or GitHub's 403 with its headers) is this
 company's (or, at the token endpoint during a refresh, our client app's), not the provider's
@@ -143,7 +143,6 @@ class ConnectedTool:
             raise
         except ProviderRateLimited as exc:  # not performed: the record stays open for the retry
             raise await self._wait_for_rate_limit(call, exc) from None
-        outcome = _bounded(outcome, self.provider.answer_max_chars)
         if self.mutates:
             await self.db.in_tenant(
                 call.company_id,
@@ -478,17 +477,3 @@ def _next_page(resp: httpx.Response, base: ProviderBase) -> httpx.URL | None:
         return None
     url = resp.url.join(target)
     return url if base.contains(url) else None
-
-
-def _bounded(outcome: ToolOutcome, limit: int) -> ToolOutcome:
-    """The outcome with its content cut to ``limit`` characters, saying how much was cut."""
-    if len(outcome.content) <= limit:
-        return outcome
-    cut = len(outcome.content) - limit
-    return ToolOutcome(
-        f"{outcome.content[:limit]}\n[... {cut} more characters not shown]",
-        is_error=outcome.is_error,
-        action=outcome.action,
-        target=outcome.target,
-        data=outcome.data,
-    )
