@@ -29,7 +29,12 @@ from anthropic.types import (
 from starlette.applications import Starlette
 
 from standins.offline_claude import Failure, Script, Text, ToolUse, Turn, create_app
-from standins.offline_claude.prompt_cache import MESSAGE_TOKENS, minimum_cacheable_tokens
+from standins.offline_claude.prompt_cache import (
+    MESSAGE_TOKENS,
+    PromptCache,
+    minimum_cacheable_tokens,
+    read_prompt,
+)
 
 MODEL = "claude-sonnet-5-5"
 TOOLS: list[anthropic.types.ToolParam] = [
@@ -810,6 +815,27 @@ def test_a_one_hour_entry_outlives_a_five_minute_one(
     assert later.usage.cache_read_input_tokens == hour  # the 5m entries expired, not the 1h
     assert creation(later) == (total(later) - hour - tokens(params["messages"][0]["content"][1]), 0)
     assert gone.usage.cache_read_input_tokens == 0
+
+
+def test_the_cache_drops_expired_entries_and_then_its_oldest_past_its_cap() -> None:
+    clock = Clock()
+    cache = PromptCache(clock, max_entries=2)
+    prompts = [
+        read_prompt({"system": [text(f"{i} {SYSTEM}", FIVE_MINUTES)], "messages": ask("hi")})
+        for i in range(4)
+    ]
+
+    def reads(index: int) -> int:
+        return cache.use(prompts[index], model=MODEL, api_key="k").cache_read_input_tokens
+
+    assert [reads(0), reads(1), reads(2)] == [0, 0, 0]
+    assert len(cache) == 2
+    assert reads(2) > 0 and reads(1) > 0
+    assert reads(0) == 0  # the oldest went first, and writing it again drops prompt 2
+    assert reads(2) == 0
+    clock.now += 301
+    assert reads(3) == 0
+    assert len(cache) == 1  # the expired entries went when it wrote
 
 
 def test_a_breakpoint_looks_back_twenty_blocks(
