@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import anthropic
 import httpx
@@ -22,8 +26,15 @@ from anthropic.types import (
     ToolUseBlock,
     UserMessageParam,
 )
+from starlette.applications import Starlette
 
 from standins.offline_claude import Failure, Script, Text, ToolUse, Turn, create_app
+from standins.offline_claude.prompt_cache import (
+    MESSAGE_TOKENS,
+    PromptCache,
+    minimum_cacheable_tokens,
+    read_prompt,
+)
 
 MODEL = "claude-sonnet-5-5"
 TOOLS: list[anthropic.types.ToolParam] = [
@@ -50,13 +61,14 @@ TEST_SCRIPTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
+@contextmanager
+def serving(app: Starlette) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port, for the real SDK to call."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(TEST_SCRIPTS),
+        app,
         log_config=None,  # leave logging alone so caplog sees uvicorn's error records
         log_level="warning",
         access_log=False,
@@ -73,6 +85,12 @@ def base_url() -> Iterator[str]:
     server.should_exit = True
     thread.join(10)
     sock.close()
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    with serving(create_app(TEST_SCRIPTS)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -199,20 +217,6 @@ def test_unanswered_tool_use_is_rejected(client: anthropic.Anthropic) -> None:
         create(client, messages)
 
 
-def test_cache_usage_is_scripted(client: anthropic.Anthropic) -> None:
-    goal = "[script:cached] " + "a long shared prefix " * 1000
-    message = create(client, ask(goal))
-    uncached = client.messages.count_tokens(model=MODEL, messages=ask(goal), tools=TOOLS)
-
-    usage = message.usage
-    assert usage.cache_creation is not None
-    assert usage.cache_creation.ephemeral_5m_input_tokens == 1200
-    assert usage.cache_creation.ephemeral_1h_input_tokens == 300
-    assert usage.cache_creation_input_tokens == 1500
-    assert usage.cache_read_input_tokens == 2400
-    assert usage.input_tokens == uncached.input_tokens - 1500 - 2400
-
-
 @pytest.mark.parametrize(
     ("script", "stop_reason"),
     [
@@ -270,7 +274,7 @@ def test_stop_sequences_end_the_reply(client: anthropic.Anthropic) -> None:
 # --- streaming -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("goal", ["Say hello", "[script:notes] Stream a note", "[script:cached] x"])
+@pytest.mark.parametrize("goal", ["Say hello", "[script:notes] Stream a note"])
 def test_stream_gives_the_same_final_message(client: anthropic.Anthropic, goal: str) -> None:
     expected = create(client, ask(goal))
     with client.messages.stream(
@@ -494,3 +498,449 @@ def test_unknown_route_is_an_api_shaped_404(client: anthropic.Anthropic) -> None
 def test_script_names_must_fit_the_marker() -> None:
     with pytest.raises(ValueError, match="marker"):
         create_app({"bad name": Script()})
+
+
+# --- prompt caching ------------------------------------------------------------------------
+
+FIVE_MINUTES: dict[str, Any] = {"type": "ephemeral"}
+ONE_HOUR: dict[str, Any] = {"type": "ephemeral", "ttl": "1h"}
+
+
+def tokens(block: Mapping[str, Any]) -> int:
+    """The documented count of one block: ceil(bytes / 4) of its compact, key-sorted JSON
+    without ``cache_control`` (and a message's first block adds ``MESSAGE_TOKENS``)."""
+    core = {key: value for key, value in block.items() if key != "cache_control"}
+    size = len(json.dumps(core, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode())
+    return -(-size // 4)
+
+
+def text(body: str, cache_control: dict[str, Any] | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "text", "text": body}
+    return block if cache_control is None else {**block, "cache_control": cache_control}
+
+
+def words(what: str, count: int) -> str:
+    """About 2 tokens a word (the word and its number)."""
+    return " ".join(f"{what}{i}" for i in range(count))
+
+
+def cached_tools(cache_control: dict[str, Any] | None = FIVE_MINUTES) -> list[dict[str, Any]]:
+    tool: dict[str, Any] = {**TOOLS[0], "description": "Write a note. " + words("rule", 700)}
+    return [tool if cache_control is None else {**tool, "cache_control": cache_control}]
+
+
+SYSTEM = words("policy", 800)
+DOCUMENT = words("page", 900)
+
+
+@dataclass
+class Claude:
+    """An SDK client with a key of its own: each test's cache entries are its own."""
+
+    sdk: anthropic.Anthropic
+
+    def send(self, model: str = MODEL, **params: Any) -> Message:
+        return self.sdk.messages.create(model=model, max_tokens=256, **params)
+
+    def count(self, model: str = MODEL, **params: Any) -> int:
+        return self.sdk.messages.count_tokens(model=model, **params).input_tokens
+
+
+@contextmanager
+def claude_at(url: str, key: str) -> Iterator[Claude]:
+    with anthropic.Anthropic(base_url=url, api_key=key, max_retries=0) as sdk:
+        yield Claude(sdk)
+
+
+@pytest.fixture
+def claude(base_url: str, request: pytest.FixtureRequest) -> Iterator[Claude]:
+    with claude_at(base_url, f"key-{request.node.name}") as own:
+        yield own
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(scope="module")
+def timed_url(clock: Clock) -> Iterator[str]:
+    with serving(create_app(TEST_SCRIPTS, clock=clock)) as url:
+        yield url
+
+
+def first_turn(question: str = "[script:notes] What does the document say?") -> dict[str, Any]:
+    """Breakpoints on the tools, the system prompt and the document of the first message."""
+    return {
+        "tools": cached_tools(),
+        "system": [text(SYSTEM, FIVE_MINUTES)],
+        "messages": [{"role": "user", "content": [text(DOCUMENT, FIVE_MINUTES), text(question)]}],
+    }
+
+
+def creation(message: Message) -> tuple[int, int]:
+    """(5m, 1h) cache writes."""
+    assert message.usage.cache_creation is not None
+    made = message.usage.cache_creation
+    return made.ephemeral_5m_input_tokens, made.ephemeral_1h_input_tokens
+
+
+def total(message: Message) -> int:
+    usage = message.usage
+    return (
+        usage.input_tokens
+        + (usage.cache_creation_input_tokens or 0)
+        + (usage.cache_read_input_tokens or 0)
+    )
+
+
+def test_first_request_writes_up_to_its_last_breakpoint(claude: Claude) -> None:
+    params = first_turn()
+    message = claude.send(**params)
+
+    question = params["messages"][0]["content"][1]
+    assert message.usage.cache_read_input_tokens == 0
+    assert message.usage.input_tokens == tokens(question)
+    assert message.usage.cache_creation_input_tokens == claude.count(**params) - tokens(question)
+    assert creation(message) == (message.usage.cache_creation_input_tokens, 0)
+    assert total(message) == claude.count(**params)
+
+
+def test_next_turn_reads_the_previous_prefix_and_writes_only_the_new_part(
+    claude: Claude,
+) -> None:
+    params = first_turn()
+    first = claude.send(**params)
+    [_, tool_use] = first.content
+    assert isinstance(tool_use, ToolUseBlock)
+    result = {"type": "tool_result", "tool_use_id": tool_use.id, "content": "noted"}
+    params["messages"] += [
+        first.to_param(),
+        {"role": "user", "content": [{**result, "cache_control": FIVE_MINUTES}]},
+    ]
+    second = claude.send(**params)
+
+    assert second.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens
+    assert second.usage.input_tokens == 0
+    grown = claude.count(**params) - first.usage.cache_creation_input_tokens
+    assert second.usage.cache_creation_input_tokens == grown
+    assert grown > tokens(result)  # the first question and the assistant's turn, too
+
+    again = claude.send(**params)
+    assert again.usage.cache_read_input_tokens == claude.count(**params)
+    assert again.usage.cache_creation_input_tokens == again.usage.input_tokens == 0
+
+
+def test_top_level_cache_control_marks_the_last_block(claude: Claude) -> None:
+    params = {"system": SYSTEM, "messages": ask("[script:answer] " + DOCUMENT)}
+    first = claude.send(**params, cache_control=ONE_HOUR)
+    second = claude.send(**params, cache_control=ONE_HOUR)
+
+    counted = claude.count(**params, cache_control=ONE_HOUR)
+    assert counted == claude.count(**params)
+    assert creation(first) == (0, counted) and first.usage.input_tokens == 0
+    assert second.usage.cache_read_input_tokens == counted
+
+
+def test_a_breakpoint_inside_a_tool_result_caches_through_it(claude: Claude) -> None:
+    params = first_turn()
+    params["tools"] = cached_tools(None)
+    first = claude.send(**params)
+    tool_use = first.content[-1]
+    assert isinstance(tool_use, ToolUseBlock)
+    inner = [text("noted"), text("at 9am", FIVE_MINUTES)]
+    result = {"type": "tool_result", "tool_use_id": tool_use.id, "content": inner}
+    params["messages"] += [first.to_param(), {"role": "user", "content": [result]}]
+    claude.send(**params)
+    again = claude.send(**params)
+
+    assert again.usage.cache_read_input_tokens == claude.count(**params)
+    assert again.usage.input_tokens == 0
+
+
+def test_a_changed_system_prompt_misses(claude: Claude) -> None:
+    params = first_turn()
+    claude.send(**params)
+    params["system"] = [text(SYSTEM + " Be brief.", FIVE_MINUTES)]
+    changed = claude.send(**params)
+
+    tools_only = tokens(params["tools"][0])
+    assert tools_only >= 1024  # the tools' prefix alone was cached, and is read
+    assert changed.usage.cache_read_input_tokens == tools_only
+    assert changed.usage.cache_creation_input_tokens == total(changed) - tools_only - tokens(
+        params["messages"][0]["content"][1]
+    )
+
+
+def test_another_api_key_never_reads_a_prefix(
+    claude: Claude, base_url: str, request: pytest.FixtureRequest
+) -> None:
+    params = first_turn()
+    written = claude.send(**params).usage.cache_creation_input_tokens
+    with claude_at(base_url, f"other-{request.node.name}") as other:
+        theirs = other.send(**params)
+    again = claude.send(**params)
+
+    assert theirs.usage.cache_read_input_tokens == 0
+    assert theirs.usage.cache_creation_input_tokens == written
+    assert again.usage.cache_read_input_tokens == written
+
+
+def test_another_model_never_reads_a_prefix(claude: Claude) -> None:
+    params = first_turn()
+    written = claude.send(**params).usage.cache_creation_input_tokens
+    other = claude.send("claude-sonnet-4-5", **params)
+
+    assert other.usage.cache_read_input_tokens == 0
+    assert other.usage.cache_creation_input_tokens == written
+    assert claude.send(**params).usage.cache_read_input_tokens == written
+
+
+def test_the_same_key_in_x_api_key_reads_the_prefix(base_url: str) -> None:
+    params = {"model": MODEL, "max_tokens": 50, **first_turn()}
+    headers = {"x-api-key": "key-raw-header", "anthropic-version": "2023-06-01"}
+    with httpx.Client(base_url=base_url) as http:
+        written = http.post("/v1/messages", json=params, headers=headers).json()["usage"]
+    with claude_at(base_url, "key-raw-header") as bearer:
+        read = bearer.send(**first_turn()).usage
+
+    assert written["cache_creation_input_tokens"] > 0
+    assert read.cache_read_input_tokens == written["cache_creation_input_tokens"]
+
+
+def test_a_prefix_under_the_models_minimum_is_not_written(claude: Claude) -> None:
+    short = {"system": [text(words("rule", 400), FIVE_MINUTES)], "messages": ask("hi")}
+    assert claude.count(**short) < 1024
+    sonnet_short = claude.send(**short)
+
+    middle = {"system": [text(words("rule", 1000), FIVE_MINUTES)], "messages": ask("hi")}
+    assert 1024 < claude.count(**middle) < 4096
+    opus = claude.send("claude-opus-4-7", **middle)
+    sonnet = claude.send(**middle)
+
+    assert sonnet_short.usage.cache_creation_input_tokens == 0
+    assert sonnet_short.usage.input_tokens == claude.count(**short)
+    assert opus.usage.cache_creation_input_tokens == 0
+    assert sonnet.usage.cache_creation_input_tokens > 0
+    assert sonnet.usage.cache_read_input_tokens == 0  # the opus request wrote nothing
+
+
+@pytest.mark.parametrize(
+    ("model", "minimum"),
+    [
+        ("claude-opus-4-5", 4096),
+        ("claude-opus-4-7-20260301", 4096),
+        ("claude-opus-5-5", 4096),
+        ("claude-haiku-4-5-20251001", 4096),
+        ("claude-haiku-5-5", 4096),
+        ("claude-3-haiku-20240307", 2048),
+        ("claude-3-5-haiku-latest", 2048),
+        ("claude-sonnet-4-5", 1024),
+        ("claude-sonnet-5-5", 1024),
+        ("claude-opus-4-1", 1024),
+        ("claude-opus-4-20250514", 1024),
+        ("a-model-of-our-own", 1024),
+    ],
+)
+def test_minimum_cacheable_tokens_by_model(model: str, minimum: int) -> None:
+    assert minimum_cacheable_tokens(model) == minimum
+
+
+def test_one_hour_then_five_minute_writes_are_split(claude: Claude) -> None:
+    params = first_turn()
+    params["tools"] = cached_tools(None)
+    params["system"] = [text(SYSTEM, ONE_HOUR)]
+    message = claude.send(**params)
+
+    system_end = tokens(params["tools"][0]) + tokens(params["system"][0])
+    document = MESSAGE_TOKENS + tokens(params["messages"][0]["content"][0])
+    assert creation(message) == (document, system_end)
+    assert message.usage.cache_creation_input_tokens == system_end + document
+
+
+def test_stream_reports_the_cache_in_message_start_and_message_delta(claude: Claude) -> None:
+    params = first_turn("Stream it.")
+    written = claude.send(**params).usage.cache_creation_input_tokens
+    with claude.sdk.messages.stream(model=MODEL, max_tokens=256, **params) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+
+    start, delta = events[0], next(e for e in events if e.type == "message_delta")
+    assert start.type == "message_start" and delta.type == "message_delta"
+    assert start.message.usage.cache_read_input_tokens == written
+    assert delta.usage.cache_read_input_tokens == written
+    assert final.usage.cache_read_input_tokens == written
+    assert final.usage.cache_creation_input_tokens == 0
+
+
+def test_a_cache_hit_lives_five_minutes_from_its_last_use(
+    timed_url: str, clock: Clock, request: pytest.FixtureRequest
+) -> None:
+    params = first_turn()
+    with claude_at(timed_url, f"key-{request.node.name}") as claude:
+        written = claude.send(**params).usage.cache_creation_input_tokens
+        clock.now += 299
+        assert claude.send(**params).usage.cache_read_input_tokens == written  # refreshed
+        clock.now += 299
+        assert claude.send(**params).usage.cache_read_input_tokens == written
+        clock.now += 300
+        expired = claude.send(**params)
+
+    assert expired.usage.cache_read_input_tokens == 0
+    assert expired.usage.cache_creation_input_tokens == written
+
+
+def test_a_one_hour_entry_outlives_a_five_minute_one(
+    timed_url: str, clock: Clock, request: pytest.FixtureRequest
+) -> None:
+    params = first_turn()
+    params["tools"] = cached_tools(ONE_HOUR)
+    with claude_at(timed_url, f"key-{request.node.name}") as claude:
+        first = claude.send(**params)
+        clock.now += 1800
+        later = claude.send(**params)
+        clock.now += 3601
+        gone = claude.send(**params)
+
+    hour = tokens(params["tools"][0])
+    assert creation(first)[1] == hour
+    assert later.usage.cache_read_input_tokens == hour  # the 5m entries expired, not the 1h
+    assert creation(later) == (total(later) - hour - tokens(params["messages"][0]["content"][1]), 0)
+    assert gone.usage.cache_read_input_tokens == 0
+
+
+def test_the_cache_drops_expired_entries_and_then_its_oldest_past_its_cap() -> None:
+    clock = Clock()
+    cache = PromptCache(clock, max_entries=2)
+    prompts = [
+        read_prompt({"system": [text(f"{i} {SYSTEM}", FIVE_MINUTES)], "messages": ask("hi")})
+        for i in range(4)
+    ]
+
+    def reads(index: int) -> int:
+        return cache.use(prompts[index], model=MODEL, api_key="k").cache_read_input_tokens
+
+    assert [reads(0), reads(1), reads(2)] == [0, 0, 0]
+    assert len(cache) == 2
+    assert reads(2) > 0 and reads(1) > 0
+    assert reads(0) == 0  # the oldest went first, and writing it again drops prompt 2
+    assert reads(2) == 0
+    clock.now += 301
+    assert reads(3) == 0
+    assert len(cache) == 1  # the expired entries went when it wrote
+
+
+def test_a_breakpoint_looks_back_twenty_blocks(
+    base_url: str, request: pytest.FixtureRequest
+) -> None:
+    """A prefix cached at block 5 of the message is found from a breakpoint on block 24 (its
+    lookback: itself and the 19 before), not from one on block 25."""
+    pieces = [text(f"part {i}") for i in range(30)]
+    content = [text("[script:answer] " + SYSTEM), *pieces]
+
+    def marked(at: int) -> dict[str, Any]:
+        blocks = [dict(b) for b in content]
+        blocks[at]["cache_control"] = FIVE_MINUTES
+        return {"messages": [{"role": "user", "content": blocks}]}
+
+    reads = []
+    for later in (24, 25):
+        with claude_at(base_url, f"key-{request.node.name}-{later}") as claude:
+            written = claude.send(**marked(5)).usage.cache_creation_input_tokens
+            reads.append((written, claude.send(**marked(later)).usage.cache_read_input_tokens))
+
+    assert reads[0][1] == reads[0][0] > 0
+    assert reads[1][1] == 0
+
+
+def test_count_tokens_is_the_whole_of_what_a_request_reports(claude: Claude) -> None:
+    params = first_turn()
+    first, second = claude.send(**params), claude.send(**params)
+    plain = {**params, "tools": cached_tools(None), "system": SYSTEM}
+    plain["messages"] = [
+        {
+            "role": "user",
+            "content": [text(DOCUMENT), text(params["messages"][0]["content"][1]["text"])],
+        }
+    ]
+
+    counted = claude.count(**params)
+    assert counted == total(first) == total(second)
+    assert second.usage.cache_read_input_tokens > 0
+    assert claude.count(**plain) == counted  # cache_control is not counted
+    expected = tokens(params["tools"][0]) + tokens(text(SYSTEM)) + MESSAGE_TOKENS
+    assert counted == expected + sum(tokens(b) for b in params["messages"][0]["content"])
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (
+            lambda p: p["messages"][0]["content"].extend([text("a", FIVE_MINUTES)] * 2),
+            "A maximum of 4 blocks with cache_control may be provided. Found 5.",
+        ),
+        (
+            lambda p: p["messages"][0]["content"][0].update(cache_control=ONE_HOUR),
+            r"messages\.0\.content\.0\.cache_control: a cache_control with ttl '1h' cannot come "
+            r"after one with ttl '5m' \(tools\.0\.cache_control\)",
+        ),
+        (
+            lambda p: p["system"][0].update(cache_control={"type": "persistent"}),
+            r"system\.0\.cache_control\.type: Input should be 'ephemeral'",
+        ),
+        (
+            lambda p: p["system"][0].update(cache_control={"type": "ephemeral", "ttl": "10m"}),
+            r"system\.0\.cache_control\.ttl: Input should be '5m' or '1h'",
+        ),
+        (
+            lambda p: p["tools"][0].update(cache_control={"type": "ephemeral", "size": 1}),
+            r"tools\.0\.cache_control\.size: Extra inputs are not permitted",
+        ),
+        (
+            lambda p: p["messages"][0]["content"][0].update(cache_control="ephemeral"),
+            r"messages\.0\.content\.0\.cache_control: Input should be a valid dictionary",
+        ),
+        (
+            lambda p: p["messages"][0]["content"].append(text("", FIVE_MINUTES)),
+            r"messages\.0\.content\.2\.text: cache_control cannot be set for empty text blocks",
+        ),
+    ],
+    ids=[
+        "five_breakpoints",
+        "1h_after_5m",
+        "bad_type",
+        "bad_ttl",
+        "extra_key",
+        "not_an_object",
+        "empty_text",
+    ],
+)
+def test_cache_control_the_api_refuses_is_400(claude: Claude, change: Any, error: str) -> None:
+    params = first_turn()  # three breakpoints, each 5m
+    change(params)
+
+    with pytest.raises(anthropic.BadRequestError, match=error) as raised:
+        claude.send(**params)
+    assert raised.value.type == "invalid_request_error"
+    with pytest.raises(anthropic.BadRequestError, match=error):
+        claude.count(**params)
+
+
+def test_a_prompt_longer_than_the_context_window_is_400(claude: Claude) -> None:
+    params = {"messages": ask("x" * 810_000)}
+    counted = claude.count(**params)
+
+    assert counted > 200_000
+    with pytest.raises(
+        anthropic.BadRequestError, match=f"prompt is too long: {counted} tokens > 200000 maximum"
+    ) as raised:
+        claude.send(**params)
+    assert raised.value.type == "invalid_request_error"

@@ -5,6 +5,7 @@ The demo and the test-suite point the real ``anthropic`` SDK at it
 script per quest with a ``[script:NAME]`` marker in the first user message.
 """
 
+from standins.offline_claude.prompt_cache import approx_tokens
 from standins.offline_claude.scripts import (
     BUILTIN_SCRIPTS,
     DONE,
@@ -14,7 +15,7 @@ from standins.offline_claude.scripts import (
     ToolUse,
     Turn,
 )
-from standins.offline_claude.server import MARKER, approx_tokens, create_app, serve
+from standins.offline_claude.server import MARKER, create_app, serve
 
 __all__ = [
     "BUILTIN_SCRIPTS",

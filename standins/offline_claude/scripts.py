@@ -80,9 +80,9 @@ class Turn:
     does when it is slow to start or reads a long prompt. ``error_mid_stream`` ends a streamed
     reply after ``message_start`` (and the hold) with an ``error`` event of that type, as the
     real API does when it is overloaded mid-reply; ``cut_mid_stream`` ends it there with no
-    ``message_stop``, as a connection lost mid-reply does. ``stop_sequence`` is what a scripted ``stop_sequence`` stop reports. The
-    ``cache_*`` token counts are reported as prompt-cache usage and subtracted from
-    ``input_tokens`` (never below 0), as the real API reports them.
+    ``message_stop``, as a connection lost mid-reply does. ``stop_sequence`` is what a
+    scripted ``stop_sequence`` stop reports. Usage is not scripted: the server counts and
+    caches the prompt it is sent (``prompt_cache``).
     """
 
     content: tuple[Block, ...] = ()
@@ -92,9 +92,6 @@ class Turn:
     start_after_s: float = 0.0
     error_mid_stream: ErrorType | None = None
     cut_mid_stream: bool = False
-    cache_write_5m: int = 0
-    cache_write_1h: int = 0
-    cache_read: int = 0
 
     def __post_init__(self) -> None:
         seen_tool = False
@@ -103,9 +100,8 @@ class Turn:
                 seen_tool = True
             elif seen_tool:
                 raise ValueError("a turn's text (the rationale) must come before its tool_use")
-        waits = (self.hold_s, self.start_after_s)
-        if min(*waits, self.cache_write_5m, self.cache_write_1h, self.cache_read) < 0:
-            raise ValueError("hold_s, start_after_s and cache token counts must not be negative")
+        if min(self.hold_s, self.start_after_s) < 0:
+            raise ValueError("hold_s and start_after_s must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,14 +338,6 @@ BUILTIN_SCRIPTS: Mapping[str, Script] = MappingProxyType(
         ),
         "flaky": Script(
             turns=(Turn(_say("Answered after a retry: {goal}")),), flaky=(_OVERLOADED,)
-        ),
-        "cached": _one(
-            Turn(
-                _say("Answered from the prompt cache: {goal}"),
-                cache_write_5m=1200,
-                cache_write_1h=300,
-                cache_read=2400,
-            )
         ),
         "overloaded": _one(_OVERLOADED),
         "server_error": _one(Failure(500, "api_error", "Internal server error")),

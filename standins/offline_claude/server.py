@@ -2,13 +2,14 @@
 
 It answers ``POST /v1/messages`` (JSON or Server-Sent Events) and
 ``POST /v1/messages/count_tokens`` the way anthropic-version 2026-10-21 does, so the real
-``anthropic`` SDK can drive quests without the network. Replies come from ``scripts.py``.
+``anthropic`` SDK can drive quests without the network. Replies come from ``scripts.py``;
+prompt caching and the input token count from ``prompt_cache.py``.
 
 Token counts use one documented approximation, ``approx_tokens``: ceil(UTF-8 bytes / 4).
-Input is the compact, key-sorted JSON of the request's ``system``, ``messages`` and
-``tools``; output is the text of text blocks plus name and JSON input of tool_use blocks.
-Ids are derived from a SHA-256 of that same input JSON, so identical requests get
-identical replies.
+Input is counted block by block (``prompt_cache``); output is the text of text blocks plus
+name and JSON input of tool_use blocks. Ids are derived from a SHA-256 of the compact,
+key-sorted JSON of the request's ``system``, ``messages`` and ``tools``, so identical
+requests get identical replies. A prompt longer than the context window is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import AsyncGenerator, Awaitable, Mapping, Sequence
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,14 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from standins.offline_claude import prompt_cache
+from standins.offline_claude.prompt_cache import (
+    CONTEXT_WINDOW,
+    CacheUsage,
+    InvalidPrompt,
+    PromptCache,
+    tokens_in,
+)
 from standins.offline_claude.scripts import BUILTIN_SCRIPTS, Failure, Script, Text, Turn
 
 DEFAULT_SCRIPT = "answer"
@@ -42,15 +52,6 @@ _GOAL_CHARS = 200
 _CHUNK_CHARS = 32
 _MAX_TRACKED_REQUESTS = 10_000
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def approx_tokens(data: str | bytes) -> int:
-    """ceil(UTF-8 bytes / 4): cheap, deterministic, and close enough for budgets and tests."""
-    return _tokens_in(len(data) if isinstance(data, bytes) else len(data.encode()))
-
-
-def _tokens_in(size: int) -> int:
-    return -(-size // 4)
 
 
 def _dumps(value: object, *, sort_keys: bool = False) -> str:
@@ -194,25 +195,25 @@ def _json_response(
 
 @dataclass(frozen=True, slots=True)
 class _Prompt:
-    """What the model reads: counted for ``input_tokens`` and hashed for ids."""
+    """What the model reads: its blocks (counted and cached) and its JSON (hashed for ids)."""
 
     model: str
     messages: list[dict[str, Any]]
+    blocks: prompt_cache.Prompt
     serialized: bytes
 
 
-def _authenticate(request: Request) -> None:
+def _api_key(request: Request) -> str:
     """The SDK sends ``Authorization: Bearer <key>``; ``x-api-key`` works too, as upstream."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        return
-    if request.headers.get("x-api-key", "").strip():
-        return
+        return token.strip()
+    if key := request.headers.get("x-api-key", "").strip():
+        return key
     raise ApiError(401, "authentication_error", "Missing or empty bearer token.")
 
 
 async def _read_body(request: Request) -> dict[str, Any]:
-    _authenticate(request)
     if not request.headers.get("anthropic-version"):
         raise _invalid("anthropic-version: header is required")
     try:
@@ -309,8 +310,12 @@ def _read_prompt(body: Mapping[str, Any]) -> _Prompt:
     messages = _check_messages(body.get("messages"))
     _check_system(body.get("system"))
     _check_tools(body.get("tools"))
+    try:
+        blocks = prompt_cache.read_prompt(body)
+    except InvalidPrompt as exc:
+        raise _invalid(str(exc)) from None
     seen = {key: body[key] for key in ("system", "messages", "tools") if key in body}
-    return _Prompt(model, messages, _dumps(seen, sort_keys=True).encode())
+    return _Prompt(model, messages, blocks, _dumps(seen, sort_keys=True).encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,22 +489,23 @@ class _Reply:
         }
 
 
-def _usage(turn: Turn, input_tokens: int, output_tokens: int) -> dict[str, Any]:
-    written = turn.cache_write_5m + turn.cache_write_1h
+def _usage(cache: CacheUsage, output_tokens: int) -> dict[str, Any]:
     return {
-        "input_tokens": max(0, input_tokens - written - turn.cache_read),
-        "cache_creation_input_tokens": written,
-        "cache_read_input_tokens": turn.cache_read,
+        "input_tokens": cache.input_tokens,
+        "cache_creation_input_tokens": cache.cache_creation_input_tokens,
+        "cache_read_input_tokens": cache.cache_read_input_tokens,
         "cache_creation": {
-            "ephemeral_5m_input_tokens": turn.cache_write_5m,
-            "ephemeral_1h_input_tokens": turn.cache_write_1h,
+            "ephemeral_5m_input_tokens": cache.ephemeral_5m_input_tokens,
+            "ephemeral_1h_input_tokens": cache.ephemeral_1h_input_tokens,
         },
         "output_tokens": output_tokens,
         "service_tier": "standard",
     }
 
 
-def _reply(call: _Call, turn: Turn, digest: bytes, fills: Mapping[str, str]) -> _Reply:
+def _reply(
+    call: _Call, turn: Turn, digest: bytes, fills: Mapping[str, str], cache: CacheUsage
+) -> _Reply:
     blocks = _render(turn, digest, fills)
     stop_reason: str = turn.stop_reason
     stop_sequence = turn.stop_sequence
@@ -511,8 +517,8 @@ def _reply(call: _Call, turn: Turn, digest: bytes, fills: Mapping[str, str]) -> 
     if sum(_size(b) for b in blocks) > budget:
         blocks = _cut_to_budget(blocks, budget)
         stop_reason, stop_sequence = "max_tokens", None
-    output_tokens = max(1, _tokens_in(sum(_size(b) for b in blocks)))
-    usage = _usage(turn, approx_tokens(call.prompt.serialized), output_tokens)
+    output_tokens = max(1, tokens_in(sum(_size(b) for b in blocks)))
+    usage = _usage(cache, output_tokens)
     message_id = "msg_01" + _b62(digest, 22)
     return _Reply(
         message_id,
@@ -626,16 +632,29 @@ def _failure_response(failure: Failure) -> Response:
     return _error_response(error, failure.hold_s)
 
 
-def create_app(scripts: Mapping[str, Script] | None = None) -> Starlette:
-    """A fresh offline Claude; ``scripts`` add to (or replace) the built-in ones by name."""
+def create_app(
+    scripts: Mapping[str, Script] | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    context_window: int = CONTEXT_WINDOW,
+) -> Starlette:
+    """A fresh offline Claude; ``scripts`` add to (or replace) the built-in ones by name.
+
+    Its prompt cache (``prompt_cache``) expires entries on ``clock`` (seconds); a prompt of
+    more than ``context_window`` input tokens is refused, as upstream."""
     known = {**BUILTIN_SCRIPTS, **(scripts or {})}
     for name in known:
         if not MARKER.fullmatch(f"[script:{name}]"):
             raise ValueError(f"script name {name!r} cannot be written as a [script:NAME] marker")
     attempts: dict[bytes, int] = {}  # per app: flaky attempts by request digest
+    cache = PromptCache(clock)  # per app, like the flaky attempts
 
     async def create_message(request: Request) -> Response:
+        api_key = _api_key(request)
         call = _read_call(await _read_body(request))
+        tokens = call.prompt.blocks.tokens
+        if tokens > context_window:
+            raise _invalid(f"prompt is too long: {tokens} tokens > {context_window} maximum")
         messages = call.prompt.messages
         text = _first_user_text(messages[0])
         script = _select(known, text)
@@ -644,7 +663,8 @@ def create_app(scripts: Mapping[str, Script] | None = None) -> Starlette:
         turn = _take_flaky_failure(script, digest, attempts) or script.turn_at(index)
         if isinstance(turn, Failure):
             return _failure_response(turn)
-        reply = _reply(call, turn, digest, _fills(_goal(text), messages, index + 1))
+        usage = cache.use(call.prompt.blocks, model=call.prompt.model, api_key=api_key)
+        reply = _reply(call, turn, digest, _fills(_goal(text), messages, index + 1), usage)
         if call.stream:
             response: Response = _EventStream(_events(reply), _request_id())
         else:
@@ -656,8 +676,9 @@ def create_app(scripts: Mapping[str, Script] | None = None) -> Starlette:
     async def count_tokens(request: Request) -> Response:
         """Counted as a reply's prompt is; a script whose first turn starts late answers its
         counts late too (a slow API is slow for both)."""
+        _api_key(request)
         prompt = _read_prompt(await _read_body(request))
-        payload = {"input_tokens": approx_tokens(prompt.serialized)}
+        payload = {"input_tokens": prompt.blocks.tokens}
         first = _select(known, _first_user_text(prompt.messages[0])).turn_at(0)
         late = first.start_after_s if isinstance(first, Turn) else 0.0
         return _json_response(200, payload, {"request-id": _request_id()}, late)
