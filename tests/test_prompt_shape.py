@@ -17,7 +17,7 @@ import pytest
 from guard import PriceTable, Usage
 from store.quests import Step
 from workers import context_window, prompt_cache
-from workers.claude import ClaudeRequest
+from workers.claude import ClaudeRequest, json_size
 from workers.context_window import ELIDED, TooLong
 from workers.prompt import PromptPolicy, Prompts
 
@@ -214,6 +214,10 @@ def test_a_step_marks_its_request_with_the_ttl_its_quests_pace_calls_for() -> No
     _, prepared = prepare(PromptPolicy(max_tokens=1024), steps, now=now)
     assert ttls(prepared.request.system, prepared.request.messages) == {"5m"}
     assert prepared.request.writes_cache
+    r = prepared.request  # its size is carried over from the unmarked request, exactly
+    assert r.input_bound() == json_size(
+        {"system": r.system, "messages": r.messages, "tools": r.tools}
+    )
     slow = steps_of(conversation(3), now - timedelta(minutes=20))  # the slow tier, say
     _, prepared = prepare(PromptPolicy(max_tokens=1024), slow, now=now)
     assert ttls(prepared.request.system, prepared.request.messages) == {"1h"}

@@ -19,7 +19,7 @@ import functools
 import itertools
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
@@ -65,11 +65,15 @@ class ClaudeRequest:
     system: str | list[dict[str, Any]]
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
+    # the size of its body's JSON, when the request was derived from one whose size is known
+    # (a marked copy of a long transcript need not be serialized again to be admitted)
+    size: int | None = field(default=None, compare=False, repr=False)
 
     @functools.cached_property
     def _size(self) -> int:
-        body = {"system": self.system, "messages": self.messages, "tools": self.tools}
-        return len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+        if self.size is not None:
+            return self.size
+        return json_size({"system": self.system, "messages": self.messages, "tools": self.tools})
 
     def input_bound(self) -> int:
         """An upper bound of the input tokens, for when they cannot be counted: a token is at
@@ -86,6 +90,11 @@ class ClaudeRequest:
             content = message["content"]
             blocks += content if isinstance(content, list) else []
         return any("cache_control" in b for b in blocks)
+
+
+def json_size(value: object) -> int:
+    """Bytes of ``value`` as the compact JSON the SDK sends."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 class Sent(StrEnum):

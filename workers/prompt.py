@@ -17,7 +17,7 @@ from uuid import UUID
 from guard import PriceTable
 from store.quests import Step
 from workers import context_window, prompt_cache
-from workers.claude import ClaudeRequest
+from workers.claude import ClaudeRequest, json_size
 from workers.context_window import TooLong
 from workers.step import transcript
 from workers.tools import TOOL_RESULT_MAX_CHARS
@@ -122,7 +122,14 @@ class Prompts:
             ttl=prompt_cache.ttl_for(_since_last_step(history, now)),
             min_tokens=facts.cache_min_tokens,
         )
-        marked = ClaudeRequest(request.model, request.max_tokens, system, messages, request.tools)
+        base = fitted.request
+        size = base.input_bound() + json_size(system) - json_size(request.system)
+        for before, after in zip(base.messages, messages, strict=True):
+            if after is not before:  # a message that carries a breakpoint
+                size += json_size(after) - json_size(before)
+        marked = ClaudeRequest(
+            request.model, request.max_tokens, system, messages, request.tools, size
+        )
         return Prepared(marked, fitted.counted, fitted.elided)
 
 

@@ -19,7 +19,6 @@ longer-lived breakpoints come first always holds.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -55,13 +54,27 @@ def mark(
         system_blocks[0]["cache_control"] = control
     if not messages:
         return system_blocks, messages
-    ends = list(_prefix_ends(head, messages))
+    long_from = _long_from(head, messages, min_tokens)
     marked = list(messages)
     for index in {len(messages) - 1, _previous_end(messages)} - {None}:
         assert index is not None
-        if _tokens(ends[index]) >= min_tokens and _has_content(messages[index]):
+        if index >= long_from and _has_content(messages[index]):
             marked[index] = _with_control_on_last_block(messages[index], control)
     return system_blocks, marked
+
+
+def _long_from(head: int, messages: list[dict[str, Any]], min_tokens: int) -> int:
+    """The first message whose prefix reaches ``min_tokens`` (``len(messages)`` if none):
+    messages are measured only until then, so a prompt whose tools and system alone reach
+    it costs no measuring at all."""
+    total = head
+    for index, message in enumerate(messages):
+        if _tokens(total) >= min_tokens:
+            return index
+        total += _size(message["content"])
+        if _tokens(total) >= min_tokens:
+            return index
+    return len(messages)
 
 
 def _previous_end(messages: list[dict[str, Any]]) -> int | None:
@@ -72,14 +85,6 @@ def _previous_end(messages: list[dict[str, Any]]) -> int | None:
         if messages[index]["role"] == "user":
             return index
     return None
-
-
-def _prefix_ends(head: int, messages: list[dict[str, Any]]) -> Iterator[int]:
-    """The size in bytes of the prompt up to the end of each message."""
-    total = head
-    for message in messages:
-        total += _size(message["content"])
-        yield total
 
 
 def _has_content(message: dict[str, Any]) -> bool:
