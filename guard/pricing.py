@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from guard.errors import UnpricedModel
 
@@ -207,30 +207,26 @@ class PriceTable:
         max_tokens: int,
         on: date | None = None,
         *,
-        cache_writes: bool = False,
+        cache_writes: bool | Literal["5m", "1h"] = False,
     ) -> int:
         """The most a call can cost: ``max_tokens`` of output, and every prompt token at the
-        input rate — or, if the request may write the prompt cache, at the dearest cache-write
-        rate — of the price tier the prompt falls in."""
+        input rate — or, if the request may write the prompt cache, at the dearest rate it
+        may write at (``"5m"``: its breakpoints are all 5-minute ones; ``True``: any) — of
+        the price tier the prompt falls in."""
         rates = self.price(model, on).rates_for(input_tokens)
-        dearest_in = (
-            max(rates.input, rates.cache_write_5m, rates.cache_write_1h)
-            if cache_writes
-            else rates.input
-        )
+        dearest_in = rates.input
+        if cache_writes:
+            dearest_in = max(dearest_in, rates.cache_write_5m)
+        if cache_writes is True or cache_writes == "1h":
+            dearest_in = max(dearest_in, rates.cache_write_1h)
         return -(-(input_tokens * dearest_in + max_tokens * rates.output) // MICROS)
 
-    def least_call(
-        self, model: str, input_tokens: int, on: date | None = None, *, cache_writes: bool = False
-    ) -> int:
+    def least_call(self, model: str, input_tokens: int, on: date | None = None) -> int:
         """The least a call of ``model`` with ``input_tokens`` of prompt may be reserved at:
-        its worst case with ``MIN_OUTPUT_TOKENS`` of output (and the prompt at the cache-write
-        rate when calls may write the prompt cache). A step that cannot reserve this much is
-        halted, so a quest whose cap, or a company whose budget, has less left than its first
-        call's least is refused at submit."""
-        return self.worst_case(
-            model, input_tokens, MIN_OUTPUT_TOKENS, on, cache_writes=cache_writes
-        )
+        its worst case with ``MIN_OUTPUT_TOKENS`` of output. A step that cannot reserve this
+        much is halted, so a quest whose cap, or a company whose budget, has less left than
+        its first call's least is refused at submit."""
+        return self.worst_case(model, input_tokens, MIN_OUTPUT_TOKENS, on)
 
 
 @cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -214,7 +215,9 @@ def _found(quest: Quest | None) -> Quest:
 
 
 def cost_split(steps: list[Step]) -> CostSplit:
-    """The replies of ``steps`` split as billed, each priced as on the day it was made."""
+    """The replies of ``steps`` split as billed, each priced as on the (UTC) day it was made.
+    Calls that failed yet were charged (``claude.call_charged`` rows) are in the quest's
+    ``cost_usd_micros``, not here: they have no reply to split."""
     prices, parts, usage = packaged_prices(), CostParts(), Usage()
     for s in steps:
         if s.usage is None:
@@ -222,7 +225,7 @@ def cost_split(steps: list[Step]) -> CostSplit:
         used = Usage.from_api(s.usage)
         # a model since removed from the table: its tokens still count
         with contextlib.suppress(UnpricedModel):
-            parts = parts + prices.cost_parts(s.model, used, s.started_at.date())
+            parts = parts + prices.cost_parts(s.model, used, s.started_at.astimezone(UTC).date())
         usage = Usage(
             usage.input_tokens + used.input_tokens,
             usage.output_tokens + used.output_tokens,

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import anthropic
 import httpx2
@@ -81,15 +81,16 @@ class ClaudeRequest:
         return self._size
 
     @property
-    def writes_cache(self) -> bool:
-        """Whether the request carries a cache breakpoint: its prompt may then be billed at
-        the cache-write rate, dearer than plain input."""
+    def cache_writes(self) -> Literal["5m", "1h"] | None:
+        """The longest TTL of the request's cache breakpoints, if it has any: its prompt may
+        then be billed at that cache-write rate, dearer than plain input."""
         blocks = self.system if isinstance(self.system, list) else []
         blocks = [*blocks, *self.tools]
         for message in self.messages:
             content = message["content"]
             blocks += content if isinstance(content, list) else []
-        return any("cache_control" in b for b in blocks)
+        ttls = {b["cache_control"].get("ttl", "5m") for b in blocks if "cache_control" in b}
+        return "1h" if "1h" in ttls else "5m" if ttls else None
 
 
 def json_size(value: object) -> int:

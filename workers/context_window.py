@@ -26,6 +26,7 @@ ELIDED = (
 KEEP_RECENT = 2  # the tool results of the latest steps are never elided: Claude works on them
 STRIDE = 4  # the elision point jumps by 1/STRIDE of the budget at a time
 HEADROOM_TOKENS = 1_000  # for the estimate's error
+BYTES_PER_TOKEN = 4  # the grid's unit: a stride is budget x 4 bytes / STRIDE
 
 
 @dataclass(frozen=True)
@@ -58,23 +59,35 @@ def budget(context_window: int, max_tokens: int) -> int:
 
 
 def fit(
-    messages: list[dict[str, Any]], *, total_tokens: int, budget: int, tokens_per_byte: float
+    messages: list[dict[str, Any]],
+    *,
+    total_tokens: int,
+    budget: int,
+    tokens_per_byte: float,
+    further: int = 0,
 ) -> Fitted | TooLong:
     """``messages`` as they fit in ``budget`` tokens, given that the whole request holds
-    ``total_tokens`` and that each byte of a tool result is ``tokens_per_byte`` tokens."""
+    ``total_tokens`` and that a tool result's byte is about ``tokens_per_byte`` tokens;
+    ``further``: strides more than that estimate asks for (it was short: the results elided
+    held fewer tokens a byte than the request as a whole).
+
+    The grid is in bytes of the results elided, a stride being a quarter of the budget at
+    ``BYTES_PER_TOKEN``: its cut points depend only on the transcript's earlier results, so
+    the estimate's drift from step to step moves the need, never the points."""
     need = total_tokens - budget
-    if need <= 0:
+    if need <= 0 and not further:
         return Fitted(messages)
-    stride = max(1, budget // STRIDE)
-    target = -(-need // stride) * stride  # on the grid: the same cut for a stride's growth
+    stride = max(1, budget * BYTES_PER_TOKEN // STRIDE)
+    need_bytes = max(0, int(need / tokens_per_byte))
+    target = (-(-need_bytes // stride) + further) * stride
     saved, chosen = 0, []
     for candidate in _candidates(messages):
         if saved >= target:
             break
         chosen.append(candidate)
-        saved += int(candidate[2] * tokens_per_byte)
-    if saved < need:
-        return TooLong(total_tokens - saved, budget)
+        saved += candidate[2]
+    if saved < need_bytes:
+        return TooLong(total_tokens - int(saved * tokens_per_byte), budget)
     out = list(messages)
     names = _tool_names(messages)
     for index, position, _ in chosen:

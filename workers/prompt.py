@@ -19,6 +19,7 @@ from store.quests import Step
 from workers import context_window, prompt_cache
 from workers.claude import ClaudeRequest, json_size
 from workers.context_window import TooLong
+from workers.errors import TryLater
 from workers.step import transcript
 from workers.tools import TOOL_RESULT_MAX_CHARS
 
@@ -30,6 +31,7 @@ SYSTEM_PROMPT = (
 # Tokens per byte when the API cannot count a long request: high, so that a transcript is
 # elided too early rather than refused.
 UNCOUNTED_TOKENS_PER_BYTE = 0.5
+FIT_TRIES = 4  # elisions counted before a transcript that still does not fit fails
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ CountTokens = Callable[[ClaudeRequest], Awaitable[int | None]]
 
 
 class Prompts:
+    """How a step's Claude request is built: one per worker process, from its settings
+    (``workers.app.prompts``)."""
+
     def __init__(
         self, prices: PriceTable, policy: PromptPolicy, count_tokens: CountTokens | None = None
     ) -> None:
@@ -88,38 +93,23 @@ class Prompts:
     async def prepare(
         self, request: ClaudeRequest, history: list[Step], now: datetime
     ) -> Prepared | TooLong:
-        """``request`` fitted to the window and marked for the cache (as the policy says)."""
+        """``request`` fitted to the window and marked for the cache (as the policy says).
+        Raises ``TryLater`` when only an estimate says the transcript cannot fit."""
         facts = self.prices.facts(request.model)
         fitted = Prepared(request)
         budget = context_window.budget(facts.context_window, request.max_tokens)
         if self.policy.elide and request.input_bound() > budget:  # a token is at least a byte
-            counted = await self.count_tokens(request) if self.count_tokens else None
-            per_byte = (
-                counted / request.input_bound() * 1.02
-                if counted is not None
-                else UNCOUNTED_TOKENS_PER_BYTE
-            )
-            total = counted if counted is not None else int(request.input_bound() * per_byte)
-            fit = context_window.fit(
-                request.messages, total_tokens=total, budget=budget, tokens_per_byte=per_byte
-            )
+            fit = await self._fit(request, budget)
             if isinstance(fit, TooLong):
                 return fit
-            messages = fit.messages
-            fitted = Prepared(
-                ClaudeRequest(
-                    request.model, request.max_tokens, request.system, messages, request.tools
-                ),
-                counted if not fit.elided else None,
-                fit.elided,
-            )
+            fitted = fit
         if not self.policy.cache or not isinstance(request.system, str):
             return fitted
         system, messages = prompt_cache.mark(
             request.system,
             fitted.request.messages,
             request.tools,
-            ttl=prompt_cache.ttl_for(_since_last_step(history, now)),
+            ttl=prompt_cache.ttl_for(_since_last_call(history, now)),
             min_tokens=facts.cache_min_tokens,
         )
         base = fitted.request
@@ -132,8 +122,55 @@ class Prompts:
         )
         return Prepared(marked, fitted.counted, fitted.elided)
 
+    async def _fit(self, request: ClaudeRequest, budget: int) -> Prepared | TooLong:
+        """The request with older tool results elided until the API's count says it fits:
+        elision saves by an estimate (the request's tokens a byte), which is short when the
+        results elided are denser than the rest; then it elides a stride more and counts
+        again. Only a count fails the quest: an estimate alone (the API could not count)
+        makes the step wait and try again."""
+        count = self.count_tokens or _never
+        counted = await count(request)
+        per_byte = (
+            counted / request.input_bound() * 1.02
+            if counted is not None
+            else UNCOUNTED_TOKENS_PER_BYTE
+        )
+        total = counted if counted is not None else int(request.input_bound() * per_byte)
+        elided, recounted = -1, total
+        for further in range(FIT_TRIES):
+            fit = context_window.fit(
+                request.messages,
+                total_tokens=total,
+                budget=budget,
+                tokens_per_byte=per_byte,
+                further=further,
+            )
+            if isinstance(fit, TooLong):
+                if counted is None:
+                    raise TryLater(fit.reason + " (by an estimate)", retry_after_ms=5_000)
+                return fit
+            if not fit.elided:
+                return Prepared(request, counted)
+            if fit.elided == elided:  # nothing more to elide: the count said it is too long
+                return TooLong(recounted, budget)
+            smaller = ClaudeRequest(
+                request.model, request.max_tokens, request.system, fit.messages, request.tools
+            )
+            again = await count(smaller) if counted is not None else None
+            if again is None or again <= budget:
+                return Prepared(smaller, again, fit.elided)
+            elided, recounted = fit.elided, again
+        return TooLong(recounted, budget)
 
-def _since_last_step(history: list[Step], now: datetime) -> timedelta | None:
-    """How long ago the quest's latest finished step ended (None before its first)."""
-    ends = [s.finished_at for s in history if s.finished_at is not None]
-    return now - max(ends) if ends else None
+
+async def _never(request: ClaudeRequest) -> int | None:
+    return None
+
+
+def _since_last_call(history: list[Step], now: datetime) -> timedelta | None:
+    """How long ago the quest's latest Claude call answered (None before its first): what
+    that call wrote to the cache was last touched then. A step's row is made when its reply
+    is stored, before its tools run, so ``started_at`` is that time, and a tool's long wait
+    (a provider's rate limit) counts in the gap."""
+    replies = [s.started_at for s in history if s.content is not None]
+    return now - max(replies) if replies else None

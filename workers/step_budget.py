@@ -262,10 +262,13 @@ class StepBudget:
 
     def _priced(self, quest: Quest, request: ClaudeRequest, input_tokens: int) -> _Call:
         """The call's worst case if its prompt is ``input_tokens`` long: every prompt token at
-        the dearest cache-write rate if the request may write the cache (a write costs more
-        than plain input), so the reservation stays a true upper bound."""
+        the cache-write rate of its breakpoints' TTL if it may write the cache (a write costs
+        more than plain input), so the reservation stays a true upper bound."""
         amount = self.prices.worst_case(
-            quest.model, input_tokens, request.max_tokens, cache_writes=request.writes_cache
+            quest.model,
+            input_tokens,
+            request.max_tokens,
+            cache_writes=request.cache_writes or False,
         )
         return _Call(request, input_tokens, amount)
 
@@ -453,7 +456,7 @@ class StepBudget:
             if max_tokens < MIN_OUTPUT_TOKENS:
                 break
             amount = self.prices.worst_case(
-                request.model, input_tokens, max_tokens, cache_writes=request.writes_cache
+                request.model, input_tokens, max_tokens, cache_writes=request.cache_writes or False
             )
             if amount <= available:
                 return replace(request, max_tokens=max_tokens), amount
