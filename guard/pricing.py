@@ -55,6 +55,25 @@ class Usage:
     def prompt_tokens(self) -> int:
         return self.input_tokens + self.cache_write_5m + self.cache_write_1h + self.cache_read
 
+    @property
+    def cache_writes(self) -> int:
+        return self.cache_write_5m + self.cache_write_1h
+
+    @property
+    def cache_read_pct(self) -> int:
+        """The share of the prompt tokens read from the cache, in whole percent."""
+        prompt = self.prompt_tokens
+        return self.cache_read * 100 // prompt if prompt else 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_write_5m + other.cache_write_5m,
+            self.cache_write_1h + other.cache_write_1h,
+            self.cache_read + other.cache_read,
+        )
+
     @classmethod
     def from_api(cls, usage: dict[str, Any]) -> Usage:
         """From the Messages API's ``usage`` object.

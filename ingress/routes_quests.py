@@ -226,24 +226,17 @@ def cost_split(steps: list[Step]) -> CostSplit:
         # a model since removed from the table: its tokens still count
         with contextlib.suppress(UnpricedModel):
             parts = parts + prices.cost_parts(s.model, used, s.started_at.astimezone(UTC).date())
-        usage = Usage(
-            usage.input_tokens + used.input_tokens,
-            usage.output_tokens + used.output_tokens,
-            usage.cache_write_5m + used.cache_write_5m,
-            usage.cache_write_1h + used.cache_write_1h,
-            usage.cache_read + used.cache_read,
-        )
-    prompt = usage.prompt_tokens
+        usage = usage + used
     return CostSplit(
         input_tokens=usage.input_tokens,
-        cache_write_tokens=usage.cache_write_5m + usage.cache_write_1h,
+        cache_write_tokens=usage.cache_writes,
         cache_read_tokens=usage.cache_read,
         output_tokens=usage.output_tokens,
         input_usd_micros=parts.input,
         cache_write_usd_micros=parts.cache_write,
         cache_read_usd_micros=parts.cache_read,
         output_usd_micros=parts.output,
-        cache_read_pct=usage.cache_read * 100 // prompt if prompt else 0,
+        cache_read_pct=usage.cache_read_pct,
     )
 
 

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+from guard import Usage
 from messages import Actor, ActorType, AuditEvent, Envelope, QuestEvent, QuestStep
 from store import TenantTx
 from store.quests import Quest, Step
@@ -86,35 +87,20 @@ class Spend:
     cache writes and cache reads (the cache's share of the prompt)."""
 
     cost_usd_micros: int = 0
-    input_tokens: int = 0
-    cache_write_tokens: int = 0
-    cache_read_tokens: int = 0
-    output_tokens: int = 0
+    usage: Usage = field(default_factory=Usage)
 
     def plus(self, usage: dict[str, Any] | None, cost: int) -> Spend:
-        u = usage or {}
-        return Spend(
-            self.cost_usd_micros + cost,
-            self.input_tokens + int(u.get("input_tokens") or 0),
-            self.cache_write_tokens + int(u.get("cache_creation_input_tokens") or 0),
-            self.cache_read_tokens + int(u.get("cache_read_input_tokens") or 0),
-            self.output_tokens + int(u.get("output_tokens") or 0),
-        )
-
-    @property
-    def cache_read_pct(self) -> int:
-        """The share of the prompt tokens read from the cache, in whole percent."""
-        prompt = self.input_tokens + self.cache_write_tokens + self.cache_read_tokens
-        return self.cache_read_tokens * 100 // prompt if prompt else 0
+        return Spend(self.cost_usd_micros + cost, self.usage + Usage.from_api(usage or {}))
 
     def data(self) -> dict[str, int]:
+        u = self.usage
         return {
             "claude_cost_usd_micros": self.cost_usd_micros,
-            "input_tokens": self.input_tokens,
-            "cache_write_tokens": self.cache_write_tokens,
-            "cache_read_tokens": self.cache_read_tokens,
-            "output_tokens": self.output_tokens,
-            "cache_read_pct": self.cache_read_pct,
+            "input_tokens": u.input_tokens,
+            "cache_write_tokens": u.cache_writes,
+            "cache_read_tokens": u.cache_read,
+            "output_tokens": u.output_tokens,
+            "cache_read_pct": u.cache_read_pct,
         }
 
 
