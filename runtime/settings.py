@@ -168,6 +168,15 @@ class Settings(BaseSettings):
     sweep_idle_s: int = Field(
         300, description="an open quest idle this long gets its next step sent again"
     )
+    transcript_retention_days: int = Field(
+        90,
+        ge=1,
+        description="a finished quest's transcript (replies and tool results) is redacted "
+        "this many days after its steps ended",
+    )
+    retention_interval_s: int = Field(
+        3_600, ge=1, description="how often a worker redacts transcripts past their retention"
+    )
     max_step_crashes: int = Field(
         3, description="a step that crashes its worker this often is dead-lettered"
     )

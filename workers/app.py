@@ -1,7 +1,7 @@
 """One worker process: settings, then the process's resources, then its actors on the
 consumer (``workers.consumer``), all on one event loop, with the process's background work
-(cancel watching, step leases, the sweeper, the beacon, the loop-lag gauge) as supervised
-tasks beside it.
+(cancel watching, step leases, the sweeper, transcript retention, the beacon, the loop-lag
+gauge) as supervised tasks beside it.
 
 ``python -m workers.app`` is what ``workers.fleet`` starts in each process; nothing happens at
 import time. The actors are thin: open the envelope (a bad one is dead-lettered with its
@@ -80,6 +80,7 @@ from workers.publisher import QueuePublisher
 from workers.quest import QuestRunner
 from workers.queue_protocol import QueueProtocol
 from workers.refusals import DeadLetterBox
+from workers.retention import Retention
 from workers.step import STEP_TIME_LIMIT, Outcome
 from workers.step_budget import StepBudget
 from workers.sweeper import Sweeper
@@ -99,7 +100,7 @@ class Runtime:
     settings: Settings
     db: Database
     control_db: Database  # cancels, on the control loop: never queued behind quest steps
-    audit_db: Database  # the audit writer's batches, the sweeper, rewrap: apart from both
+    audit_db: Database  # the audit writer, the sweeper, retention, rewrap: apart from both
     redis: Redis
     protocol: QueueProtocol
     quests: QuestRunner
@@ -110,6 +111,7 @@ class Runtime:
     cancels: CancelWatch
     leases: StepLeases
     sweeper: Sweeper
+    retention: Retention
     claude: Claude
     http: httpx.AsyncClient
     webhooks: WebhookDispatcher  # its own HTTP client: endpoints are not providers
@@ -205,6 +207,12 @@ class Runtime:
             rewrapper=Rewrapper(audit_db, vault, publisher) if vault else None,
             cancels=cancels,
             leases=leases,
+            retention=Retention(
+                audit_db,
+                client,
+                days=settings.transcript_retention_days,
+                interval_s=settings.retention_interval_s,
+            ),
             sweeper=Sweeper(
                 audit_db,
                 publisher,
@@ -229,6 +237,7 @@ class Runtime:
             "cancel flags": self.cancels.poll,
             "step leases": self.leases.run,
             "sweeper": self.sweeper.run,
+            "transcript retention": self.retention.run,
             "webhook sweeps": self.webhooks.run_sweeps,
             "loop lag": worker_metrics.watch_loop_lag,
         }
