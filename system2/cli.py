@@ -29,6 +29,7 @@ from system2.commands import (
     guard,
     integrations,
     ops,
+    privacy,
     quests,
     run,
     tokens,
@@ -63,6 +64,7 @@ for name, group in (
     ("token", tokens.app),
     ("dlq", dlq.app),
     ("webhook", webhooks.app),
+    ("privacy", privacy.app),
     ("ops", ops.app),
 ):
     app.add_typer(group, name=name)
