@@ -15,9 +15,10 @@ transcript's earlier results, and stays there for the next quarter's growth.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from workers.claude import json_size
 
 ELIDED = (
     "[elided from this request to fit the model's context window: the {tool} result "
@@ -112,7 +113,7 @@ def _candidates(messages: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
         for position, block in enumerate(content):
             if block.get("type") != "tool_result":
                 continue
-            gain = _size(block.get("content")) - len(ELIDED.encode()) - 40
+            gain = json_size(block.get("content")) - len(ELIDED.encode()) - 40
             if gain > 0:
                 found.append((index, position, gain))
     return found
@@ -132,7 +133,3 @@ def _text(content: object) -> str:
     if isinstance(content, list):
         return "".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
     return "" if content is None else str(content)
-
-
-def _size(value: object) -> int:
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())

@@ -18,9 +18,10 @@ longer-lived breakpoints come first always holds.
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any, Literal
+
+from workers.claude import json_size
 
 Ttl = Literal["5m", "1h"]
 # A 5-minute entry is refreshed by each read. When a quest's steps come further apart than
@@ -48,7 +49,7 @@ def mark(
     """The system prompt (as text blocks) and messages with the breakpoints above; the
     caller's lists and blocks are left unchanged (they are the stored transcript)."""
     control = {"type": "ephemeral", "ttl": ttl}
-    head = _size(tools) + len(system.encode())
+    head = json_size(tools) + len(system.encode())
     system_blocks: list[dict[str, Any]] = [{"type": "text", "text": system}]
     if system and _tokens(head) >= min_tokens:
         system_blocks[0]["cache_control"] = control
@@ -71,7 +72,7 @@ def _long_from(head: int, messages: list[dict[str, Any]], min_tokens: int) -> in
     for index, message in enumerate(messages):
         if _tokens(total) >= min_tokens:
             return index
-        total += _size(message["content"])
+        total += json_size(message["content"])
         if _tokens(total) >= min_tokens:
             return index
     return len(messages)
@@ -100,10 +101,6 @@ def _with_control_on_last_block(message: dict[str, Any], control: dict[str, str]
     blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
     blocks[-1] = {**blocks[-1], "cache_control": control}
     return {**message, "content": blocks}
-
-
-def _size(value: object) -> int:
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def _tokens(size: int) -> int:

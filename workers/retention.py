@@ -8,19 +8,16 @@ and a step a worker holds is skipped, not waited for.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from messages.redis_keys import RETENTION_LOCK
-from store import Database, StoreError
+from store import Database
 from store import companies as companies_store
 from store import retention as retention_store
+from workers.elected import every_interval
 
 log = structlog.get_logger(__name__)
 BATCH = 500
@@ -39,13 +36,7 @@ class Retention:
     async def run(self) -> None:
         """Redact every ``interval`` while this process holds the lock, until cancelled (one
         of the worker process's supervised tasks)."""
-        while True:
-            await asyncio.sleep(self.interval_s)
-            with contextlib.suppress(RedisError, StoreError):
-                if await self.redis.set(
-                    RETENTION_LOCK, uuid.uuid4().hex, nx=True, ex=max(1, self.interval_s - 1)
-                ):
-                    await self.redact()
+        await every_interval(self.redis, RETENTION_LOCK, self.interval_s, self.redact)
 
     async def redact(self, now: datetime | None = None) -> int:
         """Redact every company's transcripts older than the retention; returns how many

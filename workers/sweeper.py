@@ -10,19 +10,17 @@ safe: the step's claim and lease keep it from running twice.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from messages import Actor, ActorType, Envelope, QuestStep
 from messages.redis_keys import SWEEPER_LOCK
-from store import Database, StoreError, TenantTx
+from store import Database, TenantTx
 from store import companies as companies_store
 from store import quests as quests_store
+from workers.elected import every_interval
 from workers.publisher import QueuePublisher
 
 log = structlog.get_logger(__name__)
@@ -48,13 +46,7 @@ class Sweeper:
     async def run(self) -> None:
         """Sweep every ``interval`` while this process holds the sweeper's lock, until
         cancelled (one of the worker process's supervised tasks)."""
-        while True:
-            await asyncio.sleep(self.interval_s)
-            with contextlib.suppress(RedisError, StoreError):
-                if await self.redis.set(
-                    SWEEPER_LOCK, uuid.uuid4().hex, nx=True, ex=max(1, self.interval_s - 1)
-                ):
-                    await self.sweep()
+        await every_interval(self.redis, SWEEPER_LOCK, self.interval_s, self.sweep)
 
     async def sweep(self) -> int:
         """Publish the next step of every stuck quest; returns how many."""

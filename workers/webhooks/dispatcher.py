@@ -19,7 +19,6 @@ bad hour, or one event it chokes on, never does it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from datetime import UTC, datetime
@@ -28,13 +27,12 @@ from uuid import UUID
 import httpx
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from messages import Actor, ActorType, DispatchWebhooks, Envelope, PublishFailed
 from messages.redis_keys import WEBHOOK_SWEEP_LOCK
 from runtime.settings import Settings
 from runtime.webhook_urls import EndpointRefused
-from store import Database, StoreError, TenantTx
+from store import Database, TenantTx
 from store import companies as companies_store
 from store import webhooks as webhooks_store
 from store.activity import NewActivity
@@ -43,6 +41,7 @@ from store.webhooks import Delivery
 from vault import Vault, VaultError
 from vault.webhook_secrets import key_bytes, unseal
 from workers import worker_metrics
+from workers.elected import every_interval
 from workers.errors import TryLater
 from workers.publisher import QueuePublisher
 from workers.webhooks import signing
@@ -104,13 +103,13 @@ class WebhookDispatcher:
     async def run_sweeps(self) -> None:
         """Every ``S2_WEBHOOK_SWEEP_S``, while this process holds the lock, nudge each
         company that has a delivery due (one of the worker process's supervised tasks)."""
-        every = self.settings.webhook_sweep_s
-        while True:
-            await asyncio.sleep(every)
-            with contextlib.suppress(RedisError, StoreError, PublishFailed):
-                token = uuid.uuid4().hex
-                if await self.redis.set(WEBHOOK_SWEEP_LOCK, token, nx=True, ex=max(1, every - 1)):
-                    await self.sweep()
+        await every_interval(
+            self.redis,
+            WEBHOOK_SWEEP_LOCK,
+            self.settings.webhook_sweep_s,
+            self.sweep,
+            skipped=(PublishFailed,),
+        )
 
     async def sweep(self) -> int:
         async with self.db.connection() as conn:
