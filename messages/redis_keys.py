@@ -40,6 +40,7 @@ are named by their environment variable.
 | s2:sweeper                                    | SWEEPER_LOCK                            | string: token                    | workers/sweeper.py                     | S2_SWEEP_INTERVAL_S - 1 s             | a worker has swept for stuck quests this interval                            |
 | s2:webhooks:sweeper                           | WEBHOOK_SWEEP_LOCK                      | string: token                    | workers/webhooks/dispatcher.py         | S2_WEBHOOK_SWEEP_S - 1 s              | a worker has looked for due webhook deliveries of every company this interval |
 | s2:retention                                  | RETENTION_LOCK                          | string: token                    | workers/retention.py                   | S2_RETENTION_INTERVAL_S - 1 s         | a worker has redacted transcripts past their retention this interval         |
+| s2:support:expiry                             | SUPPORT_EXPIRY_LOCK                     | string: token                    | workers/support_expiry.py              | 59 s                                  | a worker has recorded the support grants that expired this interval          |
 | s2:workers:<host>:<pid>:<tag>                 | worker_beacon_key, WORKER_BEACON_PREFIX | string: JSON                     | workers/beacon.py                     | 6 s, rewritten every 2 s              | a live worker process: queues, messages done, last at                        |
 | s2:dlq:reasons                                | DEAD_LETTER_REASONS                     | hash: id -> JSON                 | workers/dead_letters.py                | a field as long as its dead letter    | why each dead letter died (system2 dlq)                                      |
 | s2:dlq:reasons:at                             | DEAD_LETTER_REASONS_AT                  | sorted set: id by ms             | workers/dead_letters.py                | as s2:dlq:reasons                     | when each reason was written, for pruning                                    |
@@ -130,6 +131,7 @@ def credential_lock_key(company_id: UUID | str, integration: str) -> str:
 SWEEPER_LOCK = "s2:sweeper"
 WEBHOOK_SWEEP_LOCK = "s2:webhooks:sweeper"
 RETENTION_LOCK = "s2:retention"
+SUPPORT_EXPIRY_LOCK = "s2:support:expiry"
 
 WORKER_BEACON_PREFIX = "s2:workers:"
 

@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from guard.policy import Limits
 from integrations import PROVIDERS, ProviderSettings, provider
 from integrations import config as integration_settings
+from runtime.durations import duration_s
 from runtime.errors import ConfigurationError
 from vault import VaultError, key_source_from_settings
 
@@ -63,6 +64,28 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = "postgresql://s2_app@127.0.0.1:5432/system2"
     admin_database_url: str = "postgresql://postgres@127.0.0.1:5432/system2"
+    operator_database_url: str = Field(
+        "postgresql://s2_operator@127.0.0.1:5432/system2",
+        description="engineers' reads of a company's content (quest show/list/watch, audit "
+        "list): a role that reads a company only under a live support grant",
+    )
+    operator: str | None = Field(
+        None,
+        description="the engineer running operator commands (their email): reads of a "
+        "company's content need a support grant in this name (or --as EMAIL)",
+    )
+    support_max_ttl_s: int = Field(
+        8 * 3_600,
+        ge=60,
+        validation_alias=AliasChoices("S2_SUPPORT_MAX_TTL", "support_max_ttl_s"),
+        description="the longest a support grant may last (8h; seconds or 30m, 2h ...)",
+    )
+
+    @field_validator("support_max_ttl_s", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return duration_s(value) if isinstance(value, str) else value
+
     jwt_secret: SecretStr = Field(
         SecretStr(DEV_JWT_SECRET),
         description="Supabase Auth's legacy shared secret: HS256 tokens are accepted only "
@@ -592,6 +615,9 @@ def _postgres_tls(s: Settings) -> list[str]:
     problems = [
         postgres_tls_problem("S2_DATABASE_URL", s.database_url),
         postgres_tls_problem("S2_ADMIN_DATABASE_URL", s.admin_database_url),
+        # Engineers' machines set it; the app's machines need not.
+        "operator_database_url" in s.model_fields_set
+        and postgres_tls_problem("S2_OPERATOR_DATABASE_URL", s.operator_database_url),
     ]
     return [p for p in problems if p]
 

@@ -24,6 +24,8 @@ from store.errors import MigrationError
 from store.migration_check import NAME
 
 APP_GROUP = "system2_app"
+OPERATOR_GROUP = "system2_operator"  # engineers' reads under a support grant
+OPERATOR_SINCE = 13  # the migration that creates it
 LOCK_KEY = 0x5332_4D49_4752  # "S2MIGR"
 _KIND = re.compile(r"^--\s*kind:\s*(expand|contract)\b", re.MULTILINE)
 
@@ -68,11 +70,15 @@ def load_migrations() -> list[Migration]:
 
 
 def migrate(
-    admin_url: str, app_url: str | None = None, *, upto: int | None = None
+    admin_url: str,
+    app_url: str | None = None,
+    *,
+    operator_url: str | None = None,
+    upto: int | None = None,
 ) -> MigrateReport:
-    """Bring the database to the newest schema (or to version ``upto``); create it and the app
-    role when allowed. At the newest schema, refuse a catalog that breaks tenancy (see
-    ``unsafe_catalog``), whatever made it so."""
+    """Bring the database to the newest schema (or to version ``upto``); create it, the app's
+    login role and the engineers' (``operator_url``) when allowed. At the newest schema,
+    refuse a catalog that breaks tenancy (see ``unsafe_catalog``), whatever made it so."""
     notes = []
     if ensure_database(admin_url):
         notes.append(f"created database {conninfo_to_dict(admin_url).get('dbname')}")
@@ -101,6 +107,8 @@ def migrate(
                 applied.append(f"{m.version:04d}_{m.name}")
             if app_url:
                 notes.extend(ensure_app_role(conn, admin_url, app_url))
+            if operator_url and (upto is None or upto >= OPERATOR_SINCE):
+                notes.extend(ensure_operator_role(conn, admin_url, operator_url, app_url))
             problems = unsafe_catalog(conn, [m.sql for m in migrations]) if upto is None else []
             if problems:
                 raise MigrationError("the schema is unsafe: " + "; ".join(problems))
@@ -156,21 +164,55 @@ def ensure_database(admin_url: str) -> bool:
 
 def ensure_app_role(conn: psycopg.Connection[Any], admin_url: str, app_url: str) -> list[str]:
     """Create the app's login role if needed, and grant it the app's rights — nothing more."""
-    app = conninfo_to_dict(app_url)
+    return _ensure_login_role(conn, admin_url, app_url, APP_GROUP, "S2_DATABASE_URL")
+
+
+def ensure_operator_role(
+    conn: psycopg.Connection[Any], admin_url: str, operator_url: str, app_url: str | None
+) -> list[str]:
+    """Create the engineers' login role if needed, in ``system2_operator`` alone: a role that
+    also held the app's rights would read every company without a grant."""
+    user = str(conninfo_to_dict(operator_url).get("user") or "")
+    if app_url and user == conninfo_to_dict(app_url).get("user"):
+        raise MigrationError(
+            f"S2_OPERATOR_DATABASE_URL connects as {user}, the app's role: engineers need their "
+            "own role, which reads a company only under a support grant"
+        )
+    notes = _ensure_login_role(
+        conn, admin_url, operator_url, OPERATOR_GROUP, "S2_OPERATOR_DATABASE_URL"
+    )
+    also = conn.execute(
+        "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+        "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s AND g.rolname <> %s",
+        (user, OPERATOR_GROUP),
+    ).fetchall()
+    if also:
+        raise MigrationError(
+            f"role {user} (S2_OPERATOR_DATABASE_URL) is also a member of "
+            f"{', '.join(r[0] for r in also)}: its reads would not need a support grant"
+        )
+    return notes
+
+
+def _ensure_login_role(
+    conn: psycopg.Connection[Any], admin_url: str, url: str, group: str, variable: str
+) -> list[str]:
+    """Create the login role ``url`` names if needed, and make it a member of ``group``."""
+    login = conninfo_to_dict(url)
     admin = conninfo_to_dict(admin_url)
-    user = str(app.get("user") or "")
+    user = str(login.get("user") or "")
     if not user:
-        raise MigrationError("S2_DATABASE_URL names no user: the app must connect as its own role")
+        raise MigrationError(f"{variable} names no user: it must connect as its own role")
     if user == admin.get("user"):
         raise MigrationError(
-            f"S2_DATABASE_URL connects as {user}, the owner: the app role must be a separate role"
+            f"{variable} connects as {user}, the owner: it must connect as a separate role"
         )
     notes = []
     role = conn.execute(
         "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = %s", (user,)
     ).fetchone()
     if role is None:
-        password = app.get("password")
+        password = login.get("password")
         stmt = sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(user))
         if password:
             stmt = sql.SQL("{} PASSWORD {}").format(stmt, sql.Literal(password))
@@ -182,13 +224,13 @@ def ensure_app_role(conn: psycopg.Connection[Any], admin_url: str, app_url: str)
         except psycopg.errors.InsufficientPrivilege:
             return [
                 f"role {user} is missing and the admin role may not create it: create it, then "
-                f"GRANT {APP_GROUP} TO {user}"
+                f"GRANT {group} TO {user}"
             ]
     elif role[0] or role[1]:
         raise MigrationError(
             f"role {user} is a superuser or BYPASSRLS: row-level security would not apply to it"
         )
-    conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(APP_GROUP), sql.Identifier(user)))
+    conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(user)))
     dbname = str(admin.get("dbname"))
     conn.execute(
         sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(

@@ -32,6 +32,7 @@ from system2.commands import (
     privacy,
     quests,
     run,
+    support,
     tokens,
     vault,
     webhooks,
@@ -65,6 +66,7 @@ for name, group in (
     ("dlq", dlq.app),
     ("webhook", webhooks.app),
     ("privacy", privacy.app),
+    ("support", support.app),
     ("ops", ops.app),
 ):
     app.add_typer(group, name=name)

@@ -7,6 +7,7 @@ that opens the database with ``app_db`` (one loop, one pool, both gone when it r
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -32,6 +33,71 @@ async def app_db(s: Settings) -> AsyncIterator[Database]:
     psycopg.connect(s.database_url, connect_timeout=5).close()
     async with Database(s.database_url, min_size=1, max_size=2, name="cli") as db:
         yield db  # opened waiting at most 10 s, closed when the command's body ends
+
+
+@asynccontextmanager
+async def operator_db(s: Settings) -> AsyncIterator[Database]:
+    """The engineers' store (``S2_OPERATOR_DATABASE_URL``): it reads a company's content only
+    under a live support grant."""
+    psycopg.connect(s.operator_database_url, connect_timeout=5).close()
+    async with Database(s.operator_database_url, min_size=1, max_size=2, name="operator") as db:
+        yield db
+
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def engineer(s: Settings, given: str | None) -> str:
+    """Who runs the command: ``--as`` or ``S2_OPERATOR``, an email address (lower-cased)."""
+    who = (given or s.operator or "").strip().lower()
+    if not who:
+        raise System2Error("say who you are: --as EMAIL or S2_OPERATOR=EMAIL")
+    if len(who) > 254 or not _EMAIL.fullmatch(who):
+        raise System2Error("--as / S2_OPERATOR must be an email address")
+    return who
+
+
+@asynccontextmanager
+async def support_read(
+    db: Database, company_id: UUID, who: str, what: str, quest_id: UUID | None = None
+) -> AsyncIterator[TenantTx]:
+    """A read of ``company_id``'s content by engineer ``who`` on the operator store, recorded
+    in its audit trail (``what`` they ran, about ``quest_id`` if one); refused without a live
+    grant."""
+    from store import support as support_store
+
+    async with db.operator(company_id, who) as tx:
+        try:
+            target = f"quest:{quest_id}" if quest_id else f"company:{company_id}"
+            await support_store.open_read(tx, who, what, target, quest_id)
+        except support_store.NoSupportGrant as exc:
+            raise System2Error(str(exc)) from None
+        yield tx
+
+
+async def granted_quest_company(
+    db: Database, quest_id: UUID, company: UUID | None, who: str
+) -> UUID:
+    """The quest's company for engineer ``who`` (on the operator store): as given, or the one
+    among the companies they hold a live grant for that has the quest. They learn nothing of
+    a quest outside their grants, not even its company."""
+    from store import support as support_store
+
+    if company is not None:
+        return company
+    for candidate in await support_store.granted_companies(db, who):
+        async with db.operator(candidate, who) as tx:
+            if await tx.one("SELECT 1 FROM quests WHERE id = %s", (quest_id,)):
+                return candidate
+    raise System2Error(
+        f"no quest {quest_id} in the companies {who} holds a live support grant for: "
+        "ask for one (system2 support grant), or name the company with --company"
+    )
+
+
+AsOption = Annotated[
+    str | None, typer.Option("--as", help="who you are (email; default: S2_OPERATOR)")
+]
 
 
 @asynccontextmanager

@@ -16,6 +16,7 @@ from store.migrate import migrate
 from system2.errors import System2Error
 
 APP_ROLE = "s2_app"
+OPERATOR_ROLE = "s2_operator"
 
 
 @contextmanager
@@ -32,7 +33,7 @@ def scratch_postgres(
         if k not in ("user", "password", "dbname")
     }
     app_url = make_conninfo("", **params, user=APP_ROLE, dbname=name)
-    migrate(admin_url, app_url, upto=upto)
+    migrate(admin_url, app_url, operator_url=operator_url(app_url), upto=upto)
     try:
         yield admin_url, app_url
     finally:
@@ -40,6 +41,11 @@ def scratch_postgres(
             make_conninfo(base_admin_url, dbname="postgres"), autocommit=True
         ) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def operator_url(app_url: str) -> str:
+    """The engineers' URL to the scratch database of ``app_url`` (as ``s2_operator``)."""
+    return make_conninfo(app_url, user=OPERATOR_ROLE)
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any, cast
 from uuid import UUID
 
@@ -16,7 +17,11 @@ from messages.redis_keys import quest_stream_key
 from runtime.settings import Settings
 from store import Database
 from store import quests as quests_store
+from store import support as support_store
 from store.quests import TERMINAL
+from system2.errors import System2Error
+
+GRANT_CHECK_S = 5.0  # while events keep coming, how often the grant is checked again
 
 
 class Board:
@@ -61,20 +66,28 @@ class Board:
         )
 
 
-async def watch(settings: Settings, db: Database, company_id: UUID, quest_id: UUID) -> int:
-    """Print the quest's events as they come; 0 once it has ended."""
+async def watch(
+    settings: Settings, db: Database, company_id: UUID, quest_id: UUID, engineer: str
+) -> int:
+    """Print the quest's events as they come, while ``engineer``'s support grant lasts (``db``
+    is the operator store); 0 once the quest has ended."""
     console = Console(highlight=False)
     client = redis.Redis.from_url(settings.redis_url)
     key, last, board = quest_stream_key(quest_id), "0", Board()
-    quiet = 0
+    quiet, checked = 0, time.monotonic()
     while True:
+        if time.monotonic() - checked > GRANT_CHECK_S:
+            checked = time.monotonic()
+            async with db.operator(company_id, engineer) as tx:
+                if not await support_store.live(tx):
+                    raise System2Error("the support grant ended: the watch stops here")
         # The blocking read in a thread, so that each read is an await: Ctrl-C (asyncio.run
         # cancels the body) ends the watch there, even while events keep coming.
         found = await asyncio.to_thread(client.xread, {key: last}, block=1000, count=200)
         reply = cast(StreamReply, found or [])
         if not reply:
             quiet += 1
-            if quiet % 3 == 0 and await _ended(db, company_id, quest_id):
+            if quiet % 3 == 0 and await _ended(db, company_id, quest_id, engineer):
                 console.print("[dim](the quest has ended)[/dim]")
                 return 0
             continue
@@ -94,7 +107,9 @@ async def watch(settings: Settings, db: Database, company_id: UUID, quest_id: UU
                     return 0
 
 
-async def _ended(db: Database, company_id: UUID, quest_id: UUID) -> bool:
-    async with db.tenant(company_id) as tx:
+async def _ended(db: Database, company_id: UUID, quest_id: UUID, engineer: str) -> bool:
+    async with db.operator(company_id, engineer) as tx:
+        if not await support_store.live(tx):
+            raise System2Error("the support grant ended: the watch stops here")
         quest = await quests_store.get(tx, quest_id)
     return quest is None or quest.finished

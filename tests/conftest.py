@@ -29,7 +29,7 @@ from store import Database, TenantTx
 from store import companies as companies_store
 from system2.dev_tokens import mint
 from system2.procs import Proc, free_port, wait_http, wait_workers
-from system2.scratch import scratch_postgres, scratch_redis
+from system2.scratch import operator_url, scratch_postgres, scratch_redis
 from tests.browser import browser_page, chromium  # noqa: F401 - fixtures for browser tests
 from tests.support import InTenant
 from workers.beacon import live_workers
@@ -67,6 +67,7 @@ def settings(pg_urls: tuple[str, str], redis_url: str) -> Settings:
         env="test",
         database_url=app_url,
         admin_database_url=admin_url,
+        operator_database_url=operator_url(app_url),
         redis_url=redis_url,
         jwt_secret=JWT_SECRET,  # type: ignore[arg-type]
     )
@@ -79,6 +80,7 @@ def settings_env(s: Settings, **extra: str) -> dict[str, str]:
         S2_ENV=s.env,
         S2_DATABASE_URL=s.database_url,
         S2_ADMIN_DATABASE_URL=s.admin_database_url,
+        S2_OPERATOR_DATABASE_URL=s.operator_database_url,
         S2_REDIS_URL=s.redis_url,
         S2_JWT_SECRET=s.jwt_secret.get_secret_value(),
         S2_MAX_STEPS=str(s.max_steps),

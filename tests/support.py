@@ -39,6 +39,30 @@ class InTenant(StoreRunner):
     ``in_tenant(company_id, work)`` runs ``work(tx)`` in one transaction of that company."""
 
 
+ENGINEER = "eve@support.test"  # the engineer operator commands run as in tests (S2_OPERATOR)
+
+
+def grant_support(
+    in_tenant: InTenant, company_id: uuid.UUID, engineer: str = ENGINEER, ttl_s: int = 3_600
+) -> uuid.UUID:
+    """A live support grant, so ``engineer`` may read the company's content (``quest show``,
+    ``audit list`` ...); returns its id."""
+    from store import support as support_store
+
+    async def grant(tx: TenantTx) -> uuid.UUID:
+        found = await support_store.grant(
+            tx,
+            engineer,
+            "a test reads it",
+            by="lead@support.test",
+            now=datetime.now(UTC),
+            ttl_s=ttl_s,
+        )
+        return found.id
+
+    return in_tenant(company_id, grant)
+
+
 def wait_for(predicate: Callable[[], T | None], *, timeout: float = 30.0, every: float = 0.05) -> T:
     """Poll until ``predicate`` returns something truthy; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -29,7 +29,9 @@ from store.notes import Note
 from store.quests import Step
 from tests.conftest import Stack, Tenant, system2
 from tests.support import (
+    ENGINEER,
     InTenant,
+    grant_support,
     provider_faults,
     quest_state,
     sse_events,
@@ -289,13 +291,14 @@ def test_quest_watch_in_a_terminal_follows_the_quest_to_its_end(
     quest = submit(
         in_tenant, stack.settings.redis_url, tenant.id, "[script:notes] remember the launch date"
     )
+    grant_support(in_tenant, tenant.id)
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
         system2("quest", "watch", str(quest.id)),
         stdin=follower,
         stdout=follower,
         stderr=follower,
-        env=stack.env(COLUMNS="200"),
+        env=stack.env(COLUMNS="200", S2_OPERATOR=ENGINEER),
         close_fds=True,
     )
     os.close(follower)

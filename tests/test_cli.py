@@ -27,7 +27,7 @@ from store import activity as activity_store
 from store.activity import NewActivity
 from tests.conftest import Tenant, settings_env
 from tests.consumer_support import FAIR_PREFIX
-from tests.support import InTenant
+from tests.support import ENGINEER, InTenant, grant_support
 from vault import new_key_entry
 from workers.fair_queue import FairQueue
 
@@ -135,7 +135,7 @@ def test_an_unknown_integration_fails_in_one_line(settings: Settings) -> None:
 
 
 def test_quest_submit_prints_the_id_and_queues_the_first_step(
-    settings: Settings, tenant: Tenant, rds: redis.Redis
+    settings: Settings, tenant: Tenant, rds: redis.Redis, in_tenant: InTenant
 ) -> None:
     rds.flushdb()
     result = run(
@@ -153,7 +153,10 @@ def test_quest_submit_prints_the_id_and_queues_the_first_step(
     assert envelope["payload"] == {"quest_id": quest_id, "step": 1}
     assert envelope["actor"]["type"] == "operator"
 
-    shown = run(settings, "quest", "show", quest_id, "--company", str(tenant.id))
+    refused = run(settings, "quest", "show", quest_id, S2_OPERATOR=ENGINEER)
+    assert "live support grant" in assert_one_line_error(refused)
+    grant_support(in_tenant, tenant.id)
+    shown = run(settings, "quest", "show", quest_id, S2_OPERATOR=ENGINEER)
     assert shown.returncode == 0, shown.stderr
     view = json.loads(shown.stdout)
     assert view["quest_id"] == quest_id
@@ -180,12 +183,15 @@ def test_quest_submit_with_a_bad_cap_fails_in_one_line_and_queues_nothing(
 
 
 def test_quest_show_of_another_companys_quest_fails_like_a_missing_one(
-    settings: Settings, tenant: Tenant, other_tenant: Tenant
+    settings: Settings, tenant: Tenant, other_tenant: Tenant, in_tenant: InTenant
 ) -> None:
     submitted = run(settings, "quest", "submit", "--company", str(other_tenant.id), "--goal", "g")
     assert submitted.returncode == 0, submitted.stderr
     quest_id = submitted.stdout.strip()
-    result = run(settings, "quest", "show", quest_id, "--company", str(tenant.id))
+    grant_support(in_tenant, tenant.id)  # a grant for one company reads no other's quest
+    result = run(
+        settings, "quest", "show", quest_id, "--company", str(tenant.id), S2_OPERATOR=ENGINEER
+    )
     assert_one_line_error(result)
     assert result.stdout == ""
 
@@ -272,7 +278,17 @@ def test_audit_list_prints_the_trail_as_json(
         )
         in_tenant(company, lambda tx, row=row: activity_store.append(tx, [row]))
 
-    result = run(settings, "audit", "list", "--company", str(tenant.id))
+    grant_support(in_tenant, tenant.id)
+    result = run(
+        settings,
+        "audit",
+        "list",
+        "--company",
+        str(tenant.id),
+        "--action",
+        "note.added",
+        S2_OPERATOR=ENGINEER,
+    )
     assert result.returncode == 0, result.stderr
     trail = json.loads(result.stdout)
     assert [i["target"] for i in trail["items"]] == ["note:mine"]
@@ -295,7 +311,12 @@ def test_unreachable_database_is_one_line_and_non_zero(
 ) -> None:
     started = time.monotonic()
     result = run(
-        settings, *args, S2_DATABASE_URL="postgresql://s2_app@127.0.0.1:1/system2", timeout=90
+        settings,
+        *args,
+        S2_DATABASE_URL="postgresql://s2_app@127.0.0.1:1/system2",
+        S2_OPERATOR_DATABASE_URL="postgresql://s2_operator@127.0.0.1:1/system2",
+        S2_OPERATOR=ENGINEER,
+        timeout=90,
     )
     assert time.monotonic() - started < 60
     line = assert_one_line_error(result)
@@ -348,6 +369,7 @@ def test_token_mint_is_refused_in_production(settings: Settings) -> None:
         "S2_REDIS_URL": "rediss://redis.internal:6380/0",
         "S2_DATABASE_URL": "postgresql://s2_app@db.internal/system2?sslmode=verify-full",
         "S2_ADMIN_DATABASE_URL": "postgresql://postgres@db.internal/system2?sslmode=verify-full",
+        "S2_OPERATOR_DATABASE_URL": "postgresql://s2_operator@db/system2?sslmode=verify-full",
         "S2_PUBLIC_URL": "https://system2.example",
         "S2_OAUTH_STATE_SECRET": "s" * 40,
     }

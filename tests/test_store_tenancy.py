@@ -133,14 +133,16 @@ def test_every_policy_reads_the_transaction_tenant(admin_conn: AdminConn) -> Non
     rows = admin_conn.execute(
         "SELECT c.relname, p.polname, pg_get_expr(p.polqual, p.polrelid), "
         "pg_get_expr(p.polwithcheck, p.polrelid) "
-        "FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid"
+        "FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid WHERE p.polpermissive"
     ).fetchall()
     assert rows
     for table, name, using, check in rows:
         for expr in (using, check):
             if expr is None or name == "directory":
                 continue
-            if name == "member_directory":  # migration 0010: a member's own rows, read only
+            if name == "own_grants":  # migration 0013: an engineer's own grants, read only
+                assert expr == "(engineer = app_operator())", expr
+            elif name == "member_directory":  # migration 0010: a member's own rows, read only
                 assert "NULLIF(current_setting('app.member_id'::text, true), ''::text)" in expr, (
                     expr
                 )
@@ -157,9 +159,9 @@ def test_the_only_policies_not_bound_to_the_tenant_let_the_directory_role_read(
     their companies) are SELECT only too."""
     rows = admin_conn.execute(
         "SELECT c.relname, p.polcmd, array(SELECT pg_get_userbyid(r) FROM unnest(p.polroles) r) "
-        "FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid "
-        "WHERE pg_get_expr(p.polqual, p.polrelid) NOT LIKE '%%app_company_id()%%' "
-        "OR pg_get_expr(p.polwithcheck, p.polrelid) NOT LIKE '%%app_company_id()%%' "
+        "FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid WHERE p.polpermissive AND ("
+        "pg_get_expr(p.polqual, p.polrelid) NOT LIKE '%%app_company_id()%%' "
+        "OR pg_get_expr(p.polwithcheck, p.polrelid) NOT LIKE '%%app_company_id()%%') "
         "ORDER BY 1"
     ).fetchall()
     assert sorted(rows) == [
@@ -167,7 +169,36 @@ def test_the_only_policies_not_bound_to_the_tenant_let_the_directory_role_read(
         ("companies", "r", ["system2_directory"]),
         ("memberships", "r", ["system2_app"]),
         ("quests", "r", ["system2_directory"]),
+        ("support_grants", "r", ["system2_operator"]),
     ]
+
+
+def test_the_only_restrictive_policies_hold_the_operator_role_to_a_live_grant(
+    admin_conn: AdminConn,
+) -> None:
+    """Restrictive policies only narrow what the permissive ones admit: each is the operator
+    role's (engineers, migration 0013), and each asks for a live support grant."""
+    rows = admin_conn.execute(
+        "SELECT c.relname, p.polcmd, array(SELECT pg_get_userbyid(r) FROM unnest(p.polroles) r), "
+        "coalesce(pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)) "
+        "FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid WHERE NOT p.polpermissive "
+        "ORDER BY 1, 2"
+    ).fetchall()
+    assert [(t, cmd) for t, cmd, _, _ in rows] == [
+        ("activity_log", "a"),
+        ("activity_log", "r"),
+        ("companies", "r"),
+        ("memberships", "r"),
+        ("notes", "r"),
+        ("quest_steps", "r"),
+        ("quests", "r"),
+        ("tool_calls", "r"),
+    ]
+    for table, _, roles, expr in rows:
+        assert roles == ["system2_operator"], table
+        assert expr.lstrip("(").startswith("support_live(company_id)") or expr == (
+            "support_live(id)"
+        ), (table, expr)
 
 
 def test_app_role_is_not_superuser_nor_bypassrls_and_owns_nothing(

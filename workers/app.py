@@ -1,7 +1,7 @@
 """One worker process: settings, then the process's resources, then its actors on the
 consumer (``workers.consumer``), all on one event loop, with the process's background work
-(cancel watching, step leases, the sweeper, transcript retention, the beacon, the loop-lag
-gauge) as supervised tasks beside it.
+(cancel watching, step leases, the sweeper, transcript retention, support grant expiry,
+the beacon, the loop-lag gauge) as supervised tasks beside it.
 
 ``python -m workers.app`` is what ``workers.fleet`` starts in each process; nothing happens at
 import time. The actors are thin: open the envelope (a bad one is dead-lettered with its
@@ -83,6 +83,7 @@ from workers.refusals import DeadLetterBox
 from workers.retention import Retention
 from workers.step import STEP_TIME_LIMIT, Outcome
 from workers.step_budget import StepBudget
+from workers.support_expiry import SupportExpiry
 from workers.sweeper import Sweeper
 from workers.tools import Toolbox, builtin_tools
 from workers.waits import WaitClock
@@ -112,6 +113,7 @@ class Runtime:
     leases: StepLeases
     sweeper: Sweeper
     retention: Retention
+    support_expiry: SupportExpiry
     claude: Claude
     http: httpx.AsyncClient
     webhooks: WebhookDispatcher  # its own HTTP client: endpoints are not providers
@@ -213,6 +215,7 @@ class Runtime:
                 days=settings.transcript_retention_days,
                 interval_s=settings.retention_interval_s,
             ),
+            support_expiry=SupportExpiry(audit_db, client),
             sweeper=Sweeper(
                 audit_db,
                 publisher,
@@ -238,6 +241,7 @@ class Runtime:
             "step leases": self.leases.run,
             "sweeper": self.sweeper.run,
             "transcript retention": self.retention.run,
+            "support grant expiry": self.support_expiry.run,
             "webhook sweeps": self.webhooks.run_sweeps,
             "loop lag": worker_metrics.watch_loop_lag,
         }

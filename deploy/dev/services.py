@@ -50,10 +50,12 @@ REDIS_KEY = "S2_REDIS_URL"
 ADMIN_KEY = "S2_ADMIN_DATABASE_URL"
 APP_KEY = "S2_DATABASE_URL"
 MAINTENANCE_KEY = "S2_PG_MAINTENANCE_URL"
-ENV_KEYS = (REDIS_KEY, ADMIN_KEY, APP_KEY, MAINTENANCE_KEY)
+OPERATOR_KEY = "S2_OPERATOR_DATABASE_URL"
+ENV_KEYS = (REDIS_KEY, ADMIN_KEY, APP_KEY, OPERATOR_KEY, MAINTENANCE_KEY)
 
 ADMIN_ROLE = "postgres"
 APP_ROLE = "s2_app"
+OPERATOR_ROLE = "s2_operator"  # engineers' reads, under a support grant
 DATABASE = "system2"
 MAINTENANCE_DB = "postgres"
 PG_OS_USER = "postgres"
@@ -306,14 +308,20 @@ def check_redis(url: str, timeout: float = 2.0) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class PgUrls:
-    """The three connections the project needs to one server."""
+    """The four connections the project needs to one server."""
 
     admin: str
     app: str
+    operator: str
     maintenance: str
 
     def env(self) -> dict[str, str]:
-        return {ADMIN_KEY: self.admin, APP_KEY: self.app, MAINTENANCE_KEY: self.maintenance}
+        return {
+            ADMIN_KEY: self.admin,
+            APP_KEY: self.app,
+            OPERATOR_KEY: self.operator,
+            MAINTENANCE_KEY: self.maintenance,
+        }
 
 
 def pg_url(user: str, host: str, port: int, database: str) -> str:
@@ -328,10 +336,12 @@ def pg_url(user: str, host: str, port: int, database: str) -> str:
 
 
 def pg_urls(user: str, host: str, port: int) -> PgUrls:
-    """Admin, app and maintenance URLs for one server (app always connects as s2_app)."""
+    """Admin, app, operator and maintenance URLs for one server (the app always connects as
+    s2_app, engineers as s2_operator)."""
     return PgUrls(
         admin=pg_url(user, host, port, DATABASE),
         app=pg_url(APP_ROLE, host, port, DATABASE),
+        operator=pg_url(OPERATOR_ROLE, host, port, DATABASE),
         maintenance=pg_url(user, host, port, MAINTENANCE_DB),
     )
 
@@ -355,7 +365,7 @@ def url_database(url: str) -> str:
 
 
 def complete_pg_env(given: Mapping[str, str]) -> dict[str, str]:
-    """Fill in whichever of the three URLs the environment did not set from those it did."""
+    """Fill in whichever of the four URLs the environment did not set from those it did."""
     if ADMIN_KEY in given:
         admin = given[ADMIN_KEY]
     elif APP_KEY in given:
@@ -365,6 +375,7 @@ def complete_pg_env(given: Mapping[str, str]) -> dict[str, str]:
     return {
         ADMIN_KEY: admin,
         APP_KEY: given.get(APP_KEY) or with_user_db(admin, user=APP_ROLE),
+        OPERATOR_KEY: given.get(OPERATOR_KEY) or with_user_db(admin, user=OPERATOR_ROLE),
         MAINTENANCE_KEY: given.get(MAINTENANCE_KEY) or with_user_db(admin, database=MAINTENANCE_DB),
     }
 

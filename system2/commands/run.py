@@ -14,11 +14,18 @@ from system2.cli_support import say, settings
 
 
 def migrate() -> None:
-    """Apply the SQL migrations as the owner; create the database and the app role if allowed."""
+    """Apply the SQL migrations as the owner; create the database, the app's role and the
+    engineers' (S2_OPERATOR_DATABASE_URL) if allowed."""
     from store.migrate import migrate as run
 
     s = settings()
-    report = run(s.admin_database_url, s.database_url)
+    # Deployed, the engineers' role is made only where it is named: the default is a laptop's.
+    named = "operator_database_url" in s.model_fields_set or not s.deployed()
+    report = run(
+        s.admin_database_url,
+        s.database_url,
+        operator_url=s.operator_database_url if named else None,
+    )
     for note in report.notes:
         say(note)
     say(f"applied: {', '.join(report.applied) or 'nothing'}; schema version {report.current}")

@@ -1,0 +1,181 @@
+"""Support grants: one engineer's time-limited access to one company's content.
+
+The app role writes them (``grant``, ``revoke``, ``log_expired``) in the company's tenant,
+each with its audit row, which the company's admins read in the product. Engineers read as
+the operator role, whose policies (migration 0013) admit a company's rows only while the
+transaction's engineer (``OperatorTx``) holds a live grant: ``open_read`` finds that grant
+and writes the ``support.read`` row saying who read what under it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from psycopg.types.json import Jsonb
+
+from store import activity as activity_store
+from store.activity import NewActivity
+from store.db import Database, TenantTx
+from store.errors import StoreError
+
+_COLUMNS = (
+    "id, company_id, engineer, reason, granted_by, granted_at, expires_at, revoked_at, "
+    "revoked_by, expiry_logged_at"
+)
+
+
+class NoSupportGrant(StoreError):
+    """An engineer read a company's content without a live support grant for it."""
+
+
+@dataclass(frozen=True)
+class SupportGrant:
+    id: UUID
+    company_id: UUID
+    engineer: str
+    reason: str
+    granted_by: str
+    granted_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    revoked_by: str | None
+    expiry_logged_at: datetime | None
+
+    def live(self, now: datetime) -> bool:
+        return self.revoked_at is None and now < self.expires_at
+
+    def view(self, now: datetime) -> dict[str, Any]:
+        state = "revoked" if self.revoked_at else ("live" if self.live(now) else "expired")
+        return {**self.__dict__, "state": state}
+
+
+async def grant(
+    tx: TenantTx, engineer: str, reason: str, *, by: str, now: datetime, ttl_s: int
+) -> SupportGrant:
+    """Admit ``engineer`` to the company's content for ``ttl_s`` from ``now``."""
+    found = await tx.first(
+        SupportGrant,
+        f"INSERT INTO support_grants (id, company_id, engineer, reason, granted_by, granted_at, "
+        f"expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s + make_interval(secs => %s)) "
+        f"RETURNING {_COLUMNS}",
+        (uuid4(), tx.company_id, engineer, reason, by, now, now, ttl_s),
+    )
+    assert found is not None
+    await _audit(tx, "support.granted", found, by, now, {"reason": reason, "ttl_s": ttl_s})
+    return found
+
+
+async def revoke(tx: TenantTx, grant_id: UUID, *, by: str, now: datetime) -> SupportGrant | None:
+    """End a live grant now; None if the company has no such live grant."""
+    found = await tx.first(
+        SupportGrant,
+        f"UPDATE support_grants SET revoked_at = %s, revoked_by = %s "
+        f"WHERE id = %s AND revoked_at IS NULL AND expires_at > %s RETURNING {_COLUMNS}",
+        (now, by, grant_id, now),
+    )
+    if found is not None:
+        await _audit(tx, "support.revoked", found, by, now, {})
+    return found
+
+
+async def listed(tx: TenantTx, *, live_only: bool, now: datetime) -> list[SupportGrant]:
+    """The company's grants, newest first (``live_only``: those admitting someone now)."""
+    return await tx.rows(
+        SupportGrant,
+        f"SELECT {_COLUMNS} FROM support_grants "
+        f"WHERE NOT %s OR (revoked_at IS NULL AND expires_at > %s) "
+        f"ORDER BY granted_at DESC, id",
+        (live_only, now),
+    )
+
+
+async def log_expired(tx: TenantTx, now: datetime) -> int:
+    """Write a ``support.expired`` row for each of the company's grants that ran out unrevoked
+    and has none yet; returns how many. Access ended at ``expires_at`` whether or not this
+    ran: the row is the admins' record of it."""
+    ended = await tx.rows(
+        SupportGrant,
+        f"UPDATE support_grants SET expiry_logged_at = %s "
+        f"WHERE id IN (SELECT id FROM support_grants WHERE revoked_at IS NULL "
+        f"AND expiry_logged_at IS NULL AND expires_at <= %s FOR UPDATE SKIP LOCKED) "
+        f"RETURNING {_COLUMNS}",
+        (now, now),
+    )
+    for g in ended:
+        await _audit(tx, "support.expired", g, "system2", g.expires_at, {})
+    return len(ended)
+
+
+async def open_read(
+    tx: TenantTx, engineer: str, what: str, target: str, quest_id: UUID | None = None
+) -> SupportGrant:
+    """In an operator transaction (``Database.operator``): the engineer's live grant for the
+    company, after writing the ``support.read`` row that records ``what`` they read
+    (``target``: e.g. ``quest:<id>``, with its ``quest_id``); ``NoSupportGrant`` if they hold
+    none."""
+    found = await tx.first(
+        SupportGrant,
+        f"SELECT {_COLUMNS} FROM support_grants WHERE company_id = %s AND revoked_at IS NULL "
+        f"AND expires_at > now() ORDER BY expires_at DESC LIMIT 1",
+        (tx.company_id,),
+    )
+    if found is None:
+        raise NoSupportGrant(
+            f"{engineer} holds no live support grant for company {tx.company_id}: "
+            "ask for one (system2 support grant)"
+        )
+    # A plain INSERT: the operator role may add this row and no other, and may not read the
+    # webhook endpoints that activity.append fans rows out to.
+    await tx.execute(
+        "INSERT INTO activity_log (company_id, occurred_at, actor_type, actor_id, action, "
+        "target, quest_id, payload, idempotency_key) "
+        "VALUES (%s, now(), 'operator', %s, 'support.read', %s, %s, %s, %s)",
+        (
+            tx.company_id,
+            engineer,
+            target,
+            quest_id,
+            Jsonb({"grant_id": str(found.id), "read": what}),
+            f"support.read:{uuid4()}",
+        ),
+    )
+    return found
+
+
+async def _audit(
+    tx: TenantTx, action: str, g: SupportGrant, by: str, at: datetime, extra: dict[str, Any]
+) -> None:
+    row = NewActivity(
+        idempotency_key=f"{action}:{g.id}",
+        occurred_at=at,
+        actor_type="system" if by == "system2" else "operator",
+        actor_id=by,
+        action=action,
+        target=f"engineer:{g.engineer}",
+        rationale=None,
+        originating_message_id=None,
+        quest_id=None,
+        payload={"grant_id": str(g.id), "expires_at": g.expires_at.isoformat(), **extra},
+    )
+    await activity_store.append(tx, [row])
+
+
+async def granted_companies(db: Database, engineer: str) -> list[UUID]:
+    """On the operator store: the companies ``engineer`` holds a live grant for (their own
+    grants are all the operator role sees of the table without a tenant)."""
+    async with db.connection() as conn, conn.transaction():
+        await conn.execute("SELECT set_config('app.operator', %s, true)", (engineer,))
+        cur = await conn.execute(
+            "SELECT DISTINCT company_id FROM support_grants "
+            "WHERE revoked_at IS NULL AND expires_at > now()"
+        )
+        return [row[0] for row in await cur.fetchall()]
+
+
+async def live(tx: TenantTx) -> bool:
+    """Whether the operator transaction's engineer still holds a live grant for its company."""
+    found = await tx.one("SELECT support_live(%s)", (tx.company_id,))
+    return bool(found and found[0])
