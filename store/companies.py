@@ -18,6 +18,7 @@ ROLES: tuple[Role, ...] = ("member", "admin")
 class Company:
     id: str
     name: str
+    deleted: bool = False  # `system2 company delete`: its content erased, its name replaced
 
 
 async def create(tx: TenantTx, name: str) -> None:
@@ -26,8 +27,10 @@ async def create(tx: TenantTx, name: str) -> None:
 
 
 async def get(tx: TenantTx) -> Company | None:
-    row = await tx.one("SELECT id, name FROM companies WHERE id = %s", (tx.company_id,))
-    return Company(str(row[0]), row[1]) if row else None
+    row = await tx.one(
+        "SELECT id, name, deleted_at IS NOT NULL FROM companies WHERE id = %s", (tx.company_id,)
+    )
+    return Company(str(row[0]), row[1], row[2]) if row else None
 
 
 async def add_member(tx: TenantTx, user_id: str, role: Role) -> None:
@@ -39,9 +42,11 @@ async def add_member(tx: TenantTx, user_id: str, role: Role) -> None:
 
 
 async def member_role(tx: TenantTx, user_id: str) -> Role | None:
-    """The user's role in the transaction's company, or None if they are not a member."""
+    """The user's role in the transaction's company, or None if they are not a member (nobody
+    is of a deleted company: its deletion removed them, and ``deleted_at`` says so again)."""
     row = await tx.one(
-        "SELECT role FROM memberships WHERE company_id = %s AND user_id = %s",
+        "SELECT m.role FROM memberships AS m JOIN companies AS c ON c.id = m.company_id "
+        "WHERE m.company_id = %s AND m.user_id = %s AND c.deleted_at IS NULL",
         (tx.company_id, user_id),
     )
     return row[0] if row else None

@@ -24,8 +24,9 @@ What counts as breaking (refused in an expand, or in a contract that names no va
 Whatever the kind, a ``SECURITY DEFINER`` function or procedure must end up (after every
 migration, in order) with a ``search_path`` that names ``pg_temp`` once, last.
 
-Statements on an object created by the same file (a new table, function, view…) are exempt:
-no old code knows it. Expand-safe, for example: CREATE anything, ADD COLUMN nullable or with a
+Statements on an object created by the same file (a new table, function, view…, or a role
+created in one of its DO blocks) are exempt: no old code knows it. So is a REVOKE from such a
+role, or of membership in it. Expand-safe, for example: CREATE anything, ADD COLUMN nullable or with a
 DEFAULT, ALTER COLUMN … DROP NOT NULL / SET DEFAULT, NO FORCE ROW LEVEL SECURITY, GRANT,
 CREATE POLICY, CREATE INDEX, DROP POLICY / TRIGGER.
 
@@ -167,13 +168,21 @@ _CREATES = re.compile(
 )
 
 
+# A role is cluster-wide, so a migration creates it in a DO block, only if it is missing.
+_CREATE_ROLE_IN_DO = re.compile(rf"\bCREATE\s+ROLE\s+({_IDENT})", re.IGNORECASE)
+
+
 def created_objects(statements: Iterable[Statement]) -> set[str]:
-    """Names this file creates (``CREATE OR REPLACE`` does not count: it may replace)."""
+    """Names this file creates (``CREATE OR REPLACE`` does not count: it may replace), and
+    the roles its DO blocks create."""
     names = set()
     for st in statements:
         m = _CREATES.match(st.text)
         if m:
             names.add(norm(m["name"]))
+        if st.text.upper().startswith("DO"):
+            for body in st.bodies:
+                names.update(norm(r) for r in _CREATE_ROLE_IN_DO.findall(_strip_comments(body)))
     return names
 
 
@@ -198,6 +207,12 @@ _ALTER_OTHER = re.compile(
 _REVOKE = re.compile(
     r"^REVOKE\s+.+?\s+ON\s+(?:(?:TABLE|FUNCTION|PROCEDURE|ROUTINE|SEQUENCE|SCHEMA|TYPE|DOMAIN)\s+)?"
     r"(?P<names>.+?)\s+FROM\s+",
+    re.IGNORECASE,
+)
+# REVOKE role FROM grantee (a membership), or REVOKE rights ON things FROM grantees.
+_REVOKE_FROM = re.compile(
+    r"^REVOKE\s+(?:GRANT\s+OPTION\s+FOR\s+|ADMIN\s+OPTION\s+FOR\s+)?(?P<what>.+?)\s+"
+    r"(?:ON\s+.+?\s+)?FROM\s+(?P<grantees>.+?)(?:\s+(?:CASCADE|RESTRICT))?$",
     re.IGNORECASE,
 )
 _DO_BODY_BREAKS = re.compile(
@@ -255,11 +270,26 @@ def _breaking_truncate(st: Statement, created: set[str]) -> list[str]:
 
 
 def _breaking_revoke(st: Statement, created: set[str]) -> list[str]:
-    m = _REVOKE.match(st.text)
-    targets = {norm(t) for t in _split_top(m["names"])} if m else set()
-    if targets and targets <= created:
+    if _revokes_only_new(st.text, created):
         return []
     return ["REVOKE takes away rights the previous release may use"]
+
+
+def _revokes_only_new(statement: str, created: set[str]) -> bool:
+    """A REVOKE that no old code can miss: of rights on objects this file creates, of rights
+    held only by roles it creates, or of membership in a role it creates."""
+    m = _REVOKE.match(statement)
+    targets = {norm(t) for t in _split_top(m["names"])} if m else set()
+    if targets and targets <= created:
+        return True
+    m = _REVOKE_FROM.match(statement)
+    if not m:
+        return False
+    grantees = {norm(g) for g in _split_top(m["grantees"])}
+    if grantees and grantees <= created:
+        return True
+    membership = " ON " not in f" {statement.upper()} "
+    return membership and {norm(r) for r in _split_top(m["what"])} <= created
 
 
 def _breaking_do(st: Statement, created: set[str]) -> list[str]:
@@ -276,9 +306,7 @@ def _revokes_only_created(text: str, created: set[str]) -> bool:
     """A REVOKE (in a DO body, often dynamic SQL in a literal) on objects this file creates:
     no old code knows them (e.g. taking back Supabase's default grants on a new table)."""
     statement = re.split(r"[';]", text, maxsplit=1)[0]
-    m = _REVOKE.match(" ".join(statement.split()))
-    targets = {norm(t) for t in _split_top(m["names"])} if m else set()
-    return bool(targets) and targets <= created
+    return _revokes_only_new(" ".join(statement.split()), created)
 
 
 _HANDLERS = {

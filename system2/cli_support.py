@@ -102,12 +102,16 @@ AsOption = Annotated[
 
 @asynccontextmanager
 async def company_tx(db: Database, company_id: UUID) -> AsyncIterator[TenantTx]:
-    """A transaction scoped to ``company_id``; ``System2Error`` if there is no such company."""
+    """A transaction scoped to ``company_id``; ``System2Error`` if there is no such company,
+    or it was deleted."""
     from store import companies as companies_store
 
     async with db.tenant(company_id) as tx:
-        if await companies_store.get(tx) is None:
+        company = await companies_store.get(tx)
+        if company is None:
             raise System2Error(f"no company {company_id}")
+        if company.deleted:
+            raise System2Error(f"company {company_id} was deleted")
         yield tx
 
 

@@ -86,6 +86,7 @@ BREAKING = {
     ),
     "truncate": ("TRUNCATE quests;", "TRUNCATE"),
     "revoke": ("REVOKE SELECT ON quests FROM system2_app;", "REVOKE"),
+    "revoke a membership in an existing role": ("REVOKE system2_app FROM s2_app;", "REVOKE"),
     "force rls on an existing table": (
         "ALTER TABLE quests FORCE ROW LEVEL SECURITY;",
         "row-level security",
@@ -138,6 +139,12 @@ REVOKE EXECUTE ON FUNCTION label_ids() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION label_ids() TO system2_app;
 DO $$ BEGIN EXECUTE format('REVOKE ALL ON TABLE public.labels FROM %I', 'anon'); END $$;
 COMMENT ON TABLE labels IS 'not a DROP TABLE quests; at all';
+-- A role of its own (created in a DO block: roles are the cluster's): rights taken from it,
+-- or membership in it, no old code can miss.
+DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'labeller') THEN
+    CREATE ROLE labeller NOLOGIN; END IF; END $$;
+REVOKE CREATE ON SCHEMA public FROM labeller;
+DO $$ BEGIN EXECUTE format('REVOKE labeller FROM %I', current_user); END $$;
 CREATE POLICY tenant ON labels USING (true);
 DROP POLICY tenant ON labels;
 """

@@ -48,3 +48,32 @@ def company_add_member(
 
     asyncio.run(add())
     say(f"{user_id} is now {role} of {company_id}")
+
+
+@app.command("delete")
+def company_delete(
+    company_id: UUID,
+    confirm: Annotated[str, typer.Option(help="the company's name, typed again")],
+    operator: Annotated[str, typer.Option(help="who deletes, for the audit trail")] = "cli",
+) -> None:
+    """Delete a company: every user's content erased (as `privacy erase`), its integrations'
+    sealed credentials, webhook endpoints and deliveries and its members removed, open quests
+    cancelled, its name replaced; the ingress refuses it from then on. The audit skeleton stays
+    and the deletion is an audit row. Prints the rows changed, by kind."""
+    from store import privacy as privacy_store
+    from system2.commands.privacy import erased_everywhere
+
+    s = settings()
+
+    async def delete() -> privacy_store.Erasure:
+        async with app_db(s) as db, company_tx(db, company_id) as tx:
+            company = await companies_store.get(tx)
+            assert company is not None  # company_tx saw it
+            if confirm != company.name:
+                raise System2Error(
+                    f"--confirm does not match the name of company {company_id}: nothing deleted"
+                )
+            return await privacy_store.erase_company(tx, operator)
+
+    erasure = asyncio.run(delete())
+    emit(erased_everywhere(s, company_id, erasure, whole_company=True))

@@ -1,4 +1,5 @@
-"""Data rights: a company's or a user's data, exported for an access request."""
+"""Data rights: a company's or a user's data, exported for an access request or erased for a
+deletion request."""
 
 from __future__ import annotations
 
@@ -7,15 +8,21 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID, uuid4
 
 import typer
 
-from system2.cli_support import app_db, company_tx, say, settings
+from runtime.settings import Settings
+from system2.cli_support import app_db, company_tx, emit, say, settings
 from system2.errors import System2Error
 
-app = typer.Typer(help="Data rights (GDPR, CCPA): export a company's or a user's data.")
+if TYPE_CHECKING:
+    from store.privacy import Erasure
+
+app = typer.Typer(
+    help="Data rights (GDPR, CCPA): export a company's or a user's data, or erase a user's."
+)
 FORMAT = "system2-export/1"
 
 
@@ -73,3 +80,48 @@ def privacy_export(
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(archive + "\n")
     say(f"wrote {out}")
+
+
+@app.command("erase")
+def privacy_erase(
+    company: Annotated[UUID, typer.Option(help="company id")],
+    user: Annotated[str, typer.Option(help="the user whose content to erase (their user id)")],
+    operator: Annotated[str, typer.Option(help="who erases, for the audit trail")] = "cli",
+) -> None:
+    """Erase a user's content in a company, irreversibly: their quests' goals, results and
+    transcripts, those quests' notes and tool results, the free text of the audit rows by them
+    or about their quests, and their membership. The audit skeleton (who, what, when, ids)
+    stays; the erasure is itself an audit row. Their open quests are cancelled. Prints the
+    rows changed, by kind (all zero when run again)."""
+    from store import privacy as privacy_store
+
+    s = settings()
+
+    async def erase() -> privacy_store.Erasure:
+        async with app_db(s) as db, company_tx(db, company) as tx:
+            return await privacy_store.erase_user(tx, user, operator)
+
+    emit(erased_everywhere(s, company, asyncio.run(erase())))
+
+
+def erased_everywhere(
+    s: Settings, company: UUID, erasure: Erasure, *, whole_company: bool = False
+) -> dict[str, int]:
+    """After the erasure committed: its quests' live events too; the counts to print."""
+    import redis
+
+    from system2.live_erasure import forget_live_events
+
+    client = redis.Redis.from_url(s.redis_url)
+    try:
+        live = forget_live_events(
+            client, company, erasure.quests, erasure.cancelled, whole_company=whole_company
+        )
+    except redis.RedisError as exc:
+        raise System2Error(
+            f"erased in Postgres, but the live events in Redis were not: {type(exc).__name__}; "
+            "run it again"
+        ) from None
+    finally:
+        client.close()
+    return {**erasure.counts, "live_events": live}
