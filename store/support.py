@@ -81,6 +81,19 @@ async def revoke(tx: TenantTx, grant_id: UUID, *, by: str, now: datetime) -> Sup
     return found
 
 
+async def revoke_all(tx: TenantTx, *, by: str, now: datetime) -> int:
+    """End every live grant of the company now (it is being deleted); returns how many."""
+    ended = await tx.rows(
+        SupportGrant,
+        f"UPDATE support_grants SET revoked_at = %s, revoked_by = %s "
+        f"WHERE revoked_at IS NULL AND expires_at > %s RETURNING {_COLUMNS}",
+        (now, by, now),
+    )
+    for g in ended:
+        await _audit(tx, "support.revoked", g, by, now, {})
+    return len(ended)
+
+
 async def listed(tx: TenantTx, *, live_only: bool, now: datetime) -> list[SupportGrant]:
     """The company's grants, newest first (``live_only``: those admitting someone now)."""
     return await tx.rows(

@@ -329,3 +329,17 @@ def test_a_quest_is_found_only_in_the_companies_the_engineer_is_granted(
     line = assert_one_line_error(hidden)
     assert "holds a live support grant for" in line and str(other_tenant.id) not in line
     assert "another company" not in hidden.stdout
+
+
+def test_deleting_a_company_ends_its_live_grants(
+    settings: Settings, in_tenant: InTenant, make_tenant: Any
+) -> None:
+    doomed = make_tenant("Doomed Ltd")
+    quest_id = seed(in_tenant, settings, doomed.id)
+    grant_support(in_tenant, doomed.id)
+    deleted = run(settings, "company", "delete", str(doomed.id), "--confirm", "Doomed Ltd")
+    assert deleted.returncode == 0, deleted.stderr
+    (row,) = trail(in_tenant, doomed.id, "support.revoked")
+    assert row.target == f"engineer:{ENGINEER}"
+    after = run(settings, "quest", "show", str(quest_id), "--as", ENGINEER)
+    assert "live support grant" in assert_one_line_error(after)

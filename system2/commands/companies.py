@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -61,6 +62,7 @@ def company_delete(
     cancelled, its name replaced; the ingress refuses it from then on. The audit skeleton stays
     and the deletion is an audit row. Prints the rows changed, by kind."""
     from store import privacy as privacy_store
+    from store import support as support_store
     from system2.commands.privacy import erased_everywhere
 
     s = settings()
@@ -73,7 +75,10 @@ def company_delete(
                 raise System2Error(
                     f"--confirm does not match the name of company {company_id}: nothing deleted"
                 )
-            return await privacy_store.erase_company(tx, operator)
+            erasure = await privacy_store.erase_company(tx, operator)
+            # No engineer reads a deleted company's remains under an earlier grant.
+            await support_store.revoke_all(tx, by=operator, now=datetime.now(UTC))
+            return erasure
 
     erasure = asyncio.run(delete())
     emit(erased_everywhere(s, company_id, erasure, whole_company=True))
