@@ -25,7 +25,8 @@ Whatever the kind, a ``SECURITY DEFINER`` function or procedure must end up (aft
 migration, in order) with a ``search_path`` that names ``pg_temp`` once, last.
 
 Statements on an object created by the same file (a new table, function, view…) are exempt:
-no old code knows it. Expand-safe, for example: CREATE anything, ADD COLUMN nullable or with a
+no old code knows it. So is a REVOKE from a role the file creates, or of membership in one
+(old code never runs as it). Expand-safe, for example: CREATE anything, ADD COLUMN nullable or with a
 DEFAULT, ALTER COLUMN … DROP NOT NULL / SET DEFAULT, NO FORCE ROW LEVEL SECURITY, GRANT,
 CREATE POLICY, CREATE INDEX, DROP POLICY / TRIGGER.
 
@@ -167,13 +168,21 @@ _CREATES = re.compile(
 )
 
 
+_CREATE_ROLE = re.compile(rf"\bCREATE\s+ROLE\s+(?P<name>{_IDENT})", re.IGNORECASE)
+
+
 def created_objects(statements: Iterable[Statement]) -> set[str]:
-    """Names this file creates (``CREATE OR REPLACE`` does not count: it may replace)."""
+    """Names this file creates (``CREATE OR REPLACE`` does not count: it may replace), and
+    the roles its DO blocks create (a role belongs to the cluster, so it is made in a DO
+    block that skips it when another database's migration made it first)."""
     names = set()
     for st in statements:
         m = _CREATES.match(st.text)
         if m:
             names.add(norm(m["name"]))
+        elif st.text[:3].upper() == "DO ":
+            for body in st.bodies:
+                names.update(norm(r["name"]) for r in _CREATE_ROLE.finditer(_strip_comments(body)))
     return names
 
 
@@ -255,11 +264,35 @@ def _breaking_truncate(st: Statement, created: set[str]) -> list[str]:
 
 
 def _breaking_revoke(st: Statement, created: set[str]) -> list[str]:
-    m = _REVOKE.match(st.text)
-    targets = {norm(t) for t in _split_top(m["names"])} if m else set()
-    if targets and targets <= created:
+    if _revokes_only_new(st.text, created):
         return []
     return ["REVOKE takes away rights the previous release may use"]
+
+
+_GRANTEES = re.compile(
+    r"\s+FROM\s+(?P<grantees>.+?)(?:\s+GRANTED\s+BY\s+\S+)?(?:\s+(?:CASCADE|RESTRICT))?$",
+    re.IGNORECASE,
+)
+_MEMBERSHIP = re.compile(
+    rf"^REVOKE\s+(?:(?:ADMIN|INHERIT|SET)\s+OPTION\s+FOR\s+)?"
+    rf"(?P<roles>{_IDENT}(?:\s*,\s*{_IDENT})*)\s+FROM\s+",
+    re.IGNORECASE,
+)
+
+
+def _revokes_only_new(statement: str, created: set[str]) -> bool:
+    """A REVOKE no code of the previous release can feel: of rights on objects this file
+    creates, of rights held only by roles it creates, or of membership in a role it creates
+    (a migrating role leaving the role it joined to hand a function over)."""
+    m = _REVOKE.match(statement)
+    if m:
+        targets = {norm(t) for t in _split_top(m["names"])}
+        g = _GRANTEES.search(statement[m.end("names") :])
+        grantees = {norm(x) for x in _split_top(g["grantees"])} if g else set()
+        return (bool(targets) and targets <= created) or (bool(grantees) and grantees <= created)
+    m = _MEMBERSHIP.match(statement)
+    roles = {norm(r) for r in _split_top(m["roles"])} if m else set()
+    return bool(roles) and roles <= created
 
 
 def _breaking_do(st: Statement, created: set[str]) -> list[str]:
@@ -273,12 +306,10 @@ def _breaking_do(st: Statement, created: set[str]) -> list[str]:
 
 
 def _revokes_only_created(text: str, created: set[str]) -> bool:
-    """A REVOKE (in a DO body, often dynamic SQL in a literal) on objects this file creates:
-    no old code knows them (e.g. taking back Supabase's default grants on a new table)."""
+    """A REVOKE (in a DO body, often dynamic SQL in a literal) that only this file's objects
+    or roles feel (e.g. taking back Supabase's default grants on a new table)."""
     statement = re.split(r"[';]", text, maxsplit=1)[0]
-    m = _REVOKE.match(" ".join(statement.split()))
-    targets = {norm(t) for t in _split_top(m["names"])} if m else set()
-    return bool(targets) and targets <= created
+    return _revokes_only_new(" ".join(statement.split()), created)
 
 
 _HANDLERS = {
