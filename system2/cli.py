@@ -27,6 +27,7 @@ from system2.commands import (
     companies,
     dlq,
     guard,
+    incident,
     integrations,
     ops,
     privacy,
@@ -65,6 +66,7 @@ for name, group in (
     ("dlq", dlq.app),
     ("webhook", webhooks.app),
     ("privacy", privacy.app),
+    ("incident", incident.app),
     ("ops", ops.app),
 ):
     app.add_typer(group, name=name)
