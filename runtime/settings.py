@@ -29,6 +29,7 @@ from integrations import PROVIDERS, ProviderSettings, provider
 from integrations import config as integration_settings
 from runtime.durations import duration_s
 from runtime.errors import ConfigurationError
+from runtime.mail import BadMailSetting, MailServer, address, mail_server
 from vault import VaultError, key_source_from_settings
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"  # noqa: S105 - a marked dev default
@@ -399,6 +400,38 @@ class Settings(BaseSettings):
             raise ValueError("each wait must be above 0 s and all of them at most a day")
         return value
 
+    smtp_url: SecretStr | None = Field(
+        None,
+        description="the mail server incident notices go out through: smtp://host:port (plain, "
+        "dev and test only), smtp+starttls://user:password@host:587 or smtps://host:465; "
+        "?cafile=/path/ca.pem trusts a private CA (a secret: it may hold a password)",
+    )
+    mail_from: str | None = Field(
+        None, description="the From address of incident notices, e.g. security@autono.sh"
+    )
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value():
+            mail_server(value.get_secret_value())  # BadMailSetting: names the problem only
+            return value
+        return None
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from_is_an_address(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            return address(value)
+        except ValueError:
+            raise BadMailSetting("S2_MAIL_FROM is not an email address") from None
+
+    def mail_server(self) -> MailServer | None:
+        """Where incident notices are sent, or None when ``S2_SMTP_URL`` is unset."""
+        return mail_server(self.smtp_url.get_secret_value()) if self.smtp_url else None
+
     log_level: str = Field("INFO", description="level of our log lines and the libraries'")
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: JSON in staging/production or when stderr is not a terminal"
@@ -639,6 +672,13 @@ def _https(s: Settings) -> list[str]:
     return [p for p in problems if p]
 
 
+def _smtp_tls(s: Settings) -> list[str]:
+    server = s.mail_server()
+    if server is not None and server.security == "plain":
+        return ["S2_SMTP_URL must be smtp+starttls:// or smtps:// (TLS)"]
+    return []
+
+
 def _cors(s: Settings) -> list[str]:
     if "*" in s.cors_origins:
         return ["S2_CORS_ORIGINS must list origins, not * (any web page could call the API)"]
@@ -654,6 +694,7 @@ DEPLOYED_CHECKS: tuple[Callable[[Settings], list[str]], ...] = (
     _redis_tls,
     _postgres_tls,
     _https,
+    _smtp_tls,
     _cors,
 )
 

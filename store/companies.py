@@ -33,11 +33,14 @@ async def get(tx: TenantTx) -> Company | None:
     return Company(str(row[0]), row[1], row[2]) if row else None
 
 
-async def add_member(tx: TenantTx, user_id: str, role: Role) -> None:
+async def add_member(tx: TenantTx, user_id: str, role: Role, email: str | None = None) -> None:
+    """Add a member or change their role; ``email`` (where an admin's incident notices go)
+    replaces the one on file when given and keeps it when not."""
     await tx.execute(
-        "INSERT INTO memberships (company_id, user_id, role) VALUES (%s, %s, %s) "
-        "ON CONFLICT (company_id, user_id) DO UPDATE SET role = EXCLUDED.role",
-        (tx.company_id, user_id, role),
+        "INSERT INTO memberships (company_id, user_id, role, email) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (company_id, user_id) DO UPDATE SET role = EXCLUDED.role, "
+        "email = coalesce(EXCLUDED.email, memberships.email)",
+        (tx.company_id, user_id, role, email),
     )
 
 

@@ -27,6 +27,7 @@ from system2.commands import (
     companies,
     dlq,
     guard,
+    incident,
     integrations,
     ops,
     privacy,
@@ -67,6 +68,7 @@ for name, group in (
     ("webhook", webhooks.app),
     ("privacy", privacy.app),
     ("support", support.app),
+    ("incident", incident.app),
     ("ops", ops.app),
 ):
     app.add_typer(group, name=name)

@@ -100,6 +100,14 @@ BREAKING = {
         "'anon'); END $$;",
         "a DO block runs REVOKE",
     ),
+    "a revoke of membership in an existing role": (
+        "DO $$ BEGIN EXECUTE format('REVOKE system2_app FROM %I', 's2_app'); END $$;",
+        "a DO block runs REVOKE",
+    ),
+    "a revoke from an existing role": (
+        "REVOKE CREATE ON SCHEMA public FROM system2_app;",
+        "REVOKE",
+    ),
     "rename a function": (
         "ALTER FUNCTION quest_count() RENAME TO quests_total;",
         "renames function quest_count",
@@ -139,10 +147,12 @@ REVOKE EXECUTE ON FUNCTION label_ids() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION label_ids() TO system2_app;
 DO $$ BEGIN EXECUTE format('REVOKE ALL ON TABLE public.labels FROM %I', 'anon'); END $$;
 COMMENT ON TABLE labels IS 'not a DROP TABLE quests; at all';
--- A role of its own (created in a DO block: roles are the cluster's): rights taken from it,
--- or membership in it, no old code can miss.
+-- A role of its own for the function: joined for the hand-over, left after (as 0006 does).
 DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'labeller') THEN
     CREATE ROLE labeller NOLOGIN; END IF; END $$;
+DO $$ BEGIN EXECUTE format('GRANT labeller TO %I', current_user); END $$;
+GRANT USAGE, CREATE ON SCHEMA public TO labeller;
+ALTER FUNCTION label_ids() OWNER TO labeller;
 REVOKE CREATE ON SCHEMA public FROM labeller;
 DO $$ BEGIN EXECUTE format('REVOKE labeller FROM %I', current_user); END $$;
 CREATE POLICY tenant ON labels USING (true);

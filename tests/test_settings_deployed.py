@@ -280,6 +280,11 @@ UNSAFE: dict[str, tuple[dict[str, str | None], str, str | None]] = {
         "ANTHROPIC_BASE_URL must be an https:// URL (TLS)",
         None,
     ),
+    "mail without TLS": (
+        {"S2_SMTP_URL": "smtp://notices:smtp-pw-7a1b@mail.example.com:25"},
+        "S2_SMTP_URL must be smtp+starttls:// or smtps:// (TLS)",
+        "smtp-pw-7a1b",
+    ),
     "Sentry over HTTP": (
         {"SENTRY_DSN": "http://dsn-key-3e2f@sentry.internal/1"},
         "SENTRY_DSN must be an https:// URL (TLS)",
@@ -456,6 +461,28 @@ def test_plain_redis_in_staging_names_the_variable_not_the_password() -> None:
     assert done.returncode == 1
     assert done.stderr.strip() == (
         "error: S2_ENV=staging refuses to start: S2_REDIS_URL must be a rediss:// URL (TLS)"
+    )
+
+
+def test_an_smtp_url_without_tls_in_production_names_the_variable_not_the_password() -> None:
+    done = system2(
+        ["incident", "status", "00000000-0000-0000-0000-000000000000"],
+        S2_ENV="production",
+        S2_SMTP_URL="smtp://notices:smtp-pw-9c8d@mail.example.com",
+    )
+    assert done.returncode == 1
+    assert "S2_SMTP_URL must be smtp+starttls:// or smtps:// (TLS)" in done.stderr
+    assert "smtp-pw-9c8d" not in done.stderr and "notices" not in done.stderr
+
+
+def test_an_unreadable_smtp_url_is_one_line_without_the_password() -> None:
+    done = system2(
+        ["incident", "status", "00000000-0000-0000-0000-000000000000"],
+        S2_SMTP_URL="smpt://notices:smtp-pw-5e6f@mail.example.com",
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "error: S2_SMTP_URL must be an smtp://, smtp+starttls:// or smtps:// URL"
     )
 
 

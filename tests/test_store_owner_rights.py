@@ -143,11 +143,13 @@ def test_the_attack_fails_as_the_app_role_on_the_current_schema(
 
 
 def test_directory_functions_are_owned_by_a_role_with_the_least_rights(admin_conn: Conn) -> None:
-    functions = admin_conn.execute(
-        "SELECT p.proname, pg_get_userbyid(p.proowner), p.proconfig, p.proacl::text[] "
-        "FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace AND p.prosecdef "
-        "AND p.proname IN ('company_ids', 'quest_company') ORDER BY p.proname"
-    ).fetchall()  # the erasures' (test_erasure.py) run as a role of their own
+    functions = (
+        admin_conn.execute(
+            "SELECT p.proname, pg_get_userbyid(p.proowner), p.proconfig, p.proacl::text[] "
+            "FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace AND p.prosecdef "
+            "AND p.proname IN ('company_ids', 'quest_company') ORDER BY p.proname"
+        ).fetchall()
+    )  # the erasures' (test_erasure.py) and incidents' (test_incidents.py) have roles of their own
     assert [f[0] for f in functions] == ["company_ids", "quest_company"]
     for name, owner, config, acl in functions:
         assert owner == DIRECTORY, name
