@@ -38,7 +38,7 @@ _AUDIT = (
     "ORDER BY occurred_at, id"
 )
 _MEMBERSHIPS = (
-    "SELECT user_id, role, created_at FROM memberships "
+    "SELECT user_id, role, email, created_at FROM memberships "
     "WHERE %(user)s::text IS NULL OR user_id = %(user)s ORDER BY user_id"
 )
 _INTEGRATIONS = (
