@@ -66,14 +66,15 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://s2_app@127.0.0.1:5432/system2"
     admin_database_url: str = "postgresql://postgres@127.0.0.1:5432/system2"
     operator_database_url: str = Field(
-        "postgresql://s2_operator@127.0.0.1:5432/system2",
-        description="engineers' reads of a company's content (quest show/list/watch, audit "
-        "list): a role that reads a company only under a live support grant",
+        "postgresql://engineer%40system2.dev@127.0.0.1:5432/system2",
+        description="the engineer's own Postgres login (its user is their email address, "
+        "`system2 support enroll`), for reads of a company's content (quest show/list/watch, "
+        "audit list): it reads a company only under that engineer's live support grant",
     )
     operator: str | None = Field(
         None,
-        description="the engineer running operator commands (their email): reads of a "
-        "company's content need a support grant in this name (or --as EMAIL)",
+        description="who runs commands on the app's store that record their actor, such as "
+        "`support grant` and `support revoke` (their email; or --as EMAIL)",
     )
     support_max_ttl_s: int = Field(
         8 * 3_600,

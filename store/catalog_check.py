@@ -69,6 +69,34 @@ _PLATFORM_GRANTS = """
 """
 
 
+# Engineers' reads (0013): every table of ours the operator role may read holds it to a live
+# grant with a restrictive policy of its own (its own grants and the schema's version aside),
+# and no login in it also holds rights that read without one. Roles are the cluster's, so
+# this looks at them only where the role exists.
+_OPERATOR_TABLES = """
+    SELECT c.relname FROM pg_catalog.pg_class c
+    WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
+      AND c.relname = ANY(%(ours)s)
+      AND c.relname NOT IN ('support_grants', 'schema_migrations')
+      AND has_any_column_privilege('system2_operator', c.oid, 'SELECT')
+      AND NOT EXISTS (SELECT FROM pg_catalog.pg_policy p
+                      WHERE p.polrelid = c.oid AND NOT p.polpermissive
+                        AND 'system2_operator'::regrole = ANY(p.polroles))
+    ORDER BY 1
+"""
+_OPERATOR_LOGINS = """
+    SELECT r.rolname FROM pg_catalog.pg_roles r
+    JOIN pg_catalog.pg_auth_members m ON m.member = r.oid
+    WHERE m.roleid = 'system2_operator'::regrole
+      AND (r.rolsuper OR r.rolbypassrls OR EXISTS (
+            SELECT FROM pg_catalog.pg_roles g
+            WHERE g.rolname IN ('system2_app', 'system2_directory', 'system2_privacy',
+                                'system2_incidents')
+              AND pg_catalog.pg_has_role(r.oid, g.oid, 'MEMBER')))
+    ORDER BY 1
+"""
+
+
 def unsafe_catalog(conn: psycopg.Connection[Any], migrations: Iterable[str]) -> list[str]:
     """What in the live catalog breaks tenancy, for the objects ``migrations`` (their SQL)
     create; empty when nothing does."""
@@ -96,4 +124,14 @@ def unsafe_catalog(conn: psycopg.Connection[Any], migrations: Iterable[str]) -> 
         f"{role} holds rights on {name}"
         for role, name in conn.execute(_PLATFORM_GRANTS, args).fetchall()
     )
+    if conn.execute("SELECT to_regrole('system2_operator')").fetchone() != (None,):
+        problems.extend(
+            f"system2_operator reads {name} with no restrictive policy holding it to a grant"
+            for (name,) in conn.execute(_OPERATOR_TABLES, args).fetchall()
+        )
+        problems.extend(
+            f"engineer login {name} could read without a grant (superuser, BYPASSRLS or "
+            "another of our groups)"
+            for (name,) in conn.execute(_OPERATOR_LOGINS).fetchall()
+        )
     return problems

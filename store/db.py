@@ -149,15 +149,6 @@ class Database:
                 raise
             await conn.execute(b"COMMIT", prepare=False)
 
-    @asynccontextmanager
-    async def operator(self, company_id: UUID, engineer: str) -> AsyncIterator[TenantTx]:
-        """A transaction scoped to ``company_id`` in which ``engineer`` reads: on the operator
-        role's pool, its policies admit the company's rows only under their live support
-        grant (``store.support``)."""
-        async with self.tenant(company_id) as tx:
-            await tx.execute("SELECT set_config('app.operator', %s, true)", (engineer,))
-            yield tx
-
     async def in_tenant(self, company_id: UUID, work: Callable[[TenantTx], Awaitable[T]]) -> T:
         """``work`` in one transaction scoped to ``company_id`` (for callers that hand a
         whole transaction to a loop: the CLI, tests)."""

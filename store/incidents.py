@@ -1,7 +1,7 @@
-"""Incidents and the notices their affected admins are sent (migration 0015).
+"""Incidents and the notices their affected admins are sent (migration 0014).
 
 An incident is the operator's record, read and written outside any tenant; which companies it
-touched comes from the owner-rights functions of 0015, in counts and ids only. A notice is a
+touched comes from the owner-rights functions of 0014, in counts and ids only. A notice is a
 company's row: each one is claimed ('sending') and committed before its email is handed to
 the mail server, so a run that dies after the hand-over leaves a claim that the next run
 reports as uncertain rather than sending a second email.

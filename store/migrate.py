@@ -19,12 +19,12 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from store import engineers
 from store.catalog_check import unsafe_catalog
 from store.errors import MigrationError
 from store.migration_check import NAME
 
 APP_GROUP = "system2_app"
-OPERATOR_GROUP = "system2_operator"  # engineers' reads under a support grant
 OPERATOR_SINCE = 13  # the migration that creates it
 LOCK_KEY = 0x5332_4D49_4752  # "S2MIGR"
 _KIND = re.compile(r"^--\s*kind:\s*(expand|contract)\b", re.MULTILINE)
@@ -170,28 +170,25 @@ def ensure_app_role(conn: psycopg.Connection[Any], admin_url: str, app_url: str)
 def ensure_operator_role(
     conn: psycopg.Connection[Any], admin_url: str, operator_url: str, app_url: str | None
 ) -> list[str]:
-    """Create the engineers' login role if needed, in ``system2_operator`` alone: a role that
-    also held the app's rights would read every company without a grant."""
+    """Enroll the engineer whose login ``operator_url`` names (a dev machine's, a test's):
+    their own role, in ``system2_operator`` alone (``store.engineers``)."""
     user = str(conninfo_to_dict(operator_url).get("user") or "")
     if app_url and user == conninfo_to_dict(app_url).get("user"):
         raise MigrationError(
-            f"S2_OPERATOR_DATABASE_URL connects as {user}, the app's role: engineers need their "
-            "own role, which reads a company only under a support grant"
+            f"S2_OPERATOR_DATABASE_URL connects as {user}, the app's role: an engineer signs in "
+            "as their own role, which reads a company only under a support grant"
         )
-    notes = _ensure_login_role(
-        conn, admin_url, operator_url, OPERATOR_GROUP, "S2_OPERATOR_DATABASE_URL"
+    if user == conninfo_to_dict(admin_url).get("user"):
+        raise MigrationError(f"S2_OPERATOR_DATABASE_URL connects as {user}, the owner")
+    password = conninfo_to_dict(operator_url).get("password")
+    created = engineers.enroll(conn, user, str(password) if password else None)
+    dbname = str(conninfo_to_dict(admin_url).get("dbname"))
+    conn.execute(
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+            sql.Identifier(dbname), sql.Identifier(engineers.valid_engineer(user))
+        )
     )
-    also = conn.execute(
-        "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
-        "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s AND g.rolname <> %s",
-        (user, OPERATOR_GROUP),
-    ).fetchall()
-    if also:
-        raise MigrationError(
-            f"role {user} (S2_OPERATOR_DATABASE_URL) is also a member of "
-            f"{', '.join(r[0] for r in also)}: its reads would not need a support grant"
-        )
-    return notes
+    return [f"enrolled engineer {user}"] if created else []
 
 
 def _ensure_login_role(

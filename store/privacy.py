@@ -71,7 +71,7 @@ async def _rows(tx: TenantTx, sql: str, params: dict[str, Any]) -> list[dict[str
 
 # -- erasure -------------------------------------------------------------------------------
 #
-# A data-rights erasure runs through erase_user() or erase_company() (migration 0014), which
+# A data-rights erasure runs through erase_user() or erase_company() (migration 0015), which
 # run as a role made for them: the app role may neither update nor delete audit rows, and the
 # trigger admits only the erasure's exact redaction of one. Each counts what it changed (zero
 # when run again) and writes the erasure's own audit row.
@@ -87,7 +87,7 @@ class Erasure:
 
 
 async def erase_user(tx: TenantTx, user_id: str, erased_by: str) -> Erasure:
-    """Erase ``user_id``'s content in the transaction's company (see migration 0014)."""
+    """Erase ``user_id``'s content in the transaction's company (see migration 0015)."""
     quests = await tx.all(
         "SELECT id, status IN ('queued', 'running') FROM quests "
         "WHERE company_id = %s AND created_by = 'user:' || %s ORDER BY id",
@@ -99,7 +99,7 @@ async def erase_user(tx: TenantTx, user_id: str, erased_by: str) -> Erasure:
 
 async def erase_company(tx: TenantTx, erased_by: str) -> Erasure:
     """Erase the transaction's company: every user's content, its credentials, webhooks and
-    members; its name is replaced and ``deleted_at`` set (see migration 0014)."""
+    members; its name is replaced and ``deleted_at`` set (see migration 0015)."""
     quests = await tx.all(
         "SELECT id, status IN ('queued', 'running') FROM quests WHERE company_id = %s ORDER BY id",
         (tx.company_id,),

@@ -1,10 +1,10 @@
 """Support grants: one engineer's time-limited access to one company's content.
 
 The app role writes them (``grant``, ``revoke``, ``log_expired``) in the company's tenant,
-each with its audit row, which the company's admins read in the product. Engineers read as
-the operator role, whose policies (migration 0013) admit a company's rows only while the
-transaction's engineer (``OperatorTx``) holds a live grant: ``open_read`` finds that grant
-and writes the ``support.read`` row saying who read what under it.
+each with its audit row, which the company's admins read in the product. Engineers sign in
+as logins of their own (``store.engineers``) in the operator role, whose policies (migration
+0013) admit a company's rows only while the session's engineer holds a live grant:
+``open_read`` finds that grant and writes the ``support.read`` row saying who read what.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from store import activity as activity_store
@@ -123,39 +124,37 @@ async def log_expired(tx: TenantTx, now: datetime) -> int:
 
 
 async def open_read(
-    tx: TenantTx, engineer: str, what: str, target: str, quest_id: UUID | None = None
+    tx: TenantTx, what: str, target: str, quest_id: UUID | None = None
 ) -> SupportGrant:
-    """In an operator transaction (``Database.operator``): the engineer's live grant for the
-    company, after writing the ``support.read`` row that records ``what`` they read
-    (``target``: e.g. ``quest:<id>``, with its ``quest_id``); ``NoSupportGrant`` if they hold
-    none."""
+    """In an engineer's transaction (the operator store): their live grant for the company,
+    after writing the ``support.read`` row that records ``what`` they read (``target``: e.g.
+    ``quest:<id>``, with its ``quest_id``); ``NoSupportGrant`` if they hold none."""
     found = await tx.first(
         SupportGrant,
         f"SELECT {_COLUMNS} FROM support_grants WHERE company_id = %s AND revoked_at IS NULL "
-        f"AND expires_at > now() ORDER BY expires_at DESC LIMIT 1",
+        f"AND expires_at > statement_timestamp() ORDER BY expires_at DESC LIMIT 1",
         (tx.company_id,),
     )
     if found is None:
         raise NoSupportGrant(
-            f"{engineer} holds no live support grant for company {tx.company_id}: "
-            "ask for one (system2 support grant)"
+            f"{await whoami(tx.conn)} holds no live support grant for company "
+            f"{tx.company_id}: ask for one (system2 support grant)"
         )
-    # A plain INSERT: the operator role may add this row and no other, and may not read the
-    # webhook endpoints that activity.append fans rows out to.
+    # A plain INSERT (the operator role may not read the webhook endpoints activity.append
+    # fans rows out to); the trigger of migration 0013 writes the key, time, actor and grant.
     await tx.execute(
         "INSERT INTO activity_log (company_id, occurred_at, actor_type, actor_id, action, "
         "target, quest_id, payload, idempotency_key) "
-        "VALUES (%s, now(), 'operator', %s, 'support.read', %s, %s, %s, %s)",
-        (
-            tx.company_id,
-            engineer,
-            target,
-            quest_id,
-            Jsonb({"grant_id": str(found.id), "read": what}),
-            f"support.read:{uuid4()}",
-        ),
+        "VALUES (%s, now(), 'operator', session_user, 'support.read', %s, %s, %s, '')",
+        (tx.company_id, target, quest_id, Jsonb({"read": what})),
     )
     return found
+
+
+async def whoami(conn: psycopg.AsyncConnection[Any]) -> str:
+    """The engineer a session reads as: its login."""
+    row = await (await conn.execute("SELECT session_user::text")).fetchone()
+    return str(row[0]) if row else ""
 
 
 async def _audit(
@@ -173,22 +172,23 @@ async def _audit(
         quest_id=None,
         payload={"grant_id": str(g.id), "expires_at": g.expires_at.isoformat(), **extra},
     )
-    await activity_store.append(tx, [row])
+    if not await activity_store.append(tx, [row]):
+        # Its key is the grant's own: taken already means the trail was tampered with.
+        raise StoreError(f"the audit row {row.idempotency_key} exists already: nothing changed")
 
 
-async def granted_companies(db: Database, engineer: str) -> list[UUID]:
-    """On the operator store: the companies ``engineer`` holds a live grant for (their own
-    grants are all the operator role sees of the table without a tenant)."""
-    async with db.connection() as conn, conn.transaction():
-        await conn.execute("SELECT set_config('app.operator', %s, true)", (engineer,))
+async def granted_companies(db: Database) -> list[UUID]:
+    """On the operator store: the companies the session's engineer holds a live grant for
+    (their own grants are all the operator role sees of the table)."""
+    async with db.connection() as conn:
         cur = await conn.execute(
             "SELECT DISTINCT company_id FROM support_grants "
-            "WHERE revoked_at IS NULL AND expires_at > now()"
+            "WHERE revoked_at IS NULL AND expires_at > statement_timestamp()"
         )
         return [row[0] for row in await cur.fetchall()]
 
 
 async def live(tx: TenantTx) -> bool:
-    """Whether the operator transaction's engineer still holds a live grant for its company."""
+    """Whether the session's engineer still holds a live grant for the transaction's company."""
     found = await tx.one("SELECT support_live(%s)", (tx.company_id,))
     return bool(found and found[0])

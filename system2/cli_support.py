@@ -37,8 +37,8 @@ async def app_db(s: Settings) -> AsyncIterator[Database]:
 
 @asynccontextmanager
 async def operator_db(s: Settings) -> AsyncIterator[Database]:
-    """The engineers' store (``S2_OPERATOR_DATABASE_URL``): it reads a company's content only
-    under a live support grant."""
+    """The engineer's store (``S2_OPERATOR_DATABASE_URL``, their own login): it reads a
+    company's content only under their live support grant."""
     psycopg.connect(s.operator_database_url, connect_timeout=5).close()
     async with Database(s.operator_database_url, min_size=1, max_size=2, name="operator") as db:
         yield db
@@ -48,7 +48,9 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 def engineer(s: Settings, given: str | None) -> str:
-    """Who runs the command: ``--as`` or ``S2_OPERATOR``, an email address (lower-cased)."""
+    """Who runs a command on the app's store (a grant, a revocation): ``--as`` or
+    ``S2_OPERATOR``, an email address (lower-cased). A read of content needs no such claim:
+    the engineer is the operator store's login."""
     who = (given or s.operator or "").strip().lower()
     if not who:
         raise System2Error("say who you are: --as EMAIL or S2_OPERATOR=EMAIL")
@@ -59,36 +61,35 @@ def engineer(s: Settings, given: str | None) -> str:
 
 @asynccontextmanager
 async def support_read(
-    db: Database, company_id: UUID, who: str, what: str, quest_id: UUID | None = None
+    db: Database, company_id: UUID, what: str, quest_id: UUID | None = None
 ) -> AsyncIterator[TenantTx]:
-    """A read of ``company_id``'s content by engineer ``who`` on the operator store, recorded
-    in its audit trail (``what`` they ran, about ``quest_id`` if one); refused without a live
-    grant."""
+    """A read of ``company_id``'s content by the operator store's engineer, recorded in its
+    audit trail (``what`` they ran, about ``quest_id`` if one); refused without a live grant."""
     from store import support as support_store
 
-    async with db.operator(company_id, who) as tx:
+    async with db.tenant(company_id) as tx:
         try:
             target = f"quest:{quest_id}" if quest_id else f"company:{company_id}"
-            await support_store.open_read(tx, who, what, target, quest_id)
+            await support_store.open_read(tx, what, target, quest_id)
         except support_store.NoSupportGrant as exc:
             raise System2Error(str(exc)) from None
         yield tx
 
 
-async def granted_quest_company(
-    db: Database, quest_id: UUID, company: UUID | None, who: str
-) -> UUID:
-    """The quest's company for engineer ``who`` (on the operator store): as given, or the one
-    among the companies they hold a live grant for that has the quest. They learn nothing of
-    a quest outside their grants, not even its company."""
+async def granted_quest_company(db: Database, quest_id: UUID, company: UUID | None) -> UUID:
+    """The quest's company for the operator store's engineer: as given, or the one among the
+    companies they hold a live grant for that has the quest. They learn nothing of a quest
+    outside their grants, not even its company."""
     from store import support as support_store
 
     if company is not None:
         return company
-    for candidate in await support_store.granted_companies(db, who):
-        async with db.operator(candidate, who) as tx:
+    for candidate in await support_store.granted_companies(db):
+        async with db.tenant(candidate) as tx:
             if await tx.one("SELECT 1 FROM quests WHERE id = %s", (quest_id,)):
                 return candidate
+    async with db.connection() as conn:
+        who = await support_store.whoami(conn)
     raise System2Error(
         f"no quest {quest_id} in the companies {who} holds a live support grant for: "
         "ask for one (system2 support grant), or name the company with --company"

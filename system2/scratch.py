@@ -16,7 +16,7 @@ from store.migrate import migrate
 from system2.errors import System2Error
 
 APP_ROLE = "s2_app"
-OPERATOR_ROLE = "s2_operator"
+ENGINEER = "engineer@scratch.test"  # the engineer whose login a scratch database enrolls
 
 
 @contextmanager
@@ -43,9 +43,9 @@ def scratch_postgres(
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def operator_url(app_url: str) -> str:
-    """The engineers' URL to the scratch database of ``app_url`` (as ``s2_operator``)."""
-    return make_conninfo(app_url, user=OPERATOR_ROLE)
+def operator_url(app_url: str, engineer: str = ENGINEER) -> str:
+    """An engineer's URL to the scratch database of ``app_url`` (their own login)."""
+    return make_conninfo(app_url, user=engineer)
 
 
 @contextmanager

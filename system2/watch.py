@@ -66,11 +66,9 @@ class Board:
         )
 
 
-async def watch(
-    settings: Settings, db: Database, company_id: UUID, quest_id: UUID, engineer: str
-) -> int:
-    """Print the quest's events as they come, while ``engineer``'s support grant lasts (``db``
-    is the operator store); 0 once the quest has ended."""
+async def watch(settings: Settings, db: Database, company_id: UUID, quest_id: UUID) -> int:
+    """Print the quest's events as they come, while the engineer's support grant lasts (``db``
+    is their operator store); 0 once the quest has ended."""
     console = Console(highlight=False)
     client = redis.Redis.from_url(settings.redis_url)
     key, last, board = quest_stream_key(quest_id), "0", Board()
@@ -78,7 +76,7 @@ async def watch(
     while True:
         if time.monotonic() - checked > GRANT_CHECK_S:
             checked = time.monotonic()
-            async with db.operator(company_id, engineer) as tx:
+            async with db.tenant(company_id) as tx:
                 if not await support_store.live(tx):
                     raise System2Error("the support grant ended: the watch stops here")
         # The blocking read in a thread, so that each read is an await: Ctrl-C (asyncio.run
@@ -87,7 +85,7 @@ async def watch(
         reply = cast(StreamReply, found or [])
         if not reply:
             quiet += 1
-            if quiet % 3 == 0 and await _ended(db, company_id, quest_id, engineer):
+            if quiet % 3 == 0 and await _ended(db, company_id, quest_id):
                 console.print("[dim](the quest has ended)[/dim]")
                 return 0
             continue
@@ -107,8 +105,8 @@ async def watch(
                     return 0
 
 
-async def _ended(db: Database, company_id: UUID, quest_id: UUID, engineer: str) -> bool:
-    async with db.operator(company_id, engineer) as tx:
+async def _ended(db: Database, company_id: UUID, quest_id: UUID) -> bool:
+    async with db.tenant(company_id) as tx:
         if not await support_store.live(tx):
             raise System2Error("the support grant ended: the watch stops here")
         quest = await quests_store.get(tx, quest_id)

@@ -29,6 +29,7 @@ from store import activity as activity_store
 from store import quests as quests_store
 from store.activity import NewActivity
 from store.quests import Quest
+from system2.scratch import ENGINEER as SCRATCH_ENGINEER
 
 T = TypeVar("T")
 OPERATOR = Actor(type=ActorType.operator, id="tests")
@@ -39,7 +40,7 @@ class InTenant(StoreRunner):
     ``in_tenant(company_id, work)`` runs ``work(tx)`` in one transaction of that company."""
 
 
-ENGINEER = "eve@support.test"  # the engineer operator commands run as in tests (S2_OPERATOR)
+ENGINEER = SCRATCH_ENGINEER  # the engineer whose login the tests' operator store uses
 
 
 def grant_support(

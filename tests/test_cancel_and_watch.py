@@ -29,7 +29,6 @@ from store.notes import Note
 from store.quests import Step
 from tests.conftest import Stack, Tenant, system2
 from tests.support import (
-    ENGINEER,
     InTenant,
     grant_support,
     provider_faults,
@@ -298,7 +297,7 @@ def test_quest_watch_in_a_terminal_follows_the_quest_to_its_end(
         stdin=follower,
         stdout=follower,
         stderr=follower,
-        env=stack.env(COLUMNS="200", S2_OPERATOR=ENGINEER),
+        env=stack.env(COLUMNS="200"),
         close_fds=True,
     )
     os.close(follower)

@@ -27,7 +27,7 @@ from store import activity as activity_store
 from store.activity import NewActivity
 from tests.conftest import Tenant, settings_env
 from tests.consumer_support import FAIR_PREFIX
-from tests.support import ENGINEER, InTenant, grant_support
+from tests.support import InTenant, grant_support
 from vault import new_key_entry
 from workers.fair_queue import FairQueue
 
@@ -153,10 +153,10 @@ def test_quest_submit_prints_the_id_and_queues_the_first_step(
     assert envelope["payload"] == {"quest_id": quest_id, "step": 1}
     assert envelope["actor"]["type"] == "operator"
 
-    refused = run(settings, "quest", "show", quest_id, S2_OPERATOR=ENGINEER)
+    refused = run(settings, "quest", "show", quest_id)
     assert "live support grant" in assert_one_line_error(refused)
     grant_support(in_tenant, tenant.id)
-    shown = run(settings, "quest", "show", quest_id, S2_OPERATOR=ENGINEER)
+    shown = run(settings, "quest", "show", quest_id)
     assert shown.returncode == 0, shown.stderr
     view = json.loads(shown.stdout)
     assert view["quest_id"] == quest_id
@@ -189,9 +189,7 @@ def test_quest_show_of_another_companys_quest_fails_like_a_missing_one(
     assert submitted.returncode == 0, submitted.stderr
     quest_id = submitted.stdout.strip()
     grant_support(in_tenant, tenant.id)  # a grant for one company reads no other's quest
-    result = run(
-        settings, "quest", "show", quest_id, "--company", str(tenant.id), S2_OPERATOR=ENGINEER
-    )
+    result = run(settings, "quest", "show", quest_id, "--company", str(tenant.id))
     assert_one_line_error(result)
     assert result.stdout == ""
 
@@ -287,7 +285,6 @@ def test_audit_list_prints_the_trail_as_json(
         str(tenant.id),
         "--action",
         "note.added",
-        S2_OPERATOR=ENGINEER,
     )
     assert result.returncode == 0, result.stderr
     trail = json.loads(result.stdout)
@@ -315,7 +312,6 @@ def test_unreachable_database_is_one_line_and_non_zero(
         *args,
         S2_DATABASE_URL="postgresql://s2_app@127.0.0.1:1/system2",
         S2_OPERATOR_DATABASE_URL="postgresql://s2_operator@127.0.0.1:1/system2",
-        S2_OPERATOR=ENGINEER,
         timeout=90,
     )
     assert time.monotonic() - started < 60

@@ -178,7 +178,7 @@ def test_up_uses_the_servers_already_running(state_dir: Path) -> None:
         "S2_REDIS_URL": "redis://127.0.0.1:6379/0",
         "S2_ADMIN_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/system2",
         "S2_DATABASE_URL": "postgresql://s2_app@127.0.0.1:5432/system2",
-        "S2_OPERATOR_DATABASE_URL": "postgresql://s2_operator@127.0.0.1:5432/system2",
+        "S2_OPERATOR_DATABASE_URL": "postgresql://engineer%40system2.dev@127.0.0.1:5432/system2",
         "S2_PG_MAINTENANCE_URL": "postgresql://postgres@127.0.0.1:5432/postgres",
     }
     assert not list(state_dir.glob("*.pid"))  # nothing of ours was started

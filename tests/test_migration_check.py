@@ -162,6 +162,19 @@ DROP POLICY tenant ON labels;
     assert problems(tmp_path, {"0002_labels.sql": safe}) == []
 
 
+def test_a_role_an_earlier_migration_created_is_not_new_again(tmp_path: Path) -> None:
+    """``CREATE ROLE`` under ``IF NOT EXISTS`` does nothing when the role exists: revoking from
+    it is still taking rights from what old code runs as."""
+    first = EXPAND + (
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'system2_app') THEN\n"
+        "    CREATE ROLE system2_app NOLOGIN; END IF; END $$;\n"
+    )
+    again = first + "REVOKE SELECT ON quests FROM system2_app;\n"
+    found = problems(tmp_path, {"0002_app.sql": first, "0003_again.sql": again})
+    assert [p for p in found if p.startswith("0003_again.sql")], found
+    assert not [p for p in found if p.startswith("0002_app.sql")], found
+
+
 def test_a_contract_naming_an_earlier_expand_may_break(tmp_path: Path) -> None:
     found = problems(
         tmp_path,

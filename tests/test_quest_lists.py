@@ -26,7 +26,7 @@ from runtime.loop_thread import LoopThread
 from runtime.settings import Settings
 from tests.conftest import Tenant, settings_env, system2
 from tests.ingress_server import Server, SseStream, WorkerEvents, emit, ingress_process, open_quest
-from tests.support import ENGINEER, InTenant, grant_support, ingress_client
+from tests.support import InTenant, grant_support, ingress_client
 from workers.events import QuestEvents
 
 AdminConn = psycopg.Connection[tuple[Any, ...]]
@@ -179,7 +179,7 @@ def test_quest_list_command_prints_a_page_and_its_cursor(
     settings: Settings, in_tenant: InTenant, tenant: Tenant
 ) -> None:
     quests = [open_quest(in_tenant, tenant.id, tenant.member, f"q{i}") for i in range(3)]
-    env = settings_env(settings, S2_OPERATOR=ENGINEER)
+    env = settings_env(settings)
     grant_support(in_tenant, tenant.id)  # goals are content: an engineer reads them under a grant
     first = subprocess.run(
         system2("quest", "list", "--company", str(tenant.id), "--limit", "2"),

@@ -7,6 +7,8 @@ runs it.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import time
 import uuid
@@ -17,32 +19,46 @@ import psycopg
 import pytest
 
 from runtime.settings import Settings
-from store import Database, TenantTx
+from store import Database, MigrationError, TenantTx
 from store import activity as activity_store
 from store import notes as notes_store
 from store import support as support_store
 from store.activity import ActivityFilter
+from store.engineers import enroll
+from store.migrate import migrate
+from system2.scratch import operator_url, scratch_postgres
 from tests.conftest import Tenant, settings_env, system2
 from tests.support import ENGINEER, InTenant, grant_support, submit
 from tests.test_cli import assert_one_line_error, run
 from workers.support_expiry import SupportExpiry
 
-AdminConn = psycopg.Connection[tuple[Any, ...]]
+Conn = psycopg.Connection[tuple[Any, ...]]
+AdminConn = Conn
 CONTENT_TABLES = ("companies", "memberships", "quests", "quest_steps", "notes", "activity_log")
 
 
-def operator_conn(settings: Settings) -> psycopg.Connection[tuple[Any, ...]]:
-    return psycopg.connect(settings.operator_database_url, autocommit=True)
+MALLORY = "mallory@support.test"
 
 
-def visible(
-    conn: psycopg.Connection[tuple[Any, ...]], company: uuid.UUID, engineer: str
-) -> dict[str, int]:
-    """How many rows of each content table the operator role sees for ``company`` as
-    ``engineer``."""
+def operator_conn(settings: Settings, engineer: str = ENGINEER) -> Conn:
+    """A session as ``engineer``'s own login, as a hand-run psql would open it."""
+    return psycopg.connect(operator_url(settings.database_url, engineer), autocommit=True)
+
+
+@pytest.fixture(scope="module")
+def mallory(admin_conn: Conn) -> str:
+    """A second engineer, enrolled: a login of their own, no grant."""
+    enroll(admin_conn, MALLORY)
+    return MALLORY
+
+
+def visible(conn: Conn, company: uuid.UUID, operator: str | None = None) -> dict[str, int]:
+    """How many rows of each content table the session sees for ``company`` (``operator``:
+    what a session may claim about itself, which changes nothing)."""
     with conn.transaction():
         conn.execute("SELECT set_config('app.company_id', %s, true)", (str(company),))
-        conn.execute("SELECT set_config('app.operator', %s, true)", (engineer,))
+        if operator is not None:
+            conn.execute("SELECT set_config('app.operator', %s, true)", (operator,))
         counts = {}
         for table in CONTENT_TABLES:
             row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
@@ -73,30 +89,31 @@ def seed(
     return quest.id
 
 
-def test_the_operator_role_sees_nothing_without_a_live_grant_of_its_own(
+def test_an_engineer_sees_nothing_without_a_live_grant_of_their_own(
     settings: Settings,
     in_tenant: InTenant,
     tenant: Tenant,
     other_tenant: Tenant,
     admin_conn: AdminConn,
+    mallory: str,
 ) -> None:
     seed(in_tenant, settings, tenant.id, admin_conn)
     seed(in_tenant, settings, other_tenant.id, admin_conn)
-    with operator_conn(settings) as conn:
-        nothing = dict.fromkeys(CONTENT_TABLES, 0)
-        assert visible(conn, tenant.id, ENGINEER) == nothing  # no grant at all
+    nothing = dict.fromkeys(CONTENT_TABLES, 0)
+    with operator_conn(settings) as conn, operator_conn(settings, mallory) as other:
+        assert visible(conn, tenant.id) == nothing  # no grant at all
 
         grant_support(in_tenant, tenant.id)
-        seen = visible(conn, tenant.id, ENGINEER)
+        seen = visible(conn, tenant.id)
         assert all(seen[t] >= 1 for t in CONTENT_TABLES), seen
-        assert visible(conn, other_tenant.id, ENGINEER) == nothing  # another company
-        assert visible(conn, tenant.id, "mallory@support.test") == nothing  # another engineer
-        assert visible(conn, tenant.id, "") == nothing  # no engineer named
+        assert visible(conn, other_tenant.id) == nothing  # another company
+        assert visible(other, tenant.id) == nothing  # another engineer ...
+        assert visible(other, tenant.id, operator=ENGINEER) == nothing  # ... claiming to be her
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), other.transaction():
+            other.execute("SET ROLE system2_app")  # nor can she become the app
 
         # Without a tenant the grant admits nothing either (the tenant policy still applies).
-        with conn.transaction():
-            conn.execute("SELECT set_config('app.operator', %s, true)", (ENGINEER,))
-            assert conn.execute("SELECT count(*) FROM quests").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM quests").fetchone() == (0,)
 
 
 def test_a_revoked_or_expired_grant_admits_nothing(
@@ -111,15 +128,15 @@ def test_a_revoked_or_expired_grant_admits_nothing(
 
     in_tenant(tenant.id, expired)
     with operator_conn(settings) as conn:
-        assert visible(conn, tenant.id, ENGINEER) == nothing
+        assert visible(conn, tenant.id) == nothing
         grant_id = grant_support(in_tenant, tenant.id)
-        assert visible(conn, tenant.id, ENGINEER)["quests"] == 1
+        assert visible(conn, tenant.id)["quests"] == 1
 
         async def revoke(tx: TenantTx) -> None:
             await support_store.revoke(tx, grant_id, by="lead@x.test", now=datetime.now(UTC))
 
         in_tenant(tenant.id, revoke)
-        assert visible(conn, tenant.id, ENGINEER) == nothing
+        assert visible(conn, tenant.id) == nothing
 
 
 @pytest.mark.parametrize(
@@ -158,21 +175,20 @@ def test_the_operator_role_cannot_write_or_reach_secrets_even_under_a_grant(
     grant_support(in_tenant, tenant.id)
     with operator_conn(settings) as conn, pytest.raises(refusal), conn.transaction():
         conn.execute("SELECT set_config('app.company_id', %s, true)", (str(tenant.id),))
-        conn.execute("SELECT set_config('app.operator', %s, true)", (ENGINEER,))
         conn.execute(statement)  # type: ignore[arg-type]
 
 
 def test_an_engineer_sees_only_their_own_grants(
-    settings: Settings, in_tenant: InTenant, tenant: Tenant
+    settings: Settings, in_tenant: InTenant, tenant: Tenant, mallory: str
 ) -> None:
-    grant_support(in_tenant, tenant.id, "someone@support.test")
+    theirs = grant_support(in_tenant, tenant.id, mallory)
     mine = grant_support(in_tenant, tenant.id)
     with operator_conn(settings) as conn, conn.transaction():
-        conn.execute("SELECT set_config('app.operator', %s, true)", (ENGINEER,))
+        conn.execute("SELECT set_config('app.operator', %s, true)", (mallory,))  # no matter
         seen = conn.execute("SELECT id, engineer FROM support_grants").fetchall()
         assert (mine, ENGINEER) in seen and {e for _, e in seen} == {ENGINEER}
-        conn.execute("SELECT set_config('app.operator', '', true)")
-        assert conn.execute("SELECT id FROM support_grants").fetchall() == []
+    with operator_conn(settings, mallory) as conn:
+        assert conn.execute("SELECT id FROM support_grants").fetchall() == [(theirs,)]
 
 
 def trail(in_tenant: InTenant, company: uuid.UUID, action: str) -> list[Any]:
@@ -192,7 +208,7 @@ def test_grant_read_revoke_through_the_cli_each_leave_a_row_admins_see(
     as_lead = {"S2_OPERATOR": "lead@support.test"}
     granted = run(
         settings, "support", "grant", "--company", str(tenant.id), "--engineer",
-        "Eve@Support.test", "--reason", "ticket 4711: quest stuck", "--ttl", "2h", **as_lead,
+        ENGINEER.upper(), "--reason", "ticket 4711: quest stuck", "--ttl", "2h", **as_lead,
     )  # fmt: skip
     assert granted.returncode == 0, granted.stderr
     grant_id = uuid.UUID(granted.stdout.strip())
@@ -204,7 +220,7 @@ def test_grant_read_revoke_through_the_cli_each_leave_a_row_admins_see(
     assert listed.returncode == 0, listed.stderr
     assert '"state": "live"' in listed.stdout and str(grant_id) in listed.stdout
 
-    shown = run(settings, "quest", "show", str(quest_id), "--as", ENGINEER)
+    shown = run(settings, "quest", "show", str(quest_id))
     assert shown.returncode == 0, shown.stderr
     assert "a confidential goal" in shown.stdout
     (read,) = trail(in_tenant, tenant.id, "support.read")
@@ -218,7 +234,7 @@ def test_grant_read_revoke_through_the_cli_each_leave_a_row_admins_see(
     assert [r.actor_id for r in trail(in_tenant, tenant.id, "support.revoked")] == [
         "lead@support.test"
     ]
-    after = run(settings, "quest", "show", str(quest_id), "--as", ENGINEER)
+    after = run(settings, "quest", "show", str(quest_id))
     assert "live support grant" in assert_one_line_error(after)
     assert "confidential" not in after.stdout + after.stderr
     again = run(
@@ -233,7 +249,7 @@ def test_grant_read_revoke_through_the_cli_each_leave_a_row_admins_see(
         (("--ttl", "9h"), "--ttl must be from 1m to 8h"),
         (("--ttl", "soon"), "--ttl: a duration is"),
         (("--ttl", "10s"), "--ttl must be from 1m"),
-        (("--ttl", "1h", "--engineer", "not an email"), "must be an email address"),
+        (("--ttl", "1h", "--engineer", "not an email"), "not an engineer's email address"),
         (("--ttl", "1h", "--reason", " "), "--reason must say why"),
     ],
 )
@@ -266,7 +282,7 @@ def test_a_grant_for_an_unknown_company_or_without_a_name_is_refused(settings: S
         "--reason", "r", "--ttl", "1h", "--as", "lead@support.test",
     )  # fmt: skip
     assert "no company" in assert_one_line_error(unknown)
-    nameless = run(settings, "audit", "list", "--company", str(uuid.uuid4()))
+    nameless = run(settings, "support", "revoke", str(uuid.uuid4()), "--company", str(uuid.uuid4()))
     assert "--as EMAIL or S2_OPERATOR" in assert_one_line_error(nameless)
 
 
@@ -297,7 +313,7 @@ def test_a_watch_stops_when_its_grant_is_revoked(
     grant_id = grant_support(in_tenant, tenant.id)
     proc = subprocess.Popen(
         system2("quest", "watch", str(quest.id)),
-        env=settings_env(settings, S2_OPERATOR=ENGINEER),
+        env=settings_env(settings),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -323,23 +339,156 @@ def test_a_quest_is_found_only_in_the_companies_the_engineer_is_granted(
     theirs = submit(in_tenant, settings.redis_url, other_tenant.id, "another company's goal")
     mine = submit(in_tenant, settings.redis_url, tenant.id, "my company's goal")
     grant_support(in_tenant, tenant.id)
-    found = run(settings, "quest", "show", str(mine.id), "--as", ENGINEER)
+    found = run(settings, "quest", "show", str(mine.id))
     assert found.returncode == 0, found.stderr
-    hidden = run(settings, "quest", "show", str(theirs.id), "--as", ENGINEER)
+    hidden = run(settings, "quest", "show", str(theirs.id))
     line = assert_one_line_error(hidden)
     assert "holds a live support grant for" in line and str(other_tenant.id) not in line
     assert "another company" not in hidden.stdout
 
 
-def test_deleting_a_company_ends_its_live_grants(
-    settings: Settings, in_tenant: InTenant, make_tenant: Any
+def test_deleting_a_company_ends_its_live_grants_and_erases_their_reasons(
+    settings: Settings, in_tenant: InTenant, make_tenant: Any, admin_conn: AdminConn
 ) -> None:
     doomed = make_tenant("Doomed Ltd")
     quest_id = seed(in_tenant, settings, doomed.id)
     grant_support(in_tenant, doomed.id)
     deleted = run(settings, "company", "delete", str(doomed.id), "--confirm", "Doomed Ltd")
     assert deleted.returncode == 0, deleted.stderr
+    assert json.loads(deleted.stdout)["support_grants"] == 1
+    reasons = admin_conn.execute(
+        "SELECT reason, revoked_at IS NOT NULL FROM support_grants WHERE company_id = %s",
+        (doomed.id,),
+    ).fetchall()
+    assert reasons == [("[erased]", True)]
     (row,) = trail(in_tenant, doomed.id, "support.revoked")
     assert row.target == f"engineer:{ENGINEER}"
-    after = run(settings, "quest", "show", str(quest_id), "--as", ENGINEER)
+    after = run(settings, "quest", "show", str(quest_id))
     assert "live support grant" in assert_one_line_error(after)
+
+
+def test_a_support_read_row_is_written_from_the_session_whatever_the_insert_says(
+    settings: Settings, in_tenant: InTenant, tenant: Tenant, admin_conn: AdminConn
+) -> None:
+    """An engineer's hand-written INSERT can neither backdate a read, name someone else, nor
+    take a key the app will need (here: the revocation's of their own grant)."""
+    grant_id = grant_support(in_tenant, tenant.id)
+    with operator_conn(settings) as conn, conn.transaction():
+        conn.execute("SELECT set_config('app.company_id', %s, true)", (str(tenant.id),))
+        conn.execute(
+            "INSERT INTO activity_log (company_id, occurred_at, actor_type, actor_id, action, "
+            "target, rationale, payload, idempotency_key) VALUES (app_company_id(), "
+            "'2001-01-01', 'ted', 'someone@else.test', 'support.read', 'company:x', "
+            "'all good, nothing read', %s, %s)",
+            (json.dumps({"read": "nothing", "grant_id": "forged"}), f"support.revoked:{grant_id}"),
+        )
+    row = admin_conn.execute(
+        "SELECT occurred_at > now() - interval '1 minute', actor_type, actor_id, rationale, "
+        "payload, idempotency_key LIKE 'support.read:%%' FROM activity_log "
+        "WHERE company_id = %s AND action = 'support.read'",
+        (tenant.id,),
+    ).fetchone()
+    assert row == (
+        True, "operator", ENGINEER, None, {"grant_id": str(grant_id), "read": "nothing"}, True
+    )  # fmt: skip
+
+    async def revoke(tx: TenantTx) -> None:
+        await support_store.revoke(tx, grant_id, by="lead@x.test", now=datetime.now(UTC))
+
+    in_tenant(tenant.id, revoke)
+    assert len(trail(in_tenant, tenant.id, "support.revoked")) == 1
+
+
+def test_a_grant_ends_inside_a_transaction_that_began_before_its_end(
+    settings: Settings, in_tenant: InTenant, tenant: Tenant
+) -> None:
+    seed(in_tenant, settings, tenant.id)
+
+    async def brief(tx: TenantTx) -> None:
+        await support_store.grant(
+            tx, ENGINEER, "a moment", by="lead@x.test", now=datetime.now(UTC), ttl_s=2
+        )
+
+    in_tenant(tenant.id, brief)
+    with operator_conn(settings) as conn, conn.transaction():
+        conn.execute("SELECT set_config('app.company_id', %s, true)", (str(tenant.id),))
+        assert conn.execute("SELECT count(*) FROM quests").fetchone() == (1,)
+        time.sleep(2.5)
+        assert conn.execute("SELECT count(*) FROM quests").fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE support_grants SET expires_at = expires_at + interval '1 year'",
+        "UPDATE support_grants SET engineer = 'mallory@support.test'",
+        "UPDATE support_grants SET revoked_at = NULL, revoked_by = NULL",  # un-revoke
+        "DELETE FROM support_grants",
+        "INSERT INTO support_grants (id, company_id, engineer, reason, granted_by, expires_at) "
+        "VALUES (gen_random_uuid(), app_company_id(), 'eve@x.test', 'r', 'me', "
+        "now() + interval '2 days')",  # longer than a day
+    ],
+)
+def test_the_app_role_cannot_stretch_move_or_revive_a_grant(
+    settings: Settings, in_tenant: InTenant, tenant: Tenant, statement: str
+) -> None:
+    grant_id = grant_support(in_tenant, tenant.id)
+
+    async def revoke(tx: TenantTx) -> None:
+        await support_store.revoke(tx, grant_id, by="lead@x.test", now=datetime.now(UTC))
+
+    in_tenant(tenant.id, revoke)
+    app = psycopg.connect(settings.database_url, autocommit=True)
+    with app as conn, pytest.raises(psycopg.Error), conn.transaction():
+        conn.execute("SELECT set_config('app.company_id', %s, true)", (str(tenant.id),))
+        conn.execute(statement)  # type: ignore[arg-type]
+
+
+def test_enroll_gives_an_engineer_a_login_of_their_own_once(
+    settings: Settings, admin_conn: AdminConn
+) -> None:
+    name = f"new-{uuid.uuid4().hex[:8]}@support.test"
+    first = run(settings, "support", "enroll", name.upper())
+    assert first.returncode == 0, first.stderr
+    password = first.stdout.strip()
+    assert len(password) >= 24 and password not in first.stderr
+    stored, operator, app = admin_conn.execute(
+        "SELECT rolpassword, pg_has_role(rolname, 'system2_operator', 'MEMBER'), "
+        "pg_has_role(rolname, 'system2_app', 'MEMBER') FROM pg_authid WHERE rolname = %s",
+        (name,),
+    ).fetchone() or (None, None, None)
+    assert str(stored).startswith("SCRAM-SHA-256$") and password not in str(stored)
+    assert (operator, app) == (True, False)
+    again = run(settings, "support", "enroll", name)
+    assert again.returncode == 0 and again.stdout == "" and "enrolled already" in again.stderr
+    bad = run(settings, "support", "enroll", "not-an-email")
+    assert "not an engineer's email address" in assert_one_line_error(bad)
+
+
+def test_enroll_refuses_a_login_that_also_holds_the_apps_rights(admin_conn: AdminConn) -> None:
+    name = f"both-{uuid.uuid4().hex[:8]}@support.test"
+    admin_conn.execute(f'CREATE ROLE "{name}" LOGIN IN ROLE system2_app')
+    try:
+        with pytest.raises(MigrationError, match="also a member of system2_app"):
+            enroll(admin_conn, name)
+        member = admin_conn.execute(
+            "SELECT pg_has_role(%s, 'system2_operator', 'MEMBER')", (name,)
+        ).fetchone()
+        assert member == (False,)  # refused before it joined
+    finally:
+        admin_conn.execute(f'DROP ROLE "{name}"')
+
+
+def test_migrate_refuses_a_table_engineers_read_without_a_grant() -> None:
+    """A hand-run DROP POLICY (or a new table granted to engineers and forgotten) would let
+    them read it freely: the release command refuses to finish on it."""
+    base = os.environ.get("S2_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    with scratch_postgres(base, prefix="s2support") as (admin_url, app_url):
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute("DROP POLICY support_grant ON notes")
+        with pytest.raises(MigrationError) as refused:
+            migrate(admin_url, app_url)
+        assert str(refused.value) == (
+            "the schema is unsafe: system2_operator reads notes with no restrictive policy "
+            "holding it to a grant"
+        )

@@ -221,7 +221,8 @@ def test_system2_webhook_commands(wstack: Stack, tenant: Tenant, receiver: Recei
         items = json.loads(out)["items"]
         return items if items and items[0]["status"] == "delivered" else None
 
-    assert wait_for(shown)[0]["id"] == got.id
+    first = wait_for(shown)[0]
+    assert first["id"] == got.id and "data" not in first  # content is a support read
     run_cli(wstack, "webhook", "remove", *company, endpoint_id)
     again = run_cli(wstack, "webhook", "remove", *company, endpoint_id, ok=False)
     assert again.stderr.startswith("error: ") and len(again.stderr.strip().splitlines()) == 1

@@ -55,7 +55,7 @@ ENV_KEYS = (REDIS_KEY, ADMIN_KEY, APP_KEY, OPERATOR_KEY, MAINTENANCE_KEY)
 
 ADMIN_ROLE = "postgres"
 APP_ROLE = "s2_app"
-OPERATOR_ROLE = "s2_operator"  # engineers' reads, under a support grant
+OPERATOR_ROLE = "engineer@system2.dev"  # the dev engineer's own login (support grants)
 DATABASE = "system2"
 MAINTENANCE_DB = "postgres"
 PG_OS_USER = "postgres"
@@ -337,7 +337,7 @@ def pg_url(user: str, host: str, port: int, database: str) -> str:
 
 def pg_urls(user: str, host: str, port: int) -> PgUrls:
     """Admin, app, operator and maintenance URLs for one server (the app always connects as
-    s2_app, engineers as s2_operator)."""
+    s2_app, the dev engineer as engineer@system2.dev)."""
     return PgUrls(
         admin=pg_url(user, host, port, DATABASE),
         app=pg_url(APP_ROLE, host, port, DATABASE),

@@ -68,7 +68,8 @@ def company_delete(
     """Delete a company: every user's content erased (as `privacy erase`), its integrations'
     sealed credentials, webhook endpoints and deliveries and its members removed, open quests
     cancelled, its name replaced; the ingress refuses it from then on. The audit skeleton stays
-    and the deletion is an audit row. Prints the rows changed, by kind."""
+    and the deletion is an audit row. Prints the rows changed, by kind. Run again on a deleted
+    company (--confirm "deleted company"), it finishes what a failure left (live events)."""
     from store import privacy as privacy_store
     from store import support as support_store
     from system2.commands.privacy import erased_everywhere
@@ -76,9 +77,10 @@ def company_delete(
     s = settings()
 
     async def delete() -> privacy_store.Erasure:
-        async with app_db(s) as db, company_tx(db, company_id) as tx:
+        async with app_db(s) as db, db.tenant(company_id) as tx:
             company = await companies_store.get(tx)
-            assert company is not None  # company_tx saw it
+            if company is None:
+                raise System2Error(f"no company {company_id}")
             if confirm != company.name:
                 raise System2Error(
                     f"--confirm does not match the name of company {company_id}: nothing deleted"

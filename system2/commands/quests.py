@@ -13,12 +13,10 @@ from redis.asyncio import Redis as AsyncRedis
 
 from messages import Actor, ActorType
 from system2.cli_support import (
-    AsOption,
     CompanyOption,
     app_db,
     company_tx,
     emit,
-    engineer,
     granted_quest_company,
     operator_db,
     quest_company,
@@ -84,7 +82,6 @@ def quest_list(
     by: Annotated[str | None, typer.Option(help="only this submitter's (e.g. user:alice)")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     cursor: Annotated[str | None, typer.Option(help="the next_cursor of the previous page")] = None,
-    as_: AsOption = None,
 ) -> None:
     """The company's quests, newest first, as JSON (filter, then page with --cursor); needs a
     support grant."""
@@ -97,12 +94,11 @@ def quest_list(
         raise System2Error(f"--status {unknown[0]!r} is not one of {', '.join(STATUSES)}")
     filters = QuestFilter(tuple(status or ()), _aware(since), _aware(until), by)
     s = settings()
-    who = engineer(s, as_)
 
     async def page() -> tuple[list[QuestSummary], str | None]:
         async with (
             operator_db(s) as db,
-            support_read(db, company, who, "quest list") as tx,
+            support_read(db, company, "quest list") as tx,
         ):
             return await quest_list_store.page(tx, filters, cursor=cursor, limit=limit)
 
@@ -117,18 +113,17 @@ def _aware(at: datetime | None) -> datetime | None:
 
 
 @app.command("show")
-def quest_show(quest_id: UUID, company: CompanyOption = None, as_: AsOption = None) -> None:
+def quest_show(quest_id: UUID, company: CompanyOption = None) -> None:
     """Show a quest's state, steps, cost and result as JSON; needs a support grant."""
     from ingress.routes_quests import quest_view
     from store import quests as quests_store
 
     s = settings()
-    who = engineer(s, as_)
 
     async def show() -> None:
         async with operator_db(s) as db:
-            owner = await granted_quest_company(db, quest_id, company, who)
-            async with support_read(db, owner, who, "quest show", quest_id) as tx:
+            owner = await granted_quest_company(db, quest_id, company)
+            async with support_read(db, owner, "quest show", quest_id) as tx:
                 quest = await quests_store.get(tx, quest_id)
                 if quest is None:
                     raise System2Error(f"no quest {quest_id} in company {owner}")
@@ -173,19 +168,18 @@ def quest_cancel(
 
 
 @app.command("watch")
-def quest_watch(quest_id: UUID, company: CompanyOption = None, as_: AsOption = None) -> None:
+def quest_watch(quest_id: UUID, company: CompanyOption = None) -> None:
     """Follow a quest live: each step, action, the cost so far, the guard's tier and the state;
     returns when the quest ends (or the support grant it needs does)."""
     from system2.watch import watch
 
     s = settings()
-    who = engineer(s, as_)
 
     async def follow() -> int:
         async with operator_db(s) as db:
-            owner = await granted_quest_company(db, quest_id, company, who)
-            async with support_read(db, owner, who, "quest watch", quest_id):
+            owner = await granted_quest_company(db, quest_id, company)
+            async with support_read(db, owner, "quest watch", quest_id):
                 pass  # recorded (and refused without a grant) before the first event shows
-            return await watch(s, db, owner, quest_id, who)
+            return await watch(s, db, owner, quest_id)
 
     raise typer.Exit(asyncio.run(follow()))

@@ -1,9 +1,10 @@
 """Support access: an engineer's logged, time-limited access to one company's content.
 
-Engineers have no standing read access to Customer Content (security page). ``support grant``
-admits one engineer to one company for a while; the commands that read content (``quest
-show``, ``quest list``, ``quest watch``, ``audit list``) then work for them, on the operator
-role, and each read is an audit row. Grants, revocations and expiries are audit rows too,
+Engineers have no standing read access to Customer Content (security page). Each signs in to
+Postgres as a login of their own (``support enroll``); ``support grant`` admits one engineer
+to one company for a while; the commands that read content (``quest show``, ``quest list``,
+``quest watch``, ``audit list``) then work for them, on the operator role, and each read is an
+audit row. Grants, revocations and expiries are audit rows too,
 which the company's admins read in the product.
 """
 
@@ -38,10 +39,11 @@ def support_grant(
 ) -> None:
     """Admit an engineer to a company's content for a while; prints the grant's id."""
     from store import support as support_store
+    from store.engineers import valid_engineer
 
     s = settings()
     by = engineer(s, as_)
-    who = engineer(s, engineer_)
+    who = valid_engineer(engineer_)
     try:
         ttl_s = duration_s(ttl)
     except ValueError as exc:
@@ -62,6 +64,34 @@ def support_grant(
     found = asyncio.run(grant())
     emit(found.id)
     say(f"{who} may read company {company}'s content until {found.expires_at:%Y-%m-%d %H:%M} UTC")
+
+
+@app.command("enroll")
+def support_enroll(
+    email: Annotated[str, typer.Argument(help="the engineer's email address (their login)")],
+) -> None:
+    """Give an engineer a Postgres login of their own, in system2_operator alone (run as the
+    owner, S2_ADMIN_DATABASE_URL). Prints a new password once, on stdout; an engineer enrolled
+    before keeps theirs (nothing is printed). Their S2_OPERATOR_DATABASE_URL is the database's
+    URL with this login."""
+    import secrets
+
+    import psycopg
+
+    from store import engineers
+
+    s = settings()
+    name = engineers.valid_engineer(email)
+    password = secrets.token_urlsafe(24)
+    with psycopg.connect(s.admin_database_url, autocommit=True, connect_timeout=5) as conn:
+        created = engineers.enroll(conn, name, password)
+    if not created:
+        say(f"{name} was enrolled already: their login and password are unchanged")
+        return
+    typer.echo(password)
+    say(
+        f"enrolled {name}: S2_OPERATOR_DATABASE_URL=postgresql://{name.replace('@', '%40')}:PASSWORD@HOST/DB"
+    )
 
 
 @app.command("list")

@@ -107,7 +107,8 @@ def webhook_deliveries(
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     cursor: Annotated[str | None, typer.Option(help="the next_cursor of the previous page")] = None,
 ) -> None:
-    """The endpoint's deliveries, newest first, with their attempts and outcomes (JSON)."""
+    """The endpoint's deliveries, newest first, with their attempts and outcomes (JSON; not
+    the events' data, which may quote the company's content)."""
     from ingress.webhooks import cursor_of, delivery_view
     from store import webhooks as webhooks_store
     from store.webhooks import Delivery
@@ -127,7 +128,9 @@ def webhook_deliveries(
     found = asyncio.run(page())
     if found is None:
         raise System2Error(f"no webhook endpoint {endpoint} in company {company}")
-    items = [delivery_view(d).model_dump(mode="json") for d in found]
+    # Without the event's data: it may quote the company's content (an audit row's
+    # rationale), which engineers read only under a support grant; admins see it in the API.
+    items = [delivery_view(d).model_dump(mode="json", exclude={"data"}) for d in found]
     emit({"items": items, "next_cursor": cursor_of(found, limit)})
 
 

@@ -140,6 +140,8 @@ DECLARE
     n_deliveries bigint;
     n_audit bigint;
     n_members bigint;
+    n_notices bigint;
+    n_grants bigint;
 BEGIN
     UPDATE public.quests AS q
        SET status = 'cancelled', finished_at = now(), touched_at = now(), reason = marker,
@@ -148,16 +150,18 @@ BEGIN
      WHERE q.company_id = company AND q.id = ANY (quests) AND q.status IN ('queued', 'running');
     GET DIAGNOSTICS n_cancelled = ROW_COUNT;
 
+    -- request_hash too: an unsalted digest of the goal would confirm a guess at it.
     UPDATE public.quests AS q
        SET goal = marker,
            result = CASE WHEN q.result IS NULL THEN NULL ELSE marker END,
            reason = CASE WHEN q.reason IS NULL THEN NULL ELSE marker END,
-           cancel_reason = CASE WHEN q.cancel_reason IS NULL THEN NULL ELSE marker END
+           cancel_reason = CASE WHEN q.cancel_reason IS NULL THEN NULL ELSE marker END,
+           request_hash = NULL
      WHERE q.company_id = company AND q.id = ANY (quests)
-       AND (q.goal, q.result, q.reason, q.cancel_reason) IS DISTINCT FROM
+       AND (q.goal, q.result, q.reason, q.cancel_reason, q.request_hash) IS DISTINCT FROM
            (marker, CASE WHEN q.result IS NULL THEN NULL ELSE marker END,
             CASE WHEN q.reason IS NULL THEN NULL ELSE marker END,
-            CASE WHEN q.cancel_reason IS NULL THEN NULL ELSE marker END);
+            CASE WHEN q.cancel_reason IS NULL THEN NULL ELSE marker END, NULL);
     GET DIAGNOSTICS n_quests = ROW_COUNT;
 
     UPDATE public.quest_steps AS s
@@ -196,10 +200,21 @@ BEGIN
      WHERE m.company_id = company AND (everything OR m.user_id = subject);
     GET DIAGNOSTICS n_members = ROW_COUNT;
 
+    -- The record of an incident notice keeps who was told and when (0014), not the address.
+    UPDATE public.incident_notices AS i SET email = marker
+     WHERE i.company_id = company AND (everything OR i.user_id = subject) AND i.email <> marker;
+    GET DIAGNOSTICS n_notices = ROW_COUNT;
+
+    -- A support grant's reason (0013) is ours, but may quote the customer: it goes with them.
+    UPDATE public.support_grants AS g SET reason = marker
+     WHERE g.company_id = company AND everything AND g.reason <> marker;
+    GET DIAGNOSTICS n_grants = ROW_COUNT;
+
     RETURN pg_catalog.jsonb_build_object(
         'quests', n_quests, 'quests_cancelled', n_cancelled, 'steps', n_steps,
         'notes', n_notes, 'tool_calls', n_tools, 'webhook_deliveries', n_deliveries,
-        'audit_rows', n_audit, 'memberships', n_members);
+        'audit_rows', n_audit, 'memberships', n_members, 'incident_notices', n_notices,
+        'support_grants', n_grants);
 END
 $$;
 
@@ -289,10 +304,17 @@ GRANT SELECT (id, name, deleted_at), UPDATE (name, deleted_at) ON public.compani
     TO system2_privacy;
 GRANT SELECT (company_id, user_id), DELETE ON public.memberships TO system2_privacy;
 GRANT SELECT (id, company_id, created_by, status, goal, result, reason, cancel_reason,
-              cancel_requested_at, cancelled_by),
+              cancel_requested_at, cancelled_by, request_hash),
       UPDATE (status, finished_at, touched_at, goal, result, reason, cancel_requested_at,
-              cancel_reason, cancelled_by)
+              cancel_reason, cancelled_by, request_hash)
     ON public.quests TO system2_privacy;
+GRANT SELECT (company_id, user_id, email), UPDATE (email) ON public.incident_notices
+    TO system2_privacy;
+GRANT SELECT (company_id, reason), UPDATE (reason) ON public.support_grants TO system2_privacy;
+-- support_grants' policies name their roles (0013): this one is the erasure's.
+CREATE POLICY privacy_erase ON public.support_grants TO system2_privacy
+    USING (company_id = public.app_company_id())
+    WITH CHECK (company_id = public.app_company_id());
 GRANT SELECT (company_id, quest_id, step, content, tool_results, events, redacted_at),
       UPDATE (content, tool_results, events, redacted_at)
     ON public.quest_steps TO system2_privacy;
