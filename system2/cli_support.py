@@ -96,6 +96,11 @@ async def granted_quest_company(db: Database, quest_id: UUID, company: UUID | No
     )
 
 
+def actor(s: Settings, given: str | None) -> str:
+    """Who a command's audit row names: ``--operator``, else ``S2_OPERATOR``, else ``cli``."""
+    return given or s.operator or "cli"
+
+
 AsOption = Annotated[
     str | None, typer.Option("--as", help="who you are (email; default: S2_OPERATOR)")
 ]

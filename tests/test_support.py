@@ -492,3 +492,16 @@ def test_migrate_refuses_a_table_engineers_read_without_a_grant() -> None:
             "the schema is unsafe: system2_operator reads notes with no restrictive policy "
             "holding it to a grant"
         )
+
+
+def test_audited_commands_name_s2_operator_unless_told_otherwise(
+    settings: Settings, in_tenant: InTenant, tenant: Tenant
+) -> None:
+    exported = run(
+        settings, "privacy", "export", "--company", str(tenant.id), S2_OPERATOR="dpo@support.test"
+    )
+    assert exported.returncode == 0, exported.stderr
+    told = run(settings, "privacy", "export", "--company", str(tenant.id), "--operator", "legal")
+    assert told.returncode == 0, told.stderr
+    rows = trail(in_tenant, tenant.id, "privacy.exported")
+    assert sorted(r.actor_id for r in rows) == ["dpo@support.test", "legal"]

@@ -10,7 +10,7 @@ from uuid import UUID
 import typer
 
 from store import companies as companies_store
-from system2.cli_support import app_db, company_tx, emit, say, settings
+from system2.cli_support import actor, app_db, company_tx, emit, say, settings
 from system2.errors import System2Error
 
 app = typer.Typer(help="Companies (tenants) and their members.", no_args_is_help=True)
@@ -63,7 +63,9 @@ def company_add_member(
 def company_delete(
     company_id: UUID,
     confirm: Annotated[str, typer.Option(help="the company's name, typed again")],
-    operator: Annotated[str, typer.Option(help="who deletes, for the audit trail")] = "cli",
+    operator: Annotated[
+        str | None, typer.Option(help="who deletes, for the audit trail (default: S2_OPERATOR)")
+    ] = None,
 ) -> None:
     """Delete a company: every user's content erased (as `privacy erase`), its integrations'
     sealed credentials, webhook endpoints and deliveries and its members removed, open quests
@@ -75,6 +77,7 @@ def company_delete(
     from system2.commands.privacy import erased_everywhere
 
     s = settings()
+    operator = actor(s, operator)
 
     async def delete() -> privacy_store.Erasure:
         async with app_db(s) as db, db.tenant(company_id) as tx:

@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 
 import typer
 
-from system2.cli_support import app_db, company_tx, emit, say, settings
+from system2.cli_support import actor, app_db, company_tx, emit, say, settings
 from system2.errors import System2Error
 
 app = typer.Typer(
@@ -54,7 +54,9 @@ def incident_open(
     confirmed_at: Annotated[
         str | None, typer.Option(help="when the incident was confirmed (default: now)")
     ] = None,
-    operator: Annotated[str, typer.Option(help="who opens it")] = "cli",
+    operator: Annotated[
+        str | None, typer.Option(help="who opens it (default: S2_OPERATOR)")
+    ] = None,
 ) -> None:
     """Record an incident; its 72-hour clock runs from confirmation. Prints its id."""
     from integrations import provider
@@ -72,6 +74,7 @@ def incident_open(
         raise System2Error("--summary: 1 to 4000 characters, no control characters but newlines")
     if integration is not None:
         provider(integration)  # UnknownIntegration names the ones there are
+    s = settings()
     incident = incidents_store.Incident(
         id=uuid4(),
         summary=summary,
@@ -80,9 +83,8 @@ def incident_open(
         confirmed_at=confirmed,
         company_ids=list(dict.fromkeys(company)) if company else None,
         integration=integration,
-        opened_by=operator,
+        opened_by=actor(s, operator),
     )
-    s = settings()
 
     async def record() -> None:
         async with app_db(s) as db:
@@ -171,13 +173,16 @@ def incident_notify(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="build every email and show whom, send none")
     ] = False,
-    operator: Annotated[str, typer.Option(help="who notifies, for the audit trail")] = "cli",
+    operator: Annotated[
+        str | None, typer.Option(help="who notifies, for the audit trail (default: S2_OPERATOR)")
+    ] = None,
 ) -> None:
     """Email each affected admin once (a re-run emails nobody twice), recording every send;
     prints a report and exits 1 if any notice failed or is uncertain."""
     from system2 import incident_notices as notices
 
     s = settings()
+    operator = actor(s, operator)
     notice = notices.load_template(template)
     server = s.mail_server()
     if not s.mail_from:

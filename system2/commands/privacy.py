@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 import typer
 
 from runtime.settings import Settings
-from system2.cli_support import app_db, company_tx, emit, say, settings
+from system2.cli_support import actor, app_db, company_tx, emit, say, settings
 from system2.errors import System2Error
 
 if TYPE_CHECKING:
@@ -33,7 +33,9 @@ def privacy_export(
     out: Annotated[
         Path | None, typer.Option(help="write the archive to this new file (default: stdout)")
     ] = None,
-    operator: Annotated[str, typer.Option(help="who exports, for the audit trail")] = "cli",
+    operator: Annotated[
+        str | None, typer.Option(help="who exports, for the audit trail (default: S2_OPERATOR)")
+    ] = None,
 ) -> None:
     """Write a JSON archive of the company's data (or one user's): quests with transcripts
     and results, notes, audit rows, memberships, integrations (names and dates, never
@@ -43,6 +45,7 @@ def privacy_export(
     from store.activity import NewActivity
 
     s = settings()
+    operator = actor(s, operator)
     if out is not None and out.exists():
         raise System2Error(f"{out} already exists: name a new file")
     now = datetime.now(UTC)
@@ -86,7 +89,9 @@ def privacy_export(
 def privacy_erase(
     company: Annotated[UUID, typer.Option(help="company id")],
     user: Annotated[str, typer.Option(help="the user whose content to erase (their user id)")],
-    operator: Annotated[str, typer.Option(help="who erases, for the audit trail")] = "cli",
+    operator: Annotated[
+        str | None, typer.Option(help="who erases, for the audit trail (default: S2_OPERATOR)")
+    ] = None,
 ) -> None:
     """Erase a user's content in a company, irreversibly: their quests' goals, results and
     transcripts, those quests' notes and tool results, the free text of the audit rows by them
@@ -96,6 +101,7 @@ def privacy_erase(
     from store import privacy as privacy_store
 
     s = settings()
+    operator = actor(s, operator)
 
     async def erase() -> privacy_store.Erasure:
         async with app_db(s) as db, company_tx(db, company) as tx:

@@ -14,6 +14,7 @@ from redis.asyncio import Redis as AsyncRedis
 from messages import Actor, ActorType
 from system2.cli_support import (
     CompanyOption,
+    actor,
     app_db,
     company_tx,
     emit,
@@ -35,7 +36,9 @@ def quest_submit(
     goal: Annotated[str, typer.Option(help="what Ted should do")],
     model: Annotated[str | None, typer.Option()] = None,
     max_usd: Annotated[str | None, typer.Option(help="cap in USD, e.g. 2.50")] = None,
-    operator: Annotated[str, typer.Option(help="who submits, for the audit trail")] = "cli",
+    operator: Annotated[
+        str | None, typer.Option(help="who submits, for the audit trail (default: S2_OPERATOR)")
+    ] = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Submit a quest as an operator; prints the quest id."""
@@ -48,24 +51,25 @@ def quest_submit(
     from store.quests import Quest
 
     s = settings()
+    operator = actor(s, operator)
     try:
         cap = usd_to_micros(max_usd) if max_usd else None
     except ValueError as exc:
         raise System2Error(f"--max-usd {exc}") from None
     spec = QuestSpec(goal, model or s.default_model, cap, idempotency_key)
-    actor = Actor(type=ActorType.operator, id=operator)
+    submitter = Actor(type=ActorType.operator, id=operator)
 
     async def submit() -> Quest:
         async with app_db(s) as db:
             async with company_tx(db, company) as tx, AsyncRedis.from_url(s.redis_url) as client:
                 gate = Gate(Admissions(client), await company_limits(tx, s), Guard(client))
                 try:
-                    quest, publish = await create_quest(tx, actor, spec, gate=gate)
+                    quest, publish = await create_quest(tx, submitter, spec, gate=gate)
                 except (Throttled, SubmissionRefused) as exc:
                     raise System2Error(str(exc)) from None
             if publish:
                 with publisher(s.redis_url) as queue:
-                    await enqueue_first_step(db, queue, quest, actor)
+                    await enqueue_first_step(db, queue, quest, submitter)
         return quest
 
     emit(asyncio.run(submit()).id)
@@ -136,7 +140,9 @@ def quest_show(quest_id: UUID, company: CompanyOption = None) -> None:
 def quest_cancel(
     quest_id: UUID,
     reason: Annotated[str, typer.Option(help="why, for the audit trail")] = "",
-    operator: Annotated[str, typer.Option(help="who cancels, for the audit trail")] = "cli",
+    operator: Annotated[
+        str | None, typer.Option(help="who cancels, for the audit trail (default: S2_OPERATOR)")
+    ] = None,
     company: CompanyOption = None,
 ) -> None:
     """Cancel a quest, even mid-call; its final state is printed when it had already ended."""
@@ -145,6 +151,7 @@ def quest_cancel(
     from store import quests as quests_store
 
     s = settings()
+    operator = actor(s, operator)
     by = Actor(type=ActorType.operator, id=operator)
 
     async def cancel() -> bool:
