@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 
 from runtime.settings import Settings
 from store import Database, MigrationError, TenantTx
@@ -28,7 +29,7 @@ from store.engineers import enroll
 from store.migrate import migrate
 from system2.scratch import operator_url, scratch_postgres
 from tests.conftest import Tenant, settings_env, system2
-from tests.support import ENGINEER, InTenant, grant_support, submit
+from tests.support import ENGINEER, InTenant, grant_support, ingress_client, submit
 from tests.test_cli import assert_one_line_error, run
 from workers.support_expiry import SupportExpiry
 
@@ -202,7 +203,7 @@ def trail(in_tenant: InTenant, company: uuid.UUID, action: str) -> list[Any]:
 
 
 def test_grant_read_revoke_through_the_cli_each_leave_a_row_admins_see(
-    settings: Settings, in_tenant: InTenant, tenant: Tenant
+    settings: Settings, in_tenant: InTenant, tenant: Tenant, rds: redis.Redis
 ) -> None:
     quest_id = seed(in_tenant, settings, tenant.id)
     as_lead = {"S2_OPERATOR": "lead@support.test"}
@@ -237,6 +238,15 @@ def test_grant_read_revoke_through_the_cli_each_leave_a_row_admins_see(
     after = run(settings, "quest", "show", str(quest_id))
     assert "live support grant" in assert_one_line_error(after)
     assert "confidential" not in after.stdout + after.stderr
+
+    # what the company's admin reads in the product: the API's audit trail
+    with ingress_client(settings, rds) as client:
+        page = client.get(
+            f"/v1/companies/{tenant.id}/activity", headers=tenant.headers(tenant.admin)
+        )
+    assert page.status_code == 200, page.text
+    actions = [i["action"] for i in page.json()["items"]]
+    assert {"support.granted", "support.read", "support.revoked"} <= set(actions), actions
     again = run(
         settings, "support", "revoke", str(grant_id), "--company", str(tenant.id), **as_lead
     )
