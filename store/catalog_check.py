@@ -75,24 +75,30 @@ _PLATFORM_GRANTS = """
 # this looks at them only where the role exists.
 _OPERATOR_TABLES = """
     SELECT c.relname FROM pg_catalog.pg_class c
-    WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
+    WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
       AND c.relname = ANY(%(ours)s)
       AND c.relname NOT IN ('support_grants', 'schema_migrations')
       AND has_any_column_privilege('system2_operator', c.oid, 'SELECT')
       AND NOT EXISTS (SELECT FROM pg_catalog.pg_policy p
                       WHERE p.polrelid = c.oid AND NOT p.polpermissive
-                        AND 'system2_operator'::regrole = ANY(p.polroles))
+                        AND p.polcmd IN ('r', '*')
+                        AND 'system2_operator'::regrole = ANY(p.polroles)
+                        AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) LIKE 'support_live(%%')
     ORDER BY 1
 """
+# Every role that holds system2_operator's rights, however indirectly: a plain login each.
 _OPERATOR_LOGINS = """
-    SELECT r.rolname FROM pg_catalog.pg_roles r
-    JOIN pg_catalog.pg_auth_members m ON m.member = r.oid
-    WHERE m.roleid = 'system2_operator'::regrole
-      AND (r.rolsuper OR r.rolbypassrls OR EXISTS (
-            SELECT FROM pg_catalog.pg_roles g
-            WHERE g.rolname IN ('system2_app', 'system2_directory', 'system2_privacy',
-                                'system2_incidents')
-              AND pg_catalog.pg_has_role(r.oid, g.oid, 'MEMBER')))
+    WITH RECURSIVE holders(oid) AS (
+        SELECT m.member FROM pg_catalog.pg_auth_members m
+        WHERE m.roleid = 'system2_operator'::regrole
+        UNION
+        SELECT m.member FROM pg_catalog.pg_auth_members m JOIN holders h ON m.roleid = h.oid
+    )
+    SELECT r.rolname FROM pg_catalog.pg_roles r JOIN holders h ON h.oid = r.oid
+    WHERE r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolreplication
+       OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+                  WHERE m.member = r.oid AND m.roleid <> 'system2_operator'::regrole
+                    AND m.roleid NOT IN (SELECT oid FROM holders))
     ORDER BY 1
 """
 
@@ -130,8 +136,8 @@ def unsafe_catalog(conn: psycopg.Connection[Any], migrations: Iterable[str]) -> 
             for (name,) in conn.execute(_OPERATOR_TABLES, args).fetchall()
         )
         problems.extend(
-            f"engineer login {name} could read without a grant (superuser, BYPASSRLS or "
-            "another of our groups)"
+            f"engineer login {name} could read without a grant (superuser, BYPASSRLS, "
+            "CREATEROLE, REPLICATION, or a member of another role)"
             for (name,) in conn.execute(_OPERATOR_LOGINS).fetchall()
         )
     return problems

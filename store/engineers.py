@@ -1,5 +1,6 @@
 """Engineers' Postgres logins: one role per engineer, named by their email address, a member
-of ``system2_operator`` and of nothing else.
+of ``system2_operator`` and of nothing else, with no attribute that reads past row-level
+security or hands out roles.
 
 Support grants (``store.support``) name an engineer by that address, and the operator role's
 policies compare it with the session's user, which only a superuser can change: who reads is
@@ -17,9 +18,6 @@ from psycopg import sql
 from store.errors import MigrationError
 
 OPERATOR_GROUP = "system2_operator"
-# The roles whose rights an engineer's login must not also hold: each would read (or change)
-# companies without a grant.
-OTHER_GROUPS = ("system2_app", "system2_directory", "system2_privacy", "system2_incidents")
 _EMAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
 
 
@@ -40,7 +38,9 @@ def enroll(conn: psycopg.Connection[Any], email: str, password: str | None = Non
     that could read without a grant."""
     name = valid_engineer(email)
     row = conn.execute(
-        "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = %s", (name,)
+        "SELECT rolsuper OR rolbypassrls OR rolcreaterole OR rolreplication FROM pg_roles "
+        "WHERE rolname = %s",
+        (name,),
     ).fetchone()
     created = row is None
     if created:
@@ -56,21 +56,29 @@ def enroll(conn: psycopg.Connection[Any], email: str, password: str | None = Non
             created = False
     elif row is not None and row[0]:
         raise MigrationError(
-            f"role {name} is a superuser or BYPASSRLS: row-level security would not apply to it"
+            f"role {name} is a superuser, BYPASSRLS, CREATEROLE or REPLICATION: it could read "
+            "without a grant"
         )
     also = [
         group
         for (group,) in conn.execute(
-            "SELECT g FROM unnest(%s::text[]) AS g "
-            "WHERE EXISTS (SELECT FROM pg_roles WHERE rolname = g) AND pg_has_role(%s, g, 'MEMBER')",
-            (list(OTHER_GROUPS), name),
+            "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+            "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s AND g.rolname <> %s "
+            "ORDER BY 1",
+            (name, OPERATOR_GROUP),
         ).fetchall()
     ]
     if also:
         raise MigrationError(
-            f"role {name} is also a member of {', '.join(also)}: it would read without a grant"
+            f"role {name} is also a member of {', '.join(also)}: an engineer's login belongs "
+            f"to {OPERATOR_GROUP} alone"
         )
     conn.execute(
         sql.SQL("GRANT {} TO {}").format(sql.Identifier(OPERATOR_GROUP), sql.Identifier(name))
+    )
+    conn.execute(
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+            sql.Identifier(str(conn.info.dbname)), sql.Identifier(name)
+        )
     )
     return created

@@ -182,12 +182,6 @@ def ensure_operator_role(
         raise MigrationError(f"S2_OPERATOR_DATABASE_URL connects as {user}, the owner")
     password = conninfo_to_dict(operator_url).get("password")
     created = engineers.enroll(conn, user, str(password) if password else None)
-    dbname = str(conninfo_to_dict(admin_url).get("dbname"))
-    conn.execute(
-        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-            sql.Identifier(dbname), sql.Identifier(engineers.valid_engineer(user))
-        )
-    )
     return [f"enrolled engineer {user}"] if created else []
 
 

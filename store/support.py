@@ -53,45 +53,44 @@ class SupportGrant:
         return {**self.__dict__, "state": state}
 
 
-async def grant(
-    tx: TenantTx, engineer: str, reason: str, *, by: str, now: datetime, ttl_s: int
-) -> SupportGrant:
-    """Admit ``engineer`` to the company's content for ``ttl_s`` from ``now``."""
+async def grant(tx: TenantTx, engineer: str, reason: str, *, by: str, ttl_s: int) -> SupportGrant:
+    """Admit ``engineer`` to the company's content for ``ttl_s`` from now (the database's)."""
     found = await tx.first(
         SupportGrant,
-        f"INSERT INTO support_grants (id, company_id, engineer, reason, granted_by, granted_at, "
-        f"expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s + make_interval(secs => %s)) "
-        f"RETURNING {_COLUMNS}",
-        (uuid4(), tx.company_id, engineer, reason, by, now, now, ttl_s),
+        f"INSERT INTO support_grants (id, company_id, engineer, reason, granted_by, expires_at) "
+        f"VALUES (%s, %s, %s, %s, %s, now() + make_interval(secs => %s)) RETURNING {_COLUMNS}",
+        (uuid4(), tx.company_id, engineer, reason, by, ttl_s),
     )
-    assert found is not None
-    await _audit(tx, "support.granted", found, by, now, {"reason": reason, "ttl_s": ttl_s})
+    assert found is not None  # INSERT ... RETURNING returns the row
+    await _audit(
+        tx, "support.granted", found, by, found.granted_at, {"reason": reason, "ttl_s": ttl_s}
+    )
     return found
 
 
-async def revoke(tx: TenantTx, grant_id: UUID, *, by: str, now: datetime) -> SupportGrant | None:
+async def revoke(tx: TenantTx, grant_id: UUID, *, by: str) -> SupportGrant | None:
     """End a live grant now; None if the company has no such live grant."""
     found = await tx.first(
         SupportGrant,
-        f"UPDATE support_grants SET revoked_at = %s, revoked_by = %s "
-        f"WHERE id = %s AND revoked_at IS NULL AND expires_at > %s RETURNING {_COLUMNS}",
-        (now, by, grant_id, now),
+        f"UPDATE support_grants SET revoked_at = now(), revoked_by = %s "
+        f"WHERE id = %s AND revoked_at IS NULL AND expires_at > now() RETURNING {_COLUMNS}",
+        (by, grant_id),
     )
     if found is not None:
-        await _audit(tx, "support.revoked", found, by, now, {})
+        await _audit(tx, "support.revoked", found, by, _at(found.revoked_at), {})
     return found
 
 
-async def revoke_all(tx: TenantTx, *, by: str, now: datetime) -> int:
+async def revoke_all(tx: TenantTx, *, by: str) -> int:
     """End every live grant of the company now (it is being deleted); returns how many."""
     ended = await tx.rows(
         SupportGrant,
-        f"UPDATE support_grants SET revoked_at = %s, revoked_by = %s "
-        f"WHERE revoked_at IS NULL AND expires_at > %s RETURNING {_COLUMNS}",
-        (now, by, now),
+        f"UPDATE support_grants SET revoked_at = now(), revoked_by = %s "
+        f"WHERE revoked_at IS NULL AND expires_at > now() RETURNING {_COLUMNS}",
+        (by,),
     )
     for g in ended:
-        await _audit(tx, "support.revoked", g, by, now, {})
+        await _audit(tx, "support.revoked", g, by, _at(g.revoked_at), {})
     return len(ended)
 
 
@@ -106,29 +105,26 @@ async def listed(tx: TenantTx, *, live_only: bool, now: datetime) -> list[Suppor
     )
 
 
-async def log_expired(tx: TenantTx, now: datetime) -> int:
+async def log_expired(tx: TenantTx) -> int:
     """Write a ``support.expired`` row for each of the company's grants that ran out unrevoked
     and has none yet; returns how many. Access ended at ``expires_at`` whether or not this
     ran: the row is the admins' record of it."""
     ended = await tx.rows(
         SupportGrant,
-        f"UPDATE support_grants SET expiry_logged_at = %s "
+        f"UPDATE support_grants SET expiry_logged_at = now() "
         f"WHERE id IN (SELECT id FROM support_grants WHERE revoked_at IS NULL "
-        f"AND expiry_logged_at IS NULL AND expires_at <= %s FOR UPDATE SKIP LOCKED) "
+        f"AND expiry_logged_at IS NULL AND expires_at <= now() FOR UPDATE SKIP LOCKED) "
         f"RETURNING {_COLUMNS}",
-        (now, now),
     )
     for g in ended:
         await _audit(tx, "support.expired", g, "system2", g.expires_at, {})
     return len(ended)
 
 
-async def open_read(
-    tx: TenantTx, what: str, target: str, quest_id: UUID | None = None
-) -> SupportGrant:
+async def open_read(tx: TenantTx, what: str, quest_id: UUID | None = None) -> SupportGrant:
     """In an engineer's transaction (the operator store): their live grant for the company,
-    after writing the ``support.read`` row that records ``what`` they read (``target``: e.g.
-    ``quest:<id>``, with its ``quest_id``); ``NoSupportGrant`` if they hold none."""
+    after writing the ``support.read`` row that records ``what`` they read (and which quest);
+    ``NoSupportGrant`` if they hold none."""
     found = await tx.first(
         SupportGrant,
         f"SELECT {_COLUMNS} FROM support_grants WHERE company_id = %s AND revoked_at IS NULL "
@@ -140,13 +136,13 @@ async def open_read(
             f"{await whoami(tx.conn)} holds no live support grant for company "
             f"{tx.company_id}: ask for one (system2 support grant)"
         )
-    # A plain INSERT (the operator role may not read the webhook endpoints activity.append
-    # fans rows out to); the trigger of migration 0013 writes the key, time, actor and grant.
+    # A plain INSERT of the four columns the operator role may name (it may not read the
+    # webhook endpoints activity.append fans rows out to); migration 0013's trigger writes
+    # the key, time, actor, target and grant.
     await tx.execute(
-        "INSERT INTO activity_log (company_id, occurred_at, actor_type, actor_id, action, "
-        "target, quest_id, payload, idempotency_key) "
-        "VALUES (%s, now(), 'operator', session_user, 'support.read', %s, %s, %s, '')",
-        (tx.company_id, target, quest_id, Jsonb({"read": what})),
+        "INSERT INTO activity_log (company_id, action, quest_id, payload) "
+        "VALUES (%s, 'support.read', %s, %s)",
+        (tx.company_id, quest_id, Jsonb({"read": what})),
     )
     return found
 
@@ -186,6 +182,11 @@ async def granted_companies(db: Database) -> list[UUID]:
             "WHERE revoked_at IS NULL AND expires_at > statement_timestamp()"
         )
         return [row[0] for row in await cur.fetchall()]
+
+
+def _at(when: datetime | None) -> datetime:
+    assert when is not None  # set by the statement that returned the row
+    return when
 
 
 async def live(tx: TenantTx) -> bool:

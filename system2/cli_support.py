@@ -69,8 +69,7 @@ async def support_read(
 
     async with db.tenant(company_id) as tx:
         try:
-            target = f"quest:{quest_id}" if quest_id else f"company:{company_id}"
-            await support_store.open_read(tx, what, target, quest_id)
+            await support_store.open_read(tx, what, quest_id)
         except support_store.NoSupportGrant as exc:
             raise System2Error(str(exc)) from None
         yield tx

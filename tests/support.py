@@ -56,7 +56,6 @@ def grant_support(
             engineer,
             "a test reads it",
             by="lead@support.test",
-            now=datetime.now(UTC),
             ttl_s=ttl_s,
         )
         return found.id

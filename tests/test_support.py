@@ -12,12 +12,13 @@ import os
 import subprocess
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import psycopg
 import pytest
 import redis
+from psycopg import sql
 
 from runtime.settings import Settings
 from store import Database, MigrationError, TenantTx
@@ -117,24 +118,31 @@ def test_an_engineer_sees_nothing_without_a_live_grant_of_their_own(
         assert conn.execute("SELECT count(*) FROM quests").fetchone() == (0,)
 
 
+def backdate(admin: AdminConn, grant_id: uuid.UUID, hours: int) -> datetime:
+    """Move a grant into the past (as the owner: the app role cannot), so that it has expired
+    ``hours`` ago less its length; returns its new ``expires_at``."""
+    row = admin.execute(
+        "UPDATE support_grants SET granted_at = granted_at - make_interval(hours => %s), "
+        "expires_at = expires_at - make_interval(hours => %s) WHERE id = %s RETURNING expires_at",
+        (hours, hours, grant_id),
+    ).fetchone()
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]
+
+
 def test_a_revoked_or_expired_grant_admits_nothing(
-    settings: Settings, in_tenant: InTenant, tenant: Tenant
+    settings: Settings, in_tenant: InTenant, tenant: Tenant, admin_conn: AdminConn
 ) -> None:
     seed(in_tenant, settings, tenant.id)
     nothing = dict.fromkeys(CONTENT_TABLES, 0)
-    past = datetime.now(UTC) - timedelta(hours=3)
-
-    async def expired(tx: TenantTx) -> None:
-        await support_store.grant(tx, ENGINEER, "old", by="lead@x.test", now=past, ttl_s=3_600)
-
-    in_tenant(tenant.id, expired)
+    backdate(admin_conn, grant_support(in_tenant, tenant.id), hours=3)
     with operator_conn(settings) as conn:
         assert visible(conn, tenant.id) == nothing
         grant_id = grant_support(in_tenant, tenant.id)
         assert visible(conn, tenant.id)["quests"] == 1
 
         async def revoke(tx: TenantTx) -> None:
-            await support_store.revoke(tx, grant_id, by="lead@x.test", now=datetime.now(UTC))
+            await support_store.revoke(tx, grant_id, by="lead@x.test")
 
         in_tenant(tenant.id, revoke)
         assert visible(conn, tenant.id) == nothing
@@ -159,9 +167,17 @@ def test_a_revoked_or_expired_grant_admits_nothing(
             psycopg.errors.InsufficientPrivilege,
         ),
         (  # only its own support.read rows
-            "INSERT INTO activity_log (company_id, occurred_at, actor_type, actor_id, action, "
-            "target, idempotency_key) VALUES (app_company_id(), now(), 'ted', 'ted', "
-            "'note.added', 'x', gen_random_uuid()::text)",
+            "INSERT INTO activity_log (company_id, action) VALUES (app_company_id(), 'x.y')",
+            psycopg.errors.InsufficientPrivilege,
+        ),
+        (  # nor choose an id (the identity is every company's: a taken id blocks their rows)
+            "INSERT INTO activity_log (id, company_id, action) OVERRIDING SYSTEM VALUE "
+            "VALUES (9223372036854775000, app_company_id(), 'support.read')",
+            psycopg.errors.InsufficientPrivilege,
+        ),
+        (  # nor when it was recorded
+            "INSERT INTO activity_log (company_id, action, recorded_at) "
+            "VALUES (app_company_id(), 'support.read', '2001-01-01')",
             psycopg.errors.InsufficientPrivilege,
         ),
     ],
@@ -297,23 +313,30 @@ def test_a_grant_for_an_unknown_company_or_without_a_name_is_refused(settings: S
 
 
 def test_expiries_are_recorded_once_by_the_elected_worker(
-    settings: Settings, db: Database, in_tenant: InTenant, tenant: Tenant, call_loop: Any
+    settings: Settings,
+    db: Database,
+    in_tenant: InTenant,
+    tenant: Tenant,
+    call_loop: Any,
+    admin_conn: AdminConn,
 ) -> None:
-    past = datetime.now(UTC) - timedelta(hours=2)
+    old = grant_support(in_tenant, tenant.id, ttl_s=600)
+    ended = backdate(admin_conn, old, hours=2)
+    live = grant_support(in_tenant, tenant.id)  # not expired
 
-    async def lapsed(tx: TenantTx) -> support_store.SupportGrant:
-        return await support_store.grant(
-            tx, ENGINEER, "old ticket", by="lead@x.test", now=past, ttl_s=600
+    async def too_soon(tx: TenantTx) -> None:  # a live grant's expiry cannot be noted early
+        await tx.execute(
+            "UPDATE support_grants SET expiry_logged_at = now() WHERE id = %s", (live,)
         )
 
-    old = in_tenant(tenant.id, lapsed)
-    grant_support(in_tenant, tenant.id)  # live: not expired
+    with pytest.raises(psycopg.errors.RaiseException, match="once and in time"):
+        in_tenant(tenant.id, too_soon)
     expiry = SupportExpiry(db, None)  # type: ignore[arg-type] - record() needs no Redis
     assert call_loop.run(expiry.record()) >= 1
     assert call_loop.run(expiry.record()) == 0
     (row,) = trail(in_tenant, tenant.id, "support.expired")
-    assert (row.actor_type, row.payload["grant_id"]) == ("system", str(old.id))
-    assert row.occurred_at == old.expires_at
+    assert (row.actor_type, row.payload["grant_id"]) == ("system", str(old))
+    assert row.occurred_at == ended
 
 
 def test_a_watch_stops_when_its_grant_is_revoked(
@@ -333,7 +356,7 @@ def test_a_watch_stops_when_its_grant_is_revoked(
         assert proc.poll() is None, proc.communicate()  # watching
 
         async def revoke(tx: TenantTx) -> None:
-            await support_store.revoke(tx, grant_id, by="lead@x.test", now=datetime.now(UTC))
+            await support_store.revoke(tx, grant_id, by="lead@x.test")
 
         in_tenant(tenant.id, revoke)
         _, err = proc.communicate(timeout=30)
@@ -380,30 +403,45 @@ def test_deleting_a_company_ends_its_live_grants_and_erases_their_reasons(
 def test_a_support_read_row_is_written_from_the_session_whatever_the_insert_says(
     settings: Settings, in_tenant: InTenant, tenant: Tenant, admin_conn: AdminConn
 ) -> None:
-    """An engineer's hand-written INSERT can neither backdate a read, name someone else, nor
-    take a key the app will need (here: the revocation's of their own grant)."""
+    """An engineer's hand-written INSERT can neither backdate a read, name someone else, take a
+    key the app will need (here: the revocation's of their own grant) nor point at a quest
+    they cannot see."""
     grant_id = grant_support(in_tenant, tenant.id)
     with operator_conn(settings) as conn, conn.transaction():
         conn.execute("SELECT set_config('app.company_id', %s, true)", (str(tenant.id),))
-        conn.execute(
-            "INSERT INTO activity_log (company_id, occurred_at, actor_type, actor_id, action, "
-            "target, rationale, payload, idempotency_key) VALUES (app_company_id(), "
-            "'2001-01-01', 'ted', 'someone@else.test', 'support.read', 'company:x', "
-            "'all good, nothing read', %s, %s)",
-            (json.dumps({"read": "nothing", "grant_id": "forged"}), f"support.revoked:{grant_id}"),
+        for column, value in (
+            ("occurred_at", "2001-01-01"),
+            ("actor_id", "someone@else.test"),
+            ("target", "company:x"),
+            ("rationale", "all good, nothing read"),
+            ("idempotency_key", f"support.revoked:{grant_id}"),
+        ):  # none of these may be named
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO activity_log (company_id, action, {}) "
+                        "VALUES (app_company_id(), 'support.read', %s)"
+                    ).format(sql.Identifier(column)),
+                    (value,),
+                )
+        conn.execute(  # what may be named is rewritten: a quest they cannot see is dropped
+            "INSERT INTO activity_log (company_id, action, quest_id, payload) "
+            "VALUES (app_company_id(), 'support.read', gen_random_uuid(), %s)",
+            (json.dumps({"read": "nothing", "grant_id": "forged"}),),
         )
     row = admin_conn.execute(
         "SELECT occurred_at > now() - interval '1 minute', actor_type, actor_id, rationale, "
-        "payload, idempotency_key LIKE 'support.read:%%' FROM activity_log "
+        "payload, idempotency_key LIKE 'support.read:%%', target, quest_id FROM activity_log "
         "WHERE company_id = %s AND action = 'support.read'",
         (tenant.id,),
     ).fetchone()
     assert row == (
-        True, "operator", ENGINEER, None, {"grant_id": str(grant_id), "read": "nothing"}, True
+        True, "operator", ENGINEER, None, {"grant_id": str(grant_id), "read": "nothing"}, True,
+        f"company:{tenant.id}", None,
     )  # fmt: skip
 
     async def revoke(tx: TenantTx) -> None:
-        await support_store.revoke(tx, grant_id, by="lead@x.test", now=datetime.now(UTC))
+        await support_store.revoke(tx, grant_id, by="lead@x.test")
 
     in_tenant(tenant.id, revoke)
     assert len(trail(in_tenant, tenant.id, "support.revoked")) == 1
@@ -414,12 +452,7 @@ def test_a_grant_ends_inside_a_transaction_that_began_before_its_end(
 ) -> None:
     seed(in_tenant, settings, tenant.id)
 
-    async def brief(tx: TenantTx) -> None:
-        await support_store.grant(
-            tx, ENGINEER, "a moment", by="lead@x.test", now=datetime.now(UTC), ttl_s=2
-        )
-
-    in_tenant(tenant.id, brief)
+    grant_support(in_tenant, tenant.id, ttl_s=2)
     with operator_conn(settings) as conn, conn.transaction():
         conn.execute("SELECT set_config('app.company_id', %s, true)", (str(tenant.id),))
         assert conn.execute("SELECT count(*) FROM quests").fetchone() == (1,)
@@ -437,6 +470,9 @@ def test_a_grant_ends_inside_a_transaction_that_began_before_its_end(
         "INSERT INTO support_grants (id, company_id, engineer, reason, granted_by, expires_at) "
         "VALUES (gen_random_uuid(), app_company_id(), 'eve@x.test', 'r', 'me', "
         "now() + interval '2 days')",  # longer than a day
+        "INSERT INTO support_grants (id, company_id, engineer, reason, granted_by, granted_at, "
+        "expires_at) VALUES (gen_random_uuid(), app_company_id(), 'eve@x.test', 'r', 'me', "
+        "now() + interval '10 years', now() + interval '10 years 1 day')",  # made "later"
     ],
 )
 def test_the_app_role_cannot_stretch_move_or_revive_a_grant(
@@ -445,7 +481,7 @@ def test_the_app_role_cannot_stretch_move_or_revive_a_grant(
     grant_id = grant_support(in_tenant, tenant.id)
 
     async def revoke(tx: TenantTx) -> None:
-        await support_store.revoke(tx, grant_id, by="lead@x.test", now=datetime.now(UTC))
+        await support_store.revoke(tx, grant_id, by="lead@x.test")
 
     in_tenant(tenant.id, revoke)
     app = psycopg.connect(settings.database_url, autocommit=True)
@@ -515,3 +551,13 @@ def test_audited_commands_name_s2_operator_unless_told_otherwise(
     assert told.returncode == 0, told.stderr
     rows = trail(in_tenant, tenant.id, "privacy.exported")
     assert sorted(r.actor_id for r in rows) == ["dpo@support.test", "legal"]
+
+
+def test_enroll_refuses_a_login_that_could_hand_itself_rights(admin_conn: AdminConn) -> None:
+    name = f"boss-{uuid.uuid4().hex[:8]}@support.test"
+    admin_conn.execute(f'CREATE ROLE "{name}" LOGIN CREATEROLE')
+    try:
+        with pytest.raises(MigrationError, match="CREATEROLE"):
+            enroll(admin_conn, name)
+    finally:
+        admin_conn.execute(f'DROP ROLE "{name}"')

@@ -7,8 +7,6 @@ company's admins so, within a minute, from one elected worker.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import structlog
 from redis.asyncio import Redis
 
@@ -32,16 +30,13 @@ class SupportExpiry:
         """Record expiries every interval while this process holds the lock, until cancelled."""
         await every_interval(self.redis, SUPPORT_EXPIRY_LOCK, self.interval_s, self.record)
 
-    async def record(self, now: datetime | None = None) -> int:
+    async def record(self) -> int:
         """Write the audit row of every grant that has expired unrecorded; returns how many."""
-        at = now or datetime.now(UTC)
         async with self.db.connection() as conn:
             companies = await companies_store.all_ids(conn)
         total = 0
         for company_id in companies:
-            total += await self.db.in_tenant(
-                company_id, lambda tx: support_store.log_expired(tx, at)
-            )
+            total += await self.db.in_tenant(company_id, support_store.log_expired)
         if total:
             log.info("support grants expired", grants=total)
         return total

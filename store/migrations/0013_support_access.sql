@@ -16,10 +16,16 @@
 -- engineer's INSERT can neither backdate one nor take a key another row will need.
 --
 -- Grants are written by the app role (`system2 support grant`, by whoever holds the app's
--- credentials), at most a day long; once made, only their revocation and the note that their
--- expiry was recorded can change, once each. Their creation, revocation and expiry are rows
--- in the company's activity_log, which its admins read in the product. Old code knows none of
--- this.
+-- credentials), from the database's now for at most a day; once made, only their revocation
+-- and the note that their expiry was recorded can change, once each, at the database's now.
+-- Their creation, revocation and expiry are rows in the company's activity_log, which its
+-- admins read in the product. Old code knows none of this.
+--
+-- What policies cannot hide: Postgres evaluates leakproof comparisons (=, <) of a query's own
+-- WHERE before a policy's, so EXPLAIN ANALYZE's row counts and the planner's estimates can
+-- confirm guessed values of the tables an engineer may SELECT, without a grant; and a
+-- REPEATABLE READ transaction keeps the snapshot in which a revoked grant was still live
+-- (until the grant's own expiry, which statement time enforces). README, "Support access".
 
 DO $$
 BEGIN
@@ -50,22 +56,41 @@ CREATE INDEX support_grants_live ON support_grants (company_id, engineer, expire
 CREATE INDEX support_grants_to_log ON support_grants (company_id, expires_at)
     WHERE revoked_at IS NULL AND expiry_logged_at IS NULL;
 
--- A grant's revocation and its expiry's record are written once; nothing else changes (the
--- app role may UPDATE only those columns).
-CREATE FUNCTION support_grants_once() RETURNS trigger
+-- A grant's times are the database's: made now, for at most a day; revoked now, once; its
+-- expiry recorded once it has expired, once. Nothing else changes (the app role may UPDATE
+-- only those columns).
+CREATE FUNCTION support_grants_clock() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.expires_at <= now() OR NEW.expires_at > now() + interval '1 day' THEN
+            RAISE EXCEPTION 'a support grant lasts from now for at most a day';
+        END IF;
+        NEW.granted_at := now();
+        NEW.revoked_at := NULL;
+        NEW.revoked_by := NULL;
+        NEW.expiry_logged_at := NULL;
+        RETURN NEW;
+    END IF;
     IF (OLD.revoked_at IS NOT NULL AND (NEW.revoked_at, NEW.revoked_by)
             IS DISTINCT FROM (OLD.revoked_at, OLD.revoked_by))
        OR (OLD.expiry_logged_at IS NOT NULL
-            AND NEW.expiry_logged_at IS DISTINCT FROM OLD.expiry_logged_at) THEN
-        RAISE EXCEPTION 'a support grant is revoked, or its expiry recorded, once';
+            AND NEW.expiry_logged_at IS DISTINCT FROM OLD.expiry_logged_at)
+       OR (OLD.expiry_logged_at IS NULL AND NEW.expiry_logged_at IS NOT NULL
+            AND (OLD.expires_at > now() OR OLD.revoked_at IS NOT NULL)) THEN
+        RAISE EXCEPTION 'a support grant is revoked, or its expiry recorded, once and in time';
+    END IF;
+    IF OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL THEN
+        NEW.revoked_at := now();
+    END IF;
+    IF OLD.expiry_logged_at IS NULL AND NEW.expiry_logged_at IS NOT NULL THEN
+        NEW.expiry_logged_at := now();
     END IF;
     RETURN NEW;
 END
 $$;
-CREATE TRIGGER support_grants_once BEFORE UPDATE ON support_grants
-    FOR EACH ROW EXECUTE FUNCTION support_grants_once();
+CREATE TRIGGER support_grants_clock BEFORE INSERT OR UPDATE ON support_grants
+    FOR EACH ROW EXECUTE FUNCTION support_grants_clock();
 
 -- Whether the session's engineer holds a live grant for `company`, at this statement's time.
 -- With the caller's rights: run by an engineer, it sees only their own grants (policy below).
@@ -111,15 +136,24 @@ CREATE POLICY support_read ON activity_log AS RESTRICTIVE FOR INSERT TO system2_
     WITH CHECK (support_live(company_id) AND action = 'support.read');
 
 -- A support.read row is the session's own, whoever inserts it: a fresh key, the statement's
--- time, the session's engineer, their live grant, what they ran (at most 100 characters) and
--- nothing else. Only rows of that action fire it (the WHEN is checked before any call).
+-- time, the session's engineer, their live grant, what they ran (at most 100 characters),
+-- and as its target the quest it names if they can see it, else the company. The engineers'
+-- role may name no other column (not the id, nor the time it was recorded). Only rows of
+-- that action fire it (the WHEN is checked before any call).
 CREATE FUNCTION activity_log_support_read() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF NEW.quest_id IS NOT NULL AND NOT EXISTS (
+            SELECT FROM public.quests AS q
+            WHERE q.company_id = NEW.company_id AND q.id = NEW.quest_id) THEN
+        NEW.quest_id := NULL;
+    END IF;
     NEW.occurred_at := statement_timestamp();
     NEW.idempotency_key := 'support.read:' || gen_random_uuid()::text;
     NEW.actor_type := 'operator';
     NEW.actor_id := session_user::text;
+    NEW.target := CASE WHEN NEW.quest_id IS NULL THEN 'company:' || NEW.company_id::text
+                       ELSE 'quest:' || NEW.quest_id::text END;
     NEW.rationale := NULL;
     NEW.originating_message_id := NULL;
     NEW.payload := jsonb_build_object(
@@ -138,7 +172,7 @@ CREATE TRIGGER activity_log_support_read BEFORE INSERT ON activity_log
 GRANT USAGE ON SCHEMA public TO system2_operator;
 GRANT SELECT ON companies, memberships, quests, quest_steps, notes, tool_calls, activity_log
     TO system2_operator;
-GRANT INSERT ON activity_log TO system2_operator;
+GRANT INSERT (company_id, action, quest_id, payload) ON activity_log TO system2_operator;
 GRANT SELECT ON schema_migrations TO system2_operator;
 
 -- As 0006_directory_role: Supabase grants anon and authenticated every right on new tables
@@ -152,7 +186,7 @@ BEGIN
     LOOP
         EXECUTE format('REVOKE ALL ON TABLE public.support_grants FROM %I', grantee);
         EXECUTE format('REVOKE ALL ON FUNCTION public.support_live(uuid) FROM %I', grantee);
-        EXECUTE format('REVOKE ALL ON FUNCTION public.support_grants_once() FROM %I', grantee);
+        EXECUTE format('REVOKE ALL ON FUNCTION public.support_grants_clock() FROM %I', grantee);
         EXECUTE format(
             'REVOKE ALL ON FUNCTION public.activity_log_support_read() FROM %I', grantee);
     END LOOP;

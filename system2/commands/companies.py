@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -90,7 +89,7 @@ def company_delete(
                 )
             erasure = await privacy_store.erase_company(tx, operator)
             # No engineer reads a deleted company's remains under an earlier grant.
-            await support_store.revoke_all(tx, by=operator, now=datetime.now(UTC))
+            await support_store.revoke_all(tx, by=operator)
             return erasure
 
     erasure = asyncio.run(delete())

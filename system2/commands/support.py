@@ -57,9 +57,7 @@ def support_grant(
 
     async def grant() -> support_store.SupportGrant:
         async with app_db(s) as db, company_tx(db, company) as tx:
-            return await support_store.grant(
-                tx, who, reason.strip(), by=by, now=datetime.now(UTC), ttl_s=ttl_s
-            )
+            return await support_store.grant(tx, who, reason.strip(), by=by, ttl_s=ttl_s)
 
     found = asyncio.run(grant())
     emit(found.id)
@@ -108,7 +106,7 @@ def support_list(
 
     async def listed() -> list[support_store.SupportGrant]:
         async with app_db(s) as db, company_tx(db, company) as tx:
-            await support_store.log_expired(tx, now)
+            await support_store.log_expired(tx)
             return await support_store.listed(tx, live_only=not all_, now=now)
 
     emit([g.view(now) for g in asyncio.run(listed())])
@@ -128,7 +126,7 @@ def support_revoke(
 
     async def revoke() -> support_store.SupportGrant | None:
         async with app_db(s) as db, company_tx(db, company) as tx:
-            return await support_store.revoke(tx, grant, by=by, now=datetime.now(UTC))
+            return await support_store.revoke(tx, grant, by=by)
 
     if asyncio.run(revoke()) is None:
         raise System2Error(f"no live support grant {grant} in company {company}")
