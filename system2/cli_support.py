@@ -7,7 +7,6 @@ that opens the database with ``app_db`` (one loop, one pool, both gone when it r
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -44,19 +43,19 @@ async def operator_db(s: Settings) -> AsyncIterator[Database]:
         yield db
 
 
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-
-
 def engineer(s: Settings, given: str | None) -> str:
     """Who runs a command on the app's store (a grant, a revocation): ``--as`` or
-    ``S2_OPERATOR``, an email address (lower-cased). A read of content needs no such claim:
-    the engineer is the operator store's login."""
-    who = (given or s.operator or "").strip().lower()
+    ``S2_OPERATOR``, an engineer's address (``store.engineers``). A read of content needs no
+    such claim: the engineer is the operator store's login."""
+    from store.engineers import valid_engineer
+
+    who = (given or s.operator or "").strip()
     if not who:
         raise System2Error("say who you are: --as EMAIL or S2_OPERATOR=EMAIL")
-    if len(who) > 254 or not _EMAIL.fullmatch(who):
-        raise System2Error("--as / S2_OPERATOR must be an email address")
-    return who
+    try:
+        return valid_engineer(who)
+    except ValueError:
+        raise System2Error("--as / S2_OPERATOR must be an engineer's email address") from None
 
 
 @asynccontextmanager
