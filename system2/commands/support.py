@@ -61,7 +61,8 @@ def support_grant(
 
     found = asyncio.run(grant())
     emit(found.id)
-    say(f"{who} may read company {company}'s content until {found.expires_at:%Y-%m-%d %H:%M} UTC")
+    until = found.expires_at.astimezone(UTC)
+    say(f"{who} may read company {company}'s content until {until:%Y-%m-%d %H:%M} UTC")
 
 
 @app.command("enroll")
