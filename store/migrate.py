@@ -164,7 +164,46 @@ def ensure_database(admin_url: str) -> bool:
 
 def ensure_app_role(conn: psycopg.Connection[Any], admin_url: str, app_url: str) -> list[str]:
     """Create the app's login role if needed, and grant it the app's rights — nothing more."""
-    return _ensure_login_role(conn, admin_url, app_url, APP_GROUP, "S2_DATABASE_URL")
+    app = conninfo_to_dict(app_url)
+    admin = conninfo_to_dict(admin_url)
+    user = str(app.get("user") or "")
+    if not user:
+        raise MigrationError("S2_DATABASE_URL names no user: the app must connect as its own role")
+    if user == admin.get("user"):
+        raise MigrationError(
+            f"S2_DATABASE_URL connects as {user}, the owner: the app role must be a separate role"
+        )
+    notes = []
+    role = conn.execute(
+        "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = %s", (user,)
+    ).fetchone()
+    if role is None:
+        password = app.get("password")
+        stmt = sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(user))
+        if password:
+            stmt = sql.SQL("{} PASSWORD {}").format(stmt, sql.Literal(password))
+        try:
+            conn.execute(stmt)
+            notes.append(f"created role {user}")
+        except psycopg.errors.DuplicateObject:
+            pass
+        except psycopg.errors.InsufficientPrivilege:
+            return [
+                f"role {user} is missing and the admin role may not create it: create it, then "
+                f"GRANT {APP_GROUP} TO {user}"
+            ]
+    elif role[0] or role[1]:
+        raise MigrationError(
+            f"role {user} is a superuser or BYPASSRLS: row-level security would not apply to it"
+        )
+    conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(APP_GROUP), sql.Identifier(user)))
+    dbname = str(admin.get("dbname"))
+    conn.execute(
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+            sql.Identifier(dbname), sql.Identifier(user)
+        )
+    )
+    return notes
 
 
 def ensure_operator_role(
@@ -183,52 +222,6 @@ def ensure_operator_role(
     password = conninfo_to_dict(operator_url).get("password")
     created = engineers.enroll(conn, user, str(password) if password else None)
     return [f"enrolled engineer {user}"] if created else []
-
-
-def _ensure_login_role(
-    conn: psycopg.Connection[Any], admin_url: str, url: str, group: str, variable: str
-) -> list[str]:
-    """Create the login role ``url`` names if needed, and make it a member of ``group``."""
-    login = conninfo_to_dict(url)
-    admin = conninfo_to_dict(admin_url)
-    user = str(login.get("user") or "")
-    if not user:
-        raise MigrationError(f"{variable} names no user: it must connect as its own role")
-    if user == admin.get("user"):
-        raise MigrationError(
-            f"{variable} connects as {user}, the owner: it must connect as a separate role"
-        )
-    notes = []
-    role = conn.execute(
-        "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = %s", (user,)
-    ).fetchone()
-    if role is None:
-        password = login.get("password")
-        stmt = sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(user))
-        if password:
-            stmt = sql.SQL("{} PASSWORD {}").format(stmt, sql.Literal(password))
-        try:
-            conn.execute(stmt)
-            notes.append(f"created role {user}")
-        except psycopg.errors.DuplicateObject:
-            pass
-        except psycopg.errors.InsufficientPrivilege:
-            return [
-                f"role {user} is missing and the admin role may not create it: create it, then "
-                f"GRANT {group} TO {user}"
-            ]
-    elif role[0] or role[1]:
-        raise MigrationError(
-            f"role {user} is a superuser or BYPASSRLS: row-level security would not apply to it"
-        )
-    conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(user)))
-    dbname = str(admin.get("dbname"))
-    conn.execute(
-        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-            sql.Identifier(dbname), sql.Identifier(user)
-        )
-    )
-    return notes
 
 
 def _ensure_table(conn: psycopg.Connection[Any]) -> None:

@@ -70,28 +70,27 @@ async def grant(tx: TenantTx, engineer: str, reason: str, *, by: str, ttl_s: int
 
 async def revoke(tx: TenantTx, grant_id: UUID, *, by: str) -> SupportGrant | None:
     """End a live grant now; None if the company has no such live grant."""
-    found = await tx.first(
-        SupportGrant,
-        f"UPDATE support_grants SET revoked_at = now(), revoked_by = %s "
-        f"WHERE id = %s AND revoked_at IS NULL AND expires_at > now() RETURNING {_COLUMNS}",
-        (by, grant_id),
-    )
-    if found is not None:
-        await _audit(tx, "support.revoked", found, by, _at(found.revoked_at), {})
-    return found
+    ended = await _revoke(tx, by, grant_id)
+    return ended[0] if ended else None
 
 
 async def revoke_all(tx: TenantTx, *, by: str) -> int:
     """End every live grant of the company now (it is being deleted); returns how many."""
+    return len(await _revoke(tx, by, None))
+
+
+async def _revoke(tx: TenantTx, by: str, grant_id: UUID | None) -> list[SupportGrant]:
+    """End the company's live grants (``grant_id``: only that one) now, each with its row."""
     ended = await tx.rows(
         SupportGrant,
         f"UPDATE support_grants SET revoked_at = now(), revoked_by = %s "
-        f"WHERE revoked_at IS NULL AND expires_at > now() RETURNING {_COLUMNS}",
-        (by,),
+        f"WHERE (%s::uuid IS NULL OR id = %s) AND revoked_at IS NULL AND expires_at > now() "
+        f"RETURNING {_COLUMNS}",
+        (by, grant_id, grant_id),
     )
     for g in ended:
         await _audit(tx, "support.revoked", g, by, _at(g.revoked_at), {})
-    return len(ended)
+    return ended
 
 
 async def listed(tx: TenantTx, *, live_only: bool, now: datetime) -> list[SupportGrant]:

@@ -15,7 +15,7 @@ from rich.markup import escape
 from messages.notices import StreamReply
 from messages.redis_keys import quest_stream_key
 from runtime.settings import Settings
-from store import Database
+from store import Database, TenantTx
 from store import quests as quests_store
 from store import support as support_store
 from store.quests import TERMINAL
@@ -77,8 +77,7 @@ async def watch(settings: Settings, db: Database, company_id: UUID, quest_id: UU
         if time.monotonic() - checked > GRANT_CHECK_S:
             checked = time.monotonic()
             async with db.tenant(company_id) as tx:
-                if not await support_store.live(tx):
-                    raise System2Error("the support grant ended: the watch stops here")
+                await _still_granted(tx)
         # The blocking read in a thread, so that each read is an await: Ctrl-C (asyncio.run
         # cancels the body) ends the watch there, even while events keep coming.
         found = await asyncio.to_thread(client.xread, {key: last}, block=1000, count=200)
@@ -107,7 +106,11 @@ async def watch(settings: Settings, db: Database, company_id: UUID, quest_id: UU
 
 async def _ended(db: Database, company_id: UUID, quest_id: UUID) -> bool:
     async with db.tenant(company_id) as tx:
-        if not await support_store.live(tx):
-            raise System2Error("the support grant ended: the watch stops here")
+        await _still_granted(tx)
         quest = await quests_store.get(tx, quest_id)
     return quest is None or quest.finished
+
+
+async def _still_granted(tx: TenantTx) -> None:
+    if not await support_store.live(tx):
+        raise System2Error("the support grant ended: the watch stops here")
